@@ -1,0 +1,130 @@
+"""Exact acceleration for local models: the input region the ROI can depend on.
+
+A gradient probe finds the input pixels that influence the ROI output. Blocks outside that
+region have a causal effect of exactly 0 and need no forward pass; the others are run on the
+smallest crop that holds the region. Before the crop is trusted, :func:`verify_crop` checks
+that cropped and full-image ROI outputs agree and that interventions outside the region do not
+change the full-image ROI output. Global models (global pooling, image-wide attention) depend
+on the whole input and fall back to full-image mode.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+
+@dataclass
+class DependencyRegion:
+    """Input pixels the ROI output depends on, and the crop that runs the model.
+
+    ``box`` = (y0, y1, x0, x1): bounding box of the dependent pixels in input coordinates;
+    ``crop`` = the box grown by the margin and rounded to the model's size multiple.
+    """
+
+    mask: np.ndarray
+    box: tuple[int, int, int, int]
+    crop: tuple[int, int, int, int]
+    method: str = "gradient_probe"
+    probes: int = 0
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def covers_input(self) -> bool:
+        h, w = self.mask.shape
+        return self.crop == (0, h, 0, w)
+
+    @property
+    def crop_shape(self) -> tuple[int, int]:
+        y0, y1, x0, x1 = self.crop
+        return y1 - y0, x1 - x0
+
+    def describe(self) -> dict:
+        return {"method": self.method, "probes": self.probes, "box": list(self.box), "crop": list(self.crop),
+                "dependent_pixels": int(self.mask.sum()), "notes": self.notes}
+
+
+def _expand(lo: int, hi: int, size: int, margin: int, multiple: int) -> tuple[int, int]:
+    lo, hi = max(0, lo - margin), min(size, hi + margin)
+    if multiple > 1:
+        want = min(size, -(-(hi - lo) // multiple) * multiple)
+        extra = want - (hi - lo)
+        lo = max(0, lo - extra // 2)
+        hi = min(size, lo + want)
+        lo = max(0, hi - want)
+    return lo, hi
+
+
+def dependency_region(model: nn.Module, x: Tensor, roi_box_in: tuple[int, int, int, int], scale: int,
+                      probes: int = 2, seed: int = 0, margin: int = 0, multiple: int = 1) -> DependencyRegion:
+    """Union over probe inputs of the pixels with a non-zero gradient of the ROI output.
+
+    ``x``: (1, 3, h, w) model input; ``roi_box_in``: the ROI's (y0, y1, x0, x1) in *output*
+    pixels. Probes: the real input and ``probes`` uniform random images (seeded), so a path
+    that is dead (ReLU) for one input rarely hides a dependency.
+    """
+    y0, y1, x0, x1 = roi_box_in
+    gen = torch.Generator().manual_seed(seed)
+    inputs = [x.detach()] + [torch.rand(x.shape, generator=gen).to(x) for _ in range(probes)]
+    mask = torch.zeros(x.shape[-2:], dtype=torch.bool, device=x.device)
+    was_training = model.training
+    model.eval()
+    try:
+        for probe in inputs:
+            p = probe.clone().requires_grad_(True)
+            with torch.enable_grad():
+                out = model(p)
+                # random positive weights so that outputs cannot cancel each other out
+                w = torch.rand(out[..., y0:y1, x0:x1].shape, generator=gen).to(out) + 0.5
+                (out[..., y0:y1, x0:x1] * w).sum().backward()
+            mask |= (p.grad.detach().abs().sum(dim=(0, 1)) > 0)
+    finally:
+        model.train(was_training)
+    m = mask.cpu().numpy()
+    h, w = m.shape
+    rows, cols = np.flatnonzero(m.any(1)), np.flatnonzero(m.any(0))
+    if len(rows) == 0:  # the ROI output does not depend on the input at all
+        box = (y0 // scale, -(-y1 // scale), x0 // scale, -(-x1 // scale))
+    else:
+        box = (int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1)
+    # the crop must hold the ROI itself on the input grid
+    ry0, ry1, rx0, rx1 = y0 // scale, -(-y1 // scale), x0 // scale, -(-x1 // scale)
+    by0, by1, bx0, bx1 = min(box[0], ry0), max(box[1], ry1), min(box[2], rx0), max(box[3], rx1)
+    cy0, cy1 = _expand(by0, by1, h, margin, multiple)
+    cx0, cx1 = _expand(bx0, bx1, w, margin, multiple)
+    return DependencyRegion(m, box, (cy0, cy1, cx0, cx1), probes=len(inputs))
+
+
+@dataclass
+class CropCheck:
+    ok: bool
+    max_crop_diff: float
+    max_outside_diff: float
+    reason: str = ""
+
+    def describe(self) -> dict:
+        return {"ok": self.ok, "max_crop_vs_full_diff": self.max_crop_diff,
+                "max_outside_intervention_diff": self.max_outside_diff, "reason": self.reason}
+
+
+def verify_crop(forward_full, forward_crop, full_inputs: Tensor, crop_inputs: Tensor,
+                outside_inputs: Optional[Tensor], base_full_roi: Tensor, atol: float = 1e-4) -> CropCheck:
+    """Compare ROI outputs: crop vs full on the same inputs, and outside interventions vs base.
+
+    ``forward_full(x)`` / ``forward_crop(x)`` return ROI outputs (B, 3, r, r).
+    """
+    full = forward_full(full_inputs)
+    crop = forward_crop(crop_inputs)
+    d_crop = float((full - crop).abs().max())
+    d_out = 0.0
+    if outside_inputs is not None and len(outside_inputs):
+        d_out = float((forward_full(outside_inputs) - base_full_roi).abs().max())
+    reasons = []
+    if not d_crop <= atol:
+        reasons.append(f"cropped and full-image ROI outputs differ by {d_crop:.3g} (> {atol:g})")
+    if not d_out <= atol:
+        reasons.append(f"interventions outside the dependency region change the ROI output by {d_out:.3g}")
+    return CropCheck(not reasons, d_crop, d_out, "; ".join(reasons))

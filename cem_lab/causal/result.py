@@ -1,0 +1,161 @@
+"""The result of a CEM run and its on-disk format (a public, versioned contract).
+
+A run folder holds:
+- ``cem.npz``: per-block arrays ``effect`` (dB, thresholded), ``effect_raw`` (unthresholded
+  estimate), ``stderr``, ``ci_low``, ``ci_high``, ``counts`` (samples per block),
+  ``classification`` (-1/0/+1), ``roi_mask``, plus ``roi`` (top, left, size), ``block``,
+  ``scale``, ``grid_shape``, ``input_shape``, ``output_shape``, ``baseline_metric`` and
+  ``format_version``;
+- ``summary.json``: counts and shares, effect range and where, reach, forward passes, timings,
+  device, and the settings of the run;
+- ``images/``: the degraded input, the restored output and the ground truth (PNG);
+- ``figures/``: the CE map overlay, colour bar, pie chart, restored image with the ROI box and
+  a panel of all four.
+The analysis layer reads only these files.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+
+from cem_lab.causal.grid import Roi
+from cem_lab.io import write_json, write_npz
+
+FORMAT_VERSION = 1
+ARRAYS = ("effect", "effect_raw", "stderr", "ci_low", "ci_high", "counts", "classification", "roi_mask")
+
+
+@dataclass
+class CEMResult:
+    effect: np.ndarray           # (rows, cols) float64, CE in metric units (dB for PSNR), 0 where no effect
+    effect_raw: np.ndarray       # unthresholded estimate M0 - mean
+    stderr: np.ndarray           # standard error of the estimate (NaN with < 2 samples)
+    ci_low: np.ndarray
+    ci_high: np.ndarray
+    counts: np.ndarray           # samples behind each estimate
+    classification: np.ndarray   # int8: +1 helps the ROI, -1 hurts it, 0 no effect
+    roi_mask: np.ndarray         # bool: the ROI's own blocks (left out of all counts)
+    roi: Roi
+    block: int
+    scale: int
+    input_shape: tuple[int, int]
+    output_shape: tuple[int, int]
+    baseline_metric: float
+    metric: str = "psnr"
+    unit: str = "dB"
+    meta: dict[str, Any] = field(default_factory=dict)
+    images: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+
+    # --- derived numbers -----------------------------------------------------------------
+    @property
+    def grid_shape(self) -> tuple[int, int]:
+        return tuple(self.effect.shape)
+
+    def block_counts(self) -> dict[str, int]:
+        outside = ~self.roi_mask
+        c = self.classification[outside]
+        return {"positive": int((c > 0).sum()), "negative": int((c < 0).sum()), "zero": int((c == 0).sum())}
+
+    def _block_center(self, r: int, c: int) -> tuple[float, float]:
+        h, w = self.output_shape
+        return (r * self.block + min((r + 1) * self.block, h)) / 2, (c * self.block + min((c + 1) * self.block, w)) / 2
+
+    def summary(self) -> dict[str, Any]:
+        counts = self.block_counts()
+        total = max(1, sum(counts.values()))
+        outside = ~self.roi_mask
+        eff = np.where(outside, self.effect, np.nan)
+        out: dict[str, Any] = {
+            "format_version": FORMAT_VERSION,
+            "metric": self.metric, "unit": self.unit,
+            "baseline_metric": self.baseline_metric,
+            "roi": self.roi.as_list(), "block": self.block, "scale": self.scale,
+            "grid_shape": list(self.grid_shape), "blocks_outside_roi": total,
+            "counts": counts,
+            "shares": {k: v / total for k, v in counts.items()},
+            "total_positive_effect": float(np.nansum(np.where(eff > 0, eff, 0))),
+            "total_negative_effect": float(np.nansum(np.where(eff < 0, eff, 0))),
+        }
+        if np.isfinite(eff).any():
+            imax, imin = np.nanargmax(eff), np.nanargmin(eff)
+            rmax, cmax = np.unravel_index(imax, eff.shape)
+            rmin, cmin = np.unravel_index(imin, eff.shape)
+            out["effect_max"] = {"value": float(eff[rmax, cmax]), "block": [int(rmax), int(cmax)]}
+            out["effect_min"] = {"value": float(eff[rmin, cmin]), "block": [int(rmin), int(cmin)]}
+            out["effect_range"] = float(eff[rmax, cmax] - eff[rmin, cmin])
+        # how far effects reach: distance (output pixels) from the ROI centre to effective blocks
+        cy, cx = self.roi.top + self.roi.size / 2, self.roi.left + self.roi.size / 2
+        rr, cc = np.nonzero((self.classification != 0) & outside)
+        if len(rr):
+            d = [np.hypot(*(np.subtract(self._block_center(r, c), (cy, cx)))) for r, c in zip(rr, cc)]
+            out["reach_px"] = {"max": float(np.max(d)), "mean": float(np.mean(d))}
+        else:
+            out["reach_px"] = {"max": 0.0, "mean": 0.0}
+        out.update({k: v for k, v in self.meta.items() if k not in out})
+        return out
+
+    # --- persistence -------------------------------------------------------------------------
+    def save(self, folder, figures: bool = True) -> Path:
+        """Write cem.npz, summary.json, images/ and (by default) figures/ atomically."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        for name, img in self.images.items():
+            from cem_lab.images import save_image
+
+            save_image(img, folder / "images" / f"{name}.png")
+        if figures:
+            self.save_figures(folder / "figures")
+        arrays = {k: getattr(self, k) for k in ARRAYS}
+        write_npz(folder / "cem.npz", **arrays, roi=np.array(self.roi.as_list()), block=self.block,
+                  scale=self.scale, grid_shape=np.array(self.grid_shape), input_shape=np.array(self.input_shape),
+                  output_shape=np.array(self.output_shape), baseline_metric=self.baseline_metric,
+                  metric=self.metric, unit=self.unit, format_version=FORMAT_VERSION)
+        write_json(folder / "summary.json", self.summary())
+        return folder
+
+    def save_figures(self, folder) -> dict[str, str]:
+        from cem_lab.viz import save_cem_figures
+
+        bound = float(self.meta.get("display_bound", 1.0))
+        title = self.meta.get("title", "")
+        return save_cem_figures(
+            folder, effect=self.effect, roi_mask=self.roi_mask, classification=self.classification,
+            roi=self.roi.as_list(), block=self.block, output_shape=self.output_shape,
+            degraded_input_rgb=self.images.get("input"), restored_rgb=self.images.get("restored"),
+            bound=bound, counts=self.block_counts(), title=title, roi_psnr=self.baseline_metric, unit=self.unit)
+
+    @classmethod
+    def load(cls, folder) -> "CEMResult":
+        import json
+
+        folder = Path(folder)
+        path = folder / "cem.npz"
+        if not path.is_file():
+            raise FileNotFoundError(f"no finished CEM in {folder}: {path.name} is missing")
+        with np.load(path, allow_pickle=False) as z:
+            version = int(z["format_version"])
+            if version > FORMAT_VERSION:
+                raise ValueError(f"{path} has format version {version}; this cem_lab reads up to "
+                                 f"{FORMAT_VERSION}: upgrade cem_lab")
+            arrays = {k: z[k] for k in ARRAYS}
+            res = cls(**arrays, roi=Roi(*[int(v) for v in z["roi"]]), block=int(z["block"]),
+                      scale=int(z["scale"]), input_shape=tuple(int(v) for v in z["input_shape"]),
+                      output_shape=tuple(int(v) for v in z["output_shape"]),
+                      baseline_metric=float(z["baseline_metric"]), metric=str(z["metric"]), unit=str(z["unit"]))
+        summary = folder / "summary.json"
+        if summary.is_file():
+            res.meta = json.loads(summary.read_text())
+        images = folder / "images"
+        if images.is_dir():
+            from cem_lab.images import load_image
+
+            res.images = {p.stem: load_image(p) for p in sorted(images.glob("*.png"))}
+        return res
+
+    def __repr__(self) -> str:  # short, for notebooks
+        c = self.block_counts()
+        return (f"CEMResult(grid={self.grid_shape}, roi={self.roi.as_list()}, block={self.block}, "
+                f"baseline={self.baseline_metric:.3f} {self.unit}, +{c['positive']} -{c['negative']} 0:{c['zero']})")

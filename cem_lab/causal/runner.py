@@ -1,0 +1,486 @@
+"""Running a CEM: the work plan, batched interventions on the device, checkpoints, resume.
+
+The unit of work is a contiguous range of plan items of one stage; an item is a
+(block, sample) pair whose draw is seeded from (seed, block, sample). Only ROI metrics leave
+the device. Statistics are updated per block in sample order, so the map does not depend on
+the batch size, and the state is checkpointed atomically so that an interrupted run resumes
+and ends with the same result as an uninterrupted one.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import platform
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Optional, Sequence, Union
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from cem_lab.causal.estimators import (BlockStats, CoarseToFineEstimator, Estimator, Stage, classify,
+                                       make_estimator)
+from cem_lab.causal.grid import BlockGrid, GeometryError, Roi
+from cem_lab.causal.interventions import Intervention, draw_rng, make_intervention
+from cem_lab.causal.region import DependencyRegion, dependency_region, verify_crop
+from cem_lab.causal.result import FORMAT_VERSION, CEMResult
+from cem_lab.images import ImageLike, from_uint8, load_image, to_uint8
+from cem_lab.io import write_npz
+from cem_lab.metrics import RoiMetric
+from cem_lab.tasks import Placement, Task, TaskInput, crop_to_scale, make_task
+
+log = logging.getLogger("cem_lab")
+
+STATE_FILE = "state.npz"
+
+
+class ModelOutputError(RuntimeError):
+    """The model returned something a restoration model should not."""
+
+
+class RunFolderError(RuntimeError):
+    """A run folder that holds another run."""
+
+
+@dataclass
+class BatchInfo:
+    stage: str
+    done: int
+    total: int
+    forward_passes: int
+
+
+def _sha(*parts: Union[bytes, str]) -> str:
+    h = hashlib.sha256()
+    for p in parts:
+        h.update(p.encode() if isinstance(p, str) else p)
+    return h.hexdigest()
+
+
+def model_digest(model: nn.Module) -> str:
+    h = hashlib.sha256()
+    for name, t in model.state_dict().items():
+        h.update(name.encode())
+        h.update(t.detach().cpu().contiguous().numpy().tobytes() if t.dtype != torch.bfloat16
+                 else t.detach().float().cpu().numpy().tobytes())
+    return h.hexdigest()
+
+
+class CEMJob:
+    """One causal effect map: prepared once, then run stage by stage (resumable)."""
+
+    def __init__(self, model: nn.Module, task: Task, task_input: TaskInput, roi: Roi, block: int,
+                 intervention: Intervention, estimator: Estimator, metric: RoiMetric, *, seed: int = 0,
+                 tol: float = 0.01, classification: str = "tol", batch_size: int = 32,
+                 device: Optional[torch.device] = None, mode: str = "auto", crop_margin: int = 0,
+                 crop_multiple: int = 1, verify: bool = True, image_name: str = "image",
+                 model_name: Optional[str] = None):
+        if mode not in ("auto", "full"):
+            raise ValueError(f"mode must be 'auto' (crop when the model is local) or 'full', got {mode!r}")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.model, self.task, self.roi, self.block = model, task, roi, block
+        self.intervention, self.estimator, self.metric = intervention, estimator, metric
+        self.seed, self.tol, self.rule, self.batch_size = int(seed), float(tol), classification, int(batch_size)
+        self.mode_requested, self.crop_margin, self.crop_multiple, self.verify = mode, crop_margin, crop_multiple, verify
+        self.image_name = image_name
+        self.model_name = model_name or type(model).__name__
+        if device is None:
+            p = next(iter(model.parameters()), None)
+            device = p.device if p is not None else torch.device("cpu")
+        self.device = torch.device(device)
+        self.model.eval()
+        self.ti = task_input.to(self.device)
+        _, _, h, w = self.ti.input.shape
+        self.scale = task.scale
+        self.grid = BlockGrid(h, w, self.scale, block)
+        self.out_shape = (h * self.scale, w * self.scale)
+        roi.validate(*self.out_shape, self.scale)
+        if self.ti.target is not None and tuple(self.ti.target.shape[-2:]) != self.out_shape:
+            raise GeometryError(f"ground truth is {tuple(self.ti.target.shape[-2:])} but the model output "
+                                f"should be {self.out_shape}")
+        if self.ti.target is None and metric.name != "output_change":
+            raise ValueError(f"metric {metric.name!r} needs a ground truth; give one, or use the "
+                             "ground-truth-free metric 'output_change'")
+        self.roi_mask = self.grid.roi_mask(roi)
+        self.boxes = [self.grid.box(i) for i in range(len(self.grid))]
+        self.intervention.bind(task, self.ti, self.boxes, self.grid.block_in, self.device)
+        self.forward_passes = 0
+        self.notes: list[str] = []
+        self.timings: dict[str, float] = {}
+        self._prepare()
+
+    # --- model calls ---------------------------------------------------------------------------
+    def _forward(self, x: Tensor) -> Tensor:
+        with torch.inference_mode():
+            out = self.model(x)
+        if isinstance(out, (list, tuple)):
+            out = out[0]
+        self.forward_passes += x.shape[0]
+        b, _, h, w = x.shape
+        want = (b, 3, h * self.scale, w * self.scale)
+        if not isinstance(out, Tensor) or tuple(out.shape) != want:
+            got = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
+            raise ModelOutputError(
+                f"{self.model_name} returned {got} for an input of {tuple(x.shape)}; expected {want} "
+                f"(task {self.task.name} x{self.scale}). Check that the model's scale matches the task "
+                "and that it returns one RGB image per input")
+        return out
+
+    def _roi(self, out: Tensor, origin: tuple[int, int]) -> Tensor:
+        y0, y1, x0, x1 = self.roi.box
+        oy, ox = origin[0] * self.scale, origin[1] * self.scale
+        roi = out[:, :, y0 - oy:y1 - oy, x0 - ox:x1 - ox]
+        if not torch.isfinite(roi).all():
+            raise ModelOutputError(f"{self.model_name} produced NaN or Inf in the ROI; check the weights "
+                                   "(a corrupt checkpoint?) and the input range ([0, 1] expected)")
+        return roi
+
+    def _roi_metric_full(self, x: Tensor) -> Tensor:
+        return self._roi(self._forward(x), (0, 0))
+
+    # --- preparation -----------------------------------------------------------------------------
+    def _prepare(self) -> None:
+        t0 = time.perf_counter()
+        x = self.ti.input
+        full_out = self._forward(x)
+        if not torch.isfinite(full_out).all():
+            raise ModelOutputError(f"{self.model_name} produced NaN or Inf on the un-intervened input")
+        self.restored = full_out
+        self.base_full_roi = self._roi(full_out, (0, 0))
+        if self.ti.target is not None and self.metric.name != "output_change":
+            y0, y1, x0, x1 = self.roi.box
+            ref = self.ti.target[:, :, y0:y1, x0:x1]
+        else:
+            ref = self.base_full_roi
+        self.ref = self.metric.prepare(ref)
+        self.baseline_full = float(self.metric(self.base_full_roi, self.ref)[0])
+        h, w = self.grid.input_h, self.grid.input_w
+        self.crop = (0, h, 0, w)
+        self.region: Optional[DependencyRegion] = None
+        self.crop_check = None
+        self.mode = "full"
+        if self.mode_requested == "full":
+            self.notes.append("full-image mode forced (mode=full)")
+        else:
+            self._try_crop()
+        y0, y1, x0, x1 = self.crop
+        self.base_crop = x[:, :, y0:y1, x0:x1].contiguous()
+        self.ctx_crop = self.ti.crop_context(self.crop)
+        if self.mode == "crop":
+            self.baseline = float(self.metric(self._roi(self._forward(self.base_crop), (y0, x0)), self.ref)[0])
+        else:
+            self.baseline = self.baseline_full
+        active = np.zeros(len(self.grid), dtype=bool)
+        active[self.grid.blocks_touching(self.crop)] = True
+        self.active = active
+        self.timings["prepare_s"] = time.perf_counter() - t0
+
+    def _try_crop(self) -> None:
+        y0, y1, x0, x1 = self.roi.box
+        self.region = region = dependency_region(self.model, self.ti.input, self.roi.box, self.scale,
+                                                 seed=self.seed, margin=self.crop_margin,
+                                                 multiple=self.crop_multiple)
+        if region.covers_input:
+            msg = ("the ROI depends on the whole input (a global operation such as global pooling or "
+                   "image-wide attention): full-image mode")
+            self.notes.append(msg)
+            log.info(msg)
+            return
+        if self.verify:
+            check = self._verify(region)
+            self.crop_check = check
+            if not check.ok:
+                msg = f"crop verification failed ({check.reason}): full-image mode"
+                self.notes.append(msg)
+                log.warning(msg)
+                return
+        self.mode = "crop"
+        self.crop = region.crop
+        self.notes.append(f"local model: running on a {region.crop_shape[0]}x{region.crop_shape[1]} crop of the "
+                          f"{self.grid.input_h}x{self.grid.input_w} input")
+        log.info(self.notes[-1])
+
+    def _verify(self, region: DependencyRegion):
+        rng = np.random.default_rng([self.seed, 7919])
+        inside = self.grid.blocks_touching(region.crop)
+        inside = rng.choice(inside, size=min(4, len(inside)), replace=False)
+        cy0, cy1, cx0, cx1 = region.crop
+        ring = set()
+        b = self.grid.block_in
+        for i in range(len(self.grid)):
+            y0, y1, x0, x1 = self.boxes[i]
+            outside = y1 <= cy0 or y0 >= cy1 or x1 <= cx0 or x0 >= cx1
+            near = (y0 < cy1 + b and y1 > cy0 - b and x0 < cx1 + b and x1 > cx0 - b)
+            if outside and near:
+                ring.add(i)
+        ring = sorted(ring)
+        if len(ring) > 8:
+            ring = list(rng.choice(ring, size=8, replace=False))
+        full_box = (0, self.grid.input_h, 0, self.grid.input_w)
+        full_in = self._build(inside, np.zeros(len(inside), dtype=int), full_box,
+                              self.ti.input, self.ti.context)
+        crop_in = self._build(inside, np.zeros(len(inside), dtype=int), region.crop,
+                              self.ti.input[:, :, cy0:cy1, cx0:cx1], self.ti.crop_context(region.crop))
+        out_in = (self._build(np.array(ring), np.zeros(len(ring), dtype=int), full_box, self.ti.input, self.ti.context)
+                  if ring else None)
+        full_with_base = torch.cat([self.ti.input, full_in])
+        crop_with_base = torch.cat([self.ti.input[:, :, cy0:cy1, cx0:cx1], crop_in])
+        return verify_crop(self._roi_metric_full, lambda t: self._roi(self._forward(t), (cy0, cx0)),
+                           full_with_base, crop_with_base, out_in, self.base_full_roi)
+
+    # --- interventions ---------------------------------------------------------------------------
+    def _placements(self, blocks: Sequence[int], crop) -> list[Placement]:
+        cy0, cy1, cx0, cx1 = crop
+        out = []
+        for b in blocks:
+            y0, y1, x0, x1 = self.boxes[int(b)]
+            iy0, iy1, ix0, ix1 = max(y0, cy0), min(y1, cy1), max(x0, cx0), min(x1, cx1)
+            out.append(Placement((iy0 - cy0, iy1 - cy0, ix0 - cx0, ix1 - cx0), (iy0 - y0, ix0 - x0)))
+        return out
+
+    def _build(self, blocks, samples, crop, base: Tensor, context) -> Tensor:
+        draws = [self.intervention.draw(draw_rng(self.seed, b, s), int(b), int(s)) for b, s in zip(blocks, samples)]
+        inputs = base.expand(len(blocks), -1, -1, -1).clone()
+        return self.intervention.apply(inputs, context, self._placements(blocks, crop), draws,
+                                       origin=(crop[0], crop[2]))
+
+    def _metrics(self, blocks: np.ndarray, samples: np.ndarray) -> np.ndarray:
+        x = self._build(blocks, samples, self.crop, self.base_crop, self.ctx_crop)
+        roi = self._roi(self._forward(x), (self.crop[0], self.crop[2]))
+        return self.metric(roi, self.ref).detach().cpu().numpy().astype(np.float64)
+
+    # --- identity of the run ------------------------------------------------------------------------
+    def settings(self) -> dict[str, Any]:
+        return {
+            "task": self.task.describe(), "estimator": self.estimator.describe(),
+            "intervention": self.intervention.describe(),
+            "metric": {"name": self.metric.name, "crop_border": self.metric.crop_border,
+                       "test_y_channel": self.metric.test_y_channel},
+            "roi": self.roi.as_list(), "block": self.block, "seed": self.seed, "tol": self.tol,
+            "classification": self.rule,
+        }
+
+    def fingerprint(self) -> str:
+        parts = [json.dumps(self.settings(), sort_keys=True), model_digest(self.model),
+                 self.ti.input.detach().cpu().numpy().tobytes()]
+        if self.ti.target is not None:
+            parts.append(self.ti.target.detach().cpu().numpy().tobytes())
+        parts += [a.tobytes() for a in self.intervention.fingerprint_arrays()]
+        return _sha(*parts)
+
+    # --- running ---------------------------------------------------------------------------------
+    def run(self, folder: Optional[Union[str, Path]] = None, progress: bool = True,
+            on_batch: Optional[Callable[[BatchInfo], None]] = None, checkpoint_every: float = 10.0) -> CEMResult:
+        """Run all stages; with ``folder``, checkpoint there and resume what it holds."""
+        from tqdm import tqdm
+
+        t0 = time.perf_counter()
+        fp = self.fingerprint()
+        n = len(self.grid)
+        stats: dict[str, BlockStats] = {}
+        done_stages: list[Stage] = []
+        stage = self.estimator.first_stage(n)
+        done_items = 0
+        filled = False
+        state_path = Path(folder) / STATE_FILE if folder is not None else None
+        if state_path is not None and state_path.is_file():
+            stage, done_stages, stats, done_items, filled = self._load_state(state_path, fp)
+        last_save = time.perf_counter()
+
+        def save():
+            if state_path is None:
+                return
+            arrays: dict[str, Any] = {"fingerprint": fp, "format_version": FORMAT_VERSION,
+                                      "stage_names": np.array([s.name for s in done_stages] + [stage.name if stage else ""]),
+                                      "done_items": done_items, "filled": filled,
+                                      "complete": stage is None}
+            for name, s in stats.items():
+                arrays.update(s.state(f"{name}/"))
+            write_npz(state_path, **arrays)
+
+        in_update = False
+        try:
+            while stage is not None:
+                if stage.name not in stats:
+                    stats[stage.name] = BlockStats(n)
+                st = stats[stage.name]
+                act = stage.blocks[self.active[stage.blocks]]
+                if not filled:
+                    skipped = stage.blocks[~self.active[stage.blocks]]
+                    # outside the dependency region the ROI output is unchanged: M = M0 exactly
+                    in_update = True
+                    st.update(np.repeat(skipped, stage.samples), np.full(len(skipped) * stage.samples,
+                                                                         self.baseline), self.baseline)
+                    filled = True
+                    in_update = False
+                    save()
+                sub = Stage(stage.name, act, stage.samples, stage.first_sample)
+                total = sub.n_items
+                bar = tqdm(total=total, initial=done_items, desc=f"CEM {stage.name}", unit="fwd",
+                           disable=not progress, dynamic_ncols=True, leave=True)
+                try:
+                    while done_items < total:
+                        k = np.arange(done_items, min(done_items + self.batch_size, total))
+                        blocks, samples = sub.item(k)
+                        values = self._metrics(blocks, samples)
+                        in_update = True
+                        st.update(blocks, values, self.baseline)
+                        done_items += len(k)
+                        in_update = False
+                        bar.update(len(k))
+                        if time.perf_counter() - last_save >= checkpoint_every:
+                            save()
+                            last_save = time.perf_counter()
+                        if on_batch is not None:
+                            on_batch(BatchInfo(stage.name, done_items, total, self.forward_passes))
+                finally:
+                    bar.close()
+                done_stages.append(stage)
+                stage = self.estimator.next_stage(done_stages, stats, self.baseline)
+                done_items, filled = 0, False
+                save()
+                last_save = time.perf_counter()
+        except BaseException:
+            if not in_update:
+                save()
+            raise
+        self.timings["run_s"] = time.perf_counter() - t0
+        return self._result(stats, fp)
+
+    def _load_state(self, path: Path, fp: str):
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                state = {k: z[k] for k in z.files}
+        except Exception as err:
+            raise RunFolderError(f"cannot read the checkpoint {path} ({err}); delete it to start over") from err
+        if str(state["fingerprint"]) != fp:
+            raise RunFolderError(
+                f"{path.parent} holds a run with other settings, model, image or patch bank; use another "
+                "output folder, or delete it to start over")
+        names = [str(s) for s in state["stage_names"]]
+        stats = {}
+        for name in names:
+            if name and f"{name}/n" in state:
+                stats[name] = BlockStats.from_state(state, f"{name}/")
+        n = len(self.grid)
+        done: list[Stage] = []
+        stage = self.estimator.first_stage(n)
+        for name in names[:-1]:
+            done.append(stage)
+            stage = self.estimator.next_stage(done, stats, self.baseline)
+        if bool(state["complete"]):
+            stage = None
+        log.info("resuming %s: stage %s, %d items done", path.parent, names[-1] or "-", int(state["done_items"]))
+        self.notes.append(f"resumed from a checkpoint (stage {names[-1] or 'done'}, "
+                          f"{int(state['done_items'])} items done)")
+        return stage, done, stats, int(state["done_items"]), bool(state["filled"])
+
+    def _result(self, stats: dict[str, BlockStats], fp: str) -> CEMResult:
+        est = self.estimator.estimate(stats, self.baseline)
+        effect, cls, lo, hi = classify(est, tol=self.tol, rule=self.rule)
+        rows, cols = self.grid.shape
+        shape = (rows, cols)
+        images = {"input": to_uint8(self.ti.input), "restored": to_uint8(self.restored)}
+        if self.ti.target is not None:
+            images["target"] = to_uint8(self.ti.target)
+        dev = self.device
+        meta = {
+            "fingerprint": fp,
+            "model": self.model_name, "image": self.image_name,
+            "settings": self.settings(),
+            "mode": self.mode,
+            "notes": self.notes,
+            "forward_passes": self.forward_passes,
+            "timings": self.timings,
+            "device": str(dev) if dev.type != "cuda" else f"{dev} ({torch.cuda.get_device_name(dev)})",
+            "torch": torch.__version__, "python": platform.python_version(),
+            "baseline_metric_full_image": self.baseline_full,
+            "display_bound": self.task.display_bound if self.metric.name == "psnr" else
+            max(1e-6, float(np.nanmax(np.abs(effect))) if np.isfinite(effect).any() else 1.0),
+            "title": f"{self.model_name} | {self.task.name} | {self.image_name}",
+        }
+        if self.region is not None:
+            meta["dependency_region"] = self.region.describe()
+        if self.crop_check is not None:
+            meta["crop_check"] = self.crop_check.describe()
+        return CEMResult(effect.reshape(shape), est.effect.reshape(shape), est.stderr.reshape(shape),
+                         lo.reshape(shape), hi.reshape(shape), est.n.reshape(shape), cls.reshape(shape),
+                         self.roi_mask, self.roi, self.block, self.scale,
+                         (self.grid.input_h, self.grid.input_w), self.out_shape, self.baseline,
+                         metric=self.metric.name, unit=self.metric.unit, meta=meta, images=images)
+
+
+def compute_cem(model: nn.Module, image: Optional[ImageLike], task: Union[Task, str], roi, *,
+                degraded: Optional[ImageLike] = None, block: int = 8, patch_bank=None,
+                sampler: str = "uniform", intervention: Union[str, Intervention] = "lv",
+                estimator: Union[str, Estimator, None] = None, samples: Optional[int] = None,
+                coarse: int = 3, fine: int = 50, tol: float = 0.01, classification: str = "tol",
+                metric: Union[str, RoiMetric] = "psnr", crop_border: int = 0, test_y_channel: bool = False,
+                seed: int = 0, image_seed: Optional[int] = None, batch_size: int = 32,
+                device: Optional[Union[str, torch.device]] = None, mode: str = "auto",
+                crop_margin: int = 0, crop_multiple: int = 1, verify: bool = True,
+                output_dir: Optional[Union[str, Path]] = None, figures: bool = True, progress: bool = True,
+                on_batch: Optional[Callable[[BatchInfo], None]] = None, image_name: Optional[str] = None,
+                model_name: Optional[str] = None) -> CEMResult:
+    """Compute the causal effect map of ``model`` for the ROI of one image.
+
+    ``image``: the clean image (ground truth); the task degrades it into the model input. To use
+    your own degraded input (a real noisy photo), pass it as ``degraded`` and its ground truth as
+    ``image`` (or ``image=None`` with ``metric="output_change"``). ``roi`` = (top row, left column,
+    size) in output pixels; ``block`` in output pixels. ``estimator``: "coarse_to_fine" (default;
+    ``coarse``, ``fine``, ``tol``) or "exhaustive" (``samples`` per block). ``patch_bank``: a
+    :class:`~cem_lab.patches.PatchBank` (default: the embedded bank). With ``output_dir`` the run is
+    checkpointed there, resumed when rerun, and saved (numbers, images and figures).
+    """
+    if isinstance(task, str):
+        task = make_task(task)
+    roi = Roi.parse(roi)
+    name = image_name or (Path(image).name if isinstance(image, (str, Path)) else
+                          Path(degraded).name if isinstance(degraded, (str, Path)) else "image")
+    clean = None
+    if image is not None:
+        clean = crop_to_scale(from_uint8(load_image(image, name="image")), task.scale)
+    if image_seed is None:
+        from cem_lab.tasks import seed_from_name
+
+        image_seed = seed_from_name(name) if task.name == "dr" else 0
+    if degraded is not None:
+        deg = from_uint8(load_image(degraded, name="degraded input"))
+        if clean is not None and tuple(clean.shape[-2:]) != (deg.shape[-2] * task.scale, deg.shape[-1] * task.scale):
+            clean_full = from_uint8(load_image(image, name="image"))
+            if tuple(clean_full.shape[-2:]) == (deg.shape[-2] * task.scale, deg.shape[-1] * task.scale):
+                clean = clean_full
+        task_input = task.prepare(clean, image_seed, degraded=deg)
+    else:
+        if clean is None:
+            raise ValueError("give an image (the clean ground truth) or a degraded input")
+        task_input = task.prepare(clean, image_seed)
+    if isinstance(metric, str):
+        metric = RoiMetric(metric, crop_border=crop_border, test_y_channel=test_y_channel)
+    if isinstance(estimator, Estimator):
+        est = estimator
+        tol = getattr(est, "tol", tol)
+    elif estimator in (None, "coarse_to_fine"):
+        est = CoarseToFineEstimator(coarse, fine, tol)
+    elif estimator == "exhaustive":
+        est = make_estimator("exhaustive", samples=samples if samples is not None else fine)
+    else:
+        est = make_estimator(str(estimator))
+    if isinstance(intervention, str):
+        if intervention == "lv" and patch_bank is None:
+            from cem_lab.patches import PatchBank
+
+            patch_bank = PatchBank.embedded()
+        intervention = make_intervention(intervention, bank=patch_bank, sampler=sampler)
+    job = CEMJob(model, task, task_input, roi, block, intervention, est, metric, seed=seed, tol=tol,
+                 classification=classification, batch_size=batch_size, device=device, mode=mode,
+                 crop_margin=crop_margin, crop_multiple=crop_multiple, verify=verify, image_name=name,
+                 model_name=model_name)
+    result = job.run(output_dir, progress=progress, on_batch=on_batch)
+    if output_dir is not None:
+        result.save(output_dir, figures=figures)
+    return result

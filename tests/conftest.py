@@ -1,0 +1,73 @@
+"""Shared fixtures: toy models, small images and a small patch bank."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+needs_shared = pytest.mark.skipif(not SHARED_DATA.is_dir(),
+                                  reason=f"reference data not found at {SHARED_DATA} (../shared/data)")
+
+
+class Identity(nn.Module):
+    """y = x; scale 1. Has a parameter so that the device can be read from it."""
+
+    def __init__(self):
+        super().__init__()
+        self.dummy = nn.Parameter(torch.zeros(()))
+
+    def forward(self, x):
+        return x + 0 * self.dummy
+
+
+class ConvStack(nn.Module):
+    """A small local network: residual stack of 3x3 convolutions (receptive field 2*depth+1)."""
+
+    def __init__(self, depth: int = 4, width: int = 8, scale: int = 1, seed: int = 0):
+        super().__init__()
+        torch.manual_seed(seed)
+        layers = [nn.Conv2d(3, width, 3, padding=1), nn.ReLU()]
+        for _ in range(depth - 2):
+            layers += [nn.Conv2d(width, width, 3, padding=1), nn.ReLU()]
+        layers += [nn.Conv2d(width, 3 * scale * scale, 3, padding=1)]
+        self.body = nn.Sequential(*layers)
+        self.scale = scale
+        self.up = nn.PixelShuffle(scale) if scale > 1 else nn.Identity()
+
+    def forward(self, x):
+        base = x if self.scale == 1 else nn.functional.interpolate(x, scale_factor=self.scale, mode="nearest")
+        return base + 0.1 * self.up(self.body(x))
+
+
+class GlobalAttention(nn.Module):
+    """Conv + channel attention with global average pooling: every output depends on every input."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv = nn.Conv2d(3, 3, 3, padding=1)
+        self.fc = nn.Conv2d(3, 3, 1)
+
+    def forward(self, x):
+        f = self.conv(x)
+        a = torch.sigmoid(self.fc(f.mean(dim=(2, 3), keepdim=True)))
+        return x + 0.1 * f * a
+
+
+@pytest.fixture
+def clean_image() -> np.ndarray:
+    """A 48x48 RGB uint8 image with structure (a crop of scikit-image's astronaut)."""
+    from skimage import data
+
+    return np.ascontiguousarray(data.astronaut()[100:148, 200:248])
+
+
+@pytest.fixture(scope="session")
+def small_bank():
+    from cem_lab.patches import PatchBank
+
+    return PatchBank.embedded(patch_size=8, count=300, seed=1)

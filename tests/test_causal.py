@@ -1,0 +1,259 @@
+"""The causal core: interventions per task, estimators, crop acceleration, determinism, resume."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from cem_lab import compute_cem
+from cem_lab.causal import (BlockGrid, CoarseToFineEstimator, ExhaustiveEstimator, LVIntervention, Roi,
+                            draw_rng)
+from cem_lab.causal.runner import CEMJob
+from cem_lab.images import from_uint8, quantize
+from cem_lab.metrics import RoiMetric
+from cem_lab.tasks import DenoiseTask, DerainTask, Placement, SuperResolutionTask
+
+from conftest import ConvStack, GlobalAttention, Identity
+
+
+def _bound(task, clean, bank, block):
+    ti = task.prepare(from_uint8(clean), seed=3)
+    h, w = ti.input.shape[-2:]
+    grid = BlockGrid(h, w, task.scale, block)
+    boxes = [grid.box(i) for i in range(len(grid))]
+    iv = LVIntervention(bank, "uniform")
+    iv.bind(task, ti, boxes, grid.block_in, torch.device("cpu"))
+    return ti, grid, boxes, iv
+
+
+def _intervene(ti, grid, iv, block_index, sample=0, seed=0):
+    y0, y1, x0, x1 = grid.box(block_index)
+    draw = iv.draw(draw_rng(seed, block_index, sample), block_index, sample)
+    x = ti.input.clone()
+    return iv.apply(x, ti.context, [Placement((y0, y1, x0, x1), (0, 0))], [draw]), draw
+
+
+def test_sr_intervention_changes_exactly_one_lr_block(clean_image, small_bank):
+    task = SuperResolutionTask(4)
+    ti, grid, boxes, iv = _bound(task, clean_image, small_bank, block=8)
+    assert tuple(ti.input.shape[-2:]) == (12, 12) and grid.block_in == 2
+    k = 7
+    x, (idx, noise) = _intervene(ti, grid, iv, k)
+    changed = (x != ti.input).any(dim=1)[0]
+    y0, y1, x0, x1 = grid.box(k)
+    outside = changed.clone()
+    outside[y0:y1, x0:x1] = False
+    assert not outside.any(), "an SR intervention must leave every other LR pixel unchanged"
+    # the block holds the bicubic-downscaled, quantized bank patch
+    patch = small_bank.resized(8)[idx:idx + 1]
+    expected = quantize(torch.nn.functional.interpolate(patch, size=(2, 2), mode="bicubic", antialias=True))
+    assert torch.equal(x[0, :, y0:y1, x0:x1], expected[0])
+    assert noise is None
+
+
+def test_dr_intervention_keeps_the_rain_over_the_block(clean_image, small_bank):
+    task = DerainTask("medium")
+    ti, grid, boxes, iv = _bound(task, clean_image, small_bank, block=8)
+    rain = ti.context["rain"]
+    assert rain.abs().sum() > 0
+    for k in range(len(grid)):
+        x, (idx, _) = _intervene(ti, grid, iv, k, sample=k)
+        y0, y1, x0, x1 = grid.box(k)
+        patch = small_bank.resized(8)[idx, :, : y1 - y0, : x1 - x0]
+        # the block is the new clean content plus the SAME rain, saturated to uint8
+        assert torch.allclose(x[0, :, y0:y1, x0:x1], quantize(patch + rain[0, :, y0:y1, x0:x1]), atol=1e-6)
+        rest = torch.ones_like(x[0, 0], dtype=torch.bool)
+        rest[y0:y1, x0:x1] = False
+        assert torch.equal(x[0][:, rest], ti.input[0][:, rest])
+
+
+def test_dn_intervention_adds_fresh_noise_of_sigma(clean_image, small_bank):
+    task = DenoiseTask(50)
+    ti, grid, boxes, iv = _bound(task, clean_image, small_bank, block=8)
+    diffs = []
+    for s in range(40):
+        x, (idx, noise) = _intervene(ti, grid, iv, 4, sample=s)
+        assert noise.shape == (3, 8, 8)
+        y0, y1, x0, x1 = grid.box(4)
+        patch = small_bank.resized(8)[idx]
+        diffs.append((x[0, :, y0:y1, x0:x1] - patch).flatten())
+        rest = torch.ones_like(x[0, 0], dtype=torch.bool)
+        rest[y0:y1, x0:x1] = False
+        assert torch.equal(x[0][:, rest], ti.input[0][:, rest])
+    d = torch.cat(diffs) * 255
+    # clipping shrinks the spread a little; truncation shifts the mean down by ~0.5
+    assert 35 < float(d.std()) < 55
+    # same (seed, block, sample) -> same draw
+    a, _ = _intervene(ti, grid, iv, 4, sample=3)
+    b, _ = _intervene(ti, grid, iv, 4, sample=3)
+    assert torch.equal(a, b)
+
+
+def test_estimator_matches_closed_form_on_identity_model(clean_image, small_bank):
+    """Identity model, DR task: the expectation over the bank can be enumerated exactly."""
+    from cem_lab.patches import PatchBank
+
+    bank = PatchBank(small_bank.patches[:6].copy(), small_bank.sharpness[:6].copy(), "six")
+    task = DerainTask("medium")
+    roi = Roi(16, 16, 16)
+    res = compute_cem(Identity(), clean_image, task, roi, block=8, patch_bank=bank, estimator="exhaustive",
+                      samples=400, tol=0.0, progress=False, mode="full", image_seed=3)
+    ti = task.prepare(from_uint8(clean_image), seed=3)
+    metric = RoiMetric("psnr")
+    ref = metric.prepare(ti.target[:, :, 16:32, 16:32])
+    m0 = float(metric(ti.input[:, :, 16:32, 16:32], ref)[0])
+    assert res.baseline_metric == pytest.approx(m0, abs=1e-12)
+    grid = BlockGrid(48, 48, 1, 8)
+    patches = bank.resized(8)
+    for k in range(len(grid)):
+        r, c = divmod(k, grid.cols)
+        y0, y1, x0, x1 = grid.box(k)
+        if not res.roi_mask[r, c]:
+            assert res.effect_raw[r, c] == 0.0, "a block outside the ROI has no effect on an identity model"
+            continue
+        vals = []
+        for j in range(len(bank)):
+            x = ti.input.clone()
+            x[0, :, y0:y1, x0:x1] = quantize(patches[j] + ti.context["rain"][0, :, y0:y1, x0:x1])
+            vals.append(float(metric(x[:, :, 16:32, 16:32], ref)[0]))
+        exact = m0 - np.mean(vals)
+        est, se = res.effect_raw[r, c], res.stderr[r, c]
+        assert abs(est - exact) < 4 * se + 1e-9, (est, exact, se)
+        assert res.ci_low[r, c] - 2 * se < exact < res.ci_high[r, c] + 2 * se
+        assert res.counts[r, c] == 400
+
+
+def test_zeros_baseline_equals_captum_feature_ablation(clean_image):
+    captum = pytest.importorskip("captum.attr")
+    model = ConvStack(depth=3, width=6)
+    task = DenoiseTask(50)
+    roi = Roi(16, 24, 16)
+    res = compute_cem(model, clean_image, task, roi, block=8, intervention="zeros", estimator="exhaustive",
+                      samples=1, tol=0.0, progress=False, mode="full")
+    x = task.prepare(from_uint8(clean_image), 0).input
+    metric = RoiMetric("psnr")
+    ref = metric.prepare(from_uint8(clean_image)[:, :, 16:32, 24:40])
+
+    def forward(inp):
+        with torch.no_grad():
+            return metric(model(inp)[:, :, 16:32, 24:40], ref)
+
+    grid = BlockGrid(48, 48, 1, 8)
+    mask = torch.arange(len(grid)).view(grid.shape).repeat_interleave(8, 0).repeat_interleave(8, 1)
+    attr = captum.FeatureAblation(forward).attribute(x.double().float(), baselines=0.0,
+                                                     feature_mask=mask[None, None].expand(1, 3, 48, 48))
+    expected = attr[0, 0, ::8, ::8].double().numpy()
+    np.testing.assert_allclose(res.effect, expected, atol=1e-4)
+    assert np.abs(expected).max() > 0.1
+
+
+def test_crop_mode_equals_full_image_mode_on_a_conv_stack(clean_image, small_bank):
+    model = ConvStack(depth=4, width=8)
+    kw = dict(block=8, patch_bank=small_bank, coarse=3, fine=6, tol=0.01, progress=False)
+    full = compute_cem(model, clean_image, "dn", (24, 24, 8), mode="full", **kw)
+    fast = compute_cem(model, clean_image, "dn", (24, 24, 8), mode="auto", **kw)
+    assert fast.meta["mode"] == "crop" and full.meta["mode"] == "full"
+    # receptive field radius 4: the crop is the ROI grown by 4 pixels
+    assert fast.meta["dependency_region"]["box"] == [20, 36, 20, 36]
+    assert fast.meta["crop_check"]["ok"]
+    np.testing.assert_allclose(fast.effect, full.effect, atol=1e-6)
+    np.testing.assert_array_equal(fast.classification, full.classification)
+    assert fast.meta["forward_passes"] < full.meta["forward_passes"]
+    # blocks outside the receptive field have no effect at all
+    assert (full.effect[0, :] == 0).all() and (full.effect[:, 0] == 0).all()
+
+
+def test_crop_equivalence_for_super_resolution(clean_image, small_bank):
+    model = ConvStack(depth=3, width=6, scale=4)
+    kw = dict(block=8, patch_bank=small_bank, coarse=2, fine=4, progress=False)
+    full = compute_cem(model, clean_image, "sr", (16, 16, 16), mode="full", **kw)
+    fast = compute_cem(model, clean_image, "sr", (16, 16, 16), mode="auto", **kw)
+    assert fast.meta["mode"] == "crop"
+    np.testing.assert_allclose(fast.effect, full.effect, atol=1e-6)
+
+
+def test_global_model_falls_back_to_full_image(clean_image, small_bank):
+    res = compute_cem(GlobalAttention(), clean_image, "dn", (16, 16, 16), block=8, patch_bank=small_bank,
+                      coarse=2, fine=3, progress=False)
+    assert res.meta["mode"] == "full"
+    assert any("whole input" in n for n in res.meta["notes"])
+
+
+def test_same_result_whatever_the_batch_size(clean_image, small_bank):
+    model = ConvStack(depth=3, width=6)
+    kw = dict(block=8, patch_bank=small_bank, coarse=3, fine=5, progress=False, seed=11)
+    results = [compute_cem(model, clean_image, "dn", (16, 16, 16), batch_size=bs, **kw) for bs in (1, 7, 64)]
+    for r in results[1:]:
+        np.testing.assert_array_equal(r.effect_raw, results[0].effect_raw)
+        np.testing.assert_array_equal(r.stderr, results[0].stderr)
+        np.testing.assert_array_equal(r.classification, results[0].classification)
+    other_seed = compute_cem(model, clean_image, "dn", (16, 16, 16), **{**kw, "seed": 12})
+    assert not np.array_equal(other_seed.effect_raw, results[0].effect_raw)
+
+
+def test_resume_after_interruption_gives_the_uninterrupted_result(tmp_path, clean_image, small_bank):
+    model = ConvStack(depth=3, width=6)
+    kw = dict(block=8, patch_bank=small_bank, coarse=3, fine=8, progress=False, batch_size=4, mode="full")
+    reference = compute_cem(model, clean_image, "dn", (16, 16, 16), **kw)
+
+    class Interrupt(Exception):
+        pass
+
+    seen = {"n": 0}
+
+    def stop_in_fine(info):
+        seen["n"] += 1
+        if info.stage == "fine" and info.done >= 12:
+            raise Interrupt
+
+    folder = tmp_path / "run"
+    with pytest.raises(Interrupt):
+        compute_cem(model, clean_image, "dn", (16, 16, 16), output_dir=folder, on_batch=stop_in_fine, **kw)
+    assert (folder / "state.npz").is_file() and not (folder / "cem.npz").exists()
+    calls = {"n": 0}
+
+    def count(info):
+        calls["n"] += 1
+
+    resumed = compute_cem(model, clean_image, "dn", (16, 16, 16), output_dir=folder, on_batch=count, **kw)
+    assert calls["n"] < seen["n"] + 5, "the rerun must not redo finished work"
+    np.testing.assert_array_equal(resumed.effect_raw, reference.effect_raw)
+    np.testing.assert_array_equal(resumed.stderr, reference.stderr)
+    np.testing.assert_array_equal(resumed.classification, reference.classification)
+    assert (folder / "cem.npz").is_file() and (folder / "summary.json").is_file()
+    # a finished folder: a rerun computes nothing
+    calls["n"] = 0
+    again = compute_cem(model, clean_image, "dn", (16, 16, 16), output_dir=folder, on_batch=count, **kw)
+    assert calls["n"] == 0
+    np.testing.assert_array_equal(again.effect, reference.effect)
+
+
+def test_coarse_to_fine_semantics():
+    from cem_lab.causal import BlockStats, classify
+
+    est = CoarseToFineEstimator(coarse=3, fine=4, tol=0.5)
+    coarse = BlockStats(3)
+    m0 = 30.0
+    # block 0: all within tol -> U; block 1: one sample deviates -> S; block 2: S
+    coarse.update(np.array([0, 0, 0, 1, 1, 1, 2, 2, 2]),
+                  np.array([30.1, 29.9, 30.2, 30.0, 29.0, 30.0, 31.0, 31.0, 31.0]), m0)
+    fine_stage = est.next_stage([est.first_stage(3)], {"coarse": coarse}, m0)
+    assert fine_stage.blocks.tolist() == [1, 2] and fine_stage.first_sample == 3
+    fine = BlockStats(3)
+    fine.update(np.array([1, 1, 1, 1, 2, 2, 2, 2]), np.array([29.0, 29.2, 28.8, 29.0, 30.9, 30.7, 30.8, 30.8]), m0)
+    e = est.estimate({"coarse": coarse, "fine": fine}, m0)
+    assert e.effect[0] == 0 and e.decided_zero[0]
+    assert e.effect[1] == pytest.approx(1.0) and e.n[1] == 4
+    assert e.effect[2] == pytest.approx(-0.8)
+    effect, cls, lo, hi = classify(e, tol=0.9)
+    assert cls.tolist() == [0, 1, 0] and effect[2] == 0
+    _, cls_sig, _, _ = classify(e, tol=0.0, rule="significance")
+    assert cls_sig.tolist() == [0, 1, -1]
+
+
+def test_exhaustive_counts_every_block(clean_image, small_bank):
+    res = compute_cem(Identity(), clean_image, "dn", (16, 16, 16), block=16, patch_bank=small_bank,
+                      estimator=ExhaustiveEstimator(5), progress=False)
+    assert (res.counts == 5).all()
+    s = res.summary()
+    assert s["blocks_outside_roi"] == 8 and sum(s["counts"].values()) == 8
