@@ -46,7 +46,7 @@ def to_uint8(x: torch.Tensor) -> np.ndarray:
 
 def from_uint8(arr: np.ndarray) -> torch.Tensor:
     """(H, W, 3) uint8 array -> (1, 3, H, W) float tensor in [0, 1]."""
-    return torch.from_numpy(np.ascontiguousarray(arr)).permute(2, 0, 1)[None].float() / 255.0
+    return torch.from_numpy(np.array(arr, dtype=np.uint8, copy=True)).permute(2, 0, 1)[None].float() / 255.0
 
 
 def _as_rgb_array(arr: np.ndarray, name: str) -> np.ndarray:

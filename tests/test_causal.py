@@ -8,7 +8,6 @@ import torch
 from cem_lab import compute_cem
 from cem_lab.causal import (BlockGrid, CoarseToFineEstimator, ExhaustiveEstimator, LVIntervention, Roi,
                             draw_rng)
-from cem_lab.causal.runner import CEMJob
 from cem_lab.images import from_uint8, quantize
 from cem_lab.metrics import RoiMetric
 from cem_lab.tasks import DenoiseTask, DerainTask, Placement, SuperResolutionTask
@@ -257,3 +256,16 @@ def test_exhaustive_counts_every_block(clean_image, small_bank):
     assert (res.counts == 5).all()
     s = res.summary()
     assert s["blocks_outside_roi"] == 8 and sum(s["counts"].values()) == 8
+
+
+def test_a_block_subset_gets_the_values_of_the_complete_run(clean_image, small_bank):
+    model = ConvStack(depth=3, width=6)
+    kw = dict(block=8, patch_bank=small_bank, coarse=3, fine=5, progress=False, mode="full")
+    complete = compute_cem(model, clean_image, "dn", (16, 16, 16), **kw)
+    subset = [0, 7, 14, 21, 35]
+    part = compute_cem(model, clean_image, "dn", (16, 16, 16), blocks=subset, **kw)
+    flat = part.effect_raw.ravel()
+    np.testing.assert_array_equal(flat[subset], complete.effect_raw.ravel()[subset])
+    others = np.setdiff1d(np.arange(36), subset)
+    assert np.isnan(flat[others]).all() and (part.counts.ravel()[others] == 0).all()
+    assert sum(part.block_counts().values()) == len([b for b in subset if not part.roi_mask.ravel()[b]])

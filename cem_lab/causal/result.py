@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 
@@ -54,8 +54,13 @@ class CEMResult:
     def grid_shape(self) -> tuple[int, int]:
         return tuple(self.effect.shape)
 
+    @property
+    def computed(self) -> np.ndarray:
+        """Blocks with at least one sample (all of them unless the run was restricted)."""
+        return self.counts > 0
+
     def block_counts(self) -> dict[str, int]:
-        outside = ~self.roi_mask
+        outside = ~self.roi_mask & self.computed
         c = self.classification[outside]
         return {"positive": int((c > 0).sum()), "negative": int((c < 0).sum()), "zero": int((c == 0).sum())}
 
@@ -66,7 +71,7 @@ class CEMResult:
     def summary(self) -> dict[str, Any]:
         counts = self.block_counts()
         total = max(1, sum(counts.values()))
-        outside = ~self.roi_mask
+        outside = ~self.roi_mask & self.computed
         eff = np.where(outside, self.effect, np.nan)
         out: dict[str, Any] = {
             "format_version": FORMAT_VERSION,

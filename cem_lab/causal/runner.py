@@ -77,7 +77,7 @@ class CEMJob:
                  tol: float = 0.01, classification: str = "tol", batch_size: int = 32,
                  device: Optional[torch.device] = None, mode: str = "auto", crop_margin: int = 0,
                  crop_multiple: int = 1, verify: bool = True, image_name: str = "image",
-                 model_name: Optional[str] = None):
+                 model_name: Optional[str] = None, blocks: Optional[Sequence[int]] = None):
         if mode not in ("auto", "full"):
             raise ValueError(f"mode must be 'auto' (crop when the model is local) or 'full', got {mode!r}")
         if batch_size < 1:
@@ -108,6 +108,14 @@ class CEMJob:
         self.roi_mask = self.grid.roi_mask(roi)
         self.boxes = [self.grid.box(i) for i in range(len(self.grid))]
         self.intervention.bind(task, self.ti, self.boxes, self.grid.block_in, self.device)
+        self.selected = np.ones(len(self.grid), dtype=bool)
+        if blocks is not None:
+            sel = np.asarray(blocks, dtype=int).ravel()
+            if len(sel) == 0 or sel.min() < 0 or sel.max() >= len(self.grid):
+                raise GeometryError(f"blocks must be flat block indices in [0, {len(self.grid)}) "
+                                    f"(grid {self.grid.rows}x{self.grid.cols}), got {sel.tolist()[:10]}")
+            self.selected[:] = False
+            self.selected[sel] = True
         self.forward_passes = 0
         self.notes: list[str] = []
         self.timings: dict[str, float] = {}
@@ -262,6 +270,7 @@ class CEMJob:
                        "test_y_channel": self.metric.test_y_channel},
             "roi": self.roi.as_list(), "block": self.block, "seed": self.seed, "tol": self.tol,
             "classification": self.rule,
+            "blocks": "all" if self.selected.all() else np.flatnonzero(self.selected).tolist(),
         }
 
     def fingerprint(self) -> str:
@@ -308,9 +317,10 @@ class CEMJob:
                 if stage.name not in stats:
                     stats[stage.name] = BlockStats(n)
                 st = stats[stage.name]
-                act = stage.blocks[self.active[stage.blocks]]
+                mine = stage.blocks[self.selected[stage.blocks]]
+                act = mine[self.active[mine]]
                 if not filled:
-                    skipped = stage.blocks[~self.active[stage.blocks]]
+                    skipped = mine[~self.active[mine]]
                     # outside the dependency region the ROI output is unchanged: M = M0 exactly
                     in_update = True
                     st.update(np.repeat(skipped, stage.samples), np.full(len(skipped) * stage.samples,
@@ -382,6 +392,11 @@ class CEMJob:
     def _result(self, stats: dict[str, BlockStats], fp: str) -> CEMResult:
         est = self.estimator.estimate(stats, self.baseline)
         effect, cls, lo, hi = classify(est, tol=self.tol, rule=self.rule)
+        if not self.selected.all():  # blocks left out of the plan: not computed
+            for a in (effect, est.effect, est.stderr, lo, hi):
+                a[~self.selected] = np.nan
+            cls[~self.selected] = 0
+            est.n[~self.selected] = 0
         rows, cols = self.grid.shape
         shape = (rows, cols)
         images = {"input": to_uint8(self.ti.input), "restored": to_uint8(self.restored)}
@@ -425,7 +440,7 @@ def compute_cem(model: nn.Module, image: Optional[ImageLike], task: Union[Task, 
                 crop_margin: int = 0, crop_multiple: int = 1, verify: bool = True,
                 output_dir: Optional[Union[str, Path]] = None, figures: bool = True, progress: bool = True,
                 on_batch: Optional[Callable[[BatchInfo], None]] = None, image_name: Optional[str] = None,
-                model_name: Optional[str] = None) -> CEMResult:
+                model_name: Optional[str] = None, blocks: Optional[Sequence[int]] = None) -> CEMResult:
     """Compute the causal effect map of ``model`` for the ROI of one image.
 
     ``image``: the clean image (ground truth); the task degrades it into the model input. To use
@@ -434,7 +449,8 @@ def compute_cem(model: nn.Module, image: Optional[ImageLike], task: Union[Task, 
     size) in output pixels; ``block`` in output pixels. ``estimator``: "coarse_to_fine" (default;
     ``coarse``, ``fine``, ``tol``) or "exhaustive" (``samples`` per block). ``patch_bank``: a
     :class:`~cem_lab.patches.PatchBank` (default: the embedded bank). With ``output_dir`` the run is
-    checkpointed there, resumed when rerun, and saved (numbers, images and figures).
+    checkpointed there, resumed when rerun, and saved (numbers, images and figures). ``blocks``
+    restricts the work to some flat block indices (the others are reported as NaN, count 0).
     """
     if isinstance(task, str):
         task = make_task(task)
@@ -479,7 +495,7 @@ def compute_cem(model: nn.Module, image: Optional[ImageLike], task: Union[Task, 
     job = CEMJob(model, task, task_input, roi, block, intervention, est, metric, seed=seed, tol=tol,
                  classification=classification, batch_size=batch_size, device=device, mode=mode,
                  crop_margin=crop_margin, crop_multiple=crop_multiple, verify=verify, image_name=name,
-                 model_name=model_name)
+                 model_name=model_name, blocks=blocks)
     result = job.run(output_dir, progress=progress, on_batch=on_batch)
     if output_dir is not None:
         result.save(output_dir, figures=figures)

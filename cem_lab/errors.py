@@ -1,0 +1,19 @@
+"""The errors a user can cause with bad input: the CLI prints them without a traceback."""
+from __future__ import annotations
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    from omegaconf.errors import OmegaConfBaseException
+
+    from cem_lab.causal.runner import ModelOutputError, RunFolderError
+    from cem_lab.images import ImageError
+    from cem_lab.models.checkpoint import CheckpointError
+
+    # ValueError covers GeometryError, TaskError, EstimatorError, PatchBankError, metric errors
+    return (ValueError, FileNotFoundError, ImageError, CheckpointError, ModelOutputError, RunFolderError,
+            OmegaConfBaseException)
+
+
+
+
+USER_ERRORS = _user_errors()
