@@ -1,7 +1,6 @@
 """A user's own degraded input with its ground truth, and ground-truth-free maps."""
 from __future__ import annotations
 
-import numpy as np
 import torch
 
 from cem_lab import compute_cem

@@ -74,14 +74,15 @@ class CEMJob:
 
     def __init__(self, model: nn.Module, task: Task, task_input: TaskInput, roi: Roi, block: int,
                  intervention: Intervention, estimator: Estimator, metric: RoiMetric, *, seed: int = 0,
-                 tol: float = 0.01, classification: str = "tol", batch_size: int = 32,
+                 tol: float = 0.01, classification: str = "tol", batch_size: int = 32, forward_batch: int = 8,
                  device: Optional[torch.device] = None, mode: str = "auto", crop_margin: int = 0,
                  crop_multiple: int = 1, verify: bool = True, image_name: str = "image",
                  model_name: Optional[str] = None, blocks: Optional[Sequence[int]] = None):
         if mode not in ("auto", "full"):
             raise ValueError(f"mode must be 'auto' (crop when the model is local) or 'full', got {mode!r}")
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if batch_size < 1 or forward_batch < 1:
+            raise ValueError(f"batch_size and forward_batch must be >= 1, got {batch_size}, {forward_batch}")
+        self.forward_batch = int(forward_batch)
         self.model, self.task, self.roi, self.block = model, task, roi, block
         self.intervention, self.estimator, self.metric = intervention, estimator, metric
         self.seed, self.tol, self.rule, self.batch_size = int(seed), float(tol), classification, int(batch_size)
@@ -123,6 +124,24 @@ class CEMJob:
 
     # --- model calls ---------------------------------------------------------------------------
     def _forward(self, x: Tensor) -> Tensor:
+        """Run the model in chunks of exactly ``forward_batch`` rows (the last one padded).
+
+        Convolution kernels may pick another algorithm for another batch shape, which changes
+        float rounding and, rarely, a uint8-rounded output pixel. With one fixed shape, an item's
+        output does not depend on the work-unit size, its position in a batch, or where a run
+        was resumed.
+        """
+        n = x.shape[0]
+        outs = []
+        for i in range(0, n, self.forward_batch):
+            chunk = x[i:i + self.forward_batch]
+            real = chunk.shape[0]
+            if real < self.forward_batch:
+                chunk = torch.cat([chunk, chunk[:1].expand(self.forward_batch - real, -1, -1, -1)])
+            outs.append(self._call_model(chunk)[:real])
+        return torch.cat(outs) if len(outs) > 1 else outs[0]
+
+    def _call_model(self, x: Tensor) -> Tensor:
         with torch.inference_mode():
             out = self.model(x)
         if isinstance(out, (list, tuple)):
@@ -269,7 +288,7 @@ class CEMJob:
             "metric": {"name": self.metric.name, "crop_border": self.metric.crop_border,
                        "test_y_channel": self.metric.test_y_channel},
             "roi": self.roi.as_list(), "block": self.block, "seed": self.seed, "tol": self.tol,
-            "classification": self.rule,
+            "classification": self.rule, "forward_batch": self.forward_batch,
             "blocks": "all" if self.selected.all() else np.flatnonzero(self.selected).tolist(),
         }
 
@@ -435,7 +454,7 @@ def compute_cem(model: nn.Module, image: Optional[ImageLike], task: Union[Task, 
                 estimator: Union[str, Estimator, None] = None, samples: Optional[int] = None,
                 coarse: int = 3, fine: int = 50, tol: float = 0.01, classification: str = "tol",
                 metric: Union[str, RoiMetric] = "psnr", crop_border: int = 0, test_y_channel: bool = False,
-                seed: int = 0, image_seed: Optional[int] = None, batch_size: int = 32,
+                seed: int = 0, image_seed: Optional[int] = None, batch_size: int = 32, forward_batch: int = 8,
                 device: Optional[Union[str, torch.device]] = None, mode: str = "auto",
                 crop_margin: int = 0, crop_multiple: int = 1, verify: bool = True,
                 output_dir: Optional[Union[str, Path]] = None, figures: bool = True, progress: bool = True,
@@ -451,6 +470,9 @@ def compute_cem(model: nn.Module, image: Optional[ImageLike], task: Union[Task, 
     :class:`~cem_lab.patches.PatchBank` (default: the embedded bank). With ``output_dir`` the run is
     checkpointed there, resumed when rerun, and saved (numbers, images and figures). ``blocks``
     restricts the work to some flat block indices (the others are reported as NaN, count 0).
+    ``batch_size`` items are built and recorded together (the unit of work; it does not change the
+    result); the model always runs on ``forward_batch`` inputs at a time, which is part of the
+    computation (another value can change float rounding, so it is part of the run's identity).
     """
     if isinstance(task, str):
         task = make_task(task)
@@ -493,7 +515,8 @@ def compute_cem(model: nn.Module, image: Optional[ImageLike], task: Union[Task, 
             patch_bank = PatchBank.embedded()
         intervention = make_intervention(intervention, bank=patch_bank, sampler=sampler)
     job = CEMJob(model, task, task_input, roi, block, intervention, est, metric, seed=seed, tol=tol,
-                 classification=classification, batch_size=batch_size, device=device, mode=mode,
+                 classification=classification, batch_size=batch_size, forward_batch=forward_batch,
+                 device=device, mode=mode,
                  crop_margin=crop_margin, crop_multiple=crop_multiple, verify=verify, image_name=name,
                  model_name=model_name, blocks=blocks)
     result = job.run(output_dir, progress=progress, on_batch=on_batch)

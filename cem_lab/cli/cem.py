@@ -100,7 +100,7 @@ def run(cfg: DictConfig, output_dir: Path):
         samples=c.get("samples"), coarse=c.get("coarse", 3), fine=c.get("fine", 50), tol=c.tol,
         classification=c.classification, metric=cfg.metric.name, crop_border=cfg.metric.crop_border,
         test_y_channel=cfg.metric.test_y_channel, seed=cfg.seed, image_seed=cfg.image_seed,
-        batch_size=cfg.batch_size, device=device, mode=cfg.mode, crop_margin=cfg.crop_margin,
+        batch_size=cfg.batch_size, forward_batch=cfg.forward_batch, device=device, mode=cfg.mode, crop_margin=cfg.crop_margin,
         crop_multiple=cfg.crop_multiple, output_dir=output_dir, figures=cfg.figures, progress=cfg.progress,
         image_name=name, model_name=cfg.model.get("name"))
 
