@@ -106,7 +106,7 @@ class Nan(Identity):
 
 
 def test_model_output_of_the_wrong_shape_or_scale(tmp_path, clean_image, bank):
-    with pytest.raises(ModelOutputError, match=r"expected \(1, 3, 48, 48\).*scale"):
+    with pytest.raises(ModelOutputError, match=r"\(3, 96, 96\) per image.*expected \(3, 48, 48\).*scale"):
         compute_cem(WrongScale(), clean_image, "dn", (8, 8, 16), patch_bank=bank, output_dir=tmp_path, **KW)
     assert _no_result(tmp_path)
 

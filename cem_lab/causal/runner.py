@@ -150,11 +150,12 @@ class CEMJob:
         b, _, h, w = x.shape
         want = (b, 3, h * self.scale, w * self.scale)
         if not isinstance(out, Tensor) or tuple(out.shape) != want:
-            got = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
+            got = (f"an output of {tuple(out.shape[1:])} per image" if isinstance(out, Tensor) and out.dim() == 4
+                   else f"{tuple(out.shape)}" if isinstance(out, Tensor) else type(out).__name__)
             raise ModelOutputError(
-                f"{self.model_name} returned {got} for an input of {tuple(x.shape)}; expected {want} "
-                f"(task {self.task.name} x{self.scale}). Check that the model's scale matches the task "
-                "and that it returns one RGB image per input")
+                f"{self.model_name} returned {got} for an input of {tuple(x.shape[1:])}; expected "
+                f"{want[1:]} (task {self.task.name} x{self.scale}). Check that the model's scale matches the "
+                "task and that it returns one RGB image per input")
         return out
 
     def _roi(self, out: Tensor, origin: tuple[int, int]) -> Tensor:

@@ -1,15 +1,13 @@
 """The three tasks of the paper: super-resolution, denoising and deraining."""
 from __future__ import annotations
 
-from typing import Optional, Sequence
-
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from cem_lab.images import quantize
-from cem_lab.tasks.base import Placement, Task, TaskError, TaskInput, write_blocks
+from cem_lab.tasks.base import Task, TaskError, TaskInput, write_blocks
 
 
 def bicubic_downscale(x: Tensor, scale: int) -> Tensor:
