@@ -34,9 +34,15 @@ DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 JOB = dict(task="dn", roi=(152, 96, 32), block=8, coarse=3, fine=50, tol=0.01, seed=0)
 
 
-def subset_blocks(fast_dir: Path, region_blocks: int, ring_blocks: int) -> list[int]:
-    """Seeded sample of blocks inside the accelerated run's crop and in a ring just outside it."""
+def subset_blocks(fast_dir: Path, region_blocks: int, ring_blocks: int, fine_blocks: int = 0) -> list[int]:
+    """Seeded sample of blocks inside the accelerated run's crop and in a ring just outside it.
+
+    ``fine_blocks`` of the region's blocks are drawn from those the accelerated run sent to the
+    fine stage (the blocks with an effect), the other ``region_blocks`` from the whole region.
+    """
     summary = json.loads((fast_dir / "run" / "summary.json").read_text())
+    with np.load(fast_dir / "run" / "cem.npz") as z:
+        in_fine = (z["counts"] == json.loads((fast_dir / "bench.json").read_text())["fine"]).ravel()
     y0, y1, x0, x1 = summary["dependency_region"]["crop"]
     b = JOB["block"]
     rows, cols = summary["grid_shape"]
@@ -49,7 +55,10 @@ def subset_blocks(fast_dir: Path, region_blocks: int, ring_blocks: int) -> list[
             elif by0 < y1 + 2 * b and by1 > y0 - 2 * b and bx0 < x1 + 2 * b and bx1 > x0 - 2 * b:
                 ring.append(r * cols + c)
     rng = np.random.default_rng(2025)
-    pick = list(rng.choice(inside, size=min(region_blocks, len(inside)), replace=False))
+    fine = [i for i in inside if in_fine[i]]
+    pick = list(rng.choice(fine, size=min(fine_blocks, len(fine)), replace=False)) if fine_blocks else []
+    rest = [i for i in inside if i not in pick]
+    pick += list(rng.choice(rest, size=min(region_blocks, len(rest)), replace=False))
     pick += list(rng.choice(ring, size=min(ring_blocks, len(ring)), replace=False))
     return sorted(int(i) for i in pick)
 
@@ -69,7 +78,7 @@ def run(args) -> None:
     counter = {"t0": None, "items": 0, "passes0": 0}
     blocks = None
     if args.subset_of:
-        blocks = subset_blocks(Path(args.subset_of), args.region_blocks, args.ring_blocks)
+        blocks = subset_blocks(Path(args.subset_of), args.region_blocks, args.ring_blocks, args.fine_blocks)
 
     def on_batch(info):
         if counter["t0"] is None:  # time from the end of the first batch (warm-up excluded)
@@ -113,11 +122,18 @@ def report(args) -> None:
         note = (f"run on {full['blocks']} of 1024 blocks ({full['forward_passes']} forward passes at "
                 f"{full['rate_fwd_per_s']:.3f}/s), scaled to the {full_passes:,} forward passes of the whole job")
     fast_res = CEMResult.load(fast_dir / "run")
-    full_res = CEMResult.load(full_dir / "run")
-    done = full_res.computed
-    d = float(np.abs(full_res.effect[done] - fast_res.effect[done]).max())
-    draw = float(np.abs(full_res.effect_raw[done] - fast_res.effect_raw[done]).max())
-    same = bool((full_res.classification[done] == fast_res.classification[done]).all())
+    d = draw = 0.0
+    same, n_blocks, n_fine, n_effect = True, set(), 0, 0
+    for folder in [full_dir, *map(Path, args.agreement)]:
+        full_res = CEMResult.load(folder / "run")
+        done = full_res.computed
+        d = max(d, float(np.abs(full_res.effect[done] - fast_res.effect[done]).max()))
+        draw = max(draw, float(np.abs(full_res.effect_raw[done] - fast_res.effect_raw[done]).max()))
+        same &= bool((full_res.classification[done] == fast_res.classification[done]).all())
+        new = set(np.flatnonzero(done.ravel())) - n_blocks
+        n_blocks |= new
+        n_fine += sum(int(full_res.counts.ravel()[i] == fine) for i in new)
+        n_effect += sum(int(full_res.classification.ravel()[i] != 0) for i in new)
     rows = [
         "| mode | wall time | forward passes | peak RSS | note |",
         "|---|---|---|---|---|",
@@ -126,7 +142,8 @@ def report(args) -> None:
         f"{fast['peak_rss_mb']:.0f} MB | complete run, T_f = {fine} |",
         "",
         f"speed-up: {full_wall / fast['wall_s']:.1f}x",
-        f"agreement on the {int(done.sum())} blocks computed in both modes: max |delta CE| = {d:.2e} dB "
+        f"agreement on the {len(n_blocks)} blocks computed in both modes ({n_fine} of them in the fine stage, "
+        f"{n_effect} with an effect): max |delta CE| = {d:.2e} dB "
         f"(unthresholded {draw:.2e} dB), identical classification: {same}",
         f"accelerated map: {fast['counts']}, {fast['fine_blocks']} blocks in the fine stage, baseline ROI PSNR "
         f"{fast['baseline']:.3f} dB",
@@ -143,13 +160,16 @@ def main(argv=None) -> None:
     r.add_argument("--subset-of", default=None, help="an accelerated run's --out folder")
     r.add_argument("--region-blocks", type=int, default=12)
     r.add_argument("--ring-blocks", type=int, default=8)
+    r.add_argument("--fine-blocks", type=int, default=0,
+                   help="region blocks drawn from the accelerated run's fine-stage blocks")
     r.add_argument("--fine", type=int, default=None, help="T_f (default 50, the reference)")
     r.add_argument("--threads", type=int, default=2)
     r.add_argument("--batch-size", type=int, default=16)
     r.add_argument("--quiet", action="store_true")
     q = sub.add_parser("report")
     q.add_argument("fast")
-    q.add_argument("full")
+    q.add_argument("full", help="the full-image run whose rate is scaled to the whole job")
+    q.add_argument("--agreement", nargs="*", default=[], help="more full-image subset runs to compare")
     args = p.parse_args(argv)
     if not DATA.is_dir():
         sys.exit(f"reference data not found at {DATA}: this benchmark needs ../shared/data")

@@ -269,3 +269,55 @@ def test_a_block_subset_gets_the_values_of_the_complete_run(clean_image, small_b
     others = np.setdiff1d(np.arange(36), subset)
     assert np.isnan(flat[others]).all() and (part.counts.ravel()[others] == 0).all()
     assert sum(part.block_counts().values()) == len([b for b in subset if not part.roi_mask.ravel()[b]])
+
+
+@pytest.mark.parametrize("options", [
+    {"sampler": "sharpness_matched"},
+    {"sampler": "stratified"},
+    {"block": 16},                      # 8x8 bank patches resized bicubically to the 16-px block
+    {"metric": "ssim"},
+    {"intervention": "mean"},
+    {"intervention": "blur"},
+    {"intervention": "noise"},
+    {"classification": "significance"},
+    {"test_y_channel": True, "crop_border": 2},
+])
+def test_options_compose(clean_image, small_bank, options):
+    kw = {**dict(block=8, patch_bank=small_bank, coarse=2, fine=4, progress=False), **options}
+    res = compute_cem(ConvStack(depth=3), clean_image, "dn", (16, 16, 16), **kw)
+    assert np.isfinite(res.effect).all() and res.grid_shape == (48 // kw["block"],) * 2
+    settings = res.meta["settings"]
+    if "sampler" in options:
+        assert settings["intervention"]["sampler"] == options["sampler"]
+    if "intervention" in options:
+        assert settings["intervention"]["name"] == options["intervention"]
+    if "metric" in options:
+        assert res.metric == "ssim" and res.unit == ""
+
+
+def test_baseline_interventions_write_what_they_say(clean_image):
+    from cem_lab.causal import BaselineIntervention
+
+    task = DenoiseTask(50)
+    ti = task.prepare(from_uint8(clean_image), 0)
+    grid = BlockGrid(48, 48, 1, 8)
+    boxes = [grid.box(i) for i in range(len(grid))]
+    pl = [Placement(boxes[7], (0, 0))]
+    y0, y1, x0, x1 = boxes[7]
+    for kind in ("zeros", "mean", "blur", "noise"):
+        iv = BaselineIntervention(kind)
+        iv.bind(task, ti, boxes, 8, torch.device("cpu"))
+        draw = iv.draw(draw_rng(0, 7, 0), 7, 0)
+        x = iv.apply(ti.input.clone(), ti.context, pl, [draw])
+        block = x[0, :, y0:y1, x0:x1]
+        if kind == "zeros":
+            assert (block == 0).all()
+        elif kind == "mean":
+            assert torch.allclose(block, ti.input.mean(dim=(2, 3))[0, :, None, None].expand_as(block))
+        elif kind == "blur":  # smoother than the noisy block it replaces
+            assert block.std() < ti.input[0, :, y0:y1, x0:x1].std()
+        else:
+            assert 0 <= float(block.min()) and float(block.max()) <= 1 and block.std() > 0.2
+        rest = torch.ones(48, 48, dtype=torch.bool)
+        rest[y0:y1, x0:x1] = False
+        assert torch.equal(x[0][:, rest], ti.input[0][:, rest])

@@ -58,44 +58,84 @@ def _expand(lo: int, hi: int, size: int, margin: int, multiple: int) -> tuple[in
     return lo, hi
 
 
+def _probe(model: nn.Module, x: Tensor, roi_box: tuple[int, int, int, int], probes: int, seed: int) -> Tensor:
+    """Input pixels of ``x`` with a non-zero gradient of the ROI output (union over probes)."""
+    y0, y1, x0, x1 = roi_box
+    gen = torch.Generator().manual_seed(seed)
+    inputs = [x.detach()] + [torch.rand(x.shape, generator=gen).to(x) for _ in range(probes)]
+    mask = torch.zeros(x.shape[-2:], dtype=torch.bool, device=x.device)
+    for probe in inputs:
+        p = probe.clone().requires_grad_(True)
+        with torch.enable_grad():
+            out = model(p)
+            if isinstance(out, (list, tuple)):
+                out = out[0]
+            # random positive weights so that outputs cannot cancel each other out
+            w = torch.rand(out[..., y0:y1, x0:x1].shape, generator=gen).to(out) + 0.5
+            (out[..., y0:y1, x0:x1] * w).sum().backward()
+        mask |= (p.grad.detach().abs().sum(dim=(0, 1)) > 0)
+    return mask
+
+
 def dependency_region(model: nn.Module, x: Tensor, roi_box_in: tuple[int, int, int, int], scale: int,
-                      probes: int = 2, seed: int = 0, margin: int = 0, multiple: int = 1) -> DependencyRegion:
+                      probes: int = 2, seed: int = 0, margin: int = 0, multiple: int = 1,
+                      window: int = 32) -> DependencyRegion:
     """Union over probe inputs of the pixels with a non-zero gradient of the ROI output.
 
     ``x``: (1, 3, h, w) model input; ``roi_box_in``: the ROI's (y0, y1, x0, x1) in *output*
     pixels. Probes: the real input and ``probes`` uniform random images (seeded), so a path
     that is dead (ReLU) for one input rarely hides a dependency.
+
+    To save memory on large images the probe first runs on a window: the ROI grown by
+    ``window`` input pixels. If the region found keeps a ring of untouched pixels inside the
+    window, it is the region of the full image too (the window then holds every pixel the ROI
+    output depends on, so the model computes the same ROI output on it); otherwise the window
+    is doubled, up to the whole image.
     """
     y0, y1, x0, x1 = roi_box_in
-    gen = torch.Generator().manual_seed(seed)
-    inputs = [x.detach()] + [torch.rand(x.shape, generator=gen).to(x) for _ in range(probes)]
-    mask = torch.zeros(x.shape[-2:], dtype=torch.bool, device=x.device)
+    h, w = x.shape[-2:]
+    ry0, ry1, rx0, rx1 = y0 // scale, -(-y1 // scale), x0 // scale, -(-x1 // scale)
     was_training = model.training
     model.eval()
+    grow = max(1, int(window))
     try:
-        for probe in inputs:
-            p = probe.clone().requires_grad_(True)
-            with torch.enable_grad():
-                out = model(p)
-                # random positive weights so that outputs cannot cancel each other out
-                w = torch.rand(out[..., y0:y1, x0:x1].shape, generator=gen).to(out) + 0.5
-                (out[..., y0:y1, x0:x1] * w).sum().backward()
-            mask |= (p.grad.detach().abs().sum(dim=(0, 1)) > 0)
+        while True:
+            wy0, wy1 = max(0, ry0 - grow), min(h, ry1 + grow)
+            wx0, wx1 = max(0, rx0 - grow), min(w, rx1 + grow)
+            full = (wy0, wy1, wx0, wx1) == (0, h, 0, w)
+            sub = x[..., wy0:wy1, wx0:wx1]
+            roi_local = (y0 - wy0 * scale, y1 - wy0 * scale, x0 - wx0 * scale, x1 - wx0 * scale)
+            local = _probe(model, sub, roi_local, probes, seed).cpu().numpy()
+            if full:
+                break
+            # a ring of the window that is not an image border must stay untouched
+            edges = []
+            if wy0 > 0:
+                edges.append(local[0, :])
+            if wy1 < h:
+                edges.append(local[-1, :])
+            if wx0 > 0:
+                edges.append(local[:, 0])
+            if wx1 < w:
+                edges.append(local[:, -1])
+            if not any(e.any() for e in edges):
+                break
+            grow *= 2
     finally:
         model.train(was_training)
-    m = mask.cpu().numpy()
-    h, w = m.shape
+    m = np.zeros((h, w), dtype=bool)
+    m[wy0:wy1, wx0:wx1] = local
     rows, cols = np.flatnonzero(m.any(1)), np.flatnonzero(m.any(0))
     if len(rows) == 0:  # the ROI output does not depend on the input at all
-        box = (y0 // scale, -(-y1 // scale), x0 // scale, -(-x1 // scale))
+        box = (ry0, ry1, rx0, rx1)
     else:
         box = (int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1)
     # the crop must hold the ROI itself on the input grid
-    ry0, ry1, rx0, rx1 = y0 // scale, -(-y1 // scale), x0 // scale, -(-x1 // scale)
     by0, by1, bx0, bx1 = min(box[0], ry0), max(box[1], ry1), min(box[2], rx0), max(box[3], rx1)
     cy0, cy1 = _expand(by0, by1, h, margin, multiple)
     cx0, cx1 = _expand(bx0, bx1, w, margin, multiple)
-    return DependencyRegion(m, box, (cy0, cy1, cx0, cx1), probes=len(inputs))
+    return DependencyRegion(m, box, (cy0, cy1, cx0, cx1), probes=probes + 1,
+                            notes=[f"gradient probe on a {wy1 - wy0}x{wx1 - wx0} window"])
 
 
 @dataclass
