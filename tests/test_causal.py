@@ -321,3 +321,23 @@ def test_baseline_interventions_write_what_they_say(clean_image):
         rest = torch.ones(48, 48, dtype=torch.bool)
         rest[y0:y1, x0:x1] = False
         assert torch.equal(x[0][:, rest], ti.input[0][:, rest])
+
+
+def test_an_items_output_does_not_depend_on_the_chunk_it_runs_in(clean_image, small_bank):
+    """The forward shape is fixed (padded to forward_batch): an item's output is bitwise the same
+    alone or in a batch. (Unpadded, this DnCNN's batch-1 and batch-5 outputs differ by ~1e-7.)"""
+    from cem_lab.causal.runner import CEMJob
+    from cem_lab.causal import CoarseToFineEstimator
+    from cem_lab.models import DnCNN
+
+    torch.manual_seed(0)
+    model = DnCNN(features=64, depth=4)
+    task = DenoiseTask(50)
+    ti = task.prepare(from_uint8(clean_image), 0)
+    job = CEMJob(model, task, ti, Roi(16, 16, 16), 8, LVIntervention(small_bank), CoarseToFineEstimator(2, 2),
+                 RoiMetric(), mode="full", forward_batch=8)
+    x = job._build(np.arange(5), np.zeros(5, dtype=int), job.crop, job.base_crop, job.ctx_crop)
+    alone = job._forward(x[:1])
+    together = job._forward(x)[:1]
+    assert torch.equal(alone, together)
+    assert torch.equal(job._forward(x[3:4]), job._forward(x)[3:4])
