@@ -106,14 +106,7 @@ class PatchBank:
 
     def __post_init__(self) -> None:
         p = np.asarray(self.patches)
-        if p.dtype != np.uint8:
-            raise PatchBankError(f"patch bank ({self.source}): patches must be uint8, got dtype {p.dtype}; "
-                                 "convert with np.clip(x, 0, 255).astype(np.uint8)")
-        if p.ndim != 4 or p.shape[1] != p.shape[2] or p.shape[3] != 3:
-            raise PatchBankError(f"patch bank ({self.source}): patches must have shape (N, p, p, 3) "
-                                 f"(square RGB patches), got {p.shape}")
-        if p.shape[0] == 0:
-            raise PatchBankError(f"patch bank ({self.source}) is empty: it holds no patches")
+        _check_patches(p, f"patch bank ({self.source})")
         if p.shape[1] == 0:
             raise PatchBankError(f"patch bank ({self.source}): patch size is 0")
         s = np.asarray(self.sharpness, dtype=np.float64)
@@ -167,14 +160,7 @@ class PatchBank:
             raise PatchBankError(f"{origin}: no 'patches' array in the file (keys found: {sorted(arrays)}); "
                                  "a patch bank needs 'patches' uint8 (N, p, p, 3) and 'sharpness' (N,)")
         patches = arrays["patches"]
-        if patches.dtype != np.uint8:
-            raise PatchBankError(f"{origin}: 'patches' must be uint8, got dtype {patches.dtype}; "
-                                 "save it with np.clip(x, 0, 255).astype(np.uint8)")
-        if patches.ndim != 4 or patches.shape[1] != patches.shape[2] or patches.shape[3] != 3:
-            raise PatchBankError(f"{origin}: 'patches' must have shape (N, p, p, 3) (square RGB patches), "
-                                 f"got {patches.shape}")
-        if patches.shape[0] == 0:
-            raise PatchBankError(f"{origin}: the patch bank is empty (0 patches); rebuild it from images")
+        _check_patches(patches, origin)
         if "sharpness" in arrays:
             sharp = arrays["sharpness"]
             if sharp.dtype.kind not in "biuf":
@@ -277,6 +263,17 @@ class PatchBank:
 
 
 # --------------------------------------------------------------------------- helpers
+def _check_patches(p: np.ndarray, where: str) -> None:
+    """Patches must be a non-empty uint8 (N, p, p, 3) array of square RGB patches."""
+    if p.dtype != np.uint8:
+        raise PatchBankError(f"{where}: patches must be uint8, got dtype {p.dtype}; "
+                             "convert with np.clip(x, 0, 255).astype(np.uint8)")
+    if p.ndim != 4 or p.shape[1] != p.shape[2] or p.shape[3] != 3:
+        raise PatchBankError(f"{where}: patches must have shape (N, p, p, 3) (square RGB patches), got {p.shape}")
+    if p.shape[0] == 0:
+        raise PatchBankError(f"{where}: the patch bank is empty (0 patches); rebuild it from images")
+
+
 def _positive_int(value: Any, name: str) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or int(value) < 1:
         raise PatchBankError(f"{name} must be a positive integer, got {value!r}")
