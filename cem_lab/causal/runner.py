@@ -303,10 +303,18 @@ class CEMJob:
 
     # --- running ---------------------------------------------------------------------------------
     def run(self, folder: Optional[Union[str, Path]] = None, progress: bool = True,
-            on_batch: Optional[Callable[[BatchInfo], None]] = None, checkpoint_every: float = 10.0) -> CEMResult:
-        """Run all stages; with ``folder``, checkpoint there and resume what it holds."""
+            on_batch: Optional[Callable[[BatchInfo], None]] = None, checkpoint_every: float = 10.0,
+            executor: Optional["UnitExecutor"] = None) -> CEMResult:
+        """Run all stages; with ``folder``, checkpoint there and resume what it holds.
+
+        ``executor`` computes rounds of work units (default: one unit at a time, here); a
+        distributed executor spreads each round over processes and returns every unit's values
+        to every process, so all of them update the same statistics in plan order.
+        """
         from tqdm import tqdm
 
+        executor = executor or LocalExecutor()
+        main = executor.is_main
         t0 = time.perf_counter()
         fp = self.fingerprint()
         n = len(self.grid)
@@ -321,7 +329,7 @@ class CEMJob:
         last_save = time.perf_counter()
 
         def save():
-            if state_path is None:
+            if state_path is None or not main:
                 return
             arrays: dict[str, Any] = {"fingerprint": fp, "format_version": FORMAT_VERSION,
                                       "stage_names": np.array([s.name for s in done_stages] + [stage.name if stage else ""]),
@@ -351,17 +359,21 @@ class CEMJob:
                 sub = Stage(stage.name, act, stage.samples, stage.first_sample)
                 total = sub.n_items
                 bar = tqdm(total=total, initial=done_items, desc=f"CEM {stage.name}", unit="fwd",
-                           disable=not progress, dynamic_ncols=True, leave=True)
+                           disable=not (progress and main), dynamic_ncols=True, leave=True)
                 try:
                     while done_items < total:
-                        k = np.arange(done_items, min(done_items + self.batch_size, total))
-                        blocks, samples = sub.item(k)
-                        values = self._metrics(blocks, samples)
+                        units, end = [], done_items
+                        while end < total and len(units) < executor.units_per_round:
+                            k = np.arange(end, min(end + self.batch_size, total))
+                            units.append(sub.item(k))
+                            end = int(k[-1]) + 1
+                        values = executor.map(self, units)
                         in_update = True
-                        st.update(blocks, values, self.baseline)
-                        done_items += len(k)
+                        for (blocks, _), v in zip(units, values):
+                            st.update(blocks, v, self.baseline)
+                        bar.update(end - done_items)
+                        done_items = end
                         in_update = False
-                        bar.update(len(k))
                         if time.perf_counter() - last_save >= checkpoint_every:
                             save()
                             last_save = time.perf_counter()
@@ -449,6 +461,23 @@ class CEMJob:
                          metric=self.metric.name, unit=self.metric.unit, meta=meta, images=images)
 
 
+class UnitExecutor:
+    """Computes the metrics of a round of work units; see :meth:`CEMJob.run`."""
+
+    is_main: bool = True
+    units_per_round: int = 1
+
+    def map(self, job: "CEMJob", units: list[tuple[np.ndarray, np.ndarray]]) -> list[np.ndarray]:
+        raise NotImplementedError
+
+
+class LocalExecutor(UnitExecutor):
+    """Every unit in this process, one after the other."""
+
+    def map(self, job, units):
+        return [job._metrics(blocks, samples) for blocks, samples in units]
+
+
 def compute_cem(model: nn.Module, image: Optional[ImageLike], task: Union[Task, str], roi, *,
                 degraded: Optional[ImageLike] = None, block: int = 8, patch_bank=None,
                 sampler: str = "uniform", intervention: Union[str, Intervention] = "lv",
@@ -460,7 +489,8 @@ def compute_cem(model: nn.Module, image: Optional[ImageLike], task: Union[Task, 
                 crop_margin: int = 0, crop_multiple: int = 1, verify: bool = True,
                 output_dir: Optional[Union[str, Path]] = None, figures: bool = True, progress: bool = True,
                 on_batch: Optional[Callable[[BatchInfo], None]] = None, image_name: Optional[str] = None,
-                model_name: Optional[str] = None, blocks: Optional[Sequence[int]] = None) -> CEMResult:
+                model_name: Optional[str] = None, blocks: Optional[Sequence[int]] = None,
+                executor: Optional[UnitExecutor] = None) -> CEMResult:
     """Compute the causal effect map of ``model`` for the ROI of one image.
 
     ``image``: the clean image (ground truth); the task degrades it into the model input. To use
@@ -474,6 +504,7 @@ def compute_cem(model: nn.Module, image: Optional[ImageLike], task: Union[Task, 
     ``batch_size`` items are built and recorded together (the unit of work; it does not change the
     result); the model always runs on ``forward_batch`` inputs at a time, which is part of the
     computation (another value can change float rounding, so it is part of the run's identity).
+    ``executor`` spreads the work units over processes (see ``cem_lab.engine.distributed``).
     """
     if isinstance(task, str):
         task = make_task(task)
@@ -520,7 +551,7 @@ def compute_cem(model: nn.Module, image: Optional[ImageLike], task: Union[Task, 
                  device=device, mode=mode,
                  crop_margin=crop_margin, crop_multiple=crop_multiple, verify=verify, image_name=name,
                  model_name=model_name, blocks=blocks)
-    result = job.run(output_dir, progress=progress, on_batch=on_batch)
-    if output_dir is not None:
+    result = job.run(output_dir, progress=progress, on_batch=on_batch, executor=executor)
+    if output_dir is not None and (executor is None or executor.is_main):
         result.save(output_dir, figures=figures)
     return result
