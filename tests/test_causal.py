@@ -341,3 +341,11 @@ def test_an_items_output_does_not_depend_on_the_chunk_it_runs_in(clean_image, sm
     together = job._forward(x)[:1]
     assert torch.equal(alone, together)
     assert torch.equal(job._forward(x[3:4]), job._forward(x)[3:4])
+
+
+def test_auto_forward_batch_on_cpu_is_the_default(clean_image, small_bank):
+    kw = dict(block=8, patch_bank=small_bank, coarse=2, fine=2, progress=False)
+    auto = compute_cem(ConvStack(depth=3), clean_image, "dn", (16, 16, 16), forward_batch="auto", **kw)
+    fixed = compute_cem(ConvStack(depth=3), clean_image, "dn", (16, 16, 16), forward_batch=8, **kw)
+    assert auto.meta["settings"]["forward_batch"] == 8 and "forward_batch=auto: 8" in auto.meta["notes"]
+    np.testing.assert_array_equal(auto.effect_raw, fixed.effect_raw)

@@ -74,15 +74,19 @@ class CEMJob:
 
     def __init__(self, model: nn.Module, task: Task, task_input: TaskInput, roi: Roi, block: int,
                  intervention: Intervention, estimator: Estimator, metric: RoiMetric, *, seed: int = 0,
-                 tol: float = 0.01, classification: str = "tol", batch_size: int = 32, forward_batch: int = 8,
+                 tol: float = 0.01, classification: str = "tol", batch_size: int = 32,
+                 forward_batch: Union[int, str] = 8,
                  device: Optional[torch.device] = None, mode: str = "auto", crop_margin: int = 0,
                  crop_multiple: int = 1, verify: bool = True, image_name: str = "image",
                  model_name: Optional[str] = None, blocks: Optional[Sequence[int]] = None):
         if mode not in ("auto", "full"):
             raise ValueError(f"mode must be 'auto' (crop when the model is local) or 'full', got {mode!r}")
-        if batch_size < 1 or forward_batch < 1:
-            raise ValueError(f"batch_size and forward_batch must be >= 1, got {batch_size}, {forward_batch}")
-        self.forward_batch = int(forward_batch)
+        self.auto_forward_batch = forward_batch == "auto"
+        if batch_size < 1 or not (self.auto_forward_batch or int(forward_batch) >= 1):
+            raise ValueError(f"batch_size must be >= 1 and forward_batch >= 1 or 'auto', got {batch_size}, "
+                             f"{forward_batch!r}")
+        # with "auto", the full-image preparation runs one input at a time; the size is chosen on the crop
+        self.forward_batch = 1 if self.auto_forward_batch else int(forward_batch)
         self.model, self.task, self.roi, self.block = model, task, roi, block
         self.intervention, self.estimator, self.metric = intervention, estimator, metric
         self.seed, self.tol, self.rule, self.batch_size = int(seed), float(tol), classification, int(batch_size)
@@ -198,6 +202,11 @@ class CEMJob:
         y0, y1, x0, x1 = self.crop
         self.base_crop = x[:, :, y0:y1, x0:x1].contiguous()
         self.ctx_crop = self.ti.crop_context(self.crop)
+        if self.auto_forward_batch:
+            self.forward_batch = self._find_forward_batch(self.base_crop)
+            self.notes.append(f"forward_batch=auto: {self.forward_batch}")
+            if self.mode == "full":  # the baseline with the forward shape of the interventions
+                self.baseline_full = float(self.metric(self._roi(self._forward(x), (0, 0)), self.ref)[0])
         if self.mode == "crop":
             self.baseline = float(self.metric(self._roi(self._forward(self.base_crop), (y0, x0)), self.ref)[0])
         else:
@@ -206,6 +215,25 @@ class CEMJob:
         active[self.grid.blocks_touching(self.crop)] = True
         self.active = active
         self.timings["prepare_s"] = time.perf_counter() - t0
+
+    def _find_forward_batch(self, x: Tensor, start: int = 256) -> int:
+        """The largest forward batch (a power of two <= ``start``) that fits the device's memory.
+
+        On a CPU there is no memory limit to find: 8, the default.
+        """
+        if self.device.type != "cuda":
+            return 8
+        b = start
+        while b > 1:
+            try:
+                with torch.inference_mode():
+                    self.model(x.expand(b, -1, -1, -1).contiguous())
+                torch.cuda.synchronize(self.device)
+                return b
+            except torch.cuda.OutOfMemoryError:
+                torch.cuda.empty_cache()
+                b //= 2
+        return 1
 
     def _try_crop(self) -> None:
         y0, y1, x0, x1 = self.roi.box
@@ -484,7 +512,8 @@ def compute_cem(model: nn.Module, image: Optional[ImageLike], task: Union[Task, 
                 estimator: Union[str, Estimator, None] = None, samples: Optional[int] = None,
                 coarse: int = 3, fine: int = 50, tol: float = 0.01, classification: str = "tol",
                 metric: Union[str, RoiMetric] = "psnr", crop_border: int = 0, test_y_channel: bool = False,
-                seed: int = 0, image_seed: Optional[int] = None, batch_size: int = 32, forward_batch: int = 8,
+                seed: int = 0, image_seed: Optional[int] = None, batch_size: int = 32,
+                forward_batch: Union[int, str] = 8,
                 device: Optional[Union[str, torch.device]] = None, mode: str = "auto",
                 crop_margin: int = 0, crop_multiple: int = 1, verify: bool = True,
                 output_dir: Optional[Union[str, Path]] = None, figures: bool = True, progress: bool = True,
@@ -503,7 +532,8 @@ def compute_cem(model: nn.Module, image: Optional[ImageLike], task: Union[Task, 
     restricts the work to some flat block indices (the others are reported as NaN, count 0).
     ``batch_size`` items are built and recorded together (the unit of work; it does not change the
     result); the model always runs on ``forward_batch`` inputs at a time, which is part of the
-    computation (another value can change float rounding, so it is part of the run's identity).
+    computation (another value can change float rounding, so it is part of the run's identity);
+    ``forward_batch="auto"`` takes the largest power of two that fits the GPU (8 on a CPU).
     ``executor`` spreads the work units over processes (see ``cem_lab.engine.distributed``).
     """
     if isinstance(task, str):

@@ -20,7 +20,6 @@ import os
 import pickle
 from typing import Any, Optional
 
-import numpy as np
 import torch
 
 from cem_lab.causal.runner import UnitExecutor, compute_cem
