@@ -62,6 +62,7 @@ def test_run_names_come_from_overrides():
 
 
 def _cli(args, cwd):
+    cwd.mkdir(parents=True, exist_ok=True)
     return subprocess.run([sys.executable, "-m", "cem_lab.cli.cem", *args], cwd=cwd, capture_output=True,
                           text=True, timeout=300)
 
@@ -86,7 +87,26 @@ def test_cli_rerun_reuses_the_folder(tmp_path, image_file):
     folders = list((tmp_path / "runs" / "cem").iterdir())
     assert len(folders) == 1
     effect = np.load(folders[0] / "cem.npz")["effect"]
+    summary = (folders[0] / "summary.json").read_text()
     second = _cli(args, tmp_path)
     assert second.returncode == 0, second.stderr
+    # a finished run is recognised (done.json) and reused without any model work
+    assert "already finished (skipped)" in second.stdout
+    assert (folders[0] / "summary.json").read_text() == summary
+    np.testing.assert_array_equal(np.load(folders[0] / "cem.npz")["effect"], effect)
+    (folders[0] / "done.json").unlink()  # without the record, the core resumes from state.npz
+    third = _cli(args, tmp_path)
+    assert third.returncode == 0, third.stderr
     assert "resumed" in json.loads((folders[0] / "summary.json").read_text())["notes"][-1]
     np.testing.assert_array_equal(np.load(folders[0] / "cem.npz")["effect"], effect)
+
+
+def test_cli_two_processes_give_the_single_process_map(tmp_path, image_file):
+    args = SMALL + [f"image={image_file}"]
+    one = _cli(args, tmp_path / "one")
+    two = _cli(args + ["distributed.devices=2", "distributed.accelerator=cpu"], tmp_path / "two")
+    assert one.returncode == 0 and two.returncode == 0, two.stderr[-2000:]
+    a = np.load(next((tmp_path / "one").glob("runs/cem/*/cem.npz")))
+    b = np.load(next((tmp_path / "two").glob("runs/cem/*/cem.npz")))
+    np.testing.assert_array_equal(a["effect_raw"], b["effect_raw"])
+    np.testing.assert_array_equal(a["classification"], b["classification"])

@@ -2,15 +2,34 @@
 
 With no arguments it runs the embedded default: cem_lab's own small DnCNN on a crop of
 scikit-image's `chelsea`, DN sigma 50, embedded patch bank, reference estimator settings.
+
+Rerunning a command reuses its folder. A finished run is recognised without any model work when
+its ``done.json`` (written here after a run succeeds) records the same resolved config (less the
+keys that do not change the result: progress, batch_size, device, logger, sweep_name), the same
+size and modification time of every input file the config names, and the fingerprint that
+``state.npz`` and ``summary.json`` hold; otherwise the core resumes from ``state.npz``, which checks
+the fingerprint (settings, model weights, images, patch bank) and refuses a folder of another run.
+
+In a multirun (``-m``, see cem_lab/cli/sweep.py) a job that fails writes ``error.txt`` in its folder
+and returns, so that the other jobs go on.
+
+Testing aid: the environment variable ``CEM_LAB_TEST_INTERRUPT=[JOB:]BATCHES`` raises
+KeyboardInterrupt (as Ctrl-C would) after BATCHES batches of the multirun job number JOB (0-based;
+without ``JOB:``, of any run), to test that an interrupted sweep resumes exactly.
 """
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
+import os
 import re
 import sys
+import time
+import traceback
+from contextlib import nullcontext
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Optional
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
@@ -41,6 +60,14 @@ def run_name(override_dirname: str) -> str:
 
 if not OmegaConf.has_resolver("cem_run_name"):
     OmegaConf.register_new_resolver("cem_run_name", run_name)
+
+from cem_lab.cli import sweep as _sweep  # registers the cem_sweep_name resolver
+
+DONE_FILE = "done.json"
+INTERRUPT_ENV = "CEM_LAB_TEST_INTERRUPT"
+# config keys that do not change a finished run's result (see the module docstring)
+NOT_IDENTITY = ("progress", "batch_size", "device", "logger", "sweep_name", "distributed")
+_IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
 
 
 def build_model(cfg: DictConfig):
@@ -73,14 +100,22 @@ def resolve_device(name: Any):
     return torch.device(name)
 
 
-def run(cfg: DictConfig, output_dir: Path):
-    """Compute and save the CEM that ``cfg`` describes into ``output_dir``."""
+def run(cfg: DictConfig, output_dir: Path, on_batch: Optional[Callable] = None):
+    """Compute and save the CEM that ``cfg`` describes into ``output_dir``.
+
+    ``config.yaml`` is written at the start of a fresh run; a folder that already holds a run keeps
+    its own until the core has accepted this config (same fingerprint) and the run has finished.
+    """
     from cem_lab import compute_cem
+    from cem_lab.causal.runner import STATE_FILE
     from cem_lab.io import write_text
     from cem_lab.tasks import make_task
 
     output_dir.mkdir(parents=True, exist_ok=True)
-    write_text(output_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+    config_text = OmegaConf.to_yaml(cfg, resolve=True)
+    fresh = not (output_dir / STATE_FILE).exists()
+    if fresh or not (output_dir / "config.yaml").exists():
+        write_text(output_dir / "config.yaml", config_text)
     task = make_task(**OmegaConf.to_container(cfg.task, resolve=True))
     device = resolve_device(cfg.device)
     import torch
@@ -94,15 +129,28 @@ def run(cfg: DictConfig, output_dir: Path):
         image, name = embedded_demo_image(), "chelsea_256"
     c = cfg.cem
     bank = build_patch_bank(cfg.patches) if c.intervention == "lv" else None
-    return compute_cem(
-        model, image, task, list(cfg.roi), degraded=cfg.degraded, block=c.block, patch_bank=bank,
-        sampler=c.get("sampler", "uniform"), intervention=c.intervention, estimator=c.estimator,
-        samples=c.get("samples"), coarse=c.get("coarse", 3), fine=c.get("fine", 50), tol=c.tol,
-        classification=c.classification, metric=cfg.metric.name, crop_border=cfg.metric.crop_border,
-        test_y_channel=cfg.metric.test_y_channel, seed=cfg.seed, image_seed=cfg.image_seed,
-        batch_size=cfg.batch_size, forward_batch=cfg.forward_batch, device=device, mode=cfg.mode, crop_margin=cfg.crop_margin,
-        crop_multiple=cfg.crop_multiple, output_dir=output_dir, figures=cfg.figures, progress=cfg.progress,
-        image_name=name, model_name=cfg.model.get("name"))
+    kwargs = dict(
+        degraded=cfg.degraded, block=c.block, patch_bank=bank, sampler=c.get("sampler", "uniform"),
+        intervention=c.intervention, estimator=c.estimator, samples=c.get("samples"), coarse=c.get("coarse", 3),
+        fine=c.get("fine", 50), tol=c.tol, classification=c.classification, metric=cfg.metric.name,
+        crop_border=cfg.metric.crop_border, test_y_channel=cfg.metric.test_y_channel, seed=cfg.seed,
+        image_seed=cfg.image_seed, batch_size=cfg.batch_size, forward_batch=cfg.forward_batch, mode=cfg.mode,
+        crop_margin=cfg.crop_margin, crop_multiple=cfg.crop_multiple, output_dir=output_dir, figures=cfg.figures,
+        progress=cfg.progress, on_batch=on_batch, image_name=name, model_name=cfg.model.get("name"))
+    dist = cfg.get("distributed") or {}
+    if int(dist.get("devices", 1) or 1) != 1 or int(dist.get("num_nodes", 1) or 1) > 1:
+        from cem_lab.engine.distributed import compute_cem_distributed
+
+        kwargs.pop("on_batch")  # a callback does not travel to spawned processes
+        result = compute_cem_distributed(
+            model.cpu(), image, task, list(cfg.roi), devices=dist.get("devices"),
+            accelerator=dist.get("accelerator", "auto"), num_nodes=int(dist.get("num_nodes", 1)),
+            strategy=dist.get("strategy", "ddp_spawn"), **kwargs)
+    else:
+        result = compute_cem(model, image, task, list(cfg.roi), device=device, **kwargs)
+    if not fresh:
+        write_text(output_dir / "config.yaml", config_text)
+    return result
 
 
 def report(result, folder: Path) -> str:
@@ -124,19 +172,206 @@ def report(result, folder: Path) -> str:
     return "\n".join(lines)
 
 
+# --- finished runs ------------------------------------------------------------------------------
+def identity_config(cfg: DictConfig) -> dict:
+    """The resolved config less the keys that do not change the result (JSON-normalised)."""
+    data = OmegaConf.to_container(cfg, resolve=True)
+    assert isinstance(data, dict)
+    for key in NOT_IDENTITY:
+        data.pop(key, None)
+    return json.loads(json.dumps(data, sort_keys=True, default=str))
+
+
+def _file_signature(path: Path) -> list:
+    st = path.stat()
+    return [st.st_size, st.st_mtime_ns]
+
+
+def input_signatures(cfg: DictConfig) -> dict[str, Any]:
+    """Size and modification time of every file that the config names (its identity part), and of
+    the image files in the folders that keys named ``*folder``, ``*dir`` or ``*root`` name."""
+    out: dict[str, Any] = {}
+
+    def walk(node: Any, key: str) -> None:
+        if isinstance(node, dict):
+            for k, v in node.items():
+                walk(v, f"{key}.{k}" if key else str(k))
+        elif isinstance(node, list):
+            for i, v in enumerate(node):
+                walk(v, f"{key}[{i}]")
+        elif isinstance(node, str) and node and len(node) < 4096:
+            p = Path(node)
+            try:
+                if p.is_file():
+                    out[key] = [str(p.resolve())] + _file_signature(p)
+                elif key.rsplit(".", 1)[-1].endswith(("folder", "dir", "root")) and p.is_dir():
+                    h = hashlib.sha1()
+                    for f in sorted(p.rglob("*")):
+                        if f.suffix.lower() in _IMAGE_SUFFIXES and f.is_file():
+                            h.update(f"{f.relative_to(p)}:{_file_signature(f)}\n".encode())
+                    out[key] = [str(p.resolve()), h.hexdigest()]
+            except OSError:
+                pass
+
+    walk(identity_config(cfg), "")
+    return out
+
+
+def _state_status(folder: Path) -> Optional[tuple[str, str]]:
+    """(``complete`` or ``partial``, fingerprint) of the folder's checkpoint; None without one."""
+    import numpy as np
+
+    from cem_lab.causal.runner import STATE_FILE
+
+    path = folder / STATE_FILE
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return ("complete" if bool(z["complete"]) else "partial"), str(z["fingerprint"])
+    except Exception:
+        return "partial", ""
+
+
+def _read_json(path: Path) -> Optional[dict]:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def finished_run(cfg: DictConfig, folder: Path) -> Optional[dict]:
+    """The summary of the finished run in ``folder`` if it is exactly this config's run, else None."""
+    done = _read_json(folder / DONE_FILE)
+    if not done or not (folder / "cem.npz").is_file():
+        return None
+    summary = _read_json(folder / "summary.json")
+    state = _state_status(folder)
+    if summary is None or state is None or state[0] != "complete":
+        return None
+    if not (done.get("fingerprint") == summary.get("fingerprint") == state[1]):
+        return None
+    if done.get("config") != identity_config(cfg) or done.get("inputs") != input_signatures(cfg):
+        return None
+    return summary
+
+
+def mark_done(cfg: DictConfig, folder: Path, fingerprint: str) -> None:
+    from cem_lab.io import write_json
+
+    write_json(folder / DONE_FILE, {"fingerprint": fingerprint, "config": identity_config(cfg),
+                                    "inputs": input_signatures(cfg),
+                                    "finished": time.strftime("%Y-%m-%dT%H:%M:%S")})
+
+
+def _interrupt_hook(job_num: Optional[int]) -> Optional[Callable]:
+    """The testing aid of CEM_LAB_TEST_INTERRUPT (see the module docstring)."""
+    spec = os.environ.get(INTERRUPT_ENV, "").strip()
+    if not spec:
+        return None
+    job, _, batches = spec.rpartition(":")
+    if job and (job_num is None or int(job) != job_num):
+        return None
+    limit, seen = int(batches), [0]
+
+    def hook(info) -> None:
+        seen[0] += 1
+        if seen[0] >= limit:
+            raise KeyboardInterrupt(f"{INTERRUPT_ENV}={spec}: stopped after {seen[0]} batches")
+
+    return hook
+
+
+def execute(cfg: DictConfig, folder: Path, *, job_num: Optional[int] = None,
+            group: Optional[str] = None) -> dict[str, Any]:
+    """Run (or reuse) the CEM of ``cfg`` in ``folder``, log it, print the report; the job's outcome.
+
+    The outcome's ``status``: ``done`` (computed now), ``resumed`` (finished from a checkpoint),
+    ``skipped`` (it was already finished: no CEM work).
+    """
+    from cem_lab.causal.result import CEMResult
+
+    logger_cfg = cfg.get("logger") or {}
+    summary = finished_run(cfg, folder)
+    skipped = summary is not None
+    use_wandb = logger_cfg.get("name") == "wandb"
+    if use_wandb and skipped:
+        from cem_lab.cli.wandb_logging import already_logged
+
+        use_wandb = not already_logged(folder, summary.get("fingerprint"))
+    if use_wandb:
+        from cem_lab.cli.wandb_logging import wandb_run
+
+        tracker = wandb_run(cfg, folder, group=group, name=folder.name)
+    else:
+        tracker = nullcontext(None)
+    with tracker as wb:
+        if skipped:
+            result = CEMResult.load(folder)
+            status = "skipped"
+        else:
+            from cem_lab.cli.devices import device_lease
+
+            before = _state_status(folder)
+            with device_lease(cfg.device) as device:
+                if device != cfg.device:
+                    cfg.device = device  # recorded in config.yaml; not part of a run's identity
+                result = run(cfg, folder, on_batch=_interrupt_hook(job_num))
+            status = "done" if before is None else "skipped" if before[0] == "complete" else "resumed"
+            mark_done(cfg, folder, result.meta["fingerprint"])
+        if wb is not None:
+            wb.log_folder(folder)
+    (folder / _sweep.ERROR_FILE).unlink(missing_ok=True)  # an earlier attempt's error
+    text = report(result, folder)
+    if skipped:
+        text = text.replace("CEM written to", "CEM already finished (skipped) in", 1)
+    print(text, flush=True)
+    s = result.summary()
+    return {"status": status, "forward_passes": 0 if skipped else s.get("forward_passes"),
+            "baseline_metric": s.get("baseline_metric"), "counts": s.get("counts")}
+
+
+def record_error(folder: Path, err: BaseException, user_error: bool) -> str:
+    """Write ``error.txt`` atomically: first line ``Type: message``, then the whole message and, for
+    unexpected errors (not bad input), the traceback. Returns the first line."""
+    from cem_lab.io import write_text
+
+    text = str(err).strip()
+    message = f"{type(err).__name__}: {_sweep.first_line(text)}" if text else type(err).__name__
+    body = message + "\n"
+    if "\n" in text:
+        body += "\n" + text + "\n"
+    if not user_error:
+        body += "\n" + "".join(traceback.format_exception(type(err), err, err.__traceback__))
+    folder.mkdir(parents=True, exist_ok=True)
+    write_text(folder / _sweep.ERROR_FILE, body)
+    return message
+
+
 @hydra.main(version_base="1.3", config_path="pkg://cem_lab.conf", config_name="cem")
-def _main(cfg: DictConfig) -> None:
+def _main(cfg: DictConfig) -> Any:
     from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
 
     from cem_lab.errors import USER_ERRORS
 
-    folder = Path(HydraConfig.get().runtime.output_dir)
+    hc = HydraConfig.get()
+    folder = Path(hc.runtime.output_dir)
+    multirun = hc.mode == RunMode.MULTIRUN
+    job_num = int(hc.job.num) if multirun and hc.job.get("num") is not None else None
+    group = Path(str(hc.sweep.dir)).name if multirun else None  # the sweep's name
     try:
-        result = run(cfg, folder)
-    except USER_ERRORS as err:
-        print(f"cem-lab: error: {err}", file=sys.stderr)
-        sys.exit(2)
-    print(report(result, folder))
+        return execute(cfg, folder, job_num=job_num, group=group)
+    except Exception as err:  # every failure of one job is recorded, the sweep goes on
+        user_error = isinstance(err, USER_ERRORS)
+        if multirun:
+            message = record_error(folder, err, user_error)
+            print(f"cem-lab: job failed ({folder}): {message}", file=sys.stderr, flush=True)
+            return {"status": "failed", "error": message}
+        if user_error:
+            print(f"cem-lab: error: {err}", file=sys.stderr)
+            sys.exit(2)
+        raise
 
 
 def main() -> None:
@@ -144,4 +379,8 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    # run the function of the importable module (not of __main__), so that launchers which pickle
+    # the task function for worker processes (joblib, submitit) find it and its resolvers there
+    from cem_lab.cli import cem as _cem  # noqa: PLW0406
+
+    _cem.main()

@@ -53,7 +53,7 @@ def _worker(fabric, kwargs: dict) -> Optional[bytes]:
     if fabric.device.type == "cpu":  # share the cores instead of oversubscribing them
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // fabric.world_size))
     executor = FabricExecutor(fabric)
-    kwargs = dict(kwargs, device=fabric.device, progress=kwargs.get("progress", True) and executor.is_main,
+    kwargs = dict(kwargs, model=kwargs["model"].to(fabric.device), device=fabric.device, progress=kwargs.get("progress", True) and executor.is_main,
                   executor=executor)
     result = compute_cem(**kwargs)
     # pickled: Lightning's launcher walks returned dataclasses and cannot rebuild frozen ones

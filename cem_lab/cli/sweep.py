@@ -1,0 +1,298 @@
+"""Multiruns of `cem-lab -m`: stable sweep folders, per-job outcomes, progress and a summary.
+
+Layout of a sweep: ``runs/sweeps/cem/<sweep name>/<job name>/``. The job name comes from the
+job's overrides (as for a single run); the sweep name is ``sweep_name`` when it is set, else it is
+made from the sweep's own command-line overrides: the swept ones, sorted (the order on the command
+line does not matter), and a hash of all of them when some are fixed (``seed=0,1,task=dn,dr-1a2b3c4d``):
+running the same command again finds the same folders, skips finished jobs and resumes
+interrupted ones.
+
+How the sweep name reaches every job: Hydra composes each job's config anew, with that job's
+overrides only, so a job cannot see the sweep's overrides. :class:`SweepProgress` (a Hydra
+callback, see ``hydra.callbacks`` in conf/cem.yaml) computes the name in ``on_multirun_start``,
+before the sweeper and launcher start: it puts it in the environment variable
+``CEM_LAB_SWEEP_NAME``, which the ``cem_sweep_name`` resolver of ``hydra.sweep.dir`` reads, and
+adds the resolved folder to the sweep's hydra overrides (``hydra.sweep.dir='...'``), which every
+launcher applies to every job's config, in whatever process or machine the job runs.
+
+Bookkeeping: the task function returns an outcome (``done``, ``resumed``, ``skipped``: already
+finished, or ``failed``); ``on_job_end`` stores it as ``<sweep dir>/.sweep/jobs/<job num>.json``
+(one file per job, so jobs in other processes or on other nodes of a shared file system never write
+the same file) and prints ``job i/N ... (done d, failed f, remaining r)``; ``on_multirun_end``
+prints the summary, writes ``<sweep dir>/sweep_summary.json`` and exits with status 1 when a job
+failed. N is counted from the overrides the way Hydra's basic sweeper expands them (the product of
+the comma lists and ranges, with ``hydra.sweeper.params``); other sweepers report ``n_trials`` when
+they have it, else N is shown as "?".
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+import sys
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+from omegaconf import DictConfig, OmegaConf, open_dict, read_write
+
+try:
+    from hydra.experimental.callback import Callback
+except ImportError:  # pragma: no cover - hydra < 1.1
+    Callback = object  # type: ignore[misc,assignment]
+
+log = logging.getLogger("cem_lab.sweep")
+
+SWEEP_ENV = "CEM_LAB_SWEEP_NAME"
+STATE_DIR = ".sweep"
+SUMMARY_FILE = "sweep_summary.json"
+ERROR_FILE = "error.txt"
+# keys that do not change a result: left out of run, job and sweep names (as in conf/cem.yaml)
+NAME_EXCLUDED = ("progress", "batch_size", "device", "figures", "hydra.verbose", "launcher", "logger",
+                 "sweep_name", "distributed.devices", "distributed.accelerator", "distributed.num_nodes",
+                 "distributed.strategy")
+
+
+def _shorten_value(value: str) -> str:
+    """Path pieces of a (possibly comma-separated) override value reduced to their file names."""
+    pieces = []
+    for piece in value.split(","):
+        if "/" in piece or "\\" in piece:
+            piece = re.split(r"[\\/]", piece.rstrip("/\\"))[-1] or piece
+        pieces.append(piece)
+    return ",".join(pieces)
+
+
+def _swept(overrides: list[str]) -> list[bool]:
+    """Which overrides are sweeps (``a=1,2``, ``range(...)``, ``choice(...)``) in Hydra's grammar."""
+    try:
+        from hydra.core.override_parser.overrides_parser import OverridesParser
+
+        return [o.is_sweep_override() for o in OverridesParser.create().parse_overrides(overrides)]
+    except Exception:  # e.g. glob() needs a config loader: call everything swept
+        return [True] * len(overrides)
+
+
+def sweep_name(overrides: list[str], exclude: tuple[str, ...] = NAME_EXCLUDED) -> str:
+    """A folder name for a sweep from its command-line overrides: stable, readable, filesystem-safe.
+
+    The swept overrides, sorted (the order on the command line does not matter), e.g.
+    ``seed=0,1,task=dn,dr``; when there are also fixed overrides (which the job folders spell out)
+    or anything had to be shortened, a hash of all of them is appended, so that two different sweeps
+    never share a folder. Keys that do not change results (``exclude``) are left out.
+    """
+    overrides = [str(o) for o in overrides]
+    kept = [(o, sw) for o, sw in zip(overrides, _swept(overrides))
+            if o.partition("=")[0].lstrip("+~") not in exclude]
+    if not kept:
+        return "default"
+    full = ",".join(sorted(o for o, _ in kept))
+    swept = sorted(o for o, sw in kept if sw)
+    readable = ",".join(swept)
+    name = ",".join(f"{k}{s}{_shorten_value(v)}" for k, s, v in (o.partition("=") for o in swept))
+    name = re.sub(r"[^A-Za-z0-9=,._+\-\[\]]+", "_", name)
+    if name != readable or len(name) > 100 or len(swept) < len(kept):
+        digest = hashlib.sha1(full.encode()).hexdigest()[:8]
+        name = f"{name[:100]}-{digest}" if name else digest
+    return name
+
+
+def resolve_sweep_name(explicit: Any = None) -> str:
+    """The resolver ``cem_sweep_name``: ``sweep_name`` when set, else the name of the running sweep."""
+    if explicit not in (None, ""):
+        name = re.sub(r"[^A-Za-z0-9=,._+\-\[\]]+", "_", str(explicit))
+        return name
+    return os.environ.get(SWEEP_ENV) or "default"
+
+
+if not OmegaConf.has_resolver("cem_sweep_name"):
+    OmegaConf.register_new_resolver("cem_sweep_name", resolve_sweep_name)
+
+
+def count_jobs(config: DictConfig) -> Optional[int]:
+    """How many jobs the sweeper will launch, when that can be known in advance."""
+    sweeper = config.hydra.get("sweeper") or {}
+    target = str(sweeper.get("_target_", ""))
+    if not target.endswith("BasicSweeper"):
+        n = sweeper.get("n_trials")
+        return int(n) if isinstance(n, int) else None
+    try:
+        from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+        from hydra.core.override_parser.overrides_parser import OverridesParser
+
+        params = sweeper.get("params") or {}
+        args = [f"{k}={v}" for k, v in params.items()] + list(config.hydra.overrides.task)
+        parsed = OverridesParser.create().parse_overrides(args)
+        return sum(len(batch) for batch in BasicSweeper.split_arguments(parsed, None))
+    except Exception:  # glob() sweeps and other forms this does not expand
+        return None
+
+
+def _sweep_dir(config: DictConfig) -> Path:
+    return Path(str(config.hydra.sweep.dir)).absolute()
+
+
+def _state_dir(config: DictConfig) -> Path:
+    return _sweep_dir(config) / STATE_DIR
+
+
+def _read_json(path: Path) -> Optional[dict]:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _records(config: DictConfig) -> dict[int, dict]:
+    out = {}
+    for p in (_state_dir(config) / "jobs").glob("*.json"):
+        rec = _read_json(p)
+        if rec is not None and "num" in rec:
+            out[int(rec["num"])] = rec
+    return out
+
+
+def _counts(records: dict[int, dict]) -> dict[str, int]:
+    c = {"done": 0, "resumed": 0, "skipped": 0, "failed": 0}
+    for rec in records.values():
+        status = rec.get("status", "failed")
+        c[status if status in c else "failed"] += 1
+    return c
+
+
+def _total(config: DictConfig) -> Optional[int]:
+    state = _read_json(_state_dir(config) / "sweep.json") or {}
+    return state.get("jobs")
+
+
+def first_line(text: str) -> str:
+    for line in str(text).splitlines():
+        if line.strip():
+            return line.strip()
+    return ""
+
+
+def _progress(config: DictConfig, num: int, what: str) -> str:
+    n = _total(config)
+    c = _counts(_records(config))
+    finished = c["done"] + c["resumed"] + c["skipped"]
+    text = f"job {num + 1}/{n if n is not None else '?'} {what} (done {finished}, failed {c['failed']}"
+    if n is not None:
+        text += f", remaining {max(0, n - finished - c['failed'])}"
+    return text + ")"
+
+
+def _is_multirun(config: DictConfig) -> bool:
+    from hydra.types import RunMode
+
+    return OmegaConf.select(config, "hydra.mode") == RunMode.MULTIRUN
+
+
+class SweepProgress(Callback):
+    """Progress lines for each job of a multirun, and the sweep's summary at its end."""
+
+    def __init__(self, exit_on_failure: bool = True) -> None:
+        self.exit_on_failure = exit_on_failure
+        self._t0 = time.time()
+
+    # --- in the process that runs `cem-lab -m` ---------------------------------------------------
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        explicit = OmegaConf.select(config, "sweep_name")
+        name = resolve_sweep_name(explicit) if explicit not in (None, "") else \
+            sweep_name(list(config.hydra.overrides.task))
+        os.environ[SWEEP_ENV] = name
+        self._t0 = time.time()
+        # every job's config is composed anew from the sweep's hydra overrides plus its own: pin the
+        # resolved sweep folder there, so that jobs in other processes or on other machines find it
+        # even where the environment is not passed on
+        folder = str(config.hydra.sweep.dir).replace("\\", "\\\\").replace("'", "\\'")
+        with read_write(config.hydra), open_dict(config.hydra):
+            config.hydra.overrides.hydra.append(f"hydra.sweep.dir='{folder}'")
+        state = _state_dir(config)
+        jobs = state / "jobs"
+        jobs.mkdir(parents=True, exist_ok=True)
+        for old in jobs.glob("*.json"):  # records of an earlier run of this sweep
+            old.unlink()
+        n = count_jobs(config)
+        from cem_lab.io import write_json
+
+        write_json(state / "sweep.json", {"sweep_name": name, "jobs": n,
+                                          "overrides": list(config.hydra.overrides.task),
+                                          "started": time.strftime("%Y-%m-%dT%H:%M:%S")})
+        print(f"cem-lab sweep: {n if n is not None else 'an unknown number of'} jobs in {_sweep_dir(config)}",
+              flush=True)
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        summary = self.summary(config)
+        from cem_lab.io import write_json
+
+        write_json(_sweep_dir(config) / SUMMARY_FILE, summary)
+        print(format_summary(summary), flush=True)
+        if self.exit_on_failure and (summary["failed"] or summary["missing"]):
+            sys.exit(1)
+
+    def summary(self, config: DictConfig) -> dict[str, Any]:
+        records = _records(config)
+        n = _total(config)
+        c = _counts(records)
+        nums = range(n) if n is not None else sorted(records)
+        jobs, failures, missing = [], [], []
+        for num in nums:
+            rec = records.get(num)
+            if rec is None:
+                missing.append(num)
+                continue
+            jobs.append(rec)
+            if rec.get("status") not in ("done", "resumed", "skipped"):
+                failures.append({"num": num, "folder": rec.get("folder"), "overrides": rec.get("overrides"),
+                                 "error": rec.get("error", "")})
+        return {
+            "sweep_name": _sweep_dir(config).name, "sweep_dir": str(_sweep_dir(config)),
+            "jobs": n if n is not None else len(records),
+            "done": c["done"] + c["resumed"], "resumed": c["resumed"], "skipped": c["skipped"],
+            "failed": c["failed"], "missing": len(missing), "missing_jobs": missing,
+            "failures": failures, "wall_s": round(time.time() - self._t0, 3), "job_list": jobs,
+        }
+
+    # --- in the process that runs the job (the same one, or a worker) -------------------------
+    def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
+        if not _is_multirun(config):
+            return
+        num = int(config.hydra.job.num)
+        log.info(_progress(config, num, f"started: {config.hydra.job.override_dirname or 'default'}"))
+
+    def on_job_end(self, config: DictConfig, job_return: Any = None, **kwargs: Any) -> None:
+        if not _is_multirun(config):
+            return
+        from hydra.core.utils import JobStatus
+
+        from cem_lab.io import write_json
+
+        num = int(config.hydra.job.num)
+        folder = str(config.hydra.runtime.output_dir)
+        value = getattr(job_return, "_return_value", None)
+        if getattr(job_return, "status", None) == JobStatus.COMPLETED and isinstance(value, dict):
+            rec = dict(value)
+        else:  # an exception that the task function did not catch (or another task function)
+            err = value if isinstance(value, BaseException) else None
+            rec = {"status": "failed", "error": f"{type(err).__name__}: {err}" if err else "unknown error"}
+        rec.update(num=num, folder=folder, overrides=list(config.hydra.overrides.task))
+        write_json(_state_dir(config) / "jobs" / f"{num}.json", rec)
+        what = rec["status"] + (f": {first_line(rec.get('error', ''))}" if rec["status"] == "failed" else "")
+        log.info(_progress(config, num, what))
+
+
+def format_summary(s: dict[str, Any]) -> str:
+    lines = [f"sweep {s['sweep_name']}: {s['jobs']} jobs in {s['sweep_dir']}",
+             f"  done {s['done']} (resumed {s['resumed']}), skipped (already finished) {s['skipped']}, "
+             f"failed {s['failed']}" + (f", did not report {s['missing']}" if s["missing"] else "")]
+    for f in s["failures"]:
+        lines.append(f"  FAILED job {f['num'] + 1}: {f['folder']}")
+        lines.append(f"    {first_line(f['error'])}")
+    if s["missing"]:
+        lines.append(f"  jobs with no outcome (killed, or their launcher failed): "
+                     f"{', '.join(str(n + 1) for n in s['missing_jobs'])}")
+    lines.append(f"  summary: {Path(s['sweep_dir']) / SUMMARY_FILE}")
+    return "\n".join(lines)
