@@ -145,3 +145,16 @@ def test_unknown_names_list_the_choices(clean_image, bank):
         compute_cem(Identity(), clean_image, "dn", (8, 8, 16), patch_bank=bank, estimator="bayes", **KW)
     with pytest.raises(ValueError, match="zeros"):
         compute_cem(Identity(), clean_image, "dn", (8, 8, 16), intervention="shuffle", **KW)
+
+
+def test_an_sr_model_with_a_dn_task_is_refused_before_any_compute(clean_image, bank):
+    calls = {"n": 0}
+
+    class CountingSR(ConvStack):
+        def forward(self, x):
+            calls["n"] += 1
+            return super().forward(x)
+
+    with pytest.raises(GeometryError, match="x4 model but the task dn is x1"):
+        compute_cem(CountingSR(scale=4), clean_image, "dn", (8, 8, 16), patch_bank=bank, **KW)
+    assert calls["n"] == 0

@@ -104,9 +104,40 @@ def test_cli_rerun_reuses_the_folder(tmp_path, image_file):
 def test_cli_two_processes_give_the_single_process_map(tmp_path, image_file):
     args = SMALL + [f"image={image_file}"]
     one = _cli(args, tmp_path / "one")
-    two = _cli(args + ["distributed.devices=2", "distributed.accelerator=cpu"], tmp_path / "two")
+    two = _cli(args + ["trainer=ddp_cpu"], tmp_path / "two")
     assert one.returncode == 0 and two.returncode == 0, two.stderr[-2000:]
     a = np.load(next((tmp_path / "one").glob("runs/cem/*/cem.npz")))
     b = np.load(next((tmp_path / "two").glob("runs/cem/*/cem.npz")))
     np.testing.assert_array_equal(a["effect_raw"], b["effect_raw"])
     np.testing.assert_array_equal(a["classification"], b["classification"])
+
+
+@pytest.mark.parametrize("preset", ["demo_dn", "ablation_block", "ablation_sampler", "ablation_samples",
+                                    "ablation_estimator", "ablation_patch_source"])
+def test_experiment_presets_compose(preset):
+    with initialize_config_module(config_module="cem_lab.conf", version_base="1.3"):
+        cfg = compose(config_name="cem", overrides=[f"experiment={preset}"], return_hydra_config=True)
+    if preset == "demo_dn":
+        assert cfg.roi == [152, 96, 32] and cfg.model.name == "dncnn" and cfg.image.endswith("demo_2.png")
+        assert cfg.patches.path.endswith("div2k_patches8.npz") and cfg.cem.fine == 50 and cfg.task.sigma == 50
+    else:
+        assert len(cfg.hydra.sweeper.params) >= 1
+
+
+def test_config_groups_for_every_axis():
+    cfg = _cfg(["sampler=stratified", "roi=[152,96,32]", "dataset=file", "image=x.png", "trainer=ddp_cpu"])
+    assert cfg.cem.sampler == "stratified" and cfg.roi == [152, 96, 32] and cfg.image == "x.png"
+    assert cfg.trainer.devices == 2 and cfg.trainer.accelerator == "cpu"
+
+
+def test_ddp_inside_a_multirun(tmp_path, image_file):
+    """The spawn launch path works inside a Hydra multirun (no re-run of the command line)."""
+    p = _cli(["-m", "seed=0,1", "trainer=ddp_cpu"] + SMALL + [f"image={image_file}"], tmp_path / "m")
+    assert p.returncode == 0, p.stderr[-3000:]
+    maps = sorted((tmp_path / "m").glob("runs/sweeps/cem/*/*/cem.npz"))
+    assert len(maps) == 2
+    single = _cli(SMALL + [f"image={image_file}", "seed=1"], tmp_path / "s")
+    assert single.returncode == 0
+    ref = np.load(next((tmp_path / "s").glob("runs/cem/*/cem.npz")))["effect_raw"]
+    seed1 = [m for m in maps if "seed=1" in str(m)][0]
+    np.testing.assert_array_equal(np.load(seed1)["effect_raw"], ref)

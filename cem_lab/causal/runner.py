@@ -97,6 +97,12 @@ class CEMJob:
             p = next(iter(model.parameters()), None)
             device = p.device if p is not None else torch.device("cpu")
         self.device = torch.device(device)
+        model_scale = getattr(model, "scale", None)
+        if isinstance(model_scale, int) and model_scale != task.scale:
+            raise GeometryError(
+                f"{self.model_name} is a x{model_scale} model but the task {task.name} is x{task.scale}: "
+                f"use a model made for the task (an SR model for task=sr with task.scale={model_scale}, "
+                "a scale-1 model for dn and dr)")
         self.model.eval()
         self.ti = task_input.to(self.device)
         _, _, h, w = self.ti.input.shape

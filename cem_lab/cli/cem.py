@@ -52,9 +52,9 @@ def run_name(override_dirname: str) -> str:
             value = re.split(r"[\\/]", value.rstrip("/\\"))[-1] or value
         parts.append(f"{key}{sep}{value}")
     name = re.sub(r"[^A-Za-z0-9=,._+\-\[\]]+", "_", ",".join(parts))
-    if name != override_dirname or len(name) > 120:
+    if name != override_dirname or len(name) > 200:
         digest = hashlib.sha1(override_dirname.encode()).hexdigest()[:8]
-        name = f"{name[:120]}-{digest}"
+        name = f"{name[:200]}-{digest}"
     return name
 
 
@@ -66,7 +66,7 @@ from cem_lab.cli import sweep as _sweep  # registers the cem_sweep_name resolver
 DONE_FILE = "done.json"
 INTERRUPT_ENV = "CEM_LAB_TEST_INTERRUPT"
 # config keys that do not change a finished run's result (see the module docstring)
-NOT_IDENTITY = ("progress", "batch_size", "device", "logger", "sweep_name", "distributed")
+NOT_IDENTITY = ("progress", "batch_size", "device", "logger", "sweep_name", "trainer")
 _IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
 
 
@@ -137,7 +137,7 @@ def run(cfg: DictConfig, output_dir: Path, on_batch: Optional[Callable] = None):
         image_seed=cfg.image_seed, batch_size=cfg.batch_size, forward_batch=cfg.forward_batch, mode=cfg.mode,
         crop_margin=cfg.crop_margin, crop_multiple=cfg.crop_multiple, output_dir=output_dir, figures=cfg.figures,
         progress=cfg.progress, on_batch=on_batch, image_name=name, model_name=cfg.model.get("name"))
-    dist = cfg.get("distributed") or {}
+    dist = cfg.get("trainer") or {}
     if int(dist.get("devices", 1) or 1) != 1 or int(dist.get("num_nodes", 1) or 1) > 1:
         from cem_lab.engine.distributed import compute_cem_distributed
 

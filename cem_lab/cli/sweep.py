@@ -51,8 +51,8 @@ SUMMARY_FILE = "sweep_summary.json"
 ERROR_FILE = "error.txt"
 # keys that do not change a result: left out of run, job and sweep names (as in conf/cem.yaml)
 NAME_EXCLUDED = ("progress", "batch_size", "device", "figures", "hydra.verbose", "launcher", "logger",
-                 "sweep_name", "distributed.devices", "distributed.accelerator", "distributed.num_nodes",
-                 "distributed.strategy")
+                 "sweep_name", "trainer.devices", "trainer.accelerator", "trainer.num_nodes",
+                 "trainer.strategy")
 
 
 def _shorten_value(value: str) -> str:
