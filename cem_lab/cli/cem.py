@@ -3,12 +3,8 @@
 With no arguments it runs the embedded default: cem_lab's own small DnCNN on a crop of
 scikit-image's `chelsea`, DN sigma 50, embedded patch bank, reference estimator settings.
 
-Rerunning a command reuses its folder. A finished run is recognised without any model work when
-its ``done.json`` (written here after a run succeeds) records the same resolved config (less the
-keys that do not change the result: progress, batch_size, device, logger, sweep_name), the same
-size and modification time of every input file the config names, and the fingerprint that
-``state.npz`` and ``summary.json`` hold; otherwise the core resumes from ``state.npz``, which checks
-the fingerprint (settings, model weights, images, patch bank) and refuses a folder of another run.
+Rerunning a command reuses its folder: a finished run is recognised without any model work
+(cem_lab/cli/finished_runs.py), an interrupted one resumes from its checkpoint.
 
 In a multirun (``-m``, see cem_lab/cli/sweep.py) a job that fails writes ``error.txt`` in its folder
 and returns, so that the other jobs go on.
@@ -20,12 +16,10 @@ without ``JOB:``, of any run), to test that an interrupted sweep resumes exactly
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
 import re
 import sys
-import time
 import traceback
 from contextlib import nullcontext
 from pathlib import Path
@@ -33,6 +27,9 @@ from typing import Any, Callable, Optional
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
+
+from cem_lab.cli.finished_runs import (DONE_FILE, NOT_IDENTITY, finished_run, identity_config,  # noqa: F401
+                                      mark_done, state_status)
 
 log = logging.getLogger("cem_lab")
 
@@ -63,11 +60,7 @@ if not OmegaConf.has_resolver("cem_run_name"):
 
 from cem_lab.cli import sweep as _sweep  # registers the cem_sweep_name resolver
 
-DONE_FILE = "done.json"
 INTERRUPT_ENV = "CEM_LAB_TEST_INTERRUPT"
-# config keys that do not change a finished run's result (see the module docstring)
-NOT_IDENTITY = ("progress", "batch_size", "device", "logger", "sweep_name", "trainer")
-_IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
 
 
 def build_model(cfg: DictConfig):
@@ -172,98 +165,6 @@ def report(result, folder: Path) -> str:
     return "\n".join(lines)
 
 
-# --- finished runs ------------------------------------------------------------------------------
-def identity_config(cfg: DictConfig) -> dict:
-    """The resolved config less the keys that do not change the result (JSON-normalised)."""
-    data = OmegaConf.to_container(cfg, resolve=True)
-    assert isinstance(data, dict)
-    for key in NOT_IDENTITY:
-        data.pop(key, None)
-    return json.loads(json.dumps(data, sort_keys=True, default=str))
-
-
-def _file_signature(path: Path) -> list:
-    st = path.stat()
-    return [st.st_size, st.st_mtime_ns]
-
-
-def input_signatures(cfg: DictConfig) -> dict[str, Any]:
-    """Size and modification time of every file that the config names (its identity part), and of
-    the image files in the folders that keys named ``*folder``, ``*dir`` or ``*root`` name."""
-    out: dict[str, Any] = {}
-
-    def walk(node: Any, key: str) -> None:
-        if isinstance(node, dict):
-            for k, v in node.items():
-                walk(v, f"{key}.{k}" if key else str(k))
-        elif isinstance(node, list):
-            for i, v in enumerate(node):
-                walk(v, f"{key}[{i}]")
-        elif isinstance(node, str) and node and len(node) < 4096:
-            p = Path(node)
-            try:
-                if p.is_file():
-                    out[key] = [str(p.resolve())] + _file_signature(p)
-                elif key.rsplit(".", 1)[-1].endswith(("folder", "dir", "root")) and p.is_dir():
-                    h = hashlib.sha1()
-                    for f in sorted(p.rglob("*")):
-                        if f.suffix.lower() in _IMAGE_SUFFIXES and f.is_file():
-                            h.update(f"{f.relative_to(p)}:{_file_signature(f)}\n".encode())
-                    out[key] = [str(p.resolve()), h.hexdigest()]
-            except OSError:
-                pass
-
-    walk(identity_config(cfg), "")
-    return out
-
-
-def _state_status(folder: Path) -> Optional[tuple[str, str]]:
-    """(``complete`` or ``partial``, fingerprint) of the folder's checkpoint; None without one."""
-    import numpy as np
-
-    from cem_lab.causal.runner import STATE_FILE
-
-    path = folder / STATE_FILE
-    if not path.is_file():
-        return None
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            return ("complete" if bool(z["complete"]) else "partial"), str(z["fingerprint"])
-    except Exception:
-        return "partial", ""
-
-
-def _read_json(path: Path) -> Optional[dict]:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-
-
-def finished_run(cfg: DictConfig, folder: Path) -> Optional[dict]:
-    """The summary of the finished run in ``folder`` if it is exactly this config's run, else None."""
-    done = _read_json(folder / DONE_FILE)
-    if not done or not (folder / "cem.npz").is_file():
-        return None
-    summary = _read_json(folder / "summary.json")
-    state = _state_status(folder)
-    if summary is None or state is None or state[0] != "complete":
-        return None
-    if not (done.get("fingerprint") == summary.get("fingerprint") == state[1]):
-        return None
-    if done.get("config") != identity_config(cfg) or done.get("inputs") != input_signatures(cfg):
-        return None
-    return summary
-
-
-def mark_done(cfg: DictConfig, folder: Path, fingerprint: str) -> None:
-    from cem_lab.io import write_json
-
-    write_json(folder / DONE_FILE, {"fingerprint": fingerprint, "config": identity_config(cfg),
-                                    "inputs": input_signatures(cfg),
-                                    "finished": time.strftime("%Y-%m-%dT%H:%M:%S")})
-
-
 def _interrupt_hook(job_num: Optional[int]) -> Optional[Callable]:
     """The testing aid of CEM_LAB_TEST_INTERRUPT (see the module docstring)."""
     spec = os.environ.get(INTERRUPT_ENV, "").strip()
@@ -312,7 +213,7 @@ def execute(cfg: DictConfig, folder: Path, *, job_num: Optional[int] = None,
         else:
             from cem_lab.cli.devices import device_lease
 
-            before = _state_status(folder)
+            before = state_status(folder)
             with device_lease(cfg.device) as device:
                 if device != cfg.device:
                     cfg.device = device  # recorded in config.yaml; not part of a run's identity

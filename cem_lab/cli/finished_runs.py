@@ -1,0 +1,114 @@
+"""Recognising a finished `cem-lab` run without any model work.
+
+After a run succeeds, ``done.json`` records its resolved config (less the keys that do not change
+the result), the size and modification time of every input file the config names, and the
+fingerprint that ``state.npz`` and ``summary.json`` hold. A rerun whose config and inputs match is
+skipped; anything else goes to the core, which resumes from ``state.npz`` and checks the
+fingerprint itself (settings, model weights, images, patch bank). Code changes (an edited model
+class, a new cem_lab) are not noticed here: delete ``done.json`` to force the core's full check.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+from omegaconf import DictConfig, OmegaConf
+
+DONE_FILE = "done.json"
+# config keys that do not change a finished run's result
+NOT_IDENTITY = ("progress", "batch_size", "device", "logger", "sweep_name", "trainer")
+_IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
+
+
+def identity_config(cfg: DictConfig) -> dict:
+    """The resolved config less the keys that do not change the result (JSON-normalised)."""
+    data = OmegaConf.to_container(cfg, resolve=True)
+    assert isinstance(data, dict)
+    for key in NOT_IDENTITY:
+        data.pop(key, None)
+    return json.loads(json.dumps(data, sort_keys=True, default=str))
+
+
+def _file_signature(path: Path) -> list:
+    st = path.stat()
+    return [st.st_size, st.st_mtime_ns]
+
+
+def input_signatures(cfg: DictConfig) -> dict[str, Any]:
+    """Size and modification time of every file that the config names (its identity part), and of
+    the image files in the folders that keys named ``*folder``, ``*dir`` or ``*root`` name."""
+    out: dict[str, Any] = {}
+
+    def walk(node: Any, key: str) -> None:
+        if isinstance(node, dict):
+            for k, v in node.items():
+                walk(v, f"{key}.{k}" if key else str(k))
+        elif isinstance(node, list):
+            for i, v in enumerate(node):
+                walk(v, f"{key}[{i}]")
+        elif isinstance(node, str) and node and len(node) < 4096:
+            p = Path(node)
+            try:
+                if p.is_file():
+                    out[key] = [str(p.resolve())] + _file_signature(p)
+                elif key.rsplit(".", 1)[-1].endswith(("folder", "dir", "root")) and p.is_dir():
+                    h = hashlib.sha1()
+                    for f in sorted(p.rglob("*")):
+                        if f.suffix.lower() in _IMAGE_SUFFIXES and f.is_file():
+                            h.update(f"{f.relative_to(p)}:{_file_signature(f)}\n".encode())
+                    out[key] = [str(p.resolve()), h.hexdigest()]
+            except OSError:
+                pass
+
+    walk(identity_config(cfg), "")
+    return out
+
+
+def state_status(folder: Path) -> Optional[tuple[str, str]]:
+    """(``complete`` or ``partial``, fingerprint) of the folder's checkpoint; None without one."""
+    import numpy as np
+
+    from cem_lab.causal.runner import STATE_FILE
+
+    path = folder / STATE_FILE
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return ("complete" if bool(z["complete"]) else "partial"), str(z["fingerprint"])
+    except Exception:
+        return "partial", ""
+
+
+def _read_json(path: Path) -> Optional[dict]:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def finished_run(cfg: DictConfig, folder: Path) -> Optional[dict]:
+    """The summary of the finished run in ``folder`` if it is exactly this config's run, else None."""
+    done = _read_json(folder / DONE_FILE)
+    if not done or not (folder / "cem.npz").is_file():
+        return None
+    summary = _read_json(folder / "summary.json")
+    state = state_status(folder)
+    if summary is None or state is None or state[0] != "complete":
+        return None
+    if not (done.get("fingerprint") == summary.get("fingerprint") == state[1]):
+        return None
+    if done.get("config") != identity_config(cfg) or done.get("inputs") != input_signatures(cfg):
+        return None
+    return summary
+
+
+def mark_done(cfg: DictConfig, folder: Path, fingerprint: str) -> None:
+    from cem_lab.io import write_json
+
+    write_json(folder / DONE_FILE, {"fingerprint": fingerprint, "config": identity_config(cfg),
+                                    "inputs": input_signatures(cfg),
+                                    "finished": time.strftime("%Y-%m-%dT%H:%M:%S")})
