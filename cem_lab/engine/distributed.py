@@ -55,7 +55,14 @@ def _worker(fabric, kwargs: dict) -> Optional[bytes]:
     executor = FabricExecutor(fabric)
     kwargs = dict(kwargs, model=kwargs["model"].to(fabric.device), device=fabric.device, progress=kwargs.get("progress", True) and executor.is_main,
                   executor=executor)
-    result = compute_cem(**kwargs)
+    try:
+        result = compute_cem(**kwargs)
+        fabric.barrier()
+    finally:
+        # tear the process group down before the process exits: a live gloo group's threads
+        # abort the interpreter at shutdown ("terminate called without an active exception")
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
     # pickled: Lightning's launcher walks returned dataclasses and cannot rebuild frozen ones
     return pickle.dumps(result) if executor.is_main else None
 
