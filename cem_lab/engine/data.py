@@ -32,7 +32,6 @@ from typing import Any, Callable, Iterator, Optional, Sequence, Union
 import lightning as L
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 
@@ -95,10 +94,9 @@ def task_label(task: Task) -> str:
 
 def pre_upsample(x: Tensor, scale: int) -> Tensor:
     """Bicubic upsampling by ``scale`` exactly as ``upsampling="pre"`` networks do it."""
-    if scale == 1:
-        return x
-    return F.interpolate(x, size=(x.shape[-2] * scale, x.shape[-1] * scale), mode="bicubic",
-                         align_corners=False)
+    from cem_lab.models.architectures import upsample
+
+    return upsample(x, scale, "bicubic")
 
 
 def pre_upsample_config(config: dict, scale: int) -> dict:

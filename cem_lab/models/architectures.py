@@ -73,7 +73,8 @@ def _conv(cin: int, cout: int, kernel: int = 3) -> nn.Conv2d:
     return nn.Conv2d(cin, cout, kernel, padding=kernel // 2, bias=True)
 
 
-def _upsample(x: Tensor, scale: int, mode: str = "bicubic") -> Tensor:
+def upsample(x: Tensor, scale: int, mode: str = "bicubic") -> Tensor:
+    """Upsample by an integer factor (bicubic by default): the input of ``upsampling="pre"`` networks."""
     if scale == 1:
         return x
     return F.interpolate(x, size=(x.shape[-2] * scale, x.shape[-1] * scale), mode=mode,
@@ -127,10 +128,10 @@ class _RestorationNet(nn.Module):
             raise ValueError(f"{type(self).__name__} expects a (N, 3, h, w) batch, got shape "
                              f"{tuple(x.shape)}")
         if self.upsampling == "pre":
-            x = _upsample(x, self.scale, "bicubic")
+            x = upsample(x, self.scale, "bicubic")
         out = self._run(x)
         if self.residual:
-            out = out + _upsample(x, self.body_scale, self._post_residual_mode)
+            out = out + upsample(x, self.body_scale, self._post_residual_mode)
         return out
 
     def config(self) -> dict:

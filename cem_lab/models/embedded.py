@@ -16,7 +16,6 @@ The committed weights were made with::
 from __future__ import annotations
 
 import argparse
-import math
 import shlex
 import sys
 import time
@@ -66,9 +65,11 @@ def load_embedded_model() -> nn.Module:
 
 
 def psnr_uint8(a: np.ndarray, b: np.ndarray) -> float:
-    """PSNR in dB of two uint8 images on the 0..255 scale (all channels)."""
-    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
-    return float("inf") if mse == 0 else float(10.0 * math.log10(255.0 ** 2 / mse))
+    """PSNR in dB of two (H, W, 3) uint8 images (cem_lab.metrics.psnr on the 0..255 scale)."""
+    from cem_lab.images import from_uint8
+    from cem_lab.metrics import psnr
+
+    return float(psnr(from_uint8(a) * 255, from_uint8(b) * 255)[0])
 
 
 @torch.no_grad()
