@@ -74,6 +74,28 @@ def test_pre_upsampling_untrained_residual_is_bicubic() -> None:
     torch.testing.assert_close(model(x), expected)
 
 
+@pytest.mark.parametrize("name", ["fsrcnn", "edsr", "rcan", "swinlite"])
+def test_global_residual_adds_bicubic_in_post_mode(name: str) -> None:
+    """global_residual=True: the post-upsampling network's output is the bicubic-upsampled input
+    plus what its layers add (zero when the last conv is zeroed); off by default."""
+    model = _build(name, scale=4, global_residual=True)
+    assert model.config()["global_residual"] is True
+    last = [m for m in model.modules() if isinstance(m, nn.Conv2d)][-1]
+    x = torch.rand(1, 3, 8, 8)
+    expected = nn.functional.interpolate(x, size=(32, 32), mode="bicubic", align_corners=False)
+    with torch.no_grad():
+        for p in last.parameters():
+            p.zero_()
+        torch.testing.assert_close(model(x), expected)
+        plain = _build(name, scale=4)
+        assert plain.config()["global_residual"] is False
+        for p in [m for m in plain.modules() if isinstance(m, nn.Conv2d)][-1].parameters():
+            p.zero_()
+        assert plain(x).abs().max() == 0
+    with pytest.raises(ValueError, match="global_residual"):
+        _build(name, scale=4, global_residual="yes")
+
+
 def _receptive_field(model: nn.Module, size: int = 24) -> int:
     """Number of input pixels with a non-zero gradient of the output's centre pixel."""
     model = model.double().eval()

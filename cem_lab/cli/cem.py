@@ -65,13 +65,23 @@ INTERRUPT_ENV = "CEM_LAB_TEST_INTERRUPT"
 
 def build_model(cfg: DictConfig):
     """The model from a `model` config: a saved cem_lab model (`path`), or `net` + `checkpoint`."""
+    from hydra.errors import InstantiationException
     from hydra.utils import instantiate
 
     from cem_lab.models.checkpoint import load_model, load_weights
 
     if cfg.get("path"):
         return load_model(cfg.path)
-    net = instantiate(cfg.net)
+    try:
+        net = instantiate(cfg.net)
+    except InstantiationException as err:
+        # a user error raised by the model's constructor or loader (unknown zoo name, bad knob):
+        # report it as itself, not wrapped in Hydra's instantiation error
+        from cem_lab.errors import USER_ERRORS
+
+        if isinstance(err.__cause__, USER_ERRORS):
+            raise err.__cause__ from None
+        raise
     ckpt = cfg.get("checkpoint")
     if ckpt:
         report = load_weights(net, ckpt)
@@ -104,11 +114,7 @@ def run(cfg: DictConfig, output_dir: Path, on_batch: Optional[Callable] = None):
     from cem_lab.io import write_text
     from cem_lab.tasks import make_task
 
-    output_dir.mkdir(parents=True, exist_ok=True)
     config_text = OmegaConf.to_yaml(cfg, resolve=True)
-    fresh = not (output_dir / STATE_FILE).exists()
-    if fresh or not (output_dir / "config.yaml").exists():
-        write_text(output_dir / "config.yaml", config_text)
     task = make_task(**OmegaConf.to_container(cfg.task, resolve=True))
     device = resolve_device(cfg.device)
     import torch
@@ -122,6 +128,11 @@ def run(cfg: DictConfig, output_dir: Path, on_batch: Optional[Callable] = None):
         image, name = embedded_demo_image(), "chelsea_256"
     c = cfg.cem
     bank = build_patch_bank(cfg.patches) if c.intervention == "lv" else None
+    # the task, model and patch bank are built: bad input has been refused before anything is written
+    output_dir.mkdir(parents=True, exist_ok=True)
+    fresh = not (output_dir / STATE_FILE).exists()
+    if fresh or not (output_dir / "config.yaml").exists():
+        write_text(output_dir / "config.yaml", config_text)
     kwargs = dict(
         degraded=cfg.degraded, block=c.block, patch_bank=bank, sampler=c.get("sampler", "uniform"),
         intervention=c.intervention, estimator=c.estimator, samples=c.get("samples"), coarse=c.get("coarse", 3),

@@ -10,8 +10,10 @@ All networks are plain ``nn.Module`` s built from keyword arguments (Hydra ``_ta
   ``align_corners=False``) and runs a scale-1 network there, plus a global residual to the
   upsampled input (the multi-task setting).
 * At scale 1 every network predicts a residual that is added to its input (as DnCNN and SwinIR do
-  for denoising), so ``post`` and ``pre`` coincide at scale 1. At scale > 1 in ``post`` mode only
-  SRResNet adds an (bilinear-)upsampled input, as MSRResNet does.
+  for denoising), so ``post`` and ``pre`` coincide at scale 1. At scale > 1 in ``post`` mode
+  SRResNet adds a (bilinear-)upsampled input, as MSRResNet does; FSRCNN, EDSR, RCAN and SwinLite
+  add the bicubic-upsampled input only with ``global_residual=True`` (off in the original
+  networks; the embedded zoo uses it so that short CPU schedules start from bicubic).
 * Bad arguments raise ``ValueError`` naming the model and the argument.
 """
 from __future__ import annotations
@@ -112,13 +114,24 @@ class _RestorationNet(nn.Module):
     _post_residual: ClassVar[bool] = False
     _post_residual_mode: ClassVar[str] = "bicubic"
 
-    def _setup(self, scale: Any, upsampling: Any, config: dict[str, Any]) -> None:
+    def _setup(self, scale: Any, upsampling: Any, config: dict[str, Any],
+               global_residual: Optional[bool] = None) -> None:
+        """``global_residual`` (networks that take it): in ``post`` mode at scale > 1, also add the
+        bicubic-upsampled input, so the network learns only the residual to bicubic (VDSR's
+        global residual). Implied at scale 1 and in ``pre`` mode."""
         name = type(self).__name__
         self.scale = _scale_arg(name, scale)
         self.upsampling = _choice_arg(name, "upsampling", upsampling, UPSAMPLING)
         self.body_scale = 1 if self.upsampling == "pre" else self.scale
-        self.residual = (self.upsampling == "pre" or self.scale == 1 or self._post_residual)
         self._config = {**config, "scale": self.scale, "upsampling": self.upsampling}
+        post_residual = self._post_residual
+        if global_residual is not None:
+            global_residual = _bool_arg(name, "global_residual", global_residual)
+            self._config["global_residual"] = global_residual
+            if global_residual and not self._post_residual:
+                post_residual = True
+                self._post_residual_mode = "bicubic"
+        self.residual = (self.upsampling == "pre" or self.scale == 1 or post_residual)
 
     def _run(self, x: Tensor) -> Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -191,13 +204,14 @@ class FSRCNN(_RestorationNet):
     """
 
     def __init__(self, width: int = 56, shrink: int = 12, depth: int = 4, scale: int = 4,
-                 upsampling: str = "post"):
+                 upsampling: str = "post", global_residual: bool = False):
         super().__init__()
         name = type(self).__name__
         width = _int_arg(name, "width", width)
         shrink = _int_arg(name, "shrink", shrink)
         depth = _int_arg(name, "depth", depth, minimum=0)
-        self._setup(scale, upsampling, {"width": width, "shrink": shrink, "depth": depth})
+        self._setup(scale, upsampling, {"width": width, "shrink": shrink, "depth": depth},
+                    global_residual)
         layers: list[nn.Module] = [_conv(3, width, 5), nn.PReLU(width),
                                    _conv(width, shrink, 1), nn.PReLU(shrink)]
         for _ in range(depth):
@@ -235,7 +249,8 @@ class EDSR(_RestorationNet):
     """
 
     def __init__(self, width: int = 64, depth: int = 16, res_scale: float = 1.0, scale: int = 4,
-                 upsampling: str = "post", mean_shift: bool = False):
+                 upsampling: str = "post", mean_shift: bool = False,
+                 global_residual: bool = False):
         super().__init__()
         name = type(self).__name__
         width = _int_arg(name, "width", width)
@@ -243,7 +258,7 @@ class EDSR(_RestorationNet):
         res_scale = _positive_float_arg(name, "res_scale", res_scale)
         mean_shift = _bool_arg(name, "mean_shift", mean_shift)
         self._setup(scale, upsampling, {"width": width, "depth": depth, "res_scale": res_scale,
-                                        "mean_shift": mean_shift})
+                                        "mean_shift": mean_shift}, global_residual)
         self.mean_shift = mean_shift
         self.register_buffer("rgb_mean", torch.tensor(DIV2K_MEAN).view(1, 3, 1, 1), persistent=False)
         self.head = _conv(3, width)
@@ -375,7 +390,7 @@ class RCAN(_RestorationNet):
 
     def __init__(self, width: int = 64, groups: int = 10, blocks: int = 20, reduction: int = 16,
                  scale: int = 4, attention: str = "global", pool_size: Optional[int] = None,
-                 half: bool = False, upsampling: str = "post"):
+                 half: bool = False, upsampling: str = "post", global_residual: bool = False):
         super().__init__()
         name = type(self).__name__
         width = _int_arg(name, "width", width)
@@ -399,7 +414,7 @@ class RCAN(_RestorationNet):
             raise ValueError(f"{name}: half=True needs an attention, got attention='none'")
         self._setup(scale, upsampling, {"width": width, "groups": groups, "blocks": blocks,
                                         "reduction": reduction, "attention": attention,
-                                        "pool_size": pool_size, "half": half})
+                                        "pool_size": pool_size, "half": half}, global_residual)
         self.attention = attention
         self.pool_size = pool_size
         self.half = half
@@ -535,7 +550,7 @@ class SwinLite(_RestorationNet):
 
     def __init__(self, width: int = 48, depth: int = 4, heads: int = 4, window: int = 8,
                  mlp_ratio: float = 2.0, scale: int = 4, shift: bool = True,
-                 upsampling: str = "post"):
+                 upsampling: str = "post", global_residual: bool = False):
         super().__init__()
         name = type(self).__name__
         width = _int_arg(name, "width", width)
@@ -547,7 +562,8 @@ class SwinLite(_RestorationNet):
         if width % heads:
             raise ValueError(f"{name}: heads must divide width, got heads={heads}, width={width}")
         self._setup(scale, upsampling, {"width": width, "depth": depth, "heads": heads,
-                                        "window": window, "mlp_ratio": mlp_ratio, "shift": shift})
+                                        "window": window, "mlp_ratio": mlp_ratio, "shift": shift},
+                    global_residual)
         self.window = window
         self.shift_size = window // 2 if shift else 0
         self.head = _conv(3, width)

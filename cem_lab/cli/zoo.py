@@ -1,0 +1,262 @@
+"""``cem-zoo``: the recipes of the embedded model zoo, and the commands that train and list it.
+
+Each zoo model is one ``cem-train`` run (``conf/train.yaml``) with the overrides below, trained in
+``runs/zoo/<name>/`` and exported into the package (``cem_lab/assets/zoo/<name>.safetensors`` with
+its ``.yaml``), where ``cem-lab model=zoo model.id=<name>`` finds it::
+
+    cem-zoo list                               # the recipes, and which are in the package
+    cem-zoo train --study receptive_field      # train (or resume) a study's models, then export
+    cem-zoo train edsr_d4_w16_x4               # one model
+    cem-zoo table                              # the markdown table of validation PSNR vs baseline
+
+Training is resumable: an interrupted ``cem-zoo train`` resumes each run from its ``last.ckpt``
+and skips the models already exported with the same recipe.
+"""
+from __future__ import annotations
+
+import argparse
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Optional, Sequence
+
+from cem_lab.models.zoo import ZOO_DIR, ZooError, read_zoo_entry
+
+__all__ = ["RECIPES", "STUDIES", "Recipe", "main", "markdown_table", "recipe"]
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """One zoo model: its name, the study that uses it, and the ``cem-train`` overrides."""
+
+    name: str
+    study: str
+    overrides: tuple[str, ...]
+    label: str = ""
+
+    @property
+    def command(self) -> str:
+        return " ".join(["cem-train", *map(shlex.quote, self.overrides)])
+
+
+# ----------------------------------------------------------------------------- the recipes
+# Short CPU schedules (minutes per model on 2 cores). SR networks of the receptive-field and the
+# channel-attention studies add the bicubic-upsampled input (global_residual=true) and learn the
+# residual to bicubic; at scale 1 every network is residual anyway.
+_RF = ("task=sr", "task.scale=4", "model.net.global_residual=true", "train.steps=2000",
+       "train.crop=64", "train.batch_size=16", "train.lr=2e-3", "train.warmup_steps=100",
+       "train.val_every=500")
+RF_DEPTHS = (2, 4, 8, 16)
+FSRCNN_WIDTHS = (16, 32, 56)
+EDSR_WIDTHS = (8, 16, 32)
+
+_RCAN = ("model=rcan", "model.net.width=16", "model.net.groups=2", "model.net.blocks=2",
+         "model.net.reduction=4")
+_RCAN_SR = ("task=sr", "task.scale=4", "model.net.global_residual=true", "train.crop=96",
+            "train.steps=1500", "train.lr=2e-3")
+_RCAN_DN = ("task=dn", "task.sigma=50", "train.crop=48", "train.steps=1000", "train.lr=1e-3")
+_RCAN_COMMON = ("train.batch_size=16", "train.warmup_steps=100", "train.val_every=500")
+#: the channel-attention variants of the method doc, section 6.2
+RCAN_VARIANTS: dict[str, tuple[str, ...]] = {
+    "global": (),
+    "none": ("model.net.attention=none",),
+    "half": ("model.net.half=true",),
+    "local4": ("model.net.attention=local", "model.net.pool_size=4"),
+    "local16": ("model.net.attention=local", "model.net.pool_size=16"),
+    "adaptive2": ("model.net.attention=adaptive", "model.net.pool_size=2"),
+    "adaptive3": ("model.net.attention=adaptive", "model.net.pool_size=3"),
+}
+
+_MT_NETS = {
+    "srresnet": ("model=srresnet", "model.net.width=16", "model.net.depth=4"),
+    "swinlite": ("model=swinlite", "model.net.width=16", "model.net.depth=2", "model.net.heads=2",
+                 "model.net.window=8"),
+}
+_MT_TASKS = {
+    "sr": ("task=sr", "task.scale=4", "data.pre_upsample=true"),
+    "dn": ("task=dn", "task.sigma=50"),
+    "dr": ("task=dr", "task.preset=medium"),
+    "mixed": ("tasks=[sr,dn,dr]",),
+}
+_MT_COMMON = ("train.steps=1500", "train.crop=48", "train.batch_size=16", "train.lr=1e-3",
+              "train.warmup_steps=100", "train.val_every=500")
+
+
+def _recipes() -> list[Recipe]:
+    out: list[Recipe] = []
+    for depth in RF_DEPTHS:
+        for width in FSRCNN_WIDTHS:
+            out.append(Recipe(f"fsrcnn_d{depth}_w{width}_x4", "receptive_field",
+                              ("model=fsrcnn", f"model.net.depth={depth}",
+                               f"model.net.width={width}", *_RF),
+                              f"FSRCNN depth {depth} width {width}"))
+    for depth in RF_DEPTHS:
+        for width in EDSR_WIDTHS:
+            out.append(Recipe(f"edsr_d{depth}_w{width}_x4", "receptive_field",
+                              ("model=edsr", f"model.net.depth={depth}",
+                               f"model.net.width={width}", *_RF),
+                              f"EDSR depth {depth} width {width}"))
+    for task, task_overrides in (("sr_x4", _RCAN_SR), ("dn_s50", _RCAN_DN)):
+        for variant, variant_overrides in RCAN_VARIANTS.items():
+            out.append(Recipe(f"rcan_{variant}_{task}", "channel_attention",
+                              (*_RCAN, *variant_overrides, *task_overrides, *_RCAN_COMMON),
+                              f"RCAN {variant}"))
+    for net, net_overrides in _MT_NETS.items():
+        for task, task_overrides in _MT_TASKS.items():
+            label = "mixed sr+dn+dr" if task == "mixed" else f"single-task {task}"
+            out.append(Recipe(f"{net}_{task}", "multitask",
+                              (*net_overrides, *task_overrides, *_MT_COMMON), f"{net} {label}"))
+    return out
+
+
+RECIPES: dict[str, Recipe] = {r.name: r for r in _recipes()}
+STUDIES: tuple[str, ...] = ("receptive_field", "channel_attention", "multitask")
+
+
+def recipe(name: str) -> Recipe:
+    if name not in RECIPES:
+        raise ZooError(f"no zoo recipe named {name!r}; known: {', '.join(RECIPES)}")
+    return RECIPES[name]
+
+
+def select(names: Sequence[str] = (), study: Optional[str] = None) -> list[Recipe]:
+    if study is not None and study not in STUDIES:
+        raise ZooError(f"unknown study {study!r}; known: {', '.join(STUDIES)}")
+    chosen = [recipe(n) for n in names] if names else list(RECIPES.values())
+    return [r for r in chosen if study is None or r.study == study]
+
+
+# ----------------------------------------------------------------------------- train / export
+def _numel(shape: Sequence[int]) -> int:
+    n = 1
+    for d in shape:
+        n *= int(d)
+    return n
+
+
+def exported(r: Recipe, zoo_dir: Path = ZOO_DIR) -> bool:
+    """Whether ``zoo_dir`` holds ``r``'s model, trained with exactly ``r``'s command."""
+    try:
+        entry = read_zoo_entry(r.name, zoo_dir)
+    except ZooError:
+        return False
+    return entry.get("zoo", {}).get("command") == r.command
+
+
+def export(r: Recipe, run_dir: Path, zoo_dir: Path = ZOO_DIR) -> Path:
+    """Copy a finished run's ``model.safetensors`` + ``model.yaml`` into ``zoo_dir`` as
+    ``<name>.safetensors`` / ``<name>.yaml`` (written to temporary names, then renamed), with a
+    ``zoo`` section: the name, the study and the recipe's command."""
+    import yaml
+
+    weights, config = run_dir / "model.safetensors", run_dir / "model.yaml"
+    if not (weights.is_file() and config.is_file()):
+        raise ZooError(f"{run_dir} holds no finished model (model.safetensors + model.yaml); "
+                       f"train it first: cem-zoo train {r.name}")
+    from safetensors import safe_open
+
+    meta = yaml.safe_load(config.read_text())
+    with safe_open(str(weights), framework="pt") as f:
+        meta["parameters"] = sum(_numel(f.get_slice(k).get_shape()) for k in f.keys())
+    meta["zoo"] = {"name": r.name, "study": r.study, "label": r.label, "command": r.command}
+    zoo_dir.mkdir(parents=True, exist_ok=True)
+    tmp_w = zoo_dir / f".{r.name}.safetensors.tmp"
+    tmp_y = zoo_dir / f".{r.name}.yaml.tmp"
+    shutil.copyfile(weights, tmp_w)
+    tmp_y.write_text(yaml.safe_dump(meta, sort_keys=False))
+    tmp_w.replace(zoo_dir / f"{r.name}.safetensors")
+    tmp_y.replace(zoo_dir / f"{r.name}.yaml")
+    return zoo_dir / f"{r.name}.safetensors"
+
+
+def train(recipes: Iterable[Recipe], runs: Path = Path("runs/zoo"), zoo_dir: Path = ZOO_DIR,
+          extra: Sequence[str] = (), force: bool = False) -> list[str]:
+    """Train (or resume) and export each recipe; returns the names that failed."""
+    recipes = list(recipes)
+    failed: list[str] = []
+    for i, r in enumerate(recipes, 1):
+        head = f"[{i}/{len(recipes)}] {r.name}"
+        if exported(r, zoo_dir) and not force:
+            print(f"{head}: in the zoo already (same recipe), skipped", flush=True)
+            continue
+        run_dir = runs / r.name
+        cmd = [sys.executable, "-m", "cem_lab.cli.train", *r.overrides, *extra,
+               f"hydra.run.dir={run_dir}"]
+        print(f"{head}: {r.command}", flush=True)
+        start = time.perf_counter()
+        proc = subprocess.run(cmd)
+        if proc.returncode != 0:
+            print(f"{head}: FAILED (exit {proc.returncode})", flush=True)
+            failed.append(r.name)
+            continue
+        export(r, run_dir, zoo_dir)
+        print(f"{head}: exported in {time.perf_counter() - start:.0f} s", flush=True)
+    return failed
+
+
+# ----------------------------------------------------------------------------- table
+def markdown_table(zoo_dir: Path = ZOO_DIR, recipes: Iterable[Recipe] = ()) -> str:
+    """Validation PSNR of every exported zoo model next to its trivial baseline."""
+    rows = ["| model | study | task | val PSNR (dB) | trivial baseline (dB) | gain (dB) | params | size |",
+            "|---|---|---|---|---|---|---|---|"]
+    for r in (list(recipes) or list(RECIPES.values())):
+        try:
+            entry = read_zoo_entry(r.name, zoo_dir)
+        except ZooError:
+            rows.append(f"| `{r.name}` | {r.study} | | not trained | | | | |")
+            continue
+        weights = zoo_dir / f"{r.name}.safetensors"
+        params = entry.get("parameters")
+        for task, v in entry["validation"]["tasks"].items():
+            rows.append(f"| `{r.name}` | {r.study} | {task} | {v['psnr']:.2f} | "
+                        f"{v['baseline_psnr']:.2f} | {v['gain']:+.2f} | "
+                        f"{params if params is not None else ''} | "
+                        f"{weights.stat().st_size / 1024:.0f} kB |")
+    return "\n".join(rows)
+
+
+# ----------------------------------------------------------------------------- CLI
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog="cem-zoo", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    p_list = sub.add_parser("list", help="the recipes and which are in the package")
+    p_list.add_argument("--study", choices=STUDIES)
+    p_train = sub.add_parser("train", help="train (or resume) and export zoo models")
+    p_train.add_argument("names", nargs="*", help="recipe names (default: all of the study)")
+    p_train.add_argument("--study", choices=STUDIES)
+    p_train.add_argument("--runs", type=Path, default=Path("runs/zoo"),
+                         help="where the training runs go (default runs/zoo)")
+    p_train.add_argument("--zoo-dir", type=Path, default=ZOO_DIR,
+                         help="where the models are exported (default: the package's zoo)")
+    p_train.add_argument("--force", action="store_true", help="retrain models already exported")
+    p_train.add_argument("--extra", nargs=argparse.REMAINDER, default=[],
+                         help="more cem-train overrides, e.g. --extra trainer.progress=false")
+    p_table = sub.add_parser("table", help="markdown table of validation PSNR vs baseline")
+    p_table.add_argument("--zoo-dir", type=Path, default=ZOO_DIR)
+    args = parser.parse_args(argv)
+    try:
+        if args.cmd == "list":
+            for r in select(study=args.study):
+                mark = "in zoo" if exported(r) else "      "
+                print(f"{mark}  {r.name:28s} {r.command}")
+            return 0
+        if args.cmd == "table":
+            print(markdown_table(args.zoo_dir))
+            return 0
+        failed = train(select(args.names, args.study), args.runs, args.zoo_dir, args.extra,
+                       args.force)
+    except ZooError as err:
+        print(f"cem-zoo: error: {err}", file=sys.stderr)
+        return 2
+    if failed:
+        print(f"cem-zoo: {len(failed)} model(s) failed: {', '.join(failed)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,165 @@
+"""The embedded model zoo: every recipe is trained and shipped, every model beats its trivial
+baseline on the held-out picture (recomputed here, not read back), and the CEM CLI loads any of
+them by name."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from cem_lab.cli.zoo import RECIPES, STUDIES, Recipe, export, exported, main, markdown_table, select
+from cem_lab.engine.data import pre_upsample
+from cem_lab.metrics import psnr, quantize_uint8, rgb_to_y
+from cem_lab.models.architectures import upsample
+from cem_lab.models.embedded import embedded_demo_image
+from cem_lab.models.zoo import ZOO_DIR, ZooError, load_zoo_model, read_zoo_entry, zoo_names
+from cem_lab.tasks import make_task
+
+ZOO_LIMIT_BYTES = 30 * 1024 * 1024
+
+
+def _described_tasks(entry: dict) -> list[dict]:
+    return [entry["task"]] if "task" in entry else list(entry["tasks"])
+
+
+def _measure(x: torch.Tensor, crop: int, y: bool) -> torch.Tensor:
+    q = quantize_uint8(x.float())
+    if crop:
+        q = q[..., crop:-crop, crop:-crop]
+    return rgb_to_y(q) if y else q
+
+
+@pytest.fixture(scope="module")
+def clean() -> torch.Tensor:
+    img = embedded_demo_image()
+    return torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1)[None].float() / 255.0
+
+
+# ----------------------------------------------------------------------------- the shipped zoo
+def test_every_recipe_is_shipped_with_its_recipe():
+    missing = [r.name for r in RECIPES.values() if not exported(r)]
+    assert not missing, f"zoo models not trained/exported (run cem-zoo train): {missing}"
+    assert set(zoo_names()) == set(RECIPES)
+
+
+def test_the_zoo_fits_in_30_mb():
+    total = sum(p.stat().st_size for p in ZOO_DIR.iterdir() if p.is_file())
+    assert 0 < total <= ZOO_LIMIT_BYTES
+
+
+def test_studies_have_the_required_families():
+    rf = select(study="receptive_field")
+    for family in ("fsrcnn", "edsr"):
+        nets = [r for r in rf if r.name.startswith(family + "_")]
+        depths = {r.name.split("_")[1] for r in nets}
+        widths = {r.name.split("_")[2] for r in nets}
+        assert len(depths) >= 4 and len(widths) >= 3, family
+    ca = {r.name for r in select(study="channel_attention")}
+    for variant in ("global", "none", "half", "local4", "local16", "adaptive2", "adaptive3"):
+        assert {f"rcan_{variant}_sr_x4", f"rcan_{variant}_dn_s50"} <= ca
+    mt = {r.name for r in select(study="multitask")}
+    for net in ("srresnet", "swinlite"):
+        assert {f"{net}_{t}" for t in ("sr", "dn", "dr", "mixed")} <= mt
+
+
+@pytest.mark.parametrize("name", sorted(RECIPES))
+def test_zoo_model_beats_its_trivial_baseline(name, clean):
+    """Rebuild the validation pair (chelsea_256, val seed 0), run the shipped model and recompute
+    PSNR with BasicSR's conventions; SR inputs of scale-1 multi-task models go through the
+    upsampling='pre' twin that the CEM CLI loads (LR in, same weights)."""
+    entry = read_zoo_entry(name)
+    recorded = entry["validation"]["tasks"]
+    for desc in _described_tasks(entry):
+        task = make_task(**desc)
+        label = next(k for k in recorded if k.startswith(desc["name"]))
+        degraded = task.degrade(clean, int(entry["training"].get("val_seed", 0)))
+        net = load_zoo_model(name, scale=task.scale)
+        with torch.no_grad():
+            out = net(degraded)
+        base = upsample(degraded, task.scale) if task.scale > 1 else degraded
+        if task.scale > 1 and entry["training"].get("pre_upsample"):
+            # the scale-1 network on the pre-upsampled input gives the same output
+            scale1 = load_zoo_model(name)
+            with torch.no_grad():
+                direct = scale1(pre_upsample(degraded, task.scale))
+            assert torch.allclose(direct, out, atol=1e-5)
+        crop, y = (task.scale, True) if desc["name"] == "sr" else (0, False)
+        got = float(psnr(_measure(out, crop, y), _measure(clean, crop, y))[0])
+        baseline = float(psnr(_measure(base, crop, y), _measure(clean, crop, y))[0])
+        assert got > baseline, f"{name} on {label}: {got:.2f} dB <= baseline {baseline:.2f} dB"
+        assert got == pytest.approx(recorded[label]["psnr"], abs=0.02)
+        assert baseline == pytest.approx(recorded[label]["baseline_psnr"], abs=0.02)
+
+
+# ----------------------------------------------------------------------------- loading by name
+def test_unknown_name_lists_the_known_ones():
+    with pytest.raises(ZooError, match="no zoo model named 'edsr_huge'.*fsrcnn_d2_w16_x4"):
+        load_zoo_model("edsr_huge")
+    with pytest.raises(ZooError, match="plain name"):
+        load_zoo_model("../embedded_dncnn")
+
+
+def test_wrong_scale_is_refused():
+    with pytest.raises(ZooError, match="serves scale 4, not 1"):
+        load_zoo_model("fsrcnn_d2_w16_x4", scale=1)
+    with pytest.raises(ZooError, match="serves scale 1, not 4"):
+        load_zoo_model("srresnet_dn", scale=4)
+    net = load_zoo_model("srresnet_mixed", scale=4)
+    assert net.scale == 4 and net.upsampling == "pre"
+
+
+def test_cem_cli_runs_a_zoo_model_by_name(tmp_path):
+    from hydra import compose, initialize_config_module
+
+    from cem_lab.causal.result import CEMResult
+    from cem_lab.cli.cem import run
+
+    with initialize_config_module(config_module="cem_lab.conf", version_base="1.3"):
+        cfg = compose(config_name="cem", overrides=[
+            "model=zoo", "model.id=fsrcnn_d2_w16_x4", "task=sr", "task.scale=4", "cem.block=16",
+            "cem.coarse=1", "cem.fine=2", "progress=false", "figures=false"])
+    run(cfg, tmp_path)
+    result = CEMResult.load(tmp_path)
+    assert result.summary()["model"] == "fsrcnn_d2_w16_x4"
+    assert np.isfinite(result.effect).all()
+    # the ROI's neighbourhood matters to a local SR network; the far corner does not
+    assert np.abs(result.effect).max() > 0
+    assert result.effect[0, 0] == 0
+
+
+# ----------------------------------------------------------------------------- cem-zoo itself
+def test_export_and_table_from_a_tiny_run(tmp_path):
+    """A training run exported into a zoo folder is found by name and tabulated."""
+    from cem_lab.cli.zoo import train
+
+    r = Recipe("tiny_edsr_x2", "receptive_field",
+               ("model=edsr", "model.net.width=4", "model.net.depth=1", "task=sr", "task.scale=2",
+                "train.steps=2", "train.crop=16", "train.batch_size=2", "data.val_crop=32",
+                "trainer.progress=false"))
+    zoo = tmp_path / "zoo"
+    assert train([r], runs=tmp_path / "runs", zoo_dir=zoo) == []
+    assert exported(r, zoo)
+    entry = read_zoo_entry("tiny_edsr_x2", zoo)
+    assert entry["zoo"]["command"] == r.command and entry["parameters"] > 0
+    net = load_zoo_model("tiny_edsr_x2", zoo_dir=zoo)
+    assert net(torch.rand(1, 3, 8, 8)).shape == (1, 3, 16, 16)
+    table = markdown_table(zoo, [r])
+    assert "`tiny_edsr_x2`" in table and "sr_x2" in table
+    # a second call skips it; a changed recipe is not "exported"
+    assert train([r], runs=tmp_path / "runs", zoo_dir=zoo) == []
+    changed = Recipe(r.name, r.study, r.overrides + ("train.lr=1e-3",))
+    assert not exported(changed, zoo)
+
+
+def test_export_refuses_an_unfinished_run(tmp_path):
+    r = next(iter(RECIPES.values()))
+    with pytest.raises(ZooError, match="no finished model"):
+        export(r, tmp_path, tmp_path / "zoo")
+    assert not (tmp_path / "zoo").exists() or not any((tmp_path / "zoo").iterdir())
+
+
+def test_cli_errors(capsys):
+    assert main(["train", "no_such_model"]) == 2
+    assert "no zoo recipe named 'no_such_model'" in capsys.readouterr().err
+    assert set(STUDIES) == {r.study for r in RECIPES.values()}
