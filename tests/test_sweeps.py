@@ -104,6 +104,8 @@ def test_sweep_names_are_stable_and_readable():
     assert sw.sweep_name(["seed=0,1", "task=dn,dr"]) == "seed=0,1,task=dn,dr"
     assert sw.sweep_name([]) == sw.sweep_name(["device=cuda", "launcher=joblib"]) == "default"
     assert sw.sweep_name(["seed=0,1", "image=a.png"]) != sw.sweep_name(["seed=0,1", "image=b.png"])
+    assert sw.sweep_name(["experiment=receptive_field"]) == "experiment=receptive_field"
+    assert sw.sweep_name(["experiment=ablation_block", "seed=1"]) == "experiment=ablation_block,seed=1"
     assert sw.resolve_sweep_name("my sweep") == "my_sweep"
 
 

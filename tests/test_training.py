@@ -258,3 +258,39 @@ def test_cli_error_is_short_and_leaves_no_folder(tmp_path):
     assert p.returncode == 2, p.stderr
     assert "scale 4" in p.stderr and "Traceback" not in p.stderr
     assert not list(tmp_path.glob("runs/train/*"))
+
+
+# ----------------------------------------------------------------------------- paper-scale recipes
+@pytest.mark.parametrize(("recipe", "jobs"), [("paper_fsrcnn", 16), ("paper_edsr", 16),
+                                              ("paper_rcan", 14), ("paper_multitask", 8)])
+def test_paper_recipes_compose_into_their_grids(recipe, jobs, monkeypatch):
+    """Each recipe composes (documented, not trained here), needs a DIV2K-like folder, and its
+    sweep has the paper's grid; every job's config builds a network."""
+    import itertools
+
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+    from omegaconf.errors import InterpolationResolutionError
+
+    from cem_lab.cli.sweep import count_jobs
+
+    monkeypatch.delenv("DIV2K_HR", raising=False)
+    with initialize_config_module(config_module="cem_lab.conf", version_base="1.3"):
+        cfg = compose(config_name="train", overrides=[f"recipe={recipe}"], return_hydra_config=True)
+        with pytest.raises(InterpolationResolutionError, match="DIV2K_HR"):
+            _ = cfg.data.images
+        params = dict(cfg.hydra.sweeper.params)
+        sweep = OmegaConf.create({"hydra": {"sweeper": {**OmegaConf.to_container(cfg.hydra.sweeper),
+                                                        "params": params},
+                                            "overrides": {"task": []}}})
+        assert count_jobs(sweep) == jobs
+        parser = OverridesParser.create()
+        axes = [[f"{'+' if o.is_add() else ''}{o.key_or_group}={v}" for v in o.sweep_iterator()]
+                for o in parser.parse_overrides([f"{k}={v}" for k, v in params.items()])]
+        for job in itertools.islice(itertools.product(*axes), 0, None, 3):
+            job_cfg = compose(config_name="train", overrides=[f"recipe={recipe}", *job,
+                                                              "data.images=/tmp"])
+            assert job_cfg.train.steps >= 100000
+            net = instantiate(job_cfg.model.net)
+            assert sum(p.numel() for p in net.parameters()) > 0

@@ -163,3 +163,34 @@ def test_cli_errors(capsys):
     assert main(["train", "no_such_model"]) == 2
     assert "no zoo recipe named 'no_such_model'" in capsys.readouterr().err
     assert set(STUDIES) == {r.study for r in RECIPES.values()}
+
+
+# ----------------------------------------------------------------------------- study presets
+STUDY_PRESETS = {
+    "receptive_field": "receptive_field",
+    "channel_attention_sr": "channel_attention", "channel_attention_dn": "channel_attention",
+    "multitask_sr": "multitask", "multitask_dn": "multitask", "multitask_dr": "multitask",
+}
+
+
+@pytest.mark.parametrize("preset", sorted(STUDY_PRESETS))
+def test_study_presets_sweep_zoo_models_that_fit_the_task(preset):
+    """Each study preset composes; its sweep names zoo recipes of the study, and every one of them
+    loads for the preset's task (scale included)."""
+    from hydra import compose, initialize_config_module
+
+    with initialize_config_module(config_module="cem_lab.conf", version_base="1.3"):
+        cfg = compose(config_name="cem", overrides=[f"experiment={preset}"],
+                      return_hydra_config=True)
+    ids = str(cfg.hydra.sweeper.params["model.id"]).split(",")
+    assert len(ids) >= 4 and cfg.model.id in ids and cfg.roi == [152, 96, 32]
+    study = STUDY_PRESETS[preset]
+    assert {recipe_study(i) for i in ids} == {study}
+    scale = cfg.task.get("scale", 1)
+    for i in ids:
+        net = load_zoo_model(i, scale=scale)
+        assert net.scale == scale
+
+
+def recipe_study(name: str) -> str:
+    return RECIPES[name].study

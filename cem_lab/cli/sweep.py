@@ -79,7 +79,8 @@ def sweep_name(overrides: list[str], exclude: tuple[str, ...] = NAME_EXCLUDED) -
     """A folder name for a sweep from its command-line overrides: stable, readable, filesystem-safe.
 
     The swept overrides, sorted (the order on the command line does not matter), e.g.
-    ``seed=0,1,task=dn,dr``; when there are also fixed overrides (which the job folders spell out)
+    ``seed=0,1,task=dn,dr``, or the fixed ones when nothing is swept on the command line
+    (``experiment=receptive_field``); when there are also fixed overrides (which the job folders spell out)
     or anything had to be shortened, a hash of all of them is appended, so that two different sweeps
     never share a folder. Keys that do not change results (``exclude``) are left out.
     """
@@ -89,11 +90,13 @@ def sweep_name(overrides: list[str], exclude: tuple[str, ...] = NAME_EXCLUDED) -
     if not kept:
         return "default"
     full = ",".join(sorted(o for o, _ in kept))
-    swept = sorted(o for o, sw in kept if sw)
-    readable = ",".join(swept)
-    name = ",".join(f"{k}{s}{_shorten_value(v)}" for k, s, v in (o.partition("=") for o in swept))
+    # the swept overrides; a sweep defined by a preset alone (experiment=receptive_field, whose
+    # grid is in the preset's hydra.sweeper.params) is named from its fixed overrides
+    named = sorted(o for o, sw in kept if sw) or sorted(o for o, _ in kept)
+    readable = ",".join(named)
+    name = ",".join(f"{k}{s}{_shorten_value(v)}" for k, s, v in (o.partition("=") for o in named))
     name = re.sub(r"[^A-Za-z0-9=,._+\-\[\]]+", "_", name)
-    if name != readable or len(name) > 100 or len(swept) < len(kept):
+    if name != readable or len(name) > 100 or len(named) < len(kept):
         digest = hashlib.sha1(full.encode()).hexdigest()[:8]
         name = f"{name[:100]}-{digest}" if name else digest
     return name

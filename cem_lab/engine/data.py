@@ -36,6 +36,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from cem_lab.tasks import Task, TaskError, crop_to_scale, make_task
+from cem_lab.tasks.base import task_label
 
 __all__ = ["IMAGE_EXTENSIONS", "DataError", "RestorationDataModule", "find_images", "pre_upsample",
            "pre_upsample_config", "resolve_tasks", "task_label"]
@@ -78,18 +79,6 @@ def resolve_tasks(tasks: Union[TaskSpec, Sequence[TaskSpec]]) -> list[Task]:
     if len(set(labels)) != len(labels):
         raise TaskError(f"the same task is listed twice: {labels}")
     return out
-
-
-def task_label(task: Task) -> str:
-    """A short unique name of a task and its parameters: ``sr_x4``, ``dn_s50``, ``dr_medium``."""
-    d = task.describe()
-    if d["name"] == "sr":
-        return f"sr_x{task.scale}"
-    if d["name"] == "dn":
-        return f"dn_s{d['sigma']:g}"
-    if d["name"] == "dr":
-        return f"dr_{d['preset']}"
-    return str(d["name"])
 
 
 def pre_upsample(x: Tensor, scale: int) -> Tensor:

@@ -1,10 +1,11 @@
 """Tasks (degradations) and their LV interventions."""
 from cem_lab.tasks.base import (Placement, Task, TaskError, TaskInput, crop_to_scale,
-                                seed_from_name, write_blocks)
+                                seed_from_name, task_label, write_blocks)
 from cem_lab.tasks.restoration import (DenoiseTask, DerainTask, SuperResolutionTask,
                                        bicubic_downscale, make_task)
 
 __all__ = [
-    "Placement", "Task", "TaskError", "TaskInput", "crop_to_scale", "seed_from_name", "write_blocks",
+    "Placement", "Task", "TaskError", "TaskInput", "crop_to_scale", "seed_from_name", "task_label",
+    "write_blocks",
     "DenoiseTask", "DerainTask", "SuperResolutionTask", "bicubic_downscale", "make_task",
 ]

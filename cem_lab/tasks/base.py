@@ -11,7 +11,7 @@ import re
 import zlib
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Optional, Sequence
+from typing import Any, Mapping, Optional, Sequence
 
 import torch
 from torch import Tensor
@@ -148,3 +148,19 @@ def write_blocks(inputs: Tensor, values: Sequence[Tensor], placements: Sequence[
         oy, ox = pl.src
         inputs[i, :, y0:y1, x0:x1] = val[:, oy:oy + (y1 - y0), ox:ox + (x1 - x0)]
     return inputs
+
+
+def task_label(task: "Task | Mapping[str, Any]") -> str:
+    """A short name of a task and its parameters: ``sr_x4``, ``dn_s50``, ``dr_medium``.
+
+    ``task``: a :class:`Task` or its ``describe()`` mapping (as stored in run folders and model
+    YAMLs)."""
+    d = task.describe() if isinstance(task, Task) else task
+    name = str(d.get("name", "unknown"))
+    if name == "sr" and d.get("scale") is not None:
+        return f"sr_x{int(d['scale'])}"
+    if name == "dn" and d.get("sigma") is not None:
+        return f"dn_s{float(d['sigma']):g}"
+    if name == "dr" and d.get("preset") is not None:
+        return f"dr_{d['preset']}"
+    return name

@@ -165,7 +165,7 @@ def _effect_norm(bound: float, gamma: float) -> FuncNorm:
     )
 
 
-def _effect_mappable(bound: float, gamma: float) -> ScalarMappable:
+def effect_mappable(bound: float, gamma: float) -> ScalarMappable:
     return ScalarMappable(norm=_effect_norm(bound, gamma), cmap=colormaps[_CMAP_NAME])
 
 
@@ -275,7 +275,7 @@ def cem_overlay(
 # --------------------------------------------------------------------------- matplotlib helpers
 
 
-def _new_figure(width: float, height: float, dpi: int = 120) -> Figure:
+def new_figure(width: float, height: float, dpi: int = 120) -> Figure:
     """A figure with its own Agg canvas (no pyplot, no global backend); axes are placed by hand."""
     fig = Figure(figsize=(width, height), dpi=dpi)
     FigureCanvasAgg(fig)
@@ -288,7 +288,7 @@ def _add_axes_in(fig: Figure, left: float, bottom: float, width: float, height: 
     return fig.add_axes((left / fw, bottom / fh, width / fw, height / fh))
 
 
-def _save_figure(fig: Figure, path: PathLike) -> str:
+def save_figure(fig: Figure, path: PathLike) -> str:
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", facecolor="white")
         _make_readable(tmp)
@@ -319,7 +319,7 @@ def _effect_colorbar(fig: Figure, cax: Axes, bound: float, gamma: float, vmin: f
                      unit: str, fontsize: float = 8) -> Colorbar:
     """Horizontal colour bar in ``cax``: ticks at -bound, 0, +bound in ``unit``, a line at 0, and
     black triangles above the bar at the actual min / max (clipped to the bar)."""
-    cbar = fig.colorbar(_effect_mappable(bound, gamma), cax=cax, orientation="horizontal")
+    cbar = fig.colorbar(effect_mappable(bound, gamma), cax=cax, orientation="horizontal")
     cbar.set_ticks([-bound, 0.0, bound])
     cbar.set_ticklabels([f"\u2212{bound:g} {unit}".strip(), f"0 {unit}".strip(), f"+{bound:g} {unit}".strip()])
     cax.tick_params(labelsize=fontsize, length=3)
@@ -340,13 +340,13 @@ def save_colorbar(path: PathLike, vmin: float, vmax: float, bound: float, gamma:
     triangles above the bar; 0 is marked by a line and a tick. Returns the path written.
     """
     bound, gamma = _check_bound(bound, gamma)
-    fig = _new_figure(6.0, 1.25, dpi=120)
+    fig = new_figure(6.0, 1.25, dpi=120)
     cax = _add_axes_in(fig, 1.05, 0.45, 3.9, 0.3)
     _effect_colorbar(fig, cax, bound, gamma, vmin, vmax, unit)
     cax.set_title(f"causal effect ({unit}), colour range \u00b1{bound:g}", fontsize=9, pad=10)
     cax.text(-0.03, 0.5, f"min\n{_fmt(vmin, unit)}", transform=cax.transAxes, ha="right", va="center", fontsize=8)
     cax.text(1.03, 0.5, f"max\n{_fmt(vmax, unit)}", transform=cax.transAxes, ha="left", va="center", fontsize=8)
-    return _save_figure(fig, path)
+    return save_figure(fig, path)
 
 
 def _draw_pie(ax: Axes, counts: Mapping[str, int], fontsize: float = 9) -> None:
@@ -388,11 +388,11 @@ def save_pie(path: PathLike, counts: Mapping[str, int]) -> str:
     Shares are printed in %, the legend gives the counts. All-zero counts give an
     empty ring with a note. Returns the path written.
     """
-    fig = _new_figure(3.6, 4.0)
+    fig = new_figure(3.6, 4.0)
     ax = _add_axes_in(fig, 0.4, 1.0, 2.8, 2.6)
     _draw_pie(ax, counts)
     ax.set_title(f"blocks by effect sign (n = {sum(_check_counts(counts).values())})", fontsize=10)
-    return _save_figure(fig, path)
+    return save_figure(fig, path)
 
 
 def _effect_range(effect: np.ndarray, roi_mask: np.ndarray) -> tuple[float, float]:
@@ -458,7 +458,7 @@ def save_cem_figures(
     written["colorbar"] = save_colorbar(paths["colorbar"], vmin, vmax, bound, unit=unit)
     written["pie"] = save_pie(paths["pie"], counts)
 
-    written["cem_panel"] = _save_figure(
+    written["cem_panel"] = save_figure(
         _panel_figure(degraded, restored_box, overlay, counts, bound, vmin, vmax, title, roi_psnr, unit),
         paths["cem_panel"],
     )
@@ -480,7 +480,7 @@ def _panel_figure(degraded: np.ndarray, restored_box: np.ndarray, overlay: np.nd
     body = max(ph + below, pie_d + 0.9)
     fig_w = margin + 3 * pw + 3 * gap + pie_w + margin
     fig_h = head + body + 0.1
-    fig = _new_figure(fig_w, fig_h, dpi=130)
+    fig = new_figure(fig_w, fig_h, dpi=130)
 
     top = fig_h - head  # top edge of the panels
     titles = [

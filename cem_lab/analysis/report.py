@@ -1,0 +1,126 @@
+"""A study report from finished CEM run folders: ``runs.csv``, ``runs.md``, ``skipped.txt`` and figures.
+
+Layout of a report folder (every file written atomically; a rerun replaces it cleanly)::
+
+    runs.csv          the full table, one row per finished run (cem_lab.analysis.runs)
+    runs.md           a readable markdown table of the key columns
+    skipped.txt       the folders that are not finished runs, one per line with the reason
+    report.json       what was read and written (also marks the folder as a report: never searched for runs)
+    figures/*.png     cem_grid, shares, reach_vs_psnr, depth_width_<family>_<task>, single_vs_mixed
+"""
+from __future__ import annotations
+
+import re
+import time
+from pathlib import Path
+from typing import Any, Sequence, Union
+
+import pandas as pd
+
+from cem_lab.analysis.runs import REPORT_MARKER, RUN_MARKERS, collect_runs
+from cem_lab.io import atomic_path, write_json, write_text
+
+PathLike = Union[str, Path]
+
+__all__ = ["MARKDOWN_COLUMNS", "markdown_table", "write_report"]
+
+#: the columns of runs.md: (column, header, format)
+MARKDOWN_COLUMNS: tuple[tuple[str, str, str], ...] = (
+    ("run", "run", "{}"), ("model", "model", "{}"), ("task_label", "task", "{}"), ("image", "image", "{}"),
+    ("block", "block", "{:g}"), ("baseline_metric", "ROI metric", "{:.2f}"),
+    ("share_positive", "positive", "{:.1%}"), ("share_negative", "negative", "{:.1%}"),
+    ("share_zero", "zero", "{:.1%}"), ("total_positive_effect", "sum +", "{:.2f}"),
+    ("total_negative_effect", "sum \u2212", "{:.2f}"), ("reach_mean_px", "reach mean (px)", "{:.1f}"),
+    ("reach_max_px", "reach max (px)", "{:.1f}"), ("val_psnr", "val PSNR (dB)", "{:.2f}"),
+    ("study", "study", "{}"),
+)
+
+
+def _cell(value: Any, fmt: str) -> str:
+    if value is None or (isinstance(value, float) and pd.isna(value)):
+        return ""
+    try:
+        text = fmt.format(value)
+    except (ValueError, TypeError):
+        text = str(value)
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def markdown_table(runs: pd.DataFrame) -> str:
+    """The key columns of the run table as a markdown table (empty cells for missing values)."""
+    cols = [c for c in MARKDOWN_COLUMNS if c[0] in runs.columns]
+    lines = ["| " + " | ".join(h for _, h, _ in cols) + " |", "|" + "---|" * len(cols)]
+    for _, row in runs.iterrows():
+        lines.append("| " + " | ".join(_cell(row[c], f) for c, _, f in cols) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_").lower()
+
+
+def _figures(runs: pd.DataFrame, folder: Path) -> dict[str, str]:
+    from cem_lab.viz import study_figures as sf
+
+    out = {
+        "cem_grid": sf.plot_cem_grid(runs, folder / "cem_grid.png"),
+        "shares": sf.plot_shares(runs, folder / "shares.png"),
+        "reach_vs_psnr": sf.plot_reach_vs_psnr(runs, folder / "reach_vs_psnr.png"),
+    }
+    for arch, task in sf.depth_width_families(runs):
+        name = f"depth_width_{_slug(arch)}_{_slug(task)}"
+        out[name] = sf.plot_depth_width(runs, folder / f"{name}.png", arch, task)
+    if len(sf.multitask_pairs(runs)):
+        out["single_vs_mixed"] = sf.plot_single_vs_mixed(runs, folder / "single_vs_mixed.png")
+    return out
+
+
+def write_report(paths: Sequence[PathLike], out_dir: PathLike) -> dict[str, Any]:
+    """Read the finished runs under ``paths`` and write the report into ``out_dir``.
+
+    Returns what it wrote: ``out_dir``, ``runs_csv``, ``runs_md``, ``skipped_txt`` (None when no
+    folder was skipped), ``report_json``, ``figures`` (name -> path), and what it read: ``runs``
+    (the DataFrame) and ``skipped`` (list of :class:`~cem_lab.analysis.runs.SkippedRun`).
+    Raises FileNotFoundError for a missing path, ValueError when there is no finished run or when
+    ``out_dir`` is itself a run folder.
+    """
+    if isinstance(paths, (str, Path)):
+        paths = [paths]
+    out = Path(out_dir)
+    if out.is_dir() and any((out / m).exists() for m in RUN_MARKERS):
+        raise ValueError(f"{out} is a CEM run folder; write the report elsewhere (e.g. {out / 'report'})")
+    for p in map(Path, paths):
+        if p.exists() and (out.resolve() == p.resolve() or out.resolve() in p.resolve().parents):
+            raise ValueError(f"the report folder {out} is {p} or a folder above it, so it would hide the runs; "
+                             f"write the report into a subfolder (e.g. {p / 'report'}) or elsewhere")
+    runs, skipped = collect_runs(paths, exclude=[out])
+    out.mkdir(parents=True, exist_ok=True)
+    written: dict[str, Any] = {"out_dir": str(out)}
+    with atomic_path(out / "runs.csv") as tmp:
+        runs.to_csv(tmp, index=False)
+    written["runs_csv"] = str(out / "runs.csv")
+    write_text(out / "runs.md", markdown_table(runs))
+    written["runs_md"] = str(out / "runs.md")
+    skipped_path = out / "skipped.txt"
+    if skipped:
+        write_text(skipped_path, "".join(f"{s}\n" for s in skipped))
+        written["skipped_txt"] = str(skipped_path)
+    else:
+        skipped_path.unlink(missing_ok=True)  # a stale list from an earlier report
+        written["skipped_txt"] = None
+    fig_dir = out / "figures"
+    written["figures"] = _figures(runs, fig_dir)
+    keep = {Path(p).name for p in written["figures"].values()}
+    for stale in fig_dir.glob("*.png"):
+        if stale.name not in keep:
+            stale.unlink()
+    write_json(out / REPORT_MARKER, {
+        "kind": "cem-report", "written": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "paths": [str(Path(p).resolve()) for p in paths], "runs": len(runs),
+        "skipped": [{"folder": str(s.folder), "reason": s.reason} for s in skipped],
+        "files": {k: v for k, v in written.items() if k != "out_dir"},
+    })
+    written["report_json"] = str(out / REPORT_MARKER)
+    written["runs"] = runs
+    written["skipped"] = skipped
+    return written

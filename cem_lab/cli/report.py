@@ -1,0 +1,66 @@
+"""``cem-report``: tables and figures of a study from finished CEM run folders (no CEM is recomputed).
+
+    cem-report runs/sweeps/cem/my_sweep                    # report in runs/sweeps/cem/my_sweep/report
+    cem-report runs/cem runs/sweeps/cem --out reports/all  # several paths: --out is required
+
+Each PATH is a run folder or any folder above run folders (searched recursively). The report
+holds runs.csv, runs.md, skipped.txt (folders that are not finished runs, with the reason) and
+figures/ (see cem_lab/analysis/report.py).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Optional, Sequence
+
+__all__ = ["main"]
+
+PROG = "cem-report"
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog=__doc__.split("\n\n", 1)[1])
+    parser.add_argument("paths", nargs="+", type=Path, metavar="PATH",
+                        help="a run folder or a folder above run folders")
+    parser.add_argument("--out", type=Path, default=None, metavar="DIR",
+                        help="where the report goes (default with one PATH: PATH/report; required with several)")
+    return parser
+
+
+def _error(message: str) -> int:
+    print(f"{PROG}: error: {message}", file=sys.stderr)
+    return 2
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Run ``cem-report``; returns the exit status (0 done, 2 bad input)."""
+    args = _parser().parse_args(argv)
+    if args.out is None:
+        if len(args.paths) > 1:
+            return _error(f"--out DIR is required when several paths are given ({len(args.paths)} given)")
+        args.out = args.paths[0] / "report"
+    for path in args.paths:
+        if not path.exists():
+            return _error(f"{path} does not exist; give a run folder or a folder above run folders")
+    from cem_lab.analysis.report import write_report
+
+    try:
+        written = write_report(args.paths, args.out)
+    except (ValueError, OSError) as err:
+        return _error(str(err))
+    skipped = written["skipped"]
+    print(f"read {len(written['runs'])} finished run(s) from {', '.join(map(str, args.paths))}")
+    print(f"skipped {len(skipped)} folder(s)" + (":" if skipped else ""))
+    for s in skipped:
+        print(f"  {s}")
+    print(f"report: {written['out_dir']} (runs.csv, runs.md, {len(written['figures'])} figure(s) in figures/)")
+    print()
+    print(Path(written["runs_md"]).read_text(), end="")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
