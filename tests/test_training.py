@@ -294,3 +294,20 @@ def test_paper_recipes_compose_into_their_grids(recipe, jobs, monkeypatch):
             assert job_cfg.train.steps >= 100000
             net = instantiate(job_cfg.model.net)
             assert sum(p.numel() for p in net.parameters()) > 0
+
+
+def test_loss_choice():
+    """train.loss: l1 (default) or l2 (mean squared error); anything else is refused."""
+    torch.manual_seed(0)
+    net = EDSR(width=4, depth=1, scale=2)
+    batch = {"input": torch.rand(2, 3, 8, 8), "target": torch.rand(2, 3, 16, 16)}
+    with torch.no_grad():
+        out = net(batch["input"])
+    for name, expected in (("l1", (out - batch["target"]).abs().mean()),
+                           ("l2", ((out - batch["target"]) ** 2).mean())):
+        module = RestorationModule(net, "sr", loss=name)
+        module.log = lambda *a, **k: None  # outside a Trainer
+        with torch.no_grad():
+            torch.testing.assert_close(module.training_step(batch, 0), expected)
+    with pytest.raises(ValueError, match="loss must be one of l1, l2"):
+        RestorationModule(net, "sr", loss="huber")

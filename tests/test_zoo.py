@@ -138,7 +138,10 @@ def test_export_and_table_from_a_tiny_run(tmp_path):
                 "train.steps=2", "train.crop=16", "train.batch_size=2", "data.val_crop=32",
                 "trainer.progress=false"))
     zoo = tmp_path / "zoo"
-    assert train([r], runs=tmp_path / "runs", zoo_dir=zoo) == []
+    bad = Recipe("bad_recipe", "receptive_field", ("model=no_such_net",))
+    # a failing model is reported and does not stop the next one
+    assert train([bad, r], runs=tmp_path / "runs", zoo_dir=zoo) == ["bad_recipe"]
+    assert not exported(bad, zoo)
     assert exported(r, zoo)
     entry = read_zoo_entry("tiny_edsr_x2", zoo)
     assert entry["zoo"]["command"] == r.command and entry["parameters"] > 0

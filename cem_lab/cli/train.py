@@ -187,7 +187,7 @@ def build(cfg: DictConfig):
         schedule=t.schedule, max_steps=int(t.steps), min_lr=float(t.min_lr),
         milestones=list(t.milestones or []), gamma=float(t.gamma), warmup_steps=int(t.warmup_steps),
         ema_decay=None if t.ema is None else float(t.ema), crop_border=cfg.metric.crop_border,
-        test_y_channel=cfg.metric.test_y_channel, pre_upsample=pre)
+        test_y_channel=cfg.metric.test_y_channel, pre_upsample=pre, loss=str(t.get("loss", "l1")))
     return net, dm, module, tasks
 
 

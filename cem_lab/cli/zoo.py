@@ -189,11 +189,14 @@ def train(recipes: Iterable[Recipe], runs: Path = Path("runs/zoo"), zoo_dir: Pat
         print(f"{head}: {r.command}", flush=True)
         start = time.perf_counter()
         proc = subprocess.run(cmd)
-        if proc.returncode != 0:
-            print(f"{head}: FAILED (exit {proc.returncode})", flush=True)
+        try:
+            if proc.returncode != 0:
+                raise ZooError(f"cem-train exited with status {proc.returncode}")
+            export(r, run_dir, zoo_dir)
+        except ZooError as err:  # one failed model does not stop the others
+            print(f"{head}: FAILED: {err}", flush=True)
             failed.append(r.name)
             continue
-        export(r, run_dir, zoo_dir)
         print(f"{head}: exported in {time.perf_counter() - start:.0f} s", flush=True)
     return failed
 

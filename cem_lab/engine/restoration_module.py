@@ -1,6 +1,7 @@
 """A LightningModule that trains any restoration ``nn.Module`` (SR, denoising, deraining, mixed).
 
-* loss: L1 between the output and the clean target;
+* loss: L1 (default) or L2 (``loss="l2"``, mean squared error, FSRCNN's original loss) between
+  the output and the clean target;
 * optimizer: Adam (``lr``, ``betas``, ``weight_decay``); schedule per optimizer step:
   ``"cosine"`` (from ``lr`` down to ``min_lr`` at ``max_steps``), ``"step"`` (times ``gamma`` at
   each of ``milestones``) or ``"none"``; an optional linear warm-up of ``warmup_steps``. The
@@ -38,6 +39,7 @@ from cem_lab.tasks import Task
 __all__ = ["SCHEDULES", "RestorationModule", "schedule_factor", "trivial_baseline"]
 
 SCHEDULES = ("cosine", "step", "none")
+LOSSES = ("l1", "l2")
 
 
 def schedule_factor(step: int, schedule: str, max_steps: int, lr: float, min_lr: float = 0.0,
@@ -88,8 +90,11 @@ class RestorationModule(L.LightningModule):
                  schedule: str = "cosine", max_steps: int = 1000, min_lr: float = 1e-6,
                  milestones: Sequence[int] = (), gamma: float = 0.5, warmup_steps: int = 0,
                  ema_decay: Optional[float] = None, crop_border: Optional[int] = None,
-                 test_y_channel: Optional[bool] = None, pre_upsample: bool = False):
+                 test_y_channel: Optional[bool] = None, pre_upsample: bool = False,
+                 loss: str = "l1"):
         super().__init__()
+        if loss not in LOSSES:
+            raise ValueError(f"loss must be one of {', '.join(LOSSES)}, got {loss!r}")
         if schedule not in SCHEDULES:
             raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}, got {schedule!r}")
         if not lr > 0:
@@ -106,6 +111,7 @@ class RestorationModule(L.LightningModule):
         if warmup_steps < 0:
             raise ValueError(f"warmup_steps must be >= 0, got {warmup_steps}")
         self.net = net
+        self.loss = loss
         self.tasks: list[Task] = resolve_tasks(tasks)
         self.labels = [task_label(t) for t in self.tasks]
         self.lr = float(lr)
@@ -164,7 +170,7 @@ class RestorationModule(L.LightningModule):
             raise ValueError(f"the network returned {tuple(out.shape)} for inputs "
                              f"{tuple(batch['input'].shape)}, but the targets are {tuple(target.shape)}; "
                              "does the network's scale match the task?")
-        loss = F.l1_loss(out, target)
+        loss = F.l1_loss(out, target) if self.loss == "l1" else F.mse_loss(out, target)
         self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True,
                  batch_size=target.shape[0])
         return loss
@@ -290,7 +296,7 @@ class RestorationModule(L.LightningModule):
         if self.validation is not None:
             meta["validation"] = self.validation
         meta["training"] = {
-            "steps": int(self.global_step), "loss": "l1", "optimizer": "adam", "lr": self.lr,
+            "steps": int(self.global_step), "loss": self.loss, "optimizer": "adam", "lr": self.lr,
             "betas": list(self.betas), "weight_decay": self.weight_decay, "schedule": self.schedule,
             "max_steps": self.max_steps, "min_lr": self.min_lr, "milestones": self.milestones,
             "gamma": self.gamma, "warmup_steps": self.warmup_steps, "ema_decay": self.ema_decay,

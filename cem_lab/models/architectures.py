@@ -220,6 +220,15 @@ class FSRCNN(_RestorationNet):
         self.features = nn.Sequential(*layers)
         s = self.body_scale
         self.last = nn.Sequential(_conv(width, 3 * s * s, 3), nn.PixelShuffle(s))
+        # the paper's initialisation: He (MSRA) for the PReLU layers, a small Gaussian for the
+        # reconstruction layer. PyTorch's default keeps only about a third of the variance per
+        # layer, so a deep mapping stack (depth 16) starts with a vanishing signal and does not train.
+        for m in self.features:
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, a=0.25, nonlinearity="leaky_relu")
+                nn.init.zeros_(m.bias)
+        nn.init.normal_(self.last[0].weight, std=1e-3)
+        nn.init.zeros_(self.last[0].bias)
 
     def _run(self, x: Tensor) -> Tensor:
         return self.last(self.features(x))
