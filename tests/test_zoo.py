@@ -197,3 +197,27 @@ def test_study_presets_sweep_zoo_models_that_fit_the_task(preset):
 
 def recipe_study(name: str) -> str:
     return RECIPES[name].study
+
+
+def test_training_lock_skips_a_model_another_process_trains(tmp_path, capsys):
+    """Several `cem-zoo train` processes (e.g. one per GPU) can share a list: a run folder locked by
+    a live process is skipped; a lock left by a dead process is taken over."""
+    import os
+    import subprocess
+    import sys
+
+    from cem_lab.cli.zoo import LOCK_FILE, _lock, train
+
+    run_dir = tmp_path / "runs" / "fsrcnn_d2_w16_x4"
+    run_dir.mkdir(parents=True)
+    (run_dir / LOCK_FILE).write_text(str(os.getpid()))  # held by a live process (this one)
+    r = RECIPES["fsrcnn_d2_w16_x4"]
+    assert train([r], runs=tmp_path / "runs", zoo_dir=tmp_path / "zoo") == []
+    assert "being trained by another cem-zoo process" in capsys.readouterr().out
+    assert not (tmp_path / "zoo").exists()
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True).stdout.strip()
+    (run_dir / LOCK_FILE).write_text(dead)
+    lock = _lock(run_dir)
+    assert lock is not None and lock.read_text() == str(os.getpid())
+    assert _lock(run_dir) is None  # now held by this live process
