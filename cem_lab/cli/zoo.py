@@ -92,18 +92,13 @@ _MT_COMMON = ("train.steps=1500", "train.crop=48", "train.batch_size=16", "train
 
 def _recipes() -> list[Recipe]:
     out: list[Recipe] = []
-    for depth in RF_DEPTHS:
-        for width in FSRCNN_WIDTHS:
-            out.append(Recipe(f"fsrcnn_d{depth}_w{width}_x4", "receptive_field",
-                              ("model=fsrcnn", f"model.net.depth={depth}",
-                               f"model.net.width={width}", *_RF, _FSRCNN_LR),
-                              f"FSRCNN depth {depth} width {width}"))
-    for depth in RF_DEPTHS:
-        for width in EDSR_WIDTHS:
-            out.append(Recipe(f"edsr_d{depth}_w{width}_x4", "receptive_field",
-                              ("model=edsr", f"model.net.depth={depth}",
-                               f"model.net.width={width}", *_RF, _EDSR_LR),
-                              f"EDSR depth {depth} width {width}"))
+    for family, widths, lr in (("fsrcnn", FSRCNN_WIDTHS, _FSRCNN_LR), ("edsr", EDSR_WIDTHS, _EDSR_LR)):
+        for depth in RF_DEPTHS:
+            for width in widths:
+                out.append(Recipe(f"{family}_d{depth}_w{width}_x4", "receptive_field",
+                                  (f"model={family}", f"model.net.depth={depth}",
+                                   f"model.net.width={width}", *_RF, lr),
+                                  f"{family.upper()} depth {depth} width {width}"))
     for task, task_overrides in (("sr_x4", _RCAN_SR), ("dn_s50", _RCAN_DN)):
         for variant, variant_overrides in RCAN_VARIANTS.items():
             out.append(Recipe(f"rcan_{variant}_{task}", "channel_attention",
