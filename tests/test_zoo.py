@@ -221,3 +221,18 @@ def test_training_lock_skips_a_model_another_process_trains(tmp_path, capsys):
     lock = _lock(run_dir)
     assert lock is not None and lock.read_text() == str(os.getpid())
     assert _lock(run_dir) is None  # now held by this live process
+
+
+def test_a_finished_zoo_run_is_tied_to_the_weights_file():
+    """done.json keeps the signature of the zoo weights the run used: retraining a zoo model
+    under the same name makes its finished runs be rechecked by the core, not skipped."""
+    from hydra import compose, initialize_config_module
+
+    import cem_lab.cli.cem  # noqa: F401  (registers the resolvers)
+    from cem_lab.cli.finished_runs import input_signatures
+
+    with initialize_config_module(config_module="cem_lab.conf", version_base="1.3"):
+        cfg = compose(config_name="cem", overrides=["model=zoo", "model.id=fsrcnn_d2_w16_x4",
+                                                    "task=sr"])
+    signatures = input_signatures(cfg)
+    assert signatures["model.weights"][0] == str((ZOO_DIR / "fsrcnn_d2_w16_x4.safetensors").resolve())

@@ -55,8 +55,19 @@ def run_name(override_dirname: str) -> str:
     return name
 
 
+def zoo_file(name: str) -> str:
+    """The resolver ``cem_zoo_file``: the weights file of zoo model ``name``. ``model=zoo`` records
+    it, so a finished run is recognised only while those weights are unchanged (done.json keeps
+    the size and modification time of every file its config names)."""
+    from cem_lab.models.zoo import ZOO_DIR
+
+    return str(ZOO_DIR / f"{name}.safetensors")
+
+
 if not OmegaConf.has_resolver("cem_run_name"):
     OmegaConf.register_new_resolver("cem_run_name", run_name)
+if not OmegaConf.has_resolver("cem_zoo_file"):
+    OmegaConf.register_new_resolver("cem_zoo_file", zoo_file)
 
 from cem_lab.cli import sweep as _sweep  # registers the cem_sweep_name resolver
 
