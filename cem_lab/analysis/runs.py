@@ -300,4 +300,15 @@ def collect_runs(paths: Sequence[PathLike], exclude: Sequence[PathLike] = ()
     names = _run_names([f for f, _ in finished])
     rows = [run_row(s, f, n) for (f, s), n in zip(finished, names)]
     table = pd.DataFrame(rows, columns=list(RUN_COLUMNS + ZOO_COLUMNS))
-    return table, skipped
+    # families together, in the order of their knobs (depth 2 before depth 16), then by name
+    order = ["study", "architecture", "task_label", "training", "attention_variant", "depth",
+             "width", "model", "run"]
+    table = table.sort_values(order, na_position="last", kind="stable", key=_natural_key)
+    return table.reset_index(drop=True), skipped
+
+
+def _natural_key(column: pd.Series) -> pd.Series:
+    """Sort numbers as numbers; text as text (so the object columns of mixed NaN / str sort)."""
+    if pd.api.types.is_numeric_dtype(column):
+        return column
+    return column.map(lambda v: "" if v is None or (isinstance(v, float) and np.isnan(v)) else str(v))
