@@ -349,3 +349,19 @@ def test_auto_forward_batch_on_cpu_is_the_default(clean_image, small_bank):
     fixed = compute_cem(ConvStack(depth=3), clean_image, "dn", (16, 16, 16), forward_batch=8, **kw)
     assert auto.meta["settings"]["forward_batch"] == 8 and "forward_batch=auto: 8" in auto.meta["notes"]
     np.testing.assert_array_equal(auto.effect_raw, fixed.effect_raw)
+
+
+def test_task_descriptions_round_trip():
+    """What a run folder or a model YAML stores about its task rebuilds the same task."""
+    from cem_lab.tasks import TaskError, make_task, task_from_description, task_label
+
+    for name, kwargs, label in (("sr", {"scale": 3}, "sr_x3"), ("dn", {"sigma": 25, "rounding": "round"}, "dn_s25"),
+                                ("dr", {"preset": "large"}, "dr_large")):
+        task = make_task(name, **kwargs)
+        again = task_from_description(task.describe())
+        assert again.describe() == task.describe() and type(again) is type(task)
+        assert task_label(task) == task_label(task.describe()) == label
+    with pytest.raises(TaskError, match="scale is 1"):
+        task_from_description({"name": "dn", "scale": 2, "sigma": 50})
+    with pytest.raises(TaskError, match="bicubic"):
+        task_from_description({"name": "sr", "scale": 4, "kernel": "gaussian"})

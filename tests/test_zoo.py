@@ -14,7 +14,7 @@ from cem_lab.metrics import psnr, quantize_uint8, rgb_to_y
 from cem_lab.models.architectures import upsample
 from cem_lab.models.embedded import embedded_demo_image
 from cem_lab.models.zoo import ZOO_DIR, ZooError, load_zoo_model, read_zoo_entry, zoo_names
-from cem_lab.tasks import make_task
+from cem_lab.tasks import task_from_description
 
 ZOO_LIMIT_BYTES = 30 * 1024 * 1024
 
@@ -71,7 +71,7 @@ def test_zoo_model_beats_its_trivial_baseline(name, clean):
     entry = read_zoo_entry(name)
     recorded = entry["validation"]["tasks"]
     for desc in _described_tasks(entry):
-        task = make_task(**desc)
+        task = task_from_description(desc)
         label = next(k for k in recorded if k.startswith(desc["name"]))
         degraded = task.degrade(clean, int(entry["training"].get("val_seed", 0)))
         net = load_zoo_model(name, scale=task.scale)

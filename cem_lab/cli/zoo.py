@@ -80,14 +80,16 @@ _MT_NETS = {
     "swinlite": ("model=swinlite", "model.net.width=16", "model.net.depth=2", "model.net.heads=2",
                  "model.net.window=8"),
 }
+#: the mixed model runs three times the steps, so that it sees as many samples of each task as a
+#: single-task model (with 1500 steps, SRResNet's mixed model stayed 0.56 dB below bicubic on SR)
 _MT_TASKS = {
-    "sr": ("task=sr", "task.scale=4", "data.pre_upsample=true"),
-    "dn": ("task=dn", "task.sigma=50"),
-    "dr": ("task=dr", "task.preset=medium"),
-    "mixed": ("tasks=[sr,dn,dr]",),
+    "sr": ("task=sr", "task.scale=4", "data.pre_upsample=true", "train.steps=1500"),
+    "dn": ("task=dn", "task.sigma=50", "train.steps=1500"),
+    "dr": ("task=dr", "task.preset=medium", "train.steps=1500"),
+    "mixed": ("tasks=[sr,dn,dr]", "train.steps=4500"),
 }
-_MT_COMMON = ("train.steps=1500", "train.crop=48", "train.batch_size=16", "train.lr=1e-3",
-              "train.warmup_steps=100", "train.val_every=500")
+_MT_COMMON = ("train.crop=48", "train.batch_size=16", "train.lr=1e-3", "train.warmup_steps=100",
+              "train.val_every=500")
 
 
 def _recipes() -> list[Recipe]:

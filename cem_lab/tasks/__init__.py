@@ -2,10 +2,12 @@
 from cem_lab.tasks.base import (Placement, Task, TaskError, TaskInput, crop_to_scale,
                                 seed_from_name, task_label, write_blocks)
 from cem_lab.tasks.restoration import (DenoiseTask, DerainTask, SuperResolutionTask,
-                                       bicubic_downscale, make_task)
+                                       bicubic_downscale, make_task,
+                                       task_from_description)
 
 __all__ = [
     "Placement", "Task", "TaskError", "TaskInput", "crop_to_scale", "seed_from_name", "task_label",
     "write_blocks",
     "DenoiseTask", "DerainTask", "SuperResolutionTask", "bicubic_downscale", "make_task",
+    "task_from_description",
 ]

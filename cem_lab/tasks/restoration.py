@@ -152,3 +152,20 @@ def make_task(name: str, **kwargs) -> Task:
     if name not in tasks:
         raise TaskError(f"unknown task {name!r}; choose one of {sorted(tasks)}")
     return tasks[name](**kwargs)
+
+
+def task_from_description(description: dict) -> Task:
+    """The task that ``Task.describe()`` described (as stored in run folders and model YAMLs):
+    ``task_from_description(t.describe())`` rebuilds ``t``. Keys that ``describe`` derives (the
+    scale 1 of DN / DR, the bicubic kernel of SR) are checked and dropped."""
+    d = dict(description)
+    name = d.pop("name", None)
+    if name == "sr":
+        kernel = d.pop("kernel", "bicubic")
+        if kernel != "bicubic":
+            raise TaskError(f"sr: only the bicubic kernel is implemented, got {kernel!r}")
+    elif name in ("dn", "dr"):
+        scale = d.pop("scale", 1)
+        if scale != 1:
+            raise TaskError(f"{name}: the scale is 1, got {scale!r}")
+    return make_task(name, **d)
