@@ -4,9 +4,11 @@
 # zoo), evaluated on each task, then one report: reports/multitask/ (with the single vs mixed
 # comparison). Extra arguments go to every cem-lab job, e.g.
 #   bash experiments/multitask.sh launcher=joblib
-set -euo pipefail
+set -uo pipefail
+status=0   # a failed job does not stop the other sweeps or the report; the exit status says it
 for task in sr dn dr; do
-  cem-lab -m experiment=multitask_$task sweep_name=multitask_$task "$@"
+  cem-lab -m experiment=multitask_$task sweep_name=multitask_$task "$@" || status=1
 done
 cem-report runs/sweeps/cem/multitask_sr runs/sweeps/cem/multitask_dn runs/sweeps/cem/multitask_dr \
-    --out reports/multitask
+    --out reports/multitask || status=1
+exit $status

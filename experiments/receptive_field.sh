@@ -6,6 +6,8 @@
 #   bash experiments/receptive_field.sh launcher=joblib          # parallel CPU jobs
 #   bash experiments/receptive_field.sh device=free_gpu launcher=joblib hydra.launcher.n_jobs=8
 # Rerunning skips finished jobs and resumes interrupted ones (runs/sweeps/cem/receptive_field/).
-set -euo pipefail
-cem-lab -m experiment=receptive_field sweep_name=receptive_field "$@"
-cem-report runs/sweeps/cem/receptive_field --out reports/receptive_field
+set -uo pipefail
+status=0   # a failed job does not stop the other sweeps or the report; the exit status says it
+cem-lab -m experiment=receptive_field sweep_name=receptive_field "$@" || status=1
+cem-report runs/sweeps/cem/receptive_field --out reports/receptive_field || status=1
+exit $status
