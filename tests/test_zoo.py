@@ -197,15 +197,12 @@ def test_study_presets_sweep_zoo_models_that_fit_the_task(preset):
     ids = str(cfg.hydra.sweeper.params["model.id"]).split(",")
     assert len(ids) >= 4 and cfg.model.id in ids and cfg.roi == [152, 96, 32]
     study = STUDY_PRESETS[preset]
-    assert {recipe_study(i) for i in ids} == {study}
+    assert {RECIPES[i].study for i in ids} == {study}
     scale = cfg.task.get("scale", 1)
     for i in ids:
         net = load_zoo_model(i, scale=scale)
         assert net.scale == scale
 
-
-def recipe_study(name: str) -> str:
-    return RECIPES[name].study
 
 
 def test_training_lock_skips_a_model_another_process_trains(tmp_path, capsys):

@@ -15,6 +15,7 @@ and skips the models already exported with the same recipe.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import shlex
 import shutil
@@ -132,13 +133,6 @@ def select(names: Sequence[str] = (), study: Optional[str] = None) -> list[Recip
 
 
 # ----------------------------------------------------------------------------- train / export
-def _numel(shape: Sequence[int]) -> int:
-    n = 1
-    for d in shape:
-        n *= int(d)
-    return n
-
-
 def exported(r: Recipe, zoo_dir: Path = ZOO_DIR) -> bool:
     """Whether ``zoo_dir`` holds ``r``'s model, trained with exactly ``r``'s command."""
     try:
@@ -162,7 +156,7 @@ def export(r: Recipe, run_dir: Path, zoo_dir: Path = ZOO_DIR) -> Path:
 
     meta = yaml.safe_load(config.read_text())
     with safe_open(str(weights), framework="pt") as f:
-        meta["parameters"] = sum(_numel(f.get_slice(k).get_shape()) for k in f.keys())
+        meta["parameters"] = sum(math.prod(f.get_slice(k).get_shape()) for k in f.keys())
     meta["zoo"] = {"name": r.name, "study": r.study, "label": r.label, "command": r.command}
     zoo_dir.mkdir(parents=True, exist_ok=True)
     tmp_w = zoo_dir / f".{r.name}.safetensors.tmp"
