@@ -96,6 +96,16 @@ def test_resume_continues_from_the_checkpoint_and_matches_an_uninterrupted_run(t
     assert again["already_trained"] and again["module"] is None and again["steps"] == 20
     assert not (resumed / "logs" / "version_2").exists()
 
+    # the same folder with other settings is refused, finished or not: it would hand back (or
+    # continue) the model trained with the old ones
+    before = (resumed / "model.yaml").read_text()
+    for changed in (["train.lr=1e-3"], ["task.scale=4"], ["train.task_weights={sr:2}"]):
+        with pytest.raises(ValueError, match="holds a run with other settings") as err:
+            run(_cfg(TINY + ["train.steps=20", "train.val_every=4", "train.schedule=none", *changed]),
+                resumed)
+        assert changed[0].split("=")[0] in str(err.value)
+    assert (resumed / "model.yaml").read_text() == before
+
     # the data depend on the step only (and the schedule is constant): resuming mid-epoch gives
     # the weights of an uninterrupted run
     straight = run(_cfg(TINY + ["train.steps=20", "train.val_every=4", "train.schedule=none"]), tmp_path / "straight")
@@ -231,6 +241,9 @@ SMALL = ["model.net.width=4", "model.net.depth=1"]
     (["model=srresnet", *SMALL, "tasks=[sr,dn]", "model.net.scale=4"], ["sr_x4, dn_s50", "scale 4", "srresnet"]),
     (["model=edsr", *SMALL, "task=sr", "task.scale=3", "train.crop=32"], ["crop 32", "scale 3"]),
     (["model=edsr", *SMALL, "task=dn", "data.images=/no/such/folder"], ["/no/such/folder"]),
+    (["model=srresnet", *SMALL, "tasks=[sr,dn]", "train.task_weights={dr:2}"],
+     ["task_weights", "'dr'", "sr_x4, dn_s50"]),
+    (["model=srresnet", *SMALL, "tasks=[sr,dn]", "train.task_weights={sr:0}"], ["task_weights", "positive"]),
 ])
 def test_bad_settings_fail_before_anything_is_written(tmp_path, overrides, words):
     out = tmp_path / "run"
@@ -308,3 +321,28 @@ def test_loss_choice():
             torch.testing.assert_close(module.training_step(batch, 0), expected)
     with pytest.raises(ValueError, match="loss must be one of l1, l2"):
         RestorationModule(net, "sr", loss="huber")
+
+
+def test_task_weights_weight_each_sample_by_its_task():
+    """train.task_weights: the loss is the weighted mean of the per-sample losses; equal weights
+    (or none) give the plain mean; names and labels both select a task; others weigh 1."""
+    torch.manual_seed(0)
+    net = EDSR(width=4, depth=1, scale=1)
+    batch = {"input": torch.rand(3, 3, 8, 8), "target": torch.rand(3, 3, 8, 8),
+             "task": torch.tensor([0, 1, 1])}
+    with torch.no_grad():
+        per_sample = (net(batch["input"]) - batch["target"]).abs().flatten(1).mean(1)
+    tasks = [{"name": "sr", "scale": 4}, {"name": "dn", "sigma": 25}]
+    for weights, w in ((None, [1, 1, 1]), ({"sr": 1}, [1, 1, 1]), ({"sr": 8}, [8, 1, 1]),
+                       ({"sr_x4": 2, "dn": 3}, [2, 3, 3])):
+        module = RestorationModule(net, tasks, task_weights=weights)
+        module.log = lambda *a, **k: None  # outside a Trainer
+        w = torch.tensor(w, dtype=torch.float32)
+        with torch.no_grad():
+            torch.testing.assert_close(module.training_step(batch, 0), (w * per_sample).sum() / w.sum())
+    assert RestorationModule(net, tasks, task_weights={"sr": 8}).task_weights == [8.0, 1.0]
+    with pytest.raises(ValueError, match="not a trained task; the tasks are sr_x4, dn_s25"):
+        RestorationModule(net, tasks, task_weights={"dr": 2})
+    for bad in (-1, 0, float("nan"), "4", True):
+        with pytest.raises(ValueError, match="must be a positive number"):
+            RestorationModule(net, tasks, task_weights={"sr": bad})

@@ -30,6 +30,11 @@ CHECKPOINT = Path("checkpoints") / "last.ckpt"
 EXPORT = "model.safetensors"
 
 
+def _plain(value):
+    """A config node as plain Python (mappings and lists), anything else unchanged."""
+    return OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
+
+
 class TrainingError(ValueError):
     """A training configuration that cannot work (model, task and scale, data)."""
 
@@ -187,7 +192,8 @@ def build(cfg: DictConfig):
         schedule=t.schedule, max_steps=int(t.steps), min_lr=float(t.min_lr),
         milestones=list(t.milestones or []), gamma=float(t.gamma), warmup_steps=int(t.warmup_steps),
         ema_decay=None if t.ema is None else float(t.ema), crop_border=cfg.metric.crop_border,
-        test_y_channel=cfg.metric.test_y_channel, pre_upsample=pre, loss=str(t.get("loss", "l1")))
+        test_y_channel=cfg.metric.test_y_channel, pre_upsample=pre, loss=str(t.get("loss", "l1")),
+        task_weights=_plain(t.get("task_weights")))
     return net, dm, module, tasks
 
 
@@ -214,6 +220,54 @@ def _last_checkpoint_callback(path: Path):
                 self.save(trainer)
 
     return LastCheckpoint()
+
+
+#: settings that do not change the trained weights: they may differ when a run is resumed
+#: (train.steps too: a resumed run may train longer, following the longer schedule)
+_VOLATILE = ("train.steps", "trainer.progress", "trainer.log_every", "trainer.accelerator",
+             "trainer.devices", "data.num_workers")
+
+
+#: settings added after the first runs were written, with the value those runs used: a stored
+#: config.yaml without the key is read with this value
+_ADDED_LATER = {"train.loss": "l1"}
+
+
+def _flat(node, prefix: str = "") -> dict:
+    out = {}
+    for key, value in (node or {}).items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(_flat(value, name + "."))
+        else:
+            out[name] = value
+    return out
+
+
+def check_same_settings(output_dir: Path, cfg: DictConfig) -> None:
+    """Refuse to resume or report a run folder whose ``config.yaml`` holds other settings: a
+    fixed folder (``hydra.run.dir=...``, ``cem-zoo``'s ``runs/zoo/<name>``) reused for a changed
+    command would otherwise continue, or hand back, a model trained with the old settings.
+    A key missing on one side counts as null (``_ADDED_LATER`` gives the exceptions)."""
+    import yaml
+
+    stored_file = Path(output_dir) / "config.yaml"
+    if not stored_file.is_file():
+        return
+    try:
+        stored = yaml.safe_load(stored_file.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise TrainingError(f"{stored_file} is not readable YAML ({err}); delete the run folder "
+                            f"{output_dir} to train afresh") from err
+    now = _flat(OmegaConf.to_container(cfg, resolve=True))
+    before = {**_ADDED_LATER, **_flat(stored)}
+    diffs = [f"{k}: {before.get(k)!r} there, {now.get(k)!r} now" for k in sorted(set(now) | set(before))
+             if not k.startswith(_VOLATILE) and before.get(k) != now.get(k)]
+    if diffs:
+        shown = "; ".join(diffs[:5]) + (f"; and {len(diffs) - 5} more" if len(diffs) > 5 else "")
+        raise TrainingError(f"the run folder {output_dir} holds a run with other settings ({shown}); "
+                            "rerun it with its own settings, or give this one another folder "
+                            "(hydra.run.dir=...), or delete the old folder to train afresh")
 
 
 def _finished(output_dir: Path, steps: int) -> Optional[dict]:
@@ -248,6 +302,7 @@ def run(cfg: DictConfig, output_dir: Path, command: Optional[str] = None) -> dic
 
     output_dir = Path(output_dir)
     net, dm, module, tasks = build(cfg)  # checks everything; writes nothing
+    check_same_settings(output_dir, cfg)
     steps = int(cfg.train.steps)
     done = _finished(output_dir, steps)
     if done is not None:

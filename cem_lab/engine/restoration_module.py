@@ -1,7 +1,10 @@
 """A LightningModule that trains any restoration ``nn.Module`` (SR, denoising, deraining, mixed).
 
 * loss: L1 (default) or L2 (``loss="l2"``, mean squared error, FSRCNN's original loss) between
-  the output and the clean target;
+  the output and the clean target; with several tasks, ``task_weights`` can weight each task's
+  samples (e.g. ``{"sr": 4}``: an SR sample counts four times a DN or DR sample; the loss is then
+  the weighted mean of the per-sample losses). A mixed model's SR residuals are small next to the
+  DN / DR ones, so with equal weights a small network learns the other tasks at SR's expense;
 * optimizer: Adam (``lr``, ``betas``, ``weight_decay``); schedule per optimizer step:
   ``"cosine"`` (from ``lr`` down to ``min_lr`` at ``max_steps``), ``"step"`` (times ``gamma`` at
   each of ``milestones``) or ``"none"``; an optional linear warm-up of ``warmup_steps``. The
@@ -25,7 +28,7 @@ import bisect
 import copy
 import math
 from pathlib import Path
-from typing import Any, Optional, Sequence, Union
+from typing import Any, Mapping, Optional, Sequence, Union
 
 import lightning as L
 import torch
@@ -36,7 +39,8 @@ from cem_lab.engine.data import TaskSpec, resolve_tasks, task_label
 from cem_lab.metrics import psnr, quantize_uint8, rgb_to_y, ssim
 from cem_lab.tasks import Task
 
-__all__ = ["SCHEDULES", "RestorationModule", "schedule_factor", "trivial_baseline"]
+__all__ = ["SCHEDULES", "RestorationModule", "resolve_task_weights", "schedule_factor",
+           "trivial_baseline"]
 
 SCHEDULES = ("cosine", "step", "none")
 LOSSES = ("l1", "l2")
@@ -61,6 +65,30 @@ def schedule_factor(step: int, schedule: str, max_steps: int, lr: float, min_lr:
     return warm * factor
 
 
+def resolve_task_weights(weights: Optional[Mapping[str, Any]], tasks: Sequence[Task]
+                         ) -> Optional[list[float]]:
+    """One loss weight per task, in the tasks' order, from a mapping keyed by task name (``sr``)
+    or label (``sr_x4``); missing tasks weigh 1. ``None`` or an empty mapping: ``None``."""
+    if weights is None or len(weights) == 0:
+        return None
+    if not hasattr(weights, "items"):
+        raise ValueError(f"task_weights must map task names to weights, e.g. {{sr: 4}}, got {weights!r}")
+    labels = [task_label(t) for t in tasks]
+    names = [t.describe()["name"] for t in tasks]
+    out = [1.0] * len(tasks)
+    for key, value in weights.items():
+        hits = [i for i in range(len(tasks)) if key == labels[i] or key == names[i]]
+        if not hits:
+            raise ValueError(f"task_weights names {key!r}, which is not a trained task; the tasks are "
+                             f"{', '.join(labels)} (give a name or a label)")
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+                or value <= 0:
+            raise ValueError(f"task_weights[{key!r}] must be a positive number, got {value!r}")
+        for i in hits:
+            out[i] = float(value)
+    return out
+
+
 def trivial_baseline(inputs: Tensor, target_hw: tuple[int, int]) -> Tensor:
     """The no-model restoration: bicubic upsampling to the target size (SR), else the input."""
     if tuple(inputs.shape[-2:]) == tuple(target_hw):
@@ -83,6 +111,9 @@ class RestorationModule(L.LightningModule):
             value for every task.
         pre_upsample: whether SR inputs are bicubic-upsampled to the HR size (mixed models);
             recorded in the metadata.
+        loss: ``"l1"`` or ``"l2"``.
+        task_weights: ``None`` (every sample counts the same) or a mapping from task name
+            (``"sr"``) or label (``"sr_x4"``) to a positive weight; tasks left out weigh 1.
     """
 
     def __init__(self, net: nn.Module, tasks: Union[TaskSpec, Sequence[TaskSpec]] = "sr",
@@ -91,7 +122,7 @@ class RestorationModule(L.LightningModule):
                  milestones: Sequence[int] = (), gamma: float = 0.5, warmup_steps: int = 0,
                  ema_decay: Optional[float] = None, crop_border: Optional[int] = None,
                  test_y_channel: Optional[bool] = None, pre_upsample: bool = False,
-                 loss: str = "l1"):
+                 loss: str = "l1", task_weights: Optional[Mapping[str, float]] = None):
         super().__init__()
         if loss not in LOSSES:
             raise ValueError(f"loss must be one of {', '.join(LOSSES)}, got {loss!r}")
@@ -114,6 +145,9 @@ class RestorationModule(L.LightningModule):
         self.loss = loss
         self.tasks: list[Task] = resolve_tasks(tasks)
         self.labels = [task_label(t) for t in self.tasks]
+        self.task_weights = resolve_task_weights(task_weights, self.tasks)
+        self.register_buffer("_sample_weights", torch.tensor(
+            self.task_weights or [1.0] * len(self.tasks), dtype=torch.float32), persistent=False)
         self.lr = float(lr)
         self.betas = tuple(float(b) for b in betas)
         self.weight_decay = float(weight_decay)
@@ -170,7 +204,13 @@ class RestorationModule(L.LightningModule):
             raise ValueError(f"the network returned {tuple(out.shape)} for inputs "
                              f"{tuple(batch['input'].shape)}, but the targets are {tuple(target.shape)}; "
                              "does the network's scale match the task?")
-        loss = F.l1_loss(out, target) if self.loss == "l1" else F.mse_loss(out, target)
+        if self.task_weights is None:
+            loss = F.l1_loss(out, target) if self.loss == "l1" else F.mse_loss(out, target)
+        else:
+            err = (out - target).abs() if self.loss == "l1" else (out - target).square()
+            per_sample = err.flatten(1).mean(dim=1)
+            w = self._sample_weights.to(per_sample.dtype)[batch["task"].long()]
+            loss = (w * per_sample).sum() / w.sum()
         self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True,
                  batch_size=target.shape[0])
         return loss
@@ -300,6 +340,8 @@ class RestorationModule(L.LightningModule):
             "betas": list(self.betas), "weight_decay": self.weight_decay, "schedule": self.schedule,
             "max_steps": self.max_steps, "min_lr": self.min_lr, "milestones": self.milestones,
             "gamma": self.gamma, "warmup_steps": self.warmup_steps, "ema_decay": self.ema_decay,
+            **({"task_weights": dict(zip(self.labels, self.task_weights))}
+               if self.task_weights is not None else {}),
             "torch": str(torch.__version__), "lightning": str(L.__version__),
         }
         if command:
