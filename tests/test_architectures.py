@@ -254,3 +254,21 @@ def test_unknown_architecture_lists_known_names() -> None:
 def test_bad_input_shape() -> None:
     with pytest.raises(ValueError, match=r"\(N, 3, h, w\)"):
         FSRCNN(width=8, shrink=4, depth=1, scale=2)(torch.rand(1, 1, 8, 8))
+
+
+def test_swinlite_local_mlp_adds_a_depthwise_conv_that_reaches_across_windows() -> None:
+    """local_mlp (Uformer's LeFF): a depthwise 3 x 3 conv in each MLP; it is recorded in the
+    config (rebuilds the same network) and widens each layer's reach by one token per side."""
+    torch.manual_seed(0)
+    plain = SwinLite(width=8, depth=2, heads=2, window=8, scale=1, shift=False)
+    torch.manual_seed(0)
+    local = SwinLite(width=8, depth=2, heads=2, window=8, scale=1, shift=False, local_mlp=True)
+    extra = sum(p.numel() for p in local.parameters()) - sum(p.numel() for p in plain.parameters())
+    hidden = 16  # width 8 x mlp_ratio 2
+    assert extra == 2 * hidden * (9 + 1)  # two layers, a 3 x 3 depthwise kernel + bias each
+    assert local.config()["local_mlp"] is True and "local_mlp" not in plain.config()
+    rebuilt = SwinLite(**{k: v for k, v in local.config().items() if k != "_target_"})
+    assert sum(p.numel() for p in rebuilt.parameters()) == sum(p.numel() for p in local.parameters())
+    assert max(_dependency_box(local)) > max(_dependency_box(plain))
+    with pytest.raises(ValueError, match="local_mlp"):
+        SwinLite(width=8, depth=2, heads=2, window=8, local_mlp="yes")

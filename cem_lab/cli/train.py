@@ -230,7 +230,7 @@ _VOLATILE = ("train.steps", "trainer.progress", "trainer.log_every", "trainer.ac
 
 #: settings added after the first runs were written, with the value those runs used: a stored
 #: config.yaml without the key is read with this value
-_ADDED_LATER = {"train.loss": "l1"}
+_ADDED_LATER = {"train.loss": "l1", "model.net.local_mlp": False}
 
 
 def _flat(node, prefix: str = "") -> dict:
@@ -260,7 +260,8 @@ def check_same_settings(output_dir: Path, cfg: DictConfig) -> None:
         raise TrainingError(f"{stored_file} is not readable YAML ({err}); delete the run folder "
                             f"{output_dir} to train afresh") from err
     now = _flat(OmegaConf.to_container(cfg, resolve=True))
-    before = {**_ADDED_LATER, **_flat(stored)}
+    before = _flat(stored)
+    before.update({k: v for k, v in _ADDED_LATER.items() if k in now and k not in before})
     diffs = [f"{k}: {before.get(k)!r} there, {now.get(k)!r} now" for k in sorted(set(now) | set(before))
              if not k.startswith(_VOLATILE) and before.get(k) != now.get(k)]
     if diffs:

@@ -518,11 +518,29 @@ class WindowAttention(nn.Module):
         return self.proj(out.transpose(1, 2).reshape(b, length, c))
 
 
+class LocalMLP(nn.Module):
+    """The locally-enhanced feed-forward of Uformer (LeFF): linear, GELU, a depthwise 3 x 3
+    convolution over the token grid, GELU, linear. Works on (N, H, W, C) tokens."""
+
+    def __init__(self, dim: int, hidden: int):
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden)
+        self.dw = nn.Conv2d(hidden, hidden, 3, padding=1, groups=hidden)
+        self.fc2 = nn.Linear(hidden, dim)
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = F.gelu(self.fc1(x)).permute(0, 3, 1, 2)
+        y = F.gelu(self.dw(y)).permute(0, 2, 3, 1)
+        return self.fc2(y)
+
+
 class SwinLayer(nn.Module):
     """Pre-norm Swin transformer layer: x + W-MSA(LN(x)), then x + MLP(LN(x)); ``shift`` > 0
-    cyclically rolls the tokens by ``shift`` before the window attention (shifted windows)."""
+    cyclically rolls the tokens by ``shift`` before the window attention (shifted windows);
+    ``local_mlp`` uses :class:`LocalMLP` as the MLP."""
 
-    def __init__(self, dim: int, heads: int, window: int, shift: int, mlp_ratio: float):
+    def __init__(self, dim: int, heads: int, window: int, shift: int, mlp_ratio: float,
+                 local_mlp: bool = False):
         super().__init__()
         self.window = window
         self.shift = shift
@@ -530,7 +548,8 @@ class SwinLayer(nn.Module):
         self.norm1 = nn.LayerNorm(dim)
         self.attn = WindowAttention(dim, heads, window)
         self.norm2 = nn.LayerNorm(dim)
-        self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim))
+        self.mlp = (LocalMLP(dim, hidden) if local_mlp else
+                    nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim)))
 
     def forward(self, x: Tensor, mask: Optional[Tensor] = None) -> Tensor:
         """``x``: (N, H, W, C) with H, W multiples of the window; ``mask`` for shifted layers."""
@@ -559,7 +578,7 @@ class SwinLite(_RestorationNet):
 
     def __init__(self, width: int = 48, depth: int = 4, heads: int = 4, window: int = 8,
                  mlp_ratio: float = 2.0, scale: int = 4, shift: bool = True,
-                 upsampling: str = "post", global_residual: bool = False):
+                 upsampling: str = "post", global_residual: bool = False, local_mlp: bool = False):
         super().__init__()
         name = type(self).__name__
         width = _int_arg(name, "width", width)
@@ -568,16 +587,18 @@ class SwinLite(_RestorationNet):
         window = _int_arg(name, "window", window)
         mlp_ratio = _positive_float_arg(name, "mlp_ratio", mlp_ratio)
         shift = _bool_arg(name, "shift", shift)
+        local_mlp = _bool_arg(name, "local_mlp", local_mlp)
         if width % heads:
             raise ValueError(f"{name}: heads must divide width, got heads={heads}, width={width}")
         self._setup(scale, upsampling, {"width": width, "depth": depth, "heads": heads,
-                                        "window": window, "mlp_ratio": mlp_ratio, "shift": shift},
+                                        "window": window, "mlp_ratio": mlp_ratio, "shift": shift,
+                                        **({"local_mlp": True} if local_mlp else {})},
                     global_residual)
         self.window = window
         self.shift_size = window // 2 if shift else 0
         self.head = _conv(3, width)
         self.layers = nn.ModuleList(
-            SwinLayer(width, heads, window, self.shift_size if i % 2 else 0, mlp_ratio)
+            SwinLayer(width, heads, window, self.shift_size if i % 2 else 0, mlp_ratio, local_mlp)
             for i in range(depth))
         self.norm = nn.LayerNorm(width)
         self.after = _conv(width, width)
