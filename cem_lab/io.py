@@ -46,6 +46,12 @@ def write_npz(path: PathLike, **arrays: Any) -> None:
             np.savez_compressed(fh, **arrays)
 
 
+def file_signature(path: PathLike) -> list:
+    """[size, modification time in ns] of a file: how finished runs recognise changed inputs."""
+    st = Path(path).stat()
+    return [st.st_size, st.st_mtime_ns]
+
+
 def _json_default(obj: Any) -> Any:
     if isinstance(obj, np.generic):
         return obj.item()

@@ -10,7 +10,7 @@ from cem_lab.causal import (BlockGrid, CoarseToFineEstimator, ExhaustiveEstimato
                             draw_rng)
 from cem_lab.images import from_uint8, quantize
 from cem_lab.metrics import RoiMetric
-from cem_lab.tasks import DenoiseTask, DerainTask, Placement, SuperResolutionTask
+from cem_lab.tasks import DenoiseTask, DerainTask, Placement, SuperResolutionTask, make_task
 
 from conftest import ConvStack, GlobalAttention, Identity
 
@@ -169,6 +169,32 @@ def test_crop_equivalence_for_super_resolution(clean_image, small_bank):
     fast = compute_cem(model, clean_image, "sr", (16, 16, 16), mode="auto", **kw)
     assert fast.meta["mode"] == "crop"
     np.testing.assert_allclose(fast.effect, full.effect, atol=1e-6)
+
+
+@pytest.mark.parametrize(("task", "scale", "upsampling"), [("dn", 1, "post"), ("sr", 2, "pre")])
+def test_window_attention_crops_keep_the_window_grid(clean_image, small_bank, task, scale, upsampling):
+    """SwinLite declares its window grid (crop_multiple); the runner snaps the crop to it, so the
+    crop is cut into the same windows as the whole image and passes the crop check."""
+    from cem_lab.models.architectures import SwinLite
+
+    torch.manual_seed(0)
+    model = SwinLite(width=8, depth=2, heads=2, window=8, scale=scale, upsampling=upsampling).eval()
+    assert model.crop_multiple == (8 if upsampling == "post" else 8 // scale)
+    task = make_task(task, **({"scale": scale} if task == "sr" else {}))
+    kw = dict(block=8, patch_bank=small_bank, estimator="exhaustive", samples=2, progress=False)
+    full = compute_cem(model, clean_image, task, (16, 16, 8), mode="full", **kw)
+    fast = compute_cem(model, clean_image, task, (16, 16, 8), mode="auto", **kw)
+    assert fast.meta["mode"] == "crop" and fast.meta["crop_check"]["ok"]
+    # without the grid, the crop's windows differ and the check sends the run to the whole image
+    type(model).crop_multiple, kept = 1, type(model).crop_multiple
+    try:
+        unaligned = compute_cem(model, clean_image, task, (16, 16, 8), mode="auto", **kw)
+    finally:
+        type(model).crop_multiple = kept
+    assert unaligned.meta["mode"] == "full"
+    y0, y1, x0, x1 = fast.meta["dependency_region"]["crop"]
+    assert all(v % model.crop_multiple == 0 or v in (48 // scale,) for v in (y0, y1, x0, x1))
+    np.testing.assert_allclose(fast.effect, full.effect, atol=1e-5)
 
 
 def test_global_model_falls_back_to_full_image(clean_image, small_bank):

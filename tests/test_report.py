@@ -139,6 +139,33 @@ def test_unfinished_folders_are_listed_with_reasons(study, tmp_path):
     assert sorted(runs["run"]) == ["cli_unmarked", "ok"]
 
 
+def test_a_run_whose_input_file_changed_is_stale(study, tmp_path):
+    """A map computed before its weights file changed (e.g. a retrained zoo model) is not
+    reported next to the new model's metadata; a file that is gone (folders read on another
+    machine) does not make a run stale."""
+    good = study / "sweeps" / "sr" / "fsrcnn_d2_w16_x4"
+    fingerprint = json.loads((good / "summary.json").read_text())["fingerprint"]
+    weights = tmp_path / "model.safetensors"
+    weights.write_bytes(b"old weights")
+    runs_root = tmp_path / "runs"
+    for name in ("changed", "moved"):
+        run = _copy_run(good, runs_root / name)
+        (run / "config.yaml").write_text("seed: 0\n")
+        mark_done(OmegaConf.create({"model": {"weights": str(weights)}}), run, fingerprint)
+        assert json.loads((run / "done.json").read_text())["inputs"]
+    done = runs_root / "moved" / "done.json"
+    record = json.loads(done.read_text())
+    record["inputs"]["model.weights"][0] = str(tmp_path / "elsewhere" / "model.safetensors")
+    done.write_text(json.dumps(record))
+    runs, skipped = collect_runs([runs_root])
+    assert sorted(runs["run"]) == ["changed", "moved"] and not skipped
+    weights.write_bytes(b"retrained weights")
+    runs, skipped = collect_runs([runs_root])
+    assert list(runs["run"]) == ["moved"]
+    assert [s.folder.name for s in skipped] == ["changed"]
+    assert skipped[0].reason.startswith("stale: model.weights") and "rerun" in skipped[0].reason
+
+
 def test_no_finished_run_is_an_error_that_names_the_paths(tmp_path):
     empty = tmp_path / "empty"
     (empty / "sub").mkdir(parents=True)

@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from cem_lab.causal.result import FORMAT_VERSION
+from cem_lab.io import file_signature
 from cem_lab.tasks.base import task_label
 
 PathLike = Union[str, Path]
@@ -143,7 +144,29 @@ def read_run(folder: PathLike) -> tuple[Optional[dict], str]:
             return None, f"corrupt done.json ({err or 'not a JSON object'}); rerun its command"
         if done.get("fingerprint") != summary.get("fingerprint"):
             return None, "done.json and summary.json are of different runs (fingerprints differ); rerun its command"
+        changed = _changed_input(done.get("inputs"))
+        if changed:
+            return None, (f"stale: {changed} changed after this map was computed (e.g. a retrained "
+                          "zoo model); rerun its command to recompute it")
     return summary, ""
+
+
+def _changed_input(inputs: Any) -> str:
+    """The first input file that ``done.json`` recorded (path, size, mtime) and that now exists
+    with another size or modification time, as "key (path)"; "" when none. Files that are gone
+    are not reported: run folders are often read on another machine than the one that ran them."""
+    if not isinstance(inputs, Mapping):
+        return ""
+    for key, sig in inputs.items():
+        if not (isinstance(sig, list) and len(sig) == 3 and isinstance(sig[0], str)):
+            continue  # a folder's digest, or a format this version does not know
+        path = Path(sig[0])
+        try:
+            if path.is_file() and file_signature(path) != list(sig[1:]):
+                return f"{key} ({path})"
+        except OSError:
+            continue
+    return ""
 
 
 def _check_npz(path: Path) -> str:

@@ -48,13 +48,13 @@ class DependencyRegion:
 
 
 def _expand(lo: int, hi: int, size: int, margin: int, multiple: int) -> tuple[int, int]:
+    """[lo, hi) grown by ``margin``; with ``multiple`` > 1 both ends snap outwards to the grid of
+    that multiple (capped by the image), so a window-attention or pooling model sees the crop cut
+    into the same windows as the full image."""
     lo, hi = max(0, lo - margin), min(size, hi + margin)
     if multiple > 1:
-        want = min(size, -(-(hi - lo) // multiple) * multiple)
-        extra = want - (hi - lo)
-        lo = max(0, lo - extra // 2)
-        hi = min(size, lo + want)
-        lo = max(0, hi - want)
+        lo = lo // multiple * multiple
+        hi = min(size, -(-hi // multiple) * multiple)
     return lo, hi
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import platform
 import time
 from dataclasses import dataclass
@@ -90,6 +91,11 @@ class CEMJob:
         self.model, self.task, self.roi, self.block = model, task, roi, block
         self.intervention, self.estimator, self.metric = intervention, estimator, metric
         self.seed, self.tol, self.rule, self.batch_size = int(seed), float(tol), classification, int(batch_size)
+        if isinstance(crop_multiple, bool) or not isinstance(crop_multiple, int) or crop_multiple < 1:
+            raise ValueError(f"crop_multiple must be a positive integer, got {crop_multiple!r}")
+        # the model's own grid (window attention, pooling) is kept as well: lcm with its crop_multiple
+        own = getattr(model, "crop_multiple", 1)
+        crop_multiple = math.lcm(crop_multiple, own if isinstance(own, int) and own >= 1 else 1)
         self.mode_requested, self.crop_margin, self.crop_multiple, self.verify = mode, crop_margin, crop_multiple, verify
         self.image_name = image_name
         self.model_name = model_name or type(model).__name__

@@ -17,6 +17,8 @@ from typing import Any, Optional
 
 from omegaconf import DictConfig, OmegaConf
 
+from cem_lab.io import file_signature
+
 DONE_FILE = "done.json"
 # config keys that do not change a finished run's result
 NOT_IDENTITY = ("progress", "batch_size", "device", "logger", "sweep_name", "trainer")
@@ -30,11 +32,6 @@ def identity_config(cfg: DictConfig) -> dict:
     for key in NOT_IDENTITY:
         data.pop(key, None)
     return json.loads(json.dumps(data, sort_keys=True, default=str))
-
-
-def _file_signature(path: Path) -> list:
-    st = path.stat()
-    return [st.st_size, st.st_mtime_ns]
 
 
 def input_signatures(cfg: DictConfig) -> dict[str, Any]:
@@ -53,12 +50,12 @@ def input_signatures(cfg: DictConfig) -> dict[str, Any]:
             p = Path(node)
             try:
                 if p.is_file():
-                    out[key] = [str(p.resolve())] + _file_signature(p)
+                    out[key] = [str(p.resolve())] + file_signature(p)
                 elif key.rsplit(".", 1)[-1].endswith(("folder", "dir", "root")) and p.is_dir():
                     h = hashlib.sha1()
                     for f in sorted(p.rglob("*")):
                         if f.suffix.lower() in _IMAGE_SUFFIXES and f.is_file():
-                            h.update(f"{f.relative_to(p)}:{_file_signature(f)}\n".encode())
+                            h.update(f"{f.relative_to(p)}:{file_signature(f)}\n".encode())
                     out[key] = [str(p.resolve()), h.hexdigest()]
             except OSError:
                 pass

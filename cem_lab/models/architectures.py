@@ -605,6 +605,14 @@ class SwinLite(_RestorationNet):
         self.upsampler = PixelShuffleUpsampler(width, self.body_scale)
         self.tail = _conv(width, 3)
 
+    @property
+    def crop_multiple(self) -> int:
+        """The input grid of the attention windows: a crop whose sides and origin lie on it is cut
+        into the same windows as the whole image (the CEM runner's crop mode reads this)."""
+        if self.upsampling == "pre":
+            return self.window // math.gcd(self.window, self.scale)
+        return self.window
+
     def _pad(self, x: Tensor) -> Tensor:
         h, w = x.shape[-2:]
         ph, pw = (-h) % self.window, (-w) % self.window
