@@ -22,7 +22,7 @@ class DependencyRegion:
     """Input pixels the ROI output depends on, and the crop that runs the model.
 
     ``box`` = (y0, y1, x0, x1): bounding box of the dependent pixels in input coordinates;
-    ``crop`` = the box grown by the margin and rounded to the model's size multiple.
+    ``crop`` = the box grown by the margin, its ends snapped to the crop grid (``crop_multiple``).
     """
 
     mask: np.ndarray

@@ -91,8 +91,13 @@ _MT_TASKS = {
     "dr": ("task=dr", "task.preset=medium", "train.steps=1500"),
     "mixed": ("tasks=[sr,dn,dr]", "train.steps=4500", "train.task_weights={sr:8}"),
 }
-_MT_COMMON = ("train.crop=48", "train.batch_size=16", "train.lr=1e-3", "train.warmup_steps=100",
-              "train.val_every=500")
+#: SwinLite at lr 1e-3 gained only +0.04 dB over bicubic on SR alone (3e-4: +0.01, 3e-3: +0.17)
+_MT_LR = {"srresnet": "1e-3", "swinlite": "3e-3"}
+
+
+def _mt_common(net: str) -> tuple[str, ...]:
+    return ("train.crop=48", "train.batch_size=16", f"train.lr={_MT_LR[net]}",
+            "train.warmup_steps=100", "train.val_every=500")
 
 
 def _recipes() -> list[Recipe]:
@@ -113,7 +118,7 @@ def _recipes() -> list[Recipe]:
         for task, task_overrides in _MT_TASKS.items():
             label = "mixed sr+dn+dr" if task == "mixed" else f"single-task {task}"
             out.append(Recipe(f"{net}_{task}", "multitask",
-                              (*net_overrides, *task_overrides, *_MT_COMMON), f"{net} {label}"))
+                              (*net_overrides, *task_overrides, *_mt_common(net)), f"{net} {label}"))
     return out
 
 
