@@ -147,7 +147,7 @@ def read_run(folder: PathLike) -> tuple[Optional[dict], str]:
         changed = _changed_input(done.get("inputs"))
         if changed:
             return None, (f"stale: {changed} changed after this map was computed (e.g. a retrained "
-                          "zoo model); rerun its command to recompute it")
+                          "zoo model); delete the folder and rerun its command to recompute it")
     return summary, ""
 
 
