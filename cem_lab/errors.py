@@ -6,14 +6,13 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from omegaconf.errors import OmegaConfBaseException
 
     from cem_lab.causal.runner import ModelOutputError, RunFolderError
+    from cem_lab.folder_lock import FolderBusyError, FolderLockError
     from cem_lab.images import ImageError
     from cem_lab.models.checkpoint import CheckpointError
 
     # ValueError covers GeometryError, TaskError, EstimatorError, PatchBankError, metric errors
     return (ValueError, FileNotFoundError, ImageError, CheckpointError, ModelOutputError, RunFolderError,
-            OmegaConfBaseException)
-
-
+            FolderBusyError, FolderLockError, OmegaConfBaseException)
 
 
 USER_ERRORS = _user_errors()

@@ -160,3 +160,35 @@ def test_rank_0_log_records_reach_the_log_file(tmp_path, clean_image, small_bank
             for r in (multi, single))
     assert a == b
 
+
+def test_cli_two_processes_on_the_256_default_exit_with_the_one_process_map(tmp_path):
+    """`cem-lab trainer=ddp_cpu` on the embedded 256x256 image exits by itself (it hung after
+    writing its map before: the result went back through a full pipe) with the 1-process map, logs
+    rank 0's lines to cem.log once, and a rerun of a run left unmarked by such a hang finishes."""
+    import json
+    import subprocess
+    import sys
+
+    args = ["cem=exhaustive", "cem.samples=1", "cem.block=32", "roi=[96,96,32]", "progress=false",
+            "figures=false"]
+
+    def cli(extra, folder):
+        return subprocess.run([sys.executable, "-m", "cem_lab.cli.cem", *args, *extra, f"hydra.run.dir={folder}"],
+                              cwd=tmp_path, capture_output=True, text=True, timeout=240)
+
+    one = cli([], tmp_path / "one")
+    two = cli(["trainer=ddp_cpu"], tmp_path / "two")
+    assert one.returncode == 0 and two.returncode == 0, two.stderr[-2000:]
+    a, b = np.load(tmp_path / "one" / "cem.npz"), np.load(tmp_path / "two" / "cem.npz")
+    assert tuple(a["input_shape"]) == (256, 256)
+    for key in a.files:
+        np.testing.assert_array_equal(a[key], b[key])
+    log = (tmp_path / "two" / "cem.log").read_text()
+    assert log.count("running on a") == 1, log
+    assert "FutureWarning" not in two.stderr and "deprecated" not in two.stderr
+    # what a hang left: the map complete on disk, never marked finished; the rerun finishes it
+    (tmp_path / "two" / "done.json").unlink()
+    again = cli(["trainer=ddp_cpu"], tmp_path / "two")
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert json.loads((tmp_path / "two" / "done.json").read_text())["fingerprint"]
+    np.testing.assert_array_equal(np.load(tmp_path / "two" / "cem.npz")["effect_raw"], a["effect_raw"])

@@ -215,27 +215,36 @@ def test_study_presets_sweep_zoo_models_that_fit_the_task(preset):
 
 
 def test_training_lock_skips_a_model_another_process_trains(tmp_path, capsys):
-    """Several `cem-zoo train` processes (e.g. one per GPU) can share a list: a run folder locked by
-    a live process is skipped; a lock left by a dead process is taken over."""
-    import os
+    """Several `cem-zoo train` processes (e.g. one per GPU) can share a list: a run folder another
+    process holds is skipped with its holder named, and nothing in it is touched; the lock of a
+    killed process is taken over."""
+    import signal
     import subprocess
     import sys
 
-    from cem_lab.cli.zoo import LOCK_FILE, _lock, train
+    from cem_lab.cli.zoo import train
+    from cem_lab.folder_lock import hold_run_folder
 
     run_dir = tmp_path / "runs" / "fsrcnn_d2_w16_x4"
-    run_dir.mkdir(parents=True)
-    (run_dir / LOCK_FILE).write_text(str(os.getpid()))  # held by a live process (this one)
-    r = RECIPES["fsrcnn_d2_w16_x4"]
-    assert train([r], runs=tmp_path / "runs", zoo_dir=tmp_path / "zoo") == []
-    assert "being trained by another cem-zoo process" in capsys.readouterr().out
-    assert not (tmp_path / "zoo").exists()
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
-                          capture_output=True, text=True).stdout.strip()
-    (run_dir / LOCK_FILE).write_text(dead)
-    lock = _lock(run_dir)
-    assert lock is not None and lock.read_text() == str(os.getpid())
-    assert _lock(run_dir) is None  # now held by this live process
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time\n"
+                               "from cem_lab.folder_lock import hold_run_folder\n"
+                               "with hold_run_folder(sys.argv[1], what='cem-zoo train'):\n"
+                               "    print('held', flush=True); time.sleep(600)\n", str(run_dir)],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        (run_dir / "config.yaml").write_text("the other process's run\n")
+        r = RECIPES["fsrcnn_d2_w16_x4"]
+        assert train([r], runs=tmp_path / "runs", zoo_dir=tmp_path / "zoo", force=True) == []
+        out = capsys.readouterr().out
+        assert "skipped" in out and f"in use by cem-zoo train (pid {holder.pid}" in out
+        assert not (tmp_path / "zoo").exists() and not list((tmp_path / "runs").glob("*.previous-*"))
+        assert (run_dir / "config.yaml").read_text() == "the other process's run\n"
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+    with hold_run_folder(run_dir) as lock:  # the killed holder's lock is taken over
+        assert lock.previous_holder["pid"] == holder.pid
 
 
 def test_a_finished_zoo_run_is_tied_to_the_weights_file():

@@ -109,7 +109,12 @@ def _read_json(path: Path) -> tuple[Optional[Any], str]:
 
 def read_run(folder: PathLike) -> tuple[Optional[dict], str]:
     """(summary, "") for a finished run folder; (None, reason) for anything else."""
+    from cem_lab.folder_lock import describe_holder, folder_holder
+
     folder = Path(folder)
+    holder = folder_holder(folder)
+    if holder is not None:  # a run that is being written: whatever it holds now is not its result
+        return None, f"in progress: being written by {describe_holder(holder)}; report it when it ends"
     if (folder / "error.txt").is_file():
         return None, f"failed: {_first_line(folder / 'error.txt')}"
     if not (folder / "summary.json").is_file():

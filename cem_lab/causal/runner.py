@@ -28,7 +28,7 @@ from cem_lab.causal.grid import BlockGrid, GeometryError, Roi
 from cem_lab.causal.interventions import Intervention, draw_rng, make_intervention
 from cem_lab.causal.region import DependencyRegion, dependency_region, verify_crop
 from cem_lab.causal.result import FORMAT_VERSION, CEMResult
-from cem_lab.images import ImageLike, from_uint8, load_image, to_uint8
+from cem_lab.images import ImageLike, from_uint8, to_uint8
 from cem_lab.io import write_npz
 from cem_lab.metrics import RoiMetric
 from cem_lab.tasks import Placement, Task, TaskInput, crop_to_scale, make_task
@@ -36,6 +36,19 @@ from cem_lab.tasks import Placement, Task, TaskInput, crop_to_scale, make_task
 log = logging.getLogger("cem_lab")
 
 STATE_FILE = "state.npz"
+#: default checkpoint cadence (seconds): a checkpoint costs a few milliseconds (BENCHMARKS.md), so a
+#: kill -9 loses at most this much work for well under 1 % of the run time
+DEFAULT_CHECKPOINT_S = 5.0
+
+
+def check_checkpoint_cadence(every_s: Optional[float], every_items: Optional[int]) -> None:
+    """Refuse a checkpoint interval that is not a positive number (or None, off)."""
+    if every_s is not None and (isinstance(every_s, bool) or not isinstance(every_s, (int, float))
+                                or not every_s > 0):
+        raise ValueError(f"checkpoint every_s must be a positive number of seconds or null, got {every_s!r}")
+    if every_items is not None and (isinstance(every_items, bool) or not isinstance(every_items, int)
+                                    or every_items < 1):
+        raise ValueError(f"checkpoint every_items must be a positive integer or null, got {every_items!r}")
 
 
 class ModelOutputError(RuntimeError):
@@ -174,13 +187,19 @@ class CEMJob:
                 "task and that it returns one RGB image per input")
         return out
 
+    def _not_finite(self, where: str) -> str:
+        cls = type(self.model).__name__
+        label = self.model_name if self.model_name == cls else f"{self.model_name} ({cls})"
+        return (f"the model {label} produced NaN or Inf {where}; check its weights (a corrupt or "
+                "mismatched checkpoint, weights trained in another precision), that it expects inputs in "
+                "[0, 1] RGB as cem_lab gives them (not [0, 255] or BGR), and that it is in eval mode")
+
     def _roi(self, out: Tensor, origin: tuple[int, int]) -> Tensor:
         y0, y1, x0, x1 = self.roi.box
         oy, ox = origin[0] * self.scale, origin[1] * self.scale
         roi = out[:, :, y0 - oy:y1 - oy, x0 - ox:x1 - ox]
         if not torch.isfinite(roi).all():
-            raise ModelOutputError(f"{self.model_name} produced NaN or Inf in the ROI; check the weights "
-                                   "(a corrupt checkpoint?) and the input range ([0, 1] expected)")
+            raise ModelOutputError(self._not_finite("in the ROI"))
         return roi
 
     def _roi_metric_full(self, x: Tensor) -> Tensor:
@@ -192,7 +211,7 @@ class CEMJob:
         x = self.ti.input
         full_out = self._forward(x)
         if not torch.isfinite(full_out).all():
-            raise ModelOutputError(f"{self.model_name} produced NaN or Inf on the un-intervened input")
+            raise ModelOutputError(self._not_finite("on the un-intervened input"))
         self.restored = full_out
         self.base_full_roi = self._roi(full_out, (0, 0))
         if self.ti.target is not None and self.metric.name != "output_change":
@@ -334,6 +353,30 @@ class CEMJob:
         }
 
     def fingerprint(self) -> str:
+        if getattr(self, "_fingerprint", None) is None:
+            self._fingerprint = self._compute_fingerprint()
+        return self._fingerprint
+
+    def check_folder(self, folder: Union[str, Path]) -> Optional[str]:
+        """Check, before anything is written, that ``folder`` holds no run or this run's own
+        checkpoint: ``None`` (nothing to resume), ``"partial"`` or ``"complete"``. A checkpoint of
+        another run (other settings, model, image or patch bank) raises :class:`RunFolderError`."""
+        path = Path(folder) / STATE_FILE
+        if not path.is_file():
+            return None
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                fp, complete = str(z["fingerprint"]), bool(z["complete"])
+        except Exception as err:
+            raise RunFolderError(f"cannot read the checkpoint {path} ({err}); delete {path} to start this "
+                                 "run over") from err
+        if fp != self.fingerprint():
+            raise RunFolderError(
+                f"{path.parent} holds a run with other settings, model, image or patch bank; use another "
+                "output folder, or delete that folder to start over")
+        return "complete" if complete else "partial"
+
+    def _compute_fingerprint(self) -> str:
         parts = [json.dumps(self.settings(), sort_keys=True), model_digest(self.model),
                  self.ti.input.detach().cpu().numpy().tobytes()]
         if self.ti.target is not None:
@@ -343,16 +386,22 @@ class CEMJob:
 
     # --- running ---------------------------------------------------------------------------------
     def run(self, folder: Optional[Union[str, Path]] = None, progress: bool = True,
-            on_batch: Optional[Callable[[BatchInfo], None]] = None, checkpoint_every: float = 10.0,
+            on_batch: Optional[Callable[[BatchInfo], None]] = None,
+            checkpoint_every: Optional[float] = DEFAULT_CHECKPOINT_S,
+            checkpoint_every_items: Optional[int] = None,
             executor: Optional["UnitExecutor"] = None) -> CEMResult:
         """Run all stages; with ``folder``, checkpoint there and resume what it holds.
 
-        ``executor`` computes rounds of work units (default: one unit at a time, here); a
-        distributed executor spreads each round over processes and returns every unit's values
-        to every process, so all of them update the same statistics in plan order.
+        The state is saved at the end of every stage, and within a stage after a round of work
+        when ``checkpoint_every`` seconds or ``checkpoint_every_items`` items (whichever comes
+        first; None turns one off) have passed since the last save: a ``kill -9`` loses at most
+        that much work. ``executor`` computes rounds of work units (default: one unit at a time,
+        here); a distributed executor spreads each round over processes and returns every unit's
+        values to every process, so all of them update the same statistics in plan order.
         """
         from tqdm import tqdm
 
+        check_checkpoint_cadence(checkpoint_every, checkpoint_every_items)
         executor = executor or LocalExecutor()
         main = executor.is_main
         t0 = time.perf_counter()
@@ -366,11 +415,13 @@ class CEMJob:
         state_path = Path(folder) / STATE_FILE if folder is not None else None
         if state_path is not None and state_path.is_file():
             stage, done_stages, stats, done_items, filled = self._load_state(state_path, fp)
-        last_save = time.perf_counter()
+        last_save, items_since_save = time.perf_counter(), 0
+        self.checkpoints, self.timings["checkpoint_s"] = 0, 0.0
 
         def save():
             if state_path is None or not main:
                 return
+            t_save = time.perf_counter()
             arrays: dict[str, Any] = {"fingerprint": fp, "format_version": FORMAT_VERSION,
                                       "stage_names": np.array([s.name for s in done_stages] + [stage.name if stage else ""]),
                                       "done_items": done_items, "filled": filled,
@@ -378,6 +429,8 @@ class CEMJob:
             for name, s in stats.items():
                 arrays.update(s.state(f"{name}/"))
             write_npz(state_path, **arrays)
+            self.checkpoints += 1
+            self.timings["checkpoint_s"] += time.perf_counter() - t_save
 
         in_update = False
         try:
@@ -412,11 +465,14 @@ class CEMJob:
                         for (blocks, _), v in zip(units, values):
                             st.update(blocks, v, self.baseline)
                         bar.update(end - done_items)
+                        items_since_save += end - done_items
                         done_items = end
                         in_update = False
-                        if time.perf_counter() - last_save >= checkpoint_every:
+                        if ((checkpoint_every is not None and time.perf_counter() - last_save >= checkpoint_every)
+                                or (checkpoint_every_items is not None
+                                    and items_since_save >= checkpoint_every_items)):
                             save()
-                            last_save = time.perf_counter()
+                            last_save, items_since_save = time.perf_counter(), 0
                         if on_batch is not None:
                             on_batch(BatchInfo(stage.name, done_items, total, self.forward_passes))
                 finally:
@@ -425,7 +481,7 @@ class CEMJob:
                 stage = self.estimator.next_stage(done_stages, stats, self.baseline)
                 done_items, filled = 0, False
                 save()
-                last_save = time.perf_counter()
+                last_save, items_since_save = time.perf_counter(), 0
         except BaseException:
             if not in_update:
                 save()
@@ -438,11 +494,12 @@ class CEMJob:
             with np.load(path, allow_pickle=False) as z:
                 state = {k: z[k] for k in z.files}
         except Exception as err:
-            raise RunFolderError(f"cannot read the checkpoint {path} ({err}); delete it to start over") from err
+            raise RunFolderError(f"cannot read the checkpoint {path} ({err}); delete {path} to start this "
+                                 "run over") from err
         if str(state["fingerprint"]) != fp:
             raise RunFolderError(
                 f"{path.parent} holds a run with other settings, model, image or patch bank; use another "
-                "output folder, or delete it to start over")
+                "output folder, or delete that folder to start over")
         names = [str(s) for s in state["stage_names"]]
         stats = {}
         for name in names:
@@ -483,6 +540,7 @@ class CEMJob:
             "notes": self.notes,
             "forward_passes": self.forward_passes,
             "timings": self.timings,
+            "checkpoints": getattr(self, "checkpoints", 0),
             "device": str(dev) if dev.type != "cuda" else f"{dev} ({torch.cuda.get_device_name(dev)})",
             "torch": torch.__version__, "python": platform.python_version(),
             "baseline_metric_full_image": self.baseline_full,
@@ -518,7 +576,24 @@ class LocalExecutor(UnitExecutor):
         return [job._metrics(blocks, samples) for blocks, samples in units]
 
 
-def compute_cem(model: nn.Module, image: Optional[ImageLike], task: Union[Task, str], roi, *,
+def _read_input(image: ImageLike, name: str, notes: list[str]):
+    """An image as a (1, 3, H, W) float tensor; every change made to it is added to ``notes``."""
+    from cem_lab.images import read_image
+
+    arr, changes = read_image(image, name=name)
+    notes.extend(changes)
+    return from_uint8(arr)
+
+
+def _to_scale(image: Tensor, scale: int, name: str, notes: list[str]) -> Tensor:
+    cut = crop_to_scale(image, scale)
+    if cut.shape[-2:] != image.shape[-2:]:
+        notes.append(f"{name}: {image.shape[-2]}x{image.shape[-1]} cut to {cut.shape[-2]}x{cut.shape[-1]} "
+                     f"(height and width must be multiples of the scale x{scale}; the top-left part is kept)")
+    return cut
+
+
+def prepare_cem(model: nn.Module, image: Optional[ImageLike], task: Union[Task, str], roi, *,
                 degraded: Optional[ImageLike] = None, block: int = 8, patch_bank=None,
                 sampler: str = "uniform", intervention: Union[str, Intervention] = "lv",
                 estimator: Union[str, Estimator, None] = None, samples: Optional[int] = None,
@@ -528,48 +603,38 @@ def compute_cem(model: nn.Module, image: Optional[ImageLike], task: Union[Task, 
                 forward_batch: Union[int, str] = 8,
                 device: Optional[Union[str, torch.device]] = None, mode: str = "auto",
                 crop_margin: int = 0, crop_multiple: int = 1, verify: bool = True,
-                output_dir: Optional[Union[str, Path]] = None, figures: bool = True, progress: bool = True,
-                on_batch: Optional[Callable[[BatchInfo], None]] = None, image_name: Optional[str] = None,
-                model_name: Optional[str] = None, blocks: Optional[Sequence[int]] = None,
-                executor: Optional[UnitExecutor] = None) -> CEMResult:
-    """Compute the causal effect map of ``model`` for the ROI of one image.
+                image_name: Optional[str] = None, model_name: Optional[str] = None,
+                blocks: Optional[Sequence[int]] = None) -> CEMJob:
+    """The checked :class:`CEMJob` of :func:`compute_cem` (same arguments), with nothing written.
 
-    ``image``: the clean image (ground truth); the task degrades it into the model input. To use
-    your own degraded input (a real noisy photo), pass it as ``degraded`` and its ground truth as
-    ``image`` (or ``image=None`` with ``metric="output_change"``). ``roi`` = (top row, left column,
-    size) in output pixels; ``block`` in output pixels. ``estimator``: "coarse_to_fine" (default;
-    ``coarse``, ``fine``, ``tol``) or "exhaustive" (``samples`` per block). ``patch_bank``: a
-    :class:`~cem_lab.patches.PatchBank` (default: the embedded bank). With ``output_dir`` the run is
-    checkpointed there, resumed when rerun, and saved (numbers, images and figures). ``blocks``
-    restricts the work to some flat block indices (the others are reported as NaN, count 0).
-    ``batch_size`` items are built and recorded together (the unit of work; it does not change the
-    result); the model always runs on ``forward_batch`` inputs at a time, which is part of the
-    computation (another value can change float rounding, so it is part of the run's identity);
-    ``forward_batch="auto"`` takes the largest power of two that fits the GPU (8 on a CPU).
-    ``executor`` spreads the work units over processes (see ``cem_lab.engine.distributed``).
+    Every check of the input happens here (images, ROI, block, model output); the changes made to
+    the user's input (a grey image made RGB, a 16-bit image scaled to 8 bits, an SR image cut to
+    a multiple of the scale) are logged once and listed in ``job.notes`` (summary.json's notes).
     """
     if isinstance(task, str):
         task = make_task(task)
     roi = Roi.parse(roi)
     name = image_name or (Path(image).name if isinstance(image, (str, Path)) else
                           Path(degraded).name if isinstance(degraded, (str, Path)) else "image")
+    notes: list[str] = []
     clean = None
     if image is not None:
-        clean = crop_to_scale(from_uint8(load_image(image, name="image")), task.scale)
+        clean_full = _read_input(image, "image" if not isinstance(image, (str, Path)) else str(image), notes)
+        clean = clean_full
     if image_seed is None:
         from cem_lab.tasks import seed_from_name
 
         image_seed = seed_from_name(name) if task.name == "dr" else 0
     if degraded is not None:
-        deg = from_uint8(load_image(degraded, name="degraded input"))
+        deg = _read_input(degraded, "degraded input" if not isinstance(degraded, (str, Path)) else str(degraded),
+                          notes)
         if clean is not None and tuple(clean.shape[-2:]) != (deg.shape[-2] * task.scale, deg.shape[-1] * task.scale):
-            clean_full = from_uint8(load_image(image, name="image"))
-            if tuple(clean_full.shape[-2:]) == (deg.shape[-2] * task.scale, deg.shape[-1] * task.scale):
-                clean = clean_full
+            clean = _to_scale(clean, task.scale, "image", notes)
         task_input = task.prepare(clean, image_seed, degraded=deg)
     else:
         if clean is None:
             raise ValueError("give an image (the clean ground truth) or a degraded input")
+        clean = _to_scale(clean, task.scale, "image", notes)
         task_input = task.prepare(clean, image_seed)
     if isinstance(metric, str):
         metric = RoiMetric(metric, crop_border=crop_border, test_y_channel=test_y_channel)
@@ -593,7 +658,62 @@ def compute_cem(model: nn.Module, image: Optional[ImageLike], task: Union[Task, 
                  device=device, mode=mode,
                  crop_margin=crop_margin, crop_multiple=crop_multiple, verify=verify, image_name=name,
                  model_name=model_name, blocks=blocks)
-    result = job.run(output_dir, progress=progress, on_batch=on_batch, executor=executor)
+    for note in notes:
+        log.info("input: %s", note)
+    job.notes[:0] = [f"input: {n}" for n in notes]
+    return job
+
+
+def compute_cem(model: nn.Module, image: Optional[ImageLike], task: Union[Task, str], roi, *,
+                output_dir: Optional[Union[str, Path]] = None, figures: bool = True, progress: bool = True,
+                on_batch: Optional[Callable[[BatchInfo], None]] = None,
+                executor: Optional[UnitExecutor] = None, lock_folder: bool = True,
+                checkpoint_every: Optional[float] = DEFAULT_CHECKPOINT_S,
+                checkpoint_every_items: Optional[int] = None, **kwargs: Any) -> CEMResult:
+    """Compute the causal effect map of ``model`` for the ROI of one image.
+
+    ``image``: the clean image (ground truth); the task degrades it into the model input. To use
+    your own degraded input (a real noisy photo), pass it as ``degraded`` and its ground truth as
+    ``image`` (or ``image=None`` with ``metric="output_change"``). ``roi`` = (top row, left column,
+    size) in output pixels; ``block`` in output pixels. ``estimator``: "coarse_to_fine" (default;
+    ``coarse``, ``fine``, ``tol``) or "exhaustive" (``samples`` per block). ``patch_bank``: a
+    :class:`~cem_lab.patches.PatchBank` (default: the embedded bank). With ``output_dir`` the run is
+    checkpointed there (every ``checkpoint_every`` seconds or ``checkpoint_every_items`` items),
+    resumed when rerun, and saved (numbers, images and figures); the folder is locked for the
+    run (:mod:`cem_lab.folder_lock`: another process's run in it is refused, and a refused run
+    leaves no folder behind; ``lock_folder=False`` when the caller holds it). ``blocks``
+    restricts the work to some flat block indices (the others are reported as NaN, count 0).
+    ``batch_size`` items are built and recorded together (the unit of work; it does not change the
+    result); the model always runs on ``forward_batch`` inputs at a time, which is part of the
+    computation (another value can change float rounding, so it is part of the run's identity);
+    ``forward_batch="auto"`` takes the largest power of two that fits the GPU (8 on a CPU).
+    ``executor`` spreads the work units over processes (see ``cem_lab.engine.distributed``).
+    The other keywords are those of :func:`prepare_cem`.
+    """
+    from contextlib import nullcontext
+
+    from cem_lab.folder_lock import hold_run_folder
+
+    check_checkpoint_cadence(checkpoint_every, checkpoint_every_items)
+    main = executor is None or executor.is_main
+    hold = (hold_run_folder(output_dir, what="a cem_lab map") if output_dir is not None and lock_folder and main
+            else nullcontext())
+    with hold:
+        job = prepare_cem(model, image, task, roi, **kwargs)
+        if output_dir is not None:
+            job.check_folder(output_dir)
+        return run_cem(job, output_dir, figures=figures, progress=progress, on_batch=on_batch, executor=executor,
+                       checkpoint_every=checkpoint_every, checkpoint_every_items=checkpoint_every_items)
+
+
+def run_cem(job: CEMJob, output_dir: Optional[Union[str, Path]] = None, *, figures: bool = True,
+            progress: bool = True, on_batch: Optional[Callable[[BatchInfo], None]] = None,
+            executor: Optional[UnitExecutor] = None, checkpoint_every: Optional[float] = DEFAULT_CHECKPOINT_S,
+            checkpoint_every_items: Optional[int] = None) -> CEMResult:
+    """Run a prepared job (:func:`prepare_cem`) and save its result in ``output_dir`` (the main
+    process only); the caller holds the folder's lock."""
+    result = job.run(output_dir, progress=progress, on_batch=on_batch, executor=executor,
+                     checkpoint_every=checkpoint_every, checkpoint_every_items=checkpoint_every_items)
     if output_dir is not None and (executor is None or executor.is_main):
         result.save(output_dir, figures=figures)
     return result

@@ -9,9 +9,11 @@ Rerunning a command reuses its folder: a finished run is recognised without any 
 In a multirun (``-m``, see cem_lab/cli/sweep.py) a job that fails writes ``error.txt`` in its folder
 and returns, so that the other jobs go on.
 
-Testing aid: the environment variable ``CEM_LAB_TEST_INTERRUPT=[JOB:]BATCHES`` raises
+Testing aids: the environment variable ``CEM_LAB_TEST_INTERRUPT=[JOB:]BATCHES[:hang]`` raises
 KeyboardInterrupt (as Ctrl-C would) after BATCHES batches of the multirun job number JOB (0-based;
-without ``JOB:``, of any run), to test that an interrupted sweep resumes exactly.
+without ``JOB:``, of any run), to test that an interrupted sweep resumes exactly; with ``:hang`` the
+run stops there for good instead (after a checkpoint), to be killed (``kill -9``) by a test.
+``CEM_LAB_TEST_START_GATE`` (below) starts runs at one moment.
 """
 from __future__ import annotations
 
@@ -21,7 +23,8 @@ import os
 import re
 import sys
 import traceback
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -72,27 +75,37 @@ if not OmegaConf.has_resolver("cem_zoo_file"):
 from cem_lab.cli import sweep as _sweep  # registers the cem_sweep_name resolver
 
 INTERRUPT_ENV = "CEM_LAB_TEST_INTERRUPT"
+#: testing aid: with ``CEM_LAB_TEST_START_GATE=<path>`` a run writes ``<path>.<pid>.ready`` and waits
+#: until ``<path>`` exists before it takes its run folder's lock, so that a test can release two
+#: runs into one folder at the same moment
+START_GATE_ENV = "CEM_LAB_TEST_START_GATE"
+PROGRAM = "cem-lab"
+
+
+def instantiate_checked(node: Any) -> Any:
+    """``hydra.utils.instantiate``, with a user error raised by the target's constructor or loader
+    (unknown zoo name, bad knob, malformed patch bank) reported as itself, not wrapped by Hydra."""
+    from hydra.errors import InstantiationException
+    from hydra.utils import instantiate
+
+    from cem_lab.cli.clean_errors import unwrap_user_error
+
+    try:
+        return instantiate(node)
+    except InstantiationException as err:
+        user = unwrap_user_error(err)
+        if user is not None:
+            raise user from None
+        raise
 
 
 def build_model(cfg: DictConfig):
     """The model from a `model` config: a saved cem_lab model (`path`), or `net` + `checkpoint`."""
-    from hydra.errors import InstantiationException
-    from hydra.utils import instantiate
-
     from cem_lab.models.checkpoint import load_model, load_weights
 
     if cfg.get("path"):
         return load_model(cfg.path)
-    try:
-        net = instantiate(cfg.net)
-    except InstantiationException as err:
-        # a user error raised by the model's constructor or loader (unknown zoo name, bad knob):
-        # report it as itself, not wrapped in Hydra's instantiation error
-        from cem_lab.errors import USER_ERRORS
-
-        if isinstance(err.__cause__, USER_ERRORS):
-            raise err.__cause__ from None
-        raise
+    net = instantiate_checked(cfg.net)
     ckpt = cfg.get("checkpoint")
     if ckpt:
         report = load_weights(net, ckpt)
@@ -101,9 +114,7 @@ def build_model(cfg: DictConfig):
 
 
 def build_patch_bank(cfg: DictConfig):
-    from hydra.utils import instantiate
-
-    return instantiate(cfg)
+    return instantiate_checked(cfg)
 
 
 def resolve_device(name: Any):
@@ -114,18 +125,35 @@ def resolve_device(name: Any):
     return torch.device(name)
 
 
-def run(cfg: DictConfig, output_dir: Path, on_batch: Optional[Callable] = None):
-    """Compute and save the CEM that ``cfg`` describes into ``output_dir``.
+@dataclass
+class PreparedRun:
+    """A run whose every input has been built and checked, with nothing written yet."""
 
-    ``config.yaml`` is written at the start of a fresh run; a folder that already holds a run keeps
-    its own until the core has accepted this config (same fingerprint) and the run has finished.
-    """
-    from cem_lab import compute_cem
-    from cem_lab.causal.runner import STATE_FILE
-    from cem_lab.io import write_text
+    job: Any                       #: the checked CEMJob (on the run's device; for several processes a check only)
+    model: Any
+    image: Any
+    task: Any
+    roi: list
+    kwargs: dict                   #: compute_cem's keywords
+    distributed: Optional[dict]    #: trainer settings when the map is spread over processes
+
+
+def _checkpoint_cadence(cfg: DictConfig) -> tuple[Optional[float], Optional[int]]:
+    from cem_lab.causal.runner import DEFAULT_CHECKPOINT_S, check_checkpoint_cadence
+
+    ck = cfg.get("checkpoint") or {}
+    every_s = ck.get("every_s", DEFAULT_CHECKPOINT_S)
+    every_items = ck.get("every_items")
+    check_checkpoint_cadence(every_s, every_items)
+    return every_s, every_items
+
+
+def prepare(cfg: DictConfig, output_dir: Path) -> PreparedRun:
+    """Build the task, model, patch bank and the CEM job of ``cfg`` and check them and the folder's
+    checkpoint (another run's is refused): every refusal happens here, before anything is written."""
+    from cem_lab.causal.runner import prepare_cem
     from cem_lab.tasks import make_task
 
-    config_text = OmegaConf.to_yaml(cfg, resolve=True)
     task = make_task(**OmegaConf.to_container(cfg.task, resolve=True))
     device = resolve_device(cfg.device)
     import torch
@@ -139,40 +167,98 @@ def run(cfg: DictConfig, output_dir: Path, on_batch: Optional[Callable] = None):
         image, name = embedded_demo_image(), "chelsea_256"
     c = cfg.cem
     bank = build_patch_bank(cfg.patches) if c.intervention == "lv" else None
-    # the task, model and patch bank are built: bad input has been refused before anything is written
-    output_dir.mkdir(parents=True, exist_ok=True)
-    fresh = not (output_dir / STATE_FILE).exists()
-    if fresh or not (output_dir / "config.yaml").exists():
-        write_text(output_dir / "config.yaml", config_text)
+    every_s, every_items = _checkpoint_cadence(cfg)
     kwargs = dict(
         degraded=cfg.degraded, block=c.block, patch_bank=bank, sampler=c.get("sampler", "uniform"),
         intervention=c.intervention, estimator=c.estimator, samples=c.get("samples"), coarse=c.get("coarse", 3),
         fine=c.get("fine", 50), tol=c.tol, classification=c.classification, metric=cfg.metric.name,
         crop_border=cfg.metric.crop_border, test_y_channel=cfg.metric.test_y_channel, seed=cfg.seed,
         image_seed=cfg.image_seed, batch_size=cfg.batch_size, forward_batch=cfg.forward_batch, mode=cfg.mode,
-        crop_margin=cfg.crop_margin, crop_multiple=cfg.crop_multiple, output_dir=output_dir, figures=cfg.figures,
-        progress=cfg.progress, on_batch=on_batch, image_name=name, model_name=cfg.model.get("name"))
+        crop_margin=cfg.crop_margin, crop_multiple=cfg.crop_multiple, image_name=name,
+        model_name=cfg.model.get("name"))
+    run_kwargs = dict(output_dir=output_dir, figures=cfg.figures, progress=cfg.progress,
+                      checkpoint_every=every_s, checkpoint_every_items=every_items)
     dist = cfg.get("trainer") or {}
+    distributed = None
     if int(dist.get("devices", 1) or 1) != 1 or int(dist.get("num_nodes", 1) or 1) > 1:
-        from cem_lab.engine.distributed import compute_cem_distributed
-
-        kwargs.pop("on_batch")  # a callback does not travel to spawned processes
-        result = compute_cem_distributed(
-            model.cpu(), image, task, list(cfg.roi), devices=dist.get("devices"),
-            accelerator=dist.get("accelerator", "auto"), num_nodes=int(dist.get("num_nodes", 1)),
-            strategy=dist.get("strategy", "ddp_spawn"), **kwargs)
-    else:
-        result = compute_cem(model, image, task, list(cfg.roi), device=device, **kwargs)
-    if not fresh:
-        write_text(output_dir / "config.yaml", config_text)
-    return result
+        distributed = OmegaConf.to_container(dist, resolve=True) if OmegaConf.is_config(dist) else dict(dist)
+    with _quiet("cem_lab") if distributed else nullcontext():
+        # for several processes this is a check only: rank 0 prepares the job again and logs it
+        job = prepare_cem(model, image, task, list(cfg.roi), device=device, **kwargs)
+        job.check_folder(output_dir)
+    return PreparedRun(job, model, image, task, list(cfg.roi), {**kwargs, **run_kwargs}, distributed)
 
 
-def report(result, folder: Path) -> str:
+@contextmanager
+def _quiet(logger: str):
+    log_ = logging.getLogger(logger)
+    level = log_.level
+    log_.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        log_.setLevel(level)
+
+
+def launch_rank(cfg: DictConfig) -> int:
+    """This process's rank when a cluster started one process per device (``srun`` with
+    ``trainer=ddp_gpu``, or ``torchrun``); 0 otherwise. Only rank 0 locks and writes the run folder."""
+    dist = cfg.get("trainer") or {}
+    if int(dist.get("devices", 1) or 1) == 1 and int(dist.get("num_nodes", 1) or 1) == 1:
+        return 0
+    for var in ("RANK", "SLURM_PROCID"):
+        value = os.environ.get(var, "").strip()
+        if value.isdigit():
+            return int(value)
+    return 0
+
+
+def compute(p: PreparedRun, output_dir: Path, on_batch: Optional[Callable] = None):
+    """Run a prepared map: its checkpoints, numbers and figures go to ``output_dir``."""
+    from cem_lab.causal.runner import run_cem
+
+    if p.distributed is None:
+        kw = p.kwargs
+        return run_cem(p.job, output_dir, figures=kw["figures"], progress=kw["progress"], on_batch=on_batch,
+                       checkpoint_every=kw["checkpoint_every"], checkpoint_every_items=kw["checkpoint_every_items"])
+    from cem_lab.engine.distributed import compute_cem_distributed
+
+    d = p.distributed
+    p.job = None  # the check is done; each process builds its own job
+    return compute_cem_distributed(
+        p.model.cpu(), p.image, p.task, p.roi, devices=d.get("devices"), accelerator=d.get("accelerator", "auto"),
+        num_nodes=int(d.get("num_nodes", 1)), strategy=d.get("strategy", "ddp_spawn"),
+        log_file=str(output_dir / "cem.log"), **p.kwargs)
+
+
+def run(cfg: DictConfig, output_dir: Path, on_batch: Optional[Callable] = None):
+    """Compute and save the CEM that ``cfg`` describes into ``output_dir`` (locked for the run).
+
+    Nothing is written before the input is accepted (:func:`prepare`); then ``config.yaml``,
+    Hydra's record and ``cem.log`` (cem_lab/cli/run_folder.py), then the map.
+    """
+    from cem_lab.cli.run_folder import accept_run_folder, buffered_log, close_log_file
+    from cem_lab.folder_lock import hold_run_folder
+
+    output_dir = Path(output_dir)
+    with hold_run_folder(output_dir, what=PROGRAM):
+        with buffered_log() as memory:
+            prepared = prepare(cfg, output_dir)
+            handler = accept_run_folder(cfg, output_dir, memory)
+        try:
+            return compute(prepared, output_dir, on_batch)
+        finally:
+            close_log_file(handler)
+
+
+def report(result, folder: Path, skipped: bool = False) -> str:
+    """The console lines of a finished map. A reused map (``skipped``) says that nothing was computed
+    now and when its numbers were computed; the figure path is printed only if the figure exists."""
     s = result.summary()
     c, sh = s["counts"], s["shares"]
+    head = f"CEM already finished (skipped) in {folder}" if skipped else f"CEM written to {folder}"
     lines = [
-        f"CEM written to {folder}",
+        head,
         f"  ROI {s['metric']} before intervention: {s['baseline_metric']:.3f} {s['unit']}",
         f"  blocks outside the ROI: {s['blocks_outside_roi']}  positive {c['positive']} ({sh['positive']:.1%})  "
         f"negative {c['negative']} ({sh['negative']:.1%})  zero {c['zero']} ({sh['zero']:.1%})",
@@ -181,10 +267,25 @@ def report(result, folder: Path) -> str:
         lines.append(f"  effect range {s['effect_range']:.3f} {s['unit']}: max {s['effect_max']['value']:.3f} at block "
                      f"{tuple(s['effect_max']['block'])}, min {s['effect_min']['value']:.3f} at block "
                      f"{tuple(s['effect_min']['block'])}")
-    lines.append(f"  mode {s['mode']}, {s['forward_passes']} forward passes, "
-                 f"{s['timings'].get('run_s', 0):.1f} s on {s['device']}")
-    lines.append(f"  figures: {folder / 'figures' / 'cem_panel.png'}")
+    work = (f"{s['forward_passes']} forward passes, {s['timings'].get('run_s', 0):.1f} s on {s['device']}")
+    if skipped:
+        when = _finished_at(folder)
+        lines.append(f"  nothing computed now; the map was computed earlier{when}: mode {s['mode']}, {work}")
+    else:
+        lines.append(f"  mode {s['mode']}, {work}")
+    panel = folder / "figures" / "cem_panel.png"
+    lines.append(f"  figures: {panel}" if panel.is_file() else "  figures: none (figures=false)")
     return "\n".join(lines)
+
+
+def _finished_at(folder: Path) -> str:
+    import json
+
+    try:
+        when = json.loads((folder / DONE_FILE).read_text()).get("finished")
+    except (OSError, ValueError):
+        when = None
+    return f" (finished {when})" if when else ""
 
 
 def _interrupt_hook(job_num: Optional[int]) -> Optional[Callable]:
@@ -192,7 +293,11 @@ def _interrupt_hook(job_num: Optional[int]) -> Optional[Callable]:
     spec = os.environ.get(INTERRUPT_ENV, "").strip()
     if not spec:
         return None
-    job, _, batches = spec.rpartition(":")
+    parts = spec.split(":")
+    hang = parts[-1] == "hang"
+    if hang:
+        parts = parts[:-1]
+    job, batches = (parts[0], parts[1]) if len(parts) == 2 else ("", parts[0])
     if job and (job_num is None or int(job) != job_num):
         return None
     limit, seen = int(batches), [0]
@@ -200,19 +305,71 @@ def _interrupt_hook(job_num: Optional[int]) -> Optional[Callable]:
     def hook(info) -> None:
         seen[0] += 1
         if seen[0] >= limit:
+            if hang:
+                import time
+
+                print(f"{INTERRUPT_ENV}={spec}: hanging after {seen[0]} batches", file=sys.stderr, flush=True)
+                while True:
+                    time.sleep(60)
             raise KeyboardInterrupt(f"{INTERRUPT_ENV}={spec}: stopped after {seen[0]} batches")
 
     return hook
 
 
+def _wait_for_start() -> None:
+    """The testing aid of CEM_LAB_TEST_START_GATE (see START_GATE_ENV)."""
+    gate = os.environ.get(START_GATE_ENV, "").strip()
+    if gate:
+        import time
+
+        Path(f"{gate}.{os.getpid()}.ready").touch()
+        while not os.path.exists(gate):
+            time.sleep(0.0005)
+
+
+def command_line() -> str:
+    """The command that started this process, for the run folder's lock (who holds a busy folder)."""
+    import shlex
+
+    prog = Path(sys.argv[0]).name if sys.argv else PROGRAM
+    if prog in ("cem.py", "__main__.py", "-c"):
+        prog = PROGRAM
+    return " ".join([prog, *map(shlex.quote, sys.argv[1:])])
+
+
 def execute(cfg: DictConfig, folder: Path, *, job_num: Optional[int] = None,
-            group: Optional[str] = None) -> dict[str, Any]:
+            group: Optional[str] = None, record_errors: bool = False) -> dict[str, Any]:
     """Run (or reuse) the CEM of ``cfg`` in ``folder``, log it, print the report; the job's outcome.
 
-    The outcome's ``status``: ``done`` (computed now), ``resumed`` (finished from a checkpoint),
-    ``skipped`` (it was already finished: no CEM work).
+    The folder is locked first (:mod:`cem_lab.folder_lock`): a folder another process holds is
+    refused untouched. The outcome's ``status``: ``done`` (computed now), ``resumed`` (finished
+    from a checkpoint), ``skipped`` (it was already finished: no CEM work). With ``record_errors``
+    (a multirun job), a failure is written to the folder's ``error.txt`` while the lock is held.
     """
+    from cem_lab.cli.run_folder import buffered_log
+    from cem_lab.folder_lock import FolderBusyError, hold_run_folder
+
+    if launch_rank(cfg) != 0:  # another task of a cluster launch: rank 0 holds and writes the folder
+        compute(prepare(cfg, folder), folder)
+        return {"status": "done", "rank": launch_rank(cfg)}
+    _wait_for_start()
+    # log lines before the run is accepted (a killed holder's lock taken over, the checks) are kept
+    # for cem.log, and dropped with a refused run
+    with buffered_log() as memory, hold_run_folder(folder, what=PROGRAM, command=command_line()):
+        try:
+            return _execute_locked(cfg, folder, memory, job_num=job_num, group=group)
+        except Exception as err:
+            if record_errors and not isinstance(err, FolderBusyError):
+                from cem_lab.errors import USER_ERRORS
+
+                record_error(folder, err, isinstance(err, USER_ERRORS))
+            raise
+
+
+def _execute_locked(cfg: DictConfig, folder: Path, memory, *, job_num: Optional[int],
+                    group: Optional[str]) -> dict:
     from cem_lab.causal.result import CEMResult
+    from cem_lab.cli.run_folder import accept_run_folder, close_log_file
 
     logger_cfg = cfg.get("logger") or {}
     summary = finished_run(cfg, folder)
@@ -222,33 +379,40 @@ def execute(cfg: DictConfig, folder: Path, *, job_num: Optional[int] = None,
         from cem_lab.cli.wandb_logging import already_logged
 
         use_wandb = not already_logged(folder, summary.get("fingerprint"))
-    if use_wandb:
+
+    def tracker():
+        if not use_wandb:
+            return nullcontext(None)
         from cem_lab.cli.wandb_logging import wandb_run
 
-        tracker = wandb_run(cfg, folder, group=group, name=folder.name)
-    else:
-        tracker = nullcontext(None)
-    with tracker as wb:
-        if skipped:
-            result = CEMResult.load(folder)
-            status = "skipped"
-        else:
-            from cem_lab.cli.devices import device_lease
+        return wandb_run(cfg, folder, group=group, name=folder.name)
 
-            before = state_status(folder)
-            with device_lease(cfg.device) as device:
-                if device != cfg.device:
-                    cfg.device = device  # recorded in config.yaml; not part of a run's identity
-                result = run(cfg, folder, on_batch=_interrupt_hook(job_num))
-            status = "done" if before is None else "skipped" if before[0] == "complete" else "resumed"
-            mark_done(cfg, folder, result.meta["fingerprint"])
-        if wb is not None:
-            wb.log_folder(folder)
-    (folder / _sweep.ERROR_FILE).unlink(missing_ok=True)  # an earlier attempt's error
-    text = report(result, folder)
     if skipped:
-        text = text.replace("CEM written to", "CEM already finished (skipped) in", 1)
-    print(text, flush=True)
+        result = CEMResult.load(folder)
+        status = "skipped"
+        with tracker() as wb:
+            if wb is not None:
+                wb.log_folder(folder)
+    else:
+        from cem_lab.cli.devices import device_lease
+
+        before = state_status(folder)
+        with device_lease(cfg.device) as device:
+            if device != cfg.device:
+                cfg.device = device  # recorded in config.yaml; not part of a run's identity
+            prepared = prepare(cfg, folder)  # every refusal happens here, before anything is written
+            handler = accept_run_folder(cfg, folder, memory)
+            try:
+                with tracker() as wb:
+                    result = compute(prepared, folder, on_batch=_interrupt_hook(job_num))
+                    mark_done(cfg, folder, result.meta["fingerprint"])
+                    if wb is not None:
+                        wb.log_folder(folder)
+            finally:
+                close_log_file(handler)
+        status = "done" if before is None else "skipped" if before[0] == "complete" else "resumed"
+    (folder / _sweep.ERROR_FILE).unlink(missing_ok=True)  # an earlier attempt's error
+    print(report(result, folder, skipped=skipped), flush=True)
     s = result.summary()
     return {"status": status, "forward_passes": 0 if skipped else s.get("forward_passes"),
             "baseline_metric": s.get("baseline_metric"), "counts": s.get("counts")}
@@ -284,21 +448,23 @@ def _main(cfg: DictConfig) -> Any:
     job_num = int(hc.job.num) if multirun and hc.job.get("num") is not None else None
     group = Path(str(hc.sweep.dir)).name if multirun else None  # the sweep's name
     try:
-        return execute(cfg, folder, job_num=job_num, group=group)
+        return execute(cfg, folder, job_num=job_num, group=group, record_errors=multirun)
     except Exception as err:  # every failure of one job is recorded, the sweep goes on
-        user_error = isinstance(err, USER_ERRORS)
         if multirun:
-            message = record_error(folder, err, user_error)
-            print(f"cem-lab: job failed ({folder}): {message}", file=sys.stderr, flush=True)
+            message = f"{type(err).__name__}: {_sweep.first_line(str(err))}"
+            print(f"{PROGRAM}: job failed ({folder}): {message}", file=sys.stderr, flush=True)
             return {"status": "failed", "error": message}
-        if user_error:
-            print(f"cem-lab: error: {err}", file=sys.stderr)
-            sys.exit(2)
+        if isinstance(err, USER_ERRORS):
+            from cem_lab.cli.clean_errors import fail
+
+            fail(PROGRAM, err)
         raise
 
 
 def main() -> None:
-    _main()
+    from cem_lab.cli.clean_errors import run_cli
+
+    run_cli(_main, PROGRAM)
 
 
 if __name__ == "__main__":

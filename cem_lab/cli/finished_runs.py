@@ -21,7 +21,7 @@ from cem_lab.io import file_signature
 
 DONE_FILE = "done.json"
 # config keys that do not change a finished run's result
-NOT_IDENTITY = ("progress", "batch_size", "device", "logger", "sweep_name", "trainer")
+NOT_IDENTITY = ("progress", "batch_size", "device", "logger", "sweep_name", "trainer", "checkpoint")
 _IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
 
 

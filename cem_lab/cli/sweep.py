@@ -33,6 +33,7 @@ import os
 import re
 import sys
 import time
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any, Optional
 
@@ -52,7 +53,7 @@ ERROR_FILE = "error.txt"
 # keys that do not change a result: left out of run, job and sweep names (as in conf/cem.yaml)
 NAME_EXCLUDED = ("progress", "batch_size", "device", "figures", "hydra.verbose", "launcher", "logger",
                  "sweep_name", "trainer.devices", "trainer.accelerator", "trainer.num_nodes",
-                 "trainer.strategy")
+                 "trainer.strategy", "checkpoint.every_s", "checkpoint.every_items")
 
 
 def _shorten_value(value: str) -> str:
@@ -199,6 +200,7 @@ class SweepProgress(Callback):
     def __init__(self, exit_on_failure: bool = True) -> None:
         self.exit_on_failure = exit_on_failure
         self._t0 = time.time()
+        self._lock: Optional[ExitStack] = None
 
     # --- in the process that runs `cem-lab -m` ---------------------------------------------------
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
@@ -207,6 +209,7 @@ class SweepProgress(Callback):
             sweep_name(list(config.hydra.overrides.task))
         os.environ[SWEEP_ENV] = name
         self._t0 = time.time()
+        self._hold_sweep_folder(_sweep_dir(config))
         # every job's config is composed anew from the sweep's hydra overrides plus its own: pin the
         # resolved sweep folder there, so that jobs in other processes or on other machines find it
         # even where the environment is not passed on
@@ -227,12 +230,36 @@ class SweepProgress(Callback):
         print(f"cem-lab sweep: {n if n is not None else 'an unknown number of'} jobs in {_sweep_dir(config)}",
               flush=True)
 
+    def __getstate__(self) -> dict:
+        # launchers (joblib, submitit) pickle the callbacks for their workers: the lock stays here
+        return {k: v for k, v in self.__dict__.items() if k != "_lock"}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._lock = None
+
+    def _hold_sweep_folder(self, folder: Path) -> None:
+        """One process runs a sweep folder (its job records, summary and multirun.yaml) at a time: a
+        second run of the same sweep is refused, naming the first, before it touches anything."""
+        from cem_lab.cli.clean_errors import fail
+        from cem_lab.folder_lock import FolderBusyError, FolderLockError, hold_run_folder
+
+        stack = ExitStack()
+        try:
+            stack.enter_context(hold_run_folder(folder, what="cem-lab sweep"))
+        except (FolderBusyError, FolderLockError) as err:
+            fail("cem-lab", err)
+        self._lock = stack
+
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         summary = self.summary(config)
         from cem_lab.io import write_json
 
         write_json(_sweep_dir(config) / SUMMARY_FILE, summary)
         print(format_summary(summary), flush=True)
+        if self._lock is not None:
+            self._lock.close()
+            self._lock = None
         if self.exit_on_failure and (summary["failed"] or summary["missing"]):
             sys.exit(1)
 

@@ -391,22 +391,29 @@ def _main(cfg: DictConfig) -> None:
 
     from cem_lab.errors import USER_ERRORS
 
+    from cem_lab.folder_lock import hold_run_folder, lend_to_child
+
     folder = Path(HydraConfig.get().runtime.output_dir)
     # Lightning's "lightning" logger has its own console handler: don't print its lines twice
     logging.getLogger("lightning").propagate = False
     try:
-        summary = run(cfg, folder, command=_command())
+        # one writer per run folder; a refused run leaves no folder (nothing is written before the checks)
+        with hold_run_folder(folder, what="cem-train", command=_command()):
+            # Lightning's multi-GPU launcher runs this command again in each extra process: those
+            # processes write the same folder under this one's lock
+            os.environ.update(lend_to_child(folder))
+            summary = run(cfg, folder, command=_command())
     except (TrainingError, *USER_ERRORS) as err:
-        # nothing was written before the checks; drop the empty folder Hydra made
-        if folder.is_dir() and not any(folder.iterdir()):
-            folder.rmdir()
-        print(f"cem-train: error: {err}", file=sys.stderr)
-        sys.exit(2)
+        from cem_lab.cli.clean_errors import fail
+
+        fail("cem-train", err)
     print(report(summary))
 
 
 def main() -> None:
-    _main()
+    from cem_lab.cli.clean_errors import run_cli
+
+    run_cli(_main, "cem-train")
 
 
 if __name__ == "__main__":

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Optional, Sequence
 
+from cem_lab.folder_lock import LOCK_FILE, FolderBusyError, hold_run_folder, lend_to_child
 from cem_lab.models.zoo import ZOO_DIR, ZooError, read_zoo_entry
 
 __all__ = ["RECIPES", "STUDIES", "Recipe", "main", "markdown_table", "recipe"]
@@ -197,35 +198,34 @@ def train(recipes: Iterable[Recipe], runs: Path = Path("runs/zoo"), zoo_dir: Pat
             print(f"{head}: in the zoo already (same recipe), skipped", flush=True)
             continue
         run_dir = runs / r.name
-        lock = _lock(run_dir)
-        if lock is None:
-            print(f"{head}: being trained by another cem-zoo process, skipped", flush=True)
-            continue
-        cmd = [sys.executable, "-m", "cem_lab.cli.train", *r.overrides, *extra,
-               f"hydra.run.dir={run_dir}"]
-        if force and any(p.name != LOCK_FILE for p in run_dir.iterdir()):
-            kept = _set_aside(run_dir)
-            print(f"{head}: --force: the previous run folder is kept as {kept}", flush=True)
-        print(f"{head}: {r.command}", flush=True)
-        start = time.perf_counter()
         try:
-            proc = subprocess.run(cmd)
-            if proc.returncode != 0:
-                raise ZooError(f"cem-train exited with status {proc.returncode} (if its run folder "
-                               f"holds other settings, `cem-zoo train --force {r.name}` retrains it "
-                               "from scratch and keeps the old folder)")
-            export(r, run_dir, zoo_dir)
+            with hold_run_folder(run_dir, what="cem-zoo train"):
+                start = time.perf_counter()
+                _train_one(r, run_dir, zoo_dir, head, extra, force)
+        except FolderBusyError as err:
+            print(f"{head}: skipped: {err}", flush=True)
+            continue
         except ZooError as err:  # one failed model does not stop the others
             print(f"{head}: FAILED: {err}", flush=True)
             failed.append(r.name)
             continue
-        finally:
-            lock.unlink(missing_ok=True)
         print(f"{head}: exported in {time.perf_counter() - start:.0f} s", flush=True)
     return failed
 
 
-LOCK_FILE = ".cem-zoo.lock"
+def _train_one(r: Recipe, run_dir: Path, zoo_dir: Path, head: str, extra: Sequence[str], force: bool) -> None:
+    """Train one recipe in ``run_dir`` (locked by the caller, lent to cem-train) and export it."""
+    cmd = [sys.executable, "-m", "cem_lab.cli.train", *r.overrides, *extra, f"hydra.run.dir={run_dir}"]
+    if force and any(p.name != LOCK_FILE for p in run_dir.iterdir()):
+        kept = _set_aside(run_dir)
+        print(f"{head}: --force: the previous run folder is kept as {kept}", flush=True)
+    print(f"{head}: {r.command}", flush=True)
+    proc = subprocess.run(cmd, env=lend_to_child(run_dir))
+    if proc.returncode != 0:
+        raise ZooError(f"cem-train exited with status {proc.returncode} (if its run folder "
+                       f"holds other settings, `cem-zoo train --force {r.name}` retrains it "
+                       "from scratch and keeps the old folder)")
+    export(r, run_dir, zoo_dir)
 
 
 def _set_aside(run_dir: Path) -> Path:
@@ -239,39 +239,6 @@ def _set_aside(run_dir: Path) -> Path:
         if item.name != LOCK_FILE:
             item.rename(kept / item.name)
     return kept
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _lock(run_dir: Path) -> Optional[Path]:
-    """Claim ``run_dir`` for this process (several ``cem-zoo train`` may share a recipe list, e.g.
-    one per GPU); ``None`` when a live process holds it. A lock of a dead process is taken over."""
-    run_dir.mkdir(parents=True, exist_ok=True)
-    path = run_dir / LOCK_FILE
-    for _ in range(2):
-        try:
-            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-        except FileExistsError:
-            try:
-                pid = int(path.read_text().strip() or 0)
-            except (OSError, ValueError):
-                pid = 0
-            if pid and _alive(pid):
-                return None
-            path.unlink(missing_ok=True)  # stale: its process is gone
-            continue
-        with os.fdopen(fd, "w") as fh:
-            fh.write(str(os.getpid()))
-        return path
-    return None
 
 
 # ----------------------------------------------------------------------------- table
