@@ -364,17 +364,21 @@ class CEMJob:
         path = Path(folder) / STATE_FILE
         if not path.is_file():
             return None
+        return "complete" if bool(self._read_state(path)["complete"]) else "partial"
+
+    def _read_state(self, path: Path) -> dict:
+        """The arrays of the checkpoint ``path``, refused unless it is this run's own."""
         try:
             with np.load(path, allow_pickle=False) as z:
-                fp, complete = str(z["fingerprint"]), bool(z["complete"])
+                state = {k: z[k] for k in z.files}
         except Exception as err:
             raise RunFolderError(f"cannot read the checkpoint {path} ({err}); delete {path} to start this "
                                  "run over") from err
-        if fp != self.fingerprint():
+        if str(state.get("fingerprint")) != self.fingerprint():
             raise RunFolderError(
                 f"{path.parent} holds a run with other settings, model, image or patch bank; use another "
                 "output folder, or delete that folder to start over")
-        return "complete" if complete else "partial"
+        return state
 
     def _compute_fingerprint(self) -> str:
         parts = [json.dumps(self.settings(), sort_keys=True), model_digest(self.model),
@@ -414,7 +418,7 @@ class CEMJob:
         filled = False
         state_path = Path(folder) / STATE_FILE if folder is not None else None
         if state_path is not None and state_path.is_file():
-            stage, done_stages, stats, done_items, filled = self._load_state(state_path, fp)
+            stage, done_stages, stats, done_items, filled = self._load_state(state_path)
         last_save, items_since_save = time.perf_counter(), 0
         self.checkpoints, self.timings["checkpoint_s"] = 0, 0.0
 
@@ -489,17 +493,8 @@ class CEMJob:
         self.timings["run_s"] = time.perf_counter() - t0
         return self._result(stats, fp)
 
-    def _load_state(self, path: Path, fp: str):
-        try:
-            with np.load(path, allow_pickle=False) as z:
-                state = {k: z[k] for k in z.files}
-        except Exception as err:
-            raise RunFolderError(f"cannot read the checkpoint {path} ({err}); delete {path} to start this "
-                                 "run over") from err
-        if str(state["fingerprint"]) != fp:
-            raise RunFolderError(
-                f"{path.parent} holds a run with other settings, model, image or patch bank; use another "
-                "output folder, or delete that folder to start over")
+    def _load_state(self, path: Path):
+        state = self._read_state(path)
         names = [str(s) for s in state["stage_names"]]
         stats = {}
         for name in names:

@@ -231,22 +231,30 @@ def compute(p: PreparedRun, output_dir: Path, on_batch: Optional[Callable] = Non
         log_file=str(output_dir / "cem.log"), **p.kwargs)
 
 
-def run(cfg: DictConfig, output_dir: Path, on_batch: Optional[Callable] = None):
-    """Compute and save the CEM that ``cfg`` describes into ``output_dir`` (locked for the run).
+def run(cfg: DictConfig, output_dir: Path, on_batch: Optional[Callable] = None, *, memory=None,
+        tracker: Optional[Callable] = None):
+    """Compute and save the CEM that ``cfg`` describes into ``output_dir`` (locked for the run), and
+    mark it finished (``done.json``).
 
     Nothing is written before the input is accepted (:func:`prepare`); then ``config.yaml``,
-    Hydra's record and ``cem.log`` (cem_lab/cli/run_folder.py), then the map.
+    Hydra's record and ``cem.log`` (with the records ``memory``, a :func:`buffered_log`, kept of
+    the checks), then the map. ``tracker``: a context (W&B) that sees the run and its folder.
     """
     from cem_lab.cli.run_folder import accept_run_folder, buffered_log, close_log_file
     from cem_lab.folder_lock import hold_run_folder
 
     output_dir = Path(output_dir)
     with hold_run_folder(output_dir, what=PROGRAM):
-        with buffered_log() as memory:
-            prepared = prepare(cfg, output_dir)
-            handler = accept_run_folder(cfg, output_dir, memory)
+        with nullcontext(memory) if memory is not None else buffered_log() as kept:
+            prepared = prepare(cfg, output_dir)  # every refusal happens here, before anything is written
+            handler = accept_run_folder(cfg, output_dir, kept)
         try:
-            return compute(prepared, output_dir, on_batch)
+            with tracker() if tracker is not None else nullcontext(None) as wb:
+                result = compute(prepared, output_dir, on_batch)
+                mark_done(cfg, output_dir, result.meta["fingerprint"])
+                if wb is not None:
+                    wb.log_folder(output_dir)
+            return result
         finally:
             close_log_file(handler)
 
@@ -369,7 +377,6 @@ def execute(cfg: DictConfig, folder: Path, *, job_num: Optional[int] = None,
 def _execute_locked(cfg: DictConfig, folder: Path, memory, *, job_num: Optional[int],
                     group: Optional[str]) -> dict:
     from cem_lab.causal.result import CEMResult
-    from cem_lab.cli.run_folder import accept_run_folder, close_log_file
 
     logger_cfg = cfg.get("logger") or {}
     summary = finished_run(cfg, folder)
@@ -400,16 +407,7 @@ def _execute_locked(cfg: DictConfig, folder: Path, memory, *, job_num: Optional[
         with device_lease(cfg.device) as device:
             if device != cfg.device:
                 cfg.device = device  # recorded in config.yaml; not part of a run's identity
-            prepared = prepare(cfg, folder)  # every refusal happens here, before anything is written
-            handler = accept_run_folder(cfg, folder, memory)
-            try:
-                with tracker() as wb:
-                    result = compute(prepared, folder, on_batch=_interrupt_hook(job_num))
-                    mark_done(cfg, folder, result.meta["fingerprint"])
-                    if wb is not None:
-                        wb.log_folder(folder)
-            finally:
-                close_log_file(handler)
+            result = run(cfg, folder, on_batch=_interrupt_hook(job_num), memory=memory, tracker=tracker)
         status = "done" if before is None else "skipped" if before[0] == "complete" else "resumed"
     (folder / _sweep.ERROR_FILE).unlink(missing_ok=True)  # an earlier attempt's error
     print(report(result, folder, skipped=skipped), flush=True)
