@@ -1,5 +1,5 @@
 """The causal core: block grid, interventions, estimators, dependency region, runner, result."""
-from cem_lab.causal.estimators import (BlockStats, CoarseToFineEstimator, Estimate, Estimator,
+from cem_lab.causal.estimators import (AdaptiveEstimator, BlockStats, CoarseToFineEstimator, Estimate, Estimator,
                                        ExhaustiveEstimator, Stage, classify, make_estimator)
 from cem_lab.causal.grid import BlockGrid, GeometryError, Roi
 from cem_lab.causal.interventions import (BaselineIntervention, Intervention, LVIntervention, draw_rng,
@@ -10,7 +10,7 @@ from cem_lab.causal.runner import (BatchInfo, CEMJob, ModelOutputError, RunFolde
                                    run_cem)
 
 __all__ = [
-    "BlockStats", "CoarseToFineEstimator", "Estimate", "Estimator", "ExhaustiveEstimator", "Stage", "classify",
+    "AdaptiveEstimator", "BlockStats", "CoarseToFineEstimator", "Estimate", "Estimator", "ExhaustiveEstimator", "Stage", "classify",
     "make_estimator", "BlockGrid", "GeometryError", "Roi", "BaselineIntervention", "Intervention",
     "LVIntervention", "draw_rng", "make_intervention", "DependencyRegion", "dependency_region",
     "FORMAT_VERSION", "CEMResult", "BatchInfo", "CEMJob", "ModelOutputError", "RunFolderError", "compute_cem",

@@ -91,6 +91,9 @@ class Estimate:
 class Estimator(ABC):
     name: str
 
+    def bind(self, roi_mask: np.ndarray) -> None:
+        """Told which blocks are the ROI's own (flat boolean mask) before the first stage."""
+
     @abstractmethod
     def first_stage(self, n_blocks: int) -> Stage: ...
 
@@ -175,8 +178,151 @@ class CoarseToFineEstimator(Estimator):
         return {"name": self.name, "coarse": self.coarse, "fine": self.fine, "tol": self.tol}
 
 
+def pooled(parts: list[BlockStats]) -> BlockStats:
+    """The statistics of several sample sets of the same blocks taken together (Chan et al.'s
+    pairwise combination of count, mean and M2; max deviation: the largest)."""
+    out = BlockStats(len(parts[0].n))
+    for s in parts:
+        n = out.n + s.n
+        with np.errstate(invalid="ignore", divide="ignore"):
+            delta = s.mean - out.mean
+            frac = np.where(n > 0, s.n / np.maximum(n, 1), 0.0)
+            out.mean = out.mean + delta * frac
+            out.m2 = out.m2 + s.m2 + delta * delta * out.n * frac
+        out.n = n
+        out.max_dev = np.fmax(out.max_dev, s.max_dev)
+    return out
+
+
+class AdaptiveEstimator(Estimator):
+    """Coarse screening as the paper's, then a sequential fine stage: each block draws in rounds
+    until its effect is known well enough, instead of T_f draws for every block.
+
+    1. Coarse: ``coarse`` draws per block; blocks whose draws all stay within ``tol`` of M0 have no
+       effect (as :class:`CoarseToFineEstimator`).
+    2. Fine, in rounds of ``round_size`` fresh draws (sample indices continue, so every draw keeps
+       its (seed, block, sample) seed). After each round, every block still drawing gets the
+       t-interval of its effect (the fine draws so far, as the reference uses the fine draws only)
+       at the corrected level ``1 - (1 - level) / K``, with K = ceil(max_samples / round_size) the
+       most looks a block can have; it stops when that interval
+       - lies wholly above +tol, wholly below -tol, or wholly inside (-tol, tol) (its class is
+         settled), or
+       - has a half-width under ``half_width`` (its value is known to the precision asked), or
+       - it has ``max_samples`` fine draws.
+       The correction is Bonferroni over the looks (alpha spending with equal shares): the chance
+       that any of a block's K intervals misses its true effect is at most 1 - level, so a block
+       stops with a wrong settled class with probability at most 1 - level, however many times it
+       was looked at.
+    ``roi_blocks``: "reference" (default) treats the ROI's own blocks like all others; "coarse"
+    gives them only their coarse draws (their effect is the coarse mean; cheaper: the ROI's blocks
+    are usually the largest, surest effects and are masked in the figures).
+
+    Every decision depends only on the statistics of finished rounds, so the plan, and the map,
+    do not depend on the batch size, the number of processes or where a run was resumed.
+    """
+
+    name = "adaptive"
+
+    def __init__(self, coarse: int = 3, round_size: int = 10, max_samples: int = 200, half_width: float = 0.005,
+                 tol: float = 0.01, level: float = 0.95, roi_blocks: str = "reference"):
+        if isinstance(coarse, bool) or int(coarse) < 1:
+            raise EstimatorError(f"adaptive: coarse must be >= 1, got {coarse}")
+        if isinstance(round_size, bool) or int(round_size) < 2:
+            raise EstimatorError(f"adaptive: round_size must be >= 2 (a round must give a variance), got {round_size}")
+        if isinstance(max_samples, bool) or int(max_samples) < int(round_size):
+            raise EstimatorError(f"adaptive: max_samples (T_max of the fine stage, {max_samples}) must be at least "
+                                 f"one round ({round_size}); raise cem.max_samples or lower cem.round_size")
+        if not float(half_width) > 0:
+            raise EstimatorError(f"adaptive: half_width must be > 0 (the target half-width of each block's "
+                                 f"interval, in the metric's unit), got {half_width}")
+        if tol < 0:
+            raise EstimatorError(f"adaptive: tol must be >= 0, got {tol}")
+        if not 0 < float(level) < 1:
+            raise EstimatorError(f"adaptive: level must be in (0, 1), got {level}")
+        if roi_blocks not in ("reference", "coarse"):
+            raise EstimatorError(f"adaptive: roi_blocks must be 'reference' or 'coarse', got {roi_blocks!r}")
+        self.coarse, self.round_size, self.max_samples = int(coarse), int(round_size), int(max_samples)
+        self.half_width, self.tol, self.level, self.roi_blocks = float(half_width), float(tol), float(level), roi_blocks
+        self.looks = -(-self.max_samples // self.round_size)
+        self.roi = None
+
+    def bind(self, roi_mask: np.ndarray) -> None:
+        self.roi = np.asarray(roi_mask, dtype=bool).ravel()
+
+    def first_stage(self, n_blocks):
+        return Stage("coarse", np.arange(n_blocks), self.coarse, 0)
+
+    def _fine(self, done: list[Stage], stats: dict[str, BlockStats]) -> Optional[BlockStats]:
+        rounds = [stats[s.name] for s in done if s.name.startswith("fine") and s.name in stats]
+        return pooled(rounds) if rounds else None
+
+    def screened(self, coarse: BlockStats) -> np.ndarray:
+        s = ~(coarse.max_dev < self.tol)
+        if self.roi_blocks == "coarse" and self.roi is not None:
+            s &= ~self.roi
+        return s
+
+    def interval(self, fine: BlockStats, baseline: float, level: float) -> tuple[np.ndarray, np.ndarray]:
+        """The t-interval of each block's effect at ``level`` (infinite with fewer than 2 draws)."""
+        effect = baseline - fine.mean
+        with np.errstate(invalid="ignore", divide="ignore"):
+            se = np.sqrt(fine.variance() / np.maximum(fine.n, 1))
+            half = np.where(fine.n > 1, sps.t.ppf(0.5 + level / 2, np.maximum(fine.n - 1, 1)) * se, np.inf)
+        return effect - half, effect + half
+
+    def settled(self, fine: BlockStats, baseline: float) -> np.ndarray:
+        """Blocks whose corrected interval settles the class or meets the target precision."""
+        lo, hi = self.interval(fine, baseline, 1 - (1 - self.level) / self.looks)
+        t = self.tol
+        with np.errstate(invalid="ignore"):
+            return (lo > t) | (hi < -t) | ((lo > -t) & (hi < t)) | ((hi - lo) / 2 < self.half_width)
+
+    def next_stage(self, done, stats, baseline):
+        s_set = self.screened(stats["coarse"])
+        fine = self._fine(done, stats)
+        rounds = sum(1 for s in done if s.name.startswith("fine"))
+        if fine is None:
+            going = s_set
+        else:
+            going = s_set & ~self.settled(fine, baseline) & (fine.n < self.max_samples)
+        blocks = np.flatnonzero(going)
+        if len(blocks) == 0:
+            return None
+        first = self.coarse + rounds * self.round_size
+        size = min(self.round_size, self.max_samples - rounds * self.round_size)
+        return Stage(f"fine{rounds + 1}", blocks, size, first)
+
+    def estimate(self, stats, baseline):
+        c = stats["coarse"]
+        names = sorted((k for k in stats if k.startswith("fine")), key=lambda k: int(k[4:]))
+        f = pooled([stats[k] for k in names]) if names else None
+        s_set = self.screened(c)
+        effect = np.zeros(len(c.n))
+        stderr = np.sqrt(c.variance() / np.maximum(c.n, 1))
+        n = c.n.copy()
+        zero = ~s_set
+        if self.roi_blocks == "coarse" and self.roi is not None:  # the ROI's blocks: their coarse mean
+            r = self.roi & ~(c.max_dev < self.tol)
+            effect[r] = baseline - c.mean[r]
+            zero &= ~r
+        if f is not None:
+            effect[s_set] = baseline - f.mean[s_set]
+            stderr[s_set] = np.sqrt(f.variance()[s_set] / np.maximum(f.n[s_set], 1))
+            n[s_set] = f.n[s_set]
+        return Estimate(effect, stderr, n, zero)
+
+    def describe(self):
+        return {"name": self.name, "coarse": self.coarse, "round_size": self.round_size,
+                "max_samples": self.max_samples, "half_width": self.half_width, "tol": self.tol,
+                "level": self.level, "roi_blocks": self.roi_blocks,
+                "stopping": f"t-interval at level 1 - (1 - {self.level}) / {self.looks} (Bonferroni over "
+                            f"{self.looks} looks): settled class, half-width < {self.half_width} or "
+                            f"{self.max_samples} fine draws"}
+
+
 def make_estimator(name: str = "coarse_to_fine", **kwargs) -> Estimator:
-    kinds = {"coarse_to_fine": CoarseToFineEstimator, "exhaustive": ExhaustiveEstimator}
+    kinds = {"coarse_to_fine": CoarseToFineEstimator, "exhaustive": ExhaustiveEstimator,
+             "adaptive": AdaptiveEstimator}
     if name not in kinds:
         raise EstimatorError(f"unknown estimator {name!r}; choose one of {sorted(kinds)}")
     return kinds[name](**kwargs)

@@ -136,6 +136,7 @@ class CEMJob:
             raise ValueError(f"metric {metric.name!r} needs a ground truth; give one, or use the "
                              "ground-truth-free metric 'output_change'")
         self.roi_mask = self.grid.roi_mask(roi)
+        self.estimator.bind(self.roi_mask.ravel())
         self.boxes = [self.grid.box(i) for i in range(len(self.grid))]
         self.intervention.bind(task, self.ti, self.boxes, self.grid.block_in, self.device)
         self.selected = np.ones(len(self.grid), dtype=bool)
@@ -593,6 +594,7 @@ def prepare_cem(model: nn.Module, image: Optional[ImageLike], task: Union[Task, 
                 sampler: str = "uniform", intervention: Union[str, Intervention] = "lv",
                 estimator: Union[str, Estimator, None] = None, samples: Optional[int] = None,
                 coarse: int = 3, fine: int = 50, tol: float = 0.01, classification: str = "tol",
+                estimator_options: Optional[dict] = None,
                 metric: Union[str, RoiMetric] = "psnr", crop_border: int = 0, test_y_channel: bool = False,
                 seed: int = 0, image_seed: Optional[int] = None, batch_size: int = 32,
                 forward_batch: Union[int, str] = 8,
@@ -640,8 +642,10 @@ def prepare_cem(model: nn.Module, image: Optional[ImageLike], task: Union[Task, 
         est = CoarseToFineEstimator(coarse, fine, tol)
     elif estimator == "exhaustive":
         est = make_estimator("exhaustive", samples=samples if samples is not None else fine)
+    elif estimator == "adaptive":
+        est = make_estimator("adaptive", coarse=coarse, tol=tol, **(estimator_options or {}))
     else:
-        est = make_estimator(str(estimator))
+        est = make_estimator(str(estimator), **(estimator_options or {}))
     if isinstance(intervention, str):
         if intervention == "lv" and patch_bank is None:
             from cem_lab.patches import PatchBank
@@ -671,7 +675,9 @@ def compute_cem(model: nn.Module, image: Optional[ImageLike], task: Union[Task, 
     your own degraded input (a real noisy photo), pass it as ``degraded`` and its ground truth as
     ``image`` (or ``image=None`` with ``metric="output_change"``). ``roi`` = (top row, left column,
     size) in output pixels; ``block`` in output pixels. ``estimator``: "coarse_to_fine" (default;
-    ``coarse``, ``fine``, ``tol``) or "exhaustive" (``samples`` per block). ``patch_bank``: a
+    ``coarse``, ``fine``, ``tol``), "exhaustive" (``samples`` per block) or "adaptive" (``coarse``,
+    ``tol`` and ``estimator_options``: round_size, max_samples, half_width, level, roi_blocks; see
+    :class:`~cem_lab.causal.estimators.AdaptiveEstimator`). ``patch_bank``: a
     :class:`~cem_lab.patches.PatchBank` (default: the embedded bank). With ``output_dir`` the run is
     checkpointed there (every ``checkpoint_every`` seconds or ``checkpoint_every_items`` items),
     resumed when rerun, and saved (numbers, images and figures); the folder is locked for the

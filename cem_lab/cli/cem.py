@@ -80,6 +80,8 @@ INTERRUPT_ENV = "CEM_LAB_TEST_INTERRUPT"
 #: runs into one folder at the same moment
 START_GATE_ENV = "CEM_LAB_TEST_START_GATE"
 PROGRAM = "cem-lab"
+#: the `cem` config keys of the adaptive estimator (conf/cem/adaptive.yaml)
+ADAPTIVE_OPTIONS = ("round_size", "max_samples", "half_width", "level", "roi_blocks")
 
 
 def instantiate_checked(node: Any) -> Any:
@@ -171,7 +173,8 @@ def prepare(cfg: DictConfig, output_dir: Path) -> PreparedRun:
     kwargs = dict(
         degraded=cfg.degraded, block=c.block, patch_bank=bank, sampler=c.get("sampler", "uniform"),
         intervention=c.intervention, estimator=c.estimator, samples=c.get("samples"), coarse=c.get("coarse", 3),
-        fine=c.get("fine", 50), tol=c.tol, classification=c.classification, metric=cfg.metric.name,
+        fine=c.get("fine", 50), tol=c.tol, classification=c.classification,
+        estimator_options={k: c[k] for k in ADAPTIVE_OPTIONS if k in c} or None, metric=cfg.metric.name,
         crop_border=cfg.metric.crop_border, test_y_channel=cfg.metric.test_y_channel, seed=cfg.seed,
         image_seed=cfg.image_seed, batch_size=cfg.batch_size, forward_batch=cfg.forward_batch, mode=cfg.mode,
         crop_margin=cfg.crop_margin, crop_multiple=cfg.crop_multiple, image_name=name,
