@@ -44,6 +44,14 @@ def _image(job: str) -> np.ndarray:
     return img if box is None else np.ascontiguousarray(img[box[0]:box[1], box[2]:box[3]])
 
 
+def _forward_shape(meta: dict, input_shape) -> tuple[int, int]:
+    """The input size the network ran on: the dependency crop in crop mode, else the whole input."""
+    if meta.get("mode") == "crop":
+        y0, y1, x0, x1 = meta["dependency_region"]["crop"]
+        return y1 - y0, x1 - x0
+    return tuple(input_shape)
+
+
 def run(args) -> None:
     from cem_lab import compute_cem
     from cem_lab.models import DnCNN, load_weights
@@ -59,8 +67,7 @@ def run(args) -> None:
                       patch_bank=bank, batch_size=32, forward_batch=8, output_dir=folder, figures=False,
                       progress=not args.quiet, **ESTIMATORS[args.estimator])
     wall = time.perf_counter() - start
-    crop = (res.meta.get("dependency_region") or {}).get("crop_shape") if res.meta["mode"] == "crop" else None
-    h, w = crop if crop else res.input_shape
+    h, w = _forward_shape(res.meta, res.input_shape)
     bench = {"job": args.job, "estimator": args.estimator, "wall_s": wall,
              "resumed": any("resumed" in n for n in res.meta["notes"]),
              "forward_passes": res.meta["forward_passes"], "pixels": int(res.meta["forward_passes"]) * h * w,
@@ -90,6 +97,8 @@ def report(args) -> None:
                 continue
             b = json.loads((d / "bench.json").read_text())
             r = CEMResult.load(d)
+            h, w = _forward_shape(r.meta, r.input_shape)
+            b["pixels"] = int(r.meta["forward_passes"]) * h * w
             agree = float((r.classification[outside] == truth.classification[outside]).mean())
             diff = float(np.nanmax(np.abs(r.effect_raw[outside] - truth.effect_raw[outside])))
             note = " (resumed: time of the last part)" if b["resumed"] else ""
