@@ -12,7 +12,8 @@ ROI (56, 32, 32). Each run is its own process (its peak RSS is its own) and writ
 folder ``<out>/<job>/<estimator>/``: an interrupted run (the T = 500 one is long on a CPU) resumes
 when the same command is given again. The report compares every estimator's map with the T = 500
 map outside the ROI: class agreement and max |delta CE|, with forward passes, pixels pushed through
-the network, wall time and peak RSS.
+the network, wall time and peak RSS. ``adaptive_block`` is the adaptive estimator with per-block
+recompute (``recompute="block_crop"``).
 """
 from __future__ import annotations
 
@@ -32,6 +33,7 @@ JOBS = {"demo256": dict(rows=None, roi=(152, 96, 32)), "crop128": dict(rows=(96,
 ESTIMATORS = {
     "reference": dict(estimator="coarse_to_fine", coarse=3, fine=50),
     "adaptive": dict(estimator="adaptive", coarse=3),
+    "adaptive_block": dict(estimator="adaptive", coarse=3, recompute="block_crop"),
     "exhaustive500": dict(estimator="exhaustive", samples=500),
 }
 

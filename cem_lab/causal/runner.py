@@ -41,6 +41,20 @@ STATE_FILE = "state.npz"
 DEFAULT_CHECKPOINT_S = 5.0
 
 
+#: per-block recompute: crop sides are multiples of this (fewer shapes, denser batches), and a block
+#: whose crop would be at least this share of the ROI crop runs on the ROI crop
+BLOCK_CROP_STEP = 8
+BLOCK_CROP_MAX_SHARE = 0.7
+
+
+def _round_up(lo: int, hi: int, lim_lo: int, lim_hi: int, step: int) -> tuple[int, int]:
+    """[lo, hi) grown to a length that is a multiple of ``step`` (or all of [lim_lo, lim_hi))."""
+    want = min(lim_hi - lim_lo, -(-(hi - lo) // step) * step)
+    hi = min(lim_hi, lo + want)
+    lo = max(lim_lo, hi - want)
+    return lo, hi
+
+
 def check_checkpoint_cadence(every_s: Optional[float], every_items: Optional[int]) -> None:
     """Refuse a checkpoint interval that is not a positive number (or None, off)."""
     if every_s is not None and (isinstance(every_s, bool) or not isinstance(every_s, (int, float))
@@ -92,9 +106,14 @@ class CEMJob:
                  forward_batch: Union[int, str] = 8,
                  device: Optional[torch.device] = None, mode: str = "auto", crop_margin: int = 0,
                  crop_multiple: int = 1, verify: bool = True, image_name: str = "image",
-                 model_name: Optional[str] = None, blocks: Optional[Sequence[int]] = None):
+                 model_name: Optional[str] = None, blocks: Optional[Sequence[int]] = None,
+                 recompute: str = "roi_crop"):
         if mode not in ("auto", "full"):
             raise ValueError(f"mode must be 'auto' (crop when the model is local) or 'full', got {mode!r}")
+        if recompute not in ("roi_crop", "block_crop"):
+            raise ValueError(f"recompute must be 'roi_crop' (every item on the ROI's dependency crop) or "
+                             f"'block_crop' (each item on the smallest crop its block needs), got {recompute!r}")
+        self.recompute_requested, self.block_crops = recompute, None
         self.auto_forward_batch = forward_batch == "auto"
         if batch_size < 1 or not (self.auto_forward_batch or int(forward_batch) >= 1):
             raise ValueError(f"batch_size must be >= 1 and forward_batch >= 1 or 'auto', got {batch_size}, "
@@ -148,6 +167,7 @@ class CEMJob:
             self.selected[:] = False
             self.selected[sel] = True
         self.forward_passes = 0
+        self.pixels_pushed = 0
         self.notes: list[str] = []
         self.timings: dict[str, float] = {}
         self._prepare()
@@ -177,6 +197,7 @@ class CEMJob:
         if isinstance(out, (list, tuple)):
             out = out[0]
         self.forward_passes += x.shape[0]
+        self.pixels_pushed += x.shape[0] * x.shape[-2] * x.shape[-1]
         b, _, h, w = x.shape
         want = (b, 3, h * self.scale, w * self.scale)
         if not isinstance(out, Tensor) or tuple(out.shape) != want:
@@ -240,12 +261,15 @@ class CEMJob:
             if self.mode == "full":  # the baseline with the forward shape of the interventions
                 self.baseline_full = float(self.metric(self._roi(self._forward(x), (0, 0)), self.ref)[0])
         if self.mode == "crop":
-            self.baseline = float(self.metric(self._roi(self._forward(self.base_crop), (y0, x0)), self.ref)[0])
+            self.base_crop_roi = self._roi(self._forward(self.base_crop), (y0, x0))
+            self.baseline = float(self.metric(self.base_crop_roi, self.ref)[0])
         else:
             self.baseline = self.baseline_full
         active = np.zeros(len(self.grid), dtype=bool)
         active[self.grid.blocks_touching(self.crop)] = True
         self.active = active
+        if self.recompute_requested == "block_crop":
+            self._try_block_crops()
         self.timings["prepare_s"] = time.perf_counter() - t0
 
     def _find_forward_batch(self, x: Tensor, start: int = 256) -> int:
@@ -337,9 +361,131 @@ class CEMJob:
                                        origin=(crop[0], crop[2]))
 
     def _metrics(self, blocks: np.ndarray, samples: np.ndarray) -> np.ndarray:
-        x = self._build(blocks, samples, self.crop, self.base_crop, self.ctx_crop)
-        roi = self._roi(self._forward(x), (self.crop[0], self.crop[2]))
+        roi = self._roi_outputs_block_crops(blocks, samples) if self.block_crops is not None else \
+            self._roi_outputs_crop(blocks, samples)
         return self.metric(roi, self.ref).detach().cpu().numpy().astype(np.float64)
+
+    def _roi_outputs_crop(self, blocks, samples) -> Tensor:
+        x = self._build(blocks, samples, self.crop, self.base_crop, self.ctx_crop)
+        return self._roi(self._forward(x), (self.crop[0], self.crop[2]))
+
+    # --- per-block recompute ---------------------------------------------------------------------
+    def _try_block_crops(self) -> None:
+        """Per-block recompute: an intervention at block p can change only the ROI outputs within the
+        model's reach r of p (A_p), and those depend only on the input within r of A_p; so each item
+        runs on that crop, and the rest of the ROI keeps its un-intervened output. r is read off the
+        dependency region (its margin around the ROI); the crops are checked against the ROI crop on
+        sampled blocks before they are trusted."""
+        why = None
+        if self.mode != "crop":
+            why = "the model is run on the whole image (its ROI output depends on all of it, or mode=full)"
+        elif self.crop_multiple > 1:
+            why = f"the model cuts its input into windows of {self.crop_multiple} (crops must follow its grid)"
+        reach = None if why else self._reach()
+        if why is None and reach is None:
+            why = "the model's reach could not be read off the dependency region (it is clipped by the image on every side)"
+        if why is not None:
+            msg = f"per-block recompute (recompute=block_crop) not used: {why}; every item runs on the ROI crop"
+            self.notes.append(msg)
+            log.info(msg)
+            return
+        self.reach = reach
+        self.block_crops = {int(b): self._block_crop(int(b), reach) for b in np.flatnonzero(self.active)}
+        if self.verify:
+            check = self._verify_block_crops()
+            self.block_check = check
+            if not check["ok"]:
+                self.block_crops = None
+                msg = (f"per-block recompute not used: per-block and ROI-crop outputs differ by "
+                       f"{check['max_diff']:.3g} (> {check['atol']:g}); every item runs on the ROI crop")
+                self.notes.append(msg)
+                log.warning(msg)
+                return
+        shapes = {(c[1] - c[0], c[3] - c[2]) for c, _ in self.block_crops.values() if c is not None}
+        msg = (f"per-block recompute: reach {reach} input px, {len(self.block_crops)} blocks on "
+               f"{len(shapes)} crop shapes (the ROI crop is {self.crop[1] - self.crop[0]}x{self.crop[3] - self.crop[2]})")
+        self.notes.append(msg)
+        log.info(msg)
+
+    def _reach(self) -> Optional[int]:
+        """Input pixels the model sees beyond a pixel: the dependency box's margin around the ROI on
+        the sides the image border does not clip."""
+        y0, y1, x0, x1 = self.roi.box
+        s = self.scale
+        ry0, ry1, rx0, rx1 = y0 // s, -(-y1 // s), x0 // s, -(-x1 // s)
+        by0, by1, bx0, bx1 = self.region.box
+        h, w = self.grid.input_h, self.grid.input_w
+        sides = [ry0 - by0 if by0 > 0 else None, by1 - ry1 if by1 < h else None,
+                 rx0 - bx0 if bx0 > 0 else None, bx1 - rx1 if bx1 < w else None]
+        known = [m for m in sides if m is not None]
+        return max(0, max(known)) + int(self.crop_margin) if known else None
+
+    def _block_crop(self, b: int, r: int):
+        """(crop of the input, A_p in input pixels) for block ``b``; crop None when its reach misses the ROI."""
+        y0, y1, x0, x1 = self.roi.box
+        s = self.scale
+        ry0, ry1, rx0, rx1 = y0 // s, y1 // s, x0 // s, x1 // s
+        py0, py1, px0, px1 = self.boxes[b]
+        a = (max(py0 - r, ry0), min(py1 + r, ry1), max(px0 - r, rx0), min(px1 + r, rx1))
+        if a[0] >= a[1] or a[2] >= a[3]:
+            return None, a
+        h, w = self.grid.input_h, self.grid.input_w
+        crop = (max(0, a[0] - r), min(h, a[1] + r), max(0, a[2] - r), min(w, a[3] + r))
+        # the crop never leaves the ROI's dependency crop (it holds every input the ROI sees); its sides
+        # are rounded up to a multiple of BLOCK_CROP_STEP inside it, so that few shapes batch densely
+        cy0, cy1, cx0, cx1 = self.crop
+        y0c, y1c = _round_up(max(crop[0], cy0), min(crop[1], cy1), cy0, cy1, BLOCK_CROP_STEP)
+        x0c, x1c = _round_up(max(crop[2], cx0), min(crop[3], cx1), cx0, cx1, BLOCK_CROP_STEP)
+        if (y1c - y0c) * (x1c - x0c) >= BLOCK_CROP_MAX_SHARE * (cy1 - cy0) * (cx1 - cx0):
+            # hardly smaller than the ROI crop: run it there, with the blocks that need all of it
+            return self.crop, (ry0, ry1, rx0, rx1)
+        return (y0c, y1c, x0c, x1c), a
+
+    def _roi_outputs_block_crops(self, blocks, samples) -> Tensor:
+        """ROI outputs of items run on their blocks' crops, grouped by crop shape so batches stay dense."""
+        blocks, samples = np.asarray(blocks), np.asarray(samples)
+        n = len(blocks)
+        out = self.base_crop_roi.expand(n, -1, -1, -1).clone()
+        groups: dict[tuple[int, int], list[int]] = {}
+        for i, b in enumerate(blocks.tolist()):
+            crop, _ = self.block_crops[b]
+            if crop is not None:
+                groups.setdefault((crop[1] - crop[0], crop[3] - crop[2]), []).append(i)
+        s = self.scale
+        ry0, rx0 = self.roi.box[0], self.roi.box[2]
+        x = self.ti.input
+        for idx in groups.values():
+            inputs = []
+            for i in idx:
+                crop, _ = self.block_crops[int(blocks[i])]
+                base = x[:, :, crop[0]:crop[1], crop[2]:crop[3]]
+                inputs.append(self._build(blocks[i:i + 1], samples[i:i + 1], crop, base, self.ti.crop_context(crop)))
+            res = self._forward(torch.cat(inputs))
+            for k, i in enumerate(idx):
+                crop, a = self.block_crops[int(blocks[i])]
+                oy, ox = (a[0] - crop[0]) * s, (a[2] - crop[2]) * s
+                hh, ww = (a[1] - a[0]) * s, (a[3] - a[2]) * s
+                part = res[k, :, oy:oy + hh, ox:ox + ww]
+                if not torch.isfinite(part).all():
+                    raise ModelOutputError(self._not_finite("in the ROI"))
+                out[i, :, a[0] * s - ry0:a[0] * s - ry0 + hh, a[2] * s - rx0:a[2] * s - rx0 + ww] = part
+        return out
+
+    def _verify_block_crops(self, atol: float = 1e-4) -> dict:
+        """Per-block and ROI-crop outputs of sample 0 on up to 8 blocks: inside the ROI, next to it,
+        at the edge of the dependency crop (seeded choice)."""
+        rng = np.random.default_rng([self.seed, 104729])
+        cand = np.flatnonzero(self.active)
+        with_crop = [b for b in cand.tolist() if self.block_crops[b][0] is not None]
+        pick = np.array(sorted(rng.choice(with_crop, size=min(8, len(with_crop)), replace=False).tolist())) \
+            if with_crop else np.array([], dtype=int)
+        if len(pick) == 0:
+            return {"ok": True, "max_diff": 0.0, "atol": atol, "blocks": []}
+        zeros = np.zeros(len(pick), dtype=int)
+        a = self._roi_outputs_block_crops(pick, zeros)
+        b = self._roi_outputs_crop(pick, zeros)
+        d = float((a - b).abs().max())
+        return {"ok": d <= atol, "max_diff": d, "atol": atol, "blocks": pick.tolist()}
 
     # --- identity of the run ------------------------------------------------------------------------
     def settings(self) -> dict[str, Any]:
@@ -351,6 +497,7 @@ class CEMJob:
             "roi": self.roi.as_list(), "block": self.block, "seed": self.seed, "tol": self.tol,
             "classification": self.rule, "forward_batch": self.forward_batch,
             "blocks": "all" if self.selected.all() else np.flatnonzero(self.selected).tolist(),
+            **({"recompute": "block_crop"} if self.block_crops is not None else {}),
         }
 
     def fingerprint(self) -> str:
@@ -537,6 +684,7 @@ class CEMJob:
             "forward_passes": self.forward_passes,
             "timings": self.timings,
             "checkpoints": getattr(self, "checkpoints", 0),
+            "pixels_pushed": self.pixels_pushed,
             "device": str(dev) if dev.type != "cuda" else f"{dev} ({torch.cuda.get_device_name(dev)})",
             "torch": torch.__version__, "python": platform.python_version(),
             "baseline_metric_full_image": self.baseline_full,
@@ -548,6 +696,8 @@ class CEMJob:
             meta["dependency_region"] = self.region.describe()
         if self.crop_check is not None:
             meta["crop_check"] = self.crop_check.describe()
+        if getattr(self, "block_check", None) is not None:
+            meta["block_crop_check"] = self.block_check
         return CEMResult(effect.reshape(shape), est.effect.reshape(shape), est.stderr.reshape(shape),
                          lo.reshape(shape), hi.reshape(shape), est.n.reshape(shape), cls.reshape(shape),
                          self.roi_mask, self.roi, self.block, self.scale,
@@ -601,7 +751,7 @@ def prepare_cem(model: nn.Module, image: Optional[ImageLike], task: Union[Task, 
                 device: Optional[Union[str, torch.device]] = None, mode: str = "auto",
                 crop_margin: int = 0, crop_multiple: int = 1, verify: bool = True,
                 image_name: Optional[str] = None, model_name: Optional[str] = None,
-                blocks: Optional[Sequence[int]] = None) -> CEMJob:
+                blocks: Optional[Sequence[int]] = None, recompute: str = "roi_crop") -> CEMJob:
     """The checked :class:`CEMJob` of :func:`compute_cem` (same arguments), with nothing written.
 
     Every check of the input happens here (images, ROI, block, model output); the changes made to
@@ -656,7 +806,7 @@ def prepare_cem(model: nn.Module, image: Optional[ImageLike], task: Union[Task, 
                  classification=classification, batch_size=batch_size, forward_batch=forward_batch,
                  device=device, mode=mode,
                  crop_margin=crop_margin, crop_multiple=crop_multiple, verify=verify, image_name=name,
-                 model_name=model_name, blocks=blocks)
+                 model_name=model_name, blocks=blocks, recompute=recompute)
     for note in notes:
         log.info("input: %s", note)
     job.notes[:0] = [f"input: {n}" for n in notes]

@@ -178,7 +178,7 @@ def prepare(cfg: DictConfig, output_dir: Path) -> PreparedRun:
         crop_border=cfg.metric.crop_border, test_y_channel=cfg.metric.test_y_channel, seed=cfg.seed,
         image_seed=cfg.image_seed, batch_size=cfg.batch_size, forward_batch=cfg.forward_batch, mode=cfg.mode,
         crop_margin=cfg.crop_margin, crop_multiple=cfg.crop_multiple, image_name=name,
-        model_name=cfg.model.get("name"))
+        model_name=cfg.model.get("name"), recompute=cfg.get("recompute", "roi_crop"))
     run_kwargs = dict(output_dir=output_dir, figures=cfg.figures, progress=cfg.progress,
                       checkpoint_every=every_s, checkpoint_every_items=every_items)
     dist = cfg.get("trainer") or {}
