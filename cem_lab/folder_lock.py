@@ -143,15 +143,9 @@ def _acquire(folder: Path, what: str, command: Optional[str]) -> FolderLock:
         except OSError as err:
             raise FolderLockError(f"cannot write in the run folder {folder}: {err.strerror or err}; choose a "
                                   "folder you can write (hydra.run.dir=... / hydra.sweep.dir=...)") from err
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as err:
+        err = _try_lock(fd)
+        if err is not None:
             holder = _read_holder(fd)
-            for _ in range(40):  # a holder writes its details just after it takes the lock
-                if holder is not None:
-                    break
-                time.sleep(0.025)
-                holder = _read_holder(fd)
             os.close(fd)
             if err.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
                 raise FolderBusyError(
@@ -183,6 +177,22 @@ def _acquire(folder: Path, what: str, command: Optional[str]) -> FolderLock:
                         "taken over", folder, describe_holder(previous))
         return lock
     raise FolderLockError(f"could not lock the run folder {folder}: its lock file kept changing")
+
+
+def _try_lock(fd: int) -> Optional[OSError]:
+    """Take the exclusive lock without waiting for a holder: None when taken, else the error. A lock
+    held without details is retried for up to a second: it is a reader's brief look
+    (:func:`folder_holder`, ``cem-report``) or a holder that is writing its details right now."""
+    for attempt in range(40):
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return None
+        except OSError as err:
+            if err.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES) or _read_holder(fd) is not None:
+                return err
+            last = err
+        time.sleep(0.025)
+    return last
 
 
 def _only_lock_left(folder: Path) -> bool:

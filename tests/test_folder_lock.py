@@ -266,3 +266,23 @@ def test_a_lent_folder_can_be_lent_on_to_a_grandchild(tmp_path):
         p = subprocess.run([sys.executable, "-c", child, str(folder), grandchild], capture_output=True, text=True,
                            env=lend_to_child(folder))
     assert p.returncode == 0 and p.stdout.split() == ["ok", "0"], p.stderr
+
+
+def test_a_readers_brief_look_does_not_refuse_a_run(tmp_path):
+    """cem-report asks whether a folder is held (a shared lock for an instant): a run that starts at
+    that instant waits for the look to end instead of being refused."""
+    import fcntl
+    import threading
+
+    folder = tmp_path / "run"
+    with hold_run_folder(folder):
+        pass
+    fd = os.open(folder / LOCK_FILE, os.O_RDONLY)
+    fcntl.flock(fd, fcntl.LOCK_SH)  # a look that lasts 0.2 s
+    timer = threading.Timer(0.2, lambda: (fcntl.flock(fd, fcntl.LOCK_UN), os.close(fd)))
+    timer.start()
+    try:
+        with hold_run_folder(folder) as lock:
+            assert lock is not None
+    finally:
+        timer.join()
