@@ -158,3 +158,18 @@ def test_an_sr_model_with_a_dn_task_is_refused_before_any_compute(clean_image, b
     with pytest.raises(GeometryError, match="x4 model but the task dn is x1"):
         compute_cem(CountingSR(scale=4), clean_image, "dn", (8, 8, 16), patch_bank=bank, **KW)
     assert calls["n"] == 0
+
+
+class NoGradient(ConvStack):
+    def forward(self, x):
+        with torch.no_grad():
+            return super().forward(x)
+
+
+def test_a_model_without_gradients_is_mapped_on_the_whole_image(clean_image, bank):
+    """The crop needs the gradient probe; a model that gives no gradients still gets its map."""
+    res = compute_cem(NoGradient(depth=3), clean_image, "dn", (16, 16, 16), patch_bank=bank, **KW)
+    assert res.meta["mode"] == "full"
+    assert any("needs gradients" in n for n in res.meta["notes"])
+    ref = compute_cem(ConvStack(depth=3), clean_image, "dn", (16, 16, 16), patch_bank=bank, mode="full", **KW)
+    np.testing.assert_array_equal(res.effect_raw, ref.effect_raw)

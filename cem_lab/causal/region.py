@@ -58,6 +58,11 @@ def _expand(lo: int, hi: int, size: int, margin: int, multiple: int) -> tuple[in
     return lo, hi
 
 
+class NoGradientError(RuntimeError):
+    """The model's output carries no gradient (it runs under no_grad, detaches, or is not torch):
+    the gradient probe cannot find its dependency region."""
+
+
 def _probe(model: nn.Module, x: Tensor, roi_box: tuple[int, int, int, int], probes: int, seed: int) -> Tensor:
     """Input pixels of ``x`` with a non-zero gradient of the ROI output (union over probes)."""
     y0, y1, x0, x1 = roi_box
@@ -70,6 +75,8 @@ def _probe(model: nn.Module, x: Tensor, roi_box: tuple[int, int, int, int], prob
             out = model(p)
             if isinstance(out, (list, tuple)):
                 out = out[0]
+            if not (isinstance(out, Tensor) and out.requires_grad):
+                raise NoGradientError(f"{type(model).__name__} returns an output without gradients")
             # random positive weights so that outputs cannot cancel each other out
             w = torch.rand(out[..., y0:y1, x0:x1].shape, generator=gen).to(out) + 0.5
             (out[..., y0:y1, x0:x1] * w).sum().backward()

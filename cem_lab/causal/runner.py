@@ -26,7 +26,7 @@ from cem_lab.causal.estimators import (BlockStats, CoarseToFineEstimator, Estima
                                        make_estimator)
 from cem_lab.causal.grid import BlockGrid, GeometryError, Roi
 from cem_lab.causal.interventions import Intervention, draw_rng, make_intervention
-from cem_lab.causal.region import DependencyRegion, dependency_region, verify_crop
+from cem_lab.causal.region import DependencyRegion, NoGradientError, dependency_region, verify_crop
 from cem_lab.causal.result import FORMAT_VERSION, CEMResult
 from cem_lab.images import ImageLike, from_uint8, to_uint8
 from cem_lab.io import write_npz
@@ -292,10 +292,16 @@ class CEMJob:
         return 1
 
     def _try_crop(self) -> None:
-        y0, y1, x0, x1 = self.roi.box
-        self.region = region = dependency_region(self.model, self.ti.input, self.roi.box, self.scale,
-                                                 seed=self.seed, margin=self.crop_margin,
-                                                 multiple=self.crop_multiple)
+        try:
+            self.region = region = dependency_region(self.model, self.ti.input, self.roi.box, self.scale,
+                                                     seed=self.seed, margin=self.crop_margin,
+                                                     multiple=self.crop_multiple)
+        except NoGradientError:
+            msg = (f"the dependency probe needs gradients and {self.model_name} gives none (it runs under "
+                   "torch.no_grad, detaches its output, or is not torch): full-image mode")
+            self.notes.append(msg)
+            log.info(msg)
+            return
         if region.covers_input:
             msg = ("the ROI depends on the whole input (a global operation such as global pooling or "
                    "image-wide attention): full-image mode")
