@@ -1,0 +1,82 @@
+"""Reading a finished `cem-attribution` run folder (it never recomputes).
+
+A run folder holds (format version 1):
+
+- ``attribution.json``: ``format_version``, ``methods``, ``settings``, the ROI metric and the
+  objective values, LAM / IG completeness deltas, the AUC of every deletion / insertion curve
+  (``faithfulness[intervention]["methods"][method]``), the Spearman rank correlation of every pair
+  of methods (``rank_correlation["lam~cem"]``), the CEM's sign test per intervention, the share of
+  the image each map marks (``shares_marked[method]["50"]`` / ``["90"]``), the figures;
+- ``attribution.npz``: per method ``<method>/block_abs``, ``<method>/block_signed`` (rows, cols),
+  ``<method>/pixel_map`` (h, w) and ``<method>/ranking``; per curve
+  ``curves/<intervention>/<method>/<deletion|insertion>/{counts,fractions,values}``; per sign test
+  ``sign_test/<intervention>/{blocks,deltas}``; and ``roi``, ``block``, ``scale``, ``roi_mask``,
+  ``input_shape``, ``output_shape``, ``format_version``;
+- ``cem/``: the CEM's own run folder (:mod:`cem_lab.causal.result`) when it was computed here;
+- ``figures/attribution_panel.png``, ``figures/deletion_curves.png``; ``config.yaml``, ``.hydra/``,
+  ``attribution.log``.
+
+JSON numbers that are not finite (a correlation of a constant map, a sign test without negative
+blocks) are written as ``null``.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Union
+
+import numpy as np
+
+FORMAT_VERSION = 1
+RESULT_JSON = "attribution.json"
+RESULT_NPZ = "attribution.npz"
+
+
+@dataclass
+class AttributionRun:
+    folder: Path
+    summary: dict[str, Any]
+    arrays: dict[str, np.ndarray] = field(repr=False)
+
+    @property
+    def methods(self) -> list[str]:
+        return list(self.summary["methods"])
+
+    def block_map(self, method: str, signed: bool = False) -> np.ndarray:
+        return self.arrays[f"{method}/{'block_signed' if signed else 'block_abs'}"]
+
+    def pixel_map(self, method: str) -> np.ndarray:
+        return self.arrays[f"{method}/pixel_map"]
+
+    def curve(self, intervention: str, method: str, kind: str = "deletion") -> dict[str, np.ndarray]:
+        prefix = f"curves/{intervention}/{method}/{kind}/"
+        return {k: self.arrays[prefix + k] for k in ("counts", "fractions", "values")}
+
+    def auc(self, intervention: str, method: str, kind: str = "deletion") -> float:
+        value = self.summary["faithfulness"][intervention]["methods"][method][f"{kind}_auc"]
+        return float("nan") if value is None else float(value)
+
+    def rank_correlation(self, a: str, b: str) -> float:
+        rc = self.summary["rank_correlation"]
+        entry = rc.get(f"{a}~{b}") or rc.get(f"{b}~{a}")
+        if entry is None:
+            raise KeyError(f"no rank correlation of {a} and {b} in {self.folder}")
+        return float("nan") if entry["rho"] is None else float(entry["rho"])
+
+
+def load_attribution(folder: Union[str, Path]) -> AttributionRun:
+    """The numbers of a finished `cem-attribution` run folder."""
+    folder = Path(folder)
+    js, npz = folder / RESULT_JSON, folder / RESULT_NPZ
+    if not js.is_file() or not npz.is_file():
+        missing = [p.name for p in (js, npz) if not p.is_file()]
+        raise FileNotFoundError(f"no finished cem-attribution run in {folder}: {', '.join(missing)} missing")
+    summary = json.loads(js.read_text())
+    version = int(summary.get("format_version", 0))
+    if version > FORMAT_VERSION:
+        raise ValueError(f"{js} has format version {version}; this cem_lab reads up to {FORMAT_VERSION}: "
+                         "upgrade cem_lab")
+    with np.load(npz, allow_pickle=False) as z:
+        arrays = {k: z[k] for k in z.files}
+    return AttributionRun(folder, summary, arrays)
