@@ -72,7 +72,7 @@ def run(args) -> None:
     h, w = _forward_shape(res.meta, res.input_shape)
     bench = {"job": args.job, "estimator": args.estimator, "wall_s": wall,
              "resumed": any("resumed" in n for n in res.meta["notes"]),
-             "forward_passes": res.meta["forward_passes"], "pixels": int(res.meta["forward_passes"]) * h * w,
+             "forward_passes": res.meta["forward_passes"], "pixels": int(res.meta["pixels_pushed"]),
              "input_hw": [h, w], "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
              "machine": f"{platform.machine()}, torch {torch.__version__}, {args.threads} threads"}
     (folder / "bench.json").write_text(json.dumps(bench, indent=2) + "\n")
@@ -99,12 +99,15 @@ def report(args) -> None:
                 continue
             b = json.loads((d / "bench.json").read_text())
             r = CEMResult.load(d)
-            h, w = _forward_shape(r.meta, r.input_shape)
-            b["pixels"] = int(r.meta["forward_passes"]) * h * w
+            if r.meta.get("pixels_pushed") is not None:  # counted by the runner (preparation included)
+                b["pixels"], est_mark = int(r.meta["pixels_pushed"]), ""
+            else:  # runs from before the runner counted pixels: forward passes x the crop
+                h, w = _forward_shape(r.meta, r.input_shape)
+                b["pixels"], est_mark = int(r.meta["forward_passes"]) * h * w, " (est.)"
             agree = float((r.classification[outside] == truth.classification[outside]).mean())
             diff = float(np.nanmax(np.abs(r.effect_raw[outside] - truth.effect_raw[outside])))
             note = " (resumed: time of the last part)" if b["resumed"] else ""
-            print(f"| {job} | {est} | {b['forward_passes']:,} | {b['pixels'] / 1e6:.1f} M | {b['wall_s']:.0f} s{note} | "
+            print(f"| {job} | {est} | {b['forward_passes']:,} | {b['pixels'] / 1e6:.1f} M{est_mark} | {b['wall_s']:.0f} s{note} | "
                   f"{b['peak_rss_mb']:.0f} MB | {agree:.2%} | {diff:.4f} |")
 
 
