@@ -326,26 +326,16 @@ def _main(cfg: DictConfig) -> Any:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
-    from cem_lab.errors import USER_ERRORS
-
     hc = HydraConfig.get()
     folder = Path(hc.runtime.output_dir)
     multirun = hc.mode == RunMode.MULTIRUN
     try:
         execute(cfg, folder)
         return {"status": "done", "folder": str(folder)}
-    except Exception as err:
-        if multirun:  # one job's failure is reported, the others go on
-            from cem_lab.cli.sweep import first_line
+    except Exception as err:  # one job's failure is reported, the others go on
+        from cem_lab.cli.clean_errors import job_failed
 
-            message = f"{type(err).__name__}: {first_line(str(err))}"
-            print(f"{PROGRAM}: job failed ({folder}): {message}", file=sys.stderr, flush=True)
-            return {"status": "failed", "error": message}
-        if isinstance(err, USER_ERRORS):
-            from cem_lab.cli.clean_errors import fail
-
-            fail(PROGRAM, err)
-        raise
+        return job_failed(PROGRAM, err, folder, multirun)
 
 
 def main() -> None:

@@ -441,8 +441,6 @@ def _main(cfg: DictConfig) -> Any:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
-    from cem_lab.errors import USER_ERRORS
-
     hc = HydraConfig.get()
     folder = Path(hc.runtime.output_dir)
     multirun = hc.mode == RunMode.MULTIRUN
@@ -451,15 +449,9 @@ def _main(cfg: DictConfig) -> Any:
     try:
         return execute(cfg, folder, job_num=job_num, group=group, record_errors=multirun)
     except Exception as err:  # every failure of one job is recorded, the sweep goes on
-        if multirun:
-            message = f"{type(err).__name__}: {_sweep.first_line(str(err))}"
-            print(f"{PROGRAM}: job failed ({folder}): {message}", file=sys.stderr, flush=True)
-            return {"status": "failed", "error": message}
-        if isinstance(err, USER_ERRORS):
-            from cem_lab.cli.clean_errors import fail
+        from cem_lab.cli.clean_errors import job_failed
 
-            fail(PROGRAM, err)
-        raise
+        return job_failed(PROGRAM, err, folder, multirun)
 
 
 def main() -> None:

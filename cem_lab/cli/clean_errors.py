@@ -48,6 +48,23 @@ def fail(program: str, err: BaseException) -> None:
     sys.exit(2)
 
 
+def job_failed(program: str, err: Exception, folder: Any, multirun: bool) -> dict:
+    """What a Hydra task function does with a failure: in a multirun, print it and return the job's
+    ``failed`` outcome (the sweep goes on); in a single run, end a user error in the one form;
+    re-raise anything else (a bug keeps its traceback)."""
+    from cem_lab.errors import USER_ERRORS
+
+    if multirun:
+        text = str(err).strip()
+        first = next((ln.strip() for ln in text.splitlines() if ln.strip()), "")
+        message = f"{type(err).__name__}: {first}"
+        print(f"{program}: job failed ({folder}): {message}", file=sys.stderr, flush=True)
+        return {"status": "failed", "error": message}
+    if isinstance(err, USER_ERRORS):
+        fail(program, err)
+    raise err
+
+
 def run_cli(hydra_main: Callable[[], Any], program: str) -> Any:
     """Run a ``@hydra.main`` function; a user error ends the process in the one form (status 2)."""
     user_full = os.environ.get("HYDRA_FULL_ERROR")

@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Mapping, Optional, Sequence, Union
 
 import numpy as np
-from PIL import Image
 
 from cem_lab.viz.cem_figures import (_add_axes_in, cem_overlay, draw_roi_box, effect_mappable, new_figure,
                                      save_figure)
@@ -50,13 +49,9 @@ def symmetric_bound(values: np.ndarray, roi_mask: np.ndarray) -> float:
 
 
 def _input_at_output_size(image: np.ndarray, h: int, w: int) -> np.ndarray:
-    img = np.ascontiguousarray(np.asarray(image, dtype=np.uint8)[..., :3])
-    hi, wi = img.shape[:2]
-    if (hi, wi) == (h, w):
-        return img
-    if h % hi == 0 and w % wi == 0:
-        return np.repeat(np.repeat(img, h // hi, axis=0), w // wi, axis=1)
-    return np.asarray(Image.fromarray(img).resize((w, h), Image.Resampling.BICUBIC))
+    from cem_lab.viz.cem_figures import _resize_to
+
+    return _resize_to(np.ascontiguousarray(np.asarray(image, dtype=np.uint8)[..., :3]), h, w)
 
 
 def _tick(value: float) -> str:
