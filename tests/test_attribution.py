@@ -342,3 +342,15 @@ def test_lam_runs_on_the_models_device(small_input):
     gpu = LAM(model.cuda()).attribute(small_input, (8, 8, 8), block=4, steps=8, progress=False)
     assert gpu.meta["device"].startswith("cuda")
     np.testing.assert_allclose(gpu.attribution, cpu.attribution, atol=1e-4)
+
+
+def test_rank_correlation_on_the_support_ignores_shared_zeros():
+    from cem_lab.attribution import rank_correlation
+
+    a = np.zeros((10, 10))
+    b = np.zeros((10, 10))
+    a[0, :4], b[0, :4] = [1, 2, 3, 4], [4, 3, 2, 1]  # opposite orders where the maps mark anything
+    everywhere = rank_correlation(a, b).rho
+    marked = rank_correlation(a, b, support=True)
+    assert everywhere > 0.5  # the 96 shared zeros dominate
+    assert marked.n == 4 and marked.rho == pytest.approx(-1.0)

@@ -122,7 +122,7 @@ def test_an_attribution_run_writes_its_numbers_and_figures(computed):
     assert len(s["rank_correlation"]) == 6
     for pair, rc in s["rank_correlation"].items():
         assert rc["rho"] is not None and -1.0 <= rc["rho"] <= 1.0, (pair, rc)
-        assert rc["n"] == 32
+        assert 2 <= rc["n"] <= 32  # the blocks outside the ROI that either map marks
     # shares of the image marked: fractions of the 32 blocks, 50% of the mass in no more blocks than 90%
     for m, sh in s["shares_marked"].items():
         assert 0 < sh["50"] <= sh["90"] <= 1, (m, sh)

@@ -135,11 +135,13 @@ class RankCorrelation:
     n: int
 
 
-def rank_correlation(map_a, map_b, *, exclude=None, absolute: bool = False) -> RankCorrelation:
+def rank_correlation(map_a, map_b, *, exclude=None, absolute: bool = False, support: bool = False) -> RankCorrelation:
     """Spearman's rank correlation of two block maps of the same grid (scipy.stats.spearmanr).
 
     ``absolute``: correlate ``|a|`` and ``|b|`` (e.g. a LAM magnitude against a signed CE map).
-    Blocks excluded or NaN in either map are left out. A constant map gives NaN.
+    Blocks excluded or NaN in either map are left out. ``support``: only the blocks that at least
+    one map marks (non-zero): for a local model most blocks are 0 in every map, and their ties
+    would make any two maps look alike. A constant map gives NaN.
     """
     from scipy import stats
 
@@ -149,6 +151,8 @@ def rank_correlation(map_a, map_b, *, exclude=None, absolute: bool = False) -> R
     if absolute:
         a, b = np.abs(a), np.abs(b)
     keep = np.isfinite(a) & np.isfinite(b) & ~_exclude_mask(exclude, a.size)
+    if support:
+        keep &= (a != 0) | (b != 0)
     if keep.sum() < 2:
         raise AttributionError("fewer than two blocks left to correlate")
     with warnings.catch_warnings():

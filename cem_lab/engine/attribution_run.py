@@ -477,7 +477,7 @@ def compute_attribution(plan: AttributionPlan, folder: Path) -> AttributionOutco
     for k, a in enumerate(s.methods):
         for b in s.methods[k + 1:]:
             try:
-                rc = rank_correlation(abs_maps[a], abs_maps[b], exclude=roi_mask, absolute=True)
+                rc = rank_correlation(abs_maps[a], abs_maps[b], exclude=roi_mask, absolute=True, support=True)
                 corr[f"{a}~{b}"] = {"rho": rc.rho, "pvalue": rc.pvalue, "n": rc.n}
             except AttributionError:
                 corr[f"{a}~{b}"] = {"rho": None, "pvalue": None, "n": 0}
