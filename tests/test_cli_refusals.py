@@ -138,8 +138,8 @@ def _read_only_folder(path: Path):
 def test_a_read_only_folder_is_refused_with_the_fix(tmp_path):
     ro = tmp_path / "ro"
     undo = _read_only_folder(ro)
-    if undo is None:
-        pytest.skip("running as root on a file system without the immutable flag: no read-only folder to test")
+    if undo is None:  # the condition: no way to make a folder this process cannot write
+        return pytest.skip("running as root on a file system without the immutable flag: no read-only folder")
     try:
         p = _cli([f"hydra.run.dir={ro / 'run'}"], tmp_path)
         _assert_clean_refusal(p, "not writable", str(ro))
