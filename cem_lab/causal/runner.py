@@ -772,8 +772,7 @@ def prepare_cem(model: nn.Module, image: Optional[ImageLike], task: Union[Task, 
     notes: list[str] = []
     clean = None
     if image is not None:
-        clean_full = _read_input(image, "image" if not isinstance(image, (str, Path)) else str(image), notes)
-        clean = clean_full
+        clean = _read_input(image, "image" if not isinstance(image, (str, Path)) else str(image), notes)
     if image_seed is None:
         from cem_lab.tasks import seed_from_name
 

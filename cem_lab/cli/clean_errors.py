@@ -52,12 +52,11 @@ def job_failed(program: str, err: Exception, folder: Any, multirun: bool) -> dic
     """What a Hydra task function does with a failure: in a multirun, print it and return the job's
     ``failed`` outcome (the sweep goes on); in a single run, end a user error in the one form;
     re-raise anything else (a bug keeps its traceback)."""
+    from cem_lab.cli.sweep import first_line
     from cem_lab.errors import USER_ERRORS
 
     if multirun:
-        text = str(err).strip()
-        first = next((ln.strip() for ln in text.splitlines() if ln.strip()), "")
-        message = f"{type(err).__name__}: {first}"
+        message = f"{type(err).__name__}: {first_line(str(err))}"
         print(f"{program}: job failed ({folder}): {message}", file=sys.stderr, flush=True)
         return {"status": "failed", "error": message}
     if isinstance(err, USER_ERRORS):
