@@ -43,6 +43,8 @@ DEFAULT_CHECKPOINT_S = 5.0
 
 #: per-block recompute: crop sides are multiples of this (fewer shapes, denser batches), and a block
 #: whose crop would be at least this share of the ROI crop runs on the ROI crop
+#: how each intervened item is recomputed (``recompute=``)
+RECOMPUTE = ("roi_crop", "block_crop", "incremental")
 BLOCK_CROP_STEP = 8
 BLOCK_CROP_MAX_SHARE = 0.7
 
@@ -110,10 +112,12 @@ class CEMJob:
                  recompute: str = "roi_crop"):
         if mode not in ("auto", "full"):
             raise ValueError(f"mode must be 'auto' (crop when the model is local) or 'full', got {mode!r}")
-        if recompute not in ("roi_crop", "block_crop"):
-            raise ValueError(f"recompute must be 'roi_crop' (every item on the ROI's dependency crop) or "
-                             f"'block_crop' (each item on the smallest crop its block needs), got {recompute!r}")
-        self.recompute_requested, self.block_crops = recompute, None
+        if recompute not in RECOMPUTE:
+            raise ValueError(f"recompute must be 'roi_crop' (every item on the ROI's dependency crop), "
+                             f"'block_crop' (each item on the smallest crop its block needs) or 'incremental' "
+                             f"(a plain conv stack recomputed layer by layer only where the block reaches), "
+                             f"got {recompute!r}")
+        self.recompute_requested, self.block_crops, self.incremental = recompute, None, None
         self.auto_forward_batch = forward_batch == "auto"
         if batch_size < 1 or not (self.auto_forward_batch or int(forward_batch) >= 1):
             raise ValueError(f"batch_size must be >= 1 and forward_batch >= 1 or 'auto', got {batch_size}, "
@@ -270,6 +274,8 @@ class CEMJob:
         self.active = active
         if self.recompute_requested == "block_crop":
             self._try_block_crops()
+        elif self.recompute_requested == "incremental":
+            self._try_incremental()
         self.timings["prepare_s"] = time.perf_counter() - t0
 
     def _find_forward_batch(self, x: Tensor, start: int = 256) -> int:
@@ -367,13 +373,89 @@ class CEMJob:
                                        origin=(crop[0], crop[2]))
 
     def _metrics(self, blocks: np.ndarray, samples: np.ndarray) -> np.ndarray:
-        roi = self._roi_outputs_block_crops(blocks, samples) if self.block_crops is not None else \
-            self._roi_outputs_crop(blocks, samples)
+        if self.incremental is not None:
+            roi = self._roi_outputs_incremental(blocks, samples)
+        elif self.block_crops is not None:
+            roi = self._roi_outputs_block_crops(blocks, samples)
+        else:
+            roi = self._roi_outputs_crop(blocks, samples)
         return self.metric(roi, self.ref).detach().cpu().numpy().astype(np.float64)
 
     def _roi_outputs_crop(self, blocks, samples) -> Tensor:
         x = self._build(blocks, samples, self.crop, self.base_crop, self.ctx_crop)
         return self._roi(self._forward(x), (self.crop[0], self.crop[2]))
+
+    # --- incremental recompute of a conv stack --------------------------------------------------------
+    def _crop_roi(self) -> tuple[int, int, int, int]:
+        y0, y1, x0, x1 = self.roi.box
+        return y0 - self.crop[0], y1 - self.crop[0], x0 - self.crop[2], x1 - self.crop[2]
+
+    def _try_incremental(self) -> None:
+        """Incremental recompute (:mod:`cem_lab.causal.incremental`): each layer of a plain conv stack
+        is recomputed only on the window an intervention can have changed, from the cached
+        un-intervened activations; checked against the ROI crop on sampled blocks before it is trusted."""
+        from .incremental import IncrementalChain, NotAChain, conv_chain
+
+        why = None
+        if self.scale != 1:
+            why = f"the model is x{self.scale} (incremental recompute follows same-size conv stacks)"
+        else:
+            try:
+                units, residual = conv_chain(self.model)
+            except NotAChain as e:
+                why = f"{self.model_name} is not a plain conv stack ({e})"
+        if why is None:
+            self.incremental = IncrementalChain(units, residual, self.base_crop, self._crop_roi())
+            if self.verify:
+                check = self._verify_incremental()
+                self.incremental_check = check
+                if not check["ok"]:
+                    self.incremental = None
+                    why = (f"incremental and ROI-crop outputs differ by {check['max_diff']:.3g} (> {check['atol']:g}) "
+                           f"on blocks {check['blocks']}")
+        if why is not None:
+            msg = f"incremental recompute (recompute=incremental) not used: {why}; every item runs on the ROI crop"
+            self.notes.append(msg)
+            log.warning(msg)
+            return
+        inc = self.incremental
+        msg = (f"incremental recompute: {len(inc.units)} conv layers, reach {inc.reach} px; an item recomputes "
+               f"{inc.pixels((0, self.block, 0, self.block)):.0f} px per layer on average instead of the "
+               f"{self.crop[1] - self.crop[0]}x{self.crop[3] - self.crop[2]} crop")
+        self.notes.append(msg)
+        log.info(msg)
+
+    def _item_boxes(self, blocks) -> list[tuple[int, int, int, int]]:
+        return [p.dst for p in self._placements(blocks, self.crop)]
+
+    def _roi_outputs_incremental(self, blocks, samples) -> Tensor:
+        from .incremental import changed_outside
+
+        x = self._build(blocks, samples, self.crop, self.base_crop, self.ctx_crop)
+        boxes = self._item_boxes(blocks)
+        if changed_outside(x, self.base_crop, boxes):
+            raise ModelOutputError(
+                f"the {self.intervention.name} intervention changed input pixels outside its block, which "
+                "incremental recompute assumes it never does; run with recompute=roi_crop")
+        out = self.incremental.roi_outputs(x, boxes, chunk=self.forward_batch)
+        self.forward_passes += len(blocks)
+        self.pixels_pushed += int(round(sum(self.incremental.pixels(b) for b in boxes)))
+        if not torch.isfinite(out).all():
+            raise ModelOutputError(self._not_finite("in the ROI"))
+        return out
+
+    def _verify_incremental(self, atol: float = 1e-4) -> dict:
+        """Incremental and ROI-crop outputs of sample 0 on up to 8 blocks (seeded choice among the
+        blocks inside the ROI, next to it and at the crop's edge)."""
+        rng = np.random.default_rng([self.seed, 15485863])
+        cand = np.flatnonzero(self.active)
+        pick = np.array(sorted(rng.choice(cand, size=min(8, len(cand)), replace=False).tolist()))
+        zeros = np.zeros(len(pick), dtype=int)
+        x = self._build(pick, zeros, self.crop, self.base_crop, self.ctx_crop)
+        a = self.incremental.roi_outputs(x, self._item_boxes(pick), chunk=self.forward_batch)
+        b = self._roi_outputs_crop(pick, zeros)
+        d = float((a - b).abs().max())
+        return {"ok": d <= atol, "max_diff": d, "atol": atol, "blocks": pick.tolist()}
 
     # --- per-block recompute ---------------------------------------------------------------------
     def _try_block_crops(self) -> None:
@@ -504,6 +586,7 @@ class CEMJob:
             "classification": self.rule, "forward_batch": self.forward_batch,
             "blocks": "all" if self.selected.all() else np.flatnonzero(self.selected).tolist(),
             **({"recompute": "block_crop"} if self.block_crops is not None else {}),
+            **({"recompute": "incremental"} if self.incremental is not None else {}),
         }
 
     def fingerprint(self) -> str:
@@ -704,6 +787,8 @@ class CEMJob:
             meta["crop_check"] = self.crop_check.describe()
         if getattr(self, "block_check", None) is not None:
             meta["block_crop_check"] = self.block_check
+        if getattr(self, "incremental_check", None) is not None:
+            meta["incremental_check"] = self.incremental_check
         return CEMResult(effect.reshape(shape), est.effect.reshape(shape), est.stderr.reshape(shape),
                          lo.reshape(shape), hi.reshape(shape), est.n.reshape(shape), cls.reshape(shape),
                          self.roi_mask, self.roi, self.block, self.scale,
@@ -798,7 +883,7 @@ def prepare_cem(model: nn.Module, image: Optional[ImageLike], task: Union[Task, 
     elif estimator == "exhaustive":
         est = make_estimator("exhaustive", samples=samples if samples is not None else fine)
     elif estimator == "adaptive":
-        est = make_estimator("adaptive", coarse=coarse, tol=tol, **(estimator_options or {}))
+        est = make_estimator("adaptive", coarse=coarse, tol=tol, **{"fine": fine, **(estimator_options or {})})
     else:
         est = make_estimator(str(estimator), **(estimator_options or {}))
     if isinstance(intervention, str):
@@ -831,7 +916,8 @@ def compute_cem(model: nn.Module, image: Optional[ImageLike], task: Union[Task, 
     ``image`` (or ``image=None`` with ``metric="output_change"``). ``roi`` = (top row, left column,
     size) in output pixels; ``block`` in output pixels. ``estimator``: "coarse_to_fine" (default;
     ``coarse``, ``fine``, ``tol``), "exhaustive" (``samples`` per block) or "adaptive" (``coarse``,
-    ``tol`` and ``estimator_options``: round_size, max_samples, half_width, level, roi_blocks; see
+    ``tol``, ``fine`` (the ROI blocks' reference draws) and ``estimator_options``: round_size, growth,
+    max_samples, half_width, settled_half_width, level, roi_blocks; see
     :class:`~cem_lab.causal.estimators.AdaptiveEstimator`). ``patch_bank``: a
     :class:`~cem_lab.patches.PatchBank` (default: the embedded bank). With ``output_dir`` the run is
     checkpointed there (every ``checkpoint_every`` seconds or ``checkpoint_every_items`` items),

@@ -42,6 +42,11 @@ class DnCNN(nn.Module):
         out = self.model(x)
         return x - out if self.residual else out
 
+    def conv_chain(self) -> tuple[nn.Sequential, int]:
+        """The body and how it joins the input, for incremental recompute
+        (:mod:`cem_lab.causal.incremental`): ``x - body(x)`` when residual."""
+        return self.model, (-1 if self.residual else 0)
+
     def config(self) -> dict:
         """Keyword arguments that rebuild this network (with its ``_target_``)."""
         return {"_target_": f"{type(self).__module__}.{type(self).__qualname__}",

@@ -1,0 +1,143 @@
+"""Incremental recompute (recompute=incremental): a plain conv stack recomputed layer by layer on the
+windows an intervention can reach gives the ROI-crop outputs and map, independent of the batch size,
+checked before it is trusted; models that are not such a stack fall back with a note that says why."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from cem_lab import compute_cem
+from cem_lab.causal.incremental import NotAChain, conv_chain
+from cem_lab.causal.runner import prepare_cem
+from cem_lab.models import DnCNN
+
+from conftest import SHARED_DATA, ConvStack, GlobalAttention, needs_shared
+
+KW = dict(block=8, coarse=2, fine=6, progress=False, figures=False, seed=3)
+
+
+class MixedChain(nn.Module):
+    """A chain with 5x5 and 1x1 kernels, batch norm (eval), LeakyReLU and a + residual."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(1)
+        self.body = nn.Sequential(nn.Conv2d(3, 8, 5, padding=2), nn.BatchNorm2d(8), nn.LeakyReLU(0.2),
+                                  nn.Conv2d(8, 8, 1), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1), nn.Tanh(),
+                                  nn.Conv2d(8, 3, 3, padding=1))
+        with torch.no_grad():
+            bn = self.body[1]
+            bn.running_mean.uniform_(-0.1, 0.1)
+            bn.running_var.uniform_(0.5, 1.5)
+        self.eval()
+
+    def conv_chain(self):
+        return self.body, 1
+
+    def forward(self, x):
+        return x + self.body(x)
+
+
+def _image(size: int) -> np.ndarray:
+    from skimage import data
+
+    return np.ascontiguousarray(data.astronaut()[40:40 + size, 150:150 + size])
+
+
+@pytest.mark.parametrize("model, roi", [
+    (lambda: DnCNN(features=8, depth=6), (32, 32, 16)),
+    (lambda: DnCNN(features=8, depth=6), (0, 80, 16)),     # ROI at the image's corner: windows leave the crop
+    (lambda: MixedChain(), (36, 20, 24)),
+])
+def test_incremental_outputs_equal_the_crop_outputs_on_every_block(small_bank, model, roi):
+    m = model()
+    job = prepare_cem(m, _image(96), "dn", roi, block=8, patch_bank=small_bank, seed=3, recompute="incremental")
+    assert job.incremental is not None, job.notes
+    assert job.incremental_check["ok"]
+    blocks = np.flatnonzero(job.active)
+    samples = np.arange(len(blocks)) % 3
+    a = job._roi_outputs_incremental(blocks, samples)
+    b = job._roi_outputs_crop(blocks, samples)
+    assert a.shape == b.shape
+    assert float((a - b).abs().max()) < 1e-5
+    # and the windows do less work than the crop
+    assert job.incremental.pixels((0, 8, 0, 8)) < (job.crop[1] - job.crop[0]) * (job.crop[3] - job.crop[2])
+
+
+def test_incremental_maps_equal_roi_crop_maps_and_do_not_depend_on_the_batch_size(small_bank):
+    model = DnCNN(features=8, depth=6)
+    image = _image(64)
+    ref = compute_cem(model, image, "dn", (24, 24, 16), patch_bank=small_bank, batch_size=32, **KW)
+    a = compute_cem(model, image, "dn", (24, 24, 16), patch_bank=small_bank, batch_size=32,
+                    recompute="incremental", **KW)
+    b = compute_cem(model, image, "dn", (24, 24, 16), patch_bank=small_bank, batch_size=5,
+                    recompute="incremental", **KW)
+    np.testing.assert_array_equal(a.effect_raw, b.effect_raw)
+    np.testing.assert_array_equal(a.counts, b.counts)
+    np.testing.assert_array_equal(a.classification, ref.classification)
+    np.testing.assert_allclose(a.effect_raw, ref.effect_raw, atol=1e-3)
+    assert a.meta["settings"]["recompute"] == "incremental" and "recompute" not in ref.meta["settings"]
+    assert a.meta["incremental_check"]["ok"]
+    assert a.meta["pixels_pushed"] < ref.meta["pixels_pushed"]
+    assert any(n.startswith("incremental recompute: 6 conv layers") for n in a.meta["notes"])
+
+
+@pytest.mark.parametrize("model, words", [
+    (lambda: GlobalAttention(), "not a plain conv stack"),
+    (lambda: ConvStack(depth=3), "does not declare conv_chain"),
+])
+def test_models_that_are_not_conv_stacks_fall_back_with_a_reason(clean_image, small_bank, model, words):
+    m = model()
+    ref = compute_cem(m, clean_image, "dn", (16, 16, 16), patch_bank=small_bank, **KW)
+    res = compute_cem(m, clean_image, "dn", (16, 16, 16), patch_bank=small_bank, recompute="incremental", **KW)
+    note = [n for n in res.meta["notes"] if n.startswith("incremental recompute (recompute=incremental) not used")]
+    assert note and words in note[0], res.meta["notes"]
+    np.testing.assert_array_equal(res.effect_raw, ref.effect_raw)
+    assert "recompute" not in res.meta["settings"]
+
+
+def test_conv_chain_names_what_breaks_the_chain():
+    with pytest.raises(NotAChain, match="stride-1"):
+        conv_chain(nn.Sequential(nn.Conv2d(3, 3, 3, stride=2, padding=1)))
+    with pytest.raises(NotAChain, match="MaxPool2d"):
+        conv_chain(nn.Sequential(nn.Conv2d(3, 3, 3, padding=1), nn.MaxPool2d(2)))
+    with pytest.raises(NotAChain, match="before the first convolution"):
+        conv_chain(nn.Sequential(nn.ReLU(), nn.Conv2d(3, 3, 3, padding=1)))
+    with pytest.raises(NotAChain, match="padded"):
+        conv_chain(nn.Sequential(nn.Conv2d(3, 3, 3, padding=0)))
+    units, residual = conv_chain(DnCNN(depth=4))
+    assert len(units) == 4 and residual == -1
+
+
+def test_an_sr_model_falls_back(small_bank):
+    from cem_lab.tasks import make_task
+
+    model = ConvStack(depth=3, scale=2)
+    res = compute_cem(model, _image(64), make_task("sr", scale=2), (16, 16, 16), patch_bank=small_bank,
+                      recompute="incremental", **KW)
+    assert any("is x2" in n for n in res.meta["notes"]), res.meta["notes"]
+
+
+@pytest.mark.slow
+@needs_shared
+def test_on_the_real_dncnn_at_256_incremental_outputs_equal_the_crop_outputs():
+    """KAIR's DnCNN on the 256x256 demo image and the paper's ROI: 48 items over the crop's blocks."""
+    from cem_lab.images import load_image
+    from cem_lab.models import load_weights
+    from cem_lab.patches import PatchBank
+
+    m = DnCNN()
+    load_weights(m, SHARED_DATA / "dncnn_color_blind.pth")
+    bank = PatchBank.load(SHARED_DATA / "div2k_patches8.npz")
+    img = load_image(SHARED_DATA / "demo_images" / "demo_2.png")
+    job = prepare_cem(m.eval(), img, "dn", (152, 96, 32), block=8, patch_bank=bank, seed=0, recompute="incremental")
+    assert job.mode == "crop" and job.incremental is not None, job.notes
+    rng = np.random.default_rng(0)
+    blocks = rng.choice(np.flatnonzero(job.active), 48, replace=False)
+    samples = rng.integers(0, 50, 48)
+    a = job._roi_outputs_incremental(blocks, samples)
+    b = job._roi_outputs_crop(blocks, samples)
+    assert float((a - b).abs().max()) < 1e-4
+    assert job.incremental.pixels((20, 28, 20, 28)) < 0.3 * 72 * 72
