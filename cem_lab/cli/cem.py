@@ -81,7 +81,7 @@ INTERRUPT_ENV = "CEM_LAB_TEST_INTERRUPT"
 START_GATE_ENV = "CEM_LAB_TEST_START_GATE"
 PROGRAM = "cem-lab"
 #: the `cem` config keys of the adaptive estimator (conf/cem/adaptive.yaml)
-ADAPTIVE_OPTIONS = ("round_size", "max_samples", "half_width", "level", "roi_blocks")
+ADAPTIVE_OPTIONS = ("round_size", "growth", "max_samples", "half_width", "settled_half_width", "level", "roi_blocks")
 
 
 def instantiate_checked(node: Any) -> Any:
