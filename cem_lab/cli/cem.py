@@ -150,10 +150,9 @@ def _checkpoint_cadence(cfg: DictConfig) -> tuple[Optional[float], Optional[int]
     return every_s, every_items
 
 
-def prepare(cfg: DictConfig, output_dir: Path) -> PreparedRun:
-    """Build the task, model, patch bank and the CEM job of ``cfg`` and check them and the folder's
-    checkpoint (another run's is refused): every refusal happens here, before anything is written."""
-    from cem_lab.causal.runner import prepare_cem
+def prepare_kwargs(cfg: DictConfig, output_dir: Path):
+    """The model, image, task and :func:`~cem_lab.causal.runner.prepare_cem` keywords of ``cfg``,
+    and the run keywords (output folder, figures, progress, checkpoint cadence)."""
     from cem_lab.tasks import make_task
 
     task = make_task(**OmegaConf.to_container(cfg.task, resolve=True))
@@ -178,9 +177,19 @@ def prepare(cfg: DictConfig, output_dir: Path) -> PreparedRun:
         crop_border=cfg.metric.crop_border, test_y_channel=cfg.metric.test_y_channel, seed=cfg.seed,
         image_seed=cfg.image_seed, batch_size=cfg.batch_size, forward_batch=cfg.forward_batch, mode=cfg.mode,
         crop_margin=cfg.crop_margin, crop_multiple=cfg.crop_multiple, image_name=name,
-        model_name=cfg.model.get("name"), recompute=cfg.get("recompute", "roi_crop"))
+        model_name=cfg.model.get("name"), recompute=cfg.get("recompute", "roi_crop"), device=device)
     run_kwargs = dict(output_dir=output_dir, figures=cfg.figures, progress=cfg.progress,
                       checkpoint_every=every_s, checkpoint_every_items=every_items)
+    return model, image, task, kwargs, run_kwargs
+
+
+def prepare(cfg: DictConfig, output_dir: Path) -> PreparedRun:
+    """Build the task, model, patch bank and the CEM job of ``cfg`` and check them and the folder's
+    checkpoint (another run's is refused): every refusal happens here, before anything is written."""
+    from cem_lab.causal.runner import prepare_cem
+
+    model, image, task, kwargs, run_kwargs = prepare_kwargs(cfg, output_dir)
+    device = kwargs.pop("device")
     dist = cfg.get("trainer") or {}
     distributed = None
     if int(dist.get("devices", 1) or 1) != 1 or int(dist.get("num_nodes", 1) or 1) > 1:
@@ -381,6 +390,10 @@ def _execute_locked(cfg: DictConfig, folder: Path, memory, *, job_num: Optional[
                     group: Optional[str]) -> dict:
     from cem_lab.causal.result import CEMResult
 
+    from cem_lab.cli.atlas import execute_atlas, is_atlas
+
+    if is_atlas(cfg):
+        return execute_atlas(cfg, folder, memory)
     logger_cfg = cfg.get("logger") or {}
     summary = finished_run(cfg, folder)
     skipped = summary is not None
