@@ -47,7 +47,12 @@ class Unit:
     def __call__(self, x: Tensor) -> Tensor:
         y = F.conv2d(x, self.conv.weight, self.conv.bias, 1, 0, 1, self.conv.groups)  # valid: x carries the halo
         for m in self.after:
-            y = m(y)
+            if type(m) is nn.ReLU:  # in place: y is this unit's own fresh tensor
+                y.relu_()
+            elif type(m) is nn.LeakyReLU:
+                F.leaky_relu_(y, m.negative_slope)
+            else:
+                y = m(y)
         return y
 
 
@@ -163,10 +168,13 @@ class IncrementalChain:
             if li == 0:  # the intervened input itself
                 a = self._slices_batch(xin, boxes, 2 * r)
             else:
-                a = self._slices(self.canvases[li], boxes, g_prev + 2 * r).clone()
+                a = self._slices(self.canvases[li], boxes, g_prev + 2 * r)  # stack: a new tensor
                 a[:, :, 2 * r:a.shape[2] - 2 * r, 2 * r:a.shape[3] - 2 * r] = prev
-            prev = u(a) * self._slices(self.inside, boxes, g_prev + r)
-            g_prev += r
+            prev = u(a)
+            g = g_prev + r
+            if any(b[0] - g < 0 or b[2] - g < 0 or b[1] + g > self.h or b[3] + g > self.w for b in boxes):
+                prev = prev * self._slices(self.inside, boxes, g)  # zero where the window left the crop
+            g_prev = g
         # the ROI: un-intervened body output, with the last window pasted in
         y0, y1, x0, x1 = self.roi
         body = self.body_out[:, :, y0:y1, x0:x1].expand(len(idx), -1, -1, -1).clone()

@@ -177,20 +177,22 @@ class CEMJob:
         self._prepare()
 
     # --- model calls ---------------------------------------------------------------------------
-    def _forward(self, x: Tensor) -> Tensor:
+    def _forward(self, x: Tensor, pad: bool = True) -> Tensor:
         """Run the model in chunks of exactly ``forward_batch`` rows (the last one padded).
 
         Convolution kernels may pick another algorithm for another batch shape, which changes
         float rounding and, rarely, a uint8-rounded output pixel. With one fixed shape, an item's
         output does not depend on the work-unit size, its position in a batch, or where a run
-        was resumed.
+        was resumed. ``pad=False`` runs the last chunk as it is: for the full-image passes of the
+        preparation in crop mode (the restored image, the checks of the crop, with a tolerance),
+        which no map value is read from.
         """
         n = x.shape[0]
         outs = []
         for i in range(0, n, self.forward_batch):
             chunk = x[i:i + self.forward_batch]
             real = chunk.shape[0]
-            if real < self.forward_batch:
+            if pad and real < self.forward_batch:
                 chunk = torch.cat([chunk, chunk[:1].expand(self.forward_batch - real, -1, -1, -1)])
             outs.append(self._call_model(chunk)[:real])
         return torch.cat(outs) if len(outs) > 1 else outs[0]
@@ -229,24 +231,16 @@ class CEMJob:
         return roi
 
     def _roi_metric_full(self, x: Tensor) -> Tensor:
-        return self._roi(self._forward(x), (0, 0))
+        return self._roi(self._forward(x, pad=False), (0, 0))
 
     # --- preparation -----------------------------------------------------------------------------
     def _prepare(self) -> None:
         t0 = time.perf_counter()
         x = self.ti.input
-        full_out = self._forward(x)
-        if not torch.isfinite(full_out).all():
-            raise ModelOutputError(self._not_finite("on the un-intervened input"))
-        self.restored = full_out
-        self.base_full_roi = self._roi(full_out, (0, 0))
-        if self.ti.target is not None and self.metric.name != "output_change":
-            y0, y1, x0, x1 = self.roi.box
-            ref = self.ti.target[:, :, y0:y1, x0:x1]
-        else:
-            ref = self.base_full_roi
-        self.ref = self.metric.prepare(ref)
-        self.baseline_full = float(self.metric(self.base_full_roi, self.ref)[0])
+        # in crop mode no map value is read from a full-image pass: it runs unpadded (one image, not
+        # forward_batch); in full mode it is taken again below with the interventions' forward shape
+        padded_first = self.mode_requested == "full" and not self.auto_forward_batch
+        self._full_baseline(self._forward(x, pad=padded_first))
         h, w = self.grid.input_h, self.grid.input_w
         self.crop = (0, h, 0, w)
         self.region: Optional[DependencyRegion] = None
@@ -262,8 +256,8 @@ class CEMJob:
         if self.auto_forward_batch:
             self.forward_batch = self._find_forward_batch(self.base_crop)
             self.notes.append(f"forward_batch=auto: {self.forward_batch}")
-            if self.mode == "full":  # the baseline with the forward shape of the interventions
-                self.baseline_full = float(self.metric(self._roi(self._forward(x), (0, 0)), self.ref)[0])
+        if self.mode == "full" and not padded_first:  # the baseline with the interventions' forward shape
+            self._full_baseline(self._forward(x))
         if self.mode == "crop":
             self.base_crop_roi = self._roi(self._forward(self.base_crop), (y0, x0))
             self.baseline = float(self.metric(self.base_crop_roi, self.ref)[0])
@@ -277,6 +271,21 @@ class CEMJob:
         elif self.recompute_requested == "incremental":
             self._try_incremental()
         self.timings["prepare_s"] = time.perf_counter() - t0
+
+    def _full_baseline(self, full_out: Tensor) -> None:
+        """The restored image, the full-image ROI output, the metric's reference and M0 from a
+        full-image pass."""
+        if not torch.isfinite(full_out).all():
+            raise ModelOutputError(self._not_finite("on the un-intervened input"))
+        self.restored = full_out
+        self.base_full_roi = self._roi(full_out, (0, 0))
+        if self.ti.target is not None and self.metric.name != "output_change":
+            y0, y1, x0, x1 = self.roi.box
+            ref = self.ti.target[:, :, y0:y1, x0:x1]
+        else:
+            ref = self.base_full_roi
+        self.ref = self.metric.prepare(ref)
+        self.baseline_full = float(self.metric(self.base_full_roi, self.ref)[0])
 
     def _find_forward_batch(self, x: Tensor, start: int = 256) -> int:
         """The largest forward batch (a power of two <= ``start``) that fits the device's memory.
