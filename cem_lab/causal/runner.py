@@ -459,11 +459,14 @@ class CEMJob:
         rng = np.random.default_rng([self.seed, 15485863])
         cand = np.flatnonzero(self.active)
         pick = np.array(sorted(rng.choice(cand, size=min(8, len(cand)), replace=False).tolist()))
+        return self._against_crop(pick, self._roi_outputs_incremental, atol)
+
+    def _against_crop(self, pick: np.ndarray, outputs: Callable, atol: float) -> dict:
+        """Max |difference| between ``outputs`` and the ROI crop's outputs on sample 0 of ``pick``."""
+        if len(pick) == 0:
+            return {"ok": True, "max_diff": 0.0, "atol": atol, "blocks": []}
         zeros = np.zeros(len(pick), dtype=int)
-        x = self._build(pick, zeros, self.crop, self.base_crop, self.ctx_crop)
-        a = self.incremental.roi_outputs(x, self._item_boxes(pick), chunk=self.forward_batch)
-        b = self._roi_outputs_crop(pick, zeros)
-        d = float((a - b).abs().max())
+        d = float((outputs(pick, zeros) - self._roi_outputs_crop(pick, zeros)).abs().max())
         return {"ok": d <= atol, "max_diff": d, "atol": atol, "blocks": pick.tolist()}
 
     # --- per-block recompute ---------------------------------------------------------------------
@@ -576,13 +579,7 @@ class CEMJob:
         with_crop = [b for b in cand.tolist() if self.block_crops[b][0] is not None]
         pick = np.array(sorted(rng.choice(with_crop, size=min(8, len(with_crop)), replace=False).tolist())) \
             if with_crop else np.array([], dtype=int)
-        if len(pick) == 0:
-            return {"ok": True, "max_diff": 0.0, "atol": atol, "blocks": []}
-        zeros = np.zeros(len(pick), dtype=int)
-        a = self._roi_outputs_block_crops(pick, zeros)
-        b = self._roi_outputs_crop(pick, zeros)
-        d = float((a - b).abs().max())
-        return {"ok": d <= atol, "max_diff": d, "atol": atol, "blocks": pick.tolist()}
+        return self._against_crop(pick, self._roi_outputs_block_crops, atol)
 
     # --- identity of the run ------------------------------------------------------------------------
     def settings(self) -> dict[str, Any]:
