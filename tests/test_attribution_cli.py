@@ -2,6 +2,7 @@
 cem-lab run; refusals in the one error form (exit status 2) that leave no folder behind."""
 from __future__ import annotations
 
+import json
 import math
 import subprocess
 import sys
@@ -263,3 +264,55 @@ def test_share_of_the_image_marked():
     sh = marked_shares(m, roi)
     assert sh["50"] == pytest.approx(1 / 9) and sh["90"] == pytest.approx(3 / 9)
     assert marked_shares(np.zeros((2, 5)), roi) == {"50": None, "90": None}
+
+
+def test_cem_report_tabulates_the_faithfulness_of_attribution_runs(tmp_path, computed):
+    import pandas as pd
+
+    from cem_lab.analysis.report import write_report
+
+    folder, _ = computed
+    w = write_report([folder.parent], tmp_path / "report")
+    assert w["attribution_runs"] == 1
+    rows = pd.read_csv(w["faithfulness_csv"])
+    assert len(rows) == len(METHODS) * len(INTERVENTIONS)
+    s = json.loads((folder / "attribution.json").read_text())
+    lv_cem = rows[(rows.intervention == "lv") & (rows.method == "cem")].iloc[0]
+    f = s["faithfulness"]["lv"]
+    assert lv_cem.deletion_drop == pytest.approx(f["baseline_metric"] - f["methods"]["cem"]["deletion_auc"])
+    summary = pd.read_csv(w["faithfulness_summary_csv"])
+    assert set(summary.method) == set(METHODS) and (summary.runs == 1).all()
+    assert "| lv | cem | 1 |" in Path(w["faithfulness_md"]).read_text()
+    assert json.loads((tmp_path / "report" / "report.json").read_text())["files"]["faithfulness_md"]
+
+
+def test_faithfulness_over_runs_has_intervals_wins_and_the_paired_difference_with_the_cem():
+    import pandas as pd
+
+    from cem_lab.analysis.attribution_tables import faithfulness_summary
+
+    rows = []
+    for k, (cem, lam) in enumerate([(0.5, 0.3), (0.7, 0.4), (0.6, 0.8)]):
+        for method, drop in (("cem", cem), ("lam", lam)):
+            rows.append({"run": f"r{k}", "roi": "[0, 0, 8]", "intervention": "lv", "method": method,
+                         "deletion_drop": drop, "insertion_gain": drop / 2,
+                         "rank_correlation_with_cem": 1.0 if method == "cem" else 0.5})
+    s = faithfulness_summary(pd.DataFrame(rows)).set_index("method")
+    assert s.loc["cem", "deletion_drop"] == pytest.approx(0.6)
+    assert s.loc["cem", "deletion_drop_lo"] < 0.6 < s.loc["cem", "deletion_drop_hi"]
+    assert s.loc["cem", "share_best_deletion"] == pytest.approx(2 / 3)
+    assert s.loc["lam", "share_best_deletion"] == pytest.approx(1 / 3)
+    assert s.loc["lam", "minus_cem"] == pytest.approx(((0.3 - 0.5) + (0.4 - 0.7) + (0.8 - 0.6)) / 3)
+    assert s.loc["lam", "paired_runs"] == 3 and s.loc["lam", "rank_correlation_with_cem"] == 0.5
+
+
+def test_the_attribution_study_preset_sweeps_three_images_and_two_rois():
+    from hydra import compose, initialize_config_module
+
+    with initialize_config_module(config_module="cem_lab.conf", version_base="1.3"):
+        cfg = compose("attribution", overrides=["experiment=attribution_dn"], return_hydra_config=True)
+    params = cfg.hydra.sweeper.params
+    assert params["demo_image"] == "demo_1,demo_2,demo_3"
+    assert cfg.image.endswith("demo_images/demo_2.png")
+    assert params["roi"] == "[152,96,32],[64,160,32]"
+    assert cfg.model.checkpoint.endswith("dncnn_color_blind.pth") and cfg.roi == [152, 96, 32]

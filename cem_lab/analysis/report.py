@@ -75,6 +75,31 @@ def _figures(runs: pd.DataFrame, folder: Path) -> dict[str, str]:
     return out
 
 
+def _faithfulness(paths: Sequence[PathLike], out: Path) -> dict[str, Any]:
+    """faithfulness.csv (per run, intervention and method), faithfulness_summary.csv and
+    faithfulness.md (over runs, with intervals) of the `cem-attribution` runs under ``paths``."""
+    from cem_lab.analysis.attribution_tables import (faithfulness_markdown, faithfulness_rows,
+                                                     faithfulness_summary, find_attribution_folders)
+
+    names = ("faithfulness.csv", "faithfulness_summary.csv", "faithfulness.md")
+    folders = find_attribution_folders(paths, exclude=[out])
+    if not folders:
+        for n in names:  # a stale table from an earlier report
+            (out / n).unlink(missing_ok=True)
+        return {"faithfulness_csv": None, "faithfulness_md": None}
+    rows = faithfulness_rows(folders)
+    summary = faithfulness_summary(rows)
+    with atomic_path(out / names[0]) as tmp:
+        rows.to_csv(tmp, index=False)
+    with atomic_path(out / names[1]) as tmp:
+        summary.to_csv(tmp, index=False)
+    write_text(out / names[2], f"Faithfulness over {len(folders)} cem-attribution runs (mean [95 % interval]; "
+                               "deletion drop: the ROI metric minus the deletion curve's area)\n\n"
+                               + faithfulness_markdown(summary))
+    return {"faithfulness_csv": str(out / names[0]), "faithfulness_summary_csv": str(out / names[1]),
+            "faithfulness_md": str(out / names[2]), "attribution_runs": len(folders)}
+
+
 def write_report(paths: Sequence[PathLike], out_dir: PathLike) -> dict[str, Any]:
     """Read the finished runs under ``paths`` and write the report into ``out_dir``.
 
@@ -108,6 +133,7 @@ def write_report(paths: Sequence[PathLike], out_dir: PathLike) -> dict[str, Any]
     else:
         skipped_path.unlink(missing_ok=True)  # a stale list from an earlier report
         written["skipped_txt"] = None
+    written.update(_faithfulness(paths, out))
     fig_dir = out / "figures"
     written["figures"] = _figures(runs, fig_dir)
     keep = {Path(p).name for p in written["figures"].values()}
