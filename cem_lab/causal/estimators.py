@@ -89,6 +89,14 @@ class Estimate:
     decided_zero: np.ndarray  # bool: declared no-effect by a screening stage (coarse U set)
 
 
+def take_estimate(effect: np.ndarray, stderr: np.ndarray, n: np.ndarray, s: BlockStats, mask: np.ndarray,
+                  baseline: float) -> None:
+    """Blocks ``mask`` take their estimate from ``s``: CE = M0 - mean, its standard error, its count."""
+    effect[mask] = baseline - s.mean[mask]
+    stderr[mask] = np.sqrt(s.variance()[mask] / np.maximum(s.n[mask], 1))
+    n[mask] = s.n[mask]
+
+
 class Estimator(ABC):
     name: str
 
@@ -170,9 +178,7 @@ class CoarseToFineEstimator(Estimator):
         stderr = np.sqrt(c.variance() / np.maximum(c.n, 1))
         n = c.n.copy()
         if f is not None:
-            effect[s_set] = baseline - f.mean[s_set]
-            stderr[s_set] = np.sqrt(f.variance()[s_set] / np.maximum(f.n[s_set], 1))
-            n[s_set] = f.n[s_set]
+            take_estimate(effect, stderr, n, f, s_set, baseline)
         return Estimate(effect, stderr, n, ~s_set)
 
     def describe(self):
@@ -353,15 +359,9 @@ class AdaptiveEstimator(Estimator):
         if self.roi_blocks == "coarse":  # the ROI's blocks: their coarse mean
             effect[roi] = baseline - c.mean[roi]
         if self.roi_blocks == "reference" and "roi" in stats:
-            r = stats["roi"]
-            effect[roi] = baseline - r.mean[roi]
-            stderr[roi] = np.sqrt(r.variance()[roi] / np.maximum(r.n[roi], 1))
-            n[roi] = r.n[roi]
-        seq = self.sequential(c)
+            take_estimate(effect, stderr, n, stats["roi"], roi, baseline)
         if f is not None:
-            effect[seq] = baseline - f.mean[seq]
-            stderr[seq] = np.sqrt(f.variance()[seq] / np.maximum(f.n[seq], 1))
-            n[seq] = f.n[seq]
+            take_estimate(effect, stderr, n, f, self.sequential(c), baseline)
         return Estimate(effect, stderr, n, ~s_set)
 
     def describe(self):
