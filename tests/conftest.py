@@ -13,6 +13,15 @@ needs_shared = pytest.mark.skipif(not SHARED_DATA.is_dir(),
                                   reason=f"reference data not found at {SHARED_DATA} (../shared/data)")
 
 
+def assert_clean_refusal(p, *words, program: str = "cem-lab"):
+    """A CLI refusal: exit 2, one ``<program>: error: ...`` message naming ``words``, no traceback."""
+    assert p.returncode == 2, (p.returncode, p.stderr[-3000:])
+    assert p.stderr.startswith(f"{program}: error: "), p.stderr[-3000:]
+    assert p.stderr.count(f"{program}: error:") == 1 and "Traceback" not in p.stderr, p.stderr[-3000:]
+    for w in words:
+        assert w in p.stderr, (w, p.stderr)
+
+
 class Identity(nn.Module):
     """y = x; scale 1. Has a parameter so that the device can be read from it."""
 

@@ -13,6 +13,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from conftest import assert_clean_refusal
+
 SMALL = ["model=custom", "model.net._target_=cem_lab.models.DnCNN", "+model.net.features=8",
          "+model.net.depth=3", "roi=[16,16,16]", "cem=exhaustive", "cem.samples=2", "cem.tol=0",
          "patches.count=300", "progress=false"]
@@ -30,11 +32,7 @@ def _cli(args, cwd: Path, program: str = "cem_lab.cli.attribution", env=None):
 
 
 def _assert_clean_refusal(p, *words, program: str = "cem-attribution"):
-    assert p.returncode == 2, (p.returncode, p.stderr[-3000:])
-    assert p.stderr.startswith(f"{program}: error: "), p.stderr[-3000:]
-    assert p.stderr.count(f"{program}: error:") == 1 and "Traceback" not in p.stderr, p.stderr[-3000:]
-    for w in words:
-        assert w in p.stderr, (w, p.stderr)
+    assert_clean_refusal(p, *words, program=program)
 
 
 def _no_run_folder(work: Path) -> None:

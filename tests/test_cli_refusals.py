@@ -14,6 +14,8 @@ import pytest
 import torch
 from PIL import Image
 
+from conftest import assert_clean_refusal
+
 SMALL = ["model=custom", "model.net._target_=cem_lab.models.DnCNN", "+model.net.features=8",
          "+model.net.depth=3", "roi=[16,16,16]", "cem=exhaustive", "cem.samples=2", "cem.block=8",
          "patches.count=300", "progress=false"]
@@ -25,12 +27,7 @@ def _cli(args, cwd: Path, program: str = "cem_lab.cli.cem"):
                           timeout=300)
 
 
-def _assert_clean_refusal(p, *words, program: str = "cem-lab"):
-    assert p.returncode == 2, (p.returncode, p.stderr[-3000:])
-    assert p.stderr.startswith(f"{program}: error: "), p.stderr[-3000:]
-    assert p.stderr.count(f"{program}: error:") == 1 and "Traceback" not in p.stderr, p.stderr[-3000:]
-    for w in words:
-        assert w in p.stderr, (w, p.stderr)
+_assert_clean_refusal = assert_clean_refusal
 
 
 @pytest.fixture
