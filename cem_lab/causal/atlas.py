@@ -320,7 +320,7 @@ def prepare_atlas(model, image, task, rois: Union[str, Sequence[Any]], *, roi_si
     first = None
     if shape is not None and len(shape) >= 2:  # the output size without a forward pass
         out_h, out_w = shape[0] // scale * scale, shape[1] // scale * scale
-    else:
+    else:  # a file, or a degraded input: a job of a tiny ROI tells the output size
         first = prepare_cem(model, image, task, (0, 0, scale), mode="full", **kwargs)
         out_h, out_w = first.out_shape
     if isinstance(rois, str):
@@ -328,7 +328,10 @@ def prepare_atlas(model, image, task, rois: Union[str, Sequence[Any]], *, roi_si
             raise AtlasError(f"rois must be 'grid' or a list of [top, left, size], got {rois!r}")
         rois = roi_grid(out_h, out_w, roi_size, roi_stride)
     parsed, notes = check_rois(rois, out_h, out_w, scale)
-    jobs = [prepare_cem(model, image, task, r.as_list(), mode="full", **kwargs) for r in parsed]
+    jobs = [] if first is not None else [prepare_cem(model, image, task, parsed[0].as_list(), mode="full", **kwargs)]
+    shared = (first if first is not None else jobs[0]).restored  # the un-intervened pass: run once for all ROIs
+    jobs += [prepare_cem(model, image, task, r.as_list(), mode="full", full_output=shared, **kwargs)
+             for r in parsed[len(jobs):]]
     return AtlasJob(jobs, notes)
 
 

@@ -109,7 +109,7 @@ class CEMJob:
                  device: Optional[torch.device] = None, mode: str = "auto", crop_margin: int = 0,
                  crop_multiple: int = 1, verify: bool = True, image_name: str = "image",
                  model_name: Optional[str] = None, blocks: Optional[Sequence[int]] = None,
-                 recompute: str = "roi_crop"):
+                 recompute: str = "roi_crop", full_output: Optional[Tensor] = None):
         if mode not in ("auto", "full"):
             raise ValueError(f"mode must be 'auto' (crop when the model is local) or 'full', got {mode!r}")
         if recompute not in RECOMPUTE:
@@ -174,7 +174,7 @@ class CEMJob:
         self.pixels_pushed = 0
         self.notes: list[str] = []
         self.timings: dict[str, float] = {}
-        self._prepare()
+        self._prepare(full_output)
 
     # --- model calls ---------------------------------------------------------------------------
     def _forward(self, x: Tensor, pad: bool = True) -> Tensor:
@@ -234,13 +234,18 @@ class CEMJob:
         return self._roi(self._forward(x, pad=False), (0, 0))
 
     # --- preparation -----------------------------------------------------------------------------
-    def _prepare(self) -> None:
+    def _prepare(self, full_output: Optional[Tensor] = None) -> None:
+        """``full_output``: the model's padded output on this un-intervened input, when the caller
+        has it (the ROI atlas's jobs share one input); used with ``mode="full"`` only."""
         t0 = time.perf_counter()
         x = self.ti.input
         # in crop mode no map value is read from a full-image pass: it runs unpadded (one image, not
         # forward_batch); in full mode it is taken again below with the interventions' forward shape
         padded_first = self.mode_requested == "full" and not self.auto_forward_batch
-        self._full_baseline(self._forward(x, pad=padded_first))
+        if padded_first and full_output is not None:
+            self._full_baseline(full_output)
+        else:
+            self._full_baseline(self._forward(x, pad=padded_first))
         h, w = self.grid.input_h, self.grid.input_w
         self.crop = (0, h, 0, w)
         self.region: Optional[DependencyRegion] = None
@@ -848,7 +853,8 @@ def prepare_cem(model: nn.Module, image: Optional[ImageLike], task: Union[Task, 
                 device: Optional[Union[str, torch.device]] = None, mode: str = "auto",
                 crop_margin: int = 0, crop_multiple: int = 1, verify: bool = True,
                 image_name: Optional[str] = None, model_name: Optional[str] = None,
-                blocks: Optional[Sequence[int]] = None, recompute: str = "roi_crop") -> CEMJob:
+                blocks: Optional[Sequence[int]] = None, recompute: str = "roi_crop",
+                full_output: Optional[Tensor] = None) -> CEMJob:
     """The checked :class:`CEMJob` of :func:`compute_cem` (same arguments), with nothing written.
 
     Every check of the input happens here (images, ROI, block, model output); the changes made to
@@ -902,7 +908,7 @@ def prepare_cem(model: nn.Module, image: Optional[ImageLike], task: Union[Task, 
                  classification=classification, batch_size=batch_size, forward_batch=forward_batch,
                  device=device, mode=mode,
                  crop_margin=crop_margin, crop_multiple=crop_multiple, verify=verify, image_name=name,
-                 model_name=model_name, blocks=blocks, recompute=recompute)
+                 model_name=model_name, blocks=blocks, recompute=recompute, full_output=full_output)
     for note in notes:
         log.info("input: %s", note)
     job.notes[:0] = [f"input: {n}" for n in notes]

@@ -60,13 +60,8 @@ def execute_atlas(cfg: DictConfig, folder: Path, memory) -> dict[str, Any]:
     dist = cfg.get("trainer") or {}
     if int(dist.get("devices", 1) or 1) != 1 or int(dist.get("num_nodes", 1) or 1) > 1:
         raise AtlasError("the ROI atlas runs in one process: use trainer=single with roi=grid or a ROI list")
-    if cfg.get("mode", "auto") not in ("auto", "full"):
-        raise AtlasError(f"mode must be auto or full, got {cfg.mode!r}")
     model, image, task, kwargs, run_kwargs = prepare_kwargs(cfg, folder)
     grid = cfg.get("roi_grid") or {}
-    kwargs.pop("mode", None)
-    if kwargs.get("recompute", "roi_crop") != "roi_crop":
-        raise AtlasError("the atlas runs on the whole image: use recompute=roi_crop with roi=grid or a ROI list")
     atlas = prepare_atlas(model, image, task, _rois(cfg), roi_size=int(grid.get("size", 32)),
                           roi_stride=grid.get("stride"), **kwargs)
     atlas.check_folder(folder)
