@@ -153,10 +153,12 @@ class IncrementalChain:
         return out
 
     def _slices(self, canvas: Tensor, boxes, grow: int) -> Tensor:
-        """The canvas on every box dilated by ``grow`` (N, C, h, w)."""
+        """``canvas`` on every box dilated by ``grow`` (N, C, h, w): one canvas (C, H', W') for all
+        boxes, or one per box (N, C, H', W')."""
         p = self.pad
-        return torch.stack([canvas[:, b[0] - grow + p:b[1] + grow + p, b[2] - grow + p:b[3] + grow + p]
-                            for b in boxes])
+        return torch.stack([(canvas if canvas.dim() == 3 else canvas[k])
+                            [:, b[0] - grow + p:b[1] + grow + p, b[2] - grow + p:b[3] + grow + p]
+                            for k, b in enumerate(boxes)])
 
     def _group(self, x: Tensor, boxes, idx) -> Tensor:
         p = self.pad
@@ -166,7 +168,7 @@ class IncrementalChain:
             r = u.radius
             # output window: the box dilated by g_prev + r; its input: dilated by g_prev + 2r
             if li == 0:  # the intervened input itself
-                a = self._slices_batch(xin, boxes, 2 * r)
+                a = self._slices(xin, boxes, 2 * r)
             else:
                 a = self._slices(self.canvases[li], boxes, g_prev + 2 * r)  # stack: a new tensor
                 a[:, :, 2 * r:a.shape[2] - 2 * r, 2 * r:a.shape[3] - 2 * r] = prev
@@ -189,10 +191,6 @@ class IncrementalChain:
         xr = x[idx][:, :, y0:y1, x0:x1]
         return xr - body if self.residual < 0 else xr + body
 
-    def _slices_batch(self, xin: Tensor, boxes, grow: int) -> Tensor:
-        p = self.pad
-        return torch.stack([xin[k, :, b[0] - grow + p:b[1] + grow + p, b[2] - grow + p:b[3] + grow + p]
-                            for k, b in enumerate(boxes)])
 
 
 def changed_outside(x: Tensor, base: Tensor, boxes: Sequence[tuple[int, int, int, int]]) -> bool:
