@@ -31,6 +31,7 @@ from cem_lab.causal.result import FORMAT_VERSION, CEMResult
 from cem_lab.images import ImageLike, from_uint8, to_uint8
 from cem_lab.io import write_npz
 from cem_lab.metrics import RoiMetric
+from cem_lab.models.by_path import describe_model
 from cem_lab.tasks import Placement, Task, TaskInput, crop_to_scale, make_task
 
 log = logging.getLogger("cem_lab")
@@ -130,8 +131,9 @@ class CEMJob:
         if isinstance(crop_multiple, bool) or not isinstance(crop_multiple, int) or crop_multiple < 1:
             raise ValueError(f"crop_multiple must be a positive integer, got {crop_multiple!r}")
         # the model's own grid (window attention, pooling) is kept as well: lcm with its crop_multiple
-        own = getattr(model, "crop_multiple", 1)
-        crop_multiple = math.lcm(crop_multiple, own if isinstance(own, int) and own >= 1 else 1)
+        # and so is the task's (the JPEG task's MCU grid)
+        for own in (getattr(model, "crop_multiple", 1), getattr(task, "crop_multiple", 1)):
+            crop_multiple = math.lcm(crop_multiple, own if isinstance(own, int) and own >= 1 else 1)
         self.mode_requested, self.crop_margin, self.crop_multiple, self.verify = mode, crop_margin, crop_multiple, verify
         self.image_name = image_name
         self.model_name = model_name or type(model).__name__
@@ -485,7 +487,8 @@ class CEMJob:
         if self.mode != "crop":
             why = "the model is run on the whole image (its ROI output depends on all of it, or mode=full)"
         elif self.crop_multiple > 1:
-            why = f"the model cuts its input into windows of {self.crop_multiple} (crops must follow its grid)"
+            why = (f"crops must follow a grid of {self.crop_multiple} input pixels (the model's windows, or the "
+                   "task's JPEG blocks)")
         reach = None if why else self._reach()
         if why is None and reach is None:
             why = "the model's reach could not be read off the dependency region (it is clipped by the image on every side)"
@@ -777,7 +780,7 @@ class CEMJob:
         dev = self.device
         meta = {
             "fingerprint": fp,
-            "model": self.model_name, "image": self.image_name,
+            "model": self.model_name, "model_info": describe_model(self.model), "image": self.image_name,
             "settings": self.settings(),
             "mode": self.mode,
             "notes": self.notes,

@@ -72,6 +72,18 @@ if not OmegaConf.has_resolver("cem_run_name"):
 if not OmegaConf.has_resolver("cem_zoo_file"):
     OmegaConf.register_new_resolver("cem_zoo_file", zoo_file)
 
+
+def standard_image_file(name: str) -> str:
+    """The resolver ``cem_standard_image`` (conf/dataset/standard.yaml): the installed file of a standard
+    test image (cem_lab.datasets)."""
+    from cem_lab.datasets import standard_image_file as installed_file
+
+    return installed_file(name)
+
+
+if not OmegaConf.has_resolver("cem_standard_image"):
+    OmegaConf.register_new_resolver("cem_standard_image", standard_image_file)
+
 from cem_lab.cli import sweep as _sweep  # registers the cem_sweep_name resolver
 
 INTERRUPT_ENV = "CEM_LAB_TEST_INTERRUPT"
@@ -102,16 +114,32 @@ def instantiate_checked(node: Any) -> Any:
 
 
 def build_model(cfg: DictConfig):
-    """The model from a `model` config: a saved cem_lab model (`path`), or `net` + `checkpoint`."""
+    """The model from a `model` config: `net` (a `_target_`, e.g. an architecture detected by spandrel,
+    model=auto) with an optional `checkpoint`, or a saved cem_lab model (`path`, model=file)."""
+    from cem_lab.models.by_path import file_digest
     from cem_lab.models.checkpoint import load_model, load_weights
 
-    if cfg.get("path"):
+    from cem_lab.models.checkpoint import CheckpointError
+
+    if "path" in cfg.keys() and OmegaConf.is_missing(cfg, "path"):  # `in` is False for a ??? value
+        raise CheckpointError("this model needs its file: model.path=PATH (model=auto: a checkpoint of an official "
+                              "architecture, .pth/.pt/.ckpt/.safetensors; model=file: a cem_lab .safetensors)")
+    if "id" in cfg.keys() and OmegaConf.is_missing(cfg, "id"):
+        from cem_lab.models.pretrained import catalogue_ids
+
+        raise CheckpointError(f"model=pretrained needs the network: model.id=NAME, one of {', '.join(catalogue_ids())} "
+                              "(cem-pretrained list says what each is)")
+    if cfg.get("net") is None:
         return load_model(cfg.path)
     net = instantiate_checked(cfg.net)
     ckpt = cfg.get("checkpoint")
     if ckpt:
         report = load_weights(net, ckpt)
         log.info("loaded %s", report)
+        if getattr(net, "model_info", None) is None:  # recorded in summary.json
+            net.model_info = {"class": f"{type(net).__module__}.{type(net).__qualname__}",
+                              "parameters": int(sum(p.numel() for p in net.parameters())),
+                              "checkpoint": str(ckpt), "sha256": file_digest(ckpt)}
     return net
 
 
@@ -177,7 +205,7 @@ def prepare_kwargs(cfg: DictConfig, output_dir: Path):
         crop_border=cfg.metric.crop_border, test_y_channel=cfg.metric.test_y_channel, seed=cfg.seed,
         image_seed=cfg.image_seed, batch_size=cfg.batch_size, forward_batch=cfg.forward_batch, mode=cfg.mode,
         crop_margin=cfg.crop_margin, crop_multiple=cfg.crop_multiple, image_name=name,
-        model_name=cfg.model.get("name"), recompute=cfg.get("recompute", "roi_crop"), device=device)
+        model_name=cfg.model.get("name") or getattr(model, "name", None), recompute=cfg.get("recompute", "roi_crop"), device=device)
     run_kwargs = dict(output_dir=output_dir, figures=cfg.figures, progress=cfg.progress,
                       checkpoint_every=every_s, checkpoint_every_items=every_items)
     return model, image, task, kwargs, run_kwargs

@@ -312,7 +312,9 @@ def load_model(path: PathLike) -> nn.Module:
     if not yaml_path.is_file():
         raise CheckpointError(f"model config not found: {yaml_path}; load_model needs the YAML that "
                               "save_weights writes beside the weights (or build the model yourself "
-                              "and call load_weights)")
+                              "and call load_weights). For a checkpoint of an official architecture "
+                              "(SwinIR, HAT, RCAN, ESRGAN, ...) use model=auto model.path=PATH: spandrel "
+                              "detects the architecture from the weights")
     try:
         data = yaml.safe_load(yaml_path.read_text())
     except yaml.YAMLError as err:
