@@ -79,6 +79,7 @@ class LVIntervention(Intervention):
         from cem_lab.patches import block_sharpness
 
         super().bind(task, task_input, block_boxes, block_in, device)
+        task.check_lv_input(task_input)  # e.g. a JPEG without its clean image: refused before any compute
         block = block_in * task.scale
         # the deterministic part of the degradation, once per bank patch, on the device
         self.content = task.patch_content(self.bank.resized(block).to(device))

@@ -35,7 +35,14 @@ def error_message(err: BaseException) -> str:
     """The message of a user error, with the cause a Hydra composition error carries."""
     from hydra.errors import HydraException
 
+    import re
+
+    from omegaconf.errors import InterpolationResolutionError
+
     text = str(err).strip() or type(err).__name__
+    if isinstance(err, InterpolationResolutionError):
+        # a resolver's own error (an unknown standard image or zoo model): its message, not OmegaConf's wrapping
+        text = re.sub(r"^\w+ raised while resolving interpolation: ", "", text.split("\n    full_key:")[0])
     cause = err.__cause__
     if isinstance(err, HydraException) and cause is not None and str(cause).strip() \
             and str(cause).strip() not in text:

@@ -34,28 +34,53 @@ class Placement:
     src: tuple[int, int]
 
 
+#: the context key of a crop's (top, left) in the whole input: a CPU int64 tensor of 2 values, present
+#: in a cropped context that holds whole-image entries (:attr:`TaskInput.whole_keys`)
+CROP_ORIGIN = "crop_origin"
+
+
 @dataclass
 class TaskInput:
     """A degraded image ready for a CEM: the model input and what interventions need.
 
     ``input``: (1, 3, h, w) model input on the uint8 grid; ``target``: (1, 3, H, W) ground
     truth or None; ``context``: task-specific tensors of the input's size (e.g. the rain layer).
+    ``whole_keys``: the context entries that crops keep whole, for an intervention that reads the
+    image beyond the crop (the JPEG task re-encodes whole 8x8 / 16x16 JPEG blocks, which a crop can
+    cut); a cropped context then also holds :data:`CROP_ORIGIN` (see :func:`crop_origin`).
     """
 
     input: Tensor
     target: Optional[Tensor]
     context: dict[str, Tensor] = field(default_factory=dict)
+    whole_keys: frozenset[str] = frozenset()
 
     def to(self, device: torch.device | str) -> "TaskInput":
         return TaskInput(
             self.input.to(device),
             None if self.target is None else self.target.to(device),
             {k: v.to(device) for k, v in self.context.items()},
+            self.whole_keys,
         )
 
     def crop_context(self, box: tuple[int, int, int, int]) -> dict[str, Tensor]:
+        """The context of the input crop ``box`` = (y0, y1, x0, x1): every entry cut to the crop,
+        except the :attr:`whole_keys` ones, which are passed whole with the crop's origin."""
         y0, y1, x0, x1 = box
-        return {k: v[..., y0:y1, x0:x1] for k, v in self.context.items()}
+        out = {k: v if k in self.whole_keys else v[..., y0:y1, x0:x1] for k, v in self.context.items()}
+        if self.whole_keys:
+            out[CROP_ORIGIN] = torch.tensor([y0, x0], dtype=torch.int64)
+        return out
+
+
+def crop_origin(context: Mapping[str, Tensor]) -> tuple[int, int]:
+    """(top, left) of the crop that ``context`` belongs to, in whole-input pixels; (0, 0) for the
+    context of the whole input (``TaskInput.context`` itself)."""
+    origin = context.get(CROP_ORIGIN)
+    if origin is None:
+        return 0, 0
+    y0, x0 = (int(v) for v in origin.tolist())
+    return y0, x0
 
 
 class Task(ABC):
@@ -108,6 +133,10 @@ class Task(ABC):
         :attr:`needs_noise`.
         """
 
+    def check_lv_input(self, task_input: TaskInput) -> None:
+        """Refuse, with the fix, a task input that the LV intervention cannot be built on (nothing
+        to refuse by default; the JPEG task needs the clean image of a JPEG given with ``degraded``)."""
+
     # --- checks ------------------------------------------------------------------------
     def check_size(self, height: int, width: int) -> None:
         if height % self.scale or width % self.scale:
@@ -151,7 +180,8 @@ def write_blocks(inputs: Tensor, values: Sequence[Tensor], placements: Sequence[
 
 
 def task_label(task: "Task | Mapping[str, Any]") -> str:
-    """A short name of a task and its parameters: ``sr_x4``, ``dn_s50``, ``dr_medium``.
+    """A short name of a task and its parameters: ``sr_x4``, ``dn_s50``, ``dr_medium``, ``jpeg_q75``
+    (``jpeg_q75_444_x2``: another chroma subsampling than 4:2:0, scale 2).
 
     ``task``: a :class:`Task` or its ``describe()`` mapping (as stored in run folders and model
     YAMLs)."""
@@ -163,4 +193,13 @@ def task_label(task: "Task | Mapping[str, Any]") -> str:
         return f"dn_s{float(d['sigma']):g}"
     if name == "dr" and d.get("preset") is not None:
         return f"dr_{d['preset']}"
+    if name == "jpeg" and d.get("quality") is not None:
+        label = f"jpeg_q{int(d['quality'])}"
+        if d.get("subsampling") not in (None, "4:2:0"):
+            label += "_" + str(d["subsampling"]).replace(":", "")
+        if d.get("footprint") not in (None, "mcu"):
+            label += f"_{d['footprint']}"
+        if int(d.get("scale", 1)) != 1:
+            label += f"_x{int(d['scale'])}"
+        return label
     return name

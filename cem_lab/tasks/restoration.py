@@ -147,8 +147,11 @@ class DerainTask(Task):
 
 
 def make_task(name: str, **kwargs) -> Task:
-    """Build a task by name: "sr" (scale), "dn" (sigma, rounding), "dr" (preset)."""
-    tasks = {"sr": SuperResolutionTask, "dn": DenoiseTask, "dr": DerainTask}
+    """Build a task by name: "sr" (scale), "dn" (sigma, rounding), "dr" (preset), "jpeg" (quality,
+    scale, subsampling, footprint)."""
+    from cem_lab.tasks.jpeg import JpegTask
+
+    tasks = {"sr": SuperResolutionTask, "dn": DenoiseTask, "dr": DerainTask, "jpeg": JpegTask}
     if name not in tasks:
         raise TaskError(f"unknown task {name!r}; choose one of {sorted(tasks)}")
     return tasks[name](**kwargs)

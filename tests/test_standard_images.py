@@ -1,0 +1,101 @@
+"""Standard test images that install offline (cem_lab.datasets, conf/dataset/standard.yaml)."""
+from __future__ import annotations
+
+import importlib.util
+import warnings
+
+import numpy as np
+import pytest
+
+from cem_lab.datasets import (STANDARD_IMAGES, DatasetError, list_standard_images, standard_image,
+                              standard_image_file, standard_image_path)
+
+HAS_SPORCO = importlib.util.find_spec("sporco") is not None
+needs_sporco = pytest.mark.skipif(not HAS_SPORCO, reason="sporco is not installed (pip install sporco): "
+                                                         "its five bundled images cannot be checked")
+
+
+def _param(name):
+    marks = [needs_sporco] if STANDARD_IMAGES[name].package == "sporco" else []
+    return pytest.param(name, marks=marks, id=name)
+
+
+@pytest.mark.parametrize("name", [_param(n) for n in STANDARD_IMAGES])
+def test_every_catalogued_image_loads_with_its_stated_size(name):
+    entry = STANDARD_IMAGES[name]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        arr = standard_image(name)
+    assert arr.dtype == np.uint8 and arr.shape == (*entry.size, 3)
+    notes = [str(w.message) for w in caught]
+    if entry.mode == "L":  # grey: replicated to RGB, with the usual note
+        assert any("grey image converted to RGB" in n for n in notes), notes
+        assert (arr[..., 0] == arr[..., 1]).all() and (arr[..., 1] == arr[..., 2]).all()
+    else:
+        assert not notes
+    assert standard_image_path(name).name == entry.file.split("/")[-1]
+    assert entry.origin and entry.content and entry.licence
+
+
+@pytest.mark.parametrize("name", [n for n, e in STANDARD_IMAGES.items() if e.package == "scikit-image"])
+def test_scikit_image_entries_are_what_skimage_data_returns(name):
+    from skimage import data
+
+    entry = STANDARD_IMAGES[name]
+    expected = getattr(data, entry.function)()
+    if isinstance(expected, tuple):  # stereo_motorcycle: (left, right, disparity)
+        expected = expected[0]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        arr = standard_image(name)
+    got = arr[..., 0] if expected.ndim == 2 else arr
+    np.testing.assert_array_equal(got, expected)
+
+
+def test_the_catalogue_lists_both_packages():
+    sporco = list_standard_images("sporco")
+    assert sporco == ["barbara", "kodim23", "monarch", "sail", "tulips"]
+    assert {"astronaut", "chelsea", "coffee", "rocket", "camera"} <= set(list_standard_images("scikit-image"))
+    assert list_standard_images() == list(STANDARD_IMAGES)
+    with pytest.raises(DatasetError, match="scikit-image"):
+        list_standard_images("imagenet")
+
+
+def test_unknown_name_lists_the_known_ones():
+    with pytest.raises(DatasetError, match="unknown standard image 'lena'") as err:
+        standard_image("lena")
+    assert "monarch" in str(err.value) and "astronaut" in str(err.value)
+    with pytest.raises(DatasetError, match="known: barbara"):
+        standard_image_path("Set14")
+
+
+def test_a_missing_package_names_the_install(monkeypatch):
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "sporco" else real(name, *a))
+    with pytest.raises(DatasetError, match="pip install sporco"):
+        standard_image("monarch")
+
+
+def test_another_picture_under_a_name_is_refused(monkeypatch):
+    from cem_lab import datasets
+
+    entry = datasets.STANDARD_IMAGES["chelsea"]
+    monkeypatch.setitem(datasets.STANDARD_IMAGES, "chelsea",
+                        datasets.StandardImage(**{**entry.__dict__, "size": (256, 256)}))
+    with pytest.raises(DatasetError, match="300x451 RGB"):
+        standard_image_path("chelsea")
+
+
+@needs_sporco
+def test_dataset_standard_config_resolves_to_the_file():
+    """conf/dataset/standard.yaml, with the resolver registered as cem-lab would register it."""
+    from hydra import compose, initialize_config_module
+    from omegaconf import OmegaConf
+
+    if not OmegaConf.has_resolver("cem_standard_image"):
+        OmegaConf.register_new_resolver("cem_standard_image", standard_image_file)
+    with initialize_config_module(config_module="cem_lab.conf", version_base="1.3"):
+        default = compose(config_name="cem", overrides=["dataset=standard"])
+        other = compose(config_name="cem", overrides=["dataset=standard", "standard.name=kodim23"])
+    assert default.image == str(standard_image_path("monarch")) and default.degraded is None
+    assert other.image == str(standard_image_path("kodim23"))
