@@ -1,6 +1,8 @@
 """Atomic file writes: a result file is either absent or complete, never half-written."""
 from __future__ import annotations
 
+import hashlib
+
 import json
 import os
 import tempfile
@@ -60,3 +62,12 @@ def _json_default(obj: Any) -> Any:
     if isinstance(obj, Path):
         return str(obj)
     raise TypeError(f"not JSON serializable: {type(obj).__name__}")
+
+
+def file_sha256(path: PathLike) -> str:
+    """SHA-256 of a file's bytes, read in 1 MiB chunks (checkpoint and weight digests)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()

@@ -116,7 +116,7 @@ def instantiate_checked(node: Any) -> Any:
 def build_model(cfg: DictConfig):
     """The model from a `model` config: `net` (a `_target_`, e.g. an architecture detected by spandrel,
     model=auto) with an optional `checkpoint`, or a saved cem_lab model (`path`, model=file)."""
-    from cem_lab.models.by_path import file_digest
+    from cem_lab.io import file_sha256
     from cem_lab.models.checkpoint import load_model, load_weights
 
     from cem_lab.models.checkpoint import CheckpointError
@@ -139,7 +139,7 @@ def build_model(cfg: DictConfig):
         if getattr(net, "model_info", None) is None:  # recorded in summary.json
             net.model_info = {"class": f"{type(net).__module__}.{type(net).__qualname__}",
                               "parameters": int(sum(p.numel() for p in net.parameters())),
-                              "checkpoint": str(ckpt), "sha256": file_digest(ckpt)}
+                              "checkpoint": str(ckpt), "sha256": file_sha256(ckpt)}
     return net
 
 

@@ -18,7 +18,6 @@ user's checkpoint is mapped without its code.
 """
 from __future__ import annotations
 
-import hashlib
 import math
 from pathlib import Path
 from typing import Any, Optional, Union
@@ -27,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from cem_lab.io import file_sha256
 from cem_lab.models.checkpoint import NESTED_KEYS, CheckpointError, read_state_dict
 
 PathLike = Union[str, Path]
@@ -44,15 +44,6 @@ def _spandrel():
             "(it needs torchvision built for your torch: on these machines "
             "`pip install torch==2.14.1 torchvision==0.29.1`)") from err
     return spandrel
-
-
-def file_digest(path: PathLike) -> str:
-    """SHA-256 of a file, streamed."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _layout(path: Path, trust: bool) -> str:
@@ -118,7 +109,7 @@ def detect(path: PathLike, trust: bool = False):
         "size_requirements": {"minimum": desc.size_requirements.minimum,
                               "multiple_of": desc.size_requirements.multiple_of,
                               "square": desc.size_requirements.square},
-        "checkpoint": str(path), "sha256": file_digest(path), "layout": _layout(path, trust),
+        "checkpoint": str(path), "sha256": file_sha256(path), "layout": _layout(path, trust),
         "prefix_stripped": prefix,
     }
     return desc, record

@@ -37,6 +37,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from cem_lab.io import atomic_path, write_json
+from cem_lab.io import file_sha256
 from cem_lab.models.checkpoint import CheckpointError, _file_mode
 from cem_lab.models.ncnn_format import NcnnGraph, read_ncnn
 from cem_lab.models.ncnn_torch import Geometry, NcnnNet, NcnnSR, probe_geometry
@@ -84,14 +85,6 @@ class Tolerance:
 
 
 # --------------------------------------------------------------------------- helpers
-def file_sha256(path: PathLike) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def tool_versions() -> dict:
     from importlib import metadata
 

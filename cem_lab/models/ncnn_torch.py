@@ -152,18 +152,25 @@ def _conv_out(size: int, extent: int, stride: int, layer: NcnnLayer) -> int:
 
 
 # --------------------------------------------------------------------------- weighted layers
+def _read_kernel(module: nn.Module, layer: NcnnLayer, what: str) -> int:
+    """Set a (de)convolution's label, kernel geometry and input channels from ``layer``; return
+    num_output. Grouped kernels are refused; the weight size must fit the kernel."""
+    module.label = layer.describe()
+    if int(layer.get(7, 1)) != 1:
+        raise _unsupported(layer, f"a grouped {what}")
+    module.kh, module.kw, module.dh, module.dw, module.sh, module.sw = _kernel(layer)
+    out, size = int(layer.get(0)), int(layer.get(6))
+    if size % (out * module.kh * module.kw):
+        raise NcnnFormatError(f"{layer.describe()}: weight size {size} is not a multiple of "
+                              f"num_output x kernel = {out} x {module.kh} x {module.kw}")
+    module.cin = size // (out * module.kh * module.kw)
+    return out
+
+
 class _Conv(nn.Module):
     def __init__(self, layer: NcnnLayer, blobs: Blobs = None):
         super().__init__()
-        self.label = layer.describe()
-        if int(layer.get(7, 1)) != 1:
-            raise _unsupported(layer, "a grouped convolution")
-        self.kh, self.kw, self.dh, self.dw, self.sh, self.sw = _kernel(layer)
-        out, size = int(layer.get(0)), int(layer.get(6))
-        if size % (out * self.kh * self.kw):
-            raise NcnnFormatError(f"{layer.describe()}: weight size {size} is not a multiple of "
-                                  f"num_output x kernel = {out} x {self.kh} x {self.kw}")
-        self.cin = size // (out * self.kh * self.kw)
+        out = _read_kernel(self, layer, "convolution")
         self.weight = _param(blobs, "weight", (out, self.cin, self.kh, self.kw))
         self.bias = _param(blobs, "bias", (out,)) if int(layer.get(5, 0)) else None
         self.pads = _pads(layer)
@@ -202,15 +209,7 @@ class _Deconv(nn.Module):
 
     def __init__(self, layer: NcnnLayer, blobs: Blobs = None):
         super().__init__()
-        self.label = layer.describe()
-        if int(layer.get(7, 1)) != 1:
-            raise _unsupported(layer, "a grouped deconvolution")
-        self.kh, self.kw, self.dh, self.dw, self.sh, self.sw = _kernel(layer)
-        out, size = int(layer.get(0)), int(layer.get(6))
-        if size % (out * self.kh * self.kw):
-            raise NcnnFormatError(f"{layer.describe()}: weight size {size} is not a multiple of "
-                                  f"num_output x kernel = {out} x {self.kh} x {self.kw}")
-        self.cin = size // (out * self.kh * self.kw)
+        out = _read_kernel(self, layer, "deconvolution")
         self.weight = _param(blobs, "weight", (self.cin, out, self.kh, self.kw), transpose=True)
         self.bias = _param(blobs, "bias", (out,)) if int(layer.get(5, 0)) else None
         self.pads = _pads(layer)
