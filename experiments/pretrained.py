@@ -1,0 +1,266 @@
+"""The real pretrained networks of the catalogue, measured: conversion agreement with the ncnn runtime,
+restoration quality on standard images against the trivial baseline of their degradation, CPU time per
+forward, and one causal effect map each.
+
+    python experiments/pretrained.py measure   # -> experiments/results/pretrained/measures.json
+    python experiments/pretrained.py cem       # one cem-lab run per network -> runs/pretrained/<id>/
+    python experiments/pretrained.py time      # the forward timings again, alone on the machine
+    python experiments/pretrained.py report    # -> experiments/pretrained.md (+ small PNGs beside it)
+
+`report` only reads what the other two wrote (it never recomputes). Quality: PSNR / SSIM on the Y channel
+(BT.601), `crop_border` = scale, on 256x256 centre crops of the standard images (the inputs are made
+from the crop by the cem_lab task the network is mapped on: bicubic downscale for sr, Pillow JPEG for
+jpeg). Baselines: the bicubic upscale of the input (sr, and jpeg at scale 2), the JPEG decode itself
+(jpeg at scale 1).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "experiments" / "results" / "pretrained"
+RUNS = ROOT / "runs" / "pretrained"
+IMAGES = ("monarch", "barbara", "kodim23", "astronaut")
+CROP = 256
+#: the map: a 64x64 input (a centre crop of monarch, 64 * scale px, degraded by the task), blocks of 8 input
+#: px (cem.block = 8 * scale output px), T_c 3, T_f 10 (the paper's T_f is 50), a 32x32 ROI at the centre
+CEM_IMAGE, CEM_BLOCK_IN, CEM_FINE, CEM_INPUT = "monarch", 8, 10, 64
+
+
+def _centre(arr: np.ndarray, size: int) -> np.ndarray:
+    h, w = arr.shape[:2]
+    t, l = (h - size) // 2, (w - size) // 2
+    return np.ascontiguousarray(arr[t:t + size, l:l + size])
+
+
+def _task(e):
+    from cem_lab.tasks import make_task
+
+    if e.task == "jpeg":
+        return make_task(name="jpeg", quality=e.jpeg_quality, scale=e.scale)
+    return make_task(name="sr", scale=e.scale)
+
+
+def _metrics(out: torch.Tensor, ref: torch.Tensor, border: int) -> tuple[float, float]:
+    """PSNR (dB) and SSIM of uint8-rounded images on the Y channel, ``border`` px cut (BasicSR's convention)."""
+    from cem_lab.metrics import psnr, quantize_uint8, rgb_to_y, ssim
+
+    a, b = quantize_uint8(out), quantize_uint8(ref)
+    if border:
+        a, b = a[..., border:-border, border:-border], b[..., border:-border, border:-border]
+    a, b = rgb_to_y(a), rgb_to_y(b)
+    return float(psnr(a, b)[0]), float(ssim(a, b)[0])
+
+
+def _baseline(e, x: torch.Tensor) -> torch.Tensor:
+    if e.scale == 1:
+        return x
+    return F.interpolate(x, scale_factor=e.scale, mode="bicubic", align_corners=False).clamp(0, 1)
+
+
+def _time_forward(net, side: int, repeats: int) -> float:
+    x = torch.rand(1, 3, side, side, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        net(x)  # warm-up
+        times = []
+        for _ in range(repeats):
+            t = time.perf_counter()
+            net(x)
+            times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def measure(ids) -> None:
+    from cem_lab.datasets import standard_image
+    from cem_lab.images import from_uint8
+    from cem_lab.models.pretrained import CATALOGUE, load_pretrained
+
+    torch.set_num_threads(2)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    out_path = RESULTS / "measures.json"
+    done = json.loads(out_path.read_text()) if out_path.is_file() else {}
+    clean = {name: from_uint8(_centre(standard_image(name), CROP)) for name in IMAGES}
+    for model_id in ids:
+        e = CATALOGUE[model_id]
+        t0 = time.perf_counter()
+        net = load_pretrained(model_id)
+        load_s = time.perf_counter() - t0
+        task = _task(e)
+        rows = []
+        for name, hr in clean.items():
+            x = task.degrade(hr, seed=0)
+            with torch.no_grad():
+                y = net(x).clamp(0, 1)
+            rows.append({"image": name, "model": _metrics(y, hr, e.scale), "baseline": _metrics(_baseline(e, x), hr, e.scale)})
+        t64 = _time_forward(net, 64, 3)
+        t256 = _time_forward(net, 256, 1 if t64 > 1.0 else 3)
+        conv = net.model_info["conversion"]
+        done[model_id] = {"entry": {k: v for k, v in net.model_info.items() if k != "conversion"},
+                          "agreement": conv.get("agreement"), "agreement_default_options": conv.get("agreement_default"),
+                          "conversion_seconds_first_use": None if conv.get("from_cache") else round(load_s, 1),
+                          "quality": rows, "forward_s_64": t64, "forward_s_256": t256,
+                          "torch": torch.__version__, "threads": torch.get_num_threads()}
+        out_path.write_text(json.dumps(done, indent=1, default=str) + "\n")
+        mean = lambda k, i: statistics.mean(r[k][i] for r in rows)  # noqa: E731
+        print(f"{model_id:26s} PSNR-Y {mean('model', 0):6.2f} dB vs baseline {mean('baseline', 0):6.2f} dB | "
+              f"{t64:.3f} s @64, {t256:.2f} s @256", flush=True)
+
+
+def cem_command(e, image: Path) -> list[str]:
+    """A 64x64 input for every network: the crop is cut to CEM_INPUT * scale around the centre."""
+    side = CEM_INPUT * e.scale
+    roi = [side // 2 - 16, side // 2 - 16, 32]
+    return [f"image={image}", "model=pretrained", f"model.id={e.id}", *e.task_overrides(),
+            f"cem.block={CEM_BLOCK_IN * e.scale}", f"cem.fine={CEM_FINE}", f"roi=[{roi[0]},{roi[1]},{roi[2]}]",
+            "metric.test_y_channel=true"]
+
+
+def cem(ids) -> None:
+    from cem_lab.datasets import standard_image
+    from cem_lab.images import save_image
+    from cem_lab.models.pretrained import CATALOGUE
+
+    for model_id in ids:
+        e = CATALOGUE[model_id]
+        side = CEM_INPUT * e.scale
+        image = RUNS / "inputs" / f"{CEM_IMAGE}_centre{side}.png"
+        if not image.is_file():
+            image.parent.mkdir(parents=True, exist_ok=True)
+            save_image(_centre(standard_image(CEM_IMAGE), side), image)
+        args = cem_command(e, image.relative_to(ROOT))
+        print("cem-lab", " ".join(args), flush=True)
+        t = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "cem_lab.cli.cem", *args, f"hydra.run.dir={(RUNS / model_id).relative_to(ROOT)}"],
+                       cwd=ROOT, check=True)
+        print(f"  {model_id}: {time.perf_counter() - t:.0f} s", flush=True)
+
+
+def time_forwards(ids) -> None:
+    """Re-time the forwards alone, on a quiet machine (measure's timings run beside the conversion)."""
+    from cem_lab.models.pretrained import load_pretrained
+
+    torch.set_num_threads(2)
+    out_path = RESULTS / "measures.json"
+    done = json.loads(out_path.read_text())
+    for model_id in ids:
+        net = load_pretrained(model_id)
+        t64 = _time_forward(net, 64, 5)
+        t256 = _time_forward(net, 256, 1 if t64 > 1.0 else 3)
+        done[model_id].update(forward_s_64=t64, forward_s_256=t256)
+        out_path.write_text(json.dumps(done, indent=1, default=str) + "\n")
+        print(f"{model_id:26s} {t64:.3f} s @64, {t256:.2f} s @256", flush=True)
+
+
+def _fmt_mean(rows, key, i, digits):
+    return f"{statistics.mean(r[key][i] for r in rows):.{digits}f}"
+
+
+def report(ids) -> None:
+    """experiments/pretrained.md from measures.json and the run folders (nothing is recomputed)."""
+    from cem_lab.models.pretrained import CATALOGUE
+
+    measures = json.loads((RESULTS / "measures.json").read_text())
+    lines = ["# The real pretrained networks of the catalogue", "",
+             "Generated by `python experiments/pretrained.py report` from `experiments/results/pretrained/measures.json`",
+             "(written by `python experiments/pretrained.py measure`) and the run folders of",
+             "`python experiments/pretrained.py cem`; see the script's docstring for the protocol. Machine: 2 CPU cores,",
+             f"torch {next(iter(measures.values()))['torch']}, {next(iter(measures.values()))['threads']} threads.", "",
+             "## The catalogue", "",
+             "| id | architecture | params | task | trained for | objective | package | licence |",
+             "|---|---|---|---|---|---|---|---|"]
+    for i in ids:
+        if i not in measures:
+            continue
+        e, m = CATALOGUE[i], measures[i]["entry"]
+        task = f"{e.task} x{e.scale}" + (f", q{e.jpeg_quality}" if e.jpeg_quality else "")
+        lines.append(f"| {i} | {e.architecture} | {m['parameters']:,} | {task} | {e.trained_for} | {e.objective} | "
+                     f"{e.package} {m.get('package_version')} | {e.licence} |")
+    lines += ["", "## Agreement with the ncnn runtime, quality and speed", "",
+              "Agreement: the torch port against the ncnn runtime (CPU, fp32 arithmetic) on the conversion's check "
+              "inputs; uint8 = outputs rounded to 8 bits. Quality: mean over the images "
+              f"{', '.join(IMAGES)} ({CROP}x{CROP} centre crops), Y channel, border = scale. Time: one forward "
+              "of a 1x3xNxN input, median.", "",
+              "| id | max abs diff (float) | uint8 equal | uint8 max diff | PSNR-Y model | PSNR-Y baseline | "
+              "SSIM-Y model | SSIM-Y baseline | s @64 | s @256 |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for i in ids:
+        if i not in measures:
+            continue
+        m, a = measures[i], measures[i]["agreement"] or {}
+        q = m["quality"]
+        lines.append(f"| {i} | {a.get('float_max_diff', float('nan')):.1e} | {100 * a.get('uint8_equal_share', float('nan')):.3f} % | "
+                     f"{a.get('uint8_max_diff')}/255 | {_fmt_mean(q, 'model', 0, 2)} | {_fmt_mean(q, 'baseline', 0, 2)} | "
+                     f"{_fmt_mean(q, 'model', 1, 4)} | {_fmt_mean(q, 'baseline', 1, 4)} | {m['forward_s_64']:.3f} | "
+                     f"{m['forward_s_256']:.2f} |")
+    lines += ["", "Per image (PSNR-Y model / baseline, dB):", "", "| id | " + " | ".join(IMAGES) + " |",
+              "|---|" + "---|" * len(IMAGES)]
+    for i in ids:
+        if i in measures:
+            by = {r["image"]: r for r in measures[i]["quality"]}
+            lines.append(f"| {i} | " + " | ".join(f"{by[n]['model'][0]:.2f} / {by[n]['baseline'][0]:.2f}" for n in IMAGES) + " |")
+    lines += ["", "## One causal effect map per network", ""]
+    fig_dir = RESULTS
+    for i in ids:
+        folder = RUNS / i
+        summary = folder / "summary.json"
+        if not summary.is_file():
+            lines.append(f"- {i}: no finished run in `{folder.relative_to(ROOT)}`")
+            continue
+        s = json.loads(summary.read_text())
+        e = CATALOGUE[i]
+        panel = folder / "figures" / "cem_panel.png"
+        if panel.is_file():
+            _small_png(panel, fig_dir / f"{i}_cem.png")
+        c = s.get("counts", {})
+        n = max(1, sum(c.values()))
+        lines += [f"### {i}", "",
+                  f"`cem-lab {' '.join(cem_command(e, Path('runs/pretrained/inputs') / f'{CEM_IMAGE}_centre{CEM_INPUT * e.scale}.png'))}`",
+                  "",
+                  f"ROI PSNR {s.get('baseline_metric', float('nan')):.2f} dB; blocks outside the ROI: "
+                  f"positive {c.get('positive', 0)} ({100 * c.get('positive', 0) / n:.1f} %), negative {c.get('negative', 0)} "
+                  f"({100 * c.get('negative', 0) / n:.1f} %), zero {c.get('zero', 0)}; mode {s.get('mode')}, "
+                  f"{s.get('forward_passes')} forward passes, {s.get('timings', {}).get('run_s', float('nan')):.0f} s (run).", "",
+                  f"![{i}](results/pretrained/{i}_cem.png)", ""]
+    (ROOT / "experiments" / "pretrained.md").write_text("\n".join(lines) + "\n")
+    print(f"wrote {ROOT / 'experiments' / 'pretrained.md'}")
+
+
+def _small_png(src: Path, dst: Path, width: int = 900) -> None:
+    from PIL import Image
+
+    im = Image.open(src)
+    if im.width > width:
+        im = im.resize((width, round(im.height * width / im.width)), Image.LANCZOS)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    im.convert("RGB").save(dst, optimize=True)
+
+
+def main() -> None:
+    from cem_lab.models.pretrained import catalogue_ids
+
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("command", choices=["measure", "cem", "time", "report"])
+    p.add_argument("ids", nargs="*")
+    a = p.parse_args()
+    ids = a.ids or catalogue_ids()
+    if a.command == "measure":
+        measure(ids)
+    elif a.command == "cem":
+        cem(ids)
+    elif a.command == "time":
+        time_forwards(ids)
+    else:
+        report(ids)
+
+
+if __name__ == "__main__":
+    main()
