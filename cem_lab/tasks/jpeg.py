@@ -272,7 +272,7 @@ class JpegTask(Task):
     def _geometry(self, placement, k: int, origin: tuple[int, int], size: tuple[int, int]):
         """Whole-image boxes of one intervention: the block (clipped to the image), its footprint and
         the encoded region (the MCUs the block touches and one MCU of margin around them)."""
-        (y0, y1, x0, x1), (sy, sx) = placement.dst, placement.src
+        (y0, _, x0, _), (sy, sx) = placement.dst, placement.src
         height, width = size
         my, mx = self.mcu
         by0, bx0 = origin[0] + y0 - sy, origin[1] + x0 - sx
