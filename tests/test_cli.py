@@ -130,6 +130,7 @@ def test_config_groups_for_every_axis():
     assert cfg.trainer.devices == 2 and cfg.trainer.accelerator == "cpu"
 
 
+@pytest.mark.slow  # 31 s; the DDP CLI path is in the default suite through test_cli_two_processes_give_the_single_process_map
 def test_ddp_inside_a_multirun(tmp_path, image_file):
     """The spawn launch path works inside a Hydra multirun (no re-run of the command line)."""
     p = _cli(["-m", "seed=0,1", "trainer=ddp_cpu"] + SMALL + [f"image={image_file}"], tmp_path / "m")

@@ -162,6 +162,7 @@ def test_rank_0_log_records_reach_the_log_file(tmp_path, clean_image, small_bank
     assert a == b
 
 
+@pytest.mark.slow  # 46 s; test_two_processes_on_a_256_image_exit_and_give_the_single_process_map keeps 256 in the default suite
 def test_cli_two_processes_on_the_256_default_exit_with_the_one_process_map(tmp_path):
     """`cem-lab trainer=ddp_cpu` on the embedded 256x256 image exits by itself (it hung after
     writing its map before: the result went back through a full pipe) with the 1-process map, logs

@@ -144,8 +144,17 @@ def _folder_seed(folder: Path) -> set:
 
 
 def test_two_runs_started_into_one_folder_at_once(tmp_path, image_file):
-    """20 times: two runs with different seeds start at the same moment into one folder; one runs,
-    the other is refused naming the winner, and the folder is exactly the winner's run."""
+    """6 times (30 with -m slow): two runs with different seeds start at the same moment into one folder;
+    one runs, the other is refused naming the winner, and the folder is exactly the winner's run."""
+    _race_into_one_folder(tmp_path, image_file, 6)
+
+
+@pytest.mark.slow
+def test_thirty_races_into_one_folder(tmp_path, image_file):
+    _race_into_one_folder(tmp_path, image_file, 30)
+
+
+def _race_into_one_folder(tmp_path, image_file, races: int):
     ref = {}
     for seed in (0, 1):  # the maps each seed gives alone
         code, _, err = _finish(_cem(TINY + [f"image={image_file}", f"seed={seed}",
@@ -153,7 +162,7 @@ def test_two_runs_started_into_one_folder_at_once(tmp_path, image_file):
         assert code == 0, err
         ref[seed] = np.load(tmp_path / f"ref{seed}" / "cem.npz")["effect_raw"]
     assert not np.array_equal(ref[0], ref[1])
-    for i in range(20):
+    for i in range(races):
         folder, gate = tmp_path / f"race{i}", tmp_path / f"gate{i}"
         procs = {seed: _cem(TINY + [f"image={image_file}", f"seed={seed}", f"hydra.run.dir={folder}"], tmp_path,
                             CEM_LAB_TEST_START_GATE=str(gate)) for seed in (0, 1)}
