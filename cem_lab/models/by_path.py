@@ -22,12 +22,11 @@ import math
 from pathlib import Path
 from typing import Any, Optional, Union
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from cem_lab.io import file_sha256
-from cem_lab.models.checkpoint import NESTED_KEYS, CheckpointError, read_state_dict
+from cem_lab.models.checkpoint import NESTED_KEYS, CheckpointError, read_checkpoint
 
 PathLike = Union[str, Path]
 #: what to do with a one-channel (grey) network given cem_lab's RGB images
@@ -44,21 +43,6 @@ def _spandrel():
             "(it needs torchvision built for your torch: on these machines "
             "`pip install torch==2.14.1 torchvision==0.29.1`)") from err
     return spandrel
-
-
-def _layout(path: Path, trust: bool) -> str:
-    """Which nested layout the file uses (for the record): params_ema, params, state_dict, ... or plain."""
-    if path.suffix.lower() == ".safetensors":
-        return "safetensors"
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=not trust)
-    except Exception:  # read_state_dict already succeeded, so this only affects the label
-        return "unknown"
-    if isinstance(obj, dict):
-        for key in NESTED_KEYS:
-            if isinstance(obj.get(key), dict):
-                return key
-    return "plain"
 
 
 def _strip_module_prefix(state: dict[str, Tensor]) -> tuple[dict[str, Tensor], Optional[str]]:
@@ -81,7 +65,7 @@ def detect(path: PathLike, trust: bool = False):
     """
     spandrel = _spandrel()
     path = Path(path)
-    state = read_state_dict(path, trust=trust)
+    state, layout = read_checkpoint(path, trust=trust)  # one read: the layout comes with the tensors
     state, prefix = _strip_module_prefix(state)
     try:
         desc = spandrel.ModelLoader(device="cpu").load_from_state_dict(state)
@@ -109,7 +93,7 @@ def detect(path: PathLike, trust: bool = False):
         "size_requirements": {"minimum": desc.size_requirements.minimum,
                               "multiple_of": desc.size_requirements.multiple_of,
                               "square": desc.size_requirements.square},
-        "checkpoint": str(path), "sha256": file_sha256(path), "layout": _layout(path, trust),
+        "checkpoint": str(path), "sha256": file_sha256(path), "layout": layout,
         "prefix_stripped": prefix,
     }
     return desc, record

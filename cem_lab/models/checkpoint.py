@@ -108,6 +108,12 @@ def read_state_dict(path: PathLike, trust: bool = False) -> dict[str, Tensor]:
     ``trust=True`` allows full unpickling of ``.pth`` files that hold Python objects
     (this can run code from the file).
     """
+    return read_checkpoint(path, trust)[0]
+
+
+def read_checkpoint(path: PathLike, trust: bool = False) -> tuple[dict[str, Tensor], str]:
+    """:func:`read_state_dict`, and the file's layout for the record: ``"safetensors"``, the top-level
+    nested key it was found under (``params_ema``, ``params``, ``state_dict``, ...) or ``"plain"``."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
@@ -131,7 +137,10 @@ def read_state_dict(path: PathLike, trust: bool = False) -> dict[str, Tensor]:
             found = f"the file holds a {type(obj).__name__}, not a dict"
         raise CheckpointError(f"checkpoint {path} holds no tensors ({found}); expected a "
                               f"state_dict, possibly nested under one of {list(NESTED_KEYS)}")
-    return state
+    if path.suffix.lower() == ".safetensors":
+        return state, "safetensors"
+    nested = [k for k in NESTED_KEYS if isinstance(obj, Mapping) and isinstance(obj.get(k), (Mapping, nn.Module))]
+    return state, nested[0] if nested else "plain"
 
 
 # --------------------------------------------------------------------------- matching
