@@ -285,7 +285,7 @@ def test_paper_recipes_compose_into_their_grids(recipe, jobs, monkeypatch):
     from omegaconf import OmegaConf
     from omegaconf.errors import InterpolationResolutionError
 
-    from cem_lab.cli.sweep import count_jobs
+    from cem_lab.engine.sweep_record import count_jobs
 
     monkeypatch.delenv("DIV2K_HR", raising=False)
     with initialize_config_module(config_module="cem_lab.conf", version_base="1.3"):

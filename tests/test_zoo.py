@@ -253,7 +253,7 @@ def test_a_finished_zoo_run_is_tied_to_the_weights_file():
     from hydra import compose, initialize_config_module
 
     import cem_lab.cli.cem  # noqa: F401  (registers the resolvers)
-    from cem_lab.cli.finished_runs import input_signatures
+    from cem_lab.engine.run_index import input_signatures
 
     with initialize_config_module(config_module="cem_lab.conf", version_base="1.3"):
         cfg = compose(config_name="cem", overrides=["model=zoo", "model.id=fsrcnn_d2_w16_x4",

@@ -148,7 +148,7 @@ def read_settings(cfg: DictConfig) -> Settings:
 # --- the checks before anything is written ---------------------------------------------------------------
 def identity(cfg: DictConfig) -> dict:
     """The config less the keys that do not change the numbers (as `cem-lab`'s done.json)."""
-    from cem_lab.cli.finished_runs import identity_config
+    from cem_lab.engine.run_index import identity_config
 
     data = identity_config(cfg)
     for key in NOT_IDENTITY:
@@ -159,7 +159,7 @@ def identity(cfg: DictConfig) -> dict:
 def check_run_folder(cfg: DictConfig, folder: Path) -> None:
     """Refuse a folder that holds a `cem-lab` run, or a `cem-attribution` run with other settings."""
     from cem_lab.causal.runner import STATE_FILE, RunFolderError
-    from cem_lab.cli.finished_runs import DONE_FILE
+    from cem_lab.engine.run_index import DONE_FILE
 
     if any((folder / name).exists() for name in ("cem.npz", STATE_FILE, DONE_FILE)):
         raise RunFolderError(f"{folder} holds a cem-lab run, not a cem-attribution run; give this run another folder "
@@ -234,7 +234,7 @@ def prepare_attribution(cfg: DictConfig, folder: Path) -> AttributionPlan:
 # --- the run ----------------------------------------------------------------------------------------------
 def run(cfg: DictConfig, output_dir: Path, *, memory=None) -> AttributionOutcome:
     """Check everything, then (folder locked) write the config, compute and write the results."""
-    from cem_lab.cli.run_folder import accept_run_folder, buffered_log, close_log_file
+    from cem_lab.engine.run_folder import accept_run_folder, buffered_log, close_log_file
     from cem_lab.folder_lock import hold_run_folder
 
     output_dir = Path(output_dir)
@@ -308,7 +308,7 @@ def command_line() -> str:
 def execute(cfg: DictConfig, folder: Path) -> AttributionOutcome:
     """Lock ``folder``, run, print the report."""
     from cem_lab.cli.devices import device_lease
-    from cem_lab.cli.run_folder import buffered_log
+    from cem_lab.engine.run_folder import buffered_log
     from cem_lab.folder_lock import hold_run_folder
 
     folder = Path(folder)

@@ -4,10 +4,10 @@ With no arguments it runs the embedded default: cem_lab's own small DnCNN on a c
 scikit-image's `chelsea`, DN sigma 50, embedded patch bank, reference estimator settings.
 
 Rerunning a command reuses its folder: a finished run is recognised without any model work
-(cem_lab/cli/finished_runs.py), an interrupted one resumes from its checkpoint.
+(cem_lab/engine/run_index.py), an interrupted one resumes from its checkpoint.
 
-In a multirun (``-m``, see cem_lab/cli/sweep.py) a job that fails writes ``error.txt`` in its folder
-and returns, so that the other jobs go on.
+In a multirun (``-m``, see cem_lab/engine/sweep_record.py) a job that fails writes ``error.txt`` in
+its folder and returns, so that the other jobs go on.
 
 Testing aids: the environment variable ``CEM_LAB_TEST_INTERRUPT=[JOB:]BATCHES[:hang]`` raises
 KeyboardInterrupt (as Ctrl-C would) after BATCHES batches of the multirun job number JOB (0-based;
@@ -22,7 +22,6 @@ import logging
 import os
 import re
 import sys
-import traceback
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,8 +30,7 @@ from typing import Any, Callable, Optional
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from cem_lab.cli.finished_runs import (DONE_FILE, NOT_IDENTITY, finished_run, identity_config,  # noqa: F401
-                                      mark_done, state_status)
+from cem_lab.engine.run_index import DONE_FILE, finished_run, mark_done, state_status
 
 log = logging.getLogger("cem_lab")
 
@@ -84,7 +82,7 @@ def standard_image_file(name: str) -> str:
 if not OmegaConf.has_resolver("cem_standard_image"):
     OmegaConf.register_new_resolver("cem_standard_image", standard_image_file)
 
-from cem_lab.cli import sweep as _sweep  # registers the cem_sweep_name resolver
+from cem_lab.engine import sweep_record  # importing it registers the cem_sweep_name resolver
 
 INTERRUPT_ENV = "CEM_LAB_TEST_INTERRUPT"
 #: testing aid: with ``CEM_LAB_TEST_START_GATE=<path>`` a run writes ``<path>.<pid>.ready`` and waits
@@ -280,7 +278,7 @@ def run(cfg: DictConfig, output_dir: Path, on_batch: Optional[Callable] = None, 
     Hydra's record and ``cem.log`` (with the records ``memory``, a :func:`buffered_log`, kept of
     the checks), then the map. ``tracker``: a context (W&B) that sees the run and its folder.
     """
-    from cem_lab.cli.run_folder import accept_run_folder, buffered_log, close_log_file
+    from cem_lab.engine.run_folder import accept_run_folder, buffered_log, close_log_file
     from cem_lab.folder_lock import hold_run_folder
 
     output_dir = Path(output_dir)
@@ -394,7 +392,7 @@ def execute(cfg: DictConfig, folder: Path, *, job_num: Optional[int] = None,
     from a checkpoint), ``skipped`` (it was already finished: no CEM work). With ``record_errors``
     (a multirun job), a failure is written to the folder's ``error.txt`` while the lock is held.
     """
-    from cem_lab.cli.run_folder import buffered_log
+    from cem_lab.engine.run_folder import buffered_log
     from cem_lab.folder_lock import FolderBusyError, hold_run_folder
 
     if launch_rank(cfg) != 0:  # another task of a cluster launch: rank 0 holds and writes the folder
@@ -410,7 +408,7 @@ def execute(cfg: DictConfig, folder: Path, *, job_num: Optional[int] = None,
             if record_errors and not isinstance(err, FolderBusyError):
                 from cem_lab.errors import USER_ERRORS
 
-                record_error(folder, err, isinstance(err, USER_ERRORS))
+                sweep_record.record_error(folder, err, isinstance(err, USER_ERRORS))
             raise
 
 
@@ -427,14 +425,14 @@ def _execute_locked(cfg: DictConfig, folder: Path, memory, *, job_num: Optional[
     skipped = summary is not None
     use_wandb = logger_cfg.get("name") == "wandb"
     if use_wandb and skipped:
-        from cem_lab.cli.wandb_logging import already_logged
+        from cem_lab.engine.wandb_logging import already_logged
 
         use_wandb = not already_logged(folder, summary.get("fingerprint"))
 
     def tracker():
         if not use_wandb:
             return nullcontext(None)
-        from cem_lab.cli.wandb_logging import wandb_run
+        from cem_lab.engine.wandb_logging import wandb_run
 
         return wandb_run(cfg, folder, group=group, name=folder.name)
 
@@ -453,28 +451,11 @@ def _execute_locked(cfg: DictConfig, folder: Path, memory, *, job_num: Optional[
                 cfg.device = device  # recorded in config.yaml; not part of a run's identity
             result = run(cfg, folder, on_batch=_interrupt_hook(job_num), memory=memory, tracker=tracker)
         status = "done" if before is None else "skipped" if before[0] == "complete" else "resumed"
-    (folder / _sweep.ERROR_FILE).unlink(missing_ok=True)  # an earlier attempt's error
+    (folder / sweep_record.ERROR_FILE).unlink(missing_ok=True)  # an earlier attempt's error
     print(report(result, folder, skipped=skipped), flush=True)
     s = result.summary()
     return {"status": status, "forward_passes": 0 if skipped else s.get("forward_passes"),
             "baseline_metric": s.get("baseline_metric"), "counts": s.get("counts")}
-
-
-def record_error(folder: Path, err: BaseException, user_error: bool) -> str:
-    """Write ``error.txt`` atomically: first line ``Type: message``, then the whole message and, for
-    unexpected errors (not bad input), the traceback. Returns the first line."""
-    from cem_lab.io import write_text
-
-    text = str(err).strip()
-    message = f"{type(err).__name__}: {_sweep.first_line(text)}" if text else type(err).__name__
-    body = message + "\n"
-    if "\n" in text:
-        body += "\n" + text + "\n"
-    if not user_error:
-        body += "\n" + "".join(traceback.format_exception(type(err), err, err.__traceback__))
-    folder.mkdir(parents=True, exist_ok=True)
-    write_text(folder / _sweep.ERROR_FILE, body)
-    return message
 
 
 @hydra.main(version_base="1.3", config_path="pkg://cem_lab.conf", config_name="cem")

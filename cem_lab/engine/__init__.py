@@ -5,6 +5,12 @@
   baseline, export to ``.safetensors`` + ``.yaml``;
 - :class:`~cem_lab.engine.data.RestorationDataModule`: random crops degraded on the fly by the
   task objects, one task or a mix, embedded pictures or a folder.
+
+The bookkeeping of the CLI runs lives here too, below the entry points of cem_lab.cli:
+:mod:`~cem_lab.engine.run_folder` (a run folder from refusal to acceptance: config, Hydra's record,
+log), :mod:`~cem_lab.engine.run_index` (``done.json``: a finished run recognised without model
+work), :mod:`~cem_lab.engine.sweep_record` (sweep folder names, per-job outcomes and error files,
+progress, ``sweep_summary.json``) and :mod:`~cem_lab.engine.wandb_logging` (W&B runs).
 """
 from __future__ import annotations
 

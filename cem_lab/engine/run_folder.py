@@ -1,4 +1,4 @@
-"""A CLI run's folder, from refusal to acceptance: writable before anything starts, nothing written
+"""The folder of a CLI run, from refusal to acceptance: writable before anything starts, nothing written
 until the run is locked and its input accepted, then its config, Hydra's record and its log.
 
 Hydra would write ``.hydra/`` and ``<job>.log`` into the run folder before the job starts, that is

@@ -1,4 +1,5 @@
-"""Multiruns of `cem-lab -m`: stable sweep folders, per-job outcomes, progress and a summary.
+"""The record of a multirun (`cem-lab -m`): stable sweep folders, per-job outcomes and error files,
+progress and a summary.
 
 Layout of a sweep: ``runs/sweeps/cem/<sweep name>/<job name>/``. The job name comes from the
 job's overrides (as for a single run); the sweep name is ``sweep_name`` when it is set, else it is
@@ -20,9 +21,10 @@ finished, or ``failed``); ``on_job_end`` stores it as ``<sweep dir>/.sweep/jobs/
 (one file per job, so jobs in other processes or on other nodes of a shared file system never write
 the same file) and prints ``job i/N ... (done d, failed f, remaining r)``; ``on_multirun_end``
 prints the summary, writes ``<sweep dir>/sweep_summary.json`` and exits with status 1 when a job
-failed. N is counted from the overrides the way Hydra's basic sweeper expands them (the product of
-the comma lists and ranges, with ``hydra.sweeper.params``); other sweepers report ``n_trials`` when
-they have it, else N is shown as "?".
+failed; a failed job also leaves ``error.txt`` in its own folder (:func:`record_error`). N is
+counted from the overrides the way Hydra's basic sweeper expands them (the product of the comma
+lists and ranges, with ``hydra.sweeper.params``); other sweepers report ``n_trials`` when they have
+it, else N is shown as "?".
 """
 from __future__ import annotations
 
@@ -33,6 +35,7 @@ import os
 import re
 import sys
 import time
+import traceback
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any, Optional
@@ -176,6 +179,23 @@ def first_line(text: str) -> str:
         if line.strip():
             return line.strip()
     return ""
+
+
+def record_error(folder: Path, err: BaseException, user_error: bool) -> str:
+    """Write ``error.txt`` atomically: first line ``Type: message``, then the whole message and, for
+    unexpected errors (not bad input), the traceback. Returns the first line."""
+    from cem_lab.io import write_text
+
+    text = str(err).strip()
+    message = f"{type(err).__name__}: {first_line(text)}" if text else type(err).__name__
+    body = message + "\n"
+    if "\n" in text:
+        body += "\n" + text + "\n"
+    if not user_error:
+        body += "\n" + "".join(traceback.format_exception(type(err), err, err.__traceback__))
+    folder.mkdir(parents=True, exist_ok=True)
+    write_text(folder / ERROR_FILE, body)
+    return message
 
 
 def _progress(config: DictConfig, num: int, what: str) -> str:
