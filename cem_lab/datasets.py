@@ -28,8 +28,8 @@ from typing import Optional
 
 import numpy as np
 
-__all__ = ["DatasetError", "StandardImage", "STANDARD_IMAGES", "list_standard_images", "standard_image",
-           "standard_image_path", "standard_image_file"]
+__all__ = ["DatasetError", "IMAGE_POOLS", "StandardImage", "STANDARD_IMAGES", "image_pool", "list_standard_images",
+           "standard_image", "standard_image_path", "standard_image_file"]
 
 
 class DatasetError(ValueError):
@@ -143,7 +143,43 @@ STANDARD_IMAGES: dict[str, StandardImage] = {im.name: im for im in [
              "Middlebury 2014 stereo benchmark (Scharstein et al.); skimage states no licence",
              function="stereo_motorcycle", note="downsampled 4x by skimage (local mean); stereo_motorcycle()[0]",
              origin="Middlebury 2014 stereo benchmark"),
+    _skimage("colorwheel", "color.png", (370, 371), "RGB", "a synthetic colour wheel (HSV hues)",
+             "skimage states no source or licence for this image (a generated picture)"),
+    # --- matplotlib (a cem_lab dependency), mpl-data/sample_data/ ------------------------------------------------
+    StandardImage("grace_hopper", "matplotlib", "matplotlib", "3.11.2", "mpl-data/sample_data/grace_hopper.jpg",
+                  (600, 512), "RGB", "JPEG", "matplotlib sample data", "portrait of Rear Admiral Grace Hopper (US Navy)",
+                  "official US Navy photograph: a work of the US federal government (public domain)",
+                  note=_JPEG_SOURCE + " (4:2:0)"),
+    # --- scikit-learn, sklearn/datasets/images/ (load_sample_images) ---------------------------------------------
+    StandardImage("china", "scikit-learn", "sklearn", "1.9.1", "datasets/images/china.jpg", (427, 640), "RGB",
+                  "JPEG", "scikit-learn sample images (Flickr)", "a Chinese temple roof and trees (fine straight edges)",
+                  "CC BY 2.0, 'Some rights reserved by danielbuechele' (sklearn/datasets/images/README.txt)",
+                  note=_JPEG_SOURCE + " (4:4:4)"),
+    StandardImage("flower", "scikit-learn", "sklearn", "1.9.1", "datasets/images/flower.jpg", (427, 640), "RGB",
+                  "JPEG", "scikit-learn sample images (Flickr)", "a flower close up, blurred background",
+                  "CC BY 2.0, Flickr user vultilion (sklearn/datasets/images/README.txt)",
+                  note=_JPEG_SOURCE + " (4:4:4)"),
 ]}
+
+#: Image pools for the zoo (experiments/zoo.md). ``train``: every picture a zoo model may learn from;
+#: ``heldout``: the evaluation set no zoo model sees in training or validation (sporco's five photographs,
+#: the kind of test picture users map: Set14's monarch and barbara, Kodak's kodim23, and two Waterloo
+#: photographs); ``validation``: the picture training validates on (the 256x256 demo crop of chelsea).
+#: A name is in at most one pool (checked by tests/test_standard_images.py).
+IMAGE_POOLS: dict[str, tuple[str, ...]] = {
+    "train": ("astronaut", "coffee", "rocket", "immunohistochemistry", "hubble_deep_field", "colorwheel",
+              "motorcycle_left", "retina", "camera", "coins", "brick", "grass", "gravel", "moon", "grace_hopper",
+              "china", "flower"),
+    "heldout": ("monarch", "barbara", "kodim23", "sail", "tulips"),
+    "validation": ("chelsea",),
+}
+
+
+def image_pool(name: str) -> tuple[str, ...]:
+    """The standard-image names of pool ``name`` (:data:`IMAGE_POOLS`)."""
+    if name not in IMAGE_POOLS:
+        raise DatasetError(f"unknown image pool {name!r}; known: {', '.join(IMAGE_POOLS)}")
+    return IMAGE_POOLS[name]
 
 
 def list_standard_images(package: Optional[str] = None) -> list[str]:

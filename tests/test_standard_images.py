@@ -7,16 +7,22 @@ import warnings
 import numpy as np
 import pytest
 
-from cem_lab.datasets import (STANDARD_IMAGES, DatasetError, list_standard_images, standard_image,
-                              standard_image_file, standard_image_path)
+from cem_lab.datasets import (IMAGE_POOLS, STANDARD_IMAGES, DatasetError, image_pool, list_standard_images,
+                              standard_image, standard_image_file, standard_image_path)
 
 HAS_SPORCO = importlib.util.find_spec("sporco") is not None
 needs_sporco = pytest.mark.skipif(not HAS_SPORCO, reason="sporco is not installed (pip install sporco): "
                                                          "its five bundled images cannot be checked")
 
 
+HAS_SKLEARN = importlib.util.find_spec("sklearn") is not None
+needs_sklearn = pytest.mark.skipif(not HAS_SKLEARN, reason="scikit-learn is not installed (pip install scikit-learn): "
+                                                           "its two sample photographs cannot be checked")
+
+
 def _param(name):
-    marks = [needs_sporco] if STANDARD_IMAGES[name].package == "sporco" else []
+    package = STANDARD_IMAGES[name].package
+    marks = [needs_sporco] if package == "sporco" else [needs_sklearn] if package == "scikit-learn" else []
     return pytest.param(name, marks=marks, id=name)
 
 
@@ -99,3 +105,30 @@ def test_dataset_standard_config_resolves_to_the_file():
         other = compose(config_name="cem", overrides=["dataset=standard", "standard.name=kodim23"])
     assert default.image == str(standard_image_path("monarch")) and default.degraded is None
     assert other.image == str(standard_image_path("kodim23"))
+
+
+def test_the_pools_are_disjoint_and_catalogued():
+    seen: dict[str, str] = {}
+    for pool, names in IMAGE_POOLS.items():
+        assert names == image_pool(pool) and len(set(names)) == len(names)
+        for n in names:
+            assert n in STANDARD_IMAGES, n
+            assert n not in seen, f"{n} is in both {seen.get(n)} and {pool}"
+            seen[n] = pool
+    assert set(image_pool("heldout")) == set(list_standard_images("sporco"))
+    assert len(image_pool("train")) >= 15
+    with pytest.raises(DatasetError, match="unknown image pool 'test'.*train, heldout, validation"):
+        image_pool("test")
+
+
+def test_the_training_data_reads_a_pool():
+    from cem_lab.engine.data import DataError, RestorationDataModule
+
+    dm = RestorationDataModule("dn", pool="train", crop=48, batch_size=2, steps_per_epoch=2)
+    dm.setup()
+    assert dm.train_names == list(image_pool("train")) and dm.val_names == ["chelsea_256"]
+    assert "pool 'train'" in dm.describe()["images"]
+    with pytest.raises(DataError, match="unknown image pool"):
+        RestorationDataModule("dn", pool="nope")
+    with pytest.raises(DataError, match="not both"):
+        RestorationDataModule("dn", pool="train", images="somewhere")

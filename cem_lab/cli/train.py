@@ -185,7 +185,7 @@ def build(cfg: DictConfig):
     dm = RestorationDataModule(
         tasks, images=d.images, crop=t.crop, batch_size=t.batch_size, steps_per_epoch=t.val_every,
         seed=int(cfg.seed), val_images=d.val_images, val_crop=d.val_crop, val_seed=d.val_seed,
-        pre_upsample=pre, augment=d.augment, num_workers=d.num_workers)
+        pre_upsample=pre, augment=d.augment, num_workers=d.num_workers, pool=d.get("pool"))
     dm.setup("fit")
     module = RestorationModule(
         net, tasks, lr=float(t.lr), betas=list(t.betas), weight_decay=float(t.weight_decay),

@@ -224,6 +224,9 @@ class RestorationDataModule(L.LightningDataModule):
         tasks: one task (a ``Task``, a name ``"sr"``/``"dn"``/``"dr"`` or a dict with a ``name``
             and the task's arguments) or a list of them (a multi-task model).
         images: a folder of training images; ``None`` = the embedded scikit-image pictures.
+        pool: instead, a pool of standard images (:data:`cem_lab.datasets.IMAGE_POOLS`, e.g.
+            ``"train"``: 17 pictures of scikit-image, matplotlib and scikit-learn), validated on the
+            embedded chelsea crop.
         crop: side of the HR training crops; a multiple of every task's scale.
         batch_size: training crops per step.
         steps_per_epoch: training batches per epoch (an epoch is a Lightning epoch: validation
@@ -243,8 +246,20 @@ class RestorationDataModule(L.LightningDataModule):
                  images: Union[str, Path, None] = None, crop: int = 96, batch_size: int = 16,
                  steps_per_epoch: int = 500, seed: int = 0, val_images: int = 1,
                  val_crop: Optional[int] = None, val_seed: int = 0,
-                 pre_upsample: Optional[bool] = None, augment: bool = True, num_workers: int = 0):
+                 pre_upsample: Optional[bool] = None, augment: bool = True, num_workers: int = 0,
+                 pool: Optional[str] = None):
         super().__init__()
+        if pool not in (None, "") and images not in (None, ""):
+            raise DataError(f"give either a folder of training images (data.images={images}) or a standard image "
+                            f"pool (data.pool={pool}), not both")
+        if pool not in (None, ""):
+            from cem_lab.datasets import DatasetError, image_pool
+
+            try:
+                image_pool(str(pool))
+            except DatasetError as err:
+                raise DataError(str(err)) from None
+        self.pool = None if pool in (None, "") else str(pool)
         self.tasks = resolve_tasks(tasks)
         if pre_upsample is None:
             pre_upsample = len(self.tasks) > 1
@@ -287,6 +302,16 @@ class RestorationDataModule(L.LightningDataModule):
     # -- loading ---------------------------------------------------------------------------
     def _load_sources(self) -> tuple[list[tuple[str, Tensor]], list[tuple[str, Tensor]]]:
         """(name, (3, H, W) uint8) for the training and the validation pictures."""
+        if self.pool is not None:
+            import warnings as _w
+
+            from cem_lab.datasets import image_pool, standard_image
+            from cem_lab.models.embedded import embedded_demo_image
+
+            with _w.catch_warnings():
+                _w.simplefilter("ignore", UserWarning)  # grey pictures replicated to RGB
+                train = [(n, _to_chw_uint8(standard_image(n))) for n in image_pool(self.pool)]
+            return train, [(EMBEDDED_VAL_NAME, _to_chw_uint8(embedded_demo_image()))]
         if self.images_dir is None:
             from skimage import data
 
@@ -366,7 +391,8 @@ class RestorationDataModule(L.LightningDataModule):
     def describe(self) -> dict:
         """What the data is, for the exported model's metadata."""
         return {
-            "images": "embedded scikit-image pictures" if self.images_dir is None else str(self.images_dir),
+            "images": (f"standard image pool {self.pool!r} (cem_lab.datasets.IMAGE_POOLS)" if self.pool is not None
+                       else "embedded scikit-image pictures" if self.images_dir is None else str(self.images_dir)),
             "train_images": list(self.train_names),
             "val_images": list(self.val_names),
             "crop": self.crop, "batch_size": self.batch_size, "seed": self.seed,
