@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 import time
 from pathlib import Path
-from typing import Any, Sequence, Union
+from typing import Any, Optional, Sequence, Union
 
 import pandas as pd
 
@@ -100,8 +100,49 @@ def _faithfulness(paths: Sequence[PathLike], out: Path) -> dict[str, Any]:
             "faithfulness_md": str(out / names[2]), "attribution_runs": len(folders)}
 
 
-def write_report(paths: Sequence[PathLike], out_dir: PathLike) -> dict[str, Any]:
+_STUDY_FILES = ("study_summary.csv", "study_paired.csv", "study_profile.csv", "study.md")
+
+
+def _study(runs: pd.DataFrame, out: Path, by: Sequence[str], reference: Any, explicit: bool) -> dict[str, Any]:
+    """The population statistics (cem_lab.analysis.study_tables) when some condition has several units.
+
+    Runs that cannot be pooled are refused: nothing pooled is written, and the refusal (with the groups
+    found) is returned as ``study_refused``; with ``explicit`` (the caller named ``by``) it is raised."""
+    from cem_lab.analysis.study_tables import StudyError, study_markdown, study_statistics
+    from cem_lab.viz.population_figures import plot_distance_profile, plot_study_intervals
+
+    for n in _STUDY_FILES:  # a stale table from an earlier report
+        (out / n).unlink(missing_ok=True)
+    units = runs.assign(_u=runs["image"].astype(str) + runs["roi"].astype(str))
+    if not explicit and units.groupby(["task_label", "model"], dropna=False)["_u"].nunique().max() < 2:
+        return {"study": None, "study_refused": None, "study_figures": {}}
+    try:
+        res = study_statistics(runs, by=by, reference=reference)
+    except StudyError as err:
+        if explicit:
+            raise
+        return {"study": None, "study_refused": str(err), "study_figures": {}}
+    res.summary.attrs["level"] = res.level
+    for name, table in zip(_STUDY_FILES[:3], (res.summary, res.paired, res.profile)):
+        with atomic_path(out / name) as tmp:
+            table.to_csv(tmp, index=False)
+    write_text(out / _STUDY_FILES[3], study_markdown(res))
+    fig_dir = out / "figures"
+    figures = {"study_intervals": plot_study_intervals(res.summary, fig_dir / "study_intervals.png"),
+               "distance_profile": plot_distance_profile(res.profile, fig_dir / "distance_profile.png")}
+    return {"study": str(out / _STUDY_FILES[3]), "study_summary_csv": str(out / _STUDY_FILES[0]),
+            "study_paired_csv": str(out / _STUDY_FILES[1]), "study_profile_csv": str(out / _STUDY_FILES[2]),
+            "study_refused": None, "study_figures": figures, "study_missing": res.missing}
+
+
+def write_report(paths: Sequence[PathLike], out_dir: PathLike, by: Optional[Sequence[str]] = None,
+                 reference: Optional[str] = None) -> dict[str, Any]:
     """Read the finished runs under ``paths`` and write the report into ``out_dir``.
+
+    When a condition (``by``: run-table columns or settings keys, default the model) has runs on several
+    units (images x ROIs), the study statistics are written too: ``study.md``, ``study_summary.csv``,
+    ``study_paired.csv``, ``study_profile.csv`` and two figures (cem_lab.analysis.study_tables); runs that
+    cannot be pooled are refused (``study_refused`` holds why; with ``by`` given, it is raised).
 
     Returns what it wrote: ``out_dir``, ``runs_csv``, ``runs_md``, ``skipped_txt`` (None when no
     folder was skipped), ``report_json``, ``figures`` (name -> path), and what it read: ``runs``
@@ -136,6 +177,8 @@ def write_report(paths: Sequence[PathLike], out_dir: PathLike) -> dict[str, Any]
     written.update(_faithfulness(paths, out))
     fig_dir = out / "figures"
     written["figures"] = _figures(runs, fig_dir)
+    written.update(_study(runs, out, tuple(by) if by else ("model",), reference, explicit=by is not None))
+    written["figures"].update(written.pop("study_figures"))
     keep = {Path(p).name for p in written["figures"].values()}
     for stale in fig_dir.glob("*.png"):
         if stale.name not in keep:
@@ -144,7 +187,7 @@ def write_report(paths: Sequence[PathLike], out_dir: PathLike) -> dict[str, Any]
         "kind": "cem-report", "written": time.strftime("%Y-%m-%dT%H:%M:%S"),
         "paths": [str(Path(p).resolve()) for p in paths], "runs": len(runs),
         "skipped": [{"folder": str(s.folder), "reason": s.reason} for s in skipped],
-        "files": {k: v for k, v in written.items() if k != "out_dir"},
+        "files": {k: v for k, v in written.items() if k not in ("out_dir", "study_missing")},
     })
     written["report_json"] = str(out / REPORT_MARKER)
     written["runs"] = runs

@@ -5,7 +5,12 @@
 
 Each PATH is a run folder or any folder above run folders (searched recursively). The report
 holds runs.csv, runs.md, skipped.txt (folders that are not finished runs, with the reason) and
-figures/ (see cem_lab/analysis/report.py).
+figures/ (see cem_lab/analysis/report.py). A study over images x ROIs (a condition, by default a model,
+with runs on several units) also gets study.md and its tables: per condition the mean and a 95 %
+nested-bootstrap interval (images resampled, ROIs within them) of the block shares, the CE sums, the
+effective distance and the ROI metric; paired differences between conditions over the units both have;
+and the CE profile by distance. Runs of different settings are not pooled (they are listed; --by names
+what to compare, e.g. --by model,block).
 """
 from __future__ import annotations
 
@@ -27,6 +32,11 @@ def _parser() -> argparse.ArgumentParser:
                         help="a run folder or a folder above run folders")
     parser.add_argument("--out", type=Path, default=None, metavar="DIR",
                         help="where the report goes (default with one PATH: PATH/report; required with several)")
+    parser.add_argument("--by", default=None, metavar="KEYS",
+                        help="what the study compares, comma-separated run-table columns or settings keys "
+                             "(default: model); e.g. --by model,block or --by estimator")
+    parser.add_argument("--reference", default=None, metavar="CONDITION",
+                        help="pair every condition with this one only (default: every pair)")
     return parser
 
 
@@ -47,8 +57,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             return _error(f"{path} does not exist; give a run folder or a folder above run folders")
     from cem_lab.analysis.report import write_report
 
+    by = [k.strip() for k in args.by.split(",") if k.strip()] if args.by else None
     try:
-        written = write_report(args.paths, args.out)
+        written = write_report(args.paths, args.out, by=by, reference=args.reference)
     except (ValueError, OSError) as err:
         return _error(str(err))
     skipped = written["skipped"]
@@ -59,6 +70,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     print(f"report: {written['out_dir']} (runs.csv, runs.md, {len(written['figures'])} figure(s) in figures/)")
     print()
     print(Path(written["runs_md"]).read_text(), end="")
+    if written.get("study"):
+        print()
+        print(Path(written["study"]).read_text(), end="")
+    elif written.get("study_refused"):
+        print(f"\nstudy statistics: {written['study_refused']}", file=sys.stderr)
     return 0
 
 
