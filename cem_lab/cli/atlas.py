@@ -60,7 +60,7 @@ def execute_atlas(cfg: DictConfig, folder: Path, memory) -> dict[str, Any]:
     dist = cfg.get("trainer") or {}
     if int(dist.get("devices", 1) or 1) != 1 or int(dist.get("num_nodes", 1) or 1) > 1:
         raise AtlasError("the ROI atlas runs in one process: use trainer=single with roi=grid or a ROI list")
-    model, image, task, kwargs, run_kwargs = prepare_kwargs(cfg, folder)
+    model, image, task, kwargs, run_kwargs, _ = prepare_kwargs(cfg, folder)
     grid = cfg.get("roi_grid") or {}
     atlas = prepare_atlas(model, image, task, _rois(cfg), roi_size=int(grid.get("size", 32)),
                           roi_stride=grid.get("stride"), **kwargs)

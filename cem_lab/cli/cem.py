@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 import hydra
+import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from cem_lab.engine.run_index import DONE_FILE, finished_run, mark_done, state_status
@@ -81,6 +82,28 @@ def standard_image_file(name: str) -> str:
 
 if not OmegaConf.has_resolver("cem_standard_image"):
     OmegaConf.register_new_resolver("cem_standard_image", standard_image_file)
+
+
+def folder_image_file(folder: str, index: Any) -> str:
+    """The resolver ``cem_folder_image`` (conf/dataset/folder.yaml): image number ``index`` (0-based, by
+    file name) of ``folder``, so that a study sweeps a folder with ``folder.index=range(0,N)``."""
+    from cem_lab.engine.data import IMAGE_EXTENSIONS, find_images
+
+    root = Path(str(folder)).expanduser()
+    if not root.is_dir():
+        raise ValueError(f"dataset=folder: {root} is not a folder; give folder.dir=PATH, a folder of images")
+    files = find_images(root)
+    if not files:
+        raise ValueError(f"dataset=folder: {root} holds no image ({', '.join(IMAGE_EXTENSIONS)}); give a folder of "
+                         "images as folder.dir")
+    if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < len(files):
+        raise ValueError(f"dataset=folder: folder.index={index!r}, but {root} holds {len(files)} image(s): use an "
+                         f"index in [0, {len(files) - 1}] (sweep them all with folder.index=range(0,{len(files)}))")
+    return str(files[index])
+
+
+if not OmegaConf.has_resolver("cem_folder_image"):
+    OmegaConf.register_new_resolver("cem_folder_image", folder_image_file)
 
 from cem_lab.engine import sweep_record  # importing it registers the cem_sweep_name resolver
 
@@ -186,12 +209,15 @@ def prepare_kwargs(cfg: DictConfig, output_dir: Path):
     import torch
 
     torch.manual_seed(cfg.seed)  # models without a checkpoint get a reproducible initialisation
-    model = build_model(cfg.model).to(device)
+    check_model_task(cfg.model, task)
     image, name = cfg.image, None
     if image is None and cfg.degraded is None:
         from cem_lab.models.embedded import embedded_demo_image
 
         image, name = embedded_demo_image(), "chelsea_256"
+    image, name = crop_input(cfg, image, name)
+    roi = resolve_roi(cfg, image, task)
+    model = build_model(cfg.model).to(device)
     c = cfg.cem
     bank = build_patch_bank(cfg.patches) if c.intervention == "lv" else None
     every_s, every_items = _checkpoint_cadence(cfg)
@@ -206,7 +232,77 @@ def prepare_kwargs(cfg: DictConfig, output_dir: Path):
         model_name=cfg.model.get("name") or getattr(model, "name", None), recompute=cfg.get("recompute", "roi_crop"), device=device)
     run_kwargs = dict(output_dir=output_dir, figures=cfg.figures, progress=cfg.progress,
                       checkpoint_every=every_s, checkpoint_every_items=every_items)
-    return model, image, task, kwargs, run_kwargs
+    return model, image, task, kwargs, run_kwargs, roi
+
+
+def check_model_task(model_cfg: DictConfig, task) -> None:
+    """A zoo model asked for a task it was not trained for is refused before anything is built (a study's
+    list of models run on one task must not silently hold a denoiser among super-resolvers)."""
+    if model_cfg.get("id") is None or "zoo" not in str(OmegaConf.select(model_cfg, "net._target_", default="")):
+        return
+    from cem_lab.models.zoo import ZooError, read_zoo_entry
+    from cem_lab.tasks.base import task_label
+
+    try:
+        entry = read_zoo_entry(str(model_cfg.id))
+    except ZooError:
+        return  # the loader names the known models
+    trained = list((entry.get("validation") or {}).get("tasks") or {})
+    want = task_label(task)
+    if trained and want not in trained and not model_cfg.get("allow_other_task", False):
+        raise ValueError(f"zoo model {model_cfg.id!r} was trained for {', '.join(trained)}, not {want}: pick a model "
+                         f"of this task (cem-zoo list), or set model.allow_other_task=true to map it off its task anyway")
+
+
+def crop_input(cfg: DictConfig, image: Any, name: Optional[str]) -> tuple[Any, Optional[str]]:
+    """``image_crop``: a centre square of that side, or [top, left, height, width], cut from the clean image
+    (and from the degraded input at its scale) before anything else; the image name records the crop."""
+    spec = cfg.get("image_crop")
+    if spec is None:
+        return image, name
+    from cem_lab.images import load_image
+
+    if image is None:
+        raise ValueError("image_crop cuts the clean image: give it (image=PATH or dataset=standard ...), or crop "
+                         "the degraded file yourself")
+    arr = load_image(image) if not hasattr(image, "shape") else image
+    h, w = arr.shape[:2]
+    if isinstance(spec, int) and not isinstance(spec, bool):
+        if spec < 1 or spec > min(h, w):
+            raise ValueError(f"image_crop={spec} does not fit the {h}x{w} image; use a size in [1, {min(h, w)}]")
+        top, left, ch, cw = (h - spec) // 2, (w - spec) // 2, spec, spec
+    else:
+        try:
+            top, left, ch, cw = (int(v) for v in spec)
+        except (TypeError, ValueError):
+            raise ValueError(f"image_crop must be a size (a centre square) or [top, left, height, width], got {spec!r}") from None
+        if top < 0 or left < 0 or ch < 1 or cw < 1 or top + ch > h or left + cw > w:
+            raise ValueError(f"image_crop={[top, left, ch, cw]} lies outside the {h}x{w} image")
+    if cfg.degraded is not None:
+        raise ValueError("image_crop with a degraded input (dataset=pair) is not supported: crop both files yourself")
+    base = name or (Path(str(image)).stem if isinstance(image, (str, Path)) else "image")
+    return arr[top:top + ch, left:left + cw].copy(), f"{base}_crop{top}_{left}_{ch}x{cw}"
+
+
+def resolve_roi(cfg: DictConfig, image: Any, task) -> Any:
+    """``roi``: as given, or ``roi=placed``: ROI ``roi_place.index`` of ``roi_place.count`` by the seeded
+    texture-strata rule of :mod:`cem_lab.causal.roi_placement`, on the clean image at output size."""
+    roi = cfg.roi
+    if not (isinstance(roi, str) and roi == "placed"):
+        return roi
+    from cem_lab.causal.roi_placement import place_roi
+    from cem_lab.images import load_image
+
+    if image is None:
+        raise ValueError("roi=placed places ROIs on the clean image: give it (image=PATH), or give explicit rois")
+    arr = load_image(image) if not hasattr(image, "shape") else np.asarray(image)
+    arr = arr[: arr.shape[0] - arr.shape[0] % task.scale, : arr.shape[1] - arr.shape[1] % task.scale]
+    rp = cfg.get("roi_place") or {}
+    placed = place_roi(arr, size=int(rp.get("size", 32)), index=int(rp.get("index", 0)), count=int(rp.get("count", 4)),
+                       seed=int(rp.get("seed", 0)), align=int(cfg.cem.block), margin=int(rp.get("margin", 0)))
+    log.info("roi=placed: ROI %d of %d (texture stratum %.1f..%.1f, this ROI %.1f) at %s",
+             placed.index + 1, placed.count, *placed.stratum, placed.texture, placed.as_list())
+    return placed.as_list()
 
 
 def prepare(cfg: DictConfig, output_dir: Path) -> PreparedRun:
@@ -214,7 +310,7 @@ def prepare(cfg: DictConfig, output_dir: Path) -> PreparedRun:
     checkpoint (another run's is refused): every refusal happens here, before anything is written."""
     from cem_lab.causal.runner import prepare_cem
 
-    model, image, task, kwargs, run_kwargs = prepare_kwargs(cfg, output_dir)
+    model, image, task, kwargs, run_kwargs, roi = prepare_kwargs(cfg, output_dir)
     device = kwargs.pop("device")
     dist = cfg.get("trainer") or {}
     distributed = None
@@ -222,9 +318,9 @@ def prepare(cfg: DictConfig, output_dir: Path) -> PreparedRun:
         distributed = OmegaConf.to_container(dist, resolve=True) if OmegaConf.is_config(dist) else dict(dist)
     with _quiet("cem_lab") if distributed else nullcontext():
         # for several processes this is a check only: rank 0 prepares the job again and logs it
-        job = prepare_cem(model, image, task, list(cfg.roi), device=device, **kwargs)
+        job = prepare_cem(model, image, task, list(roi), device=device, **kwargs)
         job.check_folder(output_dir)
-    return PreparedRun(job, model, image, task, list(cfg.roi), {**kwargs, **run_kwargs}, distributed)
+    return PreparedRun(job, model, image, task, list(roi), {**kwargs, **run_kwargs}, distributed)
 
 
 @contextmanager
