@@ -109,16 +109,6 @@ def _condition(row: pd.Series, by: Sequence[str]) -> str:
     return ", ".join(f"{k}={row[k]}" for k in by) if len(by) > 1 else str(row[by[0]])
 
 
-#: run-table columns that stand for settings keys (``--by samples`` compares the fine-stage sample counts)
-_ALIASES = {"samples": ("estimator.fine", "estimator.samples"), "coarse": ("estimator.coarse",),
-            "sampler": ("intervention.sampler",), "patches": ("intervention.bank", "intervention.bank_size")}
-
-
-def _covered(key: str, by: Sequence[str]) -> bool:
-    """Whether settings key ``key`` is one the conditions compare (so it may vary)."""
-    return any(key == b or key.startswith(b + ".") or key in _ALIASES.get(b, ()) for b in by)
-
-
 def _prepare(runs: pd.DataFrame, by: Sequence[str]) -> pd.DataFrame:
     df = runs.copy()
     settings = [run_settings(Path(f)) for f in df["folder"]]
@@ -129,34 +119,33 @@ def _prepare(runs: pd.DataFrame, by: Sequence[str]) -> pd.DataFrame:
     for b in by:  # a settings key named directly: --by estimator.fine
         if b not in df.columns and f"setting:{b}" in df.columns:
             df[b] = df[f"setting:{b}"].map(json.loads)
-    missing = [k for k in by if k not in df.columns and not any(c.startswith(f"setting:{k}.") for c in df.columns)]
+    missing = [k for k in by if k not in df.columns]
     if missing:
         raise StudyError(f"cannot compare by {', '.join(missing)}: not a column of the run table nor a setting (columns: "
                          f"{', '.join(c for c in runs.columns)}; settings: {', '.join(k[8:] for k in keys)})")
-    for b in by:  # a settings group named: --by estimator (all its keys make the condition)
-        cols = [c for c in df.columns if c.startswith(f"setting:{b}.")]
-        if cols:
-            df[b] = df[cols].apply(lambda r: " ".join(f"{c[9 + len(b):]}={json.loads(v)}" for c, v in r.items()
-                                                      if json.loads(v) is not None), axis=1)
     df["unit_key"] = df["image"].astype(str) + " roi " + df["roi"].astype(str)
     df["condition"] = [_condition(r, by) for _, r in df.iterrows()]
     return df
 
 
-def _check_pooling(df: pd.DataFrame, by: Sequence[str]) -> None:
-    """Refuse runs of different settings under one condition, and a unit run twice in one condition."""
-    setting_cols = [c for c in df.columns if c.startswith("setting:") and not _covered(c.removeprefix("setting:"), by)]
+def _check_pooling(df: pd.DataFrame, by: Sequence[str], per_unit: Sequence[str] = ()) -> None:
+    """Refuse to pool runs whose settings differ within one condition (any setting that the ``by`` values do
+    not fix), and a unit run twice in one condition."""
+    setting_cols = [c for c in df.columns if c.startswith("setting:") and c.removeprefix("setting:") not in by
+                    and c.removeprefix("setting:") not in per_unit]
     problems = []
     for task, group in df.groupby("task_label", sort=False):
-        varying = [c for c in setting_cols if group[c].nunique(dropna=False) > 1]
+        within = group.groupby(list(by), sort=False, dropna=False)
+        varying = [c for c in setting_cols if (within[c].nunique(dropna=False) > 1).any()]
         if varying:
             lines = []
-            for values, sub in group.groupby(varying, sort=False):
+            for values, sub in group.groupby([*by, *varying], sort=False, dropna=False):
                 values = values if isinstance(values, tuple) else (values,)
-                label = ", ".join(f"{c.removeprefix('setting:')}={json.loads(v)}" for c, v in zip(varying, values))
+                label = ", ".join(f"{c.removeprefix('setting:')}={json.loads(v) if c.startswith('setting:') else v}"
+                                  for c, v in zip([*by, *varying], values))
                 lines.append(f"    {label}: {len(sub)} run(s), e.g. {sub['folder'].iloc[0]}")
             names = ", ".join(c.removeprefix("setting:") for c in varying)
-            problems.append(f"  task {task}: the runs differ in {names}:\n" + "\n".join(lines))
+            problems.append(f"  task {task}: runs of one condition differ in {names}:\n" + "\n".join(lines))
             continue
         dup = group[group.duplicated(["condition", "unit_key"], keep=False)]
         if len(dup):
@@ -165,23 +154,27 @@ def _check_pooling(df: pd.DataFrame, by: Sequence[str]) -> None:
                             f"of {first['unit_key']} with the same settings (two models of one name? name them apart with "
                             "model.name=...): " + ", ".join(dup["folder"].head(4)))
     if problems:
-        hint = ",".join([*by, *[c.removeprefix("setting:") for c in setting_cols
-                                if df[c].nunique(dropna=False) > 1][:1]])
+        extra = [c.removeprefix("setting:") for c in setting_cols
+                 if (df.groupby(["task_label", *by], dropna=False)[c].nunique(dropna=False) > 1).any()]
+        hint = ",".join([*by, *extra[:1]])
         raise StudyError("not pooled: these runs are not one study\n" + "\n".join(problems) +
                          f"\nreport each setting's runs apart, or compare the settings as conditions with --by {hint}")
 
 
 def study_statistics(runs: pd.DataFrame, by: Sequence[str] = ("model",), level: float = 0.95, resamples: int = 4000,
-                     seed: int = 0, reference: Optional[str] = None, max_pairs: int = 28) -> StudyResult:
+                     seed: int = 0, reference: Optional[str] = None, max_pairs: int = 28,
+                     per_unit: Sequence[str] = ()) -> StudyResult:
     """The statistics of the study in the run table ``runs`` (:func:`cem_lab.analysis.runs.collect_runs`).
 
     ``reference``: pair every condition with this one only (default: every pair, when there are at
-    most ``max_pairs``; else each with the first condition)."""
+    most ``max_pairs``; else each with the first condition). ``per_unit``: settings keys that change with
+    the unit by design and may differ inside a condition (``intervention.bank`` for patches drawn from
+    each image itself)."""
     by = tuple(by)
     if len(runs) == 0:
         raise StudyError("no runs to summarise")
     df = _prepare(runs, by)
-    _check_pooling(df, by)
+    _check_pooling(df, by, per_unit)
     if reference is not None and reference not in set(df["condition"]):
         raise StudyError(f"--reference {reference!r} is not a condition of these runs; they are: "
                          f"{', '.join(dict.fromkeys(df['condition']))}")

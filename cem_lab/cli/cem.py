@@ -299,7 +299,8 @@ def resolve_roi(cfg: DictConfig, image: Any, task) -> Any:
     arr = arr[: arr.shape[0] - arr.shape[0] % task.scale, : arr.shape[1] - arr.shape[1] % task.scale]
     rp = cfg.get("roi_place") or {}
     placed = place_roi(arr, size=int(rp.get("size", 32)), index=int(rp.get("index", 0)), count=int(rp.get("count", 4)),
-                       seed=int(rp.get("seed", 0)), align=int(cfg.cem.block), margin=int(rp.get("margin", 0)))
+                       seed=int(rp.get("seed", 0)), align=int(rp.get("align") or cfg.cem.block),
+                       margin=int(rp.get("margin", 0)))
     log.info("roi=placed: ROI %d of %d (texture stratum %.1f..%.1f, this ROI %.1f) at %s",
              placed.index + 1, placed.count, *placed.stratum, placed.texture, placed.as_list())
     return placed.as_list()
