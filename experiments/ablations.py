@@ -7,9 +7,10 @@
 
 Two networks: KAIR's real colour blind DnCNN (``../shared/data/dncnn_color_blind.pth``, or
 ``$CEM_LAB_DATA``) on DN sigma 50, and the zoo's EDSR (depth 4, width 16) on SR x4. Population: 256 x 256
-centre crops of three held-out photographs (monarch, barbara, kodim23; no zoo model saw them) x two ROIs
-of 32 px placed by the seeded texture-strata rule (``roi=placed roi_place.count=2``: one flat, one
-textured; on a 16 px grid, so every block size maps the same ROIs). Each factor is changed alone from
+centre crops of held-out photographs (no zoo model saw them: monarch, barbara, kodim23 for SR; monarch
+and barbara for the DnCNN, whose maps cost about five times more here) x two ROIs of 32 px placed by the
+seeded texture-strata rule (``roi=placed roi_place.count=2``: one flat, one textured; on a 16 px grid,
+so every block size maps the same ROIs). Each factor is changed alone from
 the reference settings (block 8, T_c 3, T_f 50, LV with the DIV2K bank for DN and the embedded bank for
 SR, uniform sampling):
 
@@ -17,8 +18,8 @@ SR, uniform sampling):
 - block size: 4, 8, 16;
 - sampling scheme: uniform, sharpness-matched, stratified;
 - intervention: LV vs zeros, mean, blur, noise;
-- convergence in T and coarse-to-fine vs exhaustive: exhaustive runs at T = 10, 25, 50 and 200 (the
-  draws are seeded by (seed, block, sample), so T = 50 uses the first 50 draws of T = 200).
+- convergence in T and coarse-to-fine vs exhaustive: exhaustive runs at T = 10, 25, 50 and 200 (DnCNN:
+  10 and 50, and the T = 200 reference on monarch's two ROIs only); the draws are seeded by (seed, block, sample), so T = 50 uses the first 50 draws of T = 200.
 
 The report reads the finished run folders only (cem_lab.analysis), and writes every number of
 ``experiments/results/ablations.md`` from them.
@@ -45,9 +46,14 @@ FIG = OUT / "ablations"
 IMAGES = ("monarch", "barbara", "kodim23")
 SELF_PATCHES = ROOT / "runs" / "ablations" / "self_patches"
 
-POPULATION = [f"dataset=standard", f"standard.name={','.join(IMAGES)}", "image_crop=256", "roi=placed",
-              "roi_place.count=2", "roi_place.index=0,1", "roi_place.size=32", "roi_place.align=16",
-              "progress=false", "figures=true"]
+#: the DnCNN maps cost about 5x the EDSR ones here: on 2 CPU cores they run on the first two images only
+IMAGES_OF = {"sr": IMAGES, "dn": IMAGES[:2]}
+
+
+def _population(model: str) -> list[str]:
+    return ["dataset=standard", f"standard.name={','.join(IMAGES_OF[model])}", "image_crop=256", "roi=placed",
+            "roi_place.count=2", "roi_place.index=0,1", "roi_place.size=32", "roi_place.align=16",
+            "progress=false", "figures=true"]
 MODELS = {
     "dn": ["model=dncnn", f"model.checkpoint={DATA / 'dncnn_color_blind.pth'}", "task=dn", "task.sigma=50",
            "patches=npz", f"patches.path={DATA / 'div2k_patches8.npz'}", "recompute=incremental"],
@@ -62,6 +68,9 @@ FACTORS = {
     "intervention": [["cem.intervention=zeros,mean,blur,noise"]],
     "exhaustive": [["cem=exhaustive", "cem.samples=10,25,50,200"]],
 }
+#: DnCNN (CPU time): T = 25 left out, and the T = 200 reference on the first image's two ROIs only
+EXHAUSTIVE_DN = ["cem=exhaustive", "cem.samples=10,50"]
+EXHAUSTIVE_DN_200 = ["cem=exhaustive", "cem.samples=200", f"standard.name={IMAGES[0]}"]
 
 
 def _sweeps(model: str) -> list[tuple[str, list[str]]]:
@@ -70,14 +79,22 @@ def _sweeps(model: str) -> list[tuple[str, list[str]]]:
         for k, extra in enumerate(variants):
             if model == "sr" and factor == "patches" and extra[0] == "patches=embedded":
                 extra = ["patches=npz", f"patches.path={DATA / 'div2k_patches8.npz'}"]  # SR's reference is embedded
+            if model == "dn" and factor == "exhaustive":
+                extra = EXHAUSTIVE_DN
             name = f"{PREFIX}_{model}_{factor}" + (f"_{k}" if len(variants) > 1 else "")
             out.append((name, extra))
+    if model == "dn":
+        out.append((f"{PREFIX}_dn_exhaustive_200", EXHAUSTIVE_DN_200))
     return out
 
 
-def _jobs(extra: list[str]) -> int:
-    n = len(IMAGES) * 2
+def _jobs(extra: list[str], model: str) -> int:
+    n = len(IMAGES_OF[model]) * 2
+    if any(e.startswith("standard.name=") for e in extra):
+        n = 2 * len(next(e for e in extra if e.startswith("standard.name=")).split("=", 1)[1].split(","))
     for e in extra:
+        if e.startswith("standard.name="):
+            continue
         if "=" in e and "," in e.split("=", 1)[1] and not e.startswith("~"):
             n *= len(e.split("=", 1)[1].split(","))
     return n
@@ -116,18 +133,20 @@ def plan() -> list[tuple[str, list[str], int]]:
     rows = []
     for model in ("sr", "dn"):  # the cheap SR maps first
         for name, extra in _sweeps(model):
-            rows.append((name, _merge(MODELS[model] + POPULATION, extra), _jobs(extra)))
+            rows.append((name, _merge(MODELS[model] + _population(model), extra), _jobs(extra, model)))
     return rows
 
 
 def cmd_plan() -> None:
     rows = plan()
     done = {r.parent.name for r in SWEEPS.glob(f"{PREFIX}_*/*/done.json")}
-    print(f"{sum(n for *_, n in rows)} jobs in {len(rows)} sweeps (population: {len(IMAGES)} images x 2 ROIs):")
+    print(f"{sum(n for *_, n in rows)} jobs in {len(rows)} sweeps (population: SR {len(IMAGES_OF['sr'])} images x 2 ROIs, "
+          f"DN {len(IMAGES_OF['dn'])} images x 2 ROIs):")
     for name, args, n in rows:
         print(f"  {name:32s} {n:3d} jobs   cem-lab -m {' '.join(args)}")
-    print("Measured here (2 CPU cores, shared with a training job): about 30 s per DnCNN map with incremental "
-          "recompute, 10-40 s per EDSR map, 2-4 min per exhaustive T=200 map; about 1.5 h in all.")
+    print("Measured here (2 CPU cores, shared with a training job, one thread per map): EDSR 8-35 s per map, 90-130 s "
+          "per exhaustive T=200 map; KAIR DnCNN (incremental recompute) 40-50 s per reference map, longer for block 4 "
+          "and T=200; about 1.5 h in all.")
     del done
 
 
@@ -208,7 +227,7 @@ def _convergence(runs: pd.DataFrame) -> pd.DataFrame:
     reference run) against exhaustive T = 50: blocks the coarse stage set to zero that T = 50 finds."""
     from cem_lab.analysis.study_stats import nested_bootstrap
 
-    ex = runs[runs["sweep"].str.endswith("_exhaustive")].copy()
+    ex = runs[runs["sweep"].str.contains("_exhaustive")].copy()
     ref = runs[runs["sweep"].str.endswith("_reference")].copy()
     ex["unit"] = ex["image"] + " " + ex["roi"]
     ref["unit"] = ref["image"] + " " + ref["roi"]
@@ -219,7 +238,7 @@ def _convergence(runs: pd.DataFrame) -> pd.DataFrame:
         if full.empty:
             continue
         m200 = maps[full["folder"].iloc[0]]
-        keep = m200["mask"]
+        keep = m200["mask"] & (m200["effect"] != 0)  # the blocks the network reaches (the rest are exact zeros)
         for _, r in g.iterrows():
             m = maps[r["folder"]]
             k = keep & m["mask"]
@@ -241,6 +260,8 @@ def _convergence(runs: pd.DataFrame) -> pd.DataFrame:
                          "class_agreement": float((m["cls"][k] == m200["cls"][k]).mean()),
                          "passes": float(c2f["forward_passes"].iloc[0]), "dropped_vs_T50": lost})
     df = pd.DataFrame(rows)
+    df["order"] = df["estimator"].map(lambda e: int(e.split("=")[1]) if e.startswith("exhaustive") else 10**6)
+    df = df.sort_values("order", kind="stable")
     out = []
     for est, g in df.groupby("estimator", sort=False):
         row = {"estimator": est, "units": len(g), "passes (mean)": g["passes"].mean()}
@@ -250,6 +271,23 @@ def _convergence(runs: pd.DataFrame) -> pd.DataFrame:
                 row[col] = str(iv)
         out.append(row)
     return pd.DataFrame(out)
+
+
+def _num(v: float, signed: bool = False) -> str:
+    """4 decimals below 1 (the block shares), 2 above."""
+    if not np.isfinite(v):
+        return "n/a"
+    digits = 4 if abs(v) < 1 else 2
+    return f"{v:+.{digits}f}" if signed else f"{v:.{digits}f}"
+
+
+def _markdown(df: pd.DataFrame) -> str:
+    cols = list(df.columns)
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for _, r in df.iterrows():
+        lines.append("| " + " | ".join("" if (isinstance(v, float) and not np.isfinite(v)) else
+                                        (f"{v:,.0f}" if isinstance(v, float) else str(v)) for v in r) + " |")
+    return "\n".join(lines)
 
 
 def _fmt_pairs(paired: pd.DataFrame, reference: str, metrics=("share_negative", "share_positive", "reach_max_px",
@@ -267,7 +305,8 @@ def _fmt_pairs(paired: pd.DataFrame, reference: str, metrics=("share_negative", 
         for m in metrics:
             r = g.loc[m]
             lo, hi = sorted((sign * r["low"], sign * r["high"]))
-            cells.append(f"{sign * r['mean']:+.3f} [{lo:+.3f}, {hi:+.3f}]" + ("*" if r["excludes_zero"] else ""))
+            cells.append(f"{_num(sign * r['mean'], True)} [{_num(lo, True)}, {_num(hi, True)}]" +
+                         ("*" if r["excludes_zero"] else ""))
         lines.append(f"| {other} | {reference} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -278,9 +317,34 @@ def _fmt_summary(summary: pd.DataFrame, metrics=("share_negative", "share_positi
              "|---|---|" + "---|" * len(metrics)]
     for c, g in summary.groupby("condition", sort=False):
         g = g.set_index("metric")
-        cells = [f"{g.loc[m, 'mean']:.3f} [{g.loc[m, 'low']:.3f}, {g.loc[m, 'high']:.3f}]" for m in metrics]
+        cells = [f"{_num(g.loc[m, 'mean'])} [{_num(g.loc[m, 'low'])}, {_num(g.loc[m, 'high'])}]" for m in metrics]
         lines.append(f"| {c} | {int(g.iloc[0]['n_units'])} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def _findings(paired: pd.DataFrame, reference: str, factor: str) -> list[str]:
+    """One line per level and metric whose paired difference from the reference excludes 0."""
+    out = []
+    if paired.empty:
+        return out
+    for _, r in paired[paired["excludes_zero"]].iterrows():
+        if reference not in (r["a"], r["b"]) or r["metric"] == "baseline_metric":
+            continue
+        sign = 1 if r["a"] == reference else -1
+        other = r["b"] if sign == 1 else r["a"]
+        lo, hi = sorted((sign * r["low"], sign * r["high"]))
+        out.append(f"{factor} {other} vs {reference}: {r['label']} {_num(sign * r['mean'], True)} "
+                   f"[{_num(lo, True)}, {_num(hi, True)}]")
+    return out
+
+
+def _compute_time(runs: pd.DataFrame) -> tuple[float, int]:
+    total, passes = 0.0, 0
+    for f in runs["folder"]:
+        s = json.loads((Path(f) / "summary.json").read_text())
+        total += float((s.get("timings") or {}).get("run_s", 0.0))
+        passes += int(s.get("forward_passes") or 0)
+    return total, passes
 
 
 def cmd_report() -> int:
@@ -289,9 +353,18 @@ def cmd_report() -> int:
     FIG.mkdir(parents=True, exist_ok=True)
     parts = ["# Ablations over a population (paper, section 6.4)\n",
              "Made by `python experiments/ablations.py report` from the run folders of `python experiments/ablations.py run` "
-             "(the module doc says what runs). Every interval: 95 %, nested bootstrap over the 3 images (ROIs nested), "
+             "(the module doc says what runs). Every interval: 95 %, nested bootstrap over the images (ROIs nested), "
              "expanded for few images; `*` marks an interval that excludes 0. Paired differences are *level minus "
              "reference* over the same units and the same intervention draws.\n"]
+    parts.append(
+        "How to read it. The shares are of every block outside the ROI on the 256 x 256 image; blocks beyond a "
+        "network's receptive field are exact zeros, so a small share is the norm for these local networks (the "
+        "EDSR reaches about 35 output px, the DnCNN about 20 input px). *Why zeros are out of distribution*: a "
+        "zero (black) patch, like a flat mean patch or a blurred block, is a value that no natural patch degraded "
+        "by the task takes; what the network does with it measures its reaction to an artefact as much as the role "
+        "of the content it replaced. LV draws natural patches and degrades them as the input was degraded, so the "
+        "intervened image stays a plausible input. The paired differences below say how far the other "
+        "interventions move each statistic from LV on the same units and draws.\n")
     refs = {"patches": None, "block": "8", "sampler": "uniform", "intervention": "lv"}
     for model, title in (("dn", "KAIR DnCNN, DN sigma 50"), ("sr", "zoo EDSR d4 w16, SR x4")):
         try:
@@ -299,7 +372,11 @@ def cmd_report() -> int:
         except (ValueError, FileNotFoundError) as err:
             parts.append(f"## {title}\n\nnot run: {err}\n")
             continue
-        parts.append(f"## {title}\n\n{len(runs)} finished maps.\n")
+        seconds, passes = _compute_time(runs)
+        parts.append(f"## {title}\n\n{len(runs)} finished maps, {passes:,} forward passes, {seconds / 60:.1f} min of "
+                     "map computation in all (the runs' own timings, on the 2 CPU cores of this machine, shared with "
+                     "a training job).\n")
+        found: list[str] = []
         for factor, ref in refs.items():
             if factor == "patches":
                 ref = "div2k" if model == "dn" else "embedded"  # each network's reference bank
@@ -309,17 +386,21 @@ def cmd_report() -> int:
                 parts.append(f"### {factor}\n\nnot reported: {type(err).__name__}: {err}\n")
                 continue
             summary.attrs["level"] = 0.95
+            found += _findings(paired, ref, factor)
             fig = plot_study_intervals(summary, FIG / f"{model}_{factor}.png")
             parts.append(f"### {factor}\n\nPer level (mean [interval]):\n\n{_fmt_summary(summary)}\n\n"
                          f"Paired differences from the reference `{ref}`:\n\n{_fmt_pairs(paired, ref)}\n\n"
                          f"![{factor}](ablations/{Path(fig).name})\n")
+        parts.append("Paired differences whose interval excludes 0 (ROI metric left out: it does not depend on the "
+                     "intervention):\n\n" + ("\n".join(f"- {f}" for f in found) if found else "- none") + "\n")
         try:
             conv = _convergence(runs)
             parts.append("### convergence in T, and coarse-to-fine against exhaustive\n\nAgainst the exhaustive "
-                         "T = 200 map of the same unit (blocks outside the ROI): Pearson correlation of the raw "
+                         "T = 200 map of the same unit, over the blocks outside the ROI that the network reaches (non-zero raw "
+                         "effect at T = 200; the others are exact zeros in every run): Pearson correlation of the raw "
                          "effects and agreement of the classes; `dropped_vs_T50`: blocks the coarse-to-fine "
                          "reference run set to zero that exhaustive T = 50 finds non-zero.\n\n"
-                         + conv.to_markdown(index=False) + "\n")
+                         + _markdown(conv) + "\n")
         except Exception as err:
             parts.append(f"### convergence\n\nnot reported: {type(err).__name__}: {err}\n")
     text = "\n".join(parts)

@@ -84,7 +84,13 @@ CASES = {
 }
 
 
-@pytest.mark.parametrize("case", sorted(CASES))
+#: covered at the CLI in the default suite; the others run with -m slow (their rules are unit-tested above, or
+#: by tests/test_cli_refusals.py for explicit ROIs)
+FAST_CASES = {"empty dataset folder", "index past the images", "placed roi larger than the image"}
+
+
+@pytest.mark.parametrize("case", [pytest.param(c, marks=[] if c in FAST_CASES else [pytest.mark.slow], id=c)
+                                  for c in sorted(CASES)])
 def test_bad_study_input_is_refused_before_anything_is_written(folders, case):
     extra, words = CASES[case]
     p = _cli(SMALL + [a.format(t=folders) for a in extra], folders / "work")
