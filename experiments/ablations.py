@@ -209,6 +209,7 @@ def _factor_table(runs: pd.DataFrame, factor: str, reference: str) -> tuple[pd.D
     # patches of the image itself: each image's bank is its own, by design
     per_unit = ("intervention.bank", "intervention.bank_size") if factor == "patches" else ()
     res = study_statistics(sub, by=("level",), reference=reference or None, resamples=4000, per_unit=per_unit)
+    res.summary.attrs["missing"] = res.missing
     return res.summary, res.paired
 
 
@@ -234,15 +235,15 @@ def _convergence(runs: pd.DataFrame) -> pd.DataFrame:
     maps = _maps(list(ex["folder"]) + list(ref["folder"]))
     rows = []
     for unit, g in ex.groupby("unit"):
-        full = g[g["samples"] == 200]
-        if full.empty:
-            continue
+        top = g["samples"].max()  # the longest exhaustive run of the unit is its reference (T = 200 where run)
+        full = g[g["samples"] == top]
         m200 = maps[full["folder"].iloc[0]]
         keep = m200["mask"] & (m200["effect"] != 0)  # the blocks the network reaches (the rest are exact zeros)
         for _, r in g.iterrows():
             m = maps[r["folder"]]
             k = keep & m["mask"]
             rows.append({"unit": unit, "image": r["image"], "estimator": f"exhaustive T={int(r['samples'])}",
+                         "reference": f"T={int(top)}",
                          "corr": float(np.corrcoef(m["effect"][k], m200["effect"][k])[0, 1]),
                          "class_agreement": float((m["cls"][k] == m200["cls"][k]).mean()),
                          "passes": float(r["forward_passes"])})
@@ -256,6 +257,7 @@ def _convergence(runs: pd.DataFrame) -> pd.DataFrame:
                 e50 = maps[t50["folder"].iloc[0]]
                 lost = float(((m["cls"][k] == 0) & (e50["cls"][k] != 0)).sum())
             rows.append({"unit": unit, "image": c2f["image"].iloc[0], "estimator": "coarse-to-fine T_c=3, T_f=50",
+                         "reference": f"T={int(top)}",
                          "corr": float(np.corrcoef(m["effect"][k], m200["effect"][k])[0, 1]),
                          "class_agreement": float((m["cls"][k] == m200["cls"][k]).mean()),
                          "passes": float(c2f["forward_passes"].iloc[0]), "dropped_vs_T50": lost})
@@ -263,8 +265,10 @@ def _convergence(runs: pd.DataFrame) -> pd.DataFrame:
     df["order"] = df["estimator"].map(lambda e: int(e.split("=")[1]) if e.startswith("exhaustive") else 10**6)
     df = df.sort_values("order", kind="stable")
     out = []
-    for est, g in df.groupby("estimator", sort=False):
-        row = {"estimator": est, "units": len(g), "passes (mean)": g["passes"].mean()}
+    for (ref, est), g in df.groupby(["reference", "estimator"], sort=False):
+        if est == f"exhaustive {ref}":
+            continue  # a map against itself
+        row = {"estimator": est, "against exhaustive": ref, "units": len(g), "passes (mean)": g["passes"].mean()}
         for col in ("corr", "class_agreement", "dropped_vs_T50"):
             if col in g and g[col].notna().any():
                 iv = nested_bootstrap(g[col].to_numpy(float), list(g["image"]), resamples=4000)
@@ -388,6 +392,11 @@ def cmd_report() -> int:
             summary.attrs["level"] = 0.95
             found += _findings(paired, ref, factor)
             fig = plot_study_intervals(summary, FIG / f"{model}_{factor}.png")
+            missing = summary.attrs.get("missing") or []
+            if missing:
+                parts.append(f"### {factor}: units not run (CPU time), not pooled\n\n" +
+                             "\n".join(f"- {m.split(': ', 1)[1].replace(' (no finished run; see the skipped folders)', '')}"
+                                       for m in missing) + "\n")
             parts.append(f"### {factor}\n\nPer level (mean [interval]):\n\n{_fmt_summary(summary)}\n\n"
                          f"Paired differences from the reference `{ref}`:\n\n{_fmt_pairs(paired, ref)}\n\n"
                          f"![{factor}](ablations/{Path(fig).name})\n")
@@ -395,9 +404,9 @@ def cmd_report() -> int:
                      "intervention):\n\n" + ("\n".join(f"- {f}" for f in found) if found else "- none") + "\n")
         try:
             conv = _convergence(runs)
-            parts.append("### convergence in T, and coarse-to-fine against exhaustive\n\nAgainst the exhaustive "
-                         "T = 200 map of the same unit, over the blocks outside the ROI that the network reaches (non-zero raw "
-                         "effect at T = 200; the others are exact zeros in every run): Pearson correlation of the raw "
+            parts.append("### convergence in T, and coarse-to-fine against exhaustive\n\nAgainst the longest exhaustive "
+                         "map of the same unit (T = 200; for the DnCNN, T = 50 on the units that have no T = 200 run), over the blocks outside the ROI that the network reaches (non-zero raw "
+                         "effect in the reference; the others are exact zeros in every run): Pearson correlation of the raw "
                          "effects and agreement of the classes; `dropped_vs_T50`: blocks the coarse-to-fine "
                          "reference run set to zero that exhaustive T = 50 finds non-zero.\n\n"
                          + _markdown(conv) + "\n")
