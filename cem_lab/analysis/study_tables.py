@@ -266,7 +266,7 @@ def study_markdown(result: StudyResult) -> str:
             first = sub.iloc[0]
             cells = [str(c), str(int(first["n_images"])), str(int(first["n_units"]))]
             cells += [_iv(sub.loc[m[0]]) for m in metrics]
-            out.append("| " + " | ".join(cells).replace("|", "|") + " |")
+            out.append("| " + " | ".join(cells) + " |")
         out.append("")
         p = result.paired[result.paired["task"] == task] if len(result.paired) else result.paired
         if len(p):

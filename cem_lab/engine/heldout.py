@@ -22,7 +22,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from cem_lab.metrics import psnr, quantize_uint8, rgb_to_y, ssim
+from cem_lab.engine.restoration_module import RestorationModule, trivial_baseline
+from cem_lab.metrics import psnr, ssim
 from cem_lab.tasks import Task, crop_to_scale, make_task, task_from_description
 from cem_lab.tasks.base import task_label
 
@@ -46,19 +47,6 @@ def pool_images(pool: str = HELDOUT_POOL, names: Optional[Sequence[str]] = None)
     return out
 
 
-def _measure(x: torch.Tensor, crop_border: int, y: bool) -> torch.Tensor:
-    q = quantize_uint8(x.float())
-    if crop_border:
-        q = q[..., crop_border:-crop_border, crop_border:-crop_border]
-    return rgb_to_y(q) if y else q
-
-
-def _baseline(inputs: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
-    if tuple(inputs.shape[-2:]) == tuple(hw):
-        return inputs
-    return torch.nn.functional.interpolate(inputs, size=tuple(hw), mode="bicubic", align_corners=False)
-
-
 @torch.no_grad()
 def evaluate_network(net: nn.Module, task: Task, images: Sequence[tuple[str, torch.Tensor]], seed: int = 0,
                      device: str | torch.device = "cpu") -> list[dict[str, Any]]:
@@ -74,8 +62,8 @@ def evaluate_network(net: nn.Module, task: Task, images: Sequence[tuple[str, tor
         if out.shape[-2:] != clean.shape[-2:]:
             raise ValueError(f"the network returned {tuple(out.shape[-2:])} for {name}, the task needs "
                              f"{tuple(clean.shape[-2:])}: a network of another scale than the task's x{task.scale}")
-        base = _baseline(inputs, clean.shape[-2:])
-        t, o, b = (_measure(v, crop_border, y) for v in (clean, out, base))
+        base = trivial_baseline(inputs, clean.shape[-2:])  # the validation's own baseline and measure
+        t, o, b = (RestorationModule._measure_space(v, crop_border, y) for v in (clean, out, base))
         rec = {"image": name, "psnr": float(psnr(o, t)[0]), "ssim": float(ssim(o, t)[0]),
                "baseline_psnr": float(psnr(b, t)[0]), "baseline_ssim": float(ssim(b, t)[0])}
         rec["gain"] = rec["psnr"] - rec["baseline_psnr"]
