@@ -136,13 +136,15 @@ def _study(runs: pd.DataFrame, out: Path, by: Sequence[str], reference: Any, exp
 
 
 def write_report(paths: Sequence[PathLike], out_dir: PathLike, by: Optional[Sequence[str]] = None,
-                 reference: Optional[str] = None) -> dict[str, Any]:
+                 reference: Optional[str] = None, finding: Optional[str] = None) -> dict[str, Any]:
     """Read the finished runs under ``paths`` and write the report into ``out_dir``.
 
     When a condition (``by``: run-table columns or settings keys, default the model) has runs on several
     units (images x ROIs), the study statistics are written too: ``study.md``, ``study_summary.csv``,
     ``study_paired.csv``, ``study_profile.csv`` and two figures (cem_lab.analysis.study_tables); runs that
     cannot be pooled are refused (``study_refused`` holds why; with ``by`` given, it is raised).
+    ``finding`` (receptive_field, channel_attention or multitask) adds that finding's tables, figures and
+    verdict (:mod:`cem_lab.analysis.finding_reports`): ``finding_md``, ``finding_verdict``.
 
     Returns what it wrote: ``out_dir``, ``runs_csv``, ``runs_md``, ``skipped_txt`` (None when no
     folder was skipped), ``report_json``, ``figures`` (name -> path), and what it read: ``runs``
@@ -179,6 +181,13 @@ def write_report(paths: Sequence[PathLike], out_dir: PathLike, by: Optional[Sequ
     written["figures"] = _figures(runs, fig_dir)
     written.update(_study(runs, out, tuple(by) if by else ("model",), reference, explicit=by is not None))
     written["figures"].update(written.pop("study_figures"))
+    if finding:
+        from cem_lab.analysis.finding_reports import finding_report
+
+        res = finding_report(finding, runs, out)
+        written["figures"].update(res["figures"])
+        written["finding_md"] = res["files"]["markdown"]
+        written["finding_verdict"] = res["verdict"]
     keep = {Path(p).name for p in written["figures"].values()}
     for stale in fig_dir.glob("*.png"):
         if stale.name not in keep:

@@ -37,6 +37,8 @@ def _parser() -> argparse.ArgumentParser:
                              "(default: model); e.g. --by model,block or --by estimator")
     parser.add_argument("--reference", default=None, metavar="CONDITION",
                         help="pair every condition with this one only (default: every pair)")
+    parser.add_argument("--finding", default=None, choices=("receptive_field", "channel_attention", "multitask"),
+                        help="add one of the paper's findings: its tables, figures and verdict (finding_NAME.md)")
     return parser
 
 
@@ -59,7 +61,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     by = [k.strip() for k in args.by.split(",") if k.strip()] if args.by else None
     try:
-        written = write_report(args.paths, args.out, by=by, reference=args.reference)
+        written = write_report(args.paths, args.out, by=by, reference=args.reference, finding=args.finding)
     except (ValueError, OSError) as err:
         return _error(str(err))
     skipped = written["skipped"]
@@ -75,6 +77,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(Path(written["study"]).read_text(), end="")
     elif written.get("study_refused"):
         print(f"\nstudy statistics: {written['study_refused']}", file=sys.stderr)
+    if written.get("finding_md"):
+        print()
+        print(Path(written["finding_md"]).read_text(), end="")
     return 0
 
 

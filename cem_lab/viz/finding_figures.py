@@ -1,0 +1,234 @@
+"""Figures of the paper's three findings, drawn from the finding tables and the run folders (no recompute).
+
+- :func:`plot_rf_trends`: effective distance, negative share and ROI PSNR against depth, one line per
+  family and width, each point with its interval;
+- :func:`plot_rf_reach_vs_params`: effective distance against parameter count, zoo and real networks;
+- :func:`plot_attention_contrast`: each attention variant's paired difference from no attention, on SR
+  and on DN, side by side;
+- :func:`plot_multitask_pairs`: mixed minus single-task, per family and task, for the effect's size
+  and its locality, with the ROI PSNR gap;
+- :func:`plot_multitask_profiles`: the share of |CE| by distance, single-task vs mixed;
+- :func:`plot_unit_grid`: the CE maps of many models on one unit (the paper's map grids);
+- :func:`plot_teaser`: one network on SR, DN and DR, side by side: input, output, map, pie, colour bar.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Sequence, Union
+
+import numpy as np
+import pandas as pd
+
+from cem_lab.viz.cem_figures import (_draw_pie, _effect_colorbar, _effect_range, cem_overlay, draw_roi_box,
+                                     new_figure, save_figure)
+
+PathLike = Union[str, Path]
+
+__all__ = ["chosen_unit", "plot_attention_contrast", "plot_multitask_pairs", "plot_multitask_profiles",
+           "plot_rf_reach_vs_params", "plot_rf_trends", "plot_teaser", "plot_unit_grid"]
+
+_FAMILY_COLOURS = {"FSRCNN": "tab:blue", "EDSR": "tab:red"}
+
+
+def _err(ax, x, mean, low, high, **kw):
+    yerr = np.vstack([np.asarray(mean) - np.asarray(low), np.asarray(high) - np.asarray(mean)])
+    yerr = np.where(np.isfinite(yerr), np.maximum(yerr, 0), 0)
+    ax.errorbar(x, mean, yerr=yerr, capsize=2, marker="o", markersize=3, linewidth=1, **kw)
+
+
+def plot_rf_trends(per: pd.DataFrame, path: PathLike) -> str:
+    panels = [("reach_max_px", "effective distance (px)"), ("share_negative", "negative share"),
+              ("baseline_metric", "ROI PSNR (dB)")]
+    fig = new_figure(4.0 * len(panels), 3.3, dpi=110)
+    fig.set_layout_engine("constrained")
+    axes = fig.subplots(1, len(panels))
+    for ax, (m, label) in zip(axes, panels):
+        for (arch, width), g in per.groupby(["architecture", "width"], sort=True):
+            g = g.sort_values("depth")
+            shade = 0.35 + 0.65 * (sorted(per[per["architecture"] == arch]["width"].unique()).index(width) + 1) / \
+                per[per["architecture"] == arch]["width"].nunique()
+            base = np.array(__import__("matplotlib").colors.to_rgb(_FAMILY_COLOURS.get(arch, "tab:gray")))
+            colour = tuple(1 - shade * (1 - base))
+            _err(ax, g["depth"].to_numpy(float), g[f"{m}_mean"], g[f"{m}_low"], g[f"{m}_high"], color=colour,
+                 label=f"{arch} w{int(width)}")
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("depth")
+        ax.set_title(label, fontsize=10)
+    axes[0].legend(fontsize=7, ncol=2)
+    fig.suptitle("receptive field: per model, mean over units and 95 % interval", fontsize=10)
+    return save_figure(fig, path)
+
+
+def plot_rf_reach_vs_params(per: pd.DataFrame, real: pd.DataFrame, path: PathLike) -> str:
+    fig = new_figure(5.5, 3.8, dpi=110)
+    fig.set_layout_engine("constrained")
+    ax = fig.subplots()
+    for arch, g in per.groupby("architecture"):
+        _err(ax, g["parameters"].to_numpy(float), g["reach_max_px_mean"], g["reach_max_px_low"],
+             g["reach_max_px_high"], color=_FAMILY_COLOURS.get(arch, "tab:gray"), linestyle="none", label=arch)
+    if real is not None and len(real):
+        _err(ax, real["parameters"].to_numpy(float), real["reach_max_px_mean"], real["reach_max_px_low"],
+             real["reach_max_px_high"], color="black", linestyle="none", label="catalogue")
+        for _, r in real.iterrows():
+            ax.annotate(str(r["model"]), (r["parameters"], r["reach_max_px_mean"]), fontsize=6,
+                        xytext=(3, 3), textcoords="offset points")
+    ax.set_xscale("log")
+    ax.set_xlabel("parameters")
+    ax.set_ylabel("effective distance (px)")
+    ax.legend(fontsize=7)
+    return save_figure(fig, path)
+
+
+def plot_attention_contrast(con: pd.DataFrame, path: PathLike,
+                            metrics: Sequence[str] = ("share_positive", "total_positive_effect",
+                                                      "reach_max_px", "baseline_metric")) -> str:
+    metrics = [m for m in metrics if m in set(con["metric"])]
+    fig = new_figure(3.4 * len(metrics), 3.4, dpi=110)
+    fig.set_layout_engine("constrained")
+    axes = np.atleast_1d(fig.subplots(1, len(metrics)))
+    for ax, m in zip(axes, metrics):
+        t = con[con["metric"] == m].reset_index(drop=True)
+        y = np.arange(len(t))
+        for off, task, colour in ((-0.15, "sr", "tab:red"), (0.15, "dn", "tab:blue")):
+            mean, lo, hi = t[f"{task}_mean"], t[f"{task}_low"], t[f"{task}_high"]
+            xerr = np.vstack([mean - lo, hi - mean])
+            ax.errorbar(mean, y + off, xerr=np.where(np.isfinite(xerr), np.maximum(xerr, 0), 0), fmt="o",
+                        markersize=3, capsize=2, color=colour, label=task.upper())
+        ax.axvline(0, color="black", linewidth=0.7)
+        ax.set_yticks(y)
+        ax.set_yticklabels(t["variant"], fontsize=8)
+        ax.set_title(f"{m}\n(variant - none)", fontsize=9)
+    axes[0].legend(fontsize=7)
+    fig.suptitle("channel attention: paired differences from the RCAN without attention (95 %)", fontsize=10)
+    return save_figure(fig, path)
+
+
+def plot_multitask_pairs(paired: pd.DataFrame, path: PathLike,
+                         metrics: Sequence[str] = ("total_positive_effect", "ce_mean_distance_px", "near_mass_share",
+                                                   "baseline_metric")) -> str:
+    metrics = [m for m in metrics if m in set(paired["metric"])]
+    rows = paired[["task", "family"]].drop_duplicates().reset_index(drop=True)
+    fig = new_figure(3.2 * len(metrics), 0.35 * len(rows) + 1.6, dpi=110)
+    fig.set_layout_engine("constrained")
+    axes = np.atleast_1d(fig.subplots(1, len(metrics), sharey=True))
+    colours = {"sr": "tab:red", "dn": "tab:blue", "dr": "tab:green"}
+    for ax, m in zip(axes, metrics):
+        for i, r in rows.iterrows():
+            t = paired[(paired["task"] == r["task"]) & (paired["family"] == r["family"]) & (paired["metric"] == m)]
+            if not len(t):
+                continue
+            mean, lo, hi = float(t["mean"].iloc[0]), float(t["low"].iloc[0]), float(t["high"].iloc[0])
+            ax.errorbar([mean], [i], xerr=[[max(mean - lo, 0) if np.isfinite(lo) else 0],
+                                           [max(hi - mean, 0) if np.isfinite(hi) else 0]],
+                        fmt="o", markersize=3, capsize=2, color=colours.get(r["task"], "black"))
+        ax.axvline(0, color="black", linewidth=0.7)
+        ax.set_title(f"{m}\n(mixed - single)", fontsize=9)
+        ax.set_yticks(range(len(rows)))
+        ax.set_yticklabels([f"{r.family} {r.task}" for r in rows.itertuples()], fontsize=8)
+    fig.suptitle("multi-task: paired differences, mixed minus single-task (95 %)", fontsize=10)
+    return save_figure(fig, path)
+
+
+def plot_multitask_profiles(df: pd.DataFrame, path: PathLike, bin_px: float = 8.0) -> str:
+    from cem_lab.analysis.study_tables import distance_profile
+
+    tasks = list(dict.fromkeys(df["task"]))
+    fams = list(dict.fromkeys(df["architecture"]))
+    fig = new_figure(3.3 * len(tasks), 2.6 * len(fams), dpi=110)
+    fig.set_layout_engine("constrained")
+    axes = np.atleast_2d(fig.subplots(len(fams), len(tasks), squeeze=False))
+    for i, fam in enumerate(fams):
+        for j, task in enumerate(tasks):
+            ax = axes[i, j]
+            g = df[(df["architecture"] == fam) & (df["task"] == task)]
+            for model, sub in g.groupby("model", sort=False):
+                profs = [distance_profile(Path(f), bin_px) for f in sub["folder"]]
+                n = max(len(p["mass_share"]) for p in profs)
+                mat = np.vstack([np.pad(p["mass_share"], (0, n - len(p["mass_share"]))) for p in profs])
+                centres = (np.arange(n) + 0.5) * bin_px
+                last = int(np.max(np.nonzero(mat.any(axis=0))[0], initial=0)) + 2
+                mixed = str(model).endswith("_mixed")
+                ax.plot(centres[:last], mat.mean(axis=0)[:last], color="tab:orange" if mixed else "tab:purple",
+                        label="mixed" if mixed else "single-task")
+                ax.fill_between(centres[:last], mat.min(axis=0)[:last], mat.max(axis=0)[:last], alpha=0.15,
+                                color="tab:orange" if mixed else "tab:purple")
+            ax.set_title(f"{fam} on {task}", fontsize=9)
+            ax.set_xlabel("distance from the ROI centre (px)", fontsize=8)
+            if j == 0:
+                ax.set_ylabel("share of |CE|", fontsize=8)
+            ax.legend(fontsize=7)
+    fig.suptitle("where the effect is: share of |CE| by distance (mean over units; band: min-max)", fontsize=10)
+    return save_figure(fig, path)
+
+
+def chosen_unit(df: pd.DataFrame) -> str:
+    """The unit shown in the map grids and the teaser: the one with the largest median sum of positive CE
+    over the models (a textured ROI where there is something to see); ties by name."""
+    key = df["image"].astype(str) + " roi " + df["roi"].astype(str)
+    med = df.assign(_u=key).groupby("_u")["total_positive_effect"].median()
+    return str(sorted(med.index, key=lambda u: (-med[u], u))[0])
+
+
+def plot_unit_grid(df: pd.DataFrame, path: PathLike, models: Sequence[str], ncols: int = 6,
+                   by_task: bool = False) -> str:
+    """The CE maps of ``models`` on :func:`chosen_unit` (one row group per task)."""
+    from cem_lab.viz.study_figures import plot_cem_grid
+
+    unit = chosen_unit(df)
+    key = df["image"].astype(str) + " roi " + df["roi"].astype(str)
+    sub = df[(key == unit) & df["model"].isin(list(models))]
+    if not len(sub):
+        raise ValueError(f"plot_unit_grid: no run of {list(models)[:3]}... on {unit}")
+    return plot_cem_grid(sub, path, ncols=ncols)
+
+
+def plot_teaser(df: pd.DataFrame, model: str, path: PathLike) -> str:
+    """One network on each of its tasks (rows), on one unit: degraded input | restored with the ROI |
+    causal effect map with its colour bar | pie of the blocks by effect sign."""
+    from PIL import Image
+
+    from cem_lab.causal.result import CEMResult
+
+    runs = df[df["model"] == model]
+    unit = chosen_unit(runs[runs["task"] == runs["task"].iloc[0]])
+    key = runs["image"].astype(str) + " roi " + runs["roi"].astype(str)
+    if not (key == unit).any():
+        unit = chosen_unit(runs)
+    chosen = runs[key == unit].drop_duplicates("task")
+    order = {"sr": 0, "dn": 1, "dr": 2}
+    chosen = chosen.sort_values("task", key=lambda s: s.map(lambda t: order.get(t, 9)))
+    n = len(chosen)
+    head_in, row_in, img_in = 0.6, 3.3, 2.5
+    fig_h = head_in + row_in * n
+    fig = new_figure(12.5, fig_h, dpi=110)
+    for i, (_, r) in enumerate(chosen.iterrows()):
+        folder = Path(r["folder"])
+        res = CEMResult.load(folder)
+        summary = json.loads((folder / "summary.json").read_text())
+        bound = float(summary.get("display_bound") or 1.0)
+        degraded = np.asarray(Image.open(folder / "images" / "input.png").convert("RGB"))
+        restored = np.asarray(Image.open(folder / "images" / "restored.png").convert("RGB"))
+        h, w = res.output_shape
+        roi = (int(res.roi.top), int(res.roi.left), int(res.roi.size))
+        overlay = cem_overlay(res.effect, res.roi_mask, roi, res.block, (h, w), degraded, bound)
+        top = 1 - (head_in + i * row_in + 0.35) / fig_h
+        height = img_in / fig_h
+        panels = [(degraded, f"{r['task_label']}: degraded input {degraded.shape[0]}x{degraded.shape[1]}"),
+                  (draw_roi_box(restored, roi), f"restored, ROI PSNR {res.baseline_metric:.2f} dB"),
+                  (overlay, f"causal effect map (\u00b1{bound:g} dB)")]
+        for k, (img, title) in enumerate(panels):
+            ax = fig.add_axes((0.02 + k * 0.245, top - height, 0.22, height))
+            ax.imshow(img)
+            ax.set_title(title, fontsize=9)
+            ax.set_xticks([])
+            ax.set_yticks([])
+        cax = fig.add_axes((0.02 + 2 * 0.245 + 0.02, top - height - 0.2 / fig_h, 0.18, 0.12 / fig_h))
+        vmin, vmax = _effect_range(res.effect, res.roi_mask)
+        _effect_colorbar(fig, cax, bound, 1.2, vmin, vmax, "dB", fontsize=7)
+        pie = fig.add_axes((0.02 + 3 * 0.245 + 0.02, top - height, 0.18, height))
+        counts = {k: int(v) for k, v in (summary.get("counts") or {}).items()}
+        _draw_pie(pie, counts, fontsize=7)
+        pie.set_title(f"blocks by effect sign (n = {sum(counts.values())})", fontsize=9)
+    fig.suptitle(f"{model}: one network, {n} tasks, one ROI ({unit})", fontsize=11, y=1 - 0.15 / fig_h, va="top")
+    return save_figure(fig, path)

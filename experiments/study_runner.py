@@ -1,0 +1,119 @@
+"""What the three study scripts share: the population, the plan with its estimated time, the sweeps.
+
+A study is a list of sweeps; a sweep is one ``cem-lab -m`` command over a list of models x the
+population (images x placed ROIs). ``plan`` prints every sweep, its job count and the time it is
+expected to take here (from per-model costs measured on this machine); ``run`` launches them one
+after the other, skipping finished jobs (the sweep's own resume), and prints progress across the
+study with the elapsed time and an ETA. Extra ``key=value`` arguments go to every job, so the same
+study runs on GPUs (``device=cuda``) or Slurm (``launcher=slurm``); the paper-scale command is in
+each script's docstring.
+"""
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Mapping, Sequence
+
+ROOT = Path(__file__).resolve().parents[1]
+SWEEPS = ROOT / "runs" / "sweeps" / "cem"
+RESULTS = ROOT / "experiments" / "results"
+
+#: held-out photographs (no zoo model trained or validated on them, see experiments/zoo.md)
+IMAGES = ("monarch", "barbara", "kodim23")
+#: the embedded-scale population: 128 x 128 centre crops x two placed ROIs of 32 px (one flat stratum,
+#: one textured), the paper's estimator (block 8, T_c 3, T_f 50: conf/cem/coarse_to_fine.yaml)
+CROP = 128
+
+
+def population(images: Sequence[str] = IMAGES, crop: int = CROP, rois: int = 2) -> list[str]:
+    return ["dataset=standard", f"standard.name={','.join(images)}", f"image_crop={crop}", "roi=placed",
+            f"roi_place.count={rois}", f"roi_place.index={','.join(map(str, range(rois)))}", "roi_place.size=32",
+            "roi_place.align=16", "cem=coarse_to_fine", "progress=false", "figures=true"]
+
+
+@dataclass
+class Sweep:
+    name: str                       #: the sweep folder under runs/sweeps/cem/
+    models: Sequence[str]           #: model ids (zoo or pretrained)
+    args: Sequence[str]             #: model group, task and its settings
+    #: seconds per map measured here (2 CPU cores, one thread per job), by model id; "*" for the rest
+    cost_s: Mapping[str, float] = field(default_factory=dict)
+    units: int = len(IMAGES) * 2
+
+    def overrides(self, extra: Sequence[str] = ()) -> list[str]:
+        return [*self.args, f"model.id={','.join(self.models)}", *population(), f"sweep_name={self.name}", *extra]
+
+    @property
+    def jobs(self) -> int:
+        return len(self.models) * self.units
+
+    def finished(self) -> int:
+        folder = SWEEPS / self.name
+        return sum(1 for _ in folder.glob("*/done.json")) if folder.is_dir() else 0
+
+    def estimate_s(self) -> float:
+        default = self.cost_s.get("*", 30.0)
+        return sum(self.cost_s.get(m, default) for m in self.models) * self.units
+
+
+def _hms(s: float) -> str:
+    s = int(round(s))
+    return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
+
+
+def plan(study: str, sweeps: Sequence[Sweep], parallel: int = 2) -> float:
+    total = sum(s.estimate_s() for s in sweeps)
+    left = sum(s.estimate_s() * (1 - min(s.finished(), s.jobs) / s.jobs) for s in sweeps)
+    print(f"{study}: {sum(s.jobs for s in sweeps)} maps in {len(sweeps)} sweeps "
+          f"({len(IMAGES)} held-out images x 2 placed ROIs, {CROP} px crops, block 8, T_c 3, T_f 50)")
+    for s in sweeps:
+        print(f"  {s.name:28s} {s.jobs:4d} maps ({s.finished()} finished)  ~{_hms(s.estimate_s() / parallel)}  "
+              f"cem-lab -m {' '.join(s.overrides())}")
+    print(f"estimated here (2 CPU cores, {parallel} jobs at once): {_hms(total / parallel)} in all, "
+          f"{_hms(left / parallel)} left", flush=True)
+    return left
+
+
+def run(study: str, sweeps: Sequence[Sweep], extra: Sequence[str] = (), parallel: int = 2) -> int:
+    """Every sweep in turn (finished jobs skipped), with progress and an ETA across the study."""
+    plan(study, sweeps, parallel)
+    launcher = [] if any(e.startswith(("launcher=", "hydra/launcher=")) for e in extra) else \
+        ["launcher=joblib", f"hydra.launcher.n_jobs={parallel}"]
+    start = time.perf_counter()
+    failed = 0
+    remaining = sum(s.estimate_s() for s in sweeps)
+    done_est = 0.0
+    for i, s in enumerate(sweeps, 1):
+        elapsed = time.perf_counter() - start
+        rate = elapsed / done_est if done_est > 0 else 1.0 / parallel
+        print(f"[{study} {i}/{len(sweeps)}] {s.name}: {s.jobs} maps, {s.finished()} finished; "
+              f"{_hms(elapsed)} elapsed, ETA {_hms(remaining * rate)}", flush=True)
+        cmd = [sys.executable, "-m", "cem_lab.cli.cem", "-m", *s.overrides(), *launcher, *extra]
+        proc = subprocess.run(cmd, cwd=ROOT)
+        failed += proc.returncode != 0
+        done_est += s.estimate_s()
+        remaining -= s.estimate_s()
+    print(f"{study}: done in {_hms(time.perf_counter() - start)}; {failed} sweep(s) with failures", flush=True)
+    return 1 if failed else 0
+
+
+def main(study: str, sweeps: Sequence[Sweep], report, argv: Sequence[str] | None = None, doc: str = "") -> int:
+    import argparse
+
+    ap = argparse.ArgumentParser(description=doc.split("\n\n")[0] if doc else study)
+    ap.add_argument("cmd", choices=("plan", "run", "report", "all"))
+    ap.add_argument("overrides", nargs="*", help="key=value overrides for every job (e.g. device=cuda)")
+    ap.add_argument("--parallel", type=int, default=2, help="jobs at once (joblib launcher); default 2")
+    args = ap.parse_args(argv)
+    if args.cmd == "plan":
+        plan(study, sweeps, args.parallel)
+        return 0
+    rc = 0
+    if args.cmd in ("run", "all"):
+        rc = run(study, sweeps, args.overrides, args.parallel)
+    if args.cmd in ("report", "all"):
+        rc = report() or rc
+    return rc
