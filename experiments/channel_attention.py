@@ -31,10 +31,33 @@ SWEEPS = [
 ]
 
 
+#: read from the tables of the report (python experiments/channel_attention.py report, 2026-12-01)
+NOTES = """
+- **What the verdict says.** At this scale, attention of any kind changes neither the share of helpful
+  blocks nor their summed effect, on SR or on DN: every paired difference of the rule's two measures
+  holds 0, and so does every contrast of them. The paper's contrast is not seen here; it is not contradicted
+  either (DN is as flat as the paper says, but SR is flat too).
+- **DN is flat indeed.** The seven variants' positive shares on DN are 0.0681 to 0.0694, their ROI
+  PSNRs 27.28 to 27.61 dB; the ROI of the no-attention RCAN depends on a sixth to a fifth of the input
+  (2,610 to 3,364 of 16,384 px, the gradient probe), with global pooling on all of it, and the extra reach is not used.
+- **SR, a fifth of a pixel.** Outside the rule: on SR, attention moves the CE mass slightly away from
+  the ROI (CE-weighted mean distance +0.11 to +0.18 px against no attention; adaptive 3x3: +0.177
+  [0.0721, 0.421] px, its contrast with DN +0.175 [0.0569, 0.373] px). Real, but far below a block (8 px).
+  Local pooling over 4 px costs ROI PSNR on SR (-0.244 [-0.435, -0.0818] dB against no attention).
+- **Confounds.** The RCANs are tiny (width 16, 2 groups x 2 blocks, reduction 4) and trained briefly on
+  CPU; the paper's RCAN has 10 x 20 blocks of 64 channels trained on DIV2K, where attention has far more
+  to modulate. SR effects are larger than DN effects in dB (sums 21.3 to 22.5 vs 3.97 to 4.26 dB), which
+  is why the rule reads the shares; three images give wide intervals (expanded percentiles).
+- **Left out.** Real squeeze-excitation networks against plain kin: the catalogue has no such pair
+  (Real-CUGAN's se and pro graphs both have SE blocks; waifu2x CUNet has SE but differs from upconv_7
+  in task, depth and U-Net design), so there is no clean contrast to draw from it.
+"""
+
+
 def report() -> int:
     from study_report import write_study
 
-    return write_study("channel_attention", [s.name for s in SWEEPS])
+    return write_study("channel_attention", [s.name for s in SWEEPS], NOTES)
 
 
 if __name__ == "__main__":

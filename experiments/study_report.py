@@ -29,7 +29,9 @@ def _time_taken(folders: Sequence[Path]) -> tuple[int, float]:
     return n, total
 
 
-def write_study(name: str, sweeps: Sequence[str]) -> int:
+def write_study(name: str, sweeps: Sequence[str], notes: str = "") -> int:
+    """``notes``: the reading of the numbers, the confounds and what was left out, written by hand from the
+    tables above it (appended under its own heading)."""
     folders = [SWEEPS / s for s in sweeps if (SWEEPS / s).is_dir()]
     if not folders:
         print(f"{name}: no sweep folder yet under {SWEEPS} (run: python experiments/{name}.py run)", file=sys.stderr)
@@ -57,7 +59,7 @@ def write_study(name: str, sweeps: Sequence[str]) -> int:
             f"`reports/{name}/` hold every interval). Machine: {platform.machine()}, 2 CPU cores, one thread per map, "
             f"two maps at once. The {maps} maps took {seconds / 60:.0f} min of compute ({seconds / 120:.0f} min on "
             "the two cores).\n\n")
-    text = head + body
+    text = head + body + (f"\n## Reading, confounds and what is left out\n\n{notes.strip()}\n" if notes else "")
     tmp = RESULTS / f".{name}.md.tmp"
     tmp.write_text(text)
     tmp.replace(RESULTS / f"{name}.md")
