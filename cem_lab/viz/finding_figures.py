@@ -201,7 +201,7 @@ def plot_teaser(df: pd.DataFrame, model: str, path: PathLike) -> str:
     n = len(chosen)
     head_in, row_in, img_in = 0.6, 3.3, 2.5
     fig_h = head_in + row_in * n
-    fig = new_figure(12.5, fig_h, dpi=110)
+    fig = new_figure(12.5, fig_h, dpi=72)  # photographs inside: kept small for the repository
     for i, (_, r) in enumerate(chosen.iterrows()):
         folder = Path(r["folder"])
         res = CEMResult.load(folder)
