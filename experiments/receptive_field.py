@@ -39,10 +39,48 @@ RRDB = Sweep("study_rf_real_rrdb", ["realsr-df2k-x4", "realesrgan-x4plus"],
              ["model=pretrained", "task=sr", "task.scale=4"], {"*": 900.0})
 
 
+#: read from the tables of the report (python experiments/receptive_field.py report, 2026-12-01)
+NOTES = """
+- **What the verdict says.** Depth buys reach in both families (Spearman's rho of depth with the
+  effective distance: FSRCNN 0.97 [0.52, 0.97], EDSR 0.86 [0.045, 0.97]); width does not. Only 2 of
+  the 14 one-axis comparisons have a reach gain whose interval excludes 0 (FSRCNN depth 2 -> 16 at
+  widths 16 and 32). In one of them the extra reach costs quality: FSRCNN d16 w32 reaches +7.41 [3.95,
+  11.2] px further than d2 w32, has more harmful blocks (negative share +0.025 [0.00417, 0.05]) and is
+  worse on the held-out photographs (-0.174 [-0.34, -0.0708] dB) and on the ROIs (-0.574 [-2.84,
+  -0.0509] dB). No comparison has more reach with better PSNR. By the stated rule: reproduced, on one
+  comparison; the evidence is thin and specific to the deep FSRCNNs.
+- **More reach comes with more negative effect.** Across the 24 models, the effective distance ranks
+  with the negative share (rho 0.75 [0.22, 0.9]) and with a more negative sum of harmful CE (-0.77
+  [-0.9, -0.21]); within FSRCNN, depth ranks with the negative share (0.75 [0.11, 0.95]).
+- **What buys PSNR is not reach.** In EDSR, depth and width both raise the held-out PSNR (every EDSR
+  depth or width comparison but one has an interval above 0, e.g. width 8 -> 32 at depth 2: +0.533
+  [0.142, 0.958] dB) while its reach cannot be told apart (depth 2 -> 16 at width 8: +4.61 [-0.506,
+  9.13] px). Parameters rank with the ROI PSNR (rho 0.6 [-0.065, 0.67] over all 24) but not with the
+  reach (0.12 [-0.19, 0.23]).
+- **The image bounds the reach.** On 128 px crops the ROI of a depth-16 EDSR depends on 100 % of the
+  input (depth 8: 96 %; FSRCNN depth 16: 92 %; depth 2: 27 to 41 %, the gradient probe): the deepest
+  networks could reach further than the crop lets them. The effective distances (33.6 to 42.3 px) stay
+  far below the crop's half-diagonal, so at this scale the bound is on what could be seen, not on what
+  was used; the paper-scale run (256 px or larger, GPU) removes it.
+- **Real networks.** SRVGG compact (realesr-animevideov3-x4, 621,424 parameters) ran on the 6 units.
+  It reaches much further than any zoo model (65.7 [52.2, 74.4] px against 33.6 to 42.3) and a fifth
+  of its blocks hurt the ROI (negative share 0.21 [0.00417, 0.558]); it is a GAN-trained anime network
+  whose PSNR on photographs is below bicubic (experiments/pretrained.md), so it is the finding's
+  pattern (far reach, harmful context, no PSNR) with its own confound: it was not trained for these
+  images. It is reported beside the families, not pooled with them. Real-CUGAN se x4 (full-image mode, its SE blocks pool
+  globally) and waifu2x upconv_7 x2 were started and stopped for time in this session (their maps resume
+  with `python experiments/receptive_field.py run`); the 23-block RRDBNets (Real-ESRGAN, RealSR) cost
+  about 15 min a map here and are a GPU job (`--with-rrdb`).
+- **Confounds.** One schedule for all models of a family (the authors' design), small networks trained
+  on CPU; three images x two ROIs give wide intervals (expanded percentiles); the reach is measured
+  in 8 px blocks, so differences below a block are noise of the grid.
+"""
+
+
 def report() -> int:
     from study_report import write_study
 
-    return write_study("receptive_field", [s.name for s in SWEEPS + [RRDB]])
+    return write_study("receptive_field", [s.name for s in SWEEPS + [RRDB]], NOTES)
 
 
 if __name__ == "__main__":
