@@ -65,27 +65,26 @@ def _per_model(df: pd.DataFrame, models: list[str], metrics: list[str], resample
     return pd.DataFrame(rows)
 
 
-def _heldout(model: str, task: str) -> dict[str, float]:
-    """The zoo's held-out record of ``model`` on ``task`` (sr / dn / dr): psnr, baseline_psnr, gain."""
-    from cem_lab.analysis.runs import _zoo_entry
-
-    entry = _zoo_entry(model) or {}
-    tasks = ((entry.get("heldout") or {}).get("tasks") or {})
-    for key, rec in tasks.items():
-        if str(key).split("_")[0] == task:
-            return {k: float(rec.get(k, np.nan)) for k in ("psnr", "baseline_psnr", "gain")}
-    return {"psnr": np.nan, "baseline_psnr": np.nan, "gain": np.nan}
-
-
-def _heldout_images(model: str, task: str) -> dict[str, float]:
-    """The zoo's held-out PSNR of ``model`` on ``task`` per photograph (image -> dB)."""
+def _heldout_record(model: str, task: str) -> dict:
+    """The zoo's held-out record of ``model`` on ``task`` (sr / dn / dr); {} when it has none."""
     from cem_lab.analysis.runs import _zoo_entry
 
     entry = _zoo_entry(model) or {}
     for key, rec in (((entry.get("heldout") or {}).get("tasks")) or {}).items():
         if str(key).split("_")[0] == task:
-            return {str(r["image"]): float(r["psnr"]) for r in rec.get("per_image") or []}
+            return rec
     return {}
+
+
+def _heldout(model: str, task: str) -> dict[str, float]:
+    """The held-out psnr, baseline_psnr and gain of ``model`` on ``task`` (NaN without a record)."""
+    rec = _heldout_record(model, task)
+    return {k: float(rec.get(k, np.nan)) for k in ("psnr", "baseline_psnr", "gain")}
+
+
+def _heldout_images(model: str, task: str) -> dict[str, float]:
+    """The zoo's held-out PSNR of ``model`` on ``task`` per photograph (image -> dB)."""
+    return {str(r["image"]): float(r["psnr"]) for r in _heldout_record(model, task).get("per_image") or []}
 
 
 def _heldout_gap(a: str, b: str, task: str):
@@ -163,18 +162,13 @@ def _receptive_field(runs: pd.DataFrame, out: Path, figures: Path) -> dict[str, 
     pairs, labels = [], {}
     for arch, sub in zoo.groupby("architecture", sort=False):
         m = sub.drop_duplicates("model").set_index("model")
-        for w, g in m.groupby("width"):
-            g = g.sort_values("depth")
-            if len(g) > 1:
-                pairs.append((g.index[0], g.index[-1]))
-                labels[pairs[-1]] = {"family": arch, "axis": f"depth {int(g['depth'].iloc[0])} -> "
-                                                              f"{int(g['depth'].iloc[-1])} (width {int(w)})"}
-        for d, g in m.groupby("depth"):
-            g = g.sort_values("width")
-            if len(g) > 1:
-                pairs.append((g.index[0], g.index[-1]))
-                labels[pairs[-1]] = {"family": arch, "axis": f"width {int(g['width'].iloc[0])} -> "
-                                                              f"{int(g['width'].iloc[-1])} (depth {int(d)})"}
+        for fixed, axis in (("width", "depth"), ("depth", "width")):
+            for value, g in m.groupby(fixed):
+                g = g.sort_values(axis)
+                if len(g) > 1:
+                    pairs.append((g.index[0], g.index[-1]))
+                    labels[pairs[-1]] = {"family": arch, "axis": f"{axis} {int(g[axis].iloc[0])} -> "
+                                                                  f"{int(g[axis].iloc[-1])} ({fixed} {int(value)})"}
     paired = paired_table(zoo, pairs, ["reach_max_px", "share_negative", "baseline_metric"], labels=labels)
     files["paired"] = _write_csv(paired, out / "finding_receptive_field_paired.csv")
     support = contradict = informative = 0
