@@ -11,9 +11,10 @@ upconv_7, Real-CUGAN), mapped at the paper's settings (block 8, T_c 3, T_f 50) o
 population (monarch, barbara, kodim23: 128 px crops x two placed ROIs). Per model: the effective
 distance (farthest significant block), the negative share and the ROI PSNR, with intervals; across
 models, the rank correlation of each with depth, width and parameter count (bootstrap over the images).
-The 23-block RRDBNets (Real-ESRGAN, RealSR) run in full-image mode at about 1 s a pass here: about
-15 min a map, 1.5 h for the population; they are a GPU job (``real_rrdb`` below, left out of ``run``
-unless ``--with-rrdb``).
+The 23-block RRDBNets (Real-ESRGAN, RealSR) see the whole crop, so every block is refined (about
+13,600 passes a map, as Real-CUGAN's took: 800 to 950 s at 0.065 s a pass); at their 17 times
+Real-CUGAN's forward time (experiments/pretrained.md) that is about 4 h a map here, so they are a GPU
+job (``RRDB`` below, left out of ``run`` unless ``--with-rrdb``).
 
 Paper scale (GPU, DIV2K): ``image_crop=256`` or larger, ``device=cuda launcher=joblib
 hydra.launcher.n_jobs=<GPUs>``, your own families with ``model=file model.path=a,b,...``.
@@ -32,11 +33,11 @@ COST = {**{f"edsr_d16_w{w}_x4": 45.0 for w in EDSR_WIDTHS}, **{f"edsr_d8_w{w}_x4
 SWEEPS = [
     Sweep("study_rf_zoo", ZOO, ["model=zoo", "task=sr", "task.scale=4"], COST),
     Sweep("study_rf_real_x4", ["realesr-animevideov3-x4", "realcugan-se-x4"],
-          ["model=pretrained", "task=sr", "task.scale=4"], {"*": 60.0}),
+          ["model=pretrained", "task=sr", "task.scale=4"], {"realcugan-se-x4": 900.0, "*": 120.0}),
     Sweep("study_rf_real_x2", ["waifu2x-photo-x2"], ["model=pretrained", "task=sr", "task.scale=2"], {"*": 30.0}),
 ]
 RRDB = Sweep("study_rf_real_rrdb", ["realsr-df2k-x4", "realesrgan-x4plus"],
-             ["model=pretrained", "task=sr", "task.scale=4"], {"*": 900.0})
+             ["model=pretrained", "task=sr", "task.scale=4"], {"*": 14400.0})
 
 
 #: read from the tables of the report (python experiments/receptive_field.py report, 2026-12-01)
@@ -62,15 +63,30 @@ NOTES = """
   networks could reach further than the crop lets them. The effective distances (33.6 to 42.3 px) stay
   far below the crop's half-diagonal, so at this scale the bound is on what could be seen, not on what
   was used; the paper-scale run (256 px or larger, GPU) removes it.
-- **Real networks.** SRVGG compact (realesr-animevideov3-x4, 621,424 parameters) ran on the 6 units.
-  It reaches much further than any zoo model (65.7 [52.2, 74.4] px against 33.6 to 42.3) and a fifth
-  of its blocks hurt the ROI (negative share 0.21 [0.00417, 0.558]); it is a GAN-trained anime network
-  whose PSNR on photographs is below bicubic (experiments/pretrained.md), so it is the finding's
-  pattern (far reach, harmful context, no PSNR) with its own confound: it was not trained for these
-  images. It is reported beside the families, not pooled with them. Real-CUGAN se x4 (full-image mode, its SE blocks pool
-  globally) and waifu2x upconv_7 x2 were started and stopped for time in this session (their maps resume
-  with `python experiments/receptive_field.py run`); the 23-block RRDBNets (Real-ESRGAN, RealSR) cost
-  about 15 min a map here and are a GPU job (`--with-rrdb`).
+- **Real networks** (reported beside the families, not pooled with them: other data, objectives and
+  scales). All three ran on the 6 units.
+  - *waifu2x upconv_7 photo x2* (552,483 parameters, PSNR-trained on photos) is the most local network
+    of the study (effective distance 28.6 [28.3, 30.5] px), has almost no harmful block (negative share
+    0.00139 [0, 0.00417]) and beats bicubic by 3.1 dB PSNR-Y (32.81 against 29.68, experiments/pretrained.md).
+  - *SRVGG compact* (realesr-animevideov3-x4, 621,424) reaches 65.7 [52.2, 74.4] px, further than any
+    zoo model (33.6 to 42.3), and a fifth of its blocks hurt the ROI (negative share 0.21 [0.00417,
+    0.558]).
+  - *Real-CUGAN se x4* (1,406,812; its squeeze-excitation blocks pool over the whole input, so it ran
+    in full-image mode) depends on the whole crop (124 [110, 142] px) and most blocks hurt the ROI
+    (negative share 0.853 [0.7, 0.988]; up to -3.5 dB for one block). I checked this outside the
+    estimator (`python experiments/check_realcugan_block.py`): replacing the 2x2 LR pixels under one
+    output block about 90 px from kodim23's second ROI with 10 bank patches (PIL bicubic) raised the ROI
+    PSNR by 1.41 dB on average (0.08 to 3.58 dB); the map says 1.72. The change is not a smoothing: the
+    intervened ROIs have more high-frequency detail than the unperturbed one (high-pass std 0.0366
+    against 0.0351; the truth's 0.0436), with a mean change of 1.5/255 per pixel. Why the unperturbed
+    input gives the worse ROI I did not establish. Its LR input here is 32x32, so one block is 1/256 of
+    what the SE blocks pool; on larger images each block weighs less.
+  - Both anime GAN networks lose to bicubic on PSNR-Y (SRVGG 25.25, Real-CUGAN 25.05 against 25.59).
+    So reach and harm rise together and PSNR falls, the finding's pattern, but objective, training
+    domain and scale (x2 against x4) change with the reach: this is an observation, not a controlled
+    comparison. The 23-block RRDBNets (Real-ESRGAN, RealSR) need every block refined (their receptive
+    field covers the crop): at about 17 times Real-CUGAN's forward time, about 4 h a map here, so they
+    are a GPU job (`--with-rrdb`).
 - **Confounds.** One schedule for all models of a family (the authors' design), small networks trained
   on CPU; three images x two ROIs give wide intervals (expanded percentiles); the reach is measured
   in 8 px blocks, so differences below a block are noise of the grid.

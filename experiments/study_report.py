@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
+from cem_lab.io import write_text
 from study_runner import RESULTS, ROOT, SWEEPS
 
 REPORTS = ROOT / "reports"
@@ -60,8 +61,6 @@ def write_study(name: str, sweeps: Sequence[str], notes: str = "") -> int:
             f"two maps at once. The {maps} maps took {seconds / 60:.0f} min of compute ({seconds / 120:.0f} min on "
             "the two cores).\n\n")
     text = head + body + (f"\n## Reading, confounds and what is left out\n\n{notes.strip()}\n" if notes else "")
-    tmp = RESULTS / f".{name}.md.tmp"
-    tmp.write_text(text)
-    tmp.replace(RESULTS / f"{name}.md")
+    write_text(RESULTS / f"{name}.md", text)
     print(text)
     return 0

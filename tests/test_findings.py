@@ -194,6 +194,21 @@ def test_paired_table_and_the_verdict_rule(rf_runs):
     assert verdict(1, 1, 5) == "inconclusive" and verdict(0, 0, 5) == "inconclusive" and verdict(0, 0, 0) == "inconclusive"
 
 
+def test_the_bootstrap_rank_correlation_is_spearmans_rho_row_by_row():
+    from scipy.stats import spearmanr
+
+    from cem_lab.analysis.findings import _spearman_paired_rows, _unit_weights
+
+    rng = np.random.default_rng(3)
+    x, y = rng.normal(size=(50, 6)), rng.normal(size=(50, 6))
+    x[4, :3] = x[4, 3]                                   # ties are ranked as scipy ranks them
+    got = _spearman_paired_rows(x, y)
+    assert np.allclose(got, [spearmanr(a, b).statistic for a, b in zip(x, y)], atol=1e-12)
+    w = _unit_weights(["a", "a", "b", "c", "c"], 200, 1)
+    assert np.allclose(w.sum(axis=1), 1.0) and w is _unit_weights(("a", "a", "b", "c", "c"), 200, 1)
+    assert not w.flags.writeable                          # shared by every model's trend: read-only
+
+
 # ----------------------------------------------------------------------------- the study notebooks
 @pytest.mark.parametrize("study,build,expected", [("channel_attention", lambda root: _ca(root, 4, 0), "reproduced"),
                                                   ("multitask", lambda root: _mt(root, "local"), "reproduced"),

@@ -17,6 +17,7 @@ that statistics *across* models (a rank correlation, a contrast) keep the pairin
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, Optional, Sequence
@@ -89,7 +90,13 @@ def unit_matrix(df: pd.DataFrame, metric: str, models: Optional[Sequence[str]] =
 
 def _unit_weights(images: Sequence[str], resamples: int, seed: int) -> np.ndarray:
     """Nested-bootstrap weights (resamples x units): images drawn with replacement, ROIs within each drawn
-    image; every weight row sums to 1 over the images (each drawn image weighs the same)."""
+    image; every weight row sums to 1 over the images (each drawn image weighs the same). The same
+    images, resamples and seed give the same (read-only) weights, drawn once."""
+    return _unit_weights_cached(tuple(str(i) for i in images), int(resamples), int(seed))
+
+
+@functools.lru_cache(maxsize=32)
+def _unit_weights_cached(images: tuple[str, ...], resamples: int, seed: int) -> np.ndarray:
     keys = list(dict.fromkeys(images))
     groups = [np.nonzero(np.asarray(images) == k)[0] for k in keys]
     rng = np.random.default_rng(seed)
@@ -101,6 +108,7 @@ def _unit_weights(images: Sequence[str], resamples: int, seed: int) -> np.ndarra
             idx = groups[g]
             draw = idx[rng.integers(0, len(idx), size=len(idx))] if len(idx) > 1 else idx
             np.add.at(w[r], draw, 1.0 / (n * len(idx)))
+    w.flags.writeable = False
     return w
 
 
@@ -124,6 +132,22 @@ def _spearman_rows(x: np.ndarray, y: np.ndarray) -> np.ndarray:
         return (ryc @ rx) / norms
 
 
+def _spearman_paired_rows(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Spearman's rho between row ``r`` of ``x`` and row ``r`` of ``y`` (both resamples x models)."""
+    from scipy.stats import rankdata
+
+    def centred(a):
+        c = rankdata(a, axis=1)
+        c = c - c.mean(axis=1, keepdims=True)
+        return c, np.linalg.norm(c, axis=1)
+
+    cx, nx = centred(x)
+    cy, ny = centred(y)
+    nx[nx == 0] = 1.0            # as in _spearman_rows: an all-tied x gives 0, an all-tied y gives NaN
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.einsum("ij,ij->i", cx, cy) / (nx * ny)
+
+
 def rank_trend(df: pd.DataFrame, metric: str, attribute: Mapping[str, float] | str, models: Sequence[str] | None = None,
                level: float = 0.95, resamples: int = 2000, seed: int = 0) -> Interval:
     """Spearman's rho, across models, between ``attribute`` (a model -> value mapping, or a second metric
@@ -143,7 +167,7 @@ def rank_trend(df: pd.DataFrame, metric: str, attribute: Mapping[str, float] | s
         boot_x = w @ a.values.T
         point_x = _image_weighted_mean(a.values, a.images)
         rho = _spearman_rows(point_x, point_y[None, :])[0]
-        boots = np.array([_spearman_rows(boot_x[r], boot_y[r:r + 1])[0] for r in range(resamples)])
+        boots = _spearman_paired_rows(boot_x, boot_y)
     else:
         x = np.array([float(attribute[k]) for k in m.models])
         rho = _spearman_rows(x, point_y[None, :])[0]

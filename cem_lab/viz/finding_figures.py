@@ -74,6 +74,7 @@ def plot_rf_reach_vs_params(per: pd.DataFrame, real: pd.DataFrame, path: PathLik
             ax.annotate(str(r["model"]), (r["parameters"], r["reach_max_px_mean"]), fontsize=6,
                         xytext=(3, 3), textcoords="offset points")
     ax.set_xscale("log")
+    ax.set_xlim(right=ax.get_xlim()[1] * 4)  # room for the catalogue labels at the right end
     ax.set_xlabel("parameters")
     ax.set_ylabel("effective distance (px)")
     ax.legend(fontsize=7)
