@@ -85,38 +85,43 @@ def _run_256(tmp_path, target, how, timeout=240):
     return script
 
 
-def _single_256(tmp_path):
+@pytest.fixture(scope="module")
+def single_256(tmp_path_factory):
+    """The one-process map both 256x256 two-process tests compare with (computed once per module)."""
     import importlib.util
 
     from cem_lab.patches import PatchBank
 
-    spec = importlib.util.spec_from_file_location("ddp_256", tmp_path / "ddp_256.py")
+    root = tmp_path_factory.mktemp("single_256")
+    (root / "ddp_256.py").write_text(_SCRIPT_256)
+    spec = importlib.util.spec_from_file_location("ddp_256", root / "ddp_256.py")
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
-    return compute_cem(ConvStack(depth=3, width=4), mod.image_256(), "dn", mod.ROI,
-                       patch_bank=PatchBank.embedded(patch_size=32, count=50, seed=1),
-                       output_dir=tmp_path / "single", figures=False, **mod.KW)
+    result = compute_cem(ConvStack(depth=3, width=4), mod.image_256(), "dn", mod.ROI,
+                         patch_bank=PatchBank.embedded(patch_size=32, count=50, seed=1),
+                         output_dir=root / "single", figures=False, **mod.KW)
+    return result, root / "single"
 
 
-def test_two_processes_on_a_256_image_exit_and_give_the_single_process_map(tmp_path):
+def test_two_processes_on_a_256_image_exit_and_give_the_single_process_map(tmp_path, single_256):
     pytest.importorskip("lightning")
     _run_256(tmp_path, tmp_path / "ddp", "folder")
-    single = _single_256(tmp_path)
-    with np.load(tmp_path / "ddp" / "cem.npz") as m, np.load(tmp_path / "single" / "cem.npz") as s:
+    single, single_dir = single_256
+    with np.load(tmp_path / "ddp" / "cem.npz") as m, np.load(single_dir / "cem.npz") as s:
         assert set(m.files) == set(s.files)
         for k in s.files:
             np.testing.assert_array_equal(m[k], s[k], err_msg=k)
     assert single.counts.sum() > 0
 
 
-def test_two_processes_without_output_dir_return_the_single_process_result(tmp_path):
+def test_two_processes_without_output_dir_return_the_single_process_result(tmp_path, single_256):
     pytest.importorskip("lightning")
     import tempfile
 
     before = set(Path(tempfile.gettempdir()).glob("cem_ddp_*"))
     _run_256(tmp_path, tmp_path / "multi.npz", "none")
     assert set(Path(tempfile.gettempdir()).glob("cem_ddp_*")) == before  # the temporary folder is gone
-    single = _single_256(tmp_path)
+    single, _ = single_256
     with np.load(tmp_path / "multi.npz") as m:
         np.testing.assert_array_equal(m["effect_raw"], single.effect_raw)
         np.testing.assert_array_equal(m["stderr"], single.stderr)

@@ -144,9 +144,9 @@ def _folder_seed(folder: Path) -> set:
 
 
 def test_two_runs_started_into_one_folder_at_once(tmp_path, image_file):
-    """6 times (30 with -m slow): two runs with different seeds start at the same moment into one folder;
+    """3 times (30 with -m slow): two runs with different seeds start at the same moment into one folder;
     one runs, the other is refused naming the winner, and the folder is exactly the winner's run."""
-    _race_into_one_folder(tmp_path, image_file, 6)
+    _race_into_one_folder(tmp_path, image_file, 3)
 
 
 @pytest.mark.slow

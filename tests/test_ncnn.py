@@ -249,7 +249,7 @@ def test_two_processes_converting_at_once(tmp_path):
     assert {out.strip() for out, _ in results} <= {"written", "hit"}
     assert len(_entries(cache)) == 2  # one entry, no temporary files left
     _, report = convert_ncnn(param, bin_, cache, check_size=16)
-    assert report["cache"]["status"] == "hit"
+    assert report["cache"]["status"] == "hit", report["cache"]
     weights = Path(report["cache"]["weights"])
     assert ncnn_convert.file_sha256(weights) == report["cache"]["weights_sha256"]
 
