@@ -242,8 +242,12 @@ def test_two_processes_converting_at_once(tmp_path):
     code = ("import sys; from cem_lab.models.ncnn_convert import convert_ncnn; "
             "m, r = convert_ncnn(sys.argv[1], sys.argv[2], sys.argv[3], check_size=16, compare_default=False); "
             "print(r['cache']['status'])")
-    procs = [subprocess.Popen([sys.executable, "-c", code, str(param), str(bin_), str(cache)],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    # two writers race into one cache; a third converts into its own: every writer must write the same
+    # bytes, or a JSON could record the digest of a weights file the other writer then replaced
+    alone = tmp_path / "alone"
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(param), str(bin_), str(folder)],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for folder in (cache, cache, alone)]
     results = [p.communicate(timeout=300) for p in procs]
     assert all(p.returncode == 0 for p in procs), [err[-2000:] for _, err in results]
     assert {out.strip() for out, _ in results} <= {"written", "hit"}
@@ -252,6 +256,7 @@ def test_two_processes_converting_at_once(tmp_path):
     assert report["cache"]["status"] == "hit", report["cache"]
     weights = Path(report["cache"]["weights"])
     assert ncnn_convert.file_sha256(weights) == report["cache"]["weights_sha256"]
+    assert ncnn_convert.file_sha256(alone / weights.name) == report["cache"]["weights_sha256"]
 
 
 @pytest.mark.parametrize("damage", ["weights", "json"])

@@ -216,7 +216,10 @@ def _write_entry(sr: NcnnSR, meta: dict, weights_path: Path, json_path: Path) ->
     tensors = {k: v.detach().cpu().contiguous() for k, v in sr.state_dict().items()}
     try:
         with atomic_path(weights_path) as tmp:
-            save_file(tensors, str(tmp), metadata={"format": "pt", "source_key": meta["key"]})
+            # one metadata key: safetensors writes its metadata map in a per-process random order, and
+            # two processes racing to write one entry must write the same bytes (the JSON beside it
+            # records the weights' sha256; the entry's key is in that JSON and in the file name)
+            save_file(tensors, str(tmp), metadata={"format": "pt"})
             os.chmod(tmp, _file_mode())  # save_file recreates the temporary file as 0600
         digest = file_sha256(weights_path)
         write_json(json_path, {**meta, "weights_sha256": digest})
