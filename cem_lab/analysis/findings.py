@@ -121,19 +121,13 @@ def _image_weighted_mean(values: np.ndarray, images: Sequence[str]) -> np.ndarra
 
 def _spearman_rows(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     """Spearman's rho between the vector ``x`` (models) and each row of ``y`` (resamples x models)."""
-    from scipy.stats import rankdata
-
-    rx = rankdata(x)
-    ry = rankdata(y, axis=1)
-    rx = (rx - rx.mean()) / (np.linalg.norm(rx - rx.mean()) or 1.0)
-    ryc = ry - ry.mean(axis=1, keepdims=True)
-    norms = np.linalg.norm(ryc, axis=1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return (ryc @ rx) / norms
+    y = np.atleast_2d(y)
+    return _spearman_paired_rows(np.broadcast_to(x, y.shape), y)
 
 
 def _spearman_paired_rows(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Spearman's rho between row ``r`` of ``x`` and row ``r`` of ``y`` (both resamples x models)."""
+    """Spearman's rho between row ``r`` of ``x`` and row ``r`` of ``y`` (both resamples x models); an
+    all-tied row of ``x`` gives 0, an all-tied row of ``y`` NaN (dropped from the bootstrap)."""
     from scipy.stats import rankdata
 
     def centred(a):
@@ -143,7 +137,7 @@ def _spearman_paired_rows(x: np.ndarray, y: np.ndarray) -> np.ndarray:
 
     cx, nx = centred(x)
     cy, ny = centred(y)
-    nx[nx == 0] = 1.0            # as in _spearman_rows: an all-tied x gives 0, an all-tied y gives NaN
+    nx[nx == 0] = 1.0
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.einsum("ij,ij->i", cx, cy) / (nx * ny)
 
