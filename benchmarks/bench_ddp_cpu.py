@@ -7,6 +7,7 @@ CEM's own loop time (``timings.run_s`` of summary.json) and checks that every ma
 
     python benchmarks/bench_ddp_cpu.py --out /tmp/bench_ddp --repeat 3
 """
+
 from __future__ import annotations
 
 import argparse
@@ -38,7 +39,8 @@ def run(folder: Path, extra: list[str], timeout: float) -> tuple[float, float]:
 def same_map(a: Path, b: Path) -> bool:
     with np.load(a / "cem.npz") as x, np.load(b / "cem.npz") as y:
         return set(x.files) == set(y.files) and all(
-            np.array_equal(x[k], y[k], equal_nan=x[k].dtype.kind == "f") for k in x.files)
+            np.array_equal(x[k], y[k], equal_nan=x[k].dtype.kind == "f") for k in x.files
+        )
 
 
 def main() -> None:
@@ -59,8 +61,9 @@ def main() -> None:
             identical &= same_map(ref, folder)
             walls[name].append(wall)
             loops[name].append(loop)
-            print(f"{name:32s} run {i}: wall {wall:6.1f} s, CEM loop {loop:5.1f} s (load before {load:.2f})",
-                  flush=True)
+            print(
+                f"{name:32s} run {i}: wall {wall:6.1f} s, CEM loop {loop:5.1f} s (load before {load:.2f})", flush=True
+            )
     print(f"\nmachine: {os.cpu_count()} cores; maps identical (all cem.npz arrays): {identical}")
     base = statistics.median(walls["1 process"])
     for name in COMMANDS:

@@ -17,6 +17,7 @@ exactly the values a complete full run would give them: the report compares them
 accelerated map, and scales the full run's steady-state rate (forward passes per second) to the
 forward passes of the complete job. Without ``--subset-of`` the full run is complete.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -87,18 +88,45 @@ def run(args) -> None:
         counter["t1"] = time.perf_counter()
 
     t0 = time.perf_counter()
-    record = {"mode": args.mode, "threads": args.threads, "batch_size": args.batch_size, "fine": fine,
-              "torch": torch.__version__, "python": platform.python_version(), "machine": platform.machine()}
-    res = compute_cem(model, DATA / "demo_images" / "demo_2.png", JOB["task"], JOB["roi"], block=JOB["block"],
-                          patch_bank=bank, coarse=JOB["coarse"], fine=fine, tol=JOB["tol"], seed=JOB["seed"],
-                          batch_size=args.batch_size, mode=args.mode, output_dir=out / "run",
-                          progress=not args.quiet, on_batch=on_batch, blocks=blocks)
+    record = {
+        "mode": args.mode,
+        "threads": args.threads,
+        "batch_size": args.batch_size,
+        "fine": fine,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+    }
+    res = compute_cem(
+        model,
+        DATA / "demo_images" / "demo_2.png",
+        JOB["task"],
+        JOB["roi"],
+        block=JOB["block"],
+        patch_bank=bank,
+        coarse=JOB["coarse"],
+        fine=fine,
+        tol=JOB["tol"],
+        seed=JOB["seed"],
+        batch_size=args.batch_size,
+        mode=args.mode,
+        output_dir=out / "run",
+        progress=not args.quiet,
+        on_batch=on_batch,
+        blocks=blocks,
+    )
     passes = counter["passes"] - counter["passes0"]
-    record.update(complete=blocks is None, wall_s=time.perf_counter() - t0,
-                  forward_passes=res.meta["forward_passes"], run_mode=res.meta["mode"],
-                  counts=res.block_counts(), baseline=res.baseline_metric,
-                  fine_blocks=int((res.counts == fine).sum()), blocks=None if blocks is None else len(blocks),
-                  rate_fwd_per_s=passes / (counter["t1"] - counter["t0"]))
+    record.update(
+        complete=blocks is None,
+        wall_s=time.perf_counter() - t0,
+        forward_passes=res.meta["forward_passes"],
+        run_mode=res.meta["mode"],
+        counts=res.block_counts(),
+        baseline=res.baseline_metric,
+        fine_blocks=int((res.counts == fine).sum()),
+        blocks=None if blocks is None else len(blocks),
+        rate_fwd_per_s=passes / (counter["t1"] - counter["t0"]),
+    )
     if "dependency_region" in res.meta:
         record["crop"] = res.meta["dependency_region"]["crop"]
     record["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -119,8 +147,10 @@ def report(args) -> None:
         full_wall, note = full["wall_s"], "complete run"
     else:
         full_wall = full_passes / full["rate_fwd_per_s"]
-        note = (f"run on {full['blocks']} of 1024 blocks ({full['forward_passes']} forward passes at "
-                f"{full['rate_fwd_per_s']:.3f}/s), scaled to the {full_passes:,} forward passes of the whole job")
+        note = (
+            f"run on {full['blocks']} of 1024 blocks ({full['forward_passes']} forward passes at "
+            f"{full['rate_fwd_per_s']:.3f}/s), scaled to the {full_passes:,} forward passes of the whole job"
+        )
     fast_res = CEMResult.load(fast_dir / "run")
     d = draw = 0.0
     same, n_blocks, n_fine, n_effect = True, set(), 0, 0
@@ -160,8 +190,9 @@ def main(argv=None) -> None:
     r.add_argument("--subset-of", default=None, help="an accelerated run's --out folder")
     r.add_argument("--region-blocks", type=int, default=12)
     r.add_argument("--ring-blocks", type=int, default=8)
-    r.add_argument("--fine-blocks", type=int, default=0,
-                   help="region blocks drawn from the accelerated run's fine-stage blocks")
+    r.add_argument(
+        "--fine-blocks", type=int, default=0, help="region blocks drawn from the accelerated run's fine-stage blocks"
+    )
     r.add_argument("--fine", type=int, default=None, help="T_f (default 50, the reference)")
     r.add_argument("--threads", type=int, default=2)
     r.add_argument("--batch-size", type=int, default=16)

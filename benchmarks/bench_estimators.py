@@ -21,13 +21,13 @@ wall time, the ratio to the authors' code and peak RSS. Estimators: ``reference`
 (``recompute=block_crop``), ``_incremental``: incremental recompute, ``_roi_coarse``: the ROI's own
 blocks get their coarse draws only (``roi_blocks=coarse``).
 """
+
 from __future__ import annotations
 
 import argparse
 import json
 import platform
 import resource
-import sys
 import time
 from pathlib import Path
 
@@ -35,23 +35,31 @@ import numpy as np
 import torch
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-JOBS = {"demo256": dict(rows=None, roi=(152, 96, 32)), "crop128": dict(rows=(96, 224, 64, 192), roi=(56, 32, 32)),
-        # a global model (channel attention pools the whole image): full-image mode, no crop helps
-        "global128": dict(rows=(96, 224, 64, 192), roi=(56, 32, 32), model="rcan_global_dn_s50")}
+JOBS = {
+    "demo256": dict(rows=None, roi=(152, 96, 32)),
+    "crop128": dict(rows=(96, 224, 64, 192), roi=(56, 32, 32)),
+    # a global model (channel attention pools the whole image): full-image mode, no crop helps
+    "global128": dict(rows=(96, 224, 64, 192), roi=(56, 32, 32), model="rcan_global_dn_s50"),
+}
 ESTIMATORS = {
     "reference": dict(estimator="coarse_to_fine", coarse=3, fine=50),
     "adaptive": dict(estimator="adaptive", coarse=3),
     "adaptive_block": dict(estimator="adaptive", coarse=3, recompute="block_crop"),
     "adaptive_roi_coarse": dict(estimator="adaptive", coarse=3, estimator_options={"roi_blocks": "coarse"}),
     "adaptive_incremental": dict(estimator="adaptive", coarse=3, recompute="incremental"),
-    "adaptive_incremental_roi_coarse": dict(estimator="adaptive", coarse=3, recompute="incremental",
-                                            estimator_options={"roi_blocks": "coarse"}),
+    "adaptive_incremental_roi_coarse": dict(
+        estimator="adaptive", coarse=3, recompute="incremental", estimator_options={"roi_blocks": "coarse"}
+    ),
     # the cheapest rule: a settled class alone stops a block (classes as the reference, values less precise)
-    "adaptive_class_incremental": dict(estimator="adaptive", coarse=3, recompute="incremental",
-                                       estimator_options={"roi_blocks": "coarse",
-                                                          "settled_half_width": float("inf")}),
-    "adaptive_class": dict(estimator="adaptive", coarse=3, estimator_options={"roi_blocks": "coarse",
-                                                                              "settled_half_width": float("inf")}),
+    "adaptive_class_incremental": dict(
+        estimator="adaptive",
+        coarse=3,
+        recompute="incremental",
+        estimator_options={"roi_blocks": "coarse", "settled_half_width": float("inf")},
+    ),
+    "adaptive_class": dict(
+        estimator="adaptive", coarse=3, estimator_options={"roi_blocks": "coarse", "settled_half_width": float("inf")}
+    ),
     "reference_incremental": dict(estimator="coarse_to_fine", coarse=3, fine=50, recompute="incremental"),
     # the truth: incremental recompute gives the ROI-crop outputs to float rounding, 4x faster
     "exhaustive500": dict(estimator="exhaustive", samples=500, recompute="incremental"),
@@ -63,7 +71,7 @@ def _image(job: str) -> np.ndarray:
 
     img = load_image(DATA / "demo_images" / "demo_2.png")
     box = JOBS[job]["rows"]
-    return img if box is None else np.ascontiguousarray(img[box[0]:box[1], box[2]:box[3]])
+    return img if box is None else np.ascontiguousarray(img[box[0] : box[1], box[2] : box[3]])
 
 
 def _forward_shape(meta: dict, input_shape) -> tuple[int, int]:
@@ -107,11 +115,19 @@ def authors(args) -> None:
     n_blocks = int(ref.roi_mask.size)
     s_count = int((ref.counts > 3).sum())  # blocks of S: fine-stage counts (T_f = 50) instead of T_c = 3
     passes = 1 + n_blocks * 3 + s_count * 50
-    out = {"job": args.job, "forward_s": per, "forward_s_all": times, "input_hw": list(img.shape[-2:]),
-           "blocks": n_blocks, "fine_blocks": s_count, "forward_passes": passes, "estimated_s": passes * per,
-           "how": "estimated, forward-bound: (1 + blocks x 3 + |S| x 50) full-image forwards of batch 1, "
-                  "|S| from this job's reference run, the forward timed here",
-           "machine": f"{platform.machine()}, torch {torch.__version__}, {args.threads} threads"}
+    out = {
+        "job": args.job,
+        "forward_s": per,
+        "forward_s_all": times,
+        "input_hw": list(img.shape[-2:]),
+        "blocks": n_blocks,
+        "fine_blocks": s_count,
+        "forward_passes": passes,
+        "estimated_s": passes * per,
+        "how": "estimated, forward-bound: (1 + blocks x 3 + |S| x 50) full-image forwards of batch 1, "
+        "|S| from this job's reference run, the forward timed here",
+        "machine": f"{platform.machine()}, torch {torch.__version__}, {args.threads} threads",
+    }
     (Path(args.out) / args.job / "authors.json").write_text(json.dumps(out, indent=2) + "\n")
     print(json.dumps({k: v for k, v in out.items() if k != "forward_s_all"}))
 
@@ -125,16 +141,35 @@ def run(args) -> None:
     bank = PatchBank.load(DATA / "div2k_patches8.npz")
     folder = Path(args.out) / args.job / args.estimator
     start = time.perf_counter()
-    res = compute_cem(model, _image(args.job), "dn", JOBS[args.job]["roi"], block=8, tol=0.01, seed=0,
-                      patch_bank=bank, batch_size=32, forward_batch=8, output_dir=folder, figures=False,
-                      progress=not args.quiet, **ESTIMATORS[args.estimator])
+    res = compute_cem(
+        model,
+        _image(args.job),
+        "dn",
+        JOBS[args.job]["roi"],
+        block=8,
+        tol=0.01,
+        seed=0,
+        patch_bank=bank,
+        batch_size=32,
+        forward_batch=8,
+        output_dir=folder,
+        figures=False,
+        progress=not args.quiet,
+        **ESTIMATORS[args.estimator],
+    )
     wall = time.perf_counter() - start
     h, w = _forward_shape(res.meta, res.input_shape)
-    bench = {"job": args.job, "estimator": args.estimator, "wall_s": wall,
-             "resumed": any("resumed" in n for n in res.meta["notes"]),
-             "forward_passes": res.meta["forward_passes"], "pixels": int(res.meta["pixels_pushed"]),
-             "input_hw": [h, w], "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-             "machine": f"{platform.machine()}, torch {torch.__version__}, {args.threads} threads"}
+    bench = {
+        "job": args.job,
+        "estimator": args.estimator,
+        "wall_s": wall,
+        "resumed": any("resumed" in n for n in res.meta["notes"]),
+        "forward_passes": res.meta["forward_passes"],
+        "pixels": int(res.meta["pixels_pushed"]),
+        "input_hw": [h, w],
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "machine": f"{platform.machine()}, torch {torch.__version__}, {args.threads} threads",
+    }
     (folder / "bench.json").write_text(json.dumps(bench, indent=2) + "\n")
     print(json.dumps(bench))
 
@@ -143,8 +178,10 @@ def report(args) -> None:
     from cem_lab.causal.result import CEMResult
 
     root = Path(args.out)
-    print("| job | estimator | forward passes | pixels | wall time | x authors' code | peak RSS | "
-          "classes = T500 (outside ROI) | max abs delta CE vs T500 (dB) |")
+    print(
+        "| job | estimator | forward passes | pixels | wall time | x authors' code | peak RSS | "
+        "classes = T500 (outside ROI) | max abs delta CE vs T500 (dB) |"
+    )
     print("|---|---|---|---|---|---|---|---|---|")
     for job in JOBS:
         truth_dir = root / job / "exhaustive500"
@@ -154,8 +191,10 @@ def report(args) -> None:
         authors_file = root / job / "authors.json"
         authors_s = json.loads(authors_file.read_text())["estimated_s"] if authors_file.is_file() else None
         if authors_s is not None:
-            print(f"| {job} | authors' code (estimated, forward-bound) | "
-                  f"{json.loads(authors_file.read_text())['forward_passes']:,} | | {authors_s:.0f} s | 1 | | | |")
+            print(
+                f"| {job} | authors' code (estimated, forward-bound) | "
+                f"{json.loads(authors_file.read_text())['forward_passes']:,} | | {authors_s:.0f} s | 1 | | | |"
+            )
         vs = ""
         if truth is None:  # no T = 500 run: agreement with the reference estimator instead
             truth, vs = CEMResult.load(root / job / "reference"), " (vs reference)"
@@ -174,9 +213,13 @@ def report(args) -> None:
             agree = float((r.classification[outside] == truth.classification[outside]).mean())
             diff = float(np.nanmax(np.abs(r.effect_raw[outside] - truth.effect_raw[outside])))
             note = " (resumed: time of the last part)" if b["resumed"] else ""
-            ratio = f"{authors_s / b['wall_s']:.1f}x" if authors_s and not b["resumed"] and est != "exhaustive500" else ""
-            print(f"| {job} | {est} | {b['forward_passes']:,} | {b['pixels'] / 1e6:.1f} M{est_mark} | {b['wall_s']:.0f} s{note} | "
-                  f"{ratio} | {b['peak_rss_mb']:.0f} MB | {agree:.2%}{vs} | {diff:.4f}{vs} |")
+            ratio = (
+                f"{authors_s / b['wall_s']:.1f}x" if authors_s and not b["resumed"] and est != "exhaustive500" else ""
+            )
+            print(
+                f"| {job} | {est} | {b['forward_passes']:,} | {b['pixels'] / 1e6:.1f} M{est_mark} | {b['wall_s']:.0f} s{note} | "
+                f"{ratio} | {b['peak_rss_mb']:.0f} MB | {agree:.2%}{vs} | {diff:.4f}{vs} |"
+            )
 
 
 def main(argv=None) -> None:

@@ -10,6 +10,7 @@ Job: the embedded 256 x 256 ``chelsea`` crop, DN sigma 50, ROI (152, 96, 32), bl
 coarse-to-fine T_c = 1, T_f = 2 (reduced so that the full-image run takes minutes on a CPU), seed 0,
 the default (embedded) patch bank.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -39,19 +40,25 @@ def main(argv=None) -> None:
         res = compute_cem(model, image, "dn", (152, 96, 32), mode=mode, **kw)
         rows[mode] = (time.perf_counter() - start, res)
     (t_auto, auto), (t_full, full) = rows["auto"], rows["full"]
-    print(f"machine: {platform.machine()}, torch {torch.__version__}, {args.threads} threads; "
-          f"model {args.model} (crop_multiple {getattr(model, 'crop_multiple', 1)})")
+    print(
+        f"machine: {platform.machine()}, torch {torch.__version__}, {args.threads} threads; "
+        f"model {args.model} (crop_multiple {getattr(model, 'crop_multiple', 1)})"
+    )
     print("| mode | wall time | forward passes | region |")
     print("|---|---|---|---|")
     for name, (t, res) in (("full image", rows["full"]), ("auto", rows["auto"])):
         region = res.meta.get("dependency_region") or {}
         crop = region.get("crop") if res.meta["mode"] == "crop" else None
-        print(f"| {name} (ran: {res.meta['mode']}) | {t:.1f} s | {res.meta['forward_passes']} | "
-              f"{'crop rows %d-%d, cols %d-%d' % tuple(crop) if crop else 'whole 256x256 input'} |")
+        print(
+            f"| {name} (ran: {res.meta['mode']}) | {t:.1f} s | {res.meta['forward_passes']} | "
+            f"{f'crop rows {crop[0]}-{crop[1]}, cols {crop[2]}-{crop[3]}' if crop else 'whole 256x256 input'} |"
+        )
     diff = float(np.abs(auto.effect - full.effect).max())
-    print(f"speed-up: {t_full / t_auto:.1f}x; max |CE(auto) - CE(full)| = {diff:.2e} dB "
-          f"(max |CE| {float(np.abs(full.effect).max()):.2f} dB); "
-          f"same classification: {bool((auto.classification == full.classification).all())}")
+    print(
+        f"speed-up: {t_full / t_auto:.1f}x; max |CE(auto) - CE(full)| = {diff:.2e} dB "
+        f"(max |CE| {float(np.abs(full.effect).max()):.2f} dB); "
+        f"same classification: {bool((auto.classification == full.classification).all())}"
+    )
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ Measured, in one process:
    forward passes and wall time, and their class agreement.
 ``--out FILE`` writes the figures as JSON beside the printed table; quote them with the device name.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -52,15 +53,25 @@ def _job(args):
 
         net = DnCNN()
         load_weights(net, DATA / "dncnn_color_blind.pth")
-        return ("KAIR DnCNN, demo_2.png 256x256, DIV2K bank", net, load_image(DATA / "demo_images" / "demo_2.png"),
-                (152, 96, 32), PatchBank.load(DATA / "div2k_patches8.npz"))
+        return (
+            "KAIR DnCNN, demo_2.png 256x256, DIV2K bank",
+            net,
+            load_image(DATA / "demo_images" / "demo_2.png"),
+            (152, 96, 32),
+            PatchBank.load(DATA / "div2k_patches8.npz"),
+        )
     from cem_lab.models.embedded import embedded_demo_image, load_embedded_model
 
     size = args.size
     img = embedded_demo_image()[:size, :size]
     roi = (size // 2 - 8, size // 2 - 8, 16)
-    return (f"embedded DnCNN, chelsea {size}x{size}, embedded bank", load_embedded_model(), img, roi,
-            PatchBank.embedded(count=2000))
+    return (
+        f"embedded DnCNN, chelsea {size}x{size}, embedded bank",
+        load_embedded_model(),
+        img,
+        roi,
+        PatchBank.embedded(count=2000),
+    )
 
 
 def _sync(device):
@@ -111,8 +122,16 @@ def main(argv=None) -> dict:
     grid = BlockGrid(x.shape[-2], x.shape[-1], 1, 8)
     rng = np.random.default_rng(0)
     blocks = sorted(rng.choice(len(grid), size=min(args.blocks, len(grid)), replace=False).tolist())
-    kw = dict(block=8, patch_bank=bank, seed=0, progress=False, figures=False, forward_batch=args.forward_batch,
-              batch_size=4 * args.forward_batch, device=device)
+    kw = dict(
+        block=8,
+        patch_bank=bank,
+        seed=0,
+        progress=False,
+        figures=False,
+        forward_batch=args.forward_batch,
+        batch_size=4 * args.forward_batch,
+        device=device,
+    )
     maps = {}
     for precision, model in (("fp32", net), ("bf16", Bf16(net, device.type))):
         t0 = time.perf_counter()
@@ -121,44 +140,61 @@ def main(argv=None) -> dict:
         wall = time.perf_counter() - t0
         run_s = res.meta["timings"]["run_s"]
         maps[precision] = res
-        out[f"full_{precision}"] = {"wall_s": wall, "forward_passes": res.meta["forward_passes"],
-                                    "fwd_per_s": res.meta["forward_passes"] / run_s}
+        out[f"full_{precision}"] = {
+            "wall_s": wall,
+            "forward_passes": res.meta["forward_passes"],
+            "fwd_per_s": res.meta["forward_passes"] / run_s,
+        }
     out["full_fp32"]["share_of_bare_forward"] = out["full_fp32"]["fwd_per_s"] / out["bare_fwd_per_s"]
     a, b = maps["fp32"], maps["bf16"]
     sel = np.isfinite(a.effect_raw) & np.isfinite(b.effect_raw)
-    out["bf16_vs_fp32"] = {"max_abs_delta_ce": float(np.max(np.abs(a.effect_raw[sel] - b.effect_raw[sel]))),
-                           "same_classification": bool((a.classification == b.classification).all()),
-                           "speed_ratio": out["full_bf16"]["fwd_per_s"] / out["full_fp32"]["fwd_per_s"]}
+    out["bf16_vs_fp32"] = {
+        "max_abs_delta_ce": float(np.max(np.abs(a.effect_raw[sel] - b.effect_raw[sel]))),
+        "same_classification": bool((a.classification == b.classification).all()),
+        "speed_ratio": out["full_bf16"]["fwd_per_s"] / out["full_fp32"]["fwd_per_s"],
+    }
     est = {}
-    for label, options in (("reference", dict(estimator="coarse_to_fine", coarse=3, fine=50)),
-                           ("adaptive", dict(estimator="adaptive", coarse=3))):
+    for label, options in (
+        ("reference", dict(estimator="coarse_to_fine", coarse=3, fine=50)),
+        ("adaptive", dict(estimator="adaptive", coarse=3)),
+    ):
         t0 = time.perf_counter()
         res = compute_cem(net, image, task, roi, **options, **kw)
         _sync(device)
         est[label] = res
-        out[label] = {"wall_s": time.perf_counter() - t0, "forward_passes": res.meta["forward_passes"],
-                      "mode": res.meta["mode"]}
+        out[label] = {
+            "wall_s": time.perf_counter() - t0,
+            "forward_passes": res.meta["forward_passes"],
+            "mode": res.meta["mode"],
+        }
     out["adaptive_saving"] = {
         "forward_passes_ratio": out["reference"]["forward_passes"] / out["adaptive"]["forward_passes"],
-        "class_agreement": float((est["reference"].classification == est["adaptive"].classification).mean())}
+        "class_agreement": float((est["reference"].classification == est["adaptive"].classification).mean()),
+    }
 
     print(f"device: {card}; torch {torch.__version__}; job: {name}; forward_batch {args.forward_batch}")
     print("| what | value |\n|---|---|")
     print(f"| bare batched forward | {out['bare_fwd_per_s']:.1f} images/s |")
     for precision in ("fp32", "bf16"):
         f = out[f"full_{precision}"]
-        print(f"| full-image CEM {precision} ({len(blocks)} blocks) | {f['fwd_per_s']:.1f} forward passes/s, "
-              f"{f['forward_passes']} passes in {f['wall_s']:.1f} s |")
+        print(
+            f"| full-image CEM {precision} ({len(blocks)} blocks) | {f['fwd_per_s']:.1f} forward passes/s, "
+            f"{f['forward_passes']} passes in {f['wall_s']:.1f} s |"
+        )
     print(f"| full-image CEM / bare forward (fp32) | {out['full_fp32']['share_of_bare_forward']:.0%} |")
     c = out["bf16_vs_fp32"]
-    print(f"| bf16 vs fp32 | {c['speed_ratio']:.2f}x speed, max abs delta CE {c['max_abs_delta_ce']:.4f}, "
-          f"same classes: {c['same_classification']} |")
+    print(
+        f"| bf16 vs fp32 | {c['speed_ratio']:.2f}x speed, max abs delta CE {c['max_abs_delta_ce']:.4f}, "
+        f"same classes: {c['same_classification']} |"
+    )
     for label in ("reference", "adaptive"):
         e = out[label]
         print(f"| {label} estimator ({e['mode']}) | {e['forward_passes']} passes, {e['wall_s']:.1f} s |")
     s = out["adaptive_saving"]
-    print(f"| adaptive saving | {s['forward_passes_ratio']:.2f}x fewer passes, class agreement "
-          f"{s['class_agreement']:.2%} |")
+    print(
+        f"| adaptive saving | {s['forward_passes_ratio']:.2f}x fewer passes, class agreement "
+        f"{s['class_agreement']:.2%} |"
+    )
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(out, indent=2) + "\n")

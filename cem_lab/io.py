@@ -1,18 +1,20 @@
 """Atomic file writes: a result file is either absent or complete, never half-written."""
+
 from __future__ import annotations
 
 import hashlib
-
 import json
 import os
 import tempfile
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator, Union
+from typing import Any
 
 import numpy as np
 
-PathLike = Union[str, Path]
+#: a file or folder given by the user (one definition for the whole package)
+PathLike = str | Path
 
 
 @contextmanager

@@ -63,9 +63,7 @@ def rgb_to_y(x255: Tensor) -> Tensor:
 def _check_pair(a: Tensor, b: Tensor, what: str) -> None:
     """Both (N, C, H, W); equal shapes, or ``b`` with batch 1 broadcast against ``a``."""
     if a.ndim != 4 or b.ndim != 4:
-        raise ValueError(
-            f"{what} expects (N, C, H, W) tensors, got shapes {tuple(a.shape)} and {tuple(b.shape)}"
-        )
+        raise ValueError(f"{what} expects (N, C, H, W) tensors, got shapes {tuple(a.shape)} and {tuple(b.shape)}")
     if a.shape[1:] != b.shape[1:] or b.shape[0] not in (1, a.shape[0]):
         raise ValueError(
             f"{what}: shape mismatch between {tuple(a.shape)} and {tuple(b.shape)} "
@@ -101,8 +99,7 @@ def _gaussian_1d(size: int, sigma: float, device: torch.device) -> Tensor:
 def _check_ssim_size(h: int, w: int) -> None:
     if h < SSIM_WINDOW or w < SSIM_WINDOW:
         raise ValueError(
-            f"SSIM needs an ROI of at least {SSIM_WINDOW}x{SSIM_WINDOW} pixels (after crop_border), "
-            f"got {h}x{w}"
+            f"SSIM needs an ROI of at least {SSIM_WINDOW}x{SSIM_WINDOW} pixels (after crop_border), got {h}x{w}"
         )
 
 
@@ -199,8 +196,7 @@ class RoiMetric:
         cb = self.crop_border
         if h <= 2 * cb or w <= 2 * cb:
             raise ValueError(
-                f"{what} of size {h}x{w} is too small for crop_border={cb} "
-                f"(needs more than {2 * cb}x{2 * cb} pixels)"
+                f"{what} of size {h}x{w} is too small for crop_border={cb} (needs more than {2 * cb}x{2 * cb} pixels)"
             )
         q = quantize_uint8(x)
         if cb:

@@ -24,6 +24,7 @@ SR, uniform sampling):
 The report reads the finished run folders only (cem_lab.analysis), and writes every number of
 ``experiments/results/ablations.md`` from them.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -51,12 +52,30 @@ IMAGES_OF = {"sr": IMAGES, "dn": IMAGES[:2]}
 
 
 def _population(model: str) -> list[str]:
-    return ["dataset=standard", f"standard.name={','.join(IMAGES_OF[model])}", "image_crop=256", "roi=placed",
-            "roi_place.count=2", "roi_place.index=0,1", "roi_place.size=32", "roi_place.align=16",
-            "progress=false", "figures=true"]
+    return [
+        "dataset=standard",
+        f"standard.name={','.join(IMAGES_OF[model])}",
+        "image_crop=256",
+        "roi=placed",
+        "roi_place.count=2",
+        "roi_place.index=0,1",
+        "roi_place.size=32",
+        "roi_place.align=16",
+        "progress=false",
+        "figures=true",
+    ]
+
+
 MODELS = {
-    "dn": ["model=dncnn", f"model.checkpoint={DATA / 'dncnn_color_blind.pth'}", "task=dn", "task.sigma=50",
-           "patches=npz", f"patches.path={DATA / 'div2k_patches8.npz'}", "recompute=incremental"],
+    "dn": [
+        "model=dncnn",
+        f"model.checkpoint={DATA / 'dncnn_color_blind.pth'}",
+        "task=dn",
+        "task.sigma=50",
+        "patches=npz",
+        f"patches.path={DATA / 'div2k_patches8.npz'}",
+        "recompute=incremental",
+    ],
     "sr": ["model=zoo", "model.id=edsr_d4_w16_x4", "task=sr", "task.scale=4"],
 }
 #: factor -> the sweeps that change it (the reference settings are the sweep "reference")
@@ -113,7 +132,7 @@ def _self_patches() -> None:
         folder.mkdir(parents=True, exist_ok=True)
         arr = standard_image(name)
         h, w = arr.shape[:2]
-        crop = arr[(h - 256) // 2:(h - 256) // 2 + 256, (w - 256) // 2:(w - 256) // 2 + 256]
+        crop = arr[(h - 256) // 2 : (h - 256) // 2 + 256, (w - 256) // 2 : (w - 256) // 2 + 256]
         tmp = folder / f".{name}.png.tmp"
         Image.fromarray(crop).save(tmp, format="PNG")
         tmp.replace(folder / f"{name}.png")
@@ -140,20 +159,27 @@ def plan() -> list[tuple[str, list[str], int]]:
 def cmd_plan() -> None:
     rows = plan()
     done = {r.parent.name for r in SWEEPS.glob(f"{PREFIX}_*/*/done.json")}
-    print(f"{sum(n for *_, n in rows)} jobs in {len(rows)} sweeps (population: SR {len(IMAGES_OF['sr'])} images x 2 ROIs, "
-          f"DN {len(IMAGES_OF['dn'])} images x 2 ROIs):")
+    print(
+        f"{sum(n for *_, n in rows)} jobs in {len(rows)} sweeps (population: SR {len(IMAGES_OF['sr'])} images x 2 ROIs, "
+        f"DN {len(IMAGES_OF['dn'])} images x 2 ROIs):"
+    )
     for name, args, n in rows:
         print(f"  {name:32s} {n:3d} jobs   cem-lab -m {' '.join(args)}")
-    print("Measured here (2 CPU cores, shared with a training job, one thread per map): EDSR 8-35 s per map, 90-130 s "
-          "per exhaustive T=200 map; KAIR DnCNN (incremental recompute) 40-50 s per reference map, longer for block 4 "
-          "and T=200; about 1.5 h in all.")
+    print(
+        "Measured here (2 CPU cores, shared with a training job, one thread per map): EDSR 8-35 s per map, 90-130 s "
+        "per exhaustive T=200 map; KAIR DnCNN (incremental recompute) 40-50 s per reference map, longer for block 4 "
+        "and T=200; about 1.5 h in all."
+    )
     del done
 
 
 def cmd_run() -> int:
     if not (DATA / "dncnn_color_blind.pth").is_file():
-        print(f"ablations: {DATA / 'dncnn_color_blind.pth'} is missing: set CEM_LAB_DATA to the folder holding KAIR's "
-              "DnCNN and the DIV2K patch bank", file=sys.stderr)
+        print(
+            f"ablations: {DATA / 'dncnn_color_blind.pth'} is missing: set CEM_LAB_DATA to the folder holding KAIR's "
+            "DnCNN and the DIV2K patch bank",
+            file=sys.stderr,
+        )
         return 2
     _self_patches()
     rows = plan()
@@ -186,10 +212,19 @@ def _level(runs: pd.DataFrame, factor: str) -> pd.Series:
 
     settings = [run_settings(Path(f)) for f in runs["folder"]]
     if factor == "patches":
+
         def bank(s):
             name = str(s.get("setting:intervention.bank", ""))
-            return ("div2k" if "div2k" in name else "self (the image)" if "self_patches" in name
-                    else "embedded" if name.startswith("embedded") else name)
+            return (
+                "div2k"
+                if "div2k" in name
+                else "self (the image)"
+                if "self_patches" in name
+                else "embedded"
+                if name.startswith("embedded")
+                else name
+            )
+
         return pd.Series([bank(s) for s in settings], index=runs.index)
     if factor == "block":
         return runs["block"].astype(int).astype(str)
@@ -217,8 +252,11 @@ def _maps(folders) -> dict[str, dict]:
     out = {}
     for f in folders:
         with np.load(Path(f) / "cem.npz") as z:
-            out[f] = {"effect": z["effect_raw"].astype(float), "cls": z["classification"].astype(int),
-                      "mask": ~z["roi_mask"].astype(bool) & (z["counts"] > 0)}
+            out[f] = {
+                "effect": z["effect_raw"].astype(float),
+                "cls": z["classification"].astype(int),
+                "mask": ~z["roi_mask"].astype(bool) & (z["counts"] > 0),
+            }
     return out
 
 
@@ -242,11 +280,17 @@ def _convergence(runs: pd.DataFrame) -> pd.DataFrame:
         for _, r in g.iterrows():
             m = maps[r["folder"]]
             k = keep & m["mask"]
-            rows.append({"unit": unit, "image": r["image"], "estimator": f"exhaustive T={int(r['samples'])}",
-                         "reference": f"T={int(top)}",
-                         "corr": float(np.corrcoef(m["effect"][k], m200["effect"][k])[0, 1]),
-                         "class_agreement": float((m["cls"][k] == m200["cls"][k]).mean()),
-                         "passes": float(r["forward_passes"])})
+            rows.append(
+                {
+                    "unit": unit,
+                    "image": r["image"],
+                    "estimator": f"exhaustive T={int(r['samples'])}",
+                    "reference": f"T={int(top)}",
+                    "corr": float(np.corrcoef(m["effect"][k], m200["effect"][k])[0, 1]),
+                    "class_agreement": float((m["cls"][k] == m200["cls"][k]).mean()),
+                    "passes": float(r["forward_passes"]),
+                }
+            )
         c2f = ref[ref["unit"] == unit]
         if len(c2f):
             m = maps[c2f["folder"].iloc[0]]
@@ -256,11 +300,18 @@ def _convergence(runs: pd.DataFrame) -> pd.DataFrame:
             if len(t50):
                 e50 = maps[t50["folder"].iloc[0]]
                 lost = float(((m["cls"][k] == 0) & (e50["cls"][k] != 0)).sum())
-            rows.append({"unit": unit, "image": c2f["image"].iloc[0], "estimator": "coarse-to-fine T_c=3, T_f=50",
-                         "reference": f"T={int(top)}",
-                         "corr": float(np.corrcoef(m["effect"][k], m200["effect"][k])[0, 1]),
-                         "class_agreement": float((m["cls"][k] == m200["cls"][k]).mean()),
-                         "passes": float(c2f["forward_passes"].iloc[0]), "dropped_vs_T50": lost})
+            rows.append(
+                {
+                    "unit": unit,
+                    "image": c2f["image"].iloc[0],
+                    "estimator": "coarse-to-fine T_c=3, T_f=50",
+                    "reference": f"T={int(top)}",
+                    "corr": float(np.corrcoef(m["effect"][k], m200["effect"][k])[0, 1]),
+                    "class_agreement": float((m["cls"][k] == m200["cls"][k]).mean()),
+                    "passes": float(c2f["forward_passes"].iloc[0]),
+                    "dropped_vs_T50": lost,
+                }
+            )
     df = pd.DataFrame(rows)
     df["order"] = df["estimator"].map(lambda e: int(e.split("=")[1]) if e.startswith("exhaustive") else 10**6)
     df = df.sort_values("order", kind="stable")
@@ -289,18 +340,31 @@ def _markdown(df: pd.DataFrame) -> str:
     cols = list(df.columns)
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for _, r in df.iterrows():
-        lines.append("| " + " | ".join("" if (isinstance(v, float) and not np.isfinite(v)) else
-                                        (f"{v:,.0f}" if isinstance(v, float) else str(v)) for v in r) + " |")
+        lines.append(
+            "| "
+            + " | ".join(
+                ""
+                if (isinstance(v, float) and not np.isfinite(v))
+                else (f"{v:,.0f}" if isinstance(v, float) else str(v))
+                for v in r
+            )
+            + " |"
+        )
     return "\n".join(lines)
 
 
-def _fmt_pairs(paired: pd.DataFrame, reference: str, metrics=("share_negative", "share_positive", "reach_max_px",
-                                                                "total_negative_effect", "baseline_metric")) -> str:
+def _fmt_pairs(
+    paired: pd.DataFrame,
+    reference: str,
+    metrics=("share_negative", "share_positive", "reach_max_px", "total_negative_effect", "baseline_metric"),
+) -> str:
     if paired.empty:
         return "(no other level has finished runs yet)"
     p = paired[(paired["a"] == reference) | (paired["b"] == reference)]
-    lines = ["| level | vs | " + " | ".join(p[p["metric"] == m]["label"].iloc[0] for m in metrics) + " |",
-             "|---|---|" + "---|" * len(metrics)]
+    lines = [
+        "| level | vs | " + " | ".join(p[p["metric"] == m]["label"].iloc[0] for m in metrics) + " |",
+        "|---|---|" + "---|" * len(metrics),
+    ]
     for (a, b), g in p.groupby(["a", "b"], sort=False):
         g = g.set_index("metric")
         sign = 1 if a == reference else -1  # always "level minus reference"
@@ -309,16 +373,21 @@ def _fmt_pairs(paired: pd.DataFrame, reference: str, metrics=("share_negative", 
         for m in metrics:
             r = g.loc[m]
             lo, hi = sorted((sign * r["low"], sign * r["high"]))
-            cells.append(f"{_num(sign * r['mean'], True)} [{_num(lo, True)}, {_num(hi, True)}]" +
-                         ("*" if r["excludes_zero"] else ""))
+            cells.append(
+                f"{_num(sign * r['mean'], True)} [{_num(lo, True)}, {_num(hi, True)}]"
+                + ("*" if r["excludes_zero"] else "")
+            )
         lines.append(f"| {other} | {reference} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
-def _fmt_summary(summary: pd.DataFrame, metrics=("share_negative", "share_positive", "reach_max_px",
-                                                  "total_negative_effect")) -> str:
-    lines = ["| level | units | " + " | ".join(summary[summary["metric"] == m]["label"].iloc[0] for m in metrics) + " |",
-             "|---|---|" + "---|" * len(metrics)]
+def _fmt_summary(
+    summary: pd.DataFrame, metrics=("share_negative", "share_positive", "reach_max_px", "total_negative_effect")
+) -> str:
+    lines = [
+        "| level | units | " + " | ".join(summary[summary["metric"] == m]["label"].iloc[0] for m in metrics) + " |",
+        "|---|---|" + "---|" * len(metrics),
+    ]
     for c, g in summary.groupby("condition", sort=False):
         g = g.set_index("metric")
         cells = [f"{_num(g.loc[m, 'mean'])} [{_num(g.loc[m, 'low'])}, {_num(g.loc[m, 'high'])}]" for m in metrics]
@@ -337,8 +406,10 @@ def _findings(paired: pd.DataFrame, reference: str, factor: str) -> list[str]:
         sign = 1 if r["a"] == reference else -1
         other = r["b"] if sign == 1 else r["a"]
         lo, hi = sorted((sign * r["low"], sign * r["high"]))
-        out.append(f"{factor} {other} vs {reference}: {r['label']} {_num(sign * r['mean'], True)} "
-                   f"[{_num(lo, True)}, {_num(hi, True)}]")
+        out.append(
+            f"{factor} {other} vs {reference}: {r['label']} {_num(sign * r['mean'], True)} "
+            f"[{_num(lo, True)}, {_num(hi, True)}]"
+        )
     return out
 
 
@@ -355,11 +426,13 @@ def cmd_report() -> int:
     from cem_lab.viz.population_figures import plot_study_intervals
 
     FIG.mkdir(parents=True, exist_ok=True)
-    parts = ["# Ablations over a population (paper, section 6.4)\n",
-             "Made by `python experiments/ablations.py report` from the run folders of `python experiments/ablations.py run` "
-             "(the module doc says what runs). Every interval: 95 %, nested bootstrap over the images (ROIs nested), "
-             "expanded for few images; `*` marks an interval that excludes 0. Paired differences are *level minus "
-             "reference* over the same units and the same intervention draws.\n"]
+    parts = [
+        "# Ablations over a population (paper, section 6.4)\n",
+        "Made by `python experiments/ablations.py report` from the run folders of `python experiments/ablations.py run` "
+        "(the module doc says what runs). Every interval: 95 %, nested bootstrap over the images (ROIs nested), "
+        "expanded for few images; `*` marks an interval that excludes 0. Paired differences are *level minus "
+        "reference* over the same units and the same intervention draws.\n",
+    ]
     parts.append(
         "How to read it. The shares are of every block outside the ROI on the 256 x 256 image; blocks beyond a "
         "network's receptive field are exact zeros, so a small share is the norm for these local networks (the "
@@ -368,7 +441,8 @@ def cmd_report() -> int:
         "by the task takes; what the network does with it measures its reaction to an artefact as much as the role "
         "of the content it replaced. LV draws natural patches and degrades them as the input was degraded, so the "
         "intervened image stays a plausible input. The paired differences below say how far the other "
-        "interventions move each statistic from LV on the same units and draws.\n")
+        "interventions move each statistic from LV on the same units and draws.\n"
+    )
     refs = {"patches": None, "block": "8", "sampler": "uniform", "intervention": "lv"}
     for model, title in (("dn", "KAIR DnCNN, DN sigma 50"), ("sr", "zoo EDSR d4 w16, SR x4")):
         try:
@@ -377,9 +451,11 @@ def cmd_report() -> int:
             parts.append(f"## {title}\n\nnot run: {err}\n")
             continue
         seconds, passes = _compute_time(runs)
-        parts.append(f"## {title}\n\n{len(runs)} finished maps, {passes:,} forward passes, {seconds / 60:.1f} min of "
-                     "map computation in all (the runs' own timings, on the 2 CPU cores of this machine, shared with "
-                     "a training job).\n")
+        parts.append(
+            f"## {title}\n\n{len(runs)} finished maps, {passes:,} forward passes, {seconds / 60:.1f} min of "
+            "map computation in all (the runs' own timings, on the 2 CPU cores of this machine, shared with "
+            "a training job).\n"
+        )
         found: list[str] = []
         for factor, ref in refs.items():
             if factor == "patches":
@@ -394,22 +470,32 @@ def cmd_report() -> int:
             fig = plot_study_intervals(summary, FIG / f"{model}_{factor}.png")
             missing = summary.attrs.get("missing") or []
             if missing:
-                parts.append(f"### {factor}: units not run (CPU time), not pooled\n\n" +
-                             "\n".join(f"- {m.split(': ', 1)[1].replace(' (no finished run; see the skipped folders)', '')}"
-                                       for m in missing) + "\n")
-            parts.append(f"### {factor}\n\nPer level (mean [interval]):\n\n{_fmt_summary(summary)}\n\n"
-                         f"Paired differences from the reference `{ref}`:\n\n{_fmt_pairs(paired, ref)}\n\n"
-                         f"![{factor}](ablations/{Path(fig).name})\n")
-        parts.append("Paired differences whose interval excludes 0 (ROI metric left out: it does not depend on the "
-                     "intervention):\n\n" + ("\n".join(f"- {f}" for f in found) if found else "- none") + "\n")
+                parts.append(
+                    f"### {factor}: units not run (CPU time), not pooled\n\n"
+                    + "\n".join(
+                        f"- {m.split(': ', 1)[1].replace(' (no finished run; see the skipped folders)', '')}"
+                        for m in missing
+                    )
+                    + "\n"
+                )
+            parts.append(
+                f"### {factor}\n\nPer level (mean [interval]):\n\n{_fmt_summary(summary)}\n\n"
+                f"Paired differences from the reference `{ref}`:\n\n{_fmt_pairs(paired, ref)}\n\n"
+                f"![{factor}](ablations/{Path(fig).name})\n"
+            )
+        parts.append(
+            "Paired differences whose interval excludes 0 (ROI metric left out: it does not depend on the "
+            "intervention):\n\n" + ("\n".join(f"- {f}" for f in found) if found else "- none") + "\n"
+        )
         try:
             conv = _convergence(runs)
-            parts.append("### convergence in T, and coarse-to-fine against exhaustive\n\nAgainst the longest exhaustive "
-                         "map of the same unit (T = 200; for the DnCNN, T = 50 on the units that have no T = 200 run), over the blocks outside the ROI that the network reaches (non-zero raw "
-                         "effect in the reference; the others are exact zeros in every run): Pearson correlation of the raw "
-                         "effects and agreement of the classes; `dropped_vs_T50`: blocks the coarse-to-fine "
-                         "reference run set to zero that exhaustive T = 50 finds non-zero.\n\n"
-                         + _markdown(conv) + "\n")
+            parts.append(
+                "### convergence in T, and coarse-to-fine against exhaustive\n\nAgainst the longest exhaustive "
+                "map of the same unit (T = 200; for the DnCNN, T = 50 on the units that have no T = 200 run), over the blocks outside the ROI that the network reaches (non-zero raw "
+                "effect in the reference; the others are exact zeros in every run): Pearson correlation of the raw "
+                "effects and agreement of the classes; `dropped_vs_T50`: blocks the coarse-to-fine "
+                "reference run set to zero that exhaustive T = 50 finds non-zero.\n\n" + _markdown(conv) + "\n"
+            )
         except Exception as err:
             parts.append(f"### convergence\n\nnot reported: {type(err).__name__}: {err}\n")
     text = "\n".join(parts)

@@ -16,6 +16,7 @@ Paper scale (GPU, DIV2K-trained RCANs of your own): the same sweeps with your ch
 ``model=file model.path=...`` instead of ``model=zoo model.id=...``, ``image_crop=256`` or larger and
 ``device=cuda launcher=joblib hydra.launcher.n_jobs=<GPUs>``.
 """
+
 from __future__ import annotations
 
 import sys
@@ -24,10 +25,10 @@ from study_runner import Sweep, main
 
 VARIANTS = ("global", "none", "half", "local4", "local16", "adaptive2", "adaptive3")
 SWEEPS = [
-    Sweep("study_ca_dn", [f"rcan_{v}_dn_s50" for v in VARIANTS], ["model=zoo", "task=dn", "task.sigma=50"],
-          {"*": 60.0}),
-    Sweep("study_ca_sr", [f"rcan_{v}_sr_x4" for v in VARIANTS], ["model=zoo", "task=sr", "task.scale=4"],
-          {"*": 25.0}),
+    Sweep(
+        "study_ca_dn", [f"rcan_{v}_dn_s50" for v in VARIANTS], ["model=zoo", "task=dn", "task.sigma=50"], {"*": 60.0}
+    ),
+    Sweep("study_ca_sr", [f"rcan_{v}_sr_x4" for v in VARIANTS], ["model=zoo", "task=sr", "task.scale=4"], {"*": 25.0}),
 ]
 
 

@@ -9,6 +9,7 @@ replaces the 2x2 LR pixels under one 8 px output block (row 15, column 0: about 
 ROI PSNR (RGB, uint8-rounded output) and the ROI's high-frequency detail (std of output minus its
 Gaussian blur, sigma 1.5).
 """
+
 from __future__ import annotations
 
 import sys
@@ -29,8 +30,11 @@ BLOCK, DRAWS = (15, 0), 10
 def main() -> int:
     runs = [d for d in sorted(SWEEP.glob("*realcugan-se-x4*")) if "kodim23" in d.name and "index=1" in d.name]
     if not runs or not (runs[0] / "cem.npz").is_file():
-        print(f"no finished Real-CUGAN run of kodim23's second ROI under {SWEEP}: run "
-              "python experiments/receptive_field.py run first", file=sys.stderr)
+        print(
+            f"no finished Real-CUGAN run of kodim23's second ROI under {SWEEP}: run "
+            "python experiments/receptive_field.py run first",
+            file=sys.stderr,
+        )
         return 2
     run = runs[0]
     with np.load(run / "cem.npz") as z:
@@ -60,16 +64,20 @@ def main() -> int:
     for k in rng.integers(0, len(bank), DRAWS):
         x = lr.copy()
         small = Image.fromarray(np.asarray(bank[k]).astype(np.uint8)).resize((2, 2), Image.BICUBIC)
-        x[BLOCK[0] * 2:BLOCK[0] * 2 + 2, BLOCK[1] * 2:BLOCK[1] * 2 + 2] = np.asarray(small, np.float32) / 255
+        x[BLOCK[0] * 2 : BLOCK[0] * 2 + 2, BLOCK[1] * 2 : BLOCK[1] * 2 + 2] = np.asarray(small, np.float32) / 255
         y = forward(x)
         ce.append(psnr(y0) - psnr(y))
         details.append(detail(y))
         change.append(float(np.abs(y - y0)[roi].mean()))
     print(f"run: {run.name}")
-    print(f"ROI PSNR unperturbed {psnr(y0):.2f} dB; block {BLOCK}: map CE {effect[BLOCK]:.2f} dB, "
-          f"direct CE {np.mean(ce):.2f} dB over {DRAWS} patches (from {min(ce):.2f} to {max(ce):.2f})")
-    print(f"ROI detail (high-pass std): unperturbed {detail(y0):.4f}, intervened {np.mean(details):.4f}, "
-          f"truth {detail(hr):.4f}; mean |change| in the ROI {255 * np.mean(change):.1f}/255")
+    print(
+        f"ROI PSNR unperturbed {psnr(y0):.2f} dB; block {BLOCK}: map CE {effect[BLOCK]:.2f} dB, "
+        f"direct CE {np.mean(ce):.2f} dB over {DRAWS} patches (from {min(ce):.2f} to {max(ce):.2f})"
+    )
+    print(
+        f"ROI detail (high-pass std): unperturbed {detail(y0):.4f}, intervened {np.mean(details):.4f}, "
+        f"truth {detail(hr):.4f}; mean |change| in the ROI {255 * np.mean(change):.1f}/255"
+    )
     return 0
 
 

@@ -15,6 +15,7 @@ mean distance and the share of the CE mass near the ROI, which do not scale with
 Paper scale (GPU, DIV2K): ``model=file model.path=single.safetensors,mixed.safetensors`` per task,
 ``image_crop=256`` or larger, ``device=cuda launcher=joblib hydra.launcher.n_jobs=<GPUs>``.
 """
+
 from __future__ import annotations
 
 import sys
@@ -23,10 +24,21 @@ from study_runner import Sweep, main
 
 FAMILIES = ("srresnet", "swinlite", "rcan")
 TASKS = {"sr": ["task=sr", "task.scale=4"], "dn": ["task=dn", "task.sigma=50"], "dr": ["task=dr"]}
-COST = {"rcan_sr": 80.0, "rcan_dn": 80.0, "rcan_dr": 80.0, "rcan_mixed": 80.0, "swinlite_sr": 18.0,
-        "swinlite_dn": 18.0, "swinlite_dr": 18.0, "swinlite_mixed": 18.0, "*": 9.0}
-SWEEPS = [Sweep(f"study_mt_{t}", [m for f in FAMILIES for m in (f"{f}_{t}", f"{f}_mixed")], ["model=zoo", *args],
-                COST) for t, args in TASKS.items()]
+COST = {
+    "rcan_sr": 80.0,
+    "rcan_dn": 80.0,
+    "rcan_dr": 80.0,
+    "rcan_mixed": 80.0,
+    "swinlite_sr": 18.0,
+    "swinlite_dn": 18.0,
+    "swinlite_dr": 18.0,
+    "swinlite_mixed": 18.0,
+    "*": 9.0,
+}
+SWEEPS = [
+    Sweep(f"study_mt_{t}", [m for f in FAMILIES for m in (f"{f}_{t}", f"{f}_mixed")], ["model=zoo", *args], COST)
+    for t, args in TASKS.items()
+]
 
 
 #: read from the tables of the report (python experiments/multitask.py report, 2026-12-01)

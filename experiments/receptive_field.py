@@ -19,6 +19,7 @@ job (``RRDB`` below, left out of ``run`` unless ``--with-rrdb``).
 Paper scale (GPU, DIV2K): ``image_crop=256`` or larger, ``device=cuda launcher=joblib
 hydra.launcher.n_jobs=<GPUs>``, your own families with ``model=file model.path=a,b,...``.
 """
+
 from __future__ import annotations
 
 import sys
@@ -26,18 +27,26 @@ import sys
 from study_runner import Sweep, main
 
 DEPTHS, FSRCNN_WIDTHS, EDSR_WIDTHS = (2, 4, 8, 16), (16, 32, 56), (8, 16, 32)
-ZOO = [f"fsrcnn_d{d}_w{w}_x4" for d in DEPTHS for w in FSRCNN_WIDTHS] + \
-      [f"edsr_d{d}_w{w}_x4" for d in DEPTHS for w in EDSR_WIDTHS]
-COST = {**{f"edsr_d16_w{w}_x4": 45.0 for w in EDSR_WIDTHS}, **{f"edsr_d8_w{w}_x4": 20.0 for w in EDSR_WIDTHS},
-        "*": 8.0}
+ZOO = [f"fsrcnn_d{d}_w{w}_x4" for d in DEPTHS for w in FSRCNN_WIDTHS] + [
+    f"edsr_d{d}_w{w}_x4" for d in DEPTHS for w in EDSR_WIDTHS
+]
+COST = {**{f"edsr_d16_w{w}_x4": 45.0 for w in EDSR_WIDTHS}, **{f"edsr_d8_w{w}_x4": 20.0 for w in EDSR_WIDTHS}, "*": 8.0}
 SWEEPS = [
     Sweep("study_rf_zoo", ZOO, ["model=zoo", "task=sr", "task.scale=4"], COST),
-    Sweep("study_rf_real_x4", ["realesr-animevideov3-x4", "realcugan-se-x4"],
-          ["model=pretrained", "task=sr", "task.scale=4"], {"realcugan-se-x4": 900.0, "*": 120.0}),
+    Sweep(
+        "study_rf_real_x4",
+        ["realesr-animevideov3-x4", "realcugan-se-x4"],
+        ["model=pretrained", "task=sr", "task.scale=4"],
+        {"realcugan-se-x4": 900.0, "*": 120.0},
+    ),
     Sweep("study_rf_real_x2", ["waifu2x-photo-x2"], ["model=pretrained", "task=sr", "task.scale=2"], {"*": 30.0}),
 ]
-RRDB = Sweep("study_rf_real_rrdb", ["realsr-df2k-x4", "realesrgan-x4plus"],
-             ["model=pretrained", "task=sr", "task.scale=4"], {"*": 14400.0})
+RRDB = Sweep(
+    "study_rf_real_rrdb",
+    ["realsr-df2k-x4", "realesrgan-x4plus"],
+    ["model=pretrained", "task=sr", "task.scale=4"],
+    {"*": 14400.0},
+)
 
 
 #: read from the tables of the report (python experiments/receptive_field.py report, 2026-12-01)

@@ -2,6 +2,7 @@
 ``experiments/results/NAME.md`` (the finding's markdown, as the report printed it, under a header with
 the command, the population and the time the maps took here) and its figures as small PNGs in
 ``experiments/results/NAME/``."""
+
 from __future__ import annotations
 
 import json
@@ -9,11 +10,12 @@ import platform
 import shutil
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
+
+from study_runner import RESULTS, ROOT, SWEEPS
 
 from cem_lab.io import write_text
-from study_runner import RESULTS, ROOT, SWEEPS
 
 REPORTS = ROOT / "reports"
 
@@ -53,13 +55,15 @@ def write_study(name: str, sweeps: Sequence[str], notes: str = "") -> int:
         shutil.copyfile(png, fig_dir / png.name)
     body = finding.replace("](figures/", f"]({name}/")
     rel = [str(f.relative_to(ROOT)) for f in folders]
-    head = (f"# {name.replace('_', ' ')}: the paper's finding at the embedded scale\n\n"
-            f"Made by `python experiments/{name}.py run` then `python experiments/{name}.py report`, which runs "
-            f"`cem-report {' '.join(rel)} --out reports/{name} --finding {name}` and copies its "
-            f"`finding_{name}.md` here (the numbers below are the ones it printed; the CSVs beside it in "
-            f"`reports/{name}/` hold every interval). Machine: {platform.machine()}, 2 CPU cores, one thread per map, "
-            f"two maps at once. The {maps} maps took {seconds / 60:.0f} min of compute ({seconds / 120:.0f} min on "
-            "the two cores).\n\n")
+    head = (
+        f"# {name.replace('_', ' ')}: the paper's finding at the embedded scale\n\n"
+        f"Made by `python experiments/{name}.py run` then `python experiments/{name}.py report`, which runs "
+        f"`cem-report {' '.join(rel)} --out reports/{name} --finding {name}` and copies its "
+        f"`finding_{name}.md` here (the numbers below are the ones it printed; the CSVs beside it in "
+        f"`reports/{name}/` hold every interval). Machine: {platform.machine()}, 2 CPU cores, one thread per map, "
+        f"two maps at once. The {maps} maps took {seconds / 60:.0f} min of compute ({seconds / 120:.0f} min on "
+        "the two cores).\n\n"
+    )
     text = head + body + (f"\n## Reading, confounds and what is left out\n\n{notes.strip()}\n" if notes else "")
     write_text(RESULTS / f"{name}.md", text)
     print(text)

@@ -8,14 +8,15 @@ study with the elapsed time and an ETA. Extra ``key=value`` arguments go to ever
 study runs on GPUs (``device=cuda``) or Slurm (``launcher=slurm``); the paper-scale command is in
 each script's docstring.
 """
+
 from __future__ import annotations
 
 import subprocess
 import sys
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping, Sequence
 
 ROOT = Path(__file__).resolve().parents[1]
 SWEEPS = ROOT / "runs" / "sweeps" / "cem"
@@ -29,16 +30,26 @@ CROP = 128
 
 
 def population(images: Sequence[str] = IMAGES, crop: int = CROP, rois: int = 2) -> list[str]:
-    return ["dataset=standard", f"standard.name={','.join(images)}", f"image_crop={crop}", "roi=placed",
-            f"roi_place.count={rois}", f"roi_place.index={','.join(map(str, range(rois)))}", "roi_place.size=32",
-            "roi_place.align=16", "cem=coarse_to_fine", "progress=false", "figures=true"]
+    return [
+        "dataset=standard",
+        f"standard.name={','.join(images)}",
+        f"image_crop={crop}",
+        "roi=placed",
+        f"roi_place.count={rois}",
+        f"roi_place.index={','.join(map(str, range(rois)))}",
+        "roi_place.size=32",
+        "roi_place.align=16",
+        "cem=coarse_to_fine",
+        "progress=false",
+        "figures=true",
+    ]
 
 
 @dataclass
 class Sweep:
-    name: str                       #: the sweep folder under runs/sweeps/cem/
-    models: Sequence[str]           #: model ids (zoo or pretrained)
-    args: Sequence[str]             #: model group, task and its settings
+    name: str  #: the sweep folder under runs/sweeps/cem/
+    models: Sequence[str]  #: model ids (zoo or pretrained)
+    args: Sequence[str]  #: model group, task and its settings
     #: seconds per map measured here (2 CPU cores, one thread per job), by model id; "*" for the rest
     cost_s: Mapping[str, float] = field(default_factory=dict)
     units: int = len(IMAGES) * 2
@@ -67,21 +78,31 @@ def _hms(s: float) -> str:
 def plan(study: str, sweeps: Sequence[Sweep], parallel: int = 2) -> float:
     total = sum(s.estimate_s() for s in sweeps)
     left = sum(s.estimate_s() * (1 - min(s.finished(), s.jobs) / s.jobs) for s in sweeps)
-    print(f"{study}: {sum(s.jobs for s in sweeps)} maps in {len(sweeps)} sweeps "
-          f"({len(IMAGES)} held-out images x 2 placed ROIs, {CROP} px crops, block 8, T_c 3, T_f 50)")
+    print(
+        f"{study}: {sum(s.jobs for s in sweeps)} maps in {len(sweeps)} sweeps "
+        f"({len(IMAGES)} held-out images x 2 placed ROIs, {CROP} px crops, block 8, T_c 3, T_f 50)"
+    )
     for s in sweeps:
-        print(f"  {s.name:28s} {s.jobs:4d} maps ({s.finished()} finished)  ~{_hms(s.estimate_s() / parallel)}  "
-              f"cem-lab -m {' '.join(s.overrides())}")
-    print(f"estimated here (2 CPU cores, {parallel} jobs at once): {_hms(total / parallel)} in all, "
-          f"{_hms(left / parallel)} left", flush=True)
+        print(
+            f"  {s.name:28s} {s.jobs:4d} maps ({s.finished()} finished)  ~{_hms(s.estimate_s() / parallel)}  "
+            f"cem-lab -m {' '.join(s.overrides())}"
+        )
+    print(
+        f"estimated here (2 CPU cores, {parallel} jobs at once): {_hms(total / parallel)} in all, "
+        f"{_hms(left / parallel)} left",
+        flush=True,
+    )
     return left
 
 
 def run(study: str, sweeps: Sequence[Sweep], extra: Sequence[str] = (), parallel: int = 2) -> int:
     """Every sweep in turn (finished jobs skipped), with progress and an ETA across the study."""
     plan(study, sweeps, parallel)
-    launcher = [] if any(e.startswith(("launcher=", "hydra/launcher=")) for e in extra) else \
-        ["launcher=joblib", f"hydra.launcher.n_jobs={parallel}"]
+    launcher = (
+        []
+        if any(e.startswith(("launcher=", "hydra/launcher=")) for e in extra)
+        else ["launcher=joblib", f"hydra.launcher.n_jobs={parallel}"]
+    )
     start = time.perf_counter()
     failed = 0
     remaining = sum(s.estimate_s() for s in sweeps)
@@ -89,8 +110,11 @@ def run(study: str, sweeps: Sequence[Sweep], extra: Sequence[str] = (), parallel
     for i, s in enumerate(sweeps, 1):
         elapsed = time.perf_counter() - start
         rate = elapsed / done_est if done_est > 0 else 1.0 / parallel
-        print(f"[{study} {i}/{len(sweeps)}] {s.name}: {s.jobs} maps, {s.finished()} finished; "
-              f"{_hms(elapsed)} elapsed, ETA {_hms(remaining * rate)}", flush=True)
+        print(
+            f"[{study} {i}/{len(sweeps)}] {s.name}: {s.jobs} maps, {s.finished()} finished; "
+            f"{_hms(elapsed)} elapsed, ETA {_hms(remaining * rate)}",
+            flush=True,
+        )
         cmd = [sys.executable, "-m", "cem_lab.cli.cem", "-m", *s.overrides(), *launcher, *extra]
         proc = subprocess.run(cmd, cwd=ROOT)
         failed += proc.returncode != 0

@@ -1,4 +1,5 @@
 """Shared fixtures: toy models, small images and a small patch bank."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -9,8 +10,9 @@ import torch
 from torch import nn
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-needs_shared = pytest.mark.skipif(not SHARED_DATA.is_dir(),
-                                  reason=f"reference data not found at {SHARED_DATA} (../shared/data)")
+needs_shared = pytest.mark.skipif(
+    not SHARED_DATA.is_dir(), reason=f"reference data not found at {SHARED_DATA} (../shared/data)"
+)
 
 
 def assert_clean_refusal(p, *words, program: str = "cem-lab"):

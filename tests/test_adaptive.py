@@ -1,15 +1,15 @@
 """The adaptive sequential estimator: early stops where effects are clear, none at the tolerance
 boundary, no more wrong settled classes than its level allows, and maps independent of batch size
 and resume."""
+
 from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import ConvStack, Identity
 
 from cem_lab import compute_cem
-from cem_lab.causal.estimators import AdaptiveEstimator, BlockStats, EstimatorError, classify, pooled
-
-from conftest import ConvStack, Identity
+from cem_lab.causal.estimators import AdaptiveEstimator, BlockStats, EstimatorError, pooled
 
 
 def _drive(est: AdaptiveEstimator, effects: np.ndarray, sd: np.ndarray, baseline: float = 30.0, seed: int = 0):
@@ -30,14 +30,15 @@ def _drive(est: AdaptiveEstimator, effects: np.ndarray, sd: np.ndarray, baseline
 
 
 def test_clear_effects_stop_after_one_round_and_boundary_effects_draw_to_the_maximum():
-    est = AdaptiveEstimator(coarse=3, round_size=10, max_samples=160, half_width=0.0025,
-                            settled_half_width=0.0125, tol=0.01)
+    est = AdaptiveEstimator(
+        coarse=3, round_size=10, max_samples=160, half_width=0.0025, settled_half_width=0.0125, tol=0.01
+    )
     assert est.totals == [10, 20, 40, 80, 160] and est.looks == 5
     effects = np.array([2.0, -1.5, 0.01, 0.01])  # well separated, well separated, at the boundary x2
     sd = np.array([0.005, 0.005, 0.05, 0.05])
     e, stages = _drive(est, effects, sd)
-    assert list(e.n[:2]) == [10, 10]          # settled and precise enough after the first look
-    assert list(e.n[2:]) == [160, 160]        # never settled, never precise enough: T_max
+    assert list(e.n[:2]) == [10, 10]  # settled and precise enough after the first look
+    assert list(e.n[2:]) == [160, 160]  # never settled, never precise enough: T_max
     assert [s.name for s in stages] == ["coarse", "fine1", "fine2", "fine3", "fine4", "fine5"]
     assert [s.first_sample for s in stages[1:]] == [3, 13, 23, 43, 83]  # draws continue after the coarse ones
 
@@ -65,8 +66,9 @@ def test_wrong_settled_classes_stay_within_the_level():
     although each is looked at up to 20 times (equal rounds)."""
     from scipy import stats as sps
 
-    est = AdaptiveEstimator(coarse=3, round_size=10, max_samples=200, growth=1, half_width=1e-9,
-                            settled_half_width=float("inf"), tol=0.01)
+    est = AdaptiveEstimator(
+        coarse=3, round_size=10, max_samples=200, growth=1, half_width=1e-9, settled_half_width=float("inf"), tol=0.01
+    )
     assert est.looks == 20
     n = 2000
     e, _ = _drive(est, np.full(n, 0.015), np.full(n, 0.02), seed=1)
@@ -117,21 +119,45 @@ def test_on_a_real_map_the_roi_blocks_follow_the_chosen_treatment(clean_image, s
     """Identity model, DN: only the ROI's own blocks have an effect (large and clear). By default they get
     the reference's 50 fine draws, with the reference's seeds, so their values equal the reference's;
     'settle' stops them after one round of 10; 'coarse' keeps their 3 coarse draws."""
-    ref = compute_cem(Identity(), clean_image, "dn", (16, 16, 16), patch_bank=small_bank, block=8, fine=50,
-                      progress=False, figures=False, seed=4)
+    ref = compute_cem(
+        Identity(),
+        clean_image,
+        "dn",
+        (16, 16, 16),
+        patch_bank=small_bank,
+        block=8,
+        fine=50,
+        progress=False,
+        figures=False,
+        seed=4,
+    )
     ada = compute_cem(Identity(), clean_image, "dn", (16, 16, 16), patch_bank=small_bank, **KW)
     roi = ada.roi_mask
     assert (ada.counts[roi] == 50).all() and (ref.counts[roi] == 50).all()
     np.testing.assert_array_equal(ada.effect_raw, ref.effect_raw)
     np.testing.assert_array_equal(ada.classification, ref.classification)
     assert ada.meta["settings"]["estimator"]["name"] == "adaptive"
-    settle = compute_cem(Identity(), clean_image, "dn", (16, 16, 16), patch_bank=small_bank,
-                         estimator_options={"roi_blocks": "settle"}, **KW)
+    settle = compute_cem(
+        Identity(),
+        clean_image,
+        "dn",
+        (16, 16, 16),
+        patch_bank=small_bank,
+        estimator_options={"roi_blocks": "settle"},
+        **KW,
+    )
     assert (settle.counts[roi] == 10).all()
     np.testing.assert_array_equal(settle.classification, ref.classification)
     assert settle.meta["forward_passes"] < ref.meta["forward_passes"]
-    cheap = compute_cem(Identity(), clean_image, "dn", (16, 16, 16), patch_bank=small_bank,
-                        estimator_options={"roi_blocks": "coarse"}, **KW)
+    cheap = compute_cem(
+        Identity(),
+        clean_image,
+        "dn",
+        (16, 16, 16),
+        patch_bank=small_bank,
+        estimator_options={"roi_blocks": "coarse"},
+        **KW,
+    )
     assert (cheap.counts[roi] == 3).all() and (cheap.classification[roi] == 1).all()
     assert cheap.meta["settings"]["estimator"]["roi_treatment"] == "their coarse draws only"
     assert cheap.meta["forward_passes"] < settle.meta["forward_passes"]
@@ -139,12 +165,20 @@ def test_on_a_real_map_the_roi_blocks_follow_the_chosen_treatment(clean_image, s
 
 def test_maps_do_not_depend_on_the_batch_size_or_a_resume(tmp_path, clean_image, small_bank):
     model = ConvStack(depth=3)
-    opts = {"round_size": 4, "max_samples": 24, "half_width": 0.001, "growth": 1, "roi_blocks": "settle",
-            "settled_half_width": float("inf")}
-    a = compute_cem(model, clean_image, "dn", (16, 16, 16), patch_bank=small_bank, batch_size=32,
-                    estimator_options=opts, **KW)
-    b = compute_cem(model, clean_image, "dn", (16, 16, 16), patch_bank=small_bank, batch_size=1,
-                    estimator_options=opts, **KW)
+    opts = {
+        "round_size": 4,
+        "max_samples": 24,
+        "half_width": 0.001,
+        "growth": 1,
+        "roi_blocks": "settle",
+        "settled_half_width": float("inf"),
+    }
+    a = compute_cem(
+        model, clean_image, "dn", (16, 16, 16), patch_bank=small_bank, batch_size=32, estimator_options=opts, **KW
+    )
+    b = compute_cem(
+        model, clean_image, "dn", (16, 16, 16), patch_bank=small_bank, batch_size=1, estimator_options=opts, **KW
+    )
     assert len({int(n) for n in a.counts[a.counts > 3]}) > 1  # blocks stopped at different rounds
     np.testing.assert_array_equal(a.effect_raw, b.effect_raw)
     np.testing.assert_array_equal(a.counts, b.counts)
@@ -157,26 +191,48 @@ def test_maps_do_not_depend_on_the_batch_size_or_a_resume(tmp_path, clean_image,
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        compute_cem(model, clean_image, "dn", (16, 16, 16), patch_bank=small_bank, batch_size=5,
-                    estimator_options=opts, output_dir=tmp_path / "run", on_batch=stop, **KW)
+        compute_cem(
+            model,
+            clean_image,
+            "dn",
+            (16, 16, 16),
+            patch_bank=small_bank,
+            batch_size=5,
+            estimator_options=opts,
+            output_dir=tmp_path / "run",
+            on_batch=stop,
+            **KW,
+        )
     assert calls["stage"] == "fine2"
-    c = compute_cem(model, clean_image, "dn", (16, 16, 16), patch_bank=small_bank, batch_size=7,
-                    estimator_options=opts, output_dir=tmp_path / "run", **KW)
+    c = compute_cem(
+        model,
+        clean_image,
+        "dn",
+        (16, 16, 16),
+        patch_bank=small_bank,
+        batch_size=7,
+        estimator_options=opts,
+        output_dir=tmp_path / "run",
+        **KW,
+    )
     assert any("resumed" in n for n in c.meta["notes"])
     np.testing.assert_array_equal(c.effect_raw, a.effect_raw)
     np.testing.assert_array_equal(c.stderr, a.stderr)
 
 
-@pytest.mark.parametrize("opts, words", [
-    ({"half_width": 0}, "half_width must be > 0"),
-    ({"half_width": -0.1}, "half_width must be > 0"),
-    ({"max_samples": 5, "round_size": 10}, "at least one round"),
-    ({"max_samples": 2, "round_size": 2}, "at least the coarse"),
-    ({"settled_half_width": 0.001}, "settled_half_width"),
-    ({"growth": 0.5}, "growth"),
-    ({"round_size": 1}, "round_size must be >= 2"),
-    ({"roi_blocks": "skip"}, "roi_blocks"),
-])
+@pytest.mark.parametrize(
+    "opts, words",
+    [
+        ({"half_width": 0}, "half_width must be > 0"),
+        ({"half_width": -0.1}, "half_width must be > 0"),
+        ({"max_samples": 5, "round_size": 10}, "at least one round"),
+        ({"max_samples": 2, "round_size": 2}, "at least the coarse"),
+        ({"settled_half_width": 0.001}, "settled_half_width"),
+        ({"growth": 0.5}, "growth"),
+        ({"round_size": 1}, "round_size must be >= 2"),
+        ({"roi_blocks": "skip"}, "roi_blocks"),
+    ],
+)
 def test_bad_settings_are_refused(clean_image, small_bank, opts, words):
     with pytest.raises(EstimatorError, match=words):
         compute_cem(Identity(), clean_image, "dn", (16, 16, 16), patch_bank=small_bank, estimator_options=opts, **KW)

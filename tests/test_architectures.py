@@ -1,7 +1,9 @@
 """Our restoration architectures: shapes, receptive fields, attention context, Swin windows, errors."""
+
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 import torch
@@ -28,8 +30,13 @@ TINY: dict[str, dict[str, Any]] = {
     "rcan": dict(width=8, groups=2, blocks=2, reduction=2),
     "swinlite": dict(width=8, depth=2, heads=2, window=4, mlp_ratio=1.0),
 }
-CASES = [(name, scale, up) for name in TINY for scale in (1, 2, 4) for up in ("post", "pre")
-         if not (name == "srcnn" and up == "post")]
+CASES = [
+    (name, scale, up)
+    for name in TINY
+    for scale in (1, 2, 4)
+    for up in ("post", "pre")
+    if not (name == "srcnn" and up == "post")
+]
 
 
 def _build(name: str, **kwargs: Any) -> nn.Module:
@@ -213,28 +220,31 @@ def test_shifted_window_mask_blocks_wrapped_tokens() -> None:
     assert torch.isinf(mask[-1]).any() and (mask[-1].diagonal() == 0).all()
 
 
-@pytest.mark.parametrize(("factory", "argument"), [
-    (lambda: EDSR(scale=5), "scale"),
-    (lambda: EDSR(scale=True), "scale"),
-    (lambda: FSRCNN(upsampling="middle"), "upsampling"),
-    (lambda: FSRCNN(depth=-1), "depth"),
-    (lambda: EDSR(res_scale=0), "res_scale"),
-    (lambda: EDSR(width=0), "width"),
-    (lambda: SRResNet(depth=2.5), "depth"),
-    (lambda: SRCNN(kernel_sizes=(9, 4, 5)), "kernel_sizes"),
-    (lambda: SRCNN(kernel_sizes=(9, 5)), "kernel_sizes"),
-    (lambda: SRCNN(upsampling="post"), "upsampling"),
-    (lambda: RCAN(attention="spatial"), "attention"),
-    (lambda: RCAN(attention="local"), "pool_size"),
-    (lambda: RCAN(attention="adaptive", pool_size=0), "pool_size"),
-    (lambda: RCAN(attention="global", pool_size=4), "pool_size"),
-    (lambda: RCAN(width=8, reduction=16), "reduction"),
-    (lambda: RCAN(attention="none", half=True), "half"),
-    (lambda: SwinLite(width=10, heads=4), "heads"),
-    (lambda: SwinLite(window=0), "window"),
-    (lambda: SwinLite(mlp_ratio=-1.0), "mlp_ratio"),
-    (lambda: SwinLite(shift="yes"), "shift"),
-])
+@pytest.mark.parametrize(
+    ("factory", "argument"),
+    [
+        (lambda: EDSR(scale=5), "scale"),
+        (lambda: EDSR(scale=True), "scale"),
+        (lambda: FSRCNN(upsampling="middle"), "upsampling"),
+        (lambda: FSRCNN(depth=-1), "depth"),
+        (lambda: EDSR(res_scale=0), "res_scale"),
+        (lambda: EDSR(width=0), "width"),
+        (lambda: SRResNet(depth=2.5), "depth"),
+        (lambda: SRCNN(kernel_sizes=(9, 4, 5)), "kernel_sizes"),
+        (lambda: SRCNN(kernel_sizes=(9, 5)), "kernel_sizes"),
+        (lambda: SRCNN(upsampling="post"), "upsampling"),
+        (lambda: RCAN(attention="spatial"), "attention"),
+        (lambda: RCAN(attention="local"), "pool_size"),
+        (lambda: RCAN(attention="adaptive", pool_size=0), "pool_size"),
+        (lambda: RCAN(attention="global", pool_size=4), "pool_size"),
+        (lambda: RCAN(width=8, reduction=16), "reduction"),
+        (lambda: RCAN(attention="none", half=True), "half"),
+        (lambda: SwinLite(width=10, heads=4), "heads"),
+        (lambda: SwinLite(window=0), "window"),
+        (lambda: SwinLite(mlp_ratio=-1.0), "mlp_ratio"),
+        (lambda: SwinLite(shift="yes"), "shift"),
+    ],
+)
 def test_bad_arguments(factory: Callable[[], nn.Module], argument: str) -> None:
     with pytest.raises(ValueError, match=argument):
         factory()

@@ -1,6 +1,7 @@
 """The ROI atlas: every ROI's map from shared full-image passes equals its own single-ROI run, with
 fewer passes; bad ROI lists are refused before any compute; an interrupted atlas resumes to the
 same maps; the CLI runs roi=grid into one folder and reuses a finished one."""
+
 from __future__ import annotations
 
 import json
@@ -9,12 +10,10 @@ import sys
 
 import numpy as np
 import pytest
-import torch
+from conftest import ConvStack
 
 from cem_lab import compute_cem
 from cem_lab.causal.atlas import AtlasError, AtlasJob, check_rois, compute_atlas, prepare_atlas, roi_grid
-
-from conftest import ConvStack
 
 KW = dict(block=8, coarse=2, fine=6, seed=3)
 
@@ -31,13 +30,33 @@ def test_every_roi_of_the_atlas_equals_its_single_roi_run(image64, small_bank, e
     model = ConvStack(depth=4)
     rois = [[8, 8, 16], [16, 16, 16], [40, 24, 24]]  # the first two overlap
     opts = {"round_size": 4, "max_samples": 16} if estimator == "adaptive" else None
-    atlas = compute_atlas(model, image64, "dn", rois, patch_bank=small_bank, estimator=estimator,
-                          estimator_options=opts, progress=False, **KW)
+    atlas = compute_atlas(
+        model,
+        image64,
+        "dn",
+        rois,
+        patch_bank=small_bank,
+        estimator=estimator,
+        estimator_options=opts,
+        progress=False,
+        **KW,
+    )
     assert any("overlap" in n for n in atlas.meta["notes"])
     single_passes = 0
     for roi, a in zip(rois, atlas.results):
-        r = compute_cem(model, image64, "dn", roi, patch_bank=small_bank, estimator=estimator, mode="full",
-                        estimator_options=opts, progress=False, figures=False, **KW)
+        r = compute_cem(
+            model,
+            image64,
+            "dn",
+            roi,
+            patch_bank=small_bank,
+            estimator=estimator,
+            mode="full",
+            estimator_options=opts,
+            progress=False,
+            figures=False,
+            **KW,
+        )
         for name in ("effect", "effect_raw", "stderr", "counts", "classification", "roi_mask"):
             np.testing.assert_array_equal(getattr(a, name), getattr(r, name), err_msg=name)
         assert a.baseline_metric == r.baseline_metric
@@ -56,13 +75,16 @@ def test_roi_grid_tiles_the_output_centred():
         roi_grid(16, 16, 32)
 
 
-@pytest.mark.parametrize("rois, words", [
-    ([[0, 0, 16]], "at least two ROIs"),
-    ([[0, 0, 16], [0, 0, 16]], "are the same"),
-    ([[0, 0, 16], [56, 56, 16]], "ROI 1 of the atlas"),
-    ([[0, 0, 16], [-4, 0, 16]], "ROI 1 of the atlas"),
-    ("tiles", "'grid' or a list"),
-])
+@pytest.mark.parametrize(
+    "rois, words",
+    [
+        ([[0, 0, 16]], "at least two ROIs"),
+        ([[0, 0, 16], [0, 0, 16]], "are the same"),
+        ([[0, 0, 16], [56, 56, 16]], "ROI 1 of the atlas"),
+        ([[0, 0, 16], [-4, 0, 16]], "ROI 1 of the atlas"),
+        ("tiles", "'grid' or a list"),
+    ],
+)
 def test_bad_roi_lists_are_refused_before_any_forward_pass(image64, small_bank, rois, words):
     model = ConvStack(depth=3)
     calls = []
@@ -74,8 +96,9 @@ def test_bad_roi_lists_are_refused_before_any_forward_pass(image64, small_bank, 
 
 def test_the_atlas_refuses_settings_it_cannot_honour(image64, small_bank):
     with pytest.raises(AtlasError, match="recompute"):
-        prepare_atlas(ConvStack(), image64, "dn", "grid", roi_size=32, patch_bank=small_bank,
-                      recompute="incremental", **KW)
+        prepare_atlas(
+            ConvStack(), image64, "dn", "grid", roi_size=32, patch_bank=small_bank, recompute="incremental", **KW
+        )
     with pytest.raises(AtlasError, match="blocks"):
         prepare_atlas(ConvStack(), image64, "dn", "grid", roi_size=32, patch_bank=small_bank, blocks=[0, 1], **KW)
     assert check_rois([[0, 0, 8], [8, 8, 8]], 64, 64, 1)[1] == []
@@ -96,8 +119,17 @@ def test_an_interrupted_atlas_resumes_to_the_same_maps(tmp_path, image64, small_
 
     monkeypatch.setattr(AtlasJob, "_metrics", flaky)
     with pytest.raises(KeyboardInterrupt):
-        compute_atlas(model, image64, "dn", "grid", output_dir=tmp_path / "a", progress=False,
-                      checkpoint_every=0, figures=False, **kw)
+        compute_atlas(
+            model,
+            image64,
+            "dn",
+            "grid",
+            output_dir=tmp_path / "a",
+            progress=False,
+            checkpoint_every=0,
+            figures=False,
+            **kw,
+        )
     monkeypatch.setattr(AtlasJob, "_metrics", real)
     again = compute_atlas(model, image64, "dn", "grid", output_dir=tmp_path / "a", progress=False, **kw)
     assert any("resumed" in n for n in again.meta["notes"])
@@ -113,23 +145,32 @@ def test_an_interrupted_atlas_resumes_to_the_same_maps(tmp_path, image64, small_
 
 
 def _cli(*args, cwd):
-    return subprocess.run([sys.executable, "-m", "cem_lab.cli.cem", *args], capture_output=True, text=True,
-                          cwd=cwd, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "cem_lab.cli.cem", *args], capture_output=True, text=True, cwd=cwd, timeout=600
+    )
 
 
 def test_cli_roi_grid_writes_one_atlas_folder_and_reuses_it(tmp_path, image64):
     from PIL import Image
 
     Image.fromarray(image64).save(tmp_path / "img.png")
-    args = [f"image={tmp_path / 'img.png'}", "roi=grid", "roi_grid.size=32", "cem.fine=4", "progress=false",
-            "figures=false", f"hydra.run.dir={tmp_path / 'run'}"]
+    args = [
+        f"image={tmp_path / 'img.png'}",
+        "roi=grid",
+        "roi_grid.size=32",
+        "cem.fine=4",
+        "progress=false",
+        "figures=false",
+        f"hydra.run.dir={tmp_path / 'run'}",
+    ]
     p = _cli(*args, cwd=tmp_path)
     assert p.returncode == 0, p.stderr[-3000:]
     assert "ROI atlas written to" in p.stdout and "4 ROIs" in p.stdout
     assert json.loads((tmp_path / "run" / "atlas.json").read_text())["n_rois"] == 4
     p2 = _cli(*args, cwd=tmp_path)
     assert p2.returncode == 0 and "already finished (skipped)" in p2.stdout
-    bad = _cli(f"image={tmp_path / 'img.png'}", "roi=[[0,0,16],[0,0,16]]", f"hydra.run.dir={tmp_path / 'bad'}",
-               cwd=tmp_path)
+    bad = _cli(
+        f"image={tmp_path / 'img.png'}", "roi=[[0,0,16],[0,0,16]]", f"hydra.run.dir={tmp_path / 'bad'}", cwd=tmp_path
+    )
     assert bad.returncode == 2 and "are the same" in bad.stderr
     assert not (tmp_path / "bad").exists()

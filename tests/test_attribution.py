@@ -1,19 +1,32 @@
 """Gradient attributions (LAM, saliency, Captum's IG) on the CEM grid, and faithfulness checks."""
+
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
+from conftest import ConvStack
 from torch import nn
 
-from cem_lab.attribution import (LAM, AttributionError, IntegratedGradients, RoiObjective, Saliency,
-                                 aggregate_blocks, blur_path, curve_auc, deletion_curve, insertion_curve,
-                                 rank_blocks, rank_correlation, replace_blocks_metric, sign_test)
+from cem_lab.attribution import (
+    LAM,
+    AttributionError,
+    IntegratedGradients,
+    RoiObjective,
+    Saliency,
+    aggregate_blocks,
+    blur_path,
+    curve_auc,
+    deletion_curve,
+    insertion_curve,
+    rank_blocks,
+    rank_correlation,
+    replace_blocks_metric,
+    sign_test,
+)
 from cem_lab.causal import BlockGrid, Roi
 from cem_lab.causal.interventions import gaussian_blur
 from cem_lab.images import from_uint8
-
-from conftest import ConvStack
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -93,8 +106,9 @@ def test_ig_through_captum_is_complete(small_input):
     roi = Roi(8, 8, 8)
     obj = RoiObjective(roi, "gradient")
     for baseline in ("black", "blur"):
-        amap = IntegratedGradients(model).attribute(small_input, roi, block=4, baseline=baseline, steps=64,
-                                                    batch_size=16, progress=False)
+        amap = IntegratedGradients(model).attribute(
+            small_input, roi, block=4, baseline=baseline, steps=64, batch_size=16, progress=False
+        )
         base = torch.zeros_like(small_input) if baseline == "black" else gaussian_blur(small_input, 1.2)
         gap = _objective_value(model, small_input, obj) - _objective_value(model, base, obj)
         assert abs(gap) > 0.1
@@ -114,8 +128,17 @@ def test_lam_on_a_linear_model_equals_its_closed_form(small_input, integration):
     x = small_input.clone().requires_grad_(True)
     (g,) = torch.autograd.grad(obj(model(x)).sum(), x)
     expected = (g * (small_input - gaussian_blur(small_input, sigma)))[0].double().numpy()
-    amap = LAM(model).attribute(small_input, roi, block=4, objective="roi_sum", sigma_max=sigma, steps=20,
-                                batch_size=6, integration=integration, progress=False)
+    amap = LAM(model).attribute(
+        small_input,
+        roi,
+        block=4,
+        objective="roi_sum",
+        sigma_max=sigma,
+        steps=20,
+        batch_size=6,
+        integration=integration,
+        progress=False,
+    )
     assert np.abs(expected).max() > 1e-2
     np.testing.assert_allclose(amap.attribution, expected, atol=1e-5, rtol=0)
     assert amap.scale == 2 and amap.output_shape == (48, 48) and amap.block_abs.shape == (12, 12)
@@ -135,8 +158,10 @@ def test_lam_path_runs_from_the_blurred_baseline_to_the_input(small_input):
 def test_lam_does_not_depend_on_the_batch_size_and_is_nearly_complete(small_input):
     model = ConvStack(depth=3, width=6)
     roi = Roi(8, 8, 8)
-    maps = [LAM(model).attribute(small_input, roi, block=4, steps=32, batch_size=b, integration="trapezoid",
-                                 progress=False) for b in (1, 5, 33)]
+    maps = [
+        LAM(model).attribute(small_input, roi, block=4, steps=32, batch_size=b, integration="trapezoid", progress=False)
+        for b in (1, 5, 33)
+    ]
     for m in maps[1:]:
         np.testing.assert_allclose(m.attribution, maps[0].attribution, atol=1e-6)
     m = maps[0]
@@ -213,16 +238,18 @@ def test_attribution_map_lies_on_the_cem_grid(small_input):
 # --- faithfulness ---------------------------------------------------------------------------------------
 def _additive_metric(contrib):
     """Toy ROI metric: the sum of the contributions of the blocks that were not replaced."""
+
     def metric_after(blocks):
         keep = np.ones(contrib.size, dtype=bool)
         keep[np.asarray(blocks, dtype=int)] = False
         return float(contrib[keep].sum())
+
     return metric_after
 
 
 def test_deletion_curve_of_the_true_order_is_monotone_and_beats_random_orders():
     rng = np.random.default_rng(3)
-    contrib = rng.uniform(0.1, 2.0, size=(5, 5))           # each block helps the ROI by a known amount
+    contrib = rng.uniform(0.1, 2.0, size=(5, 5))  # each block helps the ROI by a known amount
     metric = _additive_metric(contrib.ravel())
     true = rank_blocks(contrib)
     dele = deletion_curve(true, metric)
@@ -242,7 +269,7 @@ def test_curve_area_is_normalised_by_the_number_of_steps():
     f = np.linspace(0, 1, 5)
     assert curve_auc(f, np.ones(5)) == pytest.approx(1.0)
     assert curve_auc(f, 1 - f) == pytest.approx(0.5)
-    assert curve_auc(f, [4, 0, 0, 0, 0]) == pytest.approx(0.5)   # (4 + 0) / 2 / 4 steps
+    assert curve_auc(f, [4, 0, 0, 0, 0]) == pytest.approx(0.5)  # (4 + 0) / 2 / 4 steps
 
 
 def test_rank_correlation_of_block_maps():
@@ -261,11 +288,11 @@ def test_rank_correlation_of_block_maps():
 
 def test_sign_test_confirms_true_negatives_and_rejects_false_ones():
     rng = np.random.default_rng(1)
-    contrib = rng.uniform(0.2, 1.0, size=36) * np.where(np.arange(36) % 3 == 0, -1, 1)   # 12 hurt the ROI
+    contrib = rng.uniform(0.2, 1.0, size=36) * np.where(np.arange(36) % 3 == 0, -1, 1)  # 12 hurt the ROI
     metric = _additive_metric(contrib)
     good = sign_test(contrib.reshape(6, 6), metric)
     assert good.n == 12 and good.k == 12 and good.share == 1.0
-    assert good.pvalue == pytest.approx(0.5 ** 12)
+    assert good.pvalue == pytest.approx(0.5**12)
     bad = sign_test(-contrib.reshape(6, 6), metric)
     assert bad.n == 24 and bad.k == 0 and bad.pvalue == pytest.approx(1.0)
     none = sign_test(np.abs(contrib), metric)
@@ -278,8 +305,19 @@ def test_replace_blocks_metric_matches_the_cem(clean_image):
     from cem_lab.tasks import DenoiseTask
 
     model, task, roi = ConvStack(depth=3, width=6), DenoiseTask(50), (16, 16, 16)
-    res = compute_cem(model, clean_image, task, roi, block=8, intervention="zeros", estimator="exhaustive",
-                      samples=1, tol=0.0, progress=False, mode="full")
+    res = compute_cem(
+        model,
+        clean_image,
+        task,
+        roi,
+        block=8,
+        intervention="zeros",
+        estimator="exhaustive",
+        samples=1,
+        tol=0.0,
+        progress=False,
+        mode="full",
+    )
     ti = task.prepare(from_uint8(clean_image), 0)
     metric_after = replace_blocks_metric(model, ti, task=task, roi=roi, block=8, intervention="zeros")
     assert metric_after.baseline == pytest.approx(res.baseline_metric, abs=1e-9)
@@ -318,8 +356,7 @@ def test_a_non_torch_callable_is_refused(small_input):
 @pytest.mark.parametrize("objective", ["gradient", "roi_sum"])
 def test_a_roi_with_zero_objective_gradient_is_refused(small_input, objective):
     with pytest.raises(AttributionError, match="identically zero.*another ROI"):
-        LAM(MaskedOutput()).attribute(small_input, (2, 2, 8), block=4, objective=objective, steps=4,
-                                      progress=False)
+        LAM(MaskedOutput()).attribute(small_input, (2, 2, 8), block=4, objective=objective, steps=4, progress=False)
     with pytest.raises(AttributionError, match="identically zero"):
         Saliency(MaskedOutput()).attribute(small_input, (2, 2, 8), block=4, objective=objective)
     # elsewhere the same model is fine

@@ -1,5 +1,6 @@
 """`cem-attribution`: the CEM beside LAM, IG and saliency, end to end through the CLI; reusing a
 cem-lab run; refusals in the one error form (exit status 2) that leave no folder behind."""
+
 from __future__ import annotations
 
 import json
@@ -11,24 +12,37 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import assert_clean_refusal
 from PIL import Image
 
-from conftest import assert_clean_refusal
-
-SMALL = ["model=custom", "model.net._target_=cem_lab.models.DnCNN", "+model.net.features=8",
-         "+model.net.depth=3", "roi=[16,16,16]", "cem=exhaustive", "cem.samples=2", "cem.tol=0",
-         "patches.count=300", "progress=false"]
+SMALL = [
+    "model=custom",
+    "model.net._target_=cem_lab.models.DnCNN",
+    "+model.net.features=8",
+    "+model.net.depth=3",
+    "roi=[16,16,16]",
+    "cem=exhaustive",
+    "cem.samples=2",
+    "cem.tol=0",
+    "patches.count=300",
+    "progress=false",
+]
 # short paths for the gradient methods and the curves; two LV draws per evaluation, as the CEM
-FAST = ["attribution.lam.steps=8", "attribution.ig.steps=8", "attribution.faithfulness.steps=8",
-        "attribution.faithfulness.samples=2"]
+FAST = [
+    "attribution.lam.steps=8",
+    "attribution.ig.steps=8",
+    "attribution.faithfulness.steps=8",
+    "attribution.faithfulness.samples=2",
+]
 METHODS = ["lam", "ig", "saliency", "cem"]
 INTERVENTIONS = ["lv", "zeros", "mean", "blur"]
 
 
 def _cli(args, cwd: Path, program: str = "cem_lab.cli.attribution", env=None):
     cwd.mkdir(parents=True, exist_ok=True)
-    return subprocess.run([sys.executable, "-m", program, *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=300, env=env)
+    return subprocess.run(
+        [sys.executable, "-m", program, *args], cwd=cwd, capture_output=True, text=True, timeout=300, env=env
+    )
 
 
 def _assert_clean_refusal(p, *words, program: str = "cem-attribution"):
@@ -73,8 +87,16 @@ def test_an_attribution_run_writes_its_numbers_and_figures(computed):
     from cem_lab.analysis.attribution import load_attribution
 
     folder, p = computed
-    for f in ["attribution.npz", "attribution.json", "figures/attribution_panel.png", "figures/deletion_curves.png",
-              "config.yaml", "attribution.log", "cem/cem.npz", "cem/summary.json"]:
+    for f in [
+        "attribution.npz",
+        "attribution.json",
+        "figures/attribution_panel.png",
+        "figures/deletion_curves.png",
+        "config.yaml",
+        "attribution.log",
+        "cem/cem.npz",
+        "cem/summary.json",
+    ]:
         assert (folder / f).is_file(), f
     for f in ["figures/attribution_panel.png", "figures/deletion_curves.png"]:
         with Image.open(folder / f) as im:
@@ -151,8 +173,10 @@ def test_reusing_a_cem_lab_run_gives_the_same_cem_as_computing_it(tmp_path, comp
     from cem_lab.analysis.attribution import load_attribution
 
     folder = tmp_path / "reuse"
-    p = _cli(SMALL + FAST + [f"image={image_file}", f"attribution.cem_run={cem_lab_run}",
-                             f"hydra.run.dir={folder}"], tmp_path)
+    p = _cli(
+        SMALL + FAST + [f"image={image_file}", f"attribution.cem_run={cem_lab_run}", f"hydra.run.dir={folder}"],
+        tmp_path,
+    )
     assert p.returncode == 0, p.stderr[-3000:]
     assert f"read from {cem_lab_run}" in p.stdout
     assert not (folder / "cem").exists()  # nothing computed here
@@ -165,8 +189,9 @@ def test_reusing_a_cem_lab_run_gives_the_same_cem_as_computing_it(tmp_path, comp
         np.testing.assert_array_equal(reused.arrays[f"cem/{key}"], fresh.arrays[f"cem/{key}"])
     for name in INTERVENTIONS:
         for kind in ("deletion", "insertion"):
-            np.testing.assert_allclose(reused.curve(name, "cem", kind)["values"],
-                                       fresh.curve(name, "cem", kind)["values"], atol=1e-9)
+            np.testing.assert_allclose(
+                reused.curve(name, "cem", kind)["values"], fresh.curve(name, "cem", kind)["values"], atol=1e-9
+            )
     assert reused.rank_correlation("lam", "cem") == pytest.approx(fresh.rank_correlation("lam", "cem"))
 
 
@@ -190,8 +215,9 @@ def test_a_bad_roi_is_refused_cleanly_and_leaves_no_folder(tmp_path, image_file)
 def test_a_folder_with_another_attribution_run_is_refused_untouched(tmp_path, computed, image_file):
     folder = computed[0]
     before = (folder / "attribution.json").read_bytes()
-    p = _cli(SMALL + FAST + [f"image={image_file}", "attribution.objective=roi_sum", f"hydra.run.dir={folder}"],
-             tmp_path)
+    p = _cli(
+        SMALL + FAST + [f"image={image_file}", "attribution.objective=roi_sum", f"hydra.run.dir={folder}"], tmp_path
+    )
     _assert_clean_refusal(p, "other settings")
     assert (folder / "attribution.json").read_bytes() == before
 
@@ -199,7 +225,8 @@ def test_a_folder_with_another_attribution_run_is_refused_untouched(tmp_path, co
 def test_a_model_without_gradients_is_refused_with_the_cem_command(tmp_path, image_file):
     mods = tmp_path / "mods"
     mods.mkdir()
-    (mods / "nograd_net.py").write_text(textwrap.dedent("""
+    (mods / "nograd_net.py").write_text(
+        textwrap.dedent("""
         import torch
         from torch import nn
 
@@ -211,15 +238,17 @@ def test_a_model_without_gradients_is_refused_with_the_cem_command(tmp_path, ima
             def forward(self, x):
                 with torch.no_grad():
                     return x - 0.1 * self.conv(x)
-        """))
+        """)
+    )
     import os
 
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(mods), os.environ.get("PYTHONPATH", "")])}
     work = tmp_path / "work"
     args = [a for a in SMALL if "model.net" not in a] + ["model.net._target_=nograd_net.NoGrad", "mode=full"]
     p = _cli(args + FAST + [f"image={image_file}"], work, env=env)
-    _assert_clean_refusal(p, "differentiable torch model", "still works", "cem-lab model=custom",
-                          "attribution.methods=[cem]")
+    _assert_clean_refusal(
+        p, "differentiable torch model", "still works", "cem-lab model=custom", "attribution.methods=[cem]"
+    )
     _no_run_folder(work)
 
 
@@ -241,12 +270,14 @@ def test_the_config_reuses_the_cem_lab_groups_and_its_settings_are_checked():
     assert s.methods == METHODS and s.interventions == INTERVENTIONS and s.steps == 16 and s.samples == 4
     assert s.lam == {"sigma_max": 1.2, "steps": 50, "batch_size": 8, "integration": "riemann_right"}
     assert s.ig["baseline"] == "black" and s.ig["steps"] == 50
-    for bad, words in ((["attribution.methods=[lam,foo]"], "foo"),
-                       (["attribution.faithfulness.interventions=[lv,shuffle]"], "shuffle"),
-                       (["attribution.lam.steps=0"], "attribution.lam.steps"),
-                       (["attribution.ig.baseline=grey"], "attribution.ig.baseline"),
-                       (["attribution.objective=psnr"], "attribution.objective"),
-                       (["attribution.methods=[lam]", "attribution.cem_run=/x"], "cem is not in")):
+    for bad, words in (
+        (["attribution.methods=[lam,foo]"], "foo"),
+        (["attribution.faithfulness.interventions=[lv,shuffle]"], "shuffle"),
+        (["attribution.lam.steps=0"], "attribution.lam.steps"),
+        (["attribution.ig.baseline=grey"], "attribution.ig.baseline"),
+        (["attribution.objective=psnr"], "attribution.objective"),
+        (["attribution.methods=[lam]", "attribution.cem_run=/x"], "cem is not in"),
+    ):
         with pytest.raises(AttributionError, match=words):
             read_settings(_cfg(bad))
 
@@ -292,9 +323,17 @@ def test_faithfulness_over_runs_has_intervals_wins_and_the_paired_difference_wit
     rows = []
     for k, (cem, lam) in enumerate([(0.5, 0.3), (0.7, 0.4), (0.6, 0.8)]):
         for method, drop in (("cem", cem), ("lam", lam)):
-            rows.append({"run": f"r{k}", "roi": "[0, 0, 8]", "intervention": "lv", "method": method,
-                         "deletion_drop": drop, "insertion_gain": drop / 2,
-                         "rank_correlation_with_cem": 1.0 if method == "cem" else 0.5})
+            rows.append(
+                {
+                    "run": f"r{k}",
+                    "roi": "[0, 0, 8]",
+                    "intervention": "lv",
+                    "method": method,
+                    "deletion_drop": drop,
+                    "insertion_gain": drop / 2,
+                    "rank_correlation_with_cem": 1.0 if method == "cem" else 0.5,
+                }
+            )
     s = faithfulness_summary(pd.DataFrame(rows)).set_index("method")
     assert s.loc["cem", "deletion_drop"] == pytest.approx(0.6)
     assert s.loc["cem", "deletion_drop_lo"] < 0.6 < s.loc["cem", "deletion_drop_hi"]

@@ -1,9 +1,11 @@
 """Bad input gets a clear error that names the problem and the fix, and leaves no result behind."""
+
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
+from conftest import ConvStack, Identity
 from PIL import Image
 from torch import nn
 
@@ -11,8 +13,6 @@ from cem_lab import compute_cem
 from cem_lab.causal import GeometryError, ModelOutputError, RunFolderError
 from cem_lab.images import ImageError, load_image
 from cem_lab.patches import PatchBank, PatchBankError
-
-from conftest import ConvStack, Identity
 
 KW = dict(block=8, coarse=2, fine=2, progress=False)
 
@@ -26,12 +26,15 @@ def _no_result(folder):
     return not (folder / "cem.npz").exists() and not (folder / "summary.json").exists()
 
 
-@pytest.mark.parametrize("roi, words", [
-    ((40, 40, 16), "outside"),
-    ((-8, 0, 16), "outside"),
-    ((0, 0, 64), "does not fit"),
-    ((0, 0, 0), "positive"),
-])
+@pytest.mark.parametrize(
+    "roi, words",
+    [
+        ((40, 40, 16), "outside"),
+        ((-8, 0, 16), "outside"),
+        ((0, 0, 64), "does not fit"),
+        ((0, 0, 0), "positive"),
+    ],
+)
 def test_roi_outside_the_image(tmp_path, clean_image, bank, roi, words):
     with pytest.raises(GeometryError, match=words):
         compute_cem(Identity(), clean_image, "dn", roi, patch_bank=bank, output_dir=tmp_path, **KW)
@@ -45,8 +48,7 @@ def test_roi_not_aligned_to_the_scale(clean_image, bank):
 
 def test_block_not_divisible_by_the_scale(clean_image, bank):
     with pytest.raises(GeometryError, match="not divisible by the scale"):
-        compute_cem(ConvStack(scale=4), clean_image, "sr", (8, 8, 16), patch_bank=bank,
-                    **{**KW, "block": 6})
+        compute_cem(ConvStack(scale=4), clean_image, "sr", (8, 8, 16), patch_bank=bank, **{**KW, "block": 6})
 
 
 def test_block_larger_than_the_image(clean_image, bank):

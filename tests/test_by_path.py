@@ -1,6 +1,7 @@
 """Official architectures by checkpoint path (model=auto): spandrel detects the architecture from the
 state dict. Small random-weight networks of ten architectures are saved in the usual layouts, loaded by
 path (the Python API and the CLI), checked against the task, and mapped."""
+
 from __future__ import annotations
 
 import json
@@ -28,22 +29,64 @@ def _arch(module: str, cls: str):
 
 #: name -> (builder with small hyper-parameters, architecture name spandrel reports, scale)
 ARCHS = {
-    "swinir": (lambda: _arch("SwinIR", "SwinIR")(img_size=16, embed_dim=12, depths=[2], num_heads=[2], window_size=4,
-                                                 upscale=2, upsampler="pixelshuffledirect", mlp_ratio=2.0), "SwinIR", 2),
-    "hat": (lambda: _arch("HAT", "HAT")(img_size=16, embed_dim=12, depths=(2,), num_heads=(2,), window_size=4, upscale=2,
-                                        upsampler="pixelshuffle", mlp_ratio=2.0, squeeze_factor=4, compress_ratio=2),
-            "HAT", 2),
+    "swinir": (
+        lambda: _arch("SwinIR", "SwinIR")(
+            img_size=16,
+            embed_dim=12,
+            depths=[2],
+            num_heads=[2],
+            window_size=4,
+            upscale=2,
+            upsampler="pixelshuffledirect",
+            mlp_ratio=2.0,
+        ),
+        "SwinIR",
+        2,
+    ),
+    "hat": (
+        lambda: _arch("HAT", "HAT")(
+            img_size=16,
+            embed_dim=12,
+            depths=(2,),
+            num_heads=(2,),
+            window_size=4,
+            upscale=2,
+            upsampler="pixelshuffle",
+            mlp_ratio=2.0,
+            squeeze_factor=4,
+            compress_ratio=2,
+        ),
+        "HAT",
+        2,
+    ),
     "rcan": (lambda: _arch("RCAN", "RCAN")(scale=2, n_resgroups=1, n_resblocks=2, n_feats=16, reduction=4), "RCAN", 2),
-    "esrgan": (lambda: _arch("ESRGAN.__arch.RRDB", "RRDBNet")(in_nc=3, out_nc=3, num_filters=16, num_blocks=1, scale=2),
-               "ESRGAN", 2),
-    "compact": (lambda: _arch("Compact.__arch.SRVGG", "SRVGGNetCompact")(num_in_ch=3, num_out_ch=3, num_feat=16,
-                                                                         num_conv=4, upscale=2),
-                "RealESRGAN Compact", 2),
-    "dat": (lambda: _arch("DAT", "DAT")(img_size=16, embed_dim=16, split_size=[2, 4], depth=[2], num_heads=[2],
-                                        expansion_factor=4.0, upscale=2), "DAT", 2),
+    "esrgan": (
+        lambda: _arch("ESRGAN.__arch.RRDB", "RRDBNet")(in_nc=3, out_nc=3, num_filters=16, num_blocks=1, scale=2),
+        "ESRGAN",
+        2,
+    ),
+    "compact": (
+        lambda: _arch("Compact.__arch.SRVGG", "SRVGGNetCompact")(
+            num_in_ch=3, num_out_ch=3, num_feat=16, num_conv=4, upscale=2
+        ),
+        "RealESRGAN Compact",
+        2,
+    ),
+    "dat": (
+        lambda: _arch("DAT", "DAT")(
+            img_size=16, embed_dim=16, split_size=[2, 4], depth=[2], num_heads=[2], expansion_factor=4.0, upscale=2
+        ),
+        "DAT",
+        2,
+    ),
     "span": (lambda: _arch("SPAN", "SPAN")(num_in_ch=3, num_out_ch=3, feature_channels=12, upscale=2), "SPAN", 2),
-    "nafnet": (lambda: _arch("NAFNet", "NAFNet")(img_channel=3, width=8, middle_blk_num=1, enc_blk_nums=[1, 1],
-                                                 dec_blk_nums=[1, 1]), "NAFNet", 1),
+    "nafnet": (
+        lambda: _arch("NAFNet", "NAFNet")(
+            img_channel=3, width=8, middle_blk_num=1, enc_blk_nums=[1, 1], dec_blk_nums=[1, 1]
+        ),
+        "NAFNet",
+        1,
+    ),
     "drunet": (lambda: _arch("DRUNet", "DRUNet")(in_nc=4, out_nc=3, nc=[8, 16, 32, 64], nb=3), "DRUNet", 1),
     "dncnn": (lambda: _arch("DnCNN", "DnCNN")(in_nc=3, out_nc=3, nc=16, nb=8, act_mode="R"), "DnCNN", 1),
 }
@@ -63,8 +106,12 @@ def _save(net, folder, layout: str):
         path = folder / "net.safetensors"
         save_file(sd, str(path))
         return path
-    obj = {"plain": sd, "params": {"params": sd}, "params_ema": {"params_ema": sd, "params": sd},
-           "module": {f"module.{k}": v for k, v in sd.items()}}[layout]
+    obj = {
+        "plain": sd,
+        "params": {"params": sd},
+        "params_ema": {"params_ema": sd, "params": sd},
+        "module": {f"module.{k}": v for k, v in sd.items()},
+    }[layout]
     path = folder / f"net_{layout}.pth"
     torch.save(obj, path)
     return path
@@ -145,7 +192,7 @@ def test_a_grey_network_needs_a_choice_and_then_runs_per_channel(tmp_path):
     with torch.no_grad():
         y = loaded(x)
         for c in range(3):
-            torch.testing.assert_close(y[:, c:c + 1], grey(x[:, c:c + 1]))
+            torch.testing.assert_close(y[:, c : c + 1], grey(x[:, c : c + 1]))
     with pytest.raises(CheckpointError, match="drop model.grey"):
         load_detected(_save(_build("dncnn"), tmp_path, "plain"), grey="per_channel")
 
@@ -166,8 +213,16 @@ def _cfg(overrides):
 
 
 #: the CLI maps, one layout each (every layout is read in the test above)
-CLI_CASES = [("swinir", "params_ema"), ("hat", "params"), ("rcan", "module"), ("esrgan", "plain"),
-             ("compact", "safetensors"), ("dat", "params"), ("nafnet", "params_ema"), ("dncnn", "plain")]
+CLI_CASES = [
+    ("swinir", "params_ema"),
+    ("hat", "params"),
+    ("rcan", "module"),
+    ("esrgan", "plain"),
+    ("compact", "safetensors"),
+    ("dat", "params"),
+    ("nafnet", "params_ema"),
+    ("dncnn", "plain"),
+]
 
 
 @pytest.mark.parametrize("name,layout", CLI_CASES)
@@ -177,13 +232,28 @@ def test_cli_maps_a_network_loaded_by_path(tmp_path, small_image, name, layout):
     _, arch, scale = ARCHS[name]
     path = _save(_build(name), tmp_path, layout)
     task = ["task=sr", f"task.scale={scale}", "cem.block=4"] if scale > 1 else ["task=dn", "cem.block=8"]
-    cfg = _cfg(["model=auto", f"model.path={path}", f"image={small_image}", "roi=[8,8,8]", "cem.fine=2",
-                "patches.count=100", "progress=false", "figures=false", *task])
+    cfg = _cfg(
+        [
+            "model=auto",
+            f"model.path={path}",
+            f"image={small_image}",
+            "roi=[8,8,8]",
+            "cem.fine=2",
+            "patches.count=100",
+            "progress=false",
+            "figures=false",
+            *task,
+        ]
+    )
     out = tmp_path / "run"
     result = run(cfg, out)
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["model_info"]["architecture"] == arch and summary["model_info"]["layout"] in (layout, "safetensors",
-                                                                                                "plain", "module")
+    assert summary["model_info"]["architecture"] == arch and summary["model_info"]["layout"] in (
+        layout,
+        "safetensors",
+        "plain",
+        "module",
+    )
     assert summary["model"].startswith(arch)
     assert np.isfinite(result.effect).sum() > 0
     assert summary["mode"] in ("crop", "full")
@@ -191,14 +261,25 @@ def test_cli_maps_a_network_loaded_by_path(tmp_path, small_image, name, layout):
 
 def _cli(args, cwd):
     cwd.mkdir(parents=True, exist_ok=True)
-    return subprocess.run([sys.executable, "-m", "cem_lab.cli.cem", *args], cwd=cwd, capture_output=True,
-                          text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "cem_lab.cli.cem", *args], cwd=cwd, capture_output=True, text=True, timeout=300
+    )
 
 
 def test_cli_refuses_a_network_of_another_scale_before_any_compute(tmp_path, small_image):
     path = _save(_build("compact"), tmp_path, "plain")  # a x2 network
-    p = _cli(["model=auto", f"model.path={path}", "task=sr", "task.scale=4", f"image={small_image}",
-              "roi=[8,8,8]", "progress=false"], tmp_path / "cwd")
+    p = _cli(
+        [
+            "model=auto",
+            f"model.path={path}",
+            "task=sr",
+            "task.scale=4",
+            f"image={small_image}",
+            "roi=[8,8,8]",
+            "progress=false",
+        ],
+        tmp_path / "cwd",
+    )
     assert_clean_refusal(p, "x2", "task.scale=2")
     assert not list((tmp_path / "cwd").glob("runs/cem/*/cem.npz"))
 

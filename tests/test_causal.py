@@ -1,18 +1,17 @@
 """The causal core: interventions per task, estimators, crop acceleration, determinism, resume."""
+
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
+from conftest import ConvStack, GlobalAttention, Identity
 
 from cem_lab import compute_cem
-from cem_lab.causal import (BlockGrid, CoarseToFineEstimator, ExhaustiveEstimator, LVIntervention, Roi,
-                            draw_rng)
+from cem_lab.causal import BlockGrid, CoarseToFineEstimator, ExhaustiveEstimator, LVIntervention, Roi, draw_rng
 from cem_lab.images import from_uint8, quantize
 from cem_lab.metrics import RoiMetric
 from cem_lab.tasks import DenoiseTask, DerainTask, Placement, SuperResolutionTask, make_task
-
-from conftest import ConvStack, GlobalAttention, Identity
 
 
 def _bound(task, clean, bank, block):
@@ -44,7 +43,7 @@ def test_sr_intervention_changes_exactly_one_lr_block(clean_image, small_bank):
     outside[y0:y1, x0:x1] = False
     assert not outside.any(), "an SR intervention must leave every other LR pixel unchanged"
     # the block holds the bicubic-downscaled, quantized bank patch
-    patch = small_bank.resized(8)[idx:idx + 1]
+    patch = small_bank.resized(8)[idx : idx + 1]
     expected = quantize(torch.nn.functional.interpolate(patch, size=(2, 2), mode="bicubic", antialias=True))
     assert torch.equal(x[0, :, y0:y1, x0:x1], expected[0])
     assert noise is None
@@ -95,8 +94,20 @@ def test_estimator_matches_closed_form_on_identity_model(clean_image, small_bank
     bank = PatchBank(small_bank.patches[:6].copy(), small_bank.sharpness[:6].copy(), "six")
     task = DerainTask("medium")
     roi = Roi(16, 16, 16)
-    res = compute_cem(Identity(), clean_image, task, roi, block=8, patch_bank=bank, estimator="exhaustive",
-                      samples=400, tol=0.0, progress=False, mode="full", image_seed=3)
+    res = compute_cem(
+        Identity(),
+        clean_image,
+        task,
+        roi,
+        block=8,
+        patch_bank=bank,
+        estimator="exhaustive",
+        samples=400,
+        tol=0.0,
+        progress=False,
+        mode="full",
+        image_seed=3,
+    )
     ti = task.prepare(from_uint8(clean_image), seed=3)
     metric = RoiMetric("psnr")
     ref = metric.prepare(ti.target[:, :, 16:32, 16:32])
@@ -127,8 +138,19 @@ def test_zeros_baseline_equals_captum_feature_ablation(clean_image):
     model = ConvStack(depth=3, width=6)
     task = DenoiseTask(50)
     roi = Roi(16, 24, 16)
-    res = compute_cem(model, clean_image, task, roi, block=8, intervention="zeros", estimator="exhaustive",
-                      samples=1, tol=0.0, progress=False, mode="full")
+    res = compute_cem(
+        model,
+        clean_image,
+        task,
+        roi,
+        block=8,
+        intervention="zeros",
+        estimator="exhaustive",
+        samples=1,
+        tol=0.0,
+        progress=False,
+        mode="full",
+    )
     x = task.prepare(from_uint8(clean_image), 0).input
     metric = RoiMetric("psnr")
     ref = metric.prepare(from_uint8(clean_image)[:, :, 16:32, 24:40])
@@ -139,8 +161,9 @@ def test_zeros_baseline_equals_captum_feature_ablation(clean_image):
 
     grid = BlockGrid(48, 48, 1, 8)
     mask = torch.arange(len(grid)).view(grid.shape).repeat_interleave(8, 0).repeat_interleave(8, 1)
-    attr = captum.FeatureAblation(forward).attribute(x.double().float(), baselines=0.0,
-                                                     feature_mask=mask[None, None].expand(1, 3, 48, 48))
+    attr = captum.FeatureAblation(forward).attribute(
+        x.double().float(), baselines=0.0, feature_mask=mask[None, None].expand(1, 3, 48, 48)
+    )
     expected = attr[0, 0, ::8, ::8].double().numpy()
     np.testing.assert_allclose(res.effect, expected, atol=1e-4)
     assert np.abs(expected).max() > 0.1
@@ -198,8 +221,17 @@ def test_window_attention_crops_keep_the_window_grid(clean_image, small_bank, ta
 
 
 def test_global_model_falls_back_to_full_image(clean_image, small_bank):
-    res = compute_cem(GlobalAttention(), clean_image, "dn", (16, 16, 16), block=8, patch_bank=small_bank,
-                      coarse=2, fine=3, progress=False)
+    res = compute_cem(
+        GlobalAttention(),
+        clean_image,
+        "dn",
+        (16, 16, 16),
+        block=8,
+        patch_bank=small_bank,
+        coarse=2,
+        fine=3,
+        progress=False,
+    )
     assert res.meta["mode"] == "full"
     assert any("whole input" in n for n in res.meta["notes"])
 
@@ -260,8 +292,9 @@ def test_coarse_to_fine_semantics():
     coarse = BlockStats(3)
     m0 = 30.0
     # block 0: all within tol -> U; block 1: one sample deviates -> S; block 2: S
-    coarse.update(np.array([0, 0, 0, 1, 1, 1, 2, 2, 2]),
-                  np.array([30.1, 29.9, 30.2, 30.0, 29.0, 30.0, 31.0, 31.0, 31.0]), m0)
+    coarse.update(
+        np.array([0, 0, 0, 1, 1, 1, 2, 2, 2]), np.array([30.1, 29.9, 30.2, 30.0, 29.0, 30.0, 31.0, 31.0, 31.0]), m0
+    )
     fine_stage = est.next_stage([est.first_stage(3)], {"coarse": coarse}, m0)
     assert fine_stage.blocks.tolist() == [1, 2] and fine_stage.first_sample == 3
     fine = BlockStats(3)
@@ -277,8 +310,16 @@ def test_coarse_to_fine_semantics():
 
 
 def test_exhaustive_counts_every_block(clean_image, small_bank):
-    res = compute_cem(Identity(), clean_image, "dn", (16, 16, 16), block=16, patch_bank=small_bank,
-                      estimator=ExhaustiveEstimator(5), progress=False)
+    res = compute_cem(
+        Identity(),
+        clean_image,
+        "dn",
+        (16, 16, 16),
+        block=16,
+        patch_bank=small_bank,
+        estimator=ExhaustiveEstimator(5),
+        progress=False,
+    )
     assert (res.counts == 5).all()
     s = res.summary()
     assert s["blocks_outside_roi"] == 8 and sum(s["counts"].values()) == 8
@@ -297,17 +338,20 @@ def test_a_block_subset_gets_the_values_of_the_complete_run(clean_image, small_b
     assert sum(part.block_counts().values()) == len([b for b in subset if not part.roi_mask.ravel()[b]])
 
 
-@pytest.mark.parametrize("options", [
-    {"sampler": "sharpness_matched"},
-    {"sampler": "stratified"},
-    {"block": 16},                      # 8x8 bank patches resized bicubically to the 16-px block
-    {"metric": "ssim"},
-    {"intervention": "mean"},
-    {"intervention": "blur"},
-    {"intervention": "noise"},
-    {"classification": "significance"},
-    {"test_y_channel": True, "crop_border": 2},
-])
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"sampler": "sharpness_matched"},
+        {"sampler": "stratified"},
+        {"block": 16},  # 8x8 bank patches resized bicubically to the 16-px block
+        {"metric": "ssim"},
+        {"intervention": "mean"},
+        {"intervention": "blur"},
+        {"intervention": "noise"},
+        {"classification": "significance"},
+        {"test_y_channel": True, "crop_border": 2},
+    ],
+)
 def test_options_compose(clean_image, small_bank, options):
     kw = {**dict(block=8, patch_bank=small_bank, coarse=2, fine=4, progress=False), **options}
     res = compute_cem(ConvStack(depth=3), clean_image, "dn", (16, 16, 16), **kw)
@@ -352,16 +396,26 @@ def test_baseline_interventions_write_what_they_say(clean_image):
 def test_an_items_output_does_not_depend_on_the_chunk_it_runs_in(clean_image, small_bank):
     """The forward shape is fixed (padded to forward_batch): an item's output is bitwise the same
     alone or in a batch. (Unpadded, this DnCNN's batch-1 and batch-5 outputs differ by ~1e-7.)"""
-    from cem_lab.causal.runner import CEMJob
     from cem_lab.causal import CoarseToFineEstimator
+    from cem_lab.causal.runner import CEMJob
     from cem_lab.models import DnCNN
 
     torch.manual_seed(0)
     model = DnCNN(features=64, depth=4)
     task = DenoiseTask(50)
     ti = task.prepare(from_uint8(clean_image), 0)
-    job = CEMJob(model, task, ti, Roi(16, 16, 16), 8, LVIntervention(small_bank), CoarseToFineEstimator(2, 2),
-                 RoiMetric(), mode="full", forward_batch=8)
+    job = CEMJob(
+        model,
+        task,
+        ti,
+        Roi(16, 16, 16),
+        8,
+        LVIntervention(small_bank),
+        CoarseToFineEstimator(2, 2),
+        RoiMetric(),
+        mode="full",
+        forward_batch=8,
+    )
     x = job._build(np.arange(5), np.zeros(5, dtype=int), job.crop, job.base_crop, job.ctx_crop)
     alone = job._forward(x[:1])
     together = job._forward(x)[:1]
@@ -381,8 +435,11 @@ def test_task_descriptions_round_trip():
     """What a run folder or a model YAML stores about its task rebuilds the same task."""
     from cem_lab.tasks import TaskError, make_task, task_from_description, task_label
 
-    for name, kwargs, label in (("sr", {"scale": 3}, "sr_x3"), ("dn", {"sigma": 25, "rounding": "round"}, "dn_s25"),
-                                ("dr", {"preset": "large"}, "dr_large")):
+    for name, kwargs, label in (
+        ("sr", {"scale": 3}, "sr_x3"),
+        ("dn", {"sigma": 25, "rounding": "round"}, "dn_s25"),
+        ("dr", {"preset": "large"}, "dr_large"),
+    ):
         task = make_task(name, **kwargs)
         again = task_from_description(task.describe())
         assert again.describe() == task.describe() and type(again) is type(task)

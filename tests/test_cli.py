@@ -1,4 +1,5 @@
 """The Hydra CLI: composition, a small end-to-end run, resume by folder name, clear errors."""
+
 from __future__ import annotations
 
 import json
@@ -12,8 +13,16 @@ from PIL import Image
 
 from cem_lab.cli.cem import report, run, run_name
 
-SMALL = ["model=custom", "model.net._target_=cem_lab.models.DnCNN", "+model.net.features=8",
-         "+model.net.depth=3", "roi=[16,16,16]", "cem.fine=3", "patches.count=300", "progress=false"]
+SMALL = [
+    "model=custom",
+    "model.net._target_=cem_lab.models.DnCNN",
+    "+model.net.features=8",
+    "+model.net.depth=3",
+    "roi=[16,16,16]",
+    "cem.fine=3",
+    "patches.count=300",
+    "progress=false",
+]
 
 
 @pytest.fixture
@@ -41,9 +50,20 @@ def test_cli_run_writes_numbers_and_figures(tmp_path, image_file, task):
     cfg = _cfg(SMALL + [f"task={task}", f"image={image_file}"])
     out = tmp_path / "run"
     result = run(cfg, out)
-    for f in ["cem.npz", "summary.json", "config.yaml", "state.npz", "figures/cem_panel.png",
-              "figures/cem_overlay.png", "figures/pie.png", "figures/colorbar.png", "figures/restored_roi.png",
-              "images/input.png", "images/restored.png", "images/target.png"]:
+    for f in [
+        "cem.npz",
+        "summary.json",
+        "config.yaml",
+        "state.npz",
+        "figures/cem_panel.png",
+        "figures/cem_overlay.png",
+        "figures/pie.png",
+        "figures/colorbar.png",
+        "figures/restored_roi.png",
+        "images/input.png",
+        "images/restored.png",
+        "images/target.png",
+    ]:
         assert (out / f).is_file(), f
     summary = json.loads((out / "summary.json").read_text())
     assert summary["settings"]["task"]["name"] == task
@@ -63,8 +83,9 @@ def test_run_names_come_from_overrides():
 
 def _cli(args, cwd):
     cwd.mkdir(parents=True, exist_ok=True)
-    return subprocess.run([sys.executable, "-m", "cem_lab.cli.cem", *args], cwd=cwd, capture_output=True,
-                          text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "cem_lab.cli.cem", *args], cwd=cwd, capture_output=True, text=True, timeout=300
+    )
 
 
 def test_cli_rejects_a_roi_outside_the_image(tmp_path, image_file):
@@ -112,8 +133,17 @@ def test_cli_two_processes_give_the_single_process_map(tmp_path, image_file):
     np.testing.assert_array_equal(a["classification"], b["classification"])
 
 
-@pytest.mark.parametrize("preset", ["demo_dn", "ablation_block", "ablation_sampler", "ablation_samples",
-                                    "ablation_estimator", "ablation_patch_source"])
+@pytest.mark.parametrize(
+    "preset",
+    [
+        "demo_dn",
+        "ablation_block",
+        "ablation_sampler",
+        "ablation_samples",
+        "ablation_estimator",
+        "ablation_patch_source",
+    ],
+)
 def test_experiment_presets_compose(preset):
     with initialize_config_module(config_module="cem_lab.conf", version_base="1.3"):
         cfg = compose(config_name="cem", overrides=[f"experiment={preset}"], return_hydra_config=True)

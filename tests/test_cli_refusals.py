@@ -1,5 +1,6 @@
 """Bad input through the CLI: one error form (``cem-lab: error: ...``, exit status 2), no folder left
 behind, nothing touched in a folder that holds another run; every change to the input stated."""
+
 from __future__ import annotations
 
 import json
@@ -12,19 +13,26 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import assert_clean_refusal
 from PIL import Image
 
-from conftest import assert_clean_refusal
-
-SMALL = ["model=custom", "model.net._target_=cem_lab.models.DnCNN", "+model.net.features=8",
-         "+model.net.depth=3", "roi=[16,16,16]", "cem=exhaustive", "cem.samples=2", "cem.block=8",
-         "patches.count=300", "progress=false"]
+SMALL = [
+    "model=custom",
+    "model.net._target_=cem_lab.models.DnCNN",
+    "+model.net.features=8",
+    "+model.net.depth=3",
+    "roi=[16,16,16]",
+    "cem=exhaustive",
+    "cem.samples=2",
+    "cem.block=8",
+    "patches.count=300",
+    "progress=false",
+]
 
 
 def _cli(args, cwd: Path, program: str = "cem_lab.cli.cem"):
     cwd.mkdir(parents=True, exist_ok=True)
-    return subprocess.run([sys.executable, "-m", program, *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=300)
+    return subprocess.run([sys.executable, "-m", program, *args], cwd=cwd, capture_output=True, text=True, timeout=300)
 
 
 _assert_clean_refusal = assert_clean_refusal
@@ -54,12 +62,29 @@ def files(tmp_path, clean_image):
 # patch bank), each with the words its message must hold
 CASES = {
     "roi outside": (["roi=[40,40,16]"], ["outside"]),
-    "roi not aligned to the scale": (["task=sr", "model.net._target_=torch.nn.Upsample", "~model.net.features",
-                                      "~model.net.depth", "+model.net.scale_factor=4", "roi=[6,8,16]",
-                                      "cem.block=8"], ["not aligned to the scale"]),
-    "block not divisible by the scale": (["task=sr", "model.net._target_=torch.nn.Upsample", "~model.net.features",
-                                          "~model.net.depth", "+model.net.scale_factor=4", "cem.block=6"],
-                                         ["not divisible by the scale"]),
+    "roi not aligned to the scale": (
+        [
+            "task=sr",
+            "model.net._target_=torch.nn.Upsample",
+            "~model.net.features",
+            "~model.net.depth",
+            "+model.net.scale_factor=4",
+            "roi=[6,8,16]",
+            "cem.block=8",
+        ],
+        ["not aligned to the scale"],
+    ),
+    "block not divisible by the scale": (
+        [
+            "task=sr",
+            "model.net._target_=torch.nn.Upsample",
+            "~model.net.features",
+            "~model.net.depth",
+            "+model.net.scale_factor=4",
+            "cem.block=6",
+        ],
+        ["not divisible by the scale"],
+    ),
     "block larger than the image": (["cem.block=64"], ["larger than the image"]),
     "image smaller than the roi": (["image={d}/tiny.png"], ["does not fit"]),
     "missing image": (["image={d}/nope.png"], ["not found"]),
@@ -67,8 +92,15 @@ CASES = {
     "missing checkpoint": (["model.checkpoint={d}/nope.pth"], ["nope.pth"]),
     "corrupt checkpoint": (["model.checkpoint={d}/corrupt.pth"], ["corrupt.pth"]),
     "state-dict mismatch": (["model.checkpoint={d}/mismatch.pth"], ["missing"]),
-    "output of the wrong scale": (["model.net._target_=torch.nn.Upsample", "~model.net.features",
-                                   "~model.net.depth", "+model.net.scale_factor=2"], ["expected (3, 48, 48)"]),
+    "output of the wrong scale": (
+        [
+            "model.net._target_=torch.nn.Upsample",
+            "~model.net.features",
+            "~model.net.depth",
+            "+model.net.scale_factor=2",
+        ],
+        ["expected (3, 48, 48)"],
+    ),
     "NaN output": (["model.checkpoint={d}/nan.pth"], ["NaN or Inf", "DnCNN", "check its weights"]),
     "malformed patch bank": (["patches=npz", "patches.path={d}/bank_bad.npz"], ["patches"]),
     "empty patch bank": (["patches=npz", "patches.path={d}/bank_empty.npz"], ["bank"]),
@@ -95,8 +127,11 @@ def _snapshot(folder: Path) -> dict:
     releasing the lock of a folder no one holds rewrites it, empty as before)."""
     from cem_lab.folder_lock import LOCK_FILE
 
-    return {str(f.relative_to(folder)): (f.read_bytes(), None if f.name == LOCK_FILE else f.stat().st_mtime_ns)
-            for f in sorted(folder.rglob("*")) if f.is_file()}
+    return {
+        str(f.relative_to(folder)): (f.read_bytes(), None if f.name == LOCK_FILE else f.stat().st_mtime_ns)
+        for f in sorted(folder.rglob("*"))
+        if f.is_file()
+    }
 
 
 def test_a_run_refused_by_a_folder_with_other_settings_touches_nothing(tmp_path, files):
@@ -149,13 +184,25 @@ def test_input_changes_are_stated_once_in_the_log_and_in_the_summary(tmp_path, c
     import png
 
     # an SR image whose sides are not multiples of the scale, stored as 16-bit RGB
-    img16 = (np.asarray(clean_image[:45, :47], np.uint16) * 257 + 100)
+    img16 = np.asarray(clean_image[:45, :47], np.uint16) * 257 + 100
     path = tmp_path / "img16.png"
     png.from_array(img16.reshape(45, -1), "RGB;16").save(path)
-    args = ["task=sr", "model=custom", "model.net._target_=torch.nn.Upsample", "+model.net.scale_factor=4",
-            "roi=[16,16,16]", "cem=exhaustive", "cem.samples=1", "cem.block=16", "patches.count=300",
-            "patches.patch_size=16", "progress=false", "figures=false", f"image={path}",
-            f"hydra.run.dir={tmp_path / 'run'}"]
+    args = [
+        "task=sr",
+        "model=custom",
+        "model.net._target_=torch.nn.Upsample",
+        "+model.net.scale_factor=4",
+        "roi=[16,16,16]",
+        "cem=exhaustive",
+        "cem.samples=1",
+        "cem.block=16",
+        "patches.count=300",
+        "patches.patch_size=16",
+        "progress=false",
+        "figures=false",
+        f"image={path}",
+        f"hydra.run.dir={tmp_path / 'run'}",
+    ]
     p = _cli(args, tmp_path)
     assert p.returncode == 0, p.stderr[-3000:]
     notes = json.loads((tmp_path / "run" / "summary.json").read_text())["notes"]

@@ -1,14 +1,14 @@
 """The same CEM on 1 process and on 2 DDP processes (CPU, gloo) gives the same map."""
+
 from __future__ import annotations
 
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import ConvStack
 
 from cem_lab import compute_cem
-
-from conftest import ConvStack
 
 
 @pytest.mark.parametrize("batch_size", [3])
@@ -19,8 +19,17 @@ def test_two_ddp_processes_give_the_single_process_map(tmp_path, clean_image, sm
     model = ConvStack(depth=3, width=6)
     kw = dict(block=8, patch_bank=small_bank, coarse=3, fine=5, progress=False, seed=3)
     single = compute_cem(model, clean_image, "dn", (16, 16, 16), batch_size=8, **kw)
-    multi = compute_cem_distributed(model, clean_image, "dn", (16, 16, 16), devices=2, accelerator="cpu",
-                                    batch_size=batch_size, output_dir=tmp_path / "ddp", **kw)
+    multi = compute_cem_distributed(
+        model,
+        clean_image,
+        "dn",
+        (16, 16, 16),
+        devices=2,
+        accelerator="cpu",
+        batch_size=batch_size,
+        output_dir=tmp_path / "ddp",
+        **kw,
+    )
     np.testing.assert_array_equal(multi.effect_raw, single.effect_raw)
     np.testing.assert_array_equal(multi.stderr, single.stderr)
     np.testing.assert_array_equal(multi.classification, single.classification)
@@ -29,7 +38,7 @@ def test_two_ddp_processes_give_the_single_process_map(tmp_path, clean_image, sm
 
 # --- a 256x256 image: the result (its images alone are ~390 KiB) is larger than a pipe's buffer ------
 
-_SCRIPT_256 = '''
+_SCRIPT_256 = """
 import sys
 from pathlib import Path
 
@@ -60,7 +69,7 @@ if __name__ == "__main__":
         np.savez(out, effect_raw=r.effect_raw, stderr=r.stderr, classification=r.classification, counts=r.counts,
                  **{"image_" + k: v for k, v in r.images.items()})
     print("DDP-DONE", flush=True)
-'''
+"""
 
 
 def _run_256(tmp_path, target, how, timeout=240):
@@ -73,12 +82,20 @@ def _run_256(tmp_path, target, how, timeout=240):
     tests = str(Path(__file__).resolve().parent)
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([tests] + [p for p in [os.environ.get("PYTHONPATH")] if p]))
     try:
-        proc = subprocess.run([sys.executable, str(script), str(target), how], cwd=tmp_path, env=env,
-                              capture_output=True, text=True, timeout=timeout)
+        proc = subprocess.run(
+            [sys.executable, str(script), str(target), how],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
     except subprocess.TimeoutExpired as err:
         # subprocess.run kills the launcher; its spawned workers die with their pipes
-        pytest.fail(f"a 2-process CEM of a 256x256 image did not exit within {timeout} s (hang); "
-                    f"stderr: {(err.stderr or b'')[-2000:]!r}")
+        pytest.fail(
+            f"a 2-process CEM of a 256x256 image did not exit within {timeout} s (hang); "
+            f"stderr: {(err.stderr or b'')[-2000:]!r}"
+        )
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert "DDP-DONE" in proc.stdout
     assert "is deprecated" not in proc.stderr, proc.stderr[-2000:]
@@ -97,9 +114,16 @@ def single_256(tmp_path_factory):
     spec = importlib.util.spec_from_file_location("ddp_256", root / "ddp_256.py")
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
-    result = compute_cem(ConvStack(depth=3, width=4), mod.image_256(), "dn", mod.ROI,
-                         patch_bank=PatchBank.embedded(patch_size=32, count=50, seed=1),
-                         output_dir=root / "single", figures=False, **mod.KW)
+    result = compute_cem(
+        ConvStack(depth=3, width=4),
+        mod.image_256(),
+        "dn",
+        mod.ROI,
+        patch_bank=PatchBank.embedded(patch_size=32, count=50, seed=1),
+        output_dir=root / "single",
+        figures=False,
+        **mod.KW,
+    )
     return result, root / "single"
 
 
@@ -127,7 +151,7 @@ def test_two_processes_without_output_dir_return_the_single_process_result(tmp_p
         np.testing.assert_array_equal(m["stderr"], single.stderr)
         np.testing.assert_array_equal(m["classification"], single.classification)
         np.testing.assert_array_equal(m["counts"], single.counts)
-        assert {k[len("image_"):] for k in m.files if k.startswith("image_")} == set(single.images)
+        assert {k[len("image_") :] for k in m.files if k.startswith("image_")} == set(single.images)
         for k, v in single.images.items():
             np.testing.assert_array_equal(m["image_" + k], v, err_msg=k)
 
@@ -145,8 +169,9 @@ def test_rank_0_log_records_reach_the_log_file(tmp_path, clean_image, small_bank
     log_file.write_text("[parent] first line\n")
     logger = logging.getLogger("cem_lab")
     handlers, level = list(logger.handlers), logger.level
-    multi = compute_cem_distributed(model, clean_image, "dn", (16, 16, 16), devices=2, accelerator="cpu",
-                                    batch_size=3, log_file=log_file, **kw)
+    multi = compute_cem_distributed(
+        model, clean_image, "dn", (16, 16, 16), devices=2, accelerator="cpu", batch_size=3, log_file=log_file, **kw
+    )
     assert (list(logger.handlers), logger.level) == (handlers, level)  # the parent's logging is untouched
     lines = log_file.read_text().splitlines()
     assert lines[0] == "[parent] first line"  # appended, not overwritten
@@ -161,9 +186,18 @@ def test_rank_0_log_records_reach_the_log_file(tmp_path, clean_image, small_bank
     for k in single.images:
         np.testing.assert_array_equal(multi.images[k], single.images[k])
     # each process counts its own forward passes, pixels (and checkpoints), and the run times differ
-    a, b = (json.loads(json.dumps({k: v for k, v in r.summary().items()
-                                   if k not in ("forward_passes", "pixels_pushed", "timings", "checkpoints")}))
-            for r in (multi, single))
+    a, b = (
+        json.loads(
+            json.dumps(
+                {
+                    k: v
+                    for k, v in r.summary().items()
+                    if k not in ("forward_passes", "pixels_pushed", "timings", "checkpoints")
+                }
+            )
+        )
+        for r in (multi, single)
+    )
     assert a == b
 
 
@@ -176,12 +210,16 @@ def test_cli_two_processes_on_the_256_default_exit_with_the_one_process_map(tmp_
     import subprocess
     import sys
 
-    args = ["cem=exhaustive", "cem.samples=1", "cem.block=32", "roi=[96,96,32]", "progress=false",
-            "figures=false"]
+    args = ["cem=exhaustive", "cem.samples=1", "cem.block=32", "roi=[96,96,32]", "progress=false", "figures=false"]
 
     def cli(extra, folder):
-        return subprocess.run([sys.executable, "-m", "cem_lab.cli.cem", *args, *extra, f"hydra.run.dir={folder}"],
-                              cwd=tmp_path, capture_output=True, text=True, timeout=240)
+        return subprocess.run(
+            [sys.executable, "-m", "cem_lab.cli.cem", *args, *extra, f"hydra.run.dir={folder}"],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=240,
+        )
 
     one = cli([], tmp_path / "one")
     two = cli(["trainer=ddp_cpu"], tmp_path / "two")

@@ -4,21 +4,23 @@ Each population is made so that the answer is known: a reach that grows with dep
 variant that adds context on SR only (or on DN only), a mixed model whose effect sits closer to the
 ROI (or is only smaller). The reports must find what was built in, and say so in their verdicts.
 """
+
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from cem_lab.analysis.findings import (attention_contrast, locality, paired_table, rank_trend, verdict,
-                                       with_locality)
+from cem_lab.analysis.findings import attention_contrast, locality, paired_table, rank_trend, verdict, with_locality
 from cem_lab.analysis.runs import collect_runs
 from cem_lab.causal.grid import Roi
 from cem_lab.causal.result import CEMResult
 
-TASKS = {"sr": {"name": "sr", "scale": 4, "kernel": "bicubic"},
-         "dn": {"name": "dn", "scale": 1, "sigma": 50.0, "rounding": "floor"},
-         "dr": {"name": "dr", "scale": 1, "preset": "medium"}}
+TASKS = {
+    "sr": {"name": "sr", "scale": 4, "kernel": "bicubic"},
+    "dn": {"name": "dn", "scale": 1, "sigma": 50.0, "rounding": "floor"},
+    "dr": {"name": "dr", "scale": 1, "preset": "medium"},
+}
 IMAGES = ("im0", "im1", "im2", "im3")
 ROIS = ([16, 16, 16], [32, 32, 16])
 
@@ -28,7 +30,9 @@ def _run(folder, model, task, image, roi, near=0, far=0, value=0.1, psnr=25.0):
     g, block = 8, 8
     effect = np.zeros((g, g))
     mask = np.zeros((g, g), bool)
-    mask[roi[0] // block:(roi[0] + roi[2] - 1) // block + 1, roi[1] // block:(roi[1] + roi[2] - 1) // block + 1] = True
+    mask[roi[0] // block : (roi[0] + roi[2] - 1) // block + 1, roi[1] // block : (roi[1] + roi[2] - 1) // block + 1] = (
+        True
+    )
     outside = np.argwhere(~mask)
     centre = np.array([roi[0] + roi[2] / 2, roi[1] + roi[2] / 2]) / block
     order = np.argsort(np.hypot(*(outside + 0.5 - centre).T), kind="stable")
@@ -37,19 +41,37 @@ def _run(folder, model, task, image, roi, near=0, far=0, value=0.1, psnr=25.0):
     cls = np.sign(effect).astype(np.int8)
     rng = np.random.default_rng(abs(hash((image, tuple(roi)))) % 2**32)
     img = rng.integers(0, 255, size=(64, 64, 3), dtype=np.uint8)
-    settings = {"task": TASKS[task], "estimator": {"name": "coarse_to_fine", "coarse": 3, "fine": 50, "tol": 0.01},
-                "intervention": {"name": "lv", "sampler": "uniform", "bank": "embedded:skimage"},
-                "metric": {"name": "psnr", "crop_border": 0, "test_y_channel": False}, "block": block, "seed": 0,
-                "tol": 0.01, "classification": "tol", "forward_batch": 8, "blocks": "all"}
-    res = CEMResult(effect=effect, effect_raw=effect, stderr=np.zeros_like(effect), ci_low=effect, ci_high=effect,
-                    counts=np.full((g, g), 10), classification=cls, roi_mask=mask, roi=Roi(*roi), block=block,
-                    scale=1, input_shape=(64, 64), output_shape=(64, 64), baseline_metric=psnr,
-                    meta={"model": model, "image": image, "settings": settings,
-                          "fingerprint": f"{model}-{task}-{image}-{roi}"},
-                    images={"input": img, "restored": img})
+    settings = {
+        "task": TASKS[task],
+        "estimator": {"name": "coarse_to_fine", "coarse": 3, "fine": 50, "tol": 0.01},
+        "intervention": {"name": "lv", "sampler": "uniform", "bank": "embedded:skimage"},
+        "metric": {"name": "psnr", "crop_border": 0, "test_y_channel": False},
+        "block": block,
+        "seed": 0,
+        "tol": 0.01,
+        "classification": "tol",
+        "forward_batch": 8,
+        "blocks": "all",
+    }
+    res = CEMResult(
+        effect=effect,
+        effect_raw=effect,
+        stderr=np.zeros_like(effect),
+        ci_low=effect,
+        ci_high=effect,
+        counts=np.full((g, g), 10),
+        classification=cls,
+        roi_mask=mask,
+        roi=Roi(*roi),
+        block=block,
+        scale=1,
+        input_shape=(64, 64),
+        output_shape=(64, 64),
+        baseline_metric=psnr,
+        meta={"model": model, "image": image, "settings": settings, "fingerprint": f"{model}-{task}-{image}-{roi}"},
+        images={"input": img, "restored": img},
+    )
     res.save(folder, figures=False)
-
-
 
 
 def _table(root):
@@ -64,8 +86,15 @@ def _rf(root):
     for d in (2, 4, 8, 16):
         for i, im in enumerate(IMAGES):
             for j, roi in enumerate(ROIS):
-                _run(root / f"fsrcnn_d{d}" / f"{i}_{j}", f"fsrcnn_d{d}_w16_x4", "sr", im, roi,
-                     near={2: 3, 4: 10, 8: 20, 16: 40}[d], psnr=25 + 0.3 * i + rng.normal(0, 0.05))
+                _run(
+                    root / f"fsrcnn_d{d}" / f"{i}_{j}",
+                    f"fsrcnn_d{d}_w16_x4",
+                    "sr",
+                    im,
+                    roi,
+                    near={2: 3, 4: 10, 8: 20, 16: 40}[d],
+                    psnr=25 + 0.3 * i + rng.normal(0, 0.05),
+                )
     return root
 
 
@@ -95,7 +124,7 @@ def test_locality_measures_do_not_scale_with_the_effect(tmp_path):
     _run(tmp_path / "b", "m", "dn", "im0", ROIS[0], near=4, value=0.5)
     _run(tmp_path / "c", "m", "dn", "im0", ROIS[0], far=4, value=0.1)
     a, b, c = (locality(tmp_path / k) for k in "abc")
-    assert a == pytest.approx(b)              # five times the effect, the same place: same locality
+    assert a == pytest.approx(b)  # five times the effect, the same place: same locality
     assert c["ce_mean_distance_px"] > a["ce_mean_distance_px"] + 20
     assert a["near_mass_share"] == pytest.approx(1.0) and c["near_mass_share"] == 0.0
 
@@ -108,9 +137,15 @@ def _ca(root, sr_gain, dn_gain):
             for i, im in enumerate(IMAGES):
                 for j, roi in enumerate(ROIS):
                     n = 2 + (i + j) % 3
-                    _run(root / model / f"{i}_{j}", model, task, im, roi,
-                         near=n + (gain + int(rng.integers(0, 2)) if variant == "global" and gain else 0),
-                         psnr=25 + i)
+                    _run(
+                        root / model / f"{i}_{j}",
+                        model,
+                        task,
+                        im,
+                        roi,
+                        near=n + (gain + int(rng.integers(0, 2)) if variant == "global" and gain else 0),
+                        psnr=25 + i,
+                    )
 
 
 def test_attention_contrast_finds_an_sr_only_effect(tmp_path):
@@ -153,8 +188,10 @@ def _mt(root, mode):
                     _run(root / f"{name}_{task}" / f"{i}_{j}", name, task, im, roi, psnr=25 + i, **kw)
 
 
-@pytest.mark.parametrize("mode,expected,reading", [("local", "reproduced", "more local"),
-                                                    ("weaker", "inconclusive", "weaker, not more local")])
+@pytest.mark.parametrize(
+    "mode,expected,reading",
+    [("local", "reproduced", "more local"), ("weaker", "inconclusive", "weaker, not more local")],
+)
 def test_the_multitask_report_tells_more_local_from_weaker(tmp_path, mode, expected, reading):
     from cem_lab.analysis.report import write_report
 
@@ -163,7 +200,7 @@ def test_the_multitask_report_tells_more_local_from_weaker(tmp_path, mode, expec
     assert written["finding_verdict"] == expected
     comp = pd.read_csv(tmp_path / "rep" / "finding_multitask_comparisons.csv")
     assert list(comp["reading"]) == [reading] * 3
-    assert (tmp_path / "rep" / "figures" / "teaser.png").stat().st_size > 5000   # one network, three tasks
+    assert (tmp_path / "rep" / "figures" / "teaser.png").stat().st_size > 5000  # one network, three tasks
 
 
 def test_the_receptive_field_report_and_cem_report_print_the_verdict(rf_runs, tmp_path, capsys):
@@ -191,7 +228,9 @@ def test_paired_table_and_the_verdict_rule(rf_runs):
     t = paired_table(df, [("fsrcnn_d2_w16_x4", "fsrcnn_d4_w16_x4")], ["reach_max_px", "baseline_metric"])
     assert list(t["metric"]) == ["reach_max_px", "baseline_metric"] and bool(t["excludes_zero"].iloc[0])
     assert verdict(2, 0, 5) == "reproduced" and verdict(0, 1, 5) == "not reproduced"
-    assert verdict(1, 1, 5) == "inconclusive" and verdict(0, 0, 5) == "inconclusive" and verdict(0, 0, 0) == "inconclusive"
+    assert (
+        verdict(1, 1, 5) == "inconclusive" and verdict(0, 0, 5) == "inconclusive" and verdict(0, 0, 0) == "inconclusive"
+    )
 
 
 def test_the_bootstrap_rank_correlation_is_spearmans_rho_row_by_row():
@@ -201,18 +240,23 @@ def test_the_bootstrap_rank_correlation_is_spearmans_rho_row_by_row():
 
     rng = np.random.default_rng(3)
     x, y = rng.normal(size=(50, 6)), rng.normal(size=(50, 6))
-    x[4, :3] = x[4, 3]                                   # ties are ranked as scipy ranks them
+    x[4, :3] = x[4, 3]  # ties are ranked as scipy ranks them
     got = _spearman_paired_rows(x, y)
     assert np.allclose(got, [spearmanr(a, b).statistic for a, b in zip(x, y)], atol=1e-12)
     w = _unit_weights(["a", "a", "b", "c", "c"], 200, 1)
     assert np.allclose(w.sum(axis=1), 1.0) and w is _unit_weights(("a", "a", "b", "c", "c"), 200, 1)
-    assert not w.flags.writeable                          # shared by every model's trend: read-only
+    assert not w.flags.writeable  # shared by every model's trend: read-only
 
 
 # ----------------------------------------------------------------------------- the study notebooks
-@pytest.mark.parametrize("study,build,expected", [("channel_attention", lambda root: _ca(root, 4, 0), "reproduced"),
-                                                  ("multitask", lambda root: _mt(root, "local"), "reproduced"),
-                                                  ("receptive_field", _rf, "inconclusive")])
+@pytest.mark.parametrize(
+    "study,build,expected",
+    [
+        ("channel_attention", lambda root: _ca(root, 4, 0), "reproduced"),
+        ("multitask", lambda root: _mt(root, "local"), "reproduced"),
+        ("receptive_field", _rf, "inconclusive"),
+    ],
+)
 def test_the_study_notebook_redraws_its_report(tmp_path, monkeypatch, study, build, expected):
     import json
     from pathlib import Path

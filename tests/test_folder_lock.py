@@ -1,4 +1,5 @@
 """One writer per run folder: the lock itself, and two CLI runs started into one folder at once."""
+
 from __future__ import annotations
 
 import json
@@ -13,8 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cem_lab.folder_lock import (LOCK_FILE, FolderBusyError, folder_holder, hold_run_folder, holds,
-                                 lend_to_child)
+from cem_lab.folder_lock import LOCK_FILE, FolderBusyError, folder_holder, hold_run_folder, holds, lend_to_child
 
 # a child process that holds a folder's lock until it is killed
 HOLDER = """
@@ -33,8 +33,11 @@ def _start_holder(folder: Path) -> subprocess.Popen:
 
 
 def _snapshot(folder: Path) -> dict:
-    return {str(f.relative_to(folder)): (f.read_bytes(), f.stat().st_mtime_ns)
-            for f in sorted(folder.rglob("*")) if f.is_file()}
+    return {
+        str(f.relative_to(folder)): (f.read_bytes(), f.stat().st_mtime_ns)
+        for f in sorted(folder.rglob("*"))
+        if f.is_file()
+    }
 
 
 def test_a_folder_held_by_another_process_is_refused_untouched(tmp_path):
@@ -95,20 +98,34 @@ def test_a_refused_run_removes_the_folder_it_made_and_nothing_else(tmp_path):
 
 def test_a_folder_can_be_lent_to_a_child_process(tmp_path):
     folder = tmp_path / "run"
-    child = ("import sys\nfrom cem_lab.folder_lock import hold_run_folder\n"
-             "with hold_run_folder(sys.argv[1]):\n    print('ok')\n")
+    child = (
+        "import sys\nfrom cem_lab.folder_lock import hold_run_folder\n"
+        "with hold_run_folder(sys.argv[1]):\n    print('ok')\n"
+    )
     with hold_run_folder(folder):
         refused = subprocess.run([sys.executable, "-c", child, str(folder)], capture_output=True, text=True)
         assert refused.returncode != 0 and "FolderBusyError" in refused.stderr
-        lent = subprocess.run([sys.executable, "-c", child, str(folder)], capture_output=True, text=True,
-                              env=lend_to_child(folder))
+        lent = subprocess.run(
+            [sys.executable, "-c", child, str(folder)], capture_output=True, text=True, env=lend_to_child(folder)
+        )
         assert lent.returncode == 0 and lent.stdout.strip() == "ok", lent.stderr
 
 
 # ----------------------------------------------------------------------------- the CLI
-TINY = ["model=custom", "model.net._target_=cem_lab.models.DnCNN", "+model.net.features=8",
-        "+model.net.depth=3", "roi=[16,16,16]", "cem=exhaustive", "cem.samples=2", "cem.block=16",
-        "patches.count=300", "patches.patch_size=16", "progress=false", "figures=false"]
+TINY = [
+    "model=custom",
+    "model.net._target_=cem_lab.models.DnCNN",
+    "+model.net.features=8",
+    "+model.net.depth=3",
+    "roi=[16,16,16]",
+    "cem=exhaustive",
+    "cem.samples=2",
+    "cem.block=16",
+    "patches.count=300",
+    "patches.patch_size=16",
+    "progress=false",
+    "figures=false",
+]
 
 
 @pytest.fixture
@@ -119,8 +136,14 @@ def image_file(tmp_path, clean_image):
 
 
 def _cem(args, cwd, **env):
-    return subprocess.Popen([sys.executable, "-m", "cem_lab.cli.cem", *args], cwd=cwd, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env={**os.environ, **env})
+    return subprocess.Popen(
+        [sys.executable, "-m", "cem_lab.cli.cem", *args],
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, **env},
+    )
 
 
 def _finish(p, timeout=300):
@@ -132,10 +155,12 @@ def _folder_seed(folder: Path) -> set:
     """Every record of the seed a run folder holds: they must all agree."""
     import yaml
 
-    seeds = {yaml.safe_load((folder / "config.yaml").read_text())["seed"],
-             yaml.safe_load((folder / ".hydra" / "config.yaml").read_text())["seed"],
-             json.loads((folder / "summary.json").read_text())["settings"]["seed"],
-             json.loads((folder / "done.json").read_text())["config"]["seed"]}
+    seeds = {
+        yaml.safe_load((folder / "config.yaml").read_text())["seed"],
+        yaml.safe_load((folder / ".hydra" / "config.yaml").read_text())["seed"],
+        json.loads((folder / "summary.json").read_text())["settings"]["seed"],
+        json.loads((folder / "done.json").read_text())["config"]["seed"],
+    }
     overrides = yaml.safe_load((folder / ".hydra" / "overrides.yaml").read_text())
     seeds |= {int(o.split("=")[1]) for o in overrides if o.startswith("seed=")}
     with np.load(folder / "state.npz") as z:
@@ -157,15 +182,22 @@ def test_thirty_races_into_one_folder(tmp_path, image_file):
 def _race_into_one_folder(tmp_path, image_file, races: int):
     ref = {}
     for seed in (0, 1):  # the maps each seed gives alone
-        code, _, err = _finish(_cem(TINY + [f"image={image_file}", f"seed={seed}",
-                                            f"hydra.run.dir={tmp_path / f'ref{seed}'}"], tmp_path))
+        code, _, err = _finish(
+            _cem(TINY + [f"image={image_file}", f"seed={seed}", f"hydra.run.dir={tmp_path / f'ref{seed}'}"], tmp_path)
+        )
         assert code == 0, err
         ref[seed] = np.load(tmp_path / f"ref{seed}" / "cem.npz")["effect_raw"]
     assert not np.array_equal(ref[0], ref[1])
     for i in range(races):
         folder, gate = tmp_path / f"race{i}", tmp_path / f"gate{i}"
-        procs = {seed: _cem(TINY + [f"image={image_file}", f"seed={seed}", f"hydra.run.dir={folder}"], tmp_path,
-                            CEM_LAB_TEST_START_GATE=str(gate)) for seed in (0, 1)}
+        procs = {
+            seed: _cem(
+                TINY + [f"image={image_file}", f"seed={seed}", f"hydra.run.dir={folder}"],
+                tmp_path,
+                CEM_LAB_TEST_START_GATE=str(gate),
+            )
+            for seed in (0, 1)
+        }
         deadline = time.time() + 120
         while len(list(tmp_path.glob(f"gate{i}.*.ready"))) < 2:  # both wait at the gate: open it
             assert time.time() < deadline and all(p.poll() is None for p in procs.values())
@@ -185,8 +217,7 @@ def _race_into_one_folder(tmp_path, image_file, races: int):
 
 
 def test_a_killed_run_is_taken_over_and_resumed_to_the_uninterrupted_map(tmp_path, image_file):
-    args = TINY[:6] + ["cem.samples=6"] + TINY[7:] + [f"image={image_file}", "checkpoint.every_items=1",
-                                                       "batch_size=4"]
+    args = TINY[:6] + ["cem.samples=6"] + TINY[7:] + [f"image={image_file}", "checkpoint.every_items=1", "batch_size=4"]
     code, _, err = _finish(_cem(args + [f"hydra.run.dir={tmp_path / 'whole'}"], tmp_path))
     assert code == 0, err
     folder = tmp_path / "killed"
@@ -214,12 +245,22 @@ def test_a_sweep_folder_and_a_training_folder_are_single_writer_too(tmp_path):
     holders = [_start_holder(sweep), _start_holder(train)]
     try:
         before = _snapshot(sweep), _snapshot(train)
-        p = subprocess.run([sys.executable, "-m", "cem_lab.cli.cem", "-m", "seed=0,1", f"hydra.sweep.dir={sweep}"],
-                           cwd=tmp_path, capture_output=True, text=True, timeout=300)
+        p = subprocess.run(
+            [sys.executable, "-m", "cem_lab.cli.cem", "-m", "seed=0,1", f"hydra.sweep.dir={sweep}"],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert p.returncode == 2 and p.stderr.startswith("cem-lab: error: the run folder"), p.stderr[-2000:]
         assert f"in use by test holder (pid {holders[0].pid}" in p.stderr
-        t = subprocess.run([sys.executable, "-m", "cem_lab.cli.train", "model=srcnn", "train.steps=1",
-                            f"hydra.run.dir={train}"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+        t = subprocess.run(
+            [sys.executable, "-m", "cem_lab.cli.train", "model=srcnn", "train.steps=1", f"hydra.run.dir={train}"],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert t.returncode == 2 and t.stderr.startswith("cem-train: error: the run folder"), t.stderr[-2000:]
         assert f"in use by test holder (pid {holders[1].pid}" in t.stderr
         assert (_snapshot(sweep), _snapshot(train)) == before  # no .sweep/, multirun.yaml or config.yaml
@@ -265,15 +306,23 @@ def test_only_rank_0_of_a_cluster_launch_holds_the_folder(monkeypatch):
 
 def test_a_lent_folder_can_be_lent_on_to_a_grandchild(tmp_path):
     folder = tmp_path / "run"
-    grandchild = ("import sys\nfrom cem_lab.folder_lock import hold_run_folder\n"
-                  "with hold_run_folder(sys.argv[1]):\n    print('ok')\n")
-    child = ("import subprocess, sys\nfrom cem_lab.folder_lock import hold_run_folder, lend_to_child\n"
-             "with hold_run_folder(sys.argv[1]):\n"
-             "    p = subprocess.run([sys.executable, '-c', sys.argv[2], sys.argv[1]], env=lend_to_child(sys.argv[1]),"
-             " capture_output=True, text=True)\n    print(p.stdout.strip(), p.returncode)\n")
+    grandchild = (
+        "import sys\nfrom cem_lab.folder_lock import hold_run_folder\n"
+        "with hold_run_folder(sys.argv[1]):\n    print('ok')\n"
+    )
+    child = (
+        "import subprocess, sys\nfrom cem_lab.folder_lock import hold_run_folder, lend_to_child\n"
+        "with hold_run_folder(sys.argv[1]):\n"
+        "    p = subprocess.run([sys.executable, '-c', sys.argv[2], sys.argv[1]], env=lend_to_child(sys.argv[1]),"
+        " capture_output=True, text=True)\n    print(p.stdout.strip(), p.returncode)\n"
+    )
     with hold_run_folder(folder):
-        p = subprocess.run([sys.executable, "-c", child, str(folder), grandchild], capture_output=True, text=True,
-                           env=lend_to_child(folder))
+        p = subprocess.run(
+            [sys.executable, "-c", child, str(folder), grandchild],
+            capture_output=True,
+            text=True,
+            env=lend_to_child(folder),
+        )
     assert p.returncode == 0 and p.stdout.split() == ["ok", "0"], p.stderr
 
 

@@ -1,4 +1,5 @@
 """benchmarks/gpu_check.py, the prepared device check, runs end to end (here on the CPU, small)."""
+
 from __future__ import annotations
 
 import importlib.util

@@ -3,6 +3,7 @@
 The files are written here with pypng, tifffile and PIL, so that the stored values are known
 exactly; the sizes are odd and non-square so that a resize or a transpose would show.
 """
+
 from __future__ import annotations
 
 import warnings
@@ -34,6 +35,7 @@ def _round257(v: np.ndarray) -> np.ndarray:
 
 # --- 16-bit PNG ----------------------------------------------------------------------------------
 
+
 def test_16bit_grey_png_is_scaled_not_clipped(tmp_path):
     v = np.clip(_rng().normal(101 * 257, 20 * 257, (H, W)), 0, 65535).astype(np.uint16)
     f = tmp_path / "grey16.png"
@@ -50,15 +52,18 @@ def test_16bit_grey_png_is_scaled_not_clipped(tmp_path):
 
 def test_16bit_rgb_png_reads_every_channel_exactly(tmp_path):
     rng = _rng(1)
-    v = np.dstack([rng.integers(0, 65536, (H, W)), rng.integers(0, 20000, (H, W)),
-                   rng.integers(40000, 65536, (H, W))]).astype(np.uint16)
+    v = np.dstack(
+        [rng.integers(0, 65536, (H, W)), rng.integers(0, 20000, (H, W)), rng.integers(40000, 65536, (H, W))]
+    ).astype(np.uint16)
     f = tmp_path / "rgb16.png"
     _write_png16(f, v, "RGB;16")
     arr, notes = read_image(f, name="img.png")
     assert arr.shape == (H, W, 3)
     np.testing.assert_array_equal(arr, _round257(v))  # Pillow keeps the high byte: v // 256
-    assert notes == ["img.png: 16-bit RGB image scaled to 8 bits (value / 257, rounded; the pipeline "
-                     "computes on 8-bit values, largest change 0.5/255)"]
+    assert notes == [
+        "img.png: 16-bit RGB image scaled to 8 bits (value / 257, rounded; the pipeline "
+        "computes on 8-bit values, largest change 0.5/255)"
+    ]
 
 
 def test_16bit_png_of_multiples_of_257_is_lossless(tmp_path):
@@ -99,6 +104,7 @@ def test_pil_image_of_a_16bit_png_is_read_from_its_file(tmp_path):
 
 
 # --- Pillow modes --------------------------------------------------------------------------------
+
 
 def test_pil_16bit_grey_image_is_scaled(tmp_path):
     v = _rng(5).integers(0, 65536, (H, W)).astype(np.uint16)
@@ -171,6 +177,7 @@ def test_8bit_rgb_png_gives_no_notes_and_keeps_its_size(tmp_path):
 
 # --- TIFF ----------------------------------------------------------------------------------------
 
+
 def test_float32_tiff_in_unit_range_is_rounded(tmp_path):
     v = _rng(10).random((H, W, 3)).astype(np.float32)
     f = tmp_path / "float.tif"
@@ -238,6 +245,7 @@ def test_unsupported_tiff_sample_type_is_refused(tmp_path):
 
 # --- arrays and tensors --------------------------------------------------------------------------
 
+
 def test_numpy_arrays():
     v = _rng(17).integers(0, 65536, (H, W, 3)).astype(np.uint16)
     arr, notes = read_image(v, name="arr")
@@ -278,6 +286,7 @@ def test_tensors_note_grey_and_rgba():
 
 # --- load_image and broken files -----------------------------------------------------------------
 
+
 def test_load_image_warns_with_the_notes(tmp_path):
     v = _rng(21).integers(0, 65536, (H, W)).astype(np.uint16)
     f = tmp_path / "grey16.png"
@@ -301,6 +310,6 @@ def test_truncated_file_raises_image_error(tmp_path, kind):
     else:
         tifffile.imwrite(f, v)
     data = f.read_bytes()
-    f.write_bytes(data[:len(data) // 3] if kind != "tiff" else data[:16])
+    f.write_bytes(data[: len(data) // 3] if kind != "tiff" else data[:16])
     with pytest.raises(ImageError, match=r"cannot read image .*cut\..*valid PNG/JPEG/BMP/TIFF"):
         read_image(f)

@@ -1,19 +1,19 @@
 """Incremental recompute (recompute=incremental): a plain conv stack recomputed layer by layer on the
 windows an intervention can reach gives the ROI-crop outputs and map, independent of the batch size,
 checked before it is trusted; models that are not such a stack fall back with a note that says why."""
+
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
+from conftest import SHARED_DATA, ConvStack, GlobalAttention, needs_shared
 from torch import nn
 
 from cem_lab import compute_cem
 from cem_lab.causal.incremental import NotAChain, conv_chain
 from cem_lab.causal.runner import prepare_cem
 from cem_lab.models import DnCNN
-
-from conftest import SHARED_DATA, ConvStack, GlobalAttention, needs_shared
 
 KW = dict(block=8, coarse=2, fine=6, progress=False, figures=False, seed=3)
 
@@ -24,9 +24,16 @@ class MixedChain(nn.Module):
     def __init__(self):
         super().__init__()
         torch.manual_seed(1)
-        self.body = nn.Sequential(nn.Conv2d(3, 8, 5, padding=2), nn.BatchNorm2d(8), nn.LeakyReLU(0.2),
-                                  nn.Conv2d(8, 8, 1), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1), nn.Tanh(),
-                                  nn.Conv2d(8, 3, 3, padding=1))
+        self.body = nn.Sequential(
+            nn.Conv2d(3, 8, 5, padding=2),
+            nn.BatchNorm2d(8),
+            nn.LeakyReLU(0.2),
+            nn.Conv2d(8, 8, 1),
+            nn.ReLU(),
+            nn.Conv2d(8, 8, 3, padding=1),
+            nn.Tanh(),
+            nn.Conv2d(8, 3, 3, padding=1),
+        )
         with torch.no_grad():
             bn = self.body[1]
             bn.running_mean.uniform_(-0.1, 0.1)
@@ -43,14 +50,17 @@ class MixedChain(nn.Module):
 def _image(size: int) -> np.ndarray:
     from skimage import data
 
-    return np.ascontiguousarray(data.astronaut()[40:40 + size, 150:150 + size])
+    return np.ascontiguousarray(data.astronaut()[40 : 40 + size, 150 : 150 + size])
 
 
-@pytest.mark.parametrize("model, roi", [
-    (lambda: DnCNN(features=8, depth=6), (32, 32, 16)),
-    (lambda: DnCNN(features=8, depth=6), (0, 80, 16)),     # ROI at the image's corner: windows leave the crop
-    (lambda: MixedChain(), (36, 20, 24)),
-])
+@pytest.mark.parametrize(
+    "model, roi",
+    [
+        (lambda: DnCNN(features=8, depth=6), (32, 32, 16)),
+        (lambda: DnCNN(features=8, depth=6), (0, 80, 16)),  # ROI at the image's corner: windows leave the crop
+        (lambda: MixedChain(), (36, 20, 24)),
+    ],
+)
 def test_incremental_outputs_equal_the_crop_outputs_on_every_block(small_bank, model, roi):
     m = model()
     job = prepare_cem(m, _image(96), "dn", roi, block=8, patch_bank=small_bank, seed=3, recompute="incremental")
@@ -70,10 +80,12 @@ def test_incremental_maps_equal_roi_crop_maps_and_do_not_depend_on_the_batch_siz
     model = DnCNN(features=8, depth=6)
     image = _image(64)
     ref = compute_cem(model, image, "dn", (24, 24, 16), patch_bank=small_bank, batch_size=32, **KW)
-    a = compute_cem(model, image, "dn", (24, 24, 16), patch_bank=small_bank, batch_size=32,
-                    recompute="incremental", **KW)
-    b = compute_cem(model, image, "dn", (24, 24, 16), patch_bank=small_bank, batch_size=5,
-                    recompute="incremental", **KW)
+    a = compute_cem(
+        model, image, "dn", (24, 24, 16), patch_bank=small_bank, batch_size=32, recompute="incremental", **KW
+    )
+    b = compute_cem(
+        model, image, "dn", (24, 24, 16), patch_bank=small_bank, batch_size=5, recompute="incremental", **KW
+    )
     np.testing.assert_array_equal(a.effect_raw, b.effect_raw)
     np.testing.assert_array_equal(a.counts, b.counts)
     np.testing.assert_array_equal(a.classification, ref.classification)
@@ -84,10 +96,13 @@ def test_incremental_maps_equal_roi_crop_maps_and_do_not_depend_on_the_batch_siz
     assert any(n.startswith("incremental recompute: 6 conv layers") for n in a.meta["notes"])
 
 
-@pytest.mark.parametrize("model, words", [
-    (lambda: GlobalAttention(), "not a plain conv stack"),
-    (lambda: ConvStack(depth=3), "does not declare conv_chain"),
-])
+@pytest.mark.parametrize(
+    "model, words",
+    [
+        (lambda: GlobalAttention(), "not a plain conv stack"),
+        (lambda: ConvStack(depth=3), "does not declare conv_chain"),
+    ],
+)
 def test_models_that_are_not_conv_stacks_fall_back_with_a_reason(clean_image, small_bank, model, words):
     m = model()
     ref = compute_cem(m, clean_image, "dn", (16, 16, 16), patch_bank=small_bank, **KW)
@@ -115,8 +130,9 @@ def test_an_sr_model_falls_back(small_bank):
     from cem_lab.tasks import make_task
 
     model = ConvStack(depth=3, scale=2)
-    res = compute_cem(model, _image(64), make_task("sr", scale=2), (16, 16, 16), patch_bank=small_bank,
-                      recompute="incremental", **KW)
+    res = compute_cem(
+        model, _image(64), make_task("sr", scale=2), (16, 16, 16), patch_bank=small_bank, recompute="incremental", **KW
+    )
     assert any("is x2" in n for n in res.meta["notes"]), res.meta["notes"]
 
 

@@ -1,4 +1,5 @@
 """The JPEG task: Pillow round trips, interventions on the whole image's MCU grid, crops, a small CEM."""
+
 from __future__ import annotations
 
 import io
@@ -8,15 +9,23 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import ConvStack
 from PIL import Image
 
 from cem_lab import compute_cem
 from cem_lab.causal import BlockGrid, LVIntervention, draw_rng
 from cem_lab.images import from_uint8, to_uint8
-from cem_lab.tasks import (JpegTask, Placement, SuperResolutionTask, TaskError, crop_origin, make_task,
-                           read_jpeg_settings, task_from_description, task_label)
-
-from conftest import ConvStack
+from cem_lab.tasks import (
+    JpegTask,
+    Placement,
+    SuperResolutionTask,
+    TaskError,
+    crop_origin,
+    make_task,
+    read_jpeg_settings,
+    task_from_description,
+    task_label,
+)
 
 CONF_TASK = Path(__file__).resolve().parents[1] / "conf" / "task" / "jpeg.yaml"
 
@@ -141,12 +150,11 @@ def test_intervention_rewrites_exactly_the_touched_mcus(odd_image, small_bank, s
         np.testing.assert_array_equal(x[outside], base[outside])
         whole = pillow_round_trip(with_patch(odd_image, patch, box), quality=50, subsampling=subsampling)
         np.testing.assert_array_equal(x[fy0:fy1, fx0:fx1], whole[fy0:fy1, fx0:fx1])
-        assert (x[box[0]:box[1], box[2]:box[3]] != base[box[0]:box[1], box[2]:box[3]]).any()
+        assert (x[box[0] : box[1], box[2] : box[3]] != base[box[0] : box[1], box[2] : box[3]]).any()
 
 
 @pytest.mark.parametrize("subsampling", ["4:2:0", "4:2:2", "4:4:4"])
-def test_whole_image_encode_differs_only_in_a_one_pixel_ring_which_exact_writes(odd_image, small_bank,
-                                                                               subsampling):
+def test_whole_image_encode_differs_only_in_a_one_pixel_ring_which_exact_writes(odd_image, small_bank, subsampling):
     """What ``footprint="mcu"`` leaves out: a whole-image re-encode also changes the 1-pixel ring the
     decoder's chroma upsampling reaches past the MCUs (none at 4:4:4). ``"exact"`` writes it: the
     intervened input is then the whole-image re-encode everywhere."""
@@ -162,10 +170,10 @@ def test_whole_image_encode_differs_only_in_a_one_pixel_ring_which_exact_writes(
         patch = to_uint8(content[j][None])
         whole = pillow_round_trip(with_patch(odd_image, patch, box), quality=75, subsampling=subsampling)
         fy0, fy1, fx0, fx1 = mcu_task.footprint(box, (h, w))
-        changed = (np.abs(whole.astype(int) - base).max(axis=2) > 0)
+        changed = np.abs(whole.astype(int) - base).max(axis=2) > 0
         changed[fy0:fy1, fx0:fx1] = False
         grown = np.zeros_like(changed)
-        grown[max(0, fy0 - ry):fy1 + ry, max(0, fx0 - rx):fx1 + rx] = True
+        grown[max(0, fy0 - ry) : fy1 + ry, max(0, fx0 - rx) : fx1 + rx] = True
         assert not (changed & ~grown).any()  # nothing beyond the ring
         ring_seen += int(changed.sum())
         exact = to_uint8(intervened(exact_task, ti, content[j][None], box))
@@ -187,7 +195,7 @@ def test_a_crop_gives_the_pixels_of_the_whole_image(odd_image, small_bank, origi
     for j, box in enumerate([(16, 24, 16, 24), (0, 8, 8, 16), (40, 48, 48, 56), (8, 16, 48, 56)]):
         full = intervened(task, ti, content[j][None], box)
         cropped = intervened(task, ti, content[j][None], box, crop)
-        assert torch.equal(cropped, full[:, :, crop[0]:crop[1], crop[2]:crop[3]])
+        assert torch.equal(cropped, full[:, :, crop[0] : crop[1], crop[2] : crop[3]])
 
 
 def test_batched_rows_through_the_lv_intervention(odd_image, small_bank):
@@ -203,26 +211,36 @@ def test_batched_rows_through_the_lv_intervention(odd_image, small_bank):
     draws = [iv.draw(draw_rng(0, b, 0), b, 0) for b in blocks]
     placements = [Placement(boxes[b], (0, 0)) for b in blocks]
     batch = iv.apply(ti.input.expand(len(blocks), -1, -1, -1).clone(), ti.context, placements, draws)
-    for r, b in enumerate(blocks):
+    for r, _b in enumerate(blocks):
         one = iv.apply(ti.input.clone(), ti.context, [placements[r]], [draws[r]])
-        assert torch.equal(batch[r:r + 1], one)
+        assert torch.equal(batch[r : r + 1], one)
 
 
 def test_patch_content_at_scale_2_is_the_bicubic_lr_patch(small_bank):
     task = JpegTask(scale=2)
     patches = small_bank.resized(16)[:4]
-    np.testing.assert_array_equal(task.patch_content(patches).numpy(),
-                                  SuperResolutionTask(2).patch_content(patches).numpy())
+    np.testing.assert_array_equal(
+        task.patch_content(patches).numpy(), SuperResolutionTask(2).patch_content(patches).numpy()
+    )
     with pytest.raises(TaskError, match="multiple of the scale"):
         task.patch_content(small_bank.resized(7)[:2])
 
 
 # --- parameters, registry, config ------------------------------------------------------------------------
-@pytest.mark.parametrize(("kwargs", "words"), [
-    ({"quality": 0}, "from 1"), ({"quality": 101}, "from 1"), ({"quality": 75.5}, "integer"),
-    ({"quality": True}, "integer"), ({"scale": 3}, "scale must be 1"), ({"scale": 4}, "or 2"),
-    ({"subsampling": "4:1:1"}, "4:2:0"), ({"subsampling": 14520}, "quote it"), ({"footprint": "ring"}, "exact"),
-])
+@pytest.mark.parametrize(
+    ("kwargs", "words"),
+    [
+        ({"quality": 0}, "from 1"),
+        ({"quality": 101}, "from 1"),
+        ({"quality": 75.5}, "integer"),
+        ({"quality": True}, "integer"),
+        ({"scale": 3}, "scale must be 1"),
+        ({"scale": 4}, "or 2"),
+        ({"subsampling": "4:1:1"}, "4:2:0"),
+        ({"subsampling": 14520}, "quote it"),
+        ({"footprint": "ring"}, "exact"),
+    ],
+)
 def test_bad_parameters_are_refused_with_the_fix(kwargs, words):
     with pytest.raises(TaskError, match=words):
         JpegTask(**kwargs)
@@ -235,7 +253,12 @@ def test_registry_description_label_and_config():
     cfg = OmegaConf.to_container(OmegaConf.load(CONF_TASK))
     task = make_task(**cfg)
     assert isinstance(task, JpegTask) and task.describe() == {
-        "name": "jpeg", "scale": 1, "quality": 75, "subsampling": "4:2:0", "footprint": "mcu"}
+        "name": "jpeg",
+        "scale": 1,
+        "quality": 75,
+        "subsampling": "4:2:0",
+        "footprint": "mcu",
+    }
     other = JpegTask(40, 2, "4:4:4", "exact")
     assert task_from_description(other.describe()).describe() == other.describe()
     assert task_label(task) == "jpeg_q75" and task_label(other) == "jpeg_q40_444_exact_x2"

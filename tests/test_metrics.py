@@ -173,9 +173,7 @@ def test_y_channel_psnr_and_ssim() -> None:
     np.testing.assert_allclose(m(out, p).numpy(), exp, rtol=0, atol=1e-4)
     s = RoiMetric("ssim", test_y_channel=True)
     exp_s = [
-        structural_similarity(
-            yo[i], yr, gaussian_weights=True, sigma=1.5, use_sample_covariance=False, data_range=255
-        )
+        structural_similarity(yo[i], yr, gaussian_weights=True, sigma=1.5, use_sample_covariance=False, data_range=255)
         for i in range(2)
     ]
     np.testing.assert_allclose(s(out, s.prepare(ref)).numpy(), exp_s, rtol=0, atol=1e-6)

@@ -1,10 +1,11 @@
 """Tests of cem_lab.models: DnCNN, checkpoint reading/saving and the embedded model."""
+
 from __future__ import annotations
 
 import math
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import pytest
@@ -30,7 +31,7 @@ DEMO_2 = SHARED / "demo_images" / "demo_2.png"
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
     mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
-    return 10.0 * math.log10(255.0 ** 2 / mse)
+    return 10.0 * math.log10(255.0**2 / mse)
 
 
 def small_net(seed: int = 0, **kwargs) -> DnCNN:
@@ -81,8 +82,9 @@ def test_dncnn_residual_semantics() -> None:
 
 
 # --------------------------------------------------------------------------- the real checkpoint
-@pytest.mark.skipif(not KAIR.is_file() or not DEMO_2.is_file(),
-                    reason=f"reference data not available ({SHARED} absent)")
+@pytest.mark.skipif(
+    not KAIR.is_file() or not DEMO_2.is_file(), reason=f"reference data not available ({SHARED} absent)"
+)
 def test_kair_checkpoint_loads_strictly_and_denoises() -> None:
     torch.set_num_threads(min(2, os.cpu_count() or 1))
     model = DnCNN()
@@ -103,8 +105,11 @@ LAYOUTS: dict[str, Callable[[dict, dict], object]] = {
     "plain": lambda sd, other: sd,
     "basicsr_params": lambda sd, other: {"params": sd},
     "basicsr_ema_preferred": lambda sd, other: {"params_ema": sd, "params": other},
-    "lightning_prefixed": lambda sd, other: {"state_dict": {"model." + k: v for k, v in sd.items()},
-                                             "epoch": 3, "global_step": 100},
+    "lightning_prefixed": lambda sd, other: {
+        "state_dict": {"model." + k: v for k, v in sd.items()},
+        "epoch": 3,
+        "global_step": 100,
+    },
     "ddp_module_prefix": lambda sd, other: {"module." + k: v for k, v in sd.items()},
     "net_key": lambda sd, other: {"net": sd, "iteration": 7},
 }

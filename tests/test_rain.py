@@ -1,4 +1,5 @@
 """Tests for cem_lab.tasks.rain (synthetic rain streaks, OpenCV-free)."""
+
 from __future__ import annotations
 
 import numpy as np

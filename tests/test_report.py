@@ -1,4 +1,5 @@
 """Tests for the study aggregator: run table (cem_lab.analysis.runs), study figures, report, cem-report."""
+
 from __future__ import annotations
 
 import json
@@ -10,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import ConvStack, Identity
 from omegaconf import OmegaConf
 from PIL import Image
 
@@ -20,8 +22,6 @@ from cem_lab.cli.report import main
 from cem_lab.engine.run_index import mark_done
 from cem_lab.models.zoo import read_zoo_entry
 from cem_lab.viz import study_figures as sf
-
-from conftest import ConvStack, Identity
 
 # four zoo names spanning 2 depths x 2 widths (their metadata is read; the CEMs use toy networks)
 ZOO_RUNS = {"fsrcnn_d2_w16_x4": 2, "fsrcnn_d2_w32_x4": 2, "fsrcnn_d4_w16_x4": 4, "fsrcnn_d4_w32_x4": 4}
@@ -36,10 +36,24 @@ def study(tmp_path_factory, small_bank) -> Path:
     root = tmp_path_factory.mktemp("study")
     kw = dict(block=8, patch_bank=small_bank, estimator="exhaustive", samples=2, progress=False, figures=False)
     for name, depth in ZOO_RUNS.items():
-        compute_cem(ConvStack(depth=depth + 1, width=6, scale=4), image, "sr", (16, 16, 16),
-                    output_dir=root / "sweeps" / "sr" / name, model_name=name, **kw)
-    compute_cem(Identity(), image, "dn", (16, 16, 16), output_dir=root / "single" / "toy_dn",
-                model_name="toy_dn", **{**kw, "samples": 1})
+        compute_cem(
+            ConvStack(depth=depth + 1, width=6, scale=4),
+            image,
+            "sr",
+            (16, 16, 16),
+            output_dir=root / "sweeps" / "sr" / name,
+            model_name=name,
+            **kw,
+        )
+    compute_cem(
+        Identity(),
+        image,
+        "dn",
+        (16, 16, 16),
+        output_dir=root / "single" / "toy_dn",
+        model_name="toy_dn",
+        **{**kw, "samples": 1},
+    )
     return root
 
 
@@ -97,8 +111,13 @@ def test_task_labels_and_rcan_attention_variants():
     # a zoo model not validated on the run's task: zoo columns, but no validation PSNR
     other = zoo_info("fsrcnn_d2_w16_x4", "dn_s50")
     assert other["zoo"] and np.isnan(other["val_psnr"])
-    expected = {"rcan_global_sr_x4": "global", "rcan_none_sr_x4": "none", "rcan_half_sr_x4": "half",
-                "rcan_local4_sr_x4": "local4", "rcan_adaptive3_sr_x4": "adaptive3"}
+    expected = {
+        "rcan_global_sr_x4": "global",
+        "rcan_none_sr_x4": "none",
+        "rcan_half_sr_x4": "half",
+        "rcan_local4_sr_x4": "local4",
+        "rcan_adaptive3_sr_x4": "adaptive3",
+    }
     for name, variant in expected.items():
         info = zoo_info(name, "sr_x4")
         assert info["architecture"] == "RCAN" and info["attention_variant"] == variant
@@ -215,7 +234,8 @@ def test_write_report_writes_tables_and_figures_and_reruns_cleanly(study, tmp_pa
     assert again["skipped"] == [] and again["skipped_txt"] is None and not (out / "skipped.txt").exists()
     assert not (out / "figures" / "old_figure.png").exists()
     assert sorted(p.name for p in (out / "figures").iterdir()) == sorted(
-        Path(p).name for p in again["figures"].values())
+        Path(p).name for p in again["figures"].values()
+    )
     # a report folder given as a path holds no runs; a run folder is refused as the report folder
     with pytest.raises(ValueError, match="no finished CEM run"):
         collect_runs([out])
@@ -273,8 +293,12 @@ def test_cli_default_out_prints_table_and_exit_codes(study, tmp_path, capsys):
 
 
 def test_cli_module_exits_2_on_a_missing_path(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "cem_lab.cli.report", str(tmp_path / "missing")],
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "cem_lab.cli.report", str(tmp_path / "missing")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 2
     assert proc.stderr.startswith("cem-report: error:") and "does not exist" in proc.stderr
     assert "Traceback" not in proc.stderr

@@ -1,4 +1,5 @@
 """Standard test images that install offline (cem_lab.datasets, conf/dataset/standard.yaml)."""
+
 from __future__ import annotations
 
 import importlib.util
@@ -7,17 +8,28 @@ import warnings
 import numpy as np
 import pytest
 
-from cem_lab.datasets import (IMAGE_POOLS, STANDARD_IMAGES, DatasetError, image_pool, list_standard_images,
-                              standard_image, standard_image_file, standard_image_path)
+from cem_lab.datasets import (
+    IMAGE_POOLS,
+    STANDARD_IMAGES,
+    DatasetError,
+    image_pool,
+    list_standard_images,
+    standard_image,
+    standard_image_file,
+    standard_image_path,
+)
 
 HAS_SPORCO = importlib.util.find_spec("sporco") is not None
-needs_sporco = pytest.mark.skipif(not HAS_SPORCO, reason="sporco is not installed (pip install sporco): "
-                                                         "its five bundled images cannot be checked")
+needs_sporco = pytest.mark.skipif(
+    not HAS_SPORCO, reason="sporco is not installed (pip install sporco): its five bundled images cannot be checked"
+)
 
 
 HAS_SKLEARN = importlib.util.find_spec("sklearn") is not None
-needs_sklearn = pytest.mark.skipif(not HAS_SKLEARN, reason="scikit-learn is not installed (pip install scikit-learn): "
-                                                           "its two sample photographs cannot be checked")
+needs_sklearn = pytest.mark.skipif(
+    not HAS_SKLEARN,
+    reason="scikit-learn is not installed (pip install scikit-learn): its two sample photographs cannot be checked",
+)
 
 
 def _param(name):
@@ -86,8 +98,9 @@ def test_another_picture_under_a_name_is_refused(monkeypatch):
     from cem_lab import datasets
 
     entry = datasets.STANDARD_IMAGES["chelsea"]
-    monkeypatch.setitem(datasets.STANDARD_IMAGES, "chelsea",
-                        datasets.StandardImage(**{**entry.__dict__, "size": (256, 256)}))
+    monkeypatch.setitem(
+        datasets.STANDARD_IMAGES, "chelsea", datasets.StandardImage(**{**entry.__dict__, "size": (256, 256)})
+    )
     with pytest.raises(DatasetError, match="300x451 RGB"):
         standard_image_path("chelsea")
 

@@ -1,4 +1,5 @@
 """The three study scripts say what they will run, and how long it takes here, before running anything."""
+
 from __future__ import annotations
 
 import re
@@ -11,20 +12,31 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.mark.parametrize("study,maps,sweeps", [("receptive_field", 162, 3), ("channel_attention", 84, 2),
-                                               ("multitask", 108, 3)])
+@pytest.mark.parametrize(
+    "study,maps,sweeps", [("receptive_field", 162, 3), ("channel_attention", 84, 2), ("multitask", 108, 3)]
+)
 def test_plan_lists_the_jobs_and_the_time(study, maps, sweeps):
-    out = subprocess.run([sys.executable, str(ROOT / "experiments" / f"{study}.py"), "plan"], cwd=ROOT,
-                         capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "experiments" / f"{study}.py"), "plan"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     assert out.startswith(f"{study}: {maps} maps in {sweeps} sweeps")
     assert len(re.findall(r"^  study_\w+ +\d+ maps .*cem-lab -m ", out, flags=re.M)) == sweeps
     assert re.search(r"estimated here \(2 CPU cores, 2 jobs at once\): \S+ in all, \S+ left", out)
     # every sweep runs the paper's estimator over the held-out population
-    for line in out.splitlines()[1:1 + sweeps]:
+    for line in out.splitlines()[1 : 1 + sweeps]:
         assert "cem=coarse_to_fine" in line and "roi=placed" in line and "standard.name=monarch,barbara,kodim23" in line
 
 
 def test_the_rrdb_networks_are_planned_only_when_asked():
-    out = subprocess.run([sys.executable, str(ROOT / "experiments" / "receptive_field.py"), "plan", "--with-rrdb"],
-                         cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "experiments" / "receptive_field.py"), "plan", "--with-rrdb"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     assert "study_rf_real_rrdb" in out and out.startswith("receptive_field: 174 maps in 4 sweeps")

@@ -1,6 +1,7 @@
 """Study statistics: the interval machinery on synthetic data with a known difference (it must be found)
 and with none (false positives at no more than the stated rate), and the study tables on synthetic run
 folders (pairing by image and ROI, refusals, missing units)."""
+
 from __future__ import annotations
 
 import json
@@ -9,8 +10,7 @@ import numpy as np
 import pytest
 
 from cem_lab.analysis.runs import collect_runs
-from cem_lab.analysis.study_stats import (contrast_of_differences, expanded_alpha, nested_bootstrap,
-                                          paired_difference)
+from cem_lab.analysis.study_stats import contrast_of_differences, expanded_alpha, nested_bootstrap, paired_difference
 from cem_lab.analysis.study_tables import StudyError, distance_profile, study_markdown, study_statistics
 from cem_lab.causal.grid import Roi
 from cem_lab.causal.result import CEMResult
@@ -93,11 +93,18 @@ def test_bad_values_are_refused():
 
 # ----------------------------------------------------------------------------- study tables on synthetic maps
 def _settings(block=8, fine=50, seed=0):
-    return {"task": {"name": "dn", "scale": 1, "sigma": 50.0, "rounding": "floor"},
-            "estimator": {"name": "coarse_to_fine", "coarse": 3, "fine": fine, "tol": 0.01},
-            "intervention": {"name": "lv", "sampler": "uniform", "bank": "embedded:skimage"},
-            "metric": {"name": "psnr", "crop_border": 0, "test_y_channel": False},
-            "block": block, "seed": seed, "tol": 0.01, "classification": "tol", "forward_batch": 8, "blocks": "all"}
+    return {
+        "task": {"name": "dn", "scale": 1, "sigma": 50.0, "rounding": "floor"},
+        "estimator": {"name": "coarse_to_fine", "coarse": 3, "fine": fine, "tol": 0.01},
+        "intervention": {"name": "lv", "sampler": "uniform", "bank": "embedded:skimage"},
+        "metric": {"name": "psnr", "crop_border": 0, "test_y_channel": False},
+        "block": block,
+        "seed": seed,
+        "tol": 0.01,
+        "classification": "tol",
+        "forward_batch": 8,
+        "blocks": "all",
+    }
 
 
 def _write_run(folder, model, image, roi, n_negative, psnr, block=8, fine=50, seed=0, far=False):
@@ -106,7 +113,9 @@ def _write_run(folder, model, image, roi, n_negative, psnr, block=8, fine=50, se
     effect = np.full((g, g), 0.1)
     roi_obj = Roi(*roi)
     mask = np.zeros((g, g), bool)
-    mask[roi[0] // block:(roi[0] + roi[2] - 1) // block + 1, roi[1] // block:(roi[1] + roi[2] - 1) // block + 1] = True
+    mask[roi[0] // block : (roi[0] + roi[2] - 1) // block + 1, roi[1] // block : (roi[1] + roi[2] - 1) // block + 1] = (
+        True
+    )
     outside = np.argwhere(~mask)
     centre = np.array([roi[0] + roi[2] / 2, roi[1] + roi[2] / 2]) / block
     order = np.argsort(np.hypot(*(outside + 0.5 - centre).T))
@@ -114,11 +123,28 @@ def _write_run(folder, model, image, roi, n_negative, psnr, block=8, fine=50, se
     effect[tuple(chosen.T)] = -0.2
     effect[mask] = 0.0
     cls = np.sign(effect).astype(np.int8)
-    res = CEMResult(effect=effect, effect_raw=effect, stderr=np.zeros_like(effect), ci_low=effect, ci_high=effect,
-                    counts=np.full((g, g), 10), classification=cls, roi_mask=mask, roi=roi_obj, block=block, scale=1,
-                    input_shape=(64, 64), output_shape=(64, 64), baseline_metric=psnr,
-                    meta={"model": model, "image": image, "settings": _settings(block, fine, seed),
-                          "fingerprint": f"{model}-{image}-{roi}-{block}-{fine}"})
+    res = CEMResult(
+        effect=effect,
+        effect_raw=effect,
+        stderr=np.zeros_like(effect),
+        ci_low=effect,
+        ci_high=effect,
+        counts=np.full((g, g), 10),
+        classification=cls,
+        roi_mask=mask,
+        roi=roi_obj,
+        block=block,
+        scale=1,
+        input_shape=(64, 64),
+        output_shape=(64, 64),
+        baseline_metric=psnr,
+        meta={
+            "model": model,
+            "image": image,
+            "settings": _settings(block, fine, seed),
+            "fingerprint": f"{model}-{image}-{roi}-{block}-{fine}",
+        },
+    )
     res.save(folder, figures=False)
     return folder
 
@@ -172,7 +198,10 @@ def test_distance_profile_moves_with_the_effects(tmp_path):
 def test_runs_of_different_settings_are_not_pooled(two_models):
     _write_run(two_models / "a" / "odd", "a", "im9.png", ROIS[0], 3, 25.0, fine=10)
     runs, _ = collect_runs([two_models])
-    with pytest.raises(StudyError, match=r"(?s)differ in estimator\.fine.*model=a, estimator\.fine=50: 8 run.*fine=10: 1 run.*--by model,estimator\.fine"):
+    with pytest.raises(
+        StudyError,
+        match=r"(?s)differ in estimator\.fine.*model=a, estimator\.fine=50: 8 run.*fine=10: 1 run.*--by model,estimator\.fine",
+    ):
         study_statistics(runs)
     # named as a condition, they are compared instead
     res = study_statistics(runs, by=("model", "samples"))
@@ -226,8 +255,14 @@ def test_cem_report_prints_intervals_and_paired_differences(two_models, capsys):
     out = capsys.readouterr().out
     assert "Study statistics" in out and "Paired differences (dn_s50" in out and "| b | a | 4 | 8 |" in out
     rep = two_models.parent / "rep"
-    for name in ("study.md", "study_summary.csv", "study_paired.csv", "study_profile.csv",
-                 "figures/study_intervals.png", "figures/distance_profile.png"):
+    for name in (
+        "study.md",
+        "study_summary.csv",
+        "study_paired.csv",
+        "study_profile.csv",
+        "figures/study_intervals.png",
+        "figures/distance_profile.png",
+    ):
         assert (rep / name).is_file(), name
     assert main([str(two_models), "--out", str(rep), "--reference", "c"]) == 0
     out = capsys.readouterr().out

@@ -1,4 +1,5 @@
 """Multiruns (`cem-lab -m`): folders, skipping and resuming, failures, W&B logging, launchers."""
+
 from __future__ import annotations
 
 import importlib.util
@@ -28,28 +29,50 @@ def _has(module: str) -> bool:
 
 
 needs_wandb = pytest.mark.skipif(not _has("wandb"), reason="wandb is not installed (cem_lab[wandb])")
-needs_joblib = pytest.mark.skipif(not _has("hydra_plugins.hydra_joblib_launcher"),
-                                  reason="hydra-joblib-launcher is not installed")
-needs_submitit = pytest.mark.skipif(not _has("hydra_plugins.hydra_submitit_launcher"),
-                                    reason="hydra-submitit-launcher is not installed")
+needs_joblib = pytest.mark.skipif(
+    not _has("hydra_plugins.hydra_joblib_launcher"), reason="hydra-joblib-launcher is not installed"
+)
+needs_submitit = pytest.mark.skipif(
+    not _has("hydra_plugins.hydra_submitit_launcher"), reason="hydra-submitit-launcher is not installed"
+)
 
-SMALL = ["model=custom", "model.net._target_=cem_lab.models.DnCNN", "+model.net.features=8",
-         "+model.net.depth=3", "image=img.png", "roi=[16,16,16]", "cem.fine=2", "patches.count=300",
-         "progress=false", "batch_size=8", "figures=false"]
+SMALL = [
+    "model=custom",
+    "model.net._target_=cem_lab.models.DnCNN",
+    "+model.net.features=8",
+    "+model.net.depth=3",
+    "image=img.png",
+    "roi=[16,16,16]",
+    "cem.fine=2",
+    "patches.count=300",
+    "progress=false",
+    "batch_size=8",
+    "figures=false",
+]
 GRID = ["seed=0,1", "cem.sampler=uniform,stratified"]
 FIGURES = {"cem_panel", "cem_overlay", "pie", "colorbar", "restored_roi"}
 
 
 def _env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("WANDB_API_KEY", "WANDB_MODE", sw.SWEEP_ENV, "CEM_LAB_TEST_INTERRUPT")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("WANDB_API_KEY", "WANDB_MODE", sw.SWEEP_ENV, "CEM_LAB_TEST_INTERRUPT")
+    }
     env.update(extra)
     return env
 
 
 def _cem(args, cwd, **env):
-    return subprocess.run([sys.executable, "-m", "cem_lab.cli.cem", *args], cwd=cwd, capture_output=True,
-                          text=True, timeout=600, env=_env(**env), check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "cem_lab.cli.cem", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=_env(**env),
+        check=False,
+    )
 
 
 def _sweep_dir(cwd: Path, name: str) -> Path:
@@ -115,8 +138,14 @@ def test_job_count_follows_the_basic_sweeper():
 
     with initialize_config_module(config_module="cem_lab.conf", version_base="1.3"):
         hydra_cfg = compose(config_name="cem", return_hydra_config=True).hydra
-    cfg = OmegaConf.create({"hydra": {"sweeper": OmegaConf.to_container(hydra_cfg.sweeper), "overrides": {
-        "task": ["seed=0,1,2", "task=dn,dr", "roi=[1,2,3]", "cem.fine=range(2,6)"]}}})
+    cfg = OmegaConf.create(
+        {
+            "hydra": {
+                "sweeper": OmegaConf.to_container(hydra_cfg.sweeper),
+                "overrides": {"task": ["seed=0,1,2", "task=dn,dr", "roi=[1,2,3]", "cem.fine=range(2,6)"]},
+            }
+        }
+    )
     assert sw.count_jobs(cfg) == 3 * 2 * 4
     cfg.hydra.sweeper.params = {"cem.tol": "0.01,0.1"}
     assert sw.count_jobs(cfg) == 3 * 2 * 4 * 2
@@ -163,8 +192,9 @@ def test_finished_runs_are_reused_and_foreign_folders_refused(workdir, tmp_path)
 
     def cfg(*extra):
         with initialize_config_module(config_module="cem_lab.conf", version_base="1.3"):
-            return compose(config_name="cem", overrides=SMALL[:4] + [f"image={workdir / 'img.png'}"] +
-                           SMALL[5:] + list(extra))
+            return compose(
+                config_name="cem", overrides=SMALL[:4] + [f"image={workdir / 'img.png'}"] + SMALL[5:] + list(extra)
+            )
 
     folder = tmp_path / "run"
     assert execute(cfg(), folder)["status"] == "done"
@@ -192,15 +222,15 @@ def test_multirun_writes_one_folder_per_job(clean_sweep, workdir):
 
 def test_rerun_skips_finished_jobs(clean_sweep, workdir):
     folder, _ = clean_sweep
-    stamps = {j: ((j / "summary.json").stat().st_mtime_ns, (j / "cem.npz").stat().st_mtime_ns)
-              for j in _jobs(folder)}
+    stamps = {j: ((j / "summary.json").stat().st_mtime_ns, (j / "cem.npz").stat().st_mtime_ns) for j in _jobs(folder)}
     p = _cem(["-m", *GRID[::-1], *SMALL[::-1]], workdir)  # same sweep, other order
     assert p.returncode == 0, p.stderr[-3000:]
     s = _summary(folder)
     assert (s["jobs"], s["done"], s["skipped"], s["failed"]) == (4, 0, 4, 0)
     assert all(job["forward_passes"] == 0 for job in s["job_list"])
-    assert stamps == {j: ((j / "summary.json").stat().st_mtime_ns, (j / "cem.npz").stat().st_mtime_ns)
-                      for j in _jobs(folder)}
+    assert stamps == {
+        j: ((j / "summary.json").stat().st_mtime_ns, (j / "cem.npz").stat().st_mtime_ns) for j in _jobs(folder)
+    }
 
 
 def test_interrupted_sweep_resumes_to_the_same_results(clean_sweep, workdir):
@@ -225,8 +255,7 @@ def test_interrupted_sweep_resumes_to_the_same_results(clean_sweep, workdir):
 
 
 def test_a_failing_job_does_not_stop_the_sweep(workdir):
-    args = ["-m", *[a for a in SMALL if not a.startswith("roi=")], "roi=[16,16,16],[40,40,16]",
-            "sweep_name=failing"]
+    args = ["-m", *[a for a in SMALL if not a.startswith("roi=")], "roi=[16,16,16],[40,40,16]", "sweep_name=failing"]
     p = _cem(args, workdir)
     assert p.returncode == 1  # some job failed
     assert "FAILED job 2" in p.stdout and "outside" in p.stdout
@@ -246,8 +275,7 @@ def test_a_failing_job_does_not_stop_the_sweep(workdir):
 def test_wandb_offline_run_holds_figures_and_table(workdir, tmp_path):
     mode = ["logger.mode=offline"] if _has_api_key() else []  # else chosen automatically: no key
     args = ["-m", *[a for a in SMALL if a != "figures=false"], "sweep_name=wb", "logger=wandb", *mode]
-    p = _cem(args, workdir, WANDB_CONFIG_DIR=str(tmp_path), WANDB_CACHE_DIR=str(tmp_path),
-             WANDB_DATA_DIR=str(tmp_path))
+    p = _cem(args, workdir, WANDB_CONFIG_DIR=str(tmp_path), WANDB_CACHE_DIR=str(tmp_path), WANDB_DATA_DIR=str(tmp_path))
     assert p.returncode == 0, p.stderr[-3000:]
     (job,) = _jobs(_sweep_dir(workdir, "wb"))
     marker = json.loads((job / "wandb.json").read_text())

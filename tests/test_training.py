@@ -1,4 +1,5 @@
 """Training with Lightning (`cem-train`): a smoke run, resume, the data module and bad input."""
+
 from __future__ import annotations
 
 import csv
@@ -22,9 +23,19 @@ from cem_lab.models.architectures import EDSR
 from cem_lab.models.checkpoint import load_model
 from cem_lab.tasks import SuperResolutionTask
 
-TINY = ["model=edsr", "model.net.width=8", "model.net.depth=1", "task=sr", "task.scale=2",
-        "train.crop=32", "train.batch_size=4", "train.lr=2e-3", "data.val_crop=64",
-        "trainer.progress=false", "trainer.log_every=1"]
+TINY = [
+    "model=edsr",
+    "model.net.width=8",
+    "model.net.depth=1",
+    "task=sr",
+    "task.scale=2",
+    "train.crop=32",
+    "train.batch_size=4",
+    "train.lr=2e-3",
+    "data.val_crop=64",
+    "trainer.progress=false",
+    "trainer.log_every=1",
+]
 
 
 def _cfg(overrides, name="train"):
@@ -101,8 +112,7 @@ def test_resume_continues_from_the_checkpoint_and_matches_an_uninterrupted_run(t
     before = (resumed / "model.yaml").read_text()
     for changed in (["train.lr=1e-3"], ["task.scale=4"], ["train.task_weights={sr:2}"]):
         with pytest.raises(ValueError, match="holds a run with other settings") as err:
-            run(_cfg(TINY + ["train.steps=20", "train.val_every=4", "train.schedule=none", *changed]),
-                resumed)
+            run(_cfg(TINY + ["train.steps=20", "train.val_every=4", "train.schedule=none", *changed]), resumed)
         assert changed[0].split("=")[0] in str(err.value)
     assert (resumed / "model.yaml").read_text() == before
 
@@ -115,12 +125,15 @@ def test_resume_continues_from_the_checkpoint_and_matches_an_uninterrupted_run(t
 
 
 # ----------------------------------------------------------------------------- data
-@pytest.mark.parametrize(("tasks", "crop", "in_side"), [
-    ({"name": "sr", "scale": 2}, 32, 16),
-    ({"name": "sr", "scale": 4}, 32, 8),
-    ("dn", 24, 24),
-    ("dr", 24, 24),
-])
+@pytest.mark.parametrize(
+    ("tasks", "crop", "in_side"),
+    [
+        ({"name": "sr", "scale": 2}, 32, 16),
+        ({"name": "sr", "scale": 4}, 32, 8),
+        ("dn", 24, 24),
+        ("dr", 24, 24),
+    ],
+)
 def test_data_module_shapes(tasks, crop, in_side):
     dm = RestorationDataModule(tasks, crop=crop, batch_size=3, steps_per_epoch=2)
     dm.setup("fit")
@@ -145,8 +158,8 @@ def test_mixed_tasks_feed_pre_upsampled_sr_and_load_into_the_pre_network():
     assert set(batch["task"].tolist()) == {0, 1, 2}
     sr = SuperResolutionTask(4)
     for i in torch.nonzero(batch["task"] == 0).flatten().tolist():
-        expected = pre_upsample(sr.degrade(batch["target"][i:i + 1], 0), 4)
-        assert torch.equal(batch["input"][i:i + 1], expected)
+        expected = pre_upsample(sr.degrade(batch["target"][i : i + 1], 0), 4)
+        assert torch.equal(batch["input"][i : i + 1], expected)
     assert len(dm.val_set) == 3  # chelsea once per task
 
     # a scale-1 network trained on these pairs is the scale-4 "pre" network with the same weights
@@ -231,20 +244,25 @@ def test_unknown_architecture_lists_the_choices():
 SMALL = ["model.net.width=4", "model.net.depth=1"]
 
 
-@pytest.mark.parametrize(("overrides", "words"), [
-    (["model=custom", "model.net._target_=cem_lab.models.NoSuchNet"], ["NoSuchNet", "_target_"]),
-    (["model=custom", "model.net._target_=math.sqrt"], ["math.sqrt"]),
-    (["model=edsr", "model.net.width=0"], ["EDSR", "width"]),
-    (["model=dncnn", "task=dn"], ["model.checkpoint=null"]),
-    (["model=edsr", *SMALL, "task=sr", "task.scale=4", "model.net.scale=1"], ["SR x4", "scale 1", "edsr"]),
-    (["model=edsr", *SMALL, "task=dn", "model.net.scale=2"], ["dn_s50", "scale 2", "edsr"]),
-    (["model=srresnet", *SMALL, "tasks=[sr,dn]", "model.net.scale=4"], ["sr_x4, dn_s50", "scale 4", "srresnet"]),
-    (["model=edsr", *SMALL, "task=sr", "task.scale=3", "train.crop=32"], ["crop 32", "scale 3"]),
-    (["model=edsr", *SMALL, "task=dn", "data.images=/no/such/folder"], ["/no/such/folder"]),
-    (["model=srresnet", *SMALL, "tasks=[sr,dn]", "train.task_weights={dr:2}"],
-     ["task_weights", "'dr'", "sr_x4, dn_s50"]),
-    (["model=srresnet", *SMALL, "tasks=[sr,dn]", "train.task_weights={sr:0}"], ["task_weights", "positive"]),
-])
+@pytest.mark.parametrize(
+    ("overrides", "words"),
+    [
+        (["model=custom", "model.net._target_=cem_lab.models.NoSuchNet"], ["NoSuchNet", "_target_"]),
+        (["model=custom", "model.net._target_=math.sqrt"], ["math.sqrt"]),
+        (["model=edsr", "model.net.width=0"], ["EDSR", "width"]),
+        (["model=dncnn", "task=dn"], ["model.checkpoint=null"]),
+        (["model=edsr", *SMALL, "task=sr", "task.scale=4", "model.net.scale=1"], ["SR x4", "scale 1", "edsr"]),
+        (["model=edsr", *SMALL, "task=dn", "model.net.scale=2"], ["dn_s50", "scale 2", "edsr"]),
+        (["model=srresnet", *SMALL, "tasks=[sr,dn]", "model.net.scale=4"], ["sr_x4, dn_s50", "scale 4", "srresnet"]),
+        (["model=edsr", *SMALL, "task=sr", "task.scale=3", "train.crop=32"], ["crop 32", "scale 3"]),
+        (["model=edsr", *SMALL, "task=dn", "data.images=/no/such/folder"], ["/no/such/folder"]),
+        (
+            ["model=srresnet", *SMALL, "tasks=[sr,dn]", "train.task_weights={dr:2}"],
+            ["task_weights", "'dr'", "sr_x4, dn_s50"],
+        ),
+        (["model=srresnet", *SMALL, "tasks=[sr,dn]", "train.task_weights={sr:0}"], ["task_weights", "positive"]),
+    ],
+)
 def test_bad_settings_fail_before_anything_is_written(tmp_path, overrides, words):
     out = tmp_path / "run"
     with pytest.raises(ValueError) as err:  # TrainingError, DataError, TaskError are ValueErrors
@@ -265,17 +283,30 @@ def test_model_configs_build_for_cem_lab_too():
 
 
 def test_cli_error_is_short_and_leaves_no_folder(tmp_path):
-    p = subprocess.run([sys.executable, "-m", "cem_lab.cli.train", "model=edsr", "task=dn",
-                        "model.net.scale=4", "trainer.progress=false"],
-                       cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    p = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "cem_lab.cli.train",
+            "model=edsr",
+            "task=dn",
+            "model.net.scale=4",
+            "trainer.progress=false",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert p.returncode == 2, p.stderr
     assert "scale 4" in p.stderr and "Traceback" not in p.stderr
     assert not list(tmp_path.glob("runs/train/*"))
 
 
 # ----------------------------------------------------------------------------- paper-scale recipes
-@pytest.mark.parametrize(("recipe", "jobs"), [("paper_fsrcnn", 16), ("paper_edsr", 16),
-                                              ("paper_rcan", 14), ("paper_multitask", 8)])
+@pytest.mark.parametrize(
+    ("recipe", "jobs"), [("paper_fsrcnn", 16), ("paper_edsr", 16), ("paper_rcan", 14), ("paper_multitask", 8)]
+)
 def test_paper_recipes_compose_into_their_grids(recipe, jobs, monkeypatch):
     """Each recipe composes (documented, not trained here), needs a DIV2K-like folder, and its
     sweep has the paper's grid; every job's config builds a network."""
@@ -293,14 +324,18 @@ def test_paper_recipes_compose_into_their_grids(recipe, jobs, monkeypatch):
         with pytest.raises(InterpolationResolutionError, match="DIV2K_HR"):
             _ = cfg.data.images
         params = dict(cfg.hydra.sweeper.params)
-        sweep = OmegaConf.create({"hydra": {"sweeper": {**OmegaConf.to_container(cfg.hydra.sweeper),
-                                                        "params": params},
-                                            "overrides": {"task": []}}})
+        sweep = OmegaConf.create(
+            {
+                "hydra": {
+                    "sweeper": {**OmegaConf.to_container(cfg.hydra.sweeper), "params": params},
+                    "overrides": {"task": []},
+                }
+            }
+        )
         assert count_jobs(sweep) == jobs
         parsed = OverridesParser.create().parse_overrides([f"{k}={v}" for k, v in params.items()])
         for job in BasicSweeper.split_arguments(parsed, None)[0][::3]:
-            job_cfg = compose(config_name="train", overrides=[f"recipe={recipe}", *job,
-                                                              "data.images=/tmp"])
+            job_cfg = compose(config_name="train", overrides=[f"recipe={recipe}", *job, "data.images=/tmp"])
             assert job_cfg.train.steps >= 100000
             net = instantiate(job_cfg.model.net)
             assert sum(p.numel() for p in net.parameters()) > 0
@@ -313,8 +348,7 @@ def test_loss_choice():
     batch = {"input": torch.rand(2, 3, 8, 8), "target": torch.rand(2, 3, 16, 16)}
     with torch.no_grad():
         out = net(batch["input"])
-    for name, expected in (("l1", (out - batch["target"]).abs().mean()),
-                           ("l2", ((out - batch["target"]) ** 2).mean())):
+    for name, expected in (("l1", (out - batch["target"]).abs().mean()), ("l2", ((out - batch["target"]) ** 2).mean())):
         module = RestorationModule(net, "sr", loss=name)
         module.log = lambda *a, **k: None  # outside a Trainer
         with torch.no_grad():
@@ -328,13 +362,16 @@ def test_task_weights_weight_each_sample_by_its_task():
     (or none) give the plain mean; names and labels both select a task; others weigh 1."""
     torch.manual_seed(0)
     net = EDSR(width=4, depth=1, scale=1)
-    batch = {"input": torch.rand(3, 3, 8, 8), "target": torch.rand(3, 3, 8, 8),
-             "task": torch.tensor([0, 1, 1])}
+    batch = {"input": torch.rand(3, 3, 8, 8), "target": torch.rand(3, 3, 8, 8), "task": torch.tensor([0, 1, 1])}
     with torch.no_grad():
         per_sample = (net(batch["input"]) - batch["target"]).abs().flatten(1).mean(1)
     tasks = [{"name": "sr", "scale": 4}, {"name": "dn", "sigma": 25}]
-    for weights, w in ((None, [1, 1, 1]), ({"sr": 1}, [1, 1, 1]), ({"sr": 8}, [8, 1, 1]),
-                       ({"sr_x4": 2, "dn": 3}, [2, 3, 3])):
+    for weights, w in (
+        (None, [1, 1, 1]),
+        ({"sr": 1}, [1, 1, 1]),
+        ({"sr": 8}, [8, 1, 1]),
+        ({"sr_x4": 2, "dn": 3}, [2, 3, 3]),
+    ):
         module = RestorationModule(net, tasks, task_weights=weights)
         module.log = lambda *a, **k: None  # outside a Trainer
         w = torch.tensor(w, dtype=torch.float32)

@@ -1,13 +1,13 @@
 """A user's own degraded input with its ground truth, and ground-truth-free maps."""
+
 from __future__ import annotations
 
 import torch
+from conftest import ConvStack, Identity
 
 from cem_lab import compute_cem
 from cem_lab.images import from_uint8
 from cem_lab.tasks import DenoiseTask, DerainTask
-
-from conftest import ConvStack, Identity
 
 KW = dict(block=8, coarse=2, fine=3, progress=False)
 
@@ -15,8 +15,7 @@ KW = dict(block=8, coarse=2, fine=3, progress=False)
 def test_own_noisy_input_with_ground_truth(clean_image, small_bank):
     noisy = (DenoiseTask(25).degrade(from_uint8(clean_image), seed=5)[0].permute(1, 2, 0) * 255).round()
     noisy = noisy.to(torch.uint8).numpy()
-    res = compute_cem(ConvStack(depth=3), clean_image, "dn", (16, 16, 16), degraded=noisy,
-                      patch_bank=small_bank, **KW)
+    res = compute_cem(ConvStack(depth=3), clean_image, "dn", (16, 16, 16), degraded=noisy, patch_bank=small_bank, **KW)
     assert (res.images["input"] == noisy).all(), "the user's input is used as given, not re-degraded"
     assert (res.images["target"] == clean_image).all()
     assert res.effect.shape == (6, 6)
@@ -26,14 +25,29 @@ def test_own_rainy_input_takes_the_rain_layer_from_the_difference(clean_image, s
     rainy = DerainTask().degrade(from_uint8(clean_image), seed=3)
     ti = DerainTask().prepare(from_uint8(clean_image), degraded=rainy)
     assert torch.allclose(ti.context["rain"], rainy - from_uint8(clean_image))
-    res = compute_cem(Identity(), clean_image, "dr", (16, 16, 16), degraded=(rainy[0].permute(1, 2, 0) * 255)
-                      .round().to(torch.uint8).numpy(), patch_bank=small_bank, **KW)
+    res = compute_cem(
+        Identity(),
+        clean_image,
+        "dr",
+        (16, 16, 16),
+        degraded=(rainy[0].permute(1, 2, 0) * 255).round().to(torch.uint8).numpy(),
+        patch_bank=small_bank,
+        **KW,
+    )
     assert res.effect[~res.roi_mask].max() == 0  # identity model: nothing outside the ROI matters
 
 
 def test_ground_truth_free_output_change_map(clean_image, small_bank):
-    res = compute_cem(ConvStack(depth=3), None, "dn", (16, 16, 16), degraded=clean_image,
-                      metric="output_change", patch_bank=small_bank, **KW)
+    res = compute_cem(
+        ConvStack(depth=3),
+        None,
+        "dn",
+        (16, 16, 16),
+        degraded=clean_image,
+        metric="output_change",
+        patch_bank=small_bank,
+        **KW,
+    )
     assert res.baseline_metric == 0.0
     assert (res.effect >= 0).all() and res.effect.max() > 0
     assert res.unit == "grey levels"

@@ -1,4 +1,5 @@
 """Tests for cem_lab.viz: colour mapping, overlay, ROI box and the saved figures."""
+
 from __future__ import annotations
 
 import math
@@ -125,8 +126,8 @@ def test_cem_overlay_roi_box_and_input_blend() -> None:
     out = cem_overlay(effect, roi_mask, roi, block, (h, w), degraded, bound=1.0)
     top, left, size = roi
     box = np.zeros((h, w), bool)
-    box[top:top + size, left:left + size] = True
-    box[top + 2:top + size - 2, left + 2:left + size - 2] = False
+    box[top : top + size, left : left + size] = True
+    box[top + 2 : top + size - 2, left + 2 : left + size - 2] = False
     assert (out[box] == GREEN).all()  # 2 px green outline
     inner = out[top + 2, left + 2]
     assert tuple(inner) != GREEN  # the interior is blended, not the pure outline colour
@@ -173,10 +174,18 @@ def _example(h: int = 60, w: int = 76, block: int = 8) -> dict:
     rng = np.random.default_rng(1)
     restored = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
     return dict(
-        effect=effect, roi_mask=roi_mask, classification=classification, roi=(24, 32, 8), block=block,
-        output_shape=(h, w), degraded_input_rgb=restored[::2, ::2], restored_rgb=restored,
-        bound=TASK_BOUNDS["dr"], counts={"positive": 20, "negative": 1, "zero": 58},
-        title="test panel", roi_psnr=28.5,
+        effect=effect,
+        roi_mask=roi_mask,
+        classification=classification,
+        roi=(24, 32, 8),
+        block=block,
+        output_shape=(h, w),
+        degraded_input_rgb=restored[::2, ::2],
+        restored_rgb=restored,
+        bound=TASK_BOUNDS["dr"],
+        counts={"positive": 20, "negative": 1, "zero": 58},
+        title="test panel",
+        roi_psnr=28.5,
     )
 
 
@@ -200,8 +209,9 @@ def test_save_cem_figures_writes_readable_pngs(tmp_path: Path) -> None:
     with Image.open(paths["cem_panel"]) as im:
         assert im.size[0] > 3 * im.size[1] / 2  # 4 panels side by side
     overlay = np.asarray(Image.open(paths["cem_overlay"]).convert("RGB"))
-    want = cem_overlay(kw["effect"], kw["roi_mask"], kw["roi"], kw["block"], (h, w), kw["degraded_input_rgb"],
-                       kw["bound"])
+    want = cem_overlay(
+        kw["effect"], kw["roi_mask"], kw["roi"], kw["block"], (h, w), kw["degraded_input_rgb"], kw["bound"]
+    )
     assert (overlay == want).all()
     restored_roi = np.asarray(Image.open(paths["restored_roi"]).convert("RGB"))
     assert (restored_roi == draw_roi_box(kw["restored_rgb"], kw["roi"])).all()

@@ -1,6 +1,7 @@
 """The embedded model zoo: every recipe is trained and shipped, every model beats its trivial
 baseline on the held-out picture (recomputed here, not read back), and the CEM CLI loads any of
 them by name."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -92,8 +93,10 @@ def test_zoo_model_beats_its_trivial_baseline(name, clean):
         got = float(psnr(_measure(out, crop, y), _measure(clean, crop, y))[0])
         baseline = float(psnr(_measure(base, crop, y), _measure(clean, crop, y))[0])
         if (name, label) in KNOWN_BELOW_BASELINE:
-            assert got <= baseline, (f"{name} on {label} now beats its baseline ({got:.2f} > "
-                                     f"{baseline:.2f} dB): remove it from KNOWN_BELOW_BASELINE")
+            assert got <= baseline, (
+                f"{name} on {label} now beats its baseline ({got:.2f} > "
+                f"{baseline:.2f} dB): remove it from KNOWN_BELOW_BASELINE"
+            )
         else:
             assert got > baseline, f"{name} on {label}: {got:.2f} dB <= baseline {baseline:.2f} dB"
         assert got == pytest.approx(recorded[label]["psnr"], abs=0.02)
@@ -116,7 +119,9 @@ def test_every_zoo_model_beats_its_baseline_on_the_held_out_photographs(name):
     assert held["images"] == list(image_pool("heldout"))
     assert set(held["tasks"]) == set(entry["validation"]["tasks"])
     for label, v in held["tasks"].items():
-        assert v["gain"] > 0, f"{name} on {label}: held-out mean {v['psnr']:.2f} dB <= baseline {v['baseline_psnr']:.2f}"
+        assert v["gain"] > 0, (
+            f"{name} on {label}: held-out mean {v['psnr']:.2f} dB <= baseline {v['baseline_psnr']:.2f}"
+        )
         assert v["wins"] > v["images"] / 2, f"{name} on {label} loses on {v['loses_on']}"
         assert v["gain"] == pytest.approx(np.mean([r["gain"] for r in v["per_image"]]), abs=1e-3)
 
@@ -168,9 +173,20 @@ def test_cem_cli_runs_a_zoo_model_by_name(tmp_path):
     from cem_lab.cli.cem import run
 
     with initialize_config_module(config_module="cem_lab.conf", version_base="1.3"):
-        cfg = compose(config_name="cem", overrides=[
-            "model=zoo", "model.id=fsrcnn_d2_w16_x4", "task=sr", "task.scale=4", "cem.block=16",
-            "cem.coarse=1", "cem.fine=2", "progress=false", "figures=false"])
+        cfg = compose(
+            config_name="cem",
+            overrides=[
+                "model=zoo",
+                "model.id=fsrcnn_d2_w16_x4",
+                "task=sr",
+                "task.scale=4",
+                "cem.block=16",
+                "cem.coarse=1",
+                "cem.fine=2",
+                "progress=false",
+                "figures=false",
+            ],
+        )
     run(cfg, tmp_path)
     result = CEMResult.load(tmp_path)
     assert result.summary()["model"] == "fsrcnn_d2_w16_x4"
@@ -185,10 +201,22 @@ def test_export_and_table_from_a_tiny_run(tmp_path):
     """A training run exported into a zoo folder is found by name and tabulated."""
     from cem_lab.cli.zoo import train
 
-    r = Recipe("tiny_edsr_x2", "receptive_field",
-               ("model=edsr", "model.net.width=4", "model.net.depth=1", "task=sr", "task.scale=2",
-                "train.steps=2", "train.crop=16", "train.batch_size=2", "data.val_crop=32",
-                "trainer.progress=false"))
+    r = Recipe(
+        "tiny_edsr_x2",
+        "receptive_field",
+        (
+            "model=edsr",
+            "model.net.width=4",
+            "model.net.depth=1",
+            "task=sr",
+            "task.scale=2",
+            "train.steps=2",
+            "train.crop=16",
+            "train.batch_size=2",
+            "data.val_crop=32",
+            "trainer.progress=false",
+        ),
+    )
     zoo = tmp_path / "zoo"
     bad = Recipe("bad_recipe", "receptive_field", ("model=no_such_net",))
     # a failing model is reported and does not stop the next one
@@ -235,8 +263,11 @@ def test_cli_errors(capsys):
 # ----------------------------------------------------------------------------- study presets
 STUDY_PRESETS = {
     "receptive_field": "receptive_field",
-    "channel_attention_sr": "channel_attention", "channel_attention_dn": "channel_attention",
-    "multitask_sr": "multitask", "multitask_dn": "multitask", "multitask_dr": "multitask",
+    "channel_attention_sr": "channel_attention",
+    "channel_attention_dn": "channel_attention",
+    "multitask_sr": "multitask",
+    "multitask_dn": "multitask",
+    "multitask_dr": "multitask",
 }
 
 
@@ -247,8 +278,7 @@ def test_study_presets_sweep_zoo_models_that_fit_the_task(preset):
     from hydra import compose, initialize_config_module
 
     with initialize_config_module(config_module="cem_lab.conf", version_base="1.3"):
-        cfg = compose(config_name="cem", overrides=[f"experiment={preset}"],
-                      return_hydra_config=True)
+        cfg = compose(config_name="cem", overrides=[f"experiment={preset}"], return_hydra_config=True)
     ids = str(cfg.hydra.sweeper.params["model.id"]).split(",")
     assert len(ids) >= 4 and cfg.model.id in ids and cfg.roi == [152, 96, 32]
     study = STUDY_PRESETS[preset]
@@ -257,7 +287,6 @@ def test_study_presets_sweep_zoo_models_that_fit_the_task(preset):
     for i in ids:
         net = load_zoo_model(i, scale=scale)
         assert net.scale == scale
-
 
 
 def test_training_lock_skips_a_model_another_process_trains(tmp_path, capsys):
@@ -272,11 +301,19 @@ def test_training_lock_skips_a_model_another_process_trains(tmp_path, capsys):
     from cem_lab.folder_lock import hold_run_folder
 
     run_dir = tmp_path / "runs" / "fsrcnn_d2_w16_x4"
-    holder = subprocess.Popen([sys.executable, "-c", "import sys, time\n"
-                               "from cem_lab.folder_lock import hold_run_folder\n"
-                               "with hold_run_folder(sys.argv[1], what='cem-zoo train'):\n"
-                               "    print('held', flush=True); time.sleep(600)\n", str(run_dir)],
-                              stdout=subprocess.PIPE, text=True)
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time\n"
+            "from cem_lab.folder_lock import hold_run_folder\n"
+            "with hold_run_folder(sys.argv[1], what='cem-zoo train'):\n"
+            "    print('held', flush=True); time.sleep(600)\n",
+            str(run_dir),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert holder.stdout.readline().strip() == "held"
         (run_dir / "config.yaml").write_text("the other process's run\n")
@@ -302,7 +339,6 @@ def test_a_finished_zoo_run_is_tied_to_the_weights_file():
     from cem_lab.engine.run_index import input_signatures
 
     with initialize_config_module(config_module="cem_lab.conf", version_base="1.3"):
-        cfg = compose(config_name="cem", overrides=["model=zoo", "model.id=fsrcnn_d2_w16_x4",
-                                                    "task=sr"])
+        cfg = compose(config_name="cem", overrides=["model=zoo", "model.id=fsrcnn_d2_w16_x4", "task=sr"])
     signatures = input_signatures(cfg)
     assert signatures["model.weights"][0] == str((ZOO_DIR / "fsrcnn_d2_w16_x4.safetensors").resolve())

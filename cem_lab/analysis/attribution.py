@@ -19,12 +19,13 @@ A run folder holds (format version 1):
 JSON numbers that are not finite (a correlation of a constant map, a sign test without negative
 blocks) are written as ``null``.
 """
+
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 import numpy as np
 
@@ -65,7 +66,7 @@ class AttributionRun:
         return float("nan") if entry["rho"] is None else float(entry["rho"])
 
 
-def load_attribution(folder: Union[str, Path]) -> AttributionRun:
+def load_attribution(folder: str | Path) -> AttributionRun:
     """The numbers of a finished `cem-attribution` run folder."""
     folder = Path(folder)
     js, npz = folder / RESULT_JSON, folder / RESULT_NPZ
@@ -75,8 +76,9 @@ def load_attribution(folder: Union[str, Path]) -> AttributionRun:
     summary = json.loads(js.read_text())
     version = int(summary.get("format_version", 0))
     if version > FORMAT_VERSION:
-        raise ValueError(f"{js} has format version {version}; this cem_lab reads up to {FORMAT_VERSION}: "
-                         "upgrade cem_lab")
+        raise ValueError(
+            f"{js} has format version {version}; this cem_lab reads up to {FORMAT_VERSION}: upgrade cem_lab"
+        )
     with np.load(npz, allow_pickle=False) as z:
         arrays = {k: z[k] for k in z.files}
     return AttributionRun(folder, summary, arrays)

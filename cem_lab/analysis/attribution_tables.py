@@ -10,22 +10,36 @@ Over runs, per intervention and method: the mean of each with a 95 % t-interval,
 runs where the method's deletion drop is the largest of all methods, and the paired difference of
 its drop from the CEM's (mean and 95 % t-interval over the runs that have both).
 """
+
 from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Sequence, Union
+from typing import Any
 
 import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
 from cem_lab.analysis.attribution import RESULT_JSON
+from cem_lab.io import PathLike
 
-PathLike = Union[str, Path]
-ROW_COLUMNS = ("run", "model", "image", "roi", "intervention", "method", "baseline_metric", "deletion_auc",
-               "insertion_auc", "deletion_drop", "insertion_gain", "rank_correlation_with_cem")
+ROW_COLUMNS = (
+    "run",
+    "model",
+    "image",
+    "roi",
+    "intervention",
+    "method",
+    "baseline_metric",
+    "deletion_auc",
+    "insertion_auc",
+    "deletion_drop",
+    "insertion_gain",
+    "rank_correlation_with_cem",
+)
 
 
 def find_attribution_folders(paths: Sequence[PathLike], exclude: Iterable[PathLike] = ()) -> list[Path]:
@@ -63,12 +77,22 @@ def faithfulness_rows(folders: Sequence[PathLike]) -> pd.DataFrame:
             for method, m in f.get("methods", {}).items():
                 corr = rc.get(f"{method}~cem") or rc.get(f"cem~{method}") or {}
                 dele, ins = _num(m.get("deletion_auc")), _num(m.get("insertion_auc"))
-                rows.append({"run": str(folder), "model": s.get("model"),
-                             "image": s.get("image"), "roi": str(s.get("roi")), "intervention": inter,
-                             "method": method, "baseline_metric": base, "deletion_auc": dele, "insertion_auc": ins,
-                             "deletion_drop": base - dele,
-                             "insertion_gain": ins - _num(m.get("insertion_start")),
-                             "rank_correlation_with_cem": 1.0 if method == "cem" else _num(corr.get("rho"))})
+                rows.append(
+                    {
+                        "run": str(folder),
+                        "model": s.get("model"),
+                        "image": s.get("image"),
+                        "roi": str(s.get("roi")),
+                        "intervention": inter,
+                        "method": method,
+                        "baseline_metric": base,
+                        "deletion_auc": dele,
+                        "insertion_auc": ins,
+                        "deletion_drop": base - dele,
+                        "insertion_gain": ins - _num(m.get("insertion_start")),
+                        "rank_correlation_with_cem": 1.0 if method == "cem" else _num(corr.get("rho")),
+                    }
+                )
     return pd.DataFrame(rows, columns=list(ROW_COLUMNS))
 
 
@@ -96,12 +120,21 @@ def faithfulness_summary(rows: pd.DataFrame) -> pd.DataFrame:
     for (inter, method), g in rows.groupby(["intervention", "method"], sort=True):
         d = _mean_ci(g["deletion_drop"].to_numpy(float))
         i = _mean_ci(g["insertion_gain"].to_numpy(float))
-        entry = {"intervention": inter, "method": method, "runs": d[3],
-                 "deletion_drop": d[0], "deletion_drop_lo": d[1], "deletion_drop_hi": d[2],
-                 "insertion_gain": i[0], "insertion_gain_lo": i[1], "insertion_gain_hi": i[2],
-                 "share_best_deletion": float(g["best"].mean()),
-                 "rank_correlation_with_cem": float(np.nanmean(g["rank_correlation_with_cem"]))
-                 if g["rank_correlation_with_cem"].notna().any() else float("nan")}
+        entry = {
+            "intervention": inter,
+            "method": method,
+            "runs": d[3],
+            "deletion_drop": d[0],
+            "deletion_drop_lo": d[1],
+            "deletion_drop_hi": d[2],
+            "insertion_gain": i[0],
+            "insertion_gain_lo": i[1],
+            "insertion_gain_hi": i[2],
+            "share_best_deletion": float(g["best"].mean()),
+            "rank_correlation_with_cem": float(np.nanmean(g["rank_correlation_with_cem"]))
+            if g["rank_correlation_with_cem"].notna().any()
+            else float("nan"),
+        }
         cem = rows[(rows["intervention"] == inter) & (rows["method"] == "cem")].set_index("key")["deletion_drop"]
         paired = g.set_index("key")["deletion_drop"].sub(cem).dropna()
         p = _mean_ci(paired.to_numpy(float))
@@ -118,13 +151,17 @@ def _f(v: float, pct: bool = False) -> str:
 
 def faithfulness_markdown(summary: pd.DataFrame) -> str:
     """The summary as a Markdown table: mean [95 % interval] per column."""
-    lines = ["| intervention | method | runs | deletion drop (dB) | insertion gain (dB) | best deletion | "
-             "drop minus CEM's (dB) | rank corr. with CEM |", "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| intervention | method | runs | deletion drop (dB) | insertion gain (dB) | best deletion | "
+        "drop minus CEM's (dB) | rank corr. with CEM |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for r in summary.itertuples():
         lines.append(
             f"| {r.intervention} | {r.method} | {r.runs} | {_f(r.deletion_drop)} [{_f(r.deletion_drop_lo)}, "
             f"{_f(r.deletion_drop_hi)}] | {_f(r.insertion_gain)} [{_f(r.insertion_gain_lo)}, {_f(r.insertion_gain_hi)}] | "
             f"{_f(r.share_best_deletion, pct=True)} | "
             + ("-" if r.method == "cem" else f"{_f(r.minus_cem)} [{_f(r.minus_cem_lo)}, {_f(r.minus_cem_hi)}]")
-            + f" | {_f(r.rank_correlation_with_cem)} |")
+            + f" | {_f(r.rank_correlation_with_cem)} |"
+        )
     return "\n".join(lines) + "\n"

@@ -15,12 +15,13 @@ that statistics *across* models (a rank correlation, a contrast) keep the pairin
   the CE-weighted mean distance and the share of the |CE| mass within a radius of the ROI centre.
 - :func:`verdict`: reproduced / not reproduced / inconclusive from intervals, with the rule written out.
 """
+
 from __future__ import annotations
 
 import functools
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping, Optional, Sequence
 
 import numpy as np
 import pandas as pd
@@ -28,8 +29,17 @@ import pandas as pd
 from cem_lab.analysis.study_stats import Interval, contrast_of_differences, expanded_alpha, paired_difference
 from cem_lab.analysis.study_tables import distance_profile
 
-__all__ = ["LOCALITY_RADIUS_PX", "UnitMatrix", "attention_contrast", "locality", "paired_table", "rank_trend",
-           "unit_matrix", "verdict", "with_locality"]
+__all__ = [
+    "LOCALITY_RADIUS_PX",
+    "UnitMatrix",
+    "attention_contrast",
+    "locality",
+    "paired_table",
+    "rank_trend",
+    "unit_matrix",
+    "verdict",
+    "with_locality",
+]
 
 #: the radius (output px from the ROI centre) of the "near" CE mass: the ROI's half side (16) plus two blocks
 LOCALITY_RADIUS_PX = 32.0
@@ -42,8 +52,10 @@ def locality(folder: Path, radius_px: float = LOCALITY_RADIUS_PX, bin_px: float 
     prof = distance_profile(Path(folder), bin_px)
     near = prof["edges"][1:] <= radius_px + 1e-9
     total = float(prof["mass_share"].sum())
-    return {"ce_mean_distance_px": prof["mean_distance"],
-            "near_mass_share": float(prof["mass_share"][near].sum()) if total > 0 else float("nan")}
+    return {
+        "ce_mean_distance_px": prof["mean_distance"],
+        "near_mass_share": float(prof["mass_share"][near].sum()) if total > 0 else float("nan"),
+    }
 
 
 def with_locality(runs: pd.DataFrame, radius_px: float = LOCALITY_RADIUS_PX) -> pd.DataFrame:
@@ -58,15 +70,16 @@ def with_locality(runs: pd.DataFrame, radius_px: float = LOCALITY_RADIUS_PX) -> 
 
 @dataclass
 class UnitMatrix:
-    values: np.ndarray          #: models x units
+    values: np.ndarray  #: models x units
     models: list[str]
     units: list[str]
-    images: list[str]           #: the image of each unit
-    dropped: list[str]          #: units left out: some model lacks them
+    images: list[str]  #: the image of each unit
+    dropped: list[str]  #: units left out: some model lacks them
 
 
-def unit_matrix(df: pd.DataFrame, metric: str, models: Optional[Sequence[str]] = None,
-                condition: str = "model") -> UnitMatrix:
+def unit_matrix(
+    df: pd.DataFrame, metric: str, models: Sequence[str] | None = None, condition: str = "model"
+) -> UnitMatrix:
     """``metric`` of each model (rows) on each unit (columns), over the units every model has."""
     if "unit_key" not in df.columns:
         df = df.assign(unit_key=df["image"].astype(str) + " roi " + df["roi"].astype(str))
@@ -74,8 +87,10 @@ def unit_matrix(df: pd.DataFrame, metric: str, models: Optional[Sequence[str]] =
     sub = df[df[condition].isin(models)]
     dup = sub[sub.duplicated([condition, "unit_key"], keep=False)]
     if len(dup):
-        raise ValueError(f"{dup[condition].iloc[0]} has {len(dup)} runs of one unit ({dup['unit_key'].iloc[0]}): "
-                         "one run per model and unit")
+        raise ValueError(
+            f"{dup[condition].iloc[0]} has {len(dup)} runs of one unit ({dup['unit_key'].iloc[0]}): "
+            "one run per model and unit"
+        )
     table = sub.pivot(index=condition, columns="unit_key", values=metric)
     missing = [m for m in models if m not in table.index]
     if missing:
@@ -142,8 +157,15 @@ def _spearman_paired_rows(x: np.ndarray, y: np.ndarray) -> np.ndarray:
         return np.einsum("ij,ij->i", cx, cy) / (nx * ny)
 
 
-def rank_trend(df: pd.DataFrame, metric: str, attribute: Mapping[str, float] | str, models: Sequence[str] | None = None,
-               level: float = 0.95, resamples: int = 2000, seed: int = 0) -> Interval:
+def rank_trend(
+    df: pd.DataFrame,
+    metric: str,
+    attribute: Mapping[str, float] | str,
+    models: Sequence[str] | None = None,
+    level: float = 0.95,
+    resamples: int = 2000,
+    seed: int = 0,
+) -> Interval:
     """Spearman's rho, across models, between ``attribute`` (a model -> value mapping, or a second metric
     whose per-model mean is taken on the same draws) and the per-model mean of ``metric``.
 
@@ -151,7 +173,7 @@ def rank_trend(df: pd.DataFrame, metric: str, attribute: Mapping[str, float] | s
     (depth, width) only the metric moves, with a second metric both do. ``n`` is the number of images."""
     m = unit_matrix(df, metric, models)
     w = _unit_weights(m.images, resamples, seed)
-    boot_y = w @ m.values.T                                      # resamples x models
+    boot_y = w @ m.values.T  # resamples x models
     point_y = _image_weighted_mean(m.values, m.images)
     if isinstance(attribute, str):
         a = unit_matrix(df, attribute, m.models)
@@ -175,9 +197,16 @@ def rank_trend(df: pd.DataFrame, metric: str, attribute: Mapping[str, float] | s
     return Interval(float(rho), float(lo), float(hi), n, len(m.units), level)
 
 
-def paired_table(df: pd.DataFrame, pairs: Sequence[tuple[str, str]], metrics: Sequence[str],
-                 level: float = 0.95, resamples: int = 4000, seed: int = 0, condition: str = "model",
-                 labels: Mapping[tuple[str, str], Mapping[str, str]] | None = None) -> pd.DataFrame:
+def paired_table(
+    df: pd.DataFrame,
+    pairs: Sequence[tuple[str, str]],
+    metrics: Sequence[str],
+    level: float = 0.95,
+    resamples: int = 4000,
+    seed: int = 0,
+    condition: str = "model",
+    labels: Mapping[tuple[str, str], Mapping[str, str]] | None = None,
+) -> pd.DataFrame:
     """Per (a, b) pair and metric: the paired difference b - a over the units both have, with its interval
     (columns a, b, metric, mean, low, high, n_images, n_units, excludes_zero, and ``labels``' columns)."""
     rows = []
@@ -185,16 +214,33 @@ def paired_table(df: pd.DataFrame, pairs: Sequence[tuple[str, str]], metrics: Se
         for metric in metrics:
             m = unit_matrix(df, metric, [a, b], condition)
             iv = paired_difference(m.values[1], m.values[0], m.images, level=level, resamples=resamples, seed=seed)
-            rows.append({"a": a, "b": b, "metric": metric, **iv.as_dict(), "excludes_zero": iv.excludes_zero,
-                         **((labels or {}).get((a, b), {}))})
+            rows.append(
+                {
+                    "a": a,
+                    "b": b,
+                    "metric": metric,
+                    **iv.as_dict(),
+                    "excludes_zero": iv.excludes_zero,
+                    **((labels or {}).get((a, b), {})),
+                }
+            )
     return pd.DataFrame(rows)
 
 
-def attention_contrast(sr: pd.DataFrame, dn: pd.DataFrame, variant_of: Mapping[str, str], reference: str,
-                       metrics: Sequence[str], level: float = 0.95, resamples: int = 4000, seed: int = 0) -> pd.DataFrame:
+def attention_contrast(
+    sr: pd.DataFrame,
+    dn: pd.DataFrame,
+    variant_of: Mapping[str, str],
+    reference: str,
+    metrics: Sequence[str],
+    level: float = 0.95,
+    resamples: int = 4000,
+    seed: int = 0,
+) -> pd.DataFrame:
     """Per attention variant (``variant_of``: model -> variant) and metric: the paired difference variant -
     ``reference`` on SR and on DN (each over its units), and their contrast SR minus DN with its interval
     (images resampled jointly when both tasks ran on the same images)."""
+
     def by_variant(df):
         return df.assign(variant=df["model"].map(variant_of))
 
@@ -209,12 +255,25 @@ def attention_contrast(sr: pd.DataFrame, dn: pd.DataFrame, variant_of: Mapping[s
             iv_s = paired_difference(ms.values[1], ms.values[0], ms.images, level=level, resamples=resamples, seed=seed)
             iv_d = paired_difference(md.values[1], md.values[0], md.images, level=level, resamples=resamples, seed=seed)
             iv_c = contrast_of_differences(ds, ms.images, dd, md.images, level=level, resamples=resamples, seed=seed)
-            rows.append({"variant": v, "reference": reference, "metric": metric,
-                         "sr_mean": iv_s.mean, "sr_low": iv_s.low, "sr_high": iv_s.high,
-                         "dn_mean": iv_d.mean, "dn_low": iv_d.low, "dn_high": iv_d.high,
-                         "contrast_mean": iv_c.mean, "contrast_low": iv_c.low, "contrast_high": iv_c.high,
-                         "contrast_excludes_zero": iv_c.excludes_zero, "n_images": min(iv_s.n_images, iv_d.n_images),
-                         "n_units": iv_s.n_units + iv_d.n_units})
+            rows.append(
+                {
+                    "variant": v,
+                    "reference": reference,
+                    "metric": metric,
+                    "sr_mean": iv_s.mean,
+                    "sr_low": iv_s.low,
+                    "sr_high": iv_s.high,
+                    "dn_mean": iv_d.mean,
+                    "dn_low": iv_d.low,
+                    "dn_high": iv_d.high,
+                    "contrast_mean": iv_c.mean,
+                    "contrast_low": iv_c.low,
+                    "contrast_high": iv_c.high,
+                    "contrast_excludes_zero": iv_c.excludes_zero,
+                    "n_images": min(iv_s.n_images, iv_d.n_images),
+                    "n_units": iv_s.n_units + iv_d.n_units,
+                }
+            )
     return pd.DataFrame(rows)
 
 

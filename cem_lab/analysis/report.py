@@ -8,30 +8,38 @@ Layout of a report folder (every file written atomically; a rerun replaces it cl
     report.json       what was read and written (also marks the folder as a report: never searched for runs)
     figures/*.png     cem_grid, shares, reach_vs_psnr, depth_width_<family>_<task>, single_vs_mixed
 """
+
 from __future__ import annotations
 
 import re
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Optional, Sequence, Union
+from typing import Any
 
 import pandas as pd
 
 from cem_lab.analysis.runs import REPORT_MARKER, RUN_MARKERS, collect_runs
-from cem_lab.io import atomic_path, write_json, write_text
-
-PathLike = Union[str, Path]
+from cem_lab.io import PathLike, atomic_path, write_json, write_text
 
 __all__ = ["MARKDOWN_COLUMNS", "markdown_table", "write_report"]
 
 #: the columns of runs.md: (column, header, format)
 MARKDOWN_COLUMNS: tuple[tuple[str, str, str], ...] = (
-    ("run", "run", "{}"), ("model", "model", "{}"), ("task_label", "task", "{}"), ("image", "image", "{}"),
-    ("block", "block", "{:g}"), ("baseline_metric", "ROI metric", "{:.2f}"),
-    ("share_positive", "positive", "{:.1%}"), ("share_negative", "negative", "{:.1%}"),
-    ("share_zero", "zero", "{:.1%}"), ("total_positive_effect", "sum +", "{:.2f}"),
-    ("total_negative_effect", "sum \u2212", "{:.2f}"), ("reach_mean_px", "reach mean (px)", "{:.1f}"),
-    ("reach_max_px", "reach max (px)", "{:.1f}"), ("val_psnr", "val PSNR (dB)", "{:.2f}"),
+    ("run", "run", "{}"),
+    ("model", "model", "{}"),
+    ("task_label", "task", "{}"),
+    ("image", "image", "{}"),
+    ("block", "block", "{:g}"),
+    ("baseline_metric", "ROI metric", "{:.2f}"),
+    ("share_positive", "positive", "{:.1%}"),
+    ("share_negative", "negative", "{:.1%}"),
+    ("share_zero", "zero", "{:.1%}"),
+    ("total_positive_effect", "sum +", "{:.2f}"),
+    ("total_negative_effect", "sum \u2212", "{:.2f}"),
+    ("reach_mean_px", "reach mean (px)", "{:.1f}"),
+    ("reach_max_px", "reach max (px)", "{:.1f}"),
+    ("val_psnr", "val PSNR (dB)", "{:.2f}"),
     ("study", "study", "{}"),
 )
 
@@ -78,8 +86,12 @@ def _figures(runs: pd.DataFrame, folder: Path) -> dict[str, str]:
 def _faithfulness(paths: Sequence[PathLike], out: Path) -> dict[str, Any]:
     """faithfulness.csv (per run, intervention and method), faithfulness_summary.csv and
     faithfulness.md (over runs, with intervals) of the `cem-attribution` runs under ``paths``."""
-    from cem_lab.analysis.attribution_tables import (faithfulness_markdown, faithfulness_rows,
-                                                     faithfulness_summary, find_attribution_folders)
+    from cem_lab.analysis.attribution_tables import (
+        faithfulness_markdown,
+        faithfulness_rows,
+        faithfulness_summary,
+        find_attribution_folders,
+    )
 
     names = ("faithfulness.csv", "faithfulness_summary.csv", "faithfulness.md")
     folders = find_attribution_folders(paths, exclude=[out])
@@ -93,11 +105,17 @@ def _faithfulness(paths: Sequence[PathLike], out: Path) -> dict[str, Any]:
         rows.to_csv(tmp, index=False)
     with atomic_path(out / names[1]) as tmp:
         summary.to_csv(tmp, index=False)
-    write_text(out / names[2], f"Faithfulness over {len(folders)} cem-attribution runs (mean [95 % interval]; "
-                               "deletion drop: the ROI metric minus the deletion curve's area)\n\n"
-                               + faithfulness_markdown(summary))
-    return {"faithfulness_csv": str(out / names[0]), "faithfulness_summary_csv": str(out / names[1]),
-            "faithfulness_md": str(out / names[2]), "attribution_runs": len(folders)}
+    write_text(
+        out / names[2],
+        f"Faithfulness over {len(folders)} cem-attribution runs (mean [95 % interval]; "
+        "deletion drop: the ROI metric minus the deletion curve's area)\n\n" + faithfulness_markdown(summary),
+    )
+    return {
+        "faithfulness_csv": str(out / names[0]),
+        "faithfulness_summary_csv": str(out / names[1]),
+        "faithfulness_md": str(out / names[2]),
+        "attribution_runs": len(folders),
+    }
 
 
 _STUDY_FILES = ("study_summary.csv", "study_paired.csv", "study_profile.csv", "study.md")
@@ -128,15 +146,28 @@ def _study(runs: pd.DataFrame, out: Path, by: Sequence[str], reference: Any, exp
             table.to_csv(tmp, index=False)
     write_text(out / _STUDY_FILES[3], study_markdown(res))
     fig_dir = out / "figures"
-    figures = {"study_intervals": plot_study_intervals(res.summary, fig_dir / "study_intervals.png"),
-               "distance_profile": plot_distance_profile(res.profile, fig_dir / "distance_profile.png")}
-    return {"study": str(out / _STUDY_FILES[3]), "study_summary_csv": str(out / _STUDY_FILES[0]),
-            "study_paired_csv": str(out / _STUDY_FILES[1]), "study_profile_csv": str(out / _STUDY_FILES[2]),
-            "study_refused": None, "study_figures": figures, "study_missing": res.missing}
+    figures = {
+        "study_intervals": plot_study_intervals(res.summary, fig_dir / "study_intervals.png"),
+        "distance_profile": plot_distance_profile(res.profile, fig_dir / "distance_profile.png"),
+    }
+    return {
+        "study": str(out / _STUDY_FILES[3]),
+        "study_summary_csv": str(out / _STUDY_FILES[0]),
+        "study_paired_csv": str(out / _STUDY_FILES[1]),
+        "study_profile_csv": str(out / _STUDY_FILES[2]),
+        "study_refused": None,
+        "study_figures": figures,
+        "study_missing": res.missing,
+    }
 
 
-def write_report(paths: Sequence[PathLike], out_dir: PathLike, by: Optional[Sequence[str]] = None,
-                 reference: Optional[str] = None, finding: Optional[str] = None) -> dict[str, Any]:
+def write_report(
+    paths: Sequence[PathLike],
+    out_dir: PathLike,
+    by: Sequence[str] | None = None,
+    reference: str | None = None,
+    finding: str | None = None,
+) -> dict[str, Any]:
     """Read the finished runs under ``paths`` and write the report into ``out_dir``.
 
     When a condition (``by``: run-table columns or settings keys, default the model) has runs on several
@@ -159,8 +190,10 @@ def write_report(paths: Sequence[PathLike], out_dir: PathLike, by: Optional[Sequ
         raise ValueError(f"{out} is a CEM run folder; write the report elsewhere (e.g. {out / 'report'})")
     for p in map(Path, paths):
         if p.exists() and (out.resolve() == p.resolve() or out.resolve() in p.resolve().parents):
-            raise ValueError(f"the report folder {out} is {p} or a folder above it, so it would hide the runs; "
-                             f"write the report into a subfolder (e.g. {p / 'report'}) or elsewhere")
+            raise ValueError(
+                f"the report folder {out} is {p} or a folder above it, so it would hide the runs; "
+                f"write the report into a subfolder (e.g. {p / 'report'}) or elsewhere"
+            )
     runs, skipped = collect_runs(paths, exclude=[out])
     out.mkdir(parents=True, exist_ok=True)
     written: dict[str, Any] = {"out_dir": str(out)}
@@ -192,12 +225,17 @@ def write_report(paths: Sequence[PathLike], out_dir: PathLike, by: Optional[Sequ
     for stale in fig_dir.glob("*.png"):
         if stale.name not in keep:
             stale.unlink()
-    write_json(out / REPORT_MARKER, {
-        "kind": "cem-report", "written": time.strftime("%Y-%m-%dT%H:%M:%S"),
-        "paths": [str(Path(p).resolve()) for p in paths], "runs": len(runs),
-        "skipped": [{"folder": str(s.folder), "reason": s.reason} for s in skipped],
-        "files": {k: v for k, v in written.items() if k not in ("out_dir", "study_missing")},
-    })
+    write_json(
+        out / REPORT_MARKER,
+        {
+            "kind": "cem-report",
+            "written": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            "paths": [str(Path(p).resolve()) for p in paths],
+            "runs": len(runs),
+            "skipped": [{"folder": str(s.folder), "reason": s.reason} for s in skipped],
+            "files": {k: v for k, v in written.items() if k not in ("out_dir", "study_missing")},
+        },
+    )
     written["report_json"] = str(out / REPORT_MARKER)
     written["runs"] = runs
     written["skipped"] = skipped

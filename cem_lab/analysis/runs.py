@@ -9,44 +9,105 @@ When a run's model is a name of the embedded zoo, the zoo's metadata (study, arc
 width, attention variant, training regime, validation PSNR on the run's task, parameters) are
 added as columns.
 """
+
 from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Optional, Sequence, Union
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from cem_lab.causal.result import FORMAT_VERSION
-from cem_lab.io import file_signature
+from cem_lab.io import PathLike, file_signature
 from cem_lab.tasks.base import task_label
 
-PathLike = Union[str, Path]
-
-__all__ = ["RUN_MARKERS", "REPORT_MARKER", "RUN_COLUMNS", "ZOO_COLUMNS", "SkippedRun", "collect_runs",
-           "find_run_folders", "read_run", "run_row", "task_label", "zoo_info"]
+__all__ = [
+    "RUN_MARKERS",
+    "REPORT_MARKER",
+    "RUN_COLUMNS",
+    "ZOO_COLUMNS",
+    "SkippedRun",
+    "collect_runs",
+    "find_run_folders",
+    "read_run",
+    "run_row",
+    "task_label",
+    "zoo_info",
+]
 
 #: files any CEM run folder (finished or not) holds at least one of
 RUN_MARKERS: tuple[str, ...] = ("summary.json", "cem.npz", "state.npz", "done.json", "error.txt")
 #: written into a report folder by ``cem-report``: such folders are never searched for runs
 REPORT_MARKER = "report.json"
 #: keys a finished run's summary.json must hold
-_REQUIRED = ("metric", "unit", "baseline_metric", "block", "scale", "counts", "shares",
-             "total_positive_effect", "total_negative_effect", "reach_px")
+_REQUIRED = (
+    "metric",
+    "unit",
+    "baseline_metric",
+    "block",
+    "scale",
+    "counts",
+    "shares",
+    "total_positive_effect",
+    "total_negative_effect",
+    "reach_px",
+)
 
 RUN_COLUMNS: tuple[str, ...] = (
-    "run", "folder", "model", "image", "task", "task_label", "scale", "block", "roi", "metric", "unit",
-    "baseline_metric", "blocks_outside_roi", "n_positive", "n_negative", "n_zero", "share_positive",
-    "share_negative", "share_zero", "total_positive_effect", "total_negative_effect", "effect_max",
-    "effect_min", "effect_range", "reach_max_px", "reach_mean_px", "forward_passes", "estimator", "samples",
-    "coarse", "intervention", "sampler", "mode")
+    "run",
+    "folder",
+    "model",
+    "image",
+    "task",
+    "task_label",
+    "scale",
+    "block",
+    "roi",
+    "metric",
+    "unit",
+    "baseline_metric",
+    "blocks_outside_roi",
+    "n_positive",
+    "n_negative",
+    "n_zero",
+    "share_positive",
+    "share_negative",
+    "share_zero",
+    "total_positive_effect",
+    "total_negative_effect",
+    "effect_max",
+    "effect_min",
+    "effect_range",
+    "reach_max_px",
+    "reach_mean_px",
+    "forward_passes",
+    "estimator",
+    "samples",
+    "coarse",
+    "intervention",
+    "sampler",
+    "mode",
+)
 ZOO_COLUMNS: tuple[str, ...] = (
-    "zoo", "study", "zoo_label", "architecture", "depth", "width", "attention_variant", "training",
-    "val_psnr", "val_baseline_psnr", "val_gain", "parameters")
+    "zoo",
+    "study",
+    "zoo_label",
+    "architecture",
+    "depth",
+    "width",
+    "attention_variant",
+    "training",
+    "val_psnr",
+    "val_baseline_psnr",
+    "val_gain",
+    "parameters",
+)
 
 
 @dataclass(frozen=True)
@@ -100,14 +161,14 @@ def _first_line(path: Path) -> str:
     return lines[0] if lines else "(empty error.txt)"
 
 
-def _read_json(path: Path) -> tuple[Optional[Any], str]:
+def _read_json(path: Path) -> tuple[Any | None, str]:
     try:
         return json.loads(path.read_text()), ""
     except (OSError, UnicodeDecodeError, ValueError) as err:
         return None, str(err).splitlines()[0] if str(err) else type(err).__name__
 
 
-def read_run(folder: PathLike) -> tuple[Optional[dict], str]:
+def read_run(folder: PathLike) -> tuple[dict | None, str]:
     """(summary, "") for a finished run folder; (None, reason) for anything else."""
     from cem_lab.folder_lock import describe_holder, folder_holder
 
@@ -130,8 +191,9 @@ def read_run(folder: PathLike) -> tuple[Optional[dict], str]:
     if isinstance(version, bool) or not isinstance(version, int):
         return None, f"corrupt summary.json (format_version {version!r} is not an integer)"
     if version > FORMAT_VERSION:
-        return None, (f"summary.json has format_version {version}; this cem_lab reads up to "
-                      f"{FORMAT_VERSION}: upgrade cem_lab")
+        return None, (
+            f"summary.json has format_version {version}; this cem_lab reads up to {FORMAT_VERSION}: upgrade cem_lab"
+        )
     if version < 1:
         return None, f"unsupported summary.json format_version {version} (this cem_lab reads 1..{FORMAT_VERSION})"
     missing = [k for k in _REQUIRED if k not in summary]
@@ -151,8 +213,10 @@ def read_run(folder: PathLike) -> tuple[Optional[dict], str]:
             return None, "done.json and summary.json are of different runs (fingerprints differ); rerun its command"
         changed = _changed_input(done.get("inputs"))
         if changed:
-            return None, (f"stale: {changed} changed after this map was computed (e.g. a retrained "
-                          "zoo model); delete the folder and rerun its command to recompute it")
+            return None, (
+                f"stale: {changed} changed after this map was computed (e.g. a retrained "
+                "zoo model); delete the folder and rerun its command to recompute it"
+            )
     return summary, ""
 
 
@@ -207,23 +271,35 @@ def run_row(summary: Mapping[str, Any], folder: PathLike, run: str) -> dict[str,
     samples = est.get("samples") if est_name == "exhaustive" else est.get("fine", est.get("samples"))
     label = task_label(task) if task else "unknown"
     row: dict[str, Any] = {
-        "run": run, "folder": str(Path(folder)), "model": summary.get("model", np.nan),
-        "image": summary.get("image", np.nan), "task": task.get("name", np.nan), "task_label": label,
-        "scale": summary["scale"], "block": summary["block"],
+        "run": run,
+        "folder": str(Path(folder)),
+        "model": summary.get("model", np.nan),
+        "image": summary.get("image", np.nan),
+        "task": task.get("name", np.nan),
+        "task_label": label,
+        "scale": summary["scale"],
+        "block": summary["block"],
         "roi": " ".join(str(v) for v in summary.get("roi", [])) or np.nan,
-        "metric": summary["metric"], "unit": summary["unit"], "baseline_metric": summary["baseline_metric"],
+        "metric": summary["metric"],
+        "unit": summary["unit"],
+        "baseline_metric": summary["baseline_metric"],
         "blocks_outside_roi": summary.get("blocks_outside_roi", np.nan),
         **{f"n_{k}": _get(summary, "counts", k) for k in ("positive", "negative", "zero")},
         **{f"share_{k}": _get(summary, "shares", k) for k in ("positive", "negative", "zero")},
         "total_positive_effect": summary["total_positive_effect"],
         "total_negative_effect": summary["total_negative_effect"],
-        "effect_max": _get(summary, "effect_max", "value"), "effect_min": _get(summary, "effect_min", "value"),
+        "effect_max": _get(summary, "effect_max", "value"),
+        "effect_min": _get(summary, "effect_min", "value"),
         "effect_range": _get(summary, "effect_range"),
-        "reach_max_px": _get(summary, "reach_px", "max"), "reach_mean_px": _get(summary, "reach_px", "mean"),
-        "forward_passes": _get(summary, "forward_passes"), "estimator": est_name,
-        "samples": np.nan if samples is None else samples, "coarse": _get(est, "coarse"),
+        "reach_max_px": _get(summary, "reach_px", "max"),
+        "reach_mean_px": _get(summary, "reach_px", "mean"),
+        "forward_passes": _get(summary, "forward_passes"),
+        "estimator": est_name,
+        "samples": np.nan if samples is None else samples,
+        "coarse": _get(est, "coarse"),
         "intervention": _get(settings, "intervention", "name"),
-        "sampler": _get(settings, "intervention", "sampler"), "mode": _get(summary, "mode"),
+        "sampler": _get(settings, "intervention", "sampler"),
+        "mode": _get(summary, "mode"),
     }
     model = row["model"]
     row.update(zoo_info(model, label) if isinstance(model, str) else _empty_zoo())
@@ -235,8 +311,8 @@ def _empty_zoo() -> dict[str, Any]:
     return {**{k: np.nan for k in ZOO_COLUMNS}, "zoo": False}
 
 
-@lru_cache(maxsize=None)
-def _zoo_entry(name: str) -> Optional[dict]:
+@cache
+def _zoo_entry(name: str) -> dict | None:
     import yaml
 
     from cem_lab.models.zoo import ZooError, read_zoo_entry
@@ -278,12 +354,18 @@ def zoo_info(name: str, label: str) -> dict[str, Any]:
     mixed = (isinstance(trained_on, list) and len(trained_on) > 1) or len(val_tasks) > 1
     val = val_tasks.get(label) or {}
     return {
-        "zoo": True, "study": _get(entry, "zoo", "study"), "zoo_label": _get(entry, "zoo", "label"),
+        "zoo": True,
+        "study": _get(entry, "zoo", "study"),
+        "zoo_label": _get(entry, "zoo", "label"),
         "architecture": str(model.get("_target_", "")).rsplit(".", 1)[-1] or np.nan,
-        "depth": np.nan if depth is None else depth, "width": model.get("width", np.nan),
-        "attention_variant": _attention_variant(model), "training": "mixed" if mixed else "single-task",
-        "val_psnr": val.get("psnr", np.nan), "val_baseline_psnr": val.get("baseline_psnr", np.nan),
-        "val_gain": val.get("gain", np.nan), "parameters": entry.get("parameters", np.nan),
+        "depth": np.nan if depth is None else depth,
+        "width": model.get("width", np.nan),
+        "attention_variant": _attention_variant(model),
+        "training": "mixed" if mixed else "single-task",
+        "val_psnr": val.get("psnr", np.nan),
+        "val_baseline_psnr": val.get("baseline_psnr", np.nan),
+        "val_gain": val.get("gain", np.nan),
+        "parameters": entry.get("parameters", np.nan),
     }
 
 
@@ -296,8 +378,7 @@ def _run_names(folders: Sequence[Path]) -> list[str]:
     return [f.relative_to(common).as_posix() if f != common else f.name for f in folders]
 
 
-def collect_runs(paths: Sequence[PathLike], exclude: Sequence[PathLike] = ()
-                 ) -> tuple[pd.DataFrame, list[SkippedRun]]:
+def collect_runs(paths: Sequence[PathLike], exclude: Sequence[PathLike] = ()) -> tuple[pd.DataFrame, list[SkippedRun]]:
     """The table of the finished runs under ``paths`` and the folders skipped (with reasons).
 
     Raises :class:`FileNotFoundError` for a path that does not exist and :class:`ValueError` when
@@ -319,18 +400,21 @@ def collect_runs(paths: Sequence[PathLike], exclude: Sequence[PathLike] = ()
             finished.append((folder, summary))
     if not finished:
         where = ", ".join(str(p) for p in paths)
-        extra = f" ({len(skipped)} unfinished folder(s) skipped: {skipped[0]}{' ...' if len(skipped) > 1 else ''})" \
-            if skipped else ""
+        extra = (
+            f" ({len(skipped)} unfinished folder(s) skipped: {skipped[0]}{' ...' if len(skipped) > 1 else ''})"
+            if skipped
+            else ""
+        )
         raise ValueError(
             f"no finished CEM run under {where}{extra}. A run folder holds summary.json and cem.npz "
             "(written by cem-lab or cem_lab.compute_cem(..., output_dir=...)), and done.json when "
-            "cem-lab made it; give such folders or folders above them")
+            "cem-lab made it; give such folders or folders above them"
+        )
     names = _run_names([f for f, _ in finished])
     rows = [run_row(s, f, n) for (f, s), n in zip(finished, names)]
     table = pd.DataFrame(rows, columns=list(RUN_COLUMNS + ZOO_COLUMNS))
     # families together, in the order of their knobs (depth 2 before depth 16), then by name
-    order = ["study", "architecture", "task_label", "training", "attention_variant", "depth",
-             "width", "model", "run"]
+    order = ["study", "architecture", "task_label", "training", "attention_variant", "depth", "width", "model", "run"]
     table = table.sort_values(order, na_position="last", kind="stable", key=_natural_key)
     return table.reset_index(drop=True), skipped
 

@@ -17,14 +17,22 @@ Paired differences: for two models the difference is taken per unit first (the r
 intervention draws, seeded by (seed, block, sample), so the noise of the draws cancels: common random
 numbers) and then bootstrapped the same nested way.
 """
+
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Optional, Sequence
 
 import numpy as np
 
-__all__ = ["Interval", "contrast_of_differences", "expanded_alpha", "image_means", "nested_bootstrap", "paired_difference"]
+__all__ = [
+    "Interval",
+    "contrast_of_differences",
+    "expanded_alpha",
+    "image_means",
+    "nested_bootstrap",
+    "paired_difference",
+]
 
 
 @dataclass(frozen=True)
@@ -43,8 +51,13 @@ class Interval:
         return bool(np.isfinite(self.low) and np.isfinite(self.high) and (self.low > 0 or self.high < 0))
 
     def as_dict(self, prefix: str = "") -> dict:
-        return {f"{prefix}mean": self.mean, f"{prefix}low": self.low, f"{prefix}high": self.high,
-                f"{prefix}n_images": self.n_images, f"{prefix}n_units": self.n_units}
+        return {
+            f"{prefix}mean": self.mean,
+            f"{prefix}low": self.low,
+            f"{prefix}high": self.high,
+            f"{prefix}n_images": self.n_images,
+            f"{prefix}n_units": self.n_units,
+        }
 
     def __str__(self) -> str:
         if not np.isfinite(self.low):
@@ -81,8 +94,15 @@ def image_means(values: np.ndarray, images: Sequence) -> np.ndarray:
     return np.array([g.mean() for g in _groups(values, images)])
 
 
-def nested_bootstrap(values: np.ndarray, images: Sequence, level: float = 0.95, resamples: int = 4000,
-                     seed: int = 0, expanded: bool = True, rois: bool = True) -> Interval:
+def nested_bootstrap(
+    values: np.ndarray,
+    images: Sequence,
+    level: float = 0.95,
+    resamples: int = 4000,
+    seed: int = 0,
+    expanded: bool = True,
+    rois: bool = True,
+) -> Interval:
     """The mean over images of the per-image means of ``values`` (one per unit; ``images`` labels each
     unit's image) and its nested-bootstrap interval at ``level``. With one image there is no interval
     (NaN bounds). ``expanded``: Hesterberg's small-sample expansion (module doc)."""
@@ -114,8 +134,15 @@ def nested_bootstrap(values: np.ndarray, images: Sequence, level: float = 0.95, 
     return Interval(point, float(low), float(high), n, n_units, level)
 
 
-def paired_difference(a: np.ndarray, b: np.ndarray, images: Sequence, level: float = 0.95, resamples: int = 4000,
-                      seed: int = 0, expanded: bool = True) -> Interval:
+def paired_difference(
+    a: np.ndarray,
+    b: np.ndarray,
+    images: Sequence,
+    level: float = 0.95,
+    resamples: int = 4000,
+    seed: int = 0,
+    expanded: bool = True,
+) -> Interval:
     """``a - b`` over the units both share (``a[k]``, ``b[k]`` and ``images[k]`` of one unit), bootstrapped
     nested by image (see :func:`nested_bootstrap`)."""
     a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
@@ -124,9 +151,16 @@ def paired_difference(a: np.ndarray, b: np.ndarray, images: Sequence, level: flo
     return nested_bootstrap(a - b, images, level=level, resamples=resamples, seed=seed, expanded=expanded)
 
 
-def contrast_of_differences(d1: np.ndarray, images1: Sequence, d2: np.ndarray, images2: Sequence,
-                            level: float = 0.95, resamples: int = 4000, seed: int = 0,
-                            pair_images: Optional[bool] = None) -> Interval:
+def contrast_of_differences(
+    d1: np.ndarray,
+    images1: Sequence,
+    d2: np.ndarray,
+    images2: Sequence,
+    level: float = 0.95,
+    resamples: int = 4000,
+    seed: int = 0,
+    pair_images: bool | None = None,
+) -> Interval:
     """The difference of two paired differences (e.g. attention's effect on SR minus on DN), each a
     per-unit array with its image labels. When both are over the same images (``pair_images``, by
     default when the image labels agree as sets) the images are resampled jointly; else independently."""

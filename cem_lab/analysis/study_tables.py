@@ -14,28 +14,41 @@ function of distance (a profile with its band). For every pair of conditions on 
 reports the paired difference over the units both have. Units that a condition lacks are listed
 (with the unfinished folders, which are never pooled).
 """
+
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from itertools import combinations
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from cem_lab.analysis.study_stats import nested_bootstrap, paired_difference
 
-__all__ = ["STUDY_METRICS", "StudyError", "StudyResult", "distance_profile", "run_settings", "study_markdown",
-           "study_statistics"]
+__all__ = [
+    "STUDY_METRICS",
+    "StudyError",
+    "StudyResult",
+    "distance_profile",
+    "run_settings",
+    "study_markdown",
+    "study_statistics",
+]
 
 #: (run-table column, label, unit or "") of the per-condition statistics
 STUDY_METRICS: tuple[tuple[str, str, str], ...] = (
-    ("share_positive", "positive share", ""), ("share_negative", "negative share", ""),
-    ("share_zero", "zero share", ""), ("total_positive_effect", "sum of positive CE", "unit"),
-    ("total_negative_effect", "sum of negative CE", "unit"), ("reach_max_px", "effective distance", "px"),
-    ("ce_mean_distance_px", "CE-weighted mean distance", "px"), ("baseline_metric", "ROI metric", "unit"),
+    ("share_positive", "positive share", ""),
+    ("share_negative", "negative share", ""),
+    ("share_zero", "zero share", ""),
+    ("total_positive_effect", "sum of positive CE", "unit"),
+    ("total_negative_effect", "sum of negative CE", "unit"),
+    ("reach_max_px", "effective distance", "px"),
+    ("ce_mean_distance_px", "CE-weighted mean distance", "px"),
+    ("baseline_metric", "ROI metric", "unit"),
 )
 #: settings that do not change what a map estimates (how it is computed, not what)
 _NOT_SETTINGS = {"roi", "forward_batch"}
@@ -47,10 +60,10 @@ class StudyError(ValueError):
 
 @dataclass
 class StudyResult:
-    summary: pd.DataFrame            #: task, condition, metric, mean, low, high, n_images, n_units
-    paired: pd.DataFrame             #: task, a, b, metric, mean, low, high, n_images, n_units, excludes_zero
-    profile: pd.DataFrame            #: task, condition, quantity, bin_low, bin_high, mean, low, high
-    missing: list[str] = field(default_factory=list)   #: units a condition lacks, one line each
+    summary: pd.DataFrame  #: task, condition, metric, mean, low, high, n_images, n_units
+    paired: pd.DataFrame  #: task, a, b, metric, mean, low, high, n_images, n_units, excludes_zero
+    profile: pd.DataFrame  #: task, condition, quantity, bin_low, bin_high, mean, low, high
+    missing: list[str] = field(default_factory=list)  #: units a condition lacks, one line each
     by: tuple[str, ...] = ("model",)
     level: float = 0.95
     units: int = 0
@@ -98,10 +111,13 @@ def distance_profile(folder: Path, bin_px: float) -> dict[str, np.ndarray]:
     total = mag.sum()
     nb = len(edges) - 1
     share = np.bincount(idx, weights=mag, minlength=nb) / total if total > 0 else np.zeros(nb)
-    return {"edges": edges, "mass_share": share,
-            "positive": np.bincount(idx, weights=np.where(e > 0, e, 0), minlength=nb),
-            "negative": np.bincount(idx, weights=np.where(e < 0, e, 0), minlength=nb),
-            "mean_distance": float((mag * d).sum() / total) if total > 0 else 0.0}
+    return {
+        "edges": edges,
+        "mass_share": share,
+        "positive": np.bincount(idx, weights=np.where(e > 0, e, 0), minlength=nb),
+        "negative": np.bincount(idx, weights=np.where(e < 0, e, 0), minlength=nb),
+        "mean_distance": float((mag * d).sum() / total) if total > 0 else 0.0,
+    }
 
 
 # ----------------------------------------------------------------------------- the study
@@ -121,8 +137,10 @@ def _prepare(runs: pd.DataFrame, by: Sequence[str]) -> pd.DataFrame:
             df[b] = df[f"setting:{b}"].map(json.loads)
     missing = [k for k in by if k not in df.columns]
     if missing:
-        raise StudyError(f"cannot compare by {', '.join(missing)}: not a column of the run table nor a setting (columns: "
-                         f"{', '.join(c for c in runs.columns)}; settings: {', '.join(k[8:] for k in keys)})")
+        raise StudyError(
+            f"cannot compare by {', '.join(missing)}: not a column of the run table nor a setting (columns: "
+            f"{', '.join(c for c in runs.columns)}; settings: {', '.join(k[8:] for k in keys)})"
+        )
     df["unit_key"] = df["image"].astype(str) + " roi " + df["roi"].astype(str)
     df["condition"] = [_condition(r, by) for _, r in df.iterrows()]
     return df
@@ -131,8 +149,13 @@ def _prepare(runs: pd.DataFrame, by: Sequence[str]) -> pd.DataFrame:
 def _check_pooling(df: pd.DataFrame, by: Sequence[str], per_unit: Sequence[str] = ()) -> None:
     """Refuse to pool runs whose settings differ within one condition (any setting that the ``by`` values do
     not fix), and a unit run twice in one condition."""
-    setting_cols = [c for c in df.columns if c.startswith("setting:") and c.removeprefix("setting:") not in by
-                    and c.removeprefix("setting:") not in per_unit]
+    setting_cols = [
+        c
+        for c in df.columns
+        if c.startswith("setting:")
+        and c.removeprefix("setting:") not in by
+        and c.removeprefix("setting:") not in per_unit
+    ]
     problems = []
     for task, group in df.groupby("task_label", sort=False):
         within = group.groupby(list(by), sort=False, dropna=False)
@@ -141,8 +164,10 @@ def _check_pooling(df: pd.DataFrame, by: Sequence[str], per_unit: Sequence[str] 
             lines = []
             for values, sub in group.groupby([*by, *varying], sort=False, dropna=False):
                 values = values if isinstance(values, tuple) else (values,)
-                label = ", ".join(f"{c.removeprefix('setting:')}={json.loads(v) if c.startswith('setting:') else v}"
-                                  for c, v in zip([*by, *varying], values))
+                label = ", ".join(
+                    f"{c.removeprefix('setting:')}={json.loads(v) if c.startswith('setting:') else v}"
+                    for c, v in zip([*by, *varying], values)
+                )
                 lines.append(f"    {label}: {len(sub)} run(s), e.g. {sub['folder'].iloc[0]}")
             names = ", ".join(c.removeprefix("setting:") for c in varying)
             problems.append(f"  task {task}: runs of one condition differ in {names}:\n" + "\n".join(lines))
@@ -150,20 +175,35 @@ def _check_pooling(df: pd.DataFrame, by: Sequence[str], per_unit: Sequence[str] 
         dup = group[group.duplicated(["condition", "unit_key"], keep=False)]
         if len(dup):
             first = dup.iloc[0]
-            problems.append(f"  task {task}: {first['condition']} has {int((dup['unit_key'] == first['unit_key']).sum())} runs "
-                            f"of {first['unit_key']} with the same settings (two models of one name? name them apart with "
-                            "model.name=...): " + ", ".join(dup["folder"].head(4)))
+            problems.append(
+                f"  task {task}: {first['condition']} has {int((dup['unit_key'] == first['unit_key']).sum())} runs "
+                f"of {first['unit_key']} with the same settings (two models of one name? name them apart with "
+                "model.name=...): " + ", ".join(dup["folder"].head(4))
+            )
     if problems:
-        extra = [c.removeprefix("setting:") for c in setting_cols
-                 if (df.groupby(["task_label", *by], dropna=False)[c].nunique(dropna=False) > 1).any()]
+        extra = [
+            c.removeprefix("setting:")
+            for c in setting_cols
+            if (df.groupby(["task_label", *by], dropna=False)[c].nunique(dropna=False) > 1).any()
+        ]
         hint = ",".join([*by, *extra[:1]])
-        raise StudyError("not pooled: these runs are not one study\n" + "\n".join(problems) +
-                         f"\nreport each setting's runs apart, or compare the settings as conditions with --by {hint}")
+        raise StudyError(
+            "not pooled: these runs are not one study\n"
+            + "\n".join(problems)
+            + f"\nreport each setting's runs apart, or compare the settings as conditions with --by {hint}"
+        )
 
 
-def study_statistics(runs: pd.DataFrame, by: Sequence[str] = ("model",), level: float = 0.95, resamples: int = 4000,
-                     seed: int = 0, reference: Optional[str] = None, max_pairs: int = 28,
-                     per_unit: Sequence[str] = ()) -> StudyResult:
+def study_statistics(
+    runs: pd.DataFrame,
+    by: Sequence[str] = ("model",),
+    level: float = 0.95,
+    resamples: int = 4000,
+    seed: int = 0,
+    reference: str | None = None,
+    max_pairs: int = 28,
+    per_unit: Sequence[str] = (),
+) -> StudyResult:
     """The statistics of the study in the run table ``runs`` (:func:`cem_lab.analysis.runs.collect_runs`).
 
     ``reference``: pair every condition with this one only (default: every pair, when there are at
@@ -176,8 +216,10 @@ def study_statistics(runs: pd.DataFrame, by: Sequence[str] = ("model",), level: 
     df = _prepare(runs, by)
     _check_pooling(df, by, per_unit)
     if reference is not None and reference not in set(df["condition"]):
-        raise StudyError(f"--reference {reference!r} is not a condition of these runs; they are: "
-                         f"{', '.join(dict.fromkeys(df['condition']))}")
+        raise StudyError(
+            f"--reference {reference!r} is not a condition of these runs; they are: "
+            f"{', '.join(dict.fromkeys(df['condition']))}"
+        )
     blocks = df["block"].astype(float)
     bin_px = float(blocks.max())
     profiles = {f: distance_profile(Path(f), bin_px) for f in df["folder"]}
@@ -194,14 +236,29 @@ def study_statistics(runs: pd.DataFrame, by: Sequence[str] = ("model",), level: 
                 missing.append(f"{task}: {c} lacks {u} (no finished run; see the skipped folders)")
             sub = per[c]
             for col, label, unit in STUDY_METRICS:
-                iv = nested_bootstrap(sub[col].to_numpy(float), list(sub["image"].astype(str)), level=level,
-                                      resamples=resamples, seed=seed)
-                summary_rows.append({"task": task, "condition": c, "metric": col, "label": label,
-                                     "unit": sub["unit"].iloc[0] if unit == "unit" else unit, **iv.as_dict(),
-                                     "missing_units": len(lacking)})
+                iv = nested_bootstrap(
+                    sub[col].to_numpy(float),
+                    list(sub["image"].astype(str)),
+                    level=level,
+                    resamples=resamples,
+                    seed=seed,
+                )
+                summary_rows.append(
+                    {
+                        "task": task,
+                        "condition": c,
+                        "metric": col,
+                        "label": label,
+                        "unit": sub["unit"].iloc[0] if unit == "unit" else unit,
+                        **iv.as_dict(),
+                        "missing_units": len(lacking),
+                    }
+                )
             # the distance profile, each bin with its band
-            stack = {q: np.vstack([_pad(profiles[f][q], len(profiles[f]["edges"]) - 1) for f in sub["folder"]])
-                     for q in ("mass_share", "positive", "negative")}
+            stack = {
+                q: np.vstack([_pad(profiles[f][q], len(profiles[f]["edges"]) - 1) for f in sub["folder"]])
+                for q in ("mass_share", "positive", "negative")
+            }
             edges = max((profiles[f]["edges"] for f in sub["folder"]), key=len)
             images = list(sub["image"].astype(str))
             for q, mat in stack.items():
@@ -209,8 +266,16 @@ def study_statistics(runs: pd.DataFrame, by: Sequence[str] = ("model",), level: 
                 last = int(np.max(np.nonzero(np.any(mat != 0, axis=0))[0], initial=0)) + 1
                 for b in range(min(width, max(last, 1))):
                     iv = nested_bootstrap(mat[:, b], images, level=level, resamples=min(resamples, 2000), seed=seed)
-                    profile_rows.append({"task": task, "condition": c, "quantity": q, "bin_low": edges[b],
-                                         "bin_high": edges[b + 1], **iv.as_dict()})
+                    profile_rows.append(
+                        {
+                            "task": task,
+                            "condition": c,
+                            "quantity": q,
+                            "bin_low": edges[b],
+                            "bin_high": edges[b + 1],
+                            **iv.as_dict(),
+                        }
+                    )
         if reference is not None:
             pairs = [(reference, c) for c in conditions if c != reference] if reference in conditions else []
         elif len(conditions) * (len(conditions) - 1) // 2 <= max_pairs:
@@ -223,12 +288,34 @@ def study_statistics(runs: pd.DataFrame, by: Sequence[str] = ("model",), level: 
                 continue
             images = [unit_image[u] for u in shared]
             for col, label, _ in STUDY_METRICS:
-                iv = paired_difference(per[b].loc[shared, col].to_numpy(float), per[a].loc[shared, col].to_numpy(float),
-                                       images, level=level, resamples=resamples, seed=seed)
-                pair_rows.append({"task": task, "a": a, "b": b, "metric": col, "label": label, **iv.as_dict(),
-                                  "excludes_zero": iv.excludes_zero})
-    return StudyResult(pd.DataFrame(summary_rows), pd.DataFrame(pair_rows), pd.DataFrame(profile_rows), missing,
-                       by, level, int(df["unit_key"].nunique()))
+                iv = paired_difference(
+                    per[b].loc[shared, col].to_numpy(float),
+                    per[a].loc[shared, col].to_numpy(float),
+                    images,
+                    level=level,
+                    resamples=resamples,
+                    seed=seed,
+                )
+                pair_rows.append(
+                    {
+                        "task": task,
+                        "a": a,
+                        "b": b,
+                        "metric": col,
+                        "label": label,
+                        **iv.as_dict(),
+                        "excludes_zero": iv.excludes_zero,
+                    }
+                )
+    return StudyResult(
+        pd.DataFrame(summary_rows),
+        pd.DataFrame(pair_rows),
+        pd.DataFrame(profile_rows),
+        missing,
+        by,
+        level,
+        int(df["unit_key"].nunique()),
+    )
 
 
 def _pad(v: np.ndarray, n: int) -> np.ndarray:
@@ -251,9 +338,11 @@ def _iv(row: pd.Series) -> str:
 def study_markdown(result: StudyResult) -> str:
     """The study's tables: per condition (mean [interval]) and paired differences (b - a)."""
     pct = f"{result.level:.0%}"
-    out = [f"Study statistics: mean over images [{pct} nested-bootstrap interval, images resampled and ROIs "
-           f"within them; expanded for few images]. Conditions by {', '.join(result.by)}; {result.units} unit(s) "
-           "(image x ROI).\n"]
+    out = [
+        f"Study statistics: mean over images [{pct} nested-bootstrap interval, images resampled and ROIs "
+        f"within them; expanded for few images]. Conditions by {', '.join(result.by)}; {result.units} unit(s) "
+        "(image x ROI).\n"
+    ]
     s = result.summary
     metrics = [m for m in STUDY_METRICS if m[0] in set(s["metric"])]
     for task, group in s.groupby("task", sort=False):

@@ -14,17 +14,43 @@
 
 Part of the core: no Lightning, Hydra or W&B. Captum is needed only by IntegratedGradients.
 """
+
 from cem_lab.attribution.base import AttributionError, AttributionMap, aggregate_blocks
-from cem_lab.attribution.faithfulness import (Curve, RankCorrelation, SignTest, curve_auc, deletion_curve,
-                                              insertion_curve, rank_blocks, rank_correlation, sign_test)
+from cem_lab.attribution.faithfulness import (
+    Curve,
+    RankCorrelation,
+    SignTest,
+    curve_auc,
+    deletion_curve,
+    insertion_curve,
+    rank_blocks,
+    rank_correlation,
+    sign_test,
+)
 from cem_lab.attribution.gradients import IntegratedGradients, Saliency
 from cem_lab.attribution.lam import LAM, blur_path
 from cem_lab.attribution.objective import RoiObjective, make_objective
 from cem_lab.attribution.replacement import BlockReplacementMetric, replace_blocks_metric
 
 __all__ = [
-    "AttributionError", "AttributionMap", "aggregate_blocks", "Curve", "RankCorrelation", "SignTest", "curve_auc",
-    "deletion_curve", "insertion_curve", "rank_blocks", "rank_correlation", "sign_test", "IntegratedGradients",
-    "Saliency", "LAM", "blur_path", "RoiObjective", "make_objective", "BlockReplacementMetric",
+    "AttributionError",
+    "AttributionMap",
+    "aggregate_blocks",
+    "Curve",
+    "RankCorrelation",
+    "SignTest",
+    "curve_auc",
+    "deletion_curve",
+    "insertion_curve",
+    "rank_blocks",
+    "rank_correlation",
+    "sign_test",
+    "IntegratedGradients",
+    "Saliency",
+    "LAM",
+    "blur_path",
+    "RoiObjective",
+    "make_objective",
+    "BlockReplacementMetric",
     "replace_blocks_metric",
 ]

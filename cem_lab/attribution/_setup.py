@@ -1,10 +1,11 @@
 """The checked start of every gradient attribution: input on the model's device, one forward and
 backward at the input, ROI and block checked against the output."""
+
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Optional, Union
 
 import torch
 from torch import Tensor, nn
@@ -16,12 +17,12 @@ from cem_lab.attribution.objective import ObjectiveLike, RoiObjective, make_obje
 @dataclass
 class Setup:
     model: Callable
-    x: Tensor                 # (1, C, h, w) on the model's device, no grad
+    x: Tensor  # (1, C, h, w) on the model's device, no grad
     objective: RoiObjective
     scale: int
     out_hw: tuple[int, int]
-    value: float              # objective at the input
-    grad: Tensor              # d objective / d input at the input, (1, C, h, w)
+    value: float  # objective at the input
+    grad: Tensor  # d objective / d input at the input, (1, C, h, w)
 
 
 def grad_mode() -> contextlib.ExitStack:
@@ -37,8 +38,9 @@ def forward_objective(model: Callable, objective: RoiObjective, x: Tensor) -> Te
     return objective(call_model(model, x))
 
 
-def setup(model: Callable, inputs, roi, block: int, objective: ObjectiveLike, channels: str,
-          device: Optional[Union[str, torch.device]]) -> Setup:
+def setup(
+    model: Callable, inputs, roi, block: int, objective: ObjectiveLike, channels: str, device: str | torch.device | None
+) -> Setup:
     if isinstance(model, nn.Module):
         model.eval()
     x = prepare_input(model, inputs, device)
@@ -50,5 +52,6 @@ def setup(model: Callable, inputs, roi, block: int, objective: ObjectiveLike, ch
     check_block(x.shape[-2], x.shape[-1], scale, block)
     value = obj(out)
     grad = input_gradient(value, xg)
-    return Setup(model, x, obj, scale, (int(out.shape[-2]), int(out.shape[-1])), float(value.detach()[0]),
-                 grad.detach())
+    return Setup(
+        model, x, obj, scale, (int(out.shape[-2]), int(out.shape[-1])), float(value.detach()[0]), grad.detach()
+    )

@@ -7,10 +7,12 @@ the output is ``(1, 3, h*s, w*s)``; the ROI is given in *output* pixels as a
 (``block`` output pixels, ``block // s`` input pixels), so an attribution map lies on the same
 grid as a CE map of the same ROI and block.
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional, Union
+from typing import Any
 
 import numpy as np
 import torch
@@ -26,7 +28,8 @@ class AttributionError(ValueError):
 NOT_DIFFERENTIABLE = (
     "gradient attributions (LAM, saliency, integrated gradients) need a differentiable torch model, "
     "a torch function whose output is connected to its input by autograd; {why}. The causal effect map "
-    "(cem_lab.compute_cem) needs no gradients and still works with this model")
+    "(cem_lab.compute_cem) needs no gradients and still works with this model"
+)
 
 
 @dataclass
@@ -73,7 +76,7 @@ class AttributionMap:
         return rank_blocks(self.block_map(signed), exclude=self.roi_mask if exclude_roi else None)
 
 
-def aggregate_blocks(pixels: Union[np.ndarray, Tensor], grid: BlockGrid, reduce: str = "abs") -> np.ndarray:
+def aggregate_blocks(pixels: np.ndarray | Tensor, grid: BlockGrid, reduce: str = "abs") -> np.ndarray:
     """Sum a per-pixel map over the blocks of ``grid`` -> (rows, cols) float64.
 
     ``pixels``: (h, w) or (C, h, w) (or (1, C, h, w)) on the input grid; channels are summed too.
@@ -92,11 +95,13 @@ def aggregate_blocks(pixels: Union[np.ndarray, Tensor], grid: BlockGrid, reduce:
     else:
         raise ValueError(f"a per-pixel map must be (h, w) or (C, h, w), got shape {a.shape}")
     if a.shape != (grid.input_h, grid.input_w):
-        raise ValueError(f"map of {a.shape[0]}x{a.shape[1]} pixels does not match the block grid's "
-                         f"{grid.input_h}x{grid.input_w} input")
+        raise ValueError(
+            f"map of {a.shape[0]}x{a.shape[1]} pixels does not match the block grid's "
+            f"{grid.input_h}x{grid.input_w} input"
+        )
     b = grid.block_in
     padded = np.zeros((grid.rows * b, grid.cols * b))
-    padded[:grid.input_h, :grid.input_w] = a
+    padded[: grid.input_h, : grid.input_w] = a
     return padded.reshape(grid.rows, b, grid.cols, b).sum(axis=(1, 3))
 
 
@@ -111,7 +116,7 @@ def model_device(model: Callable, fallback: torch.device) -> torch.device:
     return fallback
 
 
-def prepare_input(model: Callable, x, device: Optional[Union[str, torch.device]]) -> Tensor:
+def prepare_input(model: Callable, x, device: str | torch.device | None) -> Tensor:
     """The input as a fresh (1, C, h, w) float tensor (a normal tensor, even when ``x`` was made under
     inference mode) on the model's device."""
     if not callable(model):
@@ -123,8 +128,9 @@ def prepare_input(model: Callable, x, device: Optional[Union[str, torch.device]]
     if x.dim() != 4 or x.shape[0] != 1:
         raise AttributionError(f"the input must be one image, (C, h, w) or (1, C, h, w); got shape {tuple(x.shape)}")
     if not x.is_floating_point():
-        raise AttributionError(f"the input must be a float image in [0, 1] (cem_lab.images.from_uint8 makes one); "
-                               f"got dtype {x.dtype}")
+        raise AttributionError(
+            f"the input must be a float image in [0, 1] (cem_lab.images.from_uint8 makes one); got dtype {x.dtype}"
+        )
     dev = torch.device(device) if device is not None else model_device(model, x.device)
     with torch.inference_mode(False):
         return x.detach().to(dev).clone()
@@ -137,21 +143,28 @@ def call_model(model: Callable, x: Tensor) -> Tensor:
     except RuntimeError as err:
         text = str(err)
         if "requires grad" in text or "numpy" in text or "inference" in text.lower():
-            raise AttributionError(NOT_DIFFERENTIABLE.format(why=f"calling it on an input that requires grad "
-                                                             f"failed ({text.splitlines()[0]})")) from err
+            raise AttributionError(
+                NOT_DIFFERENTIABLE.format(
+                    why=f"calling it on an input that requires grad failed ({text.splitlines()[0]})"
+                )
+            ) from err
         raise
     if isinstance(out, (list, tuple)) and out:
         out = out[0]
     if not isinstance(out, Tensor):
-        raise AttributionError(NOT_DIFFERENTIABLE.format(
-            why=f"it returned a {type(out).__name__}, not a torch tensor"))
+        raise AttributionError(NOT_DIFFERENTIABLE.format(why=f"it returned a {type(out).__name__}, not a torch tensor"))
     if out.dim() != 4 or out.shape[0] != x.shape[0]:
-        raise AttributionError(f"the model returned {tuple(out.shape)} for an input of {tuple(x.shape)}; expected "
-                               "one image (N, C, H, W) per input")
+        raise AttributionError(
+            f"the model returned {tuple(out.shape)} for an input of {tuple(x.shape)}; expected "
+            "one image (N, C, H, W) per input"
+        )
     if x.requires_grad and not out.requires_grad:
-        raise AttributionError(NOT_DIFFERENTIABLE.format(
-            why="its output does not require grad (it runs under torch.inference_mode or torch.no_grad, or "
-                "detaches its result)"))
+        raise AttributionError(
+            NOT_DIFFERENTIABLE.format(
+                why="its output does not require grad (it runs under torch.inference_mode or torch.no_grad, or "
+                "detaches its result)"
+            )
+        )
     return out
 
 
@@ -161,9 +174,12 @@ def input_gradient(objective_values: Tensor, x: Tensor) -> Tensor:
         raise AttributionError(NOT_DIFFERENTIABLE.format(why="the objective of its output does not require grad"))
     (grad,) = torch.autograd.grad(objective_values.sum(), x, allow_unused=True)
     if grad is None:
-        raise AttributionError(NOT_DIFFERENTIABLE.format(
-            why="its output does not depend on the input through autograd (an operation such as .detach(), "
-                ".numpy() or .item() cuts the graph)"))
+        raise AttributionError(
+            NOT_DIFFERENTIABLE.format(
+                why="its output does not depend on the input through autograd (an operation such as .detach(), "
+                ".numpy() or .item() cuts the graph)"
+            )
+        )
     return grad
 
 
@@ -172,11 +188,21 @@ def zero_gradient_error(objective_name: str, roi: Roi, where: str) -> Attributio
         f"the gradient of the objective {objective_name!r} of the ROI (top {roi.top}, left {roi.left}, size "
         f"{roi.size}) with respect to the input is identically zero {where}: the ROI output does not change "
         "with the input (for 'gradient', a flat ROI output has no gradient magnitude to change). Choose another "
-        "ROI (one with structure, inside what the model uses) or another objective (e.g. 'roi_sum')")
+        "ROI (one with structure, inside what the model uses) or another objective (e.g. 'roi_sum')"
+    )
 
 
-def make_map(method: str, attribution: Tensor, roi: Roi, block: int, scale: int, out_hw: tuple[int, int],
-             objective: str, objective_value: float, meta: dict) -> AttributionMap:
+def make_map(
+    method: str,
+    attribution: Tensor,
+    roi: Roi,
+    block: int,
+    scale: int,
+    out_hw: tuple[int, int],
+    objective: str,
+    objective_value: float,
+    meta: dict,
+) -> AttributionMap:
     attr = attribution.detach().double().cpu().numpy()
     if attr.ndim == 4:
         attr = attr[0]
@@ -185,17 +211,31 @@ def make_map(method: str, attribution: Tensor, roi: Roi, block: int, scale: int,
         grid = BlockGrid(h, w, scale, block)
     except ValueError as err:
         raise AttributionError(str(err)) from err
-    return AttributionMap(method, attr, aggregate_blocks(attr, grid, "abs"), aggregate_blocks(attr, grid, "signed"),
-                          roi, int(block), int(scale), (int(h), int(w)), (int(out_hw[0]), int(out_hw[1])),
-                          grid.roi_mask(roi), objective, float(objective_value), meta)
+    return AttributionMap(
+        method,
+        attr,
+        aggregate_blocks(attr, grid, "abs"),
+        aggregate_blocks(attr, grid, "signed"),
+        roi,
+        int(block),
+        int(scale),
+        (int(h), int(w)),
+        (int(out_hw[0]), int(out_hw[1])),
+        grid.roi_mask(roi),
+        objective,
+        float(objective_value),
+        meta,
+    )
 
 
 def scale_of(x: Tensor, out: Tensor) -> int:
     h, w = x.shape[-2:]
     H, W = out.shape[-2:]
     if H % h or W % w or H // h != W // w:
-        raise AttributionError(f"the output {H}x{W} is not an integer multiple of the input {h}x{w}; the block "
-                               "grid needs one scale for both axes")
+        raise AttributionError(
+            f"the output {H}x{W} is not an integer multiple of the input {h}x{w}; the block "
+            "grid needs one scale for both axes"
+        )
     return H // h
 
 

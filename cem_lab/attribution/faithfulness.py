@@ -17,11 +17,12 @@ flat block indices, most important first (:func:`rank_blocks`).
 - Area: trapezoid rule over the replaced fraction k / n in [0, 1]; with equally spaced points this
   is the sum of the trapezoids divided by the number of steps, in metric units.
 """
+
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Optional
 
 import numpy as np
 
@@ -97,7 +98,7 @@ def curve_auc(fractions: np.ndarray, values: np.ndarray) -> float:
     return float(np.sum((v[1:] + v[:-1]) * np.diff(f)) / 2.0)
 
 
-def _counts(n: int, steps: Optional[int]) -> np.ndarray:
+def _counts(n: int, steps: int | None) -> np.ndarray:
     if steps is None:
         return np.arange(n + 1)
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
@@ -105,7 +106,7 @@ def _counts(n: int, steps: Optional[int]) -> np.ndarray:
     return np.unique(np.round(np.linspace(0, n, min(steps, n) + 1)).astype(int))
 
 
-def _curve(kind: str, ranking, metric_after: MetricAfter, steps: Optional[int]) -> Curve:
+def _curve(kind: str, ranking, metric_after: MetricAfter, steps: int | None) -> Curve:
     r = _check_ranking(ranking)
     n = r.size
     counts = _counts(n, steps)
@@ -117,13 +118,13 @@ def _curve(kind: str, ranking, metric_after: MetricAfter, steps: Optional[int]) 
     return Curve(kind, fractions, counts, values, curve_auc(fractions, values))
 
 
-def deletion_curve(ranking, metric_after: MetricAfter, *, steps: Optional[int] = None) -> Curve:
+def deletion_curve(ranking, metric_after: MetricAfter, *, steps: int | None = None) -> Curve:
     """Metric after replacing the first k ranked blocks, k from 0 to all (``steps + 1`` points, or
     every k when ``steps`` is None)."""
     return _curve("deletion", ranking, metric_after, steps)
 
 
-def insertion_curve(ranking, metric_after: MetricAfter, *, steps: Optional[int] = None) -> Curve:
+def insertion_curve(ranking, metric_after: MetricAfter, *, steps: int | None = None) -> Curve:
     """Metric with every ranked block replaced except the first k, k from 0 to all."""
     return _curve("insertion", ranking, metric_after, steps)
 
@@ -180,8 +181,9 @@ class SignTest:
     pvalue: float
 
 
-def sign_test(block_map, metric_after: MetricAfter, *, exclude=None, base: Optional[float] = None,
-              tol: float = 0.0) -> SignTest:
+def sign_test(
+    block_map, metric_after: MetricAfter, *, exclude=None, base: float | None = None, tol: float = 0.0
+) -> SignTest:
     """For every block with a negative value (finite, not excluded), does replacing it raise the ROI
     metric (by more than ``tol``)? ``base``: the metric with nothing replaced (default:
     ``metric_after([])``). With no negative block, ``n = 0`` and ``share`` / ``pvalue`` are NaN."""

@@ -11,9 +11,10 @@ Both are aggregated on the CEM block grid like :class:`~cem_lab.attribution.LAM`
 optional dependency (the ``dev`` extra of cem_lab); it is imported only by
 :class:`IntegratedGradients`.
 """
+
 from __future__ import annotations
 
-from typing import Callable, Optional, Union
+from collections.abc import Callable
 
 import torch
 from torch import Tensor
@@ -31,11 +32,19 @@ class Saliency:
 
     method = "saliency"
 
-    def __init__(self, model: Callable, *, device: Optional[Union[str, torch.device]] = None):
+    def __init__(self, model: Callable, *, device: str | torch.device | None = None):
         self.model, self.device = model, device
 
-    def attribute(self, inputs, roi, *, block: int = 8, objective: ObjectiveLike = "gradient",
-                  channels: str = "rgb", abs: bool = True) -> AttributionMap:
+    def attribute(
+        self,
+        inputs,
+        roi,
+        *,
+        block: int = 8,
+        objective: ObjectiveLike = "gradient",
+        channels: str = "rgb",
+        abs: bool = True,
+    ) -> AttributionMap:
         """``attribution`` = ``|dF/dx|`` (``abs=True``) or ``dF/dx``; per block, sums as for LAM."""
         with grad_mode():
             s = setup(self.model, inputs, roi, block, objective, channels, self.device)
@@ -43,8 +52,7 @@ class Saliency:
             raise zero_gradient_error(s.objective.name, s.objective.roi, "at the input")
         attr = s.grad.abs() if abs else s.grad
         meta = {"abs": bool(abs), "objective": s.objective.describe(), "device": str(s.x.device)}
-        return make_map(self.method, attr, s.objective.roi, block, s.scale, s.out_hw, s.objective.name, s.value,
-                        meta)
+        return make_map(self.method, attr, s.objective.roi, block, s.scale, s.out_hw, s.objective.name, s.value, meta)
 
 
 class IntegratedGradients:
@@ -55,11 +63,11 @@ class IntegratedGradients:
 
     method = "integrated_gradients"
 
-    def __init__(self, model: Callable, *, device: Optional[Union[str, torch.device]] = None):
+    def __init__(self, model: Callable, *, device: str | torch.device | None = None):
         self.model, self.device = model, device
 
     @staticmethod
-    def baseline_for(x: Tensor, baseline: Union[str, float, Tensor], blur_sigma: float) -> Tensor:
+    def baseline_for(x: Tensor, baseline: str | float | Tensor, blur_sigma: float) -> Tensor:
         if isinstance(baseline, str):
             if baseline == "black":
                 return torch.zeros_like(x)
@@ -75,30 +83,44 @@ class IntegratedGradients:
             if b.dim() == 3:
                 b = b[None]
             if tuple(b.shape) != tuple(x.shape):
-                raise AttributionError(f"a baseline tensor must have the input's shape {tuple(x.shape)}, got "
-                                       f"{tuple(baseline.shape)}")
+                raise AttributionError(
+                    f"a baseline tensor must have the input's shape {tuple(x.shape)}, got {tuple(baseline.shape)}"
+                )
             return b
         raise AttributionError(f"baseline must be 'black', 'blur', a number or a tensor, got {type(baseline).__name__}")
 
-    def attribute(self, inputs, roi, *, block: int = 8, objective: ObjectiveLike = "gradient",
-                  channels: str = "rgb", baseline: Union[str, float, Tensor] = "black", blur_sigma: float = 1.2,
-                  steps: int = 50, method: str = "gausslegendre", batch_size: Optional[int] = 8,
-                  progress: bool = True) -> AttributionMap:
+    def attribute(
+        self,
+        inputs,
+        roi,
+        *,
+        block: int = 8,
+        objective: ObjectiveLike = "gradient",
+        channels: str = "rgb",
+        baseline: str | float | Tensor = "black",
+        blur_sigma: float = 1.2,
+        steps: int = 50,
+        method: str = "gausslegendre",
+        batch_size: int | None = 8,
+        progress: bool = True,
+    ) -> AttributionMap:
         """``steps`` and ``method``: Captum's ``n_steps`` and ``method``; ``batch_size``: its
         ``internal_batch_size`` (path points per forward / backward; None = all at once)."""
         try:
             from captum.attr import IntegratedGradients as CaptumIG
         except ImportError as err:  # pragma: no cover - captum is in the dev extra
-            raise AttributionError("integrated gradients use Captum: pip install captum "
-                                   "(it comes with cem_lab's 'dev' extra)") from err
+            raise AttributionError(
+                "integrated gradients use Captum: pip install captum (it comes with cem_lab's 'dev' extra)"
+            ) from err
         from tqdm import tqdm
 
         if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
             raise AttributionError(f"steps must be a positive integer, got {steps!r}")
         if method not in IG_METHODS:
             raise AttributionError(f"method must be one of {list(IG_METHODS)}, got {method!r}")
-        if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int)
-                                       or batch_size < 1):
+        if batch_size is not None and (
+            isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1
+        ):
             raise AttributionError(f"batch_size must be a positive integer or None, got {batch_size!r}")
         with grad_mode():
             s = setup(self.model, inputs, roi, block, objective, channels, self.device)
@@ -112,22 +134,35 @@ class IntegratedGradients:
                 return out
 
             try:
-                attr, delta = CaptumIG(forward).attribute(s.x, baselines=base, n_steps=steps, method=method,
-                                                          internal_batch_size=batch_size,
-                                                          return_convergence_delta=True)
+                attr, delta = CaptumIG(forward).attribute(
+                    s.x,
+                    baselines=base,
+                    n_steps=steps,
+                    method=method,
+                    internal_batch_size=batch_size,
+                    return_convergence_delta=True,
+                )
             finally:
                 bar.close()
             with torch.no_grad():
                 base_value = float(forward_objective(s.model, s.objective, base)[0])
         if not bool((attr != 0).any()):
             if bool((base == s.x).all()):
-                raise AttributionError("the baseline equals the input: integrated gradients have nothing to "
-                                       "attribute; use another baseline")
+                raise AttributionError(
+                    "the baseline equals the input: integrated gradients have nothing to "
+                    "attribute; use another baseline"
+                )
             raise zero_gradient_error(s.objective.name, s.objective.roi, "along the integrated-gradients path")
         label = baseline if isinstance(baseline, str) else "tensor" if isinstance(baseline, Tensor) else "constant"
-        meta = {"baseline": label, "blur_sigma": float(blur_sigma) if label == "blur" else None,
-                "steps": int(steps), "method": method, "batch_size": batch_size,
-                "objective": s.objective.describe(), "baseline_objective": base_value,
-                "delta": float(delta.detach().reshape(-1)[0]), "device": str(s.x.device)}
-        return make_map(self.method, attr, s.objective.roi, block, s.scale, s.out_hw, s.objective.name, s.value,
-                        meta)
+        meta = {
+            "baseline": label,
+            "blur_sigma": float(blur_sigma) if label == "blur" else None,
+            "steps": int(steps),
+            "method": method,
+            "batch_size": batch_size,
+            "objective": s.objective.describe(),
+            "baseline_objective": base_value,
+            "delta": float(delta.detach().reshape(-1)[0]),
+            "device": str(s.x.device),
+        }
+        return make_map(self.method, attr, s.objective.roi, block, s.scale, s.out_hw, s.objective.name, s.value, meta)

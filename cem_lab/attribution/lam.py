@@ -27,9 +27,10 @@ the map is exactly ``g . (x - x(0))``; in general ``sum(map) ~ F(x) - F(x(0))`` 
 (separable, radius ``round(3 sigma)``, reflect padding, as the ``blur`` baseline intervention);
 the reference defaults are ``sigma_max = 1.2`` and 50 steps.
 """
+
 from __future__ import annotations
 
-from typing import Callable, Optional, Union
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -61,12 +62,23 @@ class LAM:
 
     method = "lam"
 
-    def __init__(self, model: Callable, *, device: Optional[Union[str, torch.device]] = None):
+    def __init__(self, model: Callable, *, device: str | torch.device | None = None):
         self.model, self.device = model, device
 
-    def attribute(self, inputs, roi, *, block: int = 8, objective: ObjectiveLike = "gradient",
-                  channels: str = "rgb", sigma_max: float = 1.2, steps: int = 50, batch_size: int = 8,
-                  integration: str = "riemann_right", progress: bool = True) -> AttributionMap:
+    def attribute(
+        self,
+        inputs,
+        roi,
+        *,
+        block: int = 8,
+        objective: ObjectiveLike = "gradient",
+        channels: str = "rgb",
+        sigma_max: float = 1.2,
+        steps: int = 50,
+        batch_size: int = 8,
+        integration: str = "riemann_right",
+        progress: bool = True,
+    ) -> AttributionMap:
         """Attribute the ROI objective to the input pixels along the blur path (module docstring).
 
         ``roi``: (top, left, size) in output pixels; ``block``: the CEM block in output pixels
@@ -86,7 +98,7 @@ class LAM:
         with grad_mode():
             s = setup(self.model, inputs, roi, block, objective, channels, self.device)
             sigmas, path = blur_path(s.x, sigma_max, steps)
-            diffs = (path[1:] - path[:-1]).double()                         # (steps, C, h, w)
+            diffs = (path[1:] - path[:-1]).double()  # (steps, C, h, w)
             first = 1 if integration == "riemann_right" else 0
             points = np.arange(first, steps + 1)
             attr = torch.zeros_like(s.x, dtype=torch.float64)[0]
@@ -95,7 +107,7 @@ class LAM:
             bar = tqdm(total=len(points), desc="LAM", unit="step", disable=not progress, dynamic_ncols=True)
             try:
                 for i in range(0, len(points), batch_size):
-                    ks = points[i:i + batch_size]
+                    ks = points[i : i + batch_size]
                     xb = path[ks].detach().clone().requires_grad_(True)
                     val = forward_objective(s.model, s.objective, xb)
                     g = input_gradient(val, xb).double()
@@ -118,13 +130,22 @@ class LAM:
         if not grad_l1 > 0:
             raise zero_gradient_error(s.objective.name, s.objective.roi, "along the LAM blur path")
         if not bool((diffs != 0).any()):
-            raise AttributionError("the input equals its blurred baseline (a flat image): LAM has nothing to "
-                                   "attribute; use an image with structure")
+            raise AttributionError(
+                "the input equals its blurred baseline (a flat image): LAM has nothing to "
+                "attribute; use an image with structure"
+            )
         delta = float(attr.sum()) - (values[-1] - values[0])
-        meta = {"sigma_max": float(sigma_max), "steps": int(steps), "integration": integration,
-                "path": "x(alpha) = blur_{(1 - alpha) * sigma_max}(x)", "batch_size": int(batch_size),
-                "objective": s.objective.describe(), "baseline_objective": float(values[0]),
-                "delta": delta, "path_objective": values.tolist(), "sigmas": sigmas.tolist(),
-                "device": str(s.x.device)}
-        return make_map(self.method, attr, s.objective.roi, block, s.scale, s.out_hw, s.objective.name,
-                        s.value, meta)
+        meta = {
+            "sigma_max": float(sigma_max),
+            "steps": int(steps),
+            "integration": integration,
+            "path": "x(alpha) = blur_{(1 - alpha) * sigma_max}(x)",
+            "batch_size": int(batch_size),
+            "objective": s.objective.describe(),
+            "baseline_objective": float(values[0]),
+            "delta": delta,
+            "path_objective": values.tolist(),
+            "sigmas": sigmas.tolist(),
+            "device": str(s.x.device),
+        }
+        return make_map(self.method, attr, s.objective.roi, block, s.scale, s.out_hw, s.objective.name, s.value, meta)

@@ -21,9 +21,8 @@ pixels make the model draw structure in the ROI". We follow the paper's definiti
 ``"roi_sum"``: the plain sum of the ROI output values (all channels), linear in the output; the
 tests use it because LAM and IG then have closed forms.
 """
-from __future__ import annotations
 
-from typing import Union
+from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
@@ -67,10 +66,15 @@ class RoiObjective:
         if r.size <= 0:
             raise AttributionError(f"ROI size must be positive, got {r.size}")
         if r.top < 0 or r.left < 0 or r.top + r.size > out_h or r.left + r.size > out_w:
-            hint = (f"top must be in [0, {out_h - r.size}] and left in [0, {out_w - r.size}]"
-                    if r.size <= min(out_h, out_w) else f"a ROI of size {r.size} does not fit; use a smaller size")
-            raise AttributionError(f"ROI (top {r.top}, left {r.left}, size {r.size}) lies outside the "
-                                   f"{out_h}x{out_w} model output (ROI in output pixels); {hint}")
+            hint = (
+                f"top must be in [0, {out_h - r.size}] and left in [0, {out_w - r.size}]"
+                if r.size <= min(out_h, out_w)
+                else f"a ROI of size {r.size} does not fit; use a smaller size"
+            )
+            raise AttributionError(
+                f"ROI (top {r.top}, left {r.left}, size {r.size}) lies outside the "
+                f"{out_h}x{out_w} model output (ROI in output pixels); {hint}"
+            )
 
     def _channels(self, y: Tensor) -> Tensor:
         if self.channels == "rgb":
@@ -87,9 +91,10 @@ class RoiObjective:
             return output[:, :, y0:y1, x0:x1].sum(dim=(1, 2, 3))
         y = self._channels(output)
         # the ROI plus one row / column below and right of it (replicated at the image edge)
-        part = y[:, :, y0:min(y1 + 1, y.shape[-2]), x0:min(x1 + 1, y.shape[-1])]
-        part = F.pad(part, (0, (x1 + 1) - min(x1 + 1, y.shape[-1]), 0, (y1 + 1) - min(y1 + 1, y.shape[-2])),
-                     mode="replicate")
+        part = y[:, :, y0 : min(y1 + 1, y.shape[-2]), x0 : min(x1 + 1, y.shape[-1])]
+        part = F.pad(
+            part, (0, (x1 + 1) - min(x1 + 1, y.shape[-1]), 0, (y1 + 1) - min(y1 + 1, y.shape[-2])), mode="replicate"
+        )
         dy = part[:, :, 1:, :-1] - part[:, :, :-1, :-1]
         dx = part[:, :, :-1, 1:] - part[:, :, :-1, :-1]
         return torch.sqrt(dy * dy + dx * dx + self.eps).sum(dim=(1, 2, 3))
@@ -98,7 +103,7 @@ class RoiObjective:
         return {"name": self.kind, "channels": self.channels, "eps": self.eps, "roi": self.roi.as_list()}
 
 
-ObjectiveLike = Union[str, RoiObjective]
+ObjectiveLike = str | RoiObjective
 
 
 def make_objective(objective: ObjectiveLike, roi, channels: str = "rgb") -> RoiObjective:
@@ -108,8 +113,9 @@ def make_objective(objective: ObjectiveLike, roi, channels: str = "rgb") -> RoiO
     """
     if isinstance(objective, RoiObjective):
         if objective.roi != Roi.parse(roi):
-            raise AttributionError(f"the objective's ROI {objective.roi.as_list()} is not the attribution's ROI "
-                                   f"{Roi.parse(roi).as_list()}")
+            raise AttributionError(
+                f"the objective's ROI {objective.roi.as_list()} is not the attribution's ROI {Roi.parse(roi).as_list()}"
+            )
         return objective
     if isinstance(objective, str):
         return RoiObjective(roi, objective, channels)

@@ -10,9 +10,10 @@ replaced in the same image, each with its own draw; the value is the mean over `
 Note: this uses CEMJob internals (``_placements``, ``_forward``, ``_roi``, ``ref``); a change
 there must keep ``test_replace_blocks_metric_matches_the_cem`` passing.
 """
+
 from __future__ import annotations
 
-from typing import Optional, Sequence, Union
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -24,7 +25,7 @@ from cem_lab.attribution.base import AttributionError
 class BlockReplacementMetric:
     """``metric_after(blocks) -> float``: the ROI metric after replacing ``blocks`` (flat indices)."""
 
-    def __init__(self, job, samples: Optional[int] = None):
+    def __init__(self, job, samples: int | None = None):
         if samples is None:
             samples = 1 if job.intervention.deterministic else 8
         if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
@@ -55,17 +56,30 @@ class BlockReplacementMetric:
         placements = job._placements(b, full)
         x = job.ti.input.expand(self.samples, -1, -1, -1).clone()
         for block, pl in zip(b, placements):
-            draws = [job.intervention.draw(draw_rng(job.seed, int(block), s), int(block), s)
-                     for s in range(self.samples)]
+            draws = [
+                job.intervention.draw(draw_rng(job.seed, int(block), s), int(block), s) for s in range(self.samples)
+            ]
             x = job.intervention.apply(x, job.ti.context, [pl] * self.samples, draws, origin=(0, 0))
         roi = job._roi(job._forward(x), (0, 0))
         return float(job.metric(roi, job.ref).double().mean())
 
 
-def replace_blocks_metric(model: nn.Module, task_input, *, task, roi, block: int = 8,
-                          intervention="lv", patch_bank=None, sampler: str = "uniform", metric="psnr",
-                          samples: Optional[int] = None, seed: int = 0, forward_batch: int = 8,
-                          device: Optional[Union[str, torch.device]] = None) -> BlockReplacementMetric:
+def replace_blocks_metric(
+    model: nn.Module,
+    task_input,
+    *,
+    task,
+    roi,
+    block: int = 8,
+    intervention="lv",
+    patch_bank=None,
+    sampler: str = "uniform",
+    metric="psnr",
+    samples: int | None = None,
+    seed: int = 0,
+    forward_batch: int = 8,
+    device: str | torch.device | None = None,
+) -> BlockReplacementMetric:
     """A :class:`BlockReplacementMetric` for ``model`` on a prepared ``task_input``
     (``task.prepare(clean, seed)``), with the CEM's ROI, block, intervention (``"lv"`` with
     ``patch_bank``, default the embedded bank; or ``"zeros"``, ``"mean"``, ``"blur"``, ``"noise"``;
@@ -90,7 +104,19 @@ def replace_blocks_metric(model: nn.Module, task_input, *, task, roi, block: int
         intervention = make_intervention(intervention, bank=patch_bank, sampler=sampler)
     if isinstance(metric, str):
         metric = RoiMetric(metric)
-    job = CEMJob(model, task, task_input, Roi.parse(roi), block, intervention,
-                 make_estimator("exhaustive", samples=1), metric, seed=seed, forward_batch=forward_batch,
-                 device=device, mode="full", verify=False)
+    job = CEMJob(
+        model,
+        task,
+        task_input,
+        Roi.parse(roi),
+        block,
+        intervention,
+        make_estimator("exhaustive", samples=1),
+        metric,
+        seed=seed,
+        forward_batch=forward_batch,
+        device=device,
+        mode="full",
+        verify=False,
+    )
     return BlockReplacementMetric(job, samples)

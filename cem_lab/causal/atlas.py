@@ -11,17 +11,18 @@ The saving: the coarse stage (every block x T_c) is shared by all ROIs, and a fi
 computed once for every ROI that screened its block. The cost: full-image passes (a crop would
 have to cover every ROI's dependency region, which for a grid is the image).
 """
+
 from __future__ import annotations
 
 import hashlib
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional, Sequence, Union
+from typing import Any
 
 import numpy as np
-import torch
 
 from cem_lab.io import write_json, write_npz
 
@@ -39,7 +40,7 @@ class AtlasError(ValueError):
     """ROIs the atlas cannot use."""
 
 
-def roi_grid(out_h: int, out_w: int, size: int, stride: Optional[int] = None) -> list[Roi]:
+def roi_grid(out_h: int, out_w: int, size: int, stride: int | None = None) -> list[Roi]:
     """Square ROIs of ``size`` output pixels tiling the image with ``stride`` (default: ``size``),
     centred: the margin left over is split between both sides."""
     stride = int(stride or size)
@@ -82,8 +83,10 @@ def check_rois(rois: Sequence[Any], out_h: int, out_w: int, scale: int) -> tuple
             if a[0] < b[1] and b[0] < a[1] and a[2] < b[3] and b[2] < a[3]:
                 overlaps += 1
     if overlaps:
-        notes.append(f"{overlaps} pairs of ROIs overlap: their maps are each exact, but statistics over "
-                     "ROIs count shared pixels more than once")
+        notes.append(
+            f"{overlaps} pairs of ROIs overlap: their maps are each exact, but statistics over "
+            "ROIs count shared pixels more than once"
+        )
     return parsed, notes
 
 
@@ -106,10 +109,20 @@ class AtlasResult:
             c = r.block_counts()
             s = r.summary()
             total = max(1, c["positive"] + c["negative"] + c["zero"])
-            rows.append({"roi_index": k, "roi": r.roi.as_list(), "baseline": r.baseline_metric,
-                         "positive": c["positive"], "negative": c["negative"], "zero": c["zero"],
-                         "share_negative": c["negative"] / total, "share_positive": c["positive"] / total,
-                         "reach_max_px": s["reach_px"]["max"], "reach_mean_px": s["reach_px"]["mean"]})
+            rows.append(
+                {
+                    "roi_index": k,
+                    "roi": r.roi.as_list(),
+                    "baseline": r.baseline_metric,
+                    "positive": c["positive"],
+                    "negative": c["negative"],
+                    "zero": c["zero"],
+                    "share_negative": c["negative"] / total,
+                    "share_positive": c["positive"] / total,
+                    "reach_max_px": s["reach_px"]["max"],
+                    "reach_mean_px": s["reach_px"]["mean"],
+                }
+            )
         return rows
 
     def summary(self) -> dict[str, Any]:
@@ -117,26 +130,42 @@ class AtlasResult:
 
         def dist(key):
             v = np.array([r[key] for r in rows], dtype=float)
-            return {"mean": float(v.mean()), "median": float(np.median(v)), "min": float(v.min()),
-                    "max": float(v.max()), "q25": float(np.quantile(v, 0.25)), "q75": float(np.quantile(v, 0.75))}
+            return {
+                "mean": float(v.mean()),
+                "median": float(np.median(v)),
+                "min": float(v.min()),
+                "max": float(v.max()),
+                "q25": float(np.quantile(v, 0.25)),
+                "q75": float(np.quantile(v, 0.75)),
+            }
 
-        return {"format_version": ATLAS_FORMAT, "rois": rows, "n_rois": len(rows),
-                "share_negative": dist("share_negative"), "reach_mean_px": dist("reach_mean_px"),
-                "reach_max_px": dist("reach_max_px"), **self.meta}
+        return {
+            "format_version": ATLAS_FORMAT,
+            "rois": rows,
+            "n_rois": len(rows),
+            "share_negative": dist("share_negative"),
+            "reach_mean_px": dist("reach_mean_px"),
+            "reach_max_px": dist("reach_max_px"),
+            **self.meta,
+        }
 
-    def save(self, folder: Union[str, Path], figures: bool = True) -> Path:
+    def save(self, folder: str | Path, figures: bool = True) -> Path:
         """``rois/roi_NNN/`` (a run folder per ROI, readable by cem-report), ``atlas.npz`` (the block x
         ROI tensors), ``atlas.json`` (per-ROI rows and their distribution) and ``figures/atlas.png``."""
         folder = Path(folder)
         for k, r in enumerate(self.results):
             r.save(folder / "rois" / f"roi_{k:03d}", figures=figures)
-        write_npz(folder / "atlas.npz", effect=self.effect_tensor(),
-                  effect_raw=np.stack([r.effect_raw for r in self.results]),
-                  stderr=np.stack([r.stderr for r in self.results]),
-                  classification=np.stack([r.classification for r in self.results]),
-                  counts=np.stack([r.counts for r in self.results]),
-                  roi_mask=np.stack([r.roi_mask for r in self.results]),
-                  rois=np.array([r.roi.as_list() for r in self.results]), format_version=ATLAS_FORMAT)
+        write_npz(
+            folder / "atlas.npz",
+            effect=self.effect_tensor(),
+            effect_raw=np.stack([r.effect_raw for r in self.results]),
+            stderr=np.stack([r.stderr for r in self.results]),
+            classification=np.stack([r.classification for r in self.results]),
+            counts=np.stack([r.counts for r in self.results]),
+            roi_mask=np.stack([r.roi_mask for r in self.results]),
+            rois=np.array([r.roi.as_list() for r in self.results]),
+            format_version=ATLAS_FORMAT,
+        )
         summary = self.summary()
         if figures:
             from cem_lab.viz.atlas_figures import save_atlas_figure
@@ -168,7 +197,7 @@ class AtlasJob:
             h.update(j.fingerprint().encode())
         return h.hexdigest()
 
-    def check_folder(self, folder: Union[str, Path]) -> None:
+    def check_folder(self, folder: str | Path) -> None:
         """Refuse a folder that holds another run: a single-ROI map, or an atlas of other settings."""
         folder = Path(folder)
         if (folder / "state.npz").is_file() or (folder / "cem.npz").is_file():
@@ -183,7 +212,7 @@ class AtlasJob:
             if fp != self.fingerprint():
                 raise AtlasError(f"{path} holds an atlas of other settings; use a new output folder")
 
-    def _plans(self, stages: list[Optional[Stage]]):
+    def _plans(self, stages: list[Stage | None]):
         """Each job's items of its current stage (plan order) and the union of all (sorted)."""
         items = []
         for st in stages:
@@ -205,8 +234,9 @@ class AtlasJob:
         vals = [j.metric(j._roi(out, (0, 0)), j.ref).detach().cpu().numpy().astype(np.float64) for j in self.jobs]
         return np.stack(vals, 1)
 
-    def run(self, folder: Optional[Union[str, Path]] = None, progress: bool = True,
-            checkpoint_every: Optional[float] = 5.0) -> AtlasResult:
+    def run(
+        self, folder: str | Path | None = None, progress: bool = True, checkpoint_every: float | None = 5.0
+    ) -> AtlasResult:
         from tqdm import tqdm
 
         t0 = time.perf_counter()
@@ -215,7 +245,7 @@ class AtlasJob:
         n = len(self.jobs[0].grid)
         stats: list[dict[str, BlockStats]] = [{} for _ in range(k)]
         done: list[list[Stage]] = [[] for _ in range(k)]
-        stages: list[Optional[Stage]] = [j.estimator.first_stage(n) for j in self.jobs]
+        stages: list[Stage | None] = [j.estimator.first_stage(n) for j in self.jobs]
         step, partial, done_units = 0, None, 0
         path = Path(folder) / ATLAS_STATE if folder is not None else None
         if path is not None and path.is_file():
@@ -230,8 +260,13 @@ class AtlasJob:
         def save(values):
             if path is None:
                 return
-            arrays: dict[str, Any] = {"fingerprint": fp, "format_version": ATLAS_FORMAT, "step": step,
-                                      "done_units": done_units, "partial": values[:done_units]}
+            arrays: dict[str, Any] = {
+                "fingerprint": fp,
+                "format_version": ATLAS_FORMAT,
+                "step": step,
+                "done_units": done_units,
+                "partial": values[:done_units],
+            }
             for i in range(k):
                 for name, s in stats[i].items():
                     arrays.update(s.state(f"{i}/{name}/"))
@@ -246,8 +281,14 @@ class AtlasJob:
                 values[:done_units] = partial
             partial = None
             names = sorted({s.name for s in stages if s is not None})
-            bar = tqdm(total=len(union), initial=done_units, desc=f"atlas step {step + 1} ({', '.join(names)})",
-                       unit="fwd", disable=not progress, dynamic_ncols=True)
+            bar = tqdm(
+                total=len(union),
+                initial=done_units,
+                desc=f"atlas step {step + 1} ({', '.join(names)})",
+                unit="fwd",
+                disable=not progress,
+                dynamic_ncols=True,
+            )
             last = time.perf_counter()
             try:
                 while done_units < len(union):
@@ -282,10 +323,17 @@ class AtlasJob:
             j.forward_passes = self.forward_passes  # shared: every ROI's run took these passes
             results.append(j._result(stats[i], j.fingerprint()))
         single = sum(int(sum(st.n_items for st in d)) for d in done)
-        meta = {"fingerprint": fp, "forward_passes": self.forward_passes, "forward_passes_separately": single,
-                "saving": single / max(1, self.forward_passes), "steps": step, "notes": self.notes,
-                "run_s": time.perf_counter() - t0, "model": self.jobs[0].model_name,
-                "estimator": self.jobs[0].estimator.describe()}
+        meta = {
+            "fingerprint": fp,
+            "forward_passes": self.forward_passes,
+            "forward_passes_separately": single,
+            "saving": single / max(1, self.forward_passes),
+            "steps": step,
+            "notes": self.notes,
+            "run_s": time.perf_counter() - t0,
+            "model": self.jobs[0].model_name,
+            "estimator": self.jobs[0].estimator.describe(),
+        }
         return AtlasResult(results, meta)
 
     def _load(self, path: Path, fp: str):
@@ -300,8 +348,9 @@ class AtlasJob:
         return int(state["step"]), stats, state["partial"], int(state["done_units"])
 
 
-def prepare_atlas(model, image, task, rois: Union[str, Sequence[Any]], *, roi_size: int = 32,
-                  roi_stride: Optional[int] = None, **kwargs) -> AtlasJob:
+def prepare_atlas(
+    model, image, task, rois: str | Sequence[Any], *, roi_size: int = 32, roi_stride: int | None = None, **kwargs
+) -> AtlasJob:
     """Prepare the atlas of ``rois`` (a list of (top, left, size), or "grid": ROIs of ``roi_size``
     tiling the output with ``roi_stride``); keywords as :func:`~cem_lab.causal.runner.prepare_cem`.
     ``blocks`` restrictions and the adaptive estimator's ROI treatment apply per ROI."""
@@ -330,14 +379,25 @@ def prepare_atlas(model, image, task, rois: Union[str, Sequence[Any]], *, roi_si
     parsed, notes = check_rois(rois, out_h, out_w, scale)
     jobs = [] if first is not None else [prepare_cem(model, image, task, parsed[0].as_list(), mode="full", **kwargs)]
     shared = (first if first is not None else jobs[0]).restored  # the un-intervened pass: run once for all ROIs
-    jobs += [prepare_cem(model, image, task, r.as_list(), mode="full", full_output=shared, **kwargs)
-             for r in parsed[len(jobs):]]
+    jobs += [
+        prepare_cem(model, image, task, r.as_list(), mode="full", full_output=shared, **kwargs)
+        for r in parsed[len(jobs) :]
+    ]
     return AtlasJob(jobs, notes)
 
 
-def compute_atlas(model, image, task, rois, *, output_dir: Optional[Union[str, Path]] = None,
-                  figures: bool = True, progress: bool = True, checkpoint_every: Optional[float] = 5.0,
-                  **kwargs) -> AtlasResult:
+def compute_atlas(
+    model,
+    image,
+    task,
+    rois,
+    *,
+    output_dir: str | Path | None = None,
+    figures: bool = True,
+    progress: bool = True,
+    checkpoint_every: float | None = 5.0,
+    **kwargs,
+) -> AtlasResult:
     """The ROI atlas: every ROI's map from one set of full-image passes (see the module docstring).
     With ``output_dir`` the run is locked, checkpointed, resumed when rerun, and saved."""
     from contextlib import nullcontext

@@ -6,12 +6,12 @@ own seed). Per-block running statistics (count, mean, M2, max deviation from the
 un-intervened metric) are updated in plan order, which makes results independent of batch size
 and resumable from a checkpoint.
 """
+
 from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Optional
 
 import numpy as np
 from scipy.special import stdtrit  # Student's t quantile; scipy.stats costs ~1 s of every start
@@ -66,11 +66,15 @@ class BlockStats:
             return np.where(self.n > 1, self.m2 / np.maximum(self.n - 1, 1), np.nan)
 
     def state(self, prefix: str) -> dict[str, np.ndarray]:
-        return {f"{prefix}n": self.n, f"{prefix}mean": self.mean, f"{prefix}m2": self.m2,
-                f"{prefix}max_dev": self.max_dev}
+        return {
+            f"{prefix}n": self.n,
+            f"{prefix}mean": self.mean,
+            f"{prefix}m2": self.m2,
+            f"{prefix}max_dev": self.max_dev,
+        }
 
     @classmethod
-    def from_state(cls, state: dict, prefix: str) -> "BlockStats":
+    def from_state(cls, state: dict, prefix: str) -> BlockStats:
         s = cls(len(state[f"{prefix}n"]))
         s.n = np.array(state[f"{prefix}n"], dtype=np.int64)
         s.mean = np.array(state[f"{prefix}mean"], dtype=np.float64)
@@ -83,14 +87,15 @@ class BlockStats:
 class Estimate:
     """Per-block estimate before classification: CE = M0 - mean, its spread and sample count."""
 
-    effect: np.ndarray     # float64, M0 - mean of the deciding stage (0 where declared no-effect)
-    stderr: np.ndarray     # standard error of the mean (NaN where n < 2)
-    n: np.ndarray          # samples behind each estimate
+    effect: np.ndarray  # float64, M0 - mean of the deciding stage (0 where declared no-effect)
+    stderr: np.ndarray  # standard error of the mean (NaN where n < 2)
+    n: np.ndarray  # samples behind each estimate
     decided_zero: np.ndarray  # bool: declared no-effect by a screening stage (coarse U set)
 
 
-def take_estimate(effect: np.ndarray, stderr: np.ndarray, n: np.ndarray, s: BlockStats, mask: np.ndarray,
-                  baseline: float) -> None:
+def take_estimate(
+    effect: np.ndarray, stderr: np.ndarray, n: np.ndarray, s: BlockStats, mask: np.ndarray, baseline: float
+) -> None:
     """Blocks ``mask`` take their estimate from ``s``: CE = M0 - mean, its standard error, its count."""
     effect[mask] = baseline - s.mean[mask]
     stderr[mask] = np.sqrt(s.variance()[mask] / np.maximum(s.n[mask], 1))
@@ -100,14 +105,14 @@ def take_estimate(effect: np.ndarray, stderr: np.ndarray, n: np.ndarray, s: Bloc
 class Estimator(ABC):
     name: str
 
-    def bind(self, roi_mask: np.ndarray) -> None:
+    def bind(self, roi_mask: np.ndarray) -> None:  # noqa: B027 (an optional hook: most estimators ignore it)
         """Told which blocks are the ROI's own (flat boolean mask) before the first stage."""
 
     @abstractmethod
     def first_stage(self, n_blocks: int) -> Stage: ...
 
     @abstractmethod
-    def next_stage(self, done: list[Stage], stats: dict[str, BlockStats], baseline: float) -> Optional[Stage]: ...
+    def next_stage(self, done: list[Stage], stats: dict[str, BlockStats], baseline: float) -> Stage | None: ...
 
     @abstractmethod
     def estimate(self, stats: dict[str, BlockStats], baseline: float) -> Estimate: ...
@@ -134,8 +139,9 @@ class ExhaustiveEstimator(Estimator):
 
     def estimate(self, stats, baseline):
         s = stats["exhaustive"]
-        return Estimate(baseline - s.mean, np.sqrt(s.variance() / np.maximum(s.n, 1)), s.n.copy(),
-                        np.zeros(len(s.n), dtype=bool))
+        return Estimate(
+            baseline - s.mean, np.sqrt(s.variance() / np.maximum(s.n, 1)), s.n.copy(), np.zeros(len(s.n), dtype=bool)
+        )
 
     def describe(self):
         return {"name": self.name, "samples": self.samples}
@@ -240,25 +246,43 @@ class AdaptiveEstimator(Estimator):
 
     name = "adaptive"
 
-    def __init__(self, coarse: int = 3, round_size: int = 10, max_samples: int = 160, half_width: float = 0.0025,
-                 settled_half_width: float = 0.0125, tol: float = 0.01, level: float = 0.95,
-                 roi_blocks: str = "reference", fine: int = 50, growth: float = 2.0):
+    def __init__(
+        self,
+        coarse: int = 3,
+        round_size: int = 10,
+        max_samples: int = 160,
+        half_width: float = 0.0025,
+        settled_half_width: float = 0.0125,
+        tol: float = 0.01,
+        level: float = 0.95,
+        roi_blocks: str = "reference",
+        fine: int = 50,
+        growth: float = 2.0,
+    ):
         if isinstance(coarse, bool) or int(coarse) < 1:
             raise EstimatorError(f"adaptive: coarse must be >= 1, got {coarse}")
         if isinstance(round_size, bool) or int(round_size) < 2:
             raise EstimatorError(f"adaptive: round_size must be >= 2 (a round must give a variance), got {round_size}")
         if isinstance(max_samples, bool) or int(max_samples) < int(coarse):
-            raise EstimatorError(f"adaptive: max_samples (T_max, {max_samples}) must be at least the coarse "
-                                 f"stage's T_c ({coarse}); raise cem.max_samples")
+            raise EstimatorError(
+                f"adaptive: max_samples (T_max, {max_samples}) must be at least the coarse "
+                f"stage's T_c ({coarse}); raise cem.max_samples"
+            )
         if int(max_samples) < int(round_size):
-            raise EstimatorError(f"adaptive: max_samples (T_max of the fine stage, {max_samples}) must be at least "
-                                 f"one round ({round_size}); raise cem.max_samples or lower cem.round_size")
+            raise EstimatorError(
+                f"adaptive: max_samples (T_max of the fine stage, {max_samples}) must be at least "
+                f"one round ({round_size}); raise cem.max_samples or lower cem.round_size"
+            )
         if not float(half_width) > 0:
-            raise EstimatorError(f"adaptive: half_width must be > 0 (the target half-width of each block's "
-                                 f"interval, in the metric's unit), got {half_width}")
+            raise EstimatorError(
+                f"adaptive: half_width must be > 0 (the target half-width of each block's "
+                f"interval, in the metric's unit), got {half_width}"
+            )
         if not float(settled_half_width) >= float(half_width):
-            raise EstimatorError(f"adaptive: settled_half_width ({settled_half_width}) must be >= half_width "
-                                 f"({half_width}); use .inf to stop on a settled class alone")
+            raise EstimatorError(
+                f"adaptive: settled_half_width ({settled_half_width}) must be >= half_width "
+                f"({half_width}); use .inf to stop on a settled class alone"
+            )
         if tol < 0:
             raise EstimatorError(f"adaptive: tol must be >= 0, got {tol}")
         if not 0 < float(level) < 1:
@@ -275,8 +299,11 @@ class AdaptiveEstimator(Estimator):
         self.fine, self.growth = int(fine), float(growth)
         totals = [self.round_size]
         while totals[-1] < self.max_samples:
-            nxt = (totals[-1] + self.round_size if self.growth == 1
-                   else max(totals[-1] + 1, int(math.ceil(totals[-1] * self.growth))))
+            nxt = (
+                totals[-1] + self.round_size
+                if self.growth == 1
+                else max(totals[-1] + 1, int(math.ceil(totals[-1] * self.growth)))
+            )
             totals.append(min(nxt, self.max_samples))
         self.totals = totals
         self.looks = len(totals)
@@ -365,29 +392,40 @@ class AdaptiveEstimator(Estimator):
         return Estimate(effect, stderr, n, ~s_set)
 
     def describe(self):
-        return {"name": self.name, "coarse": self.coarse, "round_size": self.round_size,
-                "max_samples": self.max_samples, "growth": self.growth, "half_width": self.half_width,
-                "settled_half_width": self.settled_half_width, "tol": self.tol, "level": self.level,
-                "roi_blocks": self.roi_blocks, **({"fine": self.fine} if self.roi_blocks == "reference" else {}),
-                "stopping": f"t-interval at level 1 - (1 - {self.level}) / {self.looks} (Bonferroni over "
-                            f"{self.looks} looks at {self.totals} fine draws): half-width < {self.half_width}, "
-                            f"or a settled class with half-width < {self.settled_half_width}, or "
-                            f"{self.max_samples} fine draws",
-                "roi_treatment": {"reference": f"the reference's {self.fine} fine draws",
-                                  "settle": "rounds until their class is settled",
-                                  "coarse": "their coarse draws only"}[self.roi_blocks]}
+        return {
+            "name": self.name,
+            "coarse": self.coarse,
+            "round_size": self.round_size,
+            "max_samples": self.max_samples,
+            "growth": self.growth,
+            "half_width": self.half_width,
+            "settled_half_width": self.settled_half_width,
+            "tol": self.tol,
+            "level": self.level,
+            "roi_blocks": self.roi_blocks,
+            **({"fine": self.fine} if self.roi_blocks == "reference" else {}),
+            "stopping": f"t-interval at level 1 - (1 - {self.level}) / {self.looks} (Bonferroni over "
+            f"{self.looks} looks at {self.totals} fine draws): half-width < {self.half_width}, "
+            f"or a settled class with half-width < {self.settled_half_width}, or "
+            f"{self.max_samples} fine draws",
+            "roi_treatment": {
+                "reference": f"the reference's {self.fine} fine draws",
+                "settle": "rounds until their class is settled",
+                "coarse": "their coarse draws only",
+            }[self.roi_blocks],
+        }
 
 
 def make_estimator(name: str = "coarse_to_fine", **kwargs) -> Estimator:
-    kinds = {"coarse_to_fine": CoarseToFineEstimator, "exhaustive": ExhaustiveEstimator,
-             "adaptive": AdaptiveEstimator}
+    kinds = {"coarse_to_fine": CoarseToFineEstimator, "exhaustive": ExhaustiveEstimator, "adaptive": AdaptiveEstimator}
     if name not in kinds:
         raise EstimatorError(f"unknown estimator {name!r}; choose one of {sorted(kinds)}")
     return kinds[name](**kwargs)
 
 
-def classify(est: Estimate, tol: float = 0.01, rule: str = "tol", level: float = 0.95
-             ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def classify(
+    est: Estimate, tol: float = 0.01, rule: str = "tol", level: float = 0.95
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Threshold and classify effects.
 
     ``rule="tol"`` (reference): any |CE| < tol is set to 0; the class is the sign.

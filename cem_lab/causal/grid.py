@@ -1,4 +1,5 @@
 """The block grid on the model input and the region of interest on the output."""
+
 from __future__ import annotations
 
 import math
@@ -20,7 +21,7 @@ class Roi:
     size: int
 
     @classmethod
-    def parse(cls, value) -> "Roi":
+    def parse(cls, value) -> Roi:
         if isinstance(value, Roi):
             return value
         if isinstance(value, dict):
@@ -46,15 +47,18 @@ class Roi:
             if self.size > out_h or self.size > out_w:
                 raise GeometryError(
                     f"ROI of size {self.size} does not fit the {out_h}x{out_w} output image; "
-                    f"use a smaller roi size or a larger image")
+                    f"use a smaller roi size or a larger image"
+                )
             raise GeometryError(
                 f"ROI (top {self.top}, left {self.left}, size {self.size}) lies outside the "
                 f"{out_h}x{out_w} output image; top must be in [0, {out_h - self.size}] and left in "
-                f"[0, {out_w - self.size}]")
+                f"[0, {out_w - self.size}]"
+            )
         if scale > 1 and (self.top % scale or self.left % scale or self.size % scale):
             raise GeometryError(
                 f"ROI (top {self.top}, left {self.left}, size {self.size}) is not aligned to the scale "
-                f"x{scale}: all three must be multiples of {scale}")
+                f"x{scale}: all three must be multiples of {scale}"
+            )
 
 
 @dataclass(frozen=True)
@@ -76,11 +80,13 @@ class BlockGrid:
         if self.block % self.scale:
             raise GeometryError(
                 f"block size {self.block} (output pixels) is not divisible by the scale x{self.scale}; "
-                f"use a multiple of {self.scale}, e.g. {self.scale * max(1, round(self.block / self.scale))}")
+                f"use a multiple of {self.scale}, e.g. {self.scale * max(1, round(self.block / self.scale))}"
+            )
         if self.block_in > self.input_h or self.block_in > self.input_w:
             raise GeometryError(
                 f"block of {self.block} output pixels is larger than the image "
-                f"({self.input_h * self.scale}x{self.input_w * self.scale} output pixels); use a smaller cem.block")
+                f"({self.input_h * self.scale}x{self.input_w * self.scale} output pixels); use a smaller cem.block"
+            )
 
     @property
     def block_in(self) -> int:
@@ -113,7 +119,7 @@ class BlockGrid:
         r0, r1 = y0 // self.block, (y1 - 1) // self.block
         c0, c1 = x0 // self.block, (x1 - 1) // self.block
         mask = np.zeros(self.shape, dtype=bool)
-        mask[r0:r1 + 1, c0:c1 + 1] = True
+        mask[r0 : r1 + 1, c0 : c1 + 1] = True
         return mask
 
     def blocks_touching(self, box: tuple[int, int, int, int]) -> np.ndarray:

@@ -15,18 +15,32 @@ A model opts in by exposing ``conv_chain()`` returning ``(layers, residual)``: `
 as ``(model, 0)``. Anything else (an upsampler, attention, pooling, a skip inside the body) is not
 a chain: :func:`conv_chain` says why, and the run keeps the ROI crop.
 """
+
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Callable, Optional, Sequence, Union
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 #: modules that act on each pixel alone (or each channel of a pixel): they commute with windows
-POINTWISE = (nn.ReLU, nn.LeakyReLU, nn.PReLU, nn.ReLU6, nn.ELU, nn.GELU, nn.SiLU, nn.Sigmoid, nn.Tanh,
-             nn.Identity, nn.Hardtanh, nn.Softplus, nn.Mish)
+POINTWISE = (
+    nn.ReLU,
+    nn.LeakyReLU,
+    nn.PReLU,
+    nn.ReLU6,
+    nn.ELU,
+    nn.GELU,
+    nn.SiLU,
+    nn.Sigmoid,
+    nn.Tanh,
+    nn.Identity,
+    nn.Hardtanh,
+    nn.Softplus,
+    nn.Mish,
+)
 
 
 class NotAChain(ValueError):
@@ -70,8 +84,14 @@ def conv_chain(model: nn.Module) -> tuple[list[Unit], int]:
     for i, m in enumerate(layers):
         if isinstance(m, nn.Conv2d):
             k, s, d = m.kernel_size, m.stride, m.dilation
-            if k[0] != k[1] or k[0] % 2 == 0 or s != (1, 1) or d != (1, 1) or m.padding_mode != "zeros" \
-                    or m.padding != (k[0] // 2, k[1] // 2):
+            if (
+                k[0] != k[1]
+                or k[0] % 2 == 0
+                or s != (1, 1)
+                or d != (1, 1)
+                or m.padding_mode != "zeros"
+                or m.padding != (k[0] // 2, k[1] // 2)
+            ):
                 raise NotAChain(f"layer {i} ({m}) is not a stride-1, odd square, zero 'same'-padded convolution")
             units.append(Unit(m, []))
         elif isinstance(m, POINTWISE) or (isinstance(m, nn.BatchNorm2d) and not m.training):
@@ -128,8 +148,10 @@ class IncrementalChain:
     def pixels(self, box) -> float:
         """Input pixels one item pushes through a unit, averaged over the units (comparable with a
         crop's H x W; the part of a window outside the crop counts too: it is computed)."""
-        return sum((w[1] - w[0] + 2 * u.radius) * (w[3] - w[2] + 2 * u.radius)  # with the halo
-                   for w, u in zip(self.windows(box), self.units)) / len(self.units)
+        return sum(
+            (w[1] - w[0] + 2 * u.radius) * (w[3] - w[2] + 2 * u.radius)  # with the halo
+            for w, u in zip(self.windows(box), self.units)
+        ) / len(self.units)
 
     def roi_outputs(self, x: Tensor, boxes: Sequence[tuple[int, int, int, int]], chunk: int = 8) -> Tensor:
         """ROI outputs of intervened crops ``x`` (N, C, H, W), item i changed only inside ``boxes[i]``.
@@ -139,26 +161,32 @@ class IncrementalChain:
         item's output does not depend on the batch size or its neighbours."""
         n = x.shape[0]
         y0, y1, x0, x1 = self.roi
-        out = torch.empty((n, self.body_out.shape[1], y1 - y0, x1 - x0), dtype=self.body_out.dtype,
-                          device=self.body_out.device)
+        out = torch.empty(
+            (n, self.body_out.shape[1], y1 - y0, x1 - x0), dtype=self.body_out.dtype, device=self.body_out.device
+        )
         groups: dict[tuple[int, int], list[int]] = {}
         for i, b in enumerate(boxes):
             groups.setdefault((b[1] - b[0], b[3] - b[2]), []).append(i)
         with torch.inference_mode():
             for idx in groups.values():
                 for j in range(0, len(idx), chunk):
-                    sub = idx[j:j + chunk]
+                    sub = idx[j : j + chunk]
                     padded = sub + [sub[0]] * (chunk - len(sub))
-                    out[sub] = self._group(x, [boxes[i] for i in padded], padded)[:len(sub)]
+                    out[sub] = self._group(x, [boxes[i] for i in padded], padded)[: len(sub)]
         return out
 
     def _slices(self, canvas: Tensor, boxes, grow: int) -> Tensor:
         """``canvas`` on every box dilated by ``grow`` (N, C, h, w): one canvas (C, H', W') for all
         boxes, or one per box (N, C, H', W')."""
         p = self.pad
-        return torch.stack([(canvas if canvas.dim() == 3 else canvas[k])
-                            [:, b[0] - grow + p:b[1] + grow + p, b[2] - grow + p:b[3] + grow + p]
-                            for k, b in enumerate(boxes)])
+        return torch.stack(
+            [
+                (canvas if canvas.dim() == 3 else canvas[k])[
+                    :, b[0] - grow + p : b[1] + grow + p, b[2] - grow + p : b[3] + grow + p
+                ]
+                for k, b in enumerate(boxes)
+            ]
+        )
 
     def _group(self, x: Tensor, boxes, idx) -> Tensor:
         p = self.pad
@@ -171,7 +199,7 @@ class IncrementalChain:
                 a = self._slices(xin, boxes, 2 * r)
             else:
                 a = self._slices(self.canvases[li], boxes, g_prev + 2 * r)  # stack: a new tensor
-                a[:, :, 2 * r:a.shape[2] - 2 * r, 2 * r:a.shape[3] - 2 * r] = prev
+                a[:, :, 2 * r : a.shape[2] - 2 * r, 2 * r : a.shape[3] - 2 * r] = prev
             prev = u(a)
             g = g_prev + r
             if any(b[0] - g < 0 or b[2] - g < 0 or b[1] + g > self.h or b[3] + g > self.w for b in boxes):
@@ -185,12 +213,13 @@ class IncrementalChain:
             wy0, wy1, wx0, wx1 = b[0] - g, b[1] + g, b[2] - g, b[3] + g
             iy0, iy1, ix0, ix1 = max(wy0, y0), min(wy1, y1), max(wx0, x0), min(wx1, x1)
             if iy0 < iy1 and ix0 < ix1:
-                body[k, :, iy0 - y0:iy1 - y0, ix0 - x0:ix1 - x0] = prev[k, :, iy0 - wy0:iy1 - wy0, ix0 - wx0:ix1 - wx0]
+                body[k, :, iy0 - y0 : iy1 - y0, ix0 - x0 : ix1 - x0] = prev[
+                    k, :, iy0 - wy0 : iy1 - wy0, ix0 - wx0 : ix1 - wx0
+                ]
         if self.residual == 0:
             return body
         xr = x[idx][:, :, y0:y1, x0:x1]
         return xr - body if self.residual < 0 else xr + body
-
 
 
 def changed_outside(x: Tensor, base: Tensor, boxes: Sequence[tuple[int, int, int, int]]) -> bool:

@@ -10,10 +10,11 @@ on the model's device, one batch at a time.
   without the task's degradation (zeros, image mean, blurred block, noise only), like a
   constant baseline in Captum's FeatureAblation.
 """
+
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -33,17 +34,29 @@ class Intervention(ABC):
     #: True when every draw is the same (one sample per block is then enough)
     deterministic: bool = False
 
-    def bind(self, task: Task, task_input: TaskInput, block_boxes: list[tuple[int, int, int, int]],
-             block_in: int, device: torch.device) -> None:
+    def bind(
+        self,
+        task: Task,
+        task_input: TaskInput,
+        block_boxes: list[tuple[int, int, int, int]],
+        block_in: int,
+        device: torch.device,
+    ) -> None:
         self.task, self.block_in, self.device = task, block_in, device
 
     @abstractmethod
-    def draw(self, rng: np.random.Generator, block: int, sample: int) -> tuple[int, Optional[np.ndarray]]:
+    def draw(self, rng: np.random.Generator, block: int, sample: int) -> tuple[int, np.ndarray | None]:
         """(content index, optional float32 noise (3, k, k)) of one draw."""
 
     @abstractmethod
-    def apply(self, inputs: Tensor, context: dict[str, Tensor], placements: Sequence[Placement],
-              draws: Sequence[tuple[int, Optional[np.ndarray]]], origin: tuple[int, int] = (0, 0)) -> Tensor:
+    def apply(
+        self,
+        inputs: Tensor,
+        context: dict[str, Tensor],
+        placements: Sequence[Placement],
+        draws: Sequence[tuple[int, np.ndarray | None]],
+        origin: tuple[int, int] = (0, 0),
+    ) -> Tensor:
         """Write the draws into the batch ``inputs`` in place.
 
         ``inputs`` are copies of the model input cropped at ``origin`` (top, left);
@@ -56,7 +69,7 @@ class Intervention(ABC):
     def fingerprint_arrays(self) -> list[np.ndarray]:
         return []
 
-    def _noise_tensor(self, draws) -> Optional[Tensor]:
+    def _noise_tensor(self, draws) -> Tensor | None:
         if draws[0][1] is None:
             return None
         return torch.from_numpy(np.stack([d[1] for d in draws])).to(self.device)
@@ -86,9 +99,12 @@ class LVIntervention(Intervention):
         reference = task_input.target if task_input.target is not None else task_input.input
         ref_img = to_uint8(reference)
         s = task.scale if task_input.target is not None else 1
-        self.block_sharpness = np.array([
-            block_sharpness(ref_img, (y0 * s, x0 * s, y1 * s, x1 * s), self.bank.patch_size)
-            for (y0, y1, x0, x1) in block_boxes])
+        self.block_sharpness = np.array(
+            [
+                block_sharpness(ref_img, (y0 * s, x0 * s, y1 * s, x1 * s), self.bank.patch_size)
+                for (y0, y1, x0, x1) in block_boxes
+            ]
+        )
 
     def draw(self, rng, block, sample):
         idx = int(self.sampler.draw(rng, float(self.block_sharpness[block]), int(sample)))
@@ -102,8 +118,13 @@ class LVIntervention(Intervention):
         return self.task.intervene(inputs, context, self.content[idx], placements, self._noise_tensor(draws))
 
     def describe(self):
-        return {"name": self.name, "sampler": self.sampler.name, "bank": self.bank.source,
-                "bank_size": len(self.bank), "patch_size": self.bank.patch_size}
+        return {
+            "name": self.name,
+            "sampler": self.sampler.name,
+            "bank": self.bank.source,
+            "bank_size": len(self.bank),
+            "patch_size": self.bank.patch_size,
+        }
 
     def fingerprint_arrays(self):
         return [self.bank.patches]
@@ -153,7 +174,7 @@ class BaselineIntervention(Intervention):
         oy, ox = origin
         for i, pl in enumerate(placements):
             y0, y1, x0, x1 = pl.dst
-            inputs[i, :, y0:y1, x0:x1] = self.source[0, :, oy + y0:oy + y1, ox + x0:ox + x1]
+            inputs[i, :, y0:y1, x0:x1] = self.source[0, :, oy + y0 : oy + y1, ox + x0 : ox + x1]
         return inputs
 
     def describe(self):

@@ -7,10 +7,10 @@ that cropped and full-image ROI outputs agree and that interventions outside the
 change the full-image ROI output. Global models (global pooling, image-wide attention) depend
 on the whole input and fall back to full-image mode.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional
 
 import numpy as np
 import torch
@@ -43,8 +43,14 @@ class DependencyRegion:
         return y1 - y0, x1 - x0
 
     def describe(self) -> dict:
-        return {"method": self.method, "probes": self.probes, "box": list(self.box), "crop": list(self.crop),
-                "dependent_pixels": int(self.mask.sum()), "notes": self.notes}
+        return {
+            "method": self.method,
+            "probes": self.probes,
+            "box": list(self.box),
+            "crop": list(self.crop),
+            "dependent_pixels": int(self.mask.sum()),
+            "notes": self.notes,
+        }
 
 
 def _expand(lo: int, hi: int, size: int, margin: int, multiple: int) -> tuple[int, int]:
@@ -80,13 +86,21 @@ def _probe(model: nn.Module, x: Tensor, roi_box: tuple[int, int, int, int], prob
             # random positive weights so that outputs cannot cancel each other out
             w = torch.rand(out[..., y0:y1, x0:x1].shape, generator=gen).to(out) + 0.5
             (out[..., y0:y1, x0:x1] * w).sum().backward()
-        mask |= (p.grad.detach().abs().sum(dim=(0, 1)) > 0)
+        mask |= p.grad.detach().abs().sum(dim=(0, 1)) > 0
     return mask
 
 
-def dependency_region(model: nn.Module, x: Tensor, roi_box_in: tuple[int, int, int, int], scale: int,
-                      probes: int = 2, seed: int = 0, margin: int = 0, multiple: int = 1,
-                      window: int = 32) -> DependencyRegion:
+def dependency_region(
+    model: nn.Module,
+    x: Tensor,
+    roi_box_in: tuple[int, int, int, int],
+    scale: int,
+    probes: int = 2,
+    seed: int = 0,
+    margin: int = 0,
+    multiple: int = 1,
+    window: int = 32,
+) -> DependencyRegion:
     """Union over probe inputs of the pixels with a non-zero gradient of the ROI output.
 
     ``x``: (1, 3, h, w) model input; ``roi_box_in``: the ROI's (y0, y1, x0, x1) in *output*
@@ -141,8 +155,9 @@ def dependency_region(model: nn.Module, x: Tensor, roi_box_in: tuple[int, int, i
     by0, by1, bx0, bx1 = min(box[0], ry0), max(box[1], ry1), min(box[2], rx0), max(box[3], rx1)
     cy0, cy1 = _expand(by0, by1, h, margin, multiple)
     cx0, cx1 = _expand(bx0, bx1, w, margin, multiple)
-    return DependencyRegion(m, box, (cy0, cy1, cx0, cx1), probes=probes + 1,
-                            notes=[f"gradient probe on a {wy1 - wy0}x{wx1 - wx0} window"])
+    return DependencyRegion(
+        m, box, (cy0, cy1, cx0, cx1), probes=probes + 1, notes=[f"gradient probe on a {wy1 - wy0}x{wx1 - wx0} window"]
+    )
 
 
 @dataclass
@@ -153,12 +168,23 @@ class CropCheck:
     reason: str = ""
 
     def describe(self) -> dict:
-        return {"ok": self.ok, "max_crop_vs_full_diff": self.max_crop_diff,
-                "max_outside_intervention_diff": self.max_outside_diff, "reason": self.reason}
+        return {
+            "ok": self.ok,
+            "max_crop_vs_full_diff": self.max_crop_diff,
+            "max_outside_intervention_diff": self.max_outside_diff,
+            "reason": self.reason,
+        }
 
 
-def verify_crop(forward_full, forward_crop, full_inputs: Tensor, crop_inputs: Tensor,
-                outside_inputs: Optional[Tensor], base_full_roi: Tensor, atol: float = 1e-4) -> CropCheck:
+def verify_crop(
+    forward_full,
+    forward_crop,
+    full_inputs: Tensor,
+    crop_inputs: Tensor,
+    outside_inputs: Tensor | None,
+    base_full_roi: Tensor,
+    atol: float = 1e-4,
+) -> CropCheck:
     """Compare ROI outputs: crop vs full on the same inputs, and outside interventions vs base.
 
     ``forward_full(x)`` / ``forward_crop(x)`` return ROI outputs (B, 3, r, r).

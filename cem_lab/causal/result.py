@@ -13,6 +13,7 @@ A run folder holds:
   a panel of all four.
 The analysis layer reads only these files.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -30,14 +31,14 @@ ARRAYS = ("effect", "effect_raw", "stderr", "ci_low", "ci_high", "counts", "clas
 
 @dataclass
 class CEMResult:
-    effect: np.ndarray           # (rows, cols) float64, CE in metric units (dB for PSNR), 0 where no effect
-    effect_raw: np.ndarray       # unthresholded estimate M0 - mean
-    stderr: np.ndarray           # standard error of the estimate (NaN with < 2 samples)
+    effect: np.ndarray  # (rows, cols) float64, CE in metric units (dB for PSNR), 0 where no effect
+    effect_raw: np.ndarray  # unthresholded estimate M0 - mean
+    stderr: np.ndarray  # standard error of the estimate (NaN with < 2 samples)
     ci_low: np.ndarray
     ci_high: np.ndarray
-    counts: np.ndarray           # samples behind each estimate
-    classification: np.ndarray   # int8: +1 helps the ROI, -1 hurts it, 0 no effect
-    roi_mask: np.ndarray         # bool: the ROI's own blocks (left out of all counts)
+    counts: np.ndarray  # samples behind each estimate
+    classification: np.ndarray  # int8: +1 helps the ROI, -1 hurts it, 0 no effect
+    roi_mask: np.ndarray  # bool: the ROI's own blocks (left out of all counts)
     roi: Roi
     block: int
     scale: int
@@ -75,10 +76,14 @@ class CEMResult:
         eff = np.where(outside, self.effect, np.nan)
         out: dict[str, Any] = {
             "format_version": FORMAT_VERSION,
-            "metric": self.metric, "unit": self.unit,
+            "metric": self.metric,
+            "unit": self.unit,
             "baseline_metric": self.baseline_metric,
-            "roi": self.roi.as_list(), "block": self.block, "scale": self.scale,
-            "grid_shape": list(self.grid_shape), "blocks_outside_roi": total,
+            "roi": self.roi.as_list(),
+            "block": self.block,
+            "scale": self.scale,
+            "grid_shape": list(self.grid_shape),
+            "blocks_outside_roi": total,
             "counts": counts,
             "shares": {k: v / total for k, v in counts.items()},
             "total_positive_effect": float(np.nansum(np.where(eff > 0, eff, 0))),
@@ -114,10 +119,20 @@ class CEMResult:
         if figures:
             self.save_figures(folder / "figures")
         arrays = {k: getattr(self, k) for k in ARRAYS}
-        write_npz(folder / "cem.npz", **arrays, roi=np.array(self.roi.as_list()), block=self.block,
-                  scale=self.scale, grid_shape=np.array(self.grid_shape), input_shape=np.array(self.input_shape),
-                  output_shape=np.array(self.output_shape), baseline_metric=self.baseline_metric,
-                  metric=self.metric, unit=self.unit, format_version=FORMAT_VERSION)
+        write_npz(
+            folder / "cem.npz",
+            **arrays,
+            roi=np.array(self.roi.as_list()),
+            block=self.block,
+            scale=self.scale,
+            grid_shape=np.array(self.grid_shape),
+            input_shape=np.array(self.input_shape),
+            output_shape=np.array(self.output_shape),
+            baseline_metric=self.baseline_metric,
+            metric=self.metric,
+            unit=self.unit,
+            format_version=FORMAT_VERSION,
+        )
         write_json(folder / "summary.json", self.summary())
         return folder
 
@@ -127,13 +142,24 @@ class CEMResult:
         bound = float(self.meta.get("display_bound", 1.0))
         title = self.meta.get("title", "")
         return save_cem_figures(
-            folder, effect=self.effect, roi_mask=self.roi_mask, classification=self.classification,
-            roi=self.roi.as_list(), block=self.block, output_shape=self.output_shape,
-            degraded_input_rgb=self.images.get("input"), restored_rgb=self.images.get("restored"),
-            bound=bound, counts=self.block_counts(), title=title, roi_psnr=self.baseline_metric, unit=self.unit)
+            folder,
+            effect=self.effect,
+            roi_mask=self.roi_mask,
+            classification=self.classification,
+            roi=self.roi.as_list(),
+            block=self.block,
+            output_shape=self.output_shape,
+            degraded_input_rgb=self.images.get("input"),
+            restored_rgb=self.images.get("restored"),
+            bound=bound,
+            counts=self.block_counts(),
+            title=title,
+            roi_psnr=self.baseline_metric,
+            unit=self.unit,
+        )
 
     @classmethod
-    def load(cls, folder) -> "CEMResult":
+    def load(cls, folder) -> CEMResult:
         import json
 
         folder = Path(folder)
@@ -143,13 +169,21 @@ class CEMResult:
         with np.load(path, allow_pickle=False) as z:
             version = int(z["format_version"])
             if version > FORMAT_VERSION:
-                raise ValueError(f"{path} has format version {version}; this cem_lab reads up to "
-                                 f"{FORMAT_VERSION}: upgrade cem_lab")
+                raise ValueError(
+                    f"{path} has format version {version}; this cem_lab reads up to {FORMAT_VERSION}: upgrade cem_lab"
+                )
             arrays = {k: z[k] for k in ARRAYS}
-            res = cls(**arrays, roi=Roi(*[int(v) for v in z["roi"]]), block=int(z["block"]),
-                      scale=int(z["scale"]), input_shape=tuple(int(v) for v in z["input_shape"]),
-                      output_shape=tuple(int(v) for v in z["output_shape"]),
-                      baseline_metric=float(z["baseline_metric"]), metric=str(z["metric"]), unit=str(z["unit"]))
+            res = cls(
+                **arrays,
+                roi=Roi(*[int(v) for v in z["roi"]]),
+                block=int(z["block"]),
+                scale=int(z["scale"]),
+                input_shape=tuple(int(v) for v in z["input_shape"]),
+                output_shape=tuple(int(v) for v in z["output_shape"]),
+                baseline_metric=float(z["baseline_metric"]),
+                metric=str(z["metric"]),
+                unit=str(z["unit"]),
+            )
         summary = folder / "summary.json"
         if summary.is_file():
             res.meta = json.loads(summary.read_text())
@@ -162,5 +196,7 @@ class CEMResult:
 
     def __repr__(self) -> str:  # short, for notebooks
         c = self.block_counts()
-        return (f"CEMResult(grid={self.grid_shape}, roi={self.roi.as_list()}, block={self.block}, "
-                f"baseline={self.baseline_metric:.3f} {self.unit}, +{c['positive']} -{c['negative']} 0:{c['zero']})")
+        return (
+            f"CEMResult(grid={self.grid_shape}, roi={self.roi.as_list()}, block={self.block}, "
+            f"baseline={self.baseline_metric:.3f} {self.unit}, +{c['positive']} -{c['negative']} 0:{c['zero']})"
+        )

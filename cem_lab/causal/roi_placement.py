@@ -16,6 +16,7 @@ every model of a study is mapped on the same ROIs (and so paired):
 So a sweep over ``index = 0 .. count-1`` gives one ROI per texture stratum of every image. The
 texture score of each placed ROI is returned with it, to be recorded with the run.
 """
+
 from __future__ import annotations
 
 import zlib
@@ -35,7 +36,7 @@ class PlacedRoi:
     size: int
     index: int
     count: int
-    texture: float          #: mean gradient magnitude inside the ROI (luma, 0..255 scale)
+    texture: float  #: mean gradient magnitude inside the ROI (luma, 0..255 scale)
     stratum: tuple[float, float]  #: the texture range of its stratum
     candidates: int
 
@@ -43,8 +44,14 @@ class PlacedRoi:
         return [self.top, self.left, self.size]
 
     def describe(self) -> dict:
-        return {"rule": "texture_strata", "index": self.index, "count": self.count, "texture": round(self.texture, 4),
-                "stratum": [round(v, 4) for v in self.stratum], "candidates": self.candidates}
+        return {
+            "rule": "texture_strata",
+            "index": self.index,
+            "count": self.count,
+            "texture": round(self.texture, 4),
+            "stratum": [round(v, 4) for v in self.stratum],
+            "candidates": self.candidates,
+        }
 
 
 def _luma(image: np.ndarray) -> np.ndarray:
@@ -66,42 +73,59 @@ def texture_map(image: np.ndarray) -> np.ndarray:
     return np.hypot(ndimage.sobel(y, axis=0, mode="reflect"), ndimage.sobel(y, axis=1, mode="reflect")) / 8.0
 
 
-def place_roi(image: np.ndarray, size: int, index: int, count: int, seed: int = 0, align: int = 1,
-              margin: int = 0) -> PlacedRoi:
+def place_roi(
+    image: np.ndarray, size: int, index: int, count: int, seed: int = 0, align: int = 1, margin: int = 0
+) -> PlacedRoi:
     """ROI ``index`` (0-based) of ``count`` on ``image`` ((H, W, 3) or (3, H, W), uint8 or float in [0, 1],
     output-sized); see the module doc for the rule."""
     for name, value, low in (("size", size, 1), ("count", count, 1), ("align", align, 1), ("margin", margin, 0)):
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
             raise GeometryError(f"roi placement: {name} must be an integer >= {low}, got {value!r}")
     if isinstance(index, bool) or not isinstance(index, (int, np.integer)) or not 0 <= index < count:
-        raise GeometryError(f"roi placement: index must be an integer in [0, {count - 1}] (count {count}), got {index!r}; "
-                            f"sweep it with roi_place.index=range(0,{count})")
+        raise GeometryError(
+            f"roi placement: index must be an integer in [0, {count - 1}] (count {count}), got {index!r}; "
+            f"sweep it with roi_place.index=range(0,{count})"
+        )
     grad = texture_map(image)
     h, w = grad.shape
     if size + 2 * margin > h or size + 2 * margin > w:
-        raise GeometryError(f"an ROI of {size} px (plus a margin of {margin} px each side) does not fit the {h}x{w} "
-                            "output image; use a smaller roi_place.size or a larger image")
+        raise GeometryError(
+            f"an ROI of {size} px (plus a margin of {margin} px each side) does not fit the {h}x{w} "
+            "output image; use a smaller roi_place.size or a larger image"
+        )
     start = -(-margin // align) * align
     tops = np.arange(start, h - size - margin + 1, align)
     lefts = np.arange(start, w - size - margin + 1, align)
     if len(tops) == 0 or len(lefts) == 0:
-        raise GeometryError(f"no ROI of {size} px on the {align}-px grid fits the {h}x{w} image with a margin of "
-                            f"{margin} px; use a smaller roi size, align or margin")
+        raise GeometryError(
+            f"no ROI of {size} px on the {align}-px grid fits the {h}x{w} image with a margin of "
+            f"{margin} px; use a smaller roi size, align or margin"
+        )
     # mean gradient inside every candidate, from a summed-area table
     sat = np.zeros((h + 1, w + 1))
     sat[1:, 1:] = grad.cumsum(0).cumsum(1)
-    t, l = np.meshgrid(tops, lefts, indexing="ij")
-    score = (sat[t + size, l + size] - sat[t, l + size] - sat[t + size, l] + sat[t, l]) / (size * size)
-    flat_t, flat_l, flat_s = t.ravel(), l.ravel(), score.ravel()
+    t, left = np.meshgrid(tops, lefts, indexing="ij")
+    score = (sat[t + size, left + size] - sat[t, left + size] - sat[t + size, left] + sat[t, left]) / (size * size)
+    flat_t, flat_l, flat_s = t.ravel(), left.ravel(), score.ravel()
     n = len(flat_s)
     if n < count:
-        raise GeometryError(f"only {n} ROI position(s) of {size} px fit this {h}x{w} image on the {align}-px grid, "
-                            f"fewer than roi_place.count={count}; use fewer ROIs or a smaller size")
+        raise GeometryError(
+            f"only {n} ROI position(s) of {size} px fit this {h}x{w} image on the {align}-px grid, "
+            f"fewer than roi_place.count={count}; use fewer ROIs or a smaller size"
+        )
     order = np.lexsort((flat_l, flat_t, flat_s))  # by texture; ties by position, so the rule is exact
     lo, hi = (index * n) // count, ((index + 1) * n) // count
     stratum = order[lo:hi]
     digest = zlib.crc32(np.ascontiguousarray(np.asarray(image)).tobytes())
     rng = np.random.default_rng((int(seed), int(index), digest))
     pick = stratum[int(rng.integers(len(stratum)))]
-    return PlacedRoi(int(flat_t[pick]), int(flat_l[pick]), int(size), int(index), int(count), float(flat_s[pick]),
-                     (float(flat_s[stratum].min()), float(flat_s[stratum].max())), n)
+    return PlacedRoi(
+        int(flat_t[pick]),
+        int(flat_l[pick]),
+        int(size),
+        int(index),
+        int(count),
+        float(flat_s[pick]),
+        (float(flat_s[stratum].min()), float(flat_s[stratum].max())),
+        n,
+    )

@@ -6,6 +6,7 @@ the device. Statistics are updated per block in sample order, so the map does no
 the batch size, and the state is checkpointed atomically so that an interrupted run resumes
 and ends with the same result as an uninterrupted one.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -14,16 +15,16 @@ import logging
 import math
 import platform
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence, Union
+from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
-from cem_lab.causal.estimators import (BlockStats, CoarseToFineEstimator, Estimator, Stage, classify,
-                                       make_estimator)
+from cem_lab.causal.estimators import BlockStats, CoarseToFineEstimator, Estimator, Stage, classify, make_estimator
 from cem_lab.causal.grid import BlockGrid, GeometryError, Roi
 from cem_lab.causal.interventions import Intervention, draw_rng, make_intervention
 from cem_lab.causal.region import DependencyRegion, NoGradientError, dependency_region, verify_crop
@@ -58,13 +59,13 @@ def _round_up(lo: int, hi: int, lim_lo: int, lim_hi: int, step: int) -> tuple[in
     return lo, hi
 
 
-def check_checkpoint_cadence(every_s: Optional[float], every_items: Optional[int]) -> None:
+def check_checkpoint_cadence(every_s: float | None, every_items: int | None) -> None:
     """Refuse a checkpoint interval that is not a positive number (or None, off)."""
-    if every_s is not None and (isinstance(every_s, bool) or not isinstance(every_s, (int, float))
-                                or not every_s > 0):
+    if every_s is not None and (isinstance(every_s, bool) or not isinstance(every_s, (int, float)) or not every_s > 0):
         raise ValueError(f"checkpoint every_s must be a positive number of seconds or null, got {every_s!r}")
-    if every_items is not None and (isinstance(every_items, bool) or not isinstance(every_items, int)
-                                    or every_items < 1):
+    if every_items is not None and (
+        isinstance(every_items, bool) or not isinstance(every_items, int) or every_items < 1
+    ):
         raise ValueError(f"checkpoint every_items must be a positive integer or null, got {every_items!r}")
 
 
@@ -84,7 +85,7 @@ class BatchInfo:
     forward_passes: int
 
 
-def _sha(*parts: Union[bytes, str]) -> str:
+def _sha(*parts: bytes | str) -> str:
     h = hashlib.sha256()
     for p in parts:
         h.update(p.encode() if isinstance(p, str) else p)
@@ -95,34 +96,59 @@ def model_digest(model: nn.Module) -> str:
     h = hashlib.sha256()
     for name, t in model.state_dict().items():
         h.update(name.encode())
-        h.update(t.detach().cpu().contiguous().numpy().tobytes() if t.dtype != torch.bfloat16
-                 else t.detach().float().cpu().numpy().tobytes())
+        h.update(
+            t.detach().cpu().contiguous().numpy().tobytes()
+            if t.dtype != torch.bfloat16
+            else t.detach().float().cpu().numpy().tobytes()
+        )
     return h.hexdigest()
 
 
 class CEMJob:
     """One causal effect map: prepared once, then run stage by stage (resumable)."""
 
-    def __init__(self, model: nn.Module, task: Task, task_input: TaskInput, roi: Roi, block: int,
-                 intervention: Intervention, estimator: Estimator, metric: RoiMetric, *, seed: int = 0,
-                 tol: float = 0.01, classification: str = "tol", batch_size: int = 32,
-                 forward_batch: Union[int, str] = 8,
-                 device: Optional[torch.device] = None, mode: str = "auto", crop_margin: int = 0,
-                 crop_multiple: int = 1, verify: bool = True, image_name: str = "image",
-                 model_name: Optional[str] = None, blocks: Optional[Sequence[int]] = None,
-                 recompute: str = "roi_crop", full_output: Optional[Tensor] = None):
+    def __init__(
+        self,
+        model: nn.Module,
+        task: Task,
+        task_input: TaskInput,
+        roi: Roi,
+        block: int,
+        intervention: Intervention,
+        estimator: Estimator,
+        metric: RoiMetric,
+        *,
+        seed: int = 0,
+        tol: float = 0.01,
+        classification: str = "tol",
+        batch_size: int = 32,
+        forward_batch: int | str = 8,
+        device: torch.device | None = None,
+        mode: str = "auto",
+        crop_margin: int = 0,
+        crop_multiple: int = 1,
+        verify: bool = True,
+        image_name: str = "image",
+        model_name: str | None = None,
+        blocks: Sequence[int] | None = None,
+        recompute: str = "roi_crop",
+        full_output: Tensor | None = None,
+    ):
         if mode not in ("auto", "full"):
             raise ValueError(f"mode must be 'auto' (crop when the model is local) or 'full', got {mode!r}")
         if recompute not in RECOMPUTE:
-            raise ValueError(f"recompute must be 'roi_crop' (every item on the ROI's dependency crop), "
-                             f"'block_crop' (each item on the smallest crop its block needs) or 'incremental' "
-                             f"(a plain conv stack recomputed layer by layer only where the block reaches), "
-                             f"got {recompute!r}")
+            raise ValueError(
+                f"recompute must be 'roi_crop' (every item on the ROI's dependency crop), "
+                f"'block_crop' (each item on the smallest crop its block needs) or 'incremental' "
+                f"(a plain conv stack recomputed layer by layer only where the block reaches), "
+                f"got {recompute!r}"
+            )
         self.recompute_requested, self.block_crops, self.incremental = recompute, None, None
         self.auto_forward_batch = forward_batch == "auto"
         if batch_size < 1 or not (self.auto_forward_batch or int(forward_batch) >= 1):
-            raise ValueError(f"batch_size must be >= 1 and forward_batch >= 1 or 'auto', got {batch_size}, "
-                             f"{forward_batch!r}")
+            raise ValueError(
+                f"batch_size must be >= 1 and forward_batch >= 1 or 'auto', got {batch_size}, {forward_batch!r}"
+            )
         # with "auto", the full-image preparation runs one input at a time; the size is chosen on the crop
         self.forward_batch = 1 if self.auto_forward_batch else int(forward_batch)
         self.model, self.task, self.roi, self.block = model, task, roi, block
@@ -134,7 +160,12 @@ class CEMJob:
         # and so is the task's (the JPEG task's MCU grid)
         for own in (getattr(model, "crop_multiple", 1), getattr(task, "crop_multiple", 1)):
             crop_multiple = math.lcm(crop_multiple, own if isinstance(own, int) and own >= 1 else 1)
-        self.mode_requested, self.crop_margin, self.crop_multiple, self.verify = mode, crop_margin, crop_multiple, verify
+        self.mode_requested, self.crop_margin, self.crop_multiple, self.verify = (
+            mode,
+            crop_margin,
+            crop_multiple,
+            verify,
+        )
         self.image_name = image_name
         self.model_name = model_name or type(model).__name__
         if device is None:
@@ -146,7 +177,8 @@ class CEMJob:
             raise GeometryError(
                 f"{self.model_name} is a x{model_scale} model but the task {task.name} is x{task.scale}: "
                 f"use a model made for the task (an SR model for task=sr with task.scale={model_scale}, "
-                "a scale-1 model for dn and dr)")
+                "a scale-1 model for dn and dr)"
+            )
         self.model.eval()
         self.ti = task_input.to(self.device)
         _, _, h, w = self.ti.input.shape
@@ -155,11 +187,14 @@ class CEMJob:
         self.out_shape = (h * self.scale, w * self.scale)
         roi.validate(*self.out_shape, self.scale)
         if self.ti.target is not None and tuple(self.ti.target.shape[-2:]) != self.out_shape:
-            raise GeometryError(f"ground truth is {tuple(self.ti.target.shape[-2:])} but the model output "
-                                f"should be {self.out_shape}")
+            raise GeometryError(
+                f"ground truth is {tuple(self.ti.target.shape[-2:])} but the model output should be {self.out_shape}"
+            )
         if self.ti.target is None and metric.name != "output_change":
-            raise ValueError(f"metric {metric.name!r} needs a ground truth; give one, or use the "
-                             "ground-truth-free metric 'output_change'")
+            raise ValueError(
+                f"metric {metric.name!r} needs a ground truth; give one, or use the "
+                "ground-truth-free metric 'output_change'"
+            )
         self.roi_mask = self.grid.roi_mask(roi)
         self.estimator.bind(self.roi_mask.ravel())
         self.boxes = [self.grid.box(i) for i in range(len(self.grid))]
@@ -168,8 +203,10 @@ class CEMJob:
         if blocks is not None:
             sel = np.asarray(blocks, dtype=int).ravel()
             if len(sel) == 0 or sel.min() < 0 or sel.max() >= len(self.grid):
-                raise GeometryError(f"blocks must be flat block indices in [0, {len(self.grid)}) "
-                                    f"(grid {self.grid.rows}x{self.grid.cols}), got {sel.tolist()[:10]}")
+                raise GeometryError(
+                    f"blocks must be flat block indices in [0, {len(self.grid)}) "
+                    f"(grid {self.grid.rows}x{self.grid.cols}), got {sel.tolist()[:10]}"
+                )
             self.selected[:] = False
             self.selected[sel] = True
         self.forward_passes = 0
@@ -192,7 +229,7 @@ class CEMJob:
         n = x.shape[0]
         outs = []
         for i in range(0, n, self.forward_batch):
-            chunk = x[i:i + self.forward_batch]
+            chunk = x[i : i + self.forward_batch]
             real = chunk.shape[0]
             if pad and real < self.forward_batch:
                 chunk = torch.cat([chunk, chunk[:1].expand(self.forward_batch - real, -1, -1, -1)])
@@ -209,25 +246,33 @@ class CEMJob:
         b, _, h, w = x.shape
         want = (b, 3, h * self.scale, w * self.scale)
         if not isinstance(out, Tensor) or tuple(out.shape) != want:
-            got = (f"an output of {tuple(out.shape[1:])} per image" if isinstance(out, Tensor) and out.dim() == 4
-                   else f"{tuple(out.shape)}" if isinstance(out, Tensor) else type(out).__name__)
+            got = (
+                f"an output of {tuple(out.shape[1:])} per image"
+                if isinstance(out, Tensor) and out.dim() == 4
+                else f"{tuple(out.shape)}"
+                if isinstance(out, Tensor)
+                else type(out).__name__
+            )
             raise ModelOutputError(
                 f"{self.model_name} returned {got} for an input of {tuple(x.shape[1:])}; expected "
                 f"{want[1:]} (task {self.task.name} x{self.scale}). Check that the model's scale matches the "
-                "task and that it returns one RGB image per input")
+                "task and that it returns one RGB image per input"
+            )
         return out
 
     def _not_finite(self, where: str) -> str:
         cls = type(self.model).__name__
         label = self.model_name if self.model_name == cls else f"{self.model_name} ({cls})"
-        return (f"the model {label} produced NaN or Inf {where}; check its weights (a corrupt or "
-                "mismatched checkpoint, weights trained in another precision), that it expects inputs in "
-                "[0, 1] RGB as cem_lab gives them (not [0, 255] or BGR), and that it is in eval mode")
+        return (
+            f"the model {label} produced NaN or Inf {where}; check its weights (a corrupt or "
+            "mismatched checkpoint, weights trained in another precision), that it expects inputs in "
+            "[0, 1] RGB as cem_lab gives them (not [0, 255] or BGR), and that it is in eval mode"
+        )
 
     def _roi(self, out: Tensor, origin: tuple[int, int]) -> Tensor:
         y0, y1, x0, x1 = self.roi.box
         oy, ox = origin[0] * self.scale, origin[1] * self.scale
-        roi = out[:, :, y0 - oy:y1 - oy, x0 - ox:x1 - ox]
+        roi = out[:, :, y0 - oy : y1 - oy, x0 - ox : x1 - ox]
         if not torch.isfinite(roi).all():
             raise ModelOutputError(self._not_finite("in the ROI"))
         return roi
@@ -236,7 +281,7 @@ class CEMJob:
         return self._roi(self._forward(x, pad=False), (0, 0))
 
     # --- preparation -----------------------------------------------------------------------------
-    def _prepare(self, full_output: Optional[Tensor] = None) -> None:
+    def _prepare(self, full_output: Tensor | None = None) -> None:
         """``full_output``: the model's padded output on this un-intervened input, when the caller
         has it (the ROI atlas's jobs share one input); used with ``mode="full"`` only."""
         t0 = time.perf_counter()
@@ -250,7 +295,7 @@ class CEMJob:
             self._full_baseline(self._forward(x, pad=padded_first))
         h, w = self.grid.input_h, self.grid.input_w
         self.crop = (0, h, 0, w)
-        self.region: Optional[DependencyRegion] = None
+        self.region: DependencyRegion | None = None
         self.crop_check = None
         self.mode = "full"
         if self.mode_requested == "full":
@@ -315,18 +360,28 @@ class CEMJob:
 
     def _try_crop(self) -> None:
         try:
-            self.region = region = dependency_region(self.model, self.ti.input, self.roi.box, self.scale,
-                                                     seed=self.seed, margin=self.crop_margin,
-                                                     multiple=self.crop_multiple)
+            self.region = region = dependency_region(
+                self.model,
+                self.ti.input,
+                self.roi.box,
+                self.scale,
+                seed=self.seed,
+                margin=self.crop_margin,
+                multiple=self.crop_multiple,
+            )
         except NoGradientError:
-            msg = (f"the dependency probe needs gradients and {self.model_name} gives none (it runs under "
-                   "torch.no_grad, detaches its output, or is not torch): full-image mode")
+            msg = (
+                f"the dependency probe needs gradients and {self.model_name} gives none (it runs under "
+                "torch.no_grad, detaches its output, or is not torch): full-image mode"
+            )
             self.notes.append(msg)
             log.info(msg)
             return
         if region.covers_input:
-            msg = ("the ROI depends on the whole input (a global operation such as global pooling or "
-                   "image-wide attention): full-image mode")
+            msg = (
+                "the ROI depends on the whole input (a global operation such as global pooling or "
+                "image-wide attention): full-image mode"
+            )
             self.notes.append(msg)
             log.info(msg)
             return
@@ -340,8 +395,10 @@ class CEMJob:
                 return
         self.mode = "crop"
         self.crop = region.crop
-        self.notes.append(f"local model: running on a {region.crop_shape[0]}x{region.crop_shape[1]} crop of the "
-                          f"{self.grid.input_h}x{self.grid.input_w} input")
+        self.notes.append(
+            f"local model: running on a {region.crop_shape[0]}x{region.crop_shape[1]} crop of the "
+            f"{self.grid.input_h}x{self.grid.input_w} input"
+        )
         log.info(self.notes[-1])
 
     def _verify(self, region: DependencyRegion):
@@ -354,23 +411,36 @@ class CEMJob:
         for i in range(len(self.grid)):
             y0, y1, x0, x1 = self.boxes[i]
             outside = y1 <= cy0 or y0 >= cy1 or x1 <= cx0 or x0 >= cx1
-            near = (y0 < cy1 + b and y1 > cy0 - b and x0 < cx1 + b and x1 > cx0 - b)
+            near = y0 < cy1 + b and y1 > cy0 - b and x0 < cx1 + b and x1 > cx0 - b
             if outside and near:
                 ring.add(i)
         ring = sorted(ring)
         if len(ring) > 8:
             ring = list(rng.choice(ring, size=8, replace=False))
         full_box = (0, self.grid.input_h, 0, self.grid.input_w)
-        full_in = self._build(inside, np.zeros(len(inside), dtype=int), full_box,
-                              self.ti.input, self.ti.context)
-        crop_in = self._build(inside, np.zeros(len(inside), dtype=int), region.crop,
-                              self.ti.input[:, :, cy0:cy1, cx0:cx1], self.ti.crop_context(region.crop))
-        out_in = (self._build(np.array(ring), np.zeros(len(ring), dtype=int), full_box, self.ti.input, self.ti.context)
-                  if ring else None)
+        full_in = self._build(inside, np.zeros(len(inside), dtype=int), full_box, self.ti.input, self.ti.context)
+        crop_in = self._build(
+            inside,
+            np.zeros(len(inside), dtype=int),
+            region.crop,
+            self.ti.input[:, :, cy0:cy1, cx0:cx1],
+            self.ti.crop_context(region.crop),
+        )
+        out_in = (
+            self._build(np.array(ring), np.zeros(len(ring), dtype=int), full_box, self.ti.input, self.ti.context)
+            if ring
+            else None
+        )
         full_with_base = torch.cat([self.ti.input, full_in])
         crop_with_base = torch.cat([self.ti.input[:, :, cy0:cy1, cx0:cx1], crop_in])
-        return verify_crop(self._roi_metric_full, lambda t: self._roi(self._forward(t), (cy0, cx0)),
-                           full_with_base, crop_with_base, out_in, self.base_full_roi)
+        return verify_crop(
+            self._roi_metric_full,
+            lambda t: self._roi(self._forward(t), (cy0, cx0)),
+            full_with_base,
+            crop_with_base,
+            out_in,
+            self.base_full_roi,
+        )
 
     # --- interventions ---------------------------------------------------------------------------
     def _placements(self, blocks: Sequence[int], crop) -> list[Placement]:
@@ -385,8 +455,9 @@ class CEMJob:
     def _build(self, blocks, samples, crop, base: Tensor, context) -> Tensor:
         draws = [self.intervention.draw(draw_rng(self.seed, b, s), int(b), int(s)) for b, s in zip(blocks, samples)]
         inputs = base.expand(len(blocks), -1, -1, -1).clone()
-        return self.intervention.apply(inputs, context, self._placements(blocks, crop), draws,
-                                       origin=(crop[0], crop[2]))
+        return self.intervention.apply(
+            inputs, context, self._placements(blocks, crop), draws, origin=(crop[0], crop[2])
+        )
 
     def _metrics(self, blocks: np.ndarray, samples: np.ndarray) -> np.ndarray:
         if self.incremental is not None:
@@ -427,17 +498,21 @@ class CEMJob:
                 self.incremental_check = check
                 if not check["ok"]:
                     self.incremental = None
-                    why = (f"incremental and ROI-crop outputs differ by {check['max_diff']:.3g} (> {check['atol']:g}) "
-                           f"on blocks {check['blocks']}")
+                    why = (
+                        f"incremental and ROI-crop outputs differ by {check['max_diff']:.3g} (> {check['atol']:g}) "
+                        f"on blocks {check['blocks']}"
+                    )
         if why is not None:
             msg = f"incremental recompute (recompute=incremental) not used: {why}; every item runs on the ROI crop"
             self.notes.append(msg)
             log.warning(msg)
             return
         inc = self.incremental
-        msg = (f"incremental recompute: {len(inc.units)} conv layers, reach {inc.reach} px; an item recomputes "
-               f"{inc.pixels((0, self.block, 0, self.block)):.0f} px per layer on average instead of the "
-               f"{self.crop[1] - self.crop[0]}x{self.crop[3] - self.crop[2]} crop")
+        msg = (
+            f"incremental recompute: {len(inc.units)} conv layers, reach {inc.reach} px; an item recomputes "
+            f"{inc.pixels((0, self.block, 0, self.block)):.0f} px per layer on average instead of the "
+            f"{self.crop[1] - self.crop[0]}x{self.crop[3] - self.crop[2]} crop"
+        )
         self.notes.append(msg)
         log.info(msg)
 
@@ -452,7 +527,8 @@ class CEMJob:
         if changed_outside(x, self.base_crop, boxes):
             raise ModelOutputError(
                 f"the {self.intervention.name} intervention changed input pixels outside its block, which "
-                "incremental recompute assumes it never does; run with recompute=roi_crop")
+                "incremental recompute assumes it never does; run with recompute=roi_crop"
+            )
         out = self.incremental.roi_outputs(x, boxes, chunk=self.forward_batch)
         self.forward_passes += len(blocks)
         self.pixels_pushed += int(round(sum(self.incremental.pixels(b) for b in boxes)))
@@ -487,8 +563,10 @@ class CEMJob:
         if self.mode != "crop":
             why = "the model is run on the whole image (its ROI output depends on all of it, or mode=full)"
         elif self.crop_multiple > 1:
-            why = (f"crops must follow a grid of {self.crop_multiple} input pixels (the model's windows, or the "
-                   "task's JPEG blocks)")
+            why = (
+                f"crops must follow a grid of {self.crop_multiple} input pixels (the model's windows, or the "
+                "task's JPEG blocks)"
+            )
         reach = None if why else self._reach()
         if why is None and reach is None:
             why = "the model's reach could not be read off the dependency region (it is clipped by the image on every side)"
@@ -504,18 +582,22 @@ class CEMJob:
             self.block_check = check
             if not check["ok"]:
                 self.block_crops = None
-                msg = (f"per-block recompute not used: per-block and ROI-crop outputs differ by "
-                       f"{check['max_diff']:.3g} (> {check['atol']:g}); every item runs on the ROI crop")
+                msg = (
+                    f"per-block recompute not used: per-block and ROI-crop outputs differ by "
+                    f"{check['max_diff']:.3g} (> {check['atol']:g}); every item runs on the ROI crop"
+                )
                 self.notes.append(msg)
                 log.warning(msg)
                 return
         shapes = {(c[1] - c[0], c[3] - c[2]) for c, _ in self.block_crops.values() if c is not None}
-        msg = (f"per-block recompute: reach {reach} input px, {len(self.block_crops)} blocks on "
-               f"{len(shapes)} crop shapes (the ROI crop is {self.crop[1] - self.crop[0]}x{self.crop[3] - self.crop[2]})")
+        msg = (
+            f"per-block recompute: reach {reach} input px, {len(self.block_crops)} blocks on "
+            f"{len(shapes)} crop shapes (the ROI crop is {self.crop[1] - self.crop[0]}x{self.crop[3] - self.crop[2]})"
+        )
         self.notes.append(msg)
         log.info(msg)
 
-    def _reach(self) -> Optional[int]:
+    def _reach(self) -> int | None:
         """Input pixels the model sees beyond a pixel: the dependency box's margin around the ROI on
         the sides the image border does not clip."""
         y0, y1, x0, x1 = self.roi.box
@@ -523,8 +605,12 @@ class CEMJob:
         ry0, ry1, rx0, rx1 = y0 // s, -(-y1 // s), x0 // s, -(-x1 // s)
         by0, by1, bx0, bx1 = self.region.box
         h, w = self.grid.input_h, self.grid.input_w
-        sides = [ry0 - by0 if by0 > 0 else None, by1 - ry1 if by1 < h else None,
-                 rx0 - bx0 if bx0 > 0 else None, bx1 - rx1 if bx1 < w else None]
+        sides = [
+            ry0 - by0 if by0 > 0 else None,
+            by1 - ry1 if by1 < h else None,
+            rx0 - bx0 if bx0 > 0 else None,
+            bx1 - rx1 if bx1 < w else None,
+        ]
         known = [m for m in sides if m is not None]
         return max(0, max(known)) + int(self.crop_margin) if known else None
 
@@ -566,17 +652,19 @@ class CEMJob:
             inputs = []
             for i in idx:
                 crop, _ = self.block_crops[int(blocks[i])]
-                base = x[:, :, crop[0]:crop[1], crop[2]:crop[3]]
-                inputs.append(self._build(blocks[i:i + 1], samples[i:i + 1], crop, base, self.ti.crop_context(crop)))
+                base = x[:, :, crop[0] : crop[1], crop[2] : crop[3]]
+                inputs.append(
+                    self._build(blocks[i : i + 1], samples[i : i + 1], crop, base, self.ti.crop_context(crop))
+                )
             res = self._forward(torch.cat(inputs))
             for k, i in enumerate(idx):
                 crop, a = self.block_crops[int(blocks[i])]
                 oy, ox = (a[0] - crop[0]) * s, (a[2] - crop[2]) * s
                 hh, ww = (a[1] - a[0]) * s, (a[3] - a[2]) * s
-                part = res[k, :, oy:oy + hh, ox:ox + ww]
+                part = res[k, :, oy : oy + hh, ox : ox + ww]
                 if not torch.isfinite(part).all():
                     raise ModelOutputError(self._not_finite("in the ROI"))
-                out[i, :, a[0] * s - ry0:a[0] * s - ry0 + hh, a[2] * s - rx0:a[2] * s - rx0 + ww] = part
+                out[i, :, a[0] * s - ry0 : a[0] * s - ry0 + hh, a[2] * s - rx0 : a[2] * s - rx0 + ww] = part
         return out
 
     def _verify_block_crops(self, atol: float = 1e-4) -> dict:
@@ -585,19 +673,30 @@ class CEMJob:
         rng = np.random.default_rng([self.seed, 104729])
         cand = np.flatnonzero(self.active)
         with_crop = [b for b in cand.tolist() if self.block_crops[b][0] is not None]
-        pick = np.array(sorted(rng.choice(with_crop, size=min(8, len(with_crop)), replace=False).tolist())) \
-            if with_crop else np.array([], dtype=int)
+        pick = (
+            np.array(sorted(rng.choice(with_crop, size=min(8, len(with_crop)), replace=False).tolist()))
+            if with_crop
+            else np.array([], dtype=int)
+        )
         return self._against_crop(pick, self._roi_outputs_block_crops, atol)
 
     # --- identity of the run ------------------------------------------------------------------------
     def settings(self) -> dict[str, Any]:
         return {
-            "task": self.task.describe(), "estimator": self.estimator.describe(),
+            "task": self.task.describe(),
+            "estimator": self.estimator.describe(),
             "intervention": self.intervention.describe(),
-            "metric": {"name": self.metric.name, "crop_border": self.metric.crop_border,
-                       "test_y_channel": self.metric.test_y_channel},
-            "roi": self.roi.as_list(), "block": self.block, "seed": self.seed, "tol": self.tol,
-            "classification": self.rule, "forward_batch": self.forward_batch,
+            "metric": {
+                "name": self.metric.name,
+                "crop_border": self.metric.crop_border,
+                "test_y_channel": self.metric.test_y_channel,
+            },
+            "roi": self.roi.as_list(),
+            "block": self.block,
+            "seed": self.seed,
+            "tol": self.tol,
+            "classification": self.rule,
+            "forward_batch": self.forward_batch,
             "blocks": "all" if self.selected.all() else np.flatnonzero(self.selected).tolist(),
             **({"recompute": "block_crop"} if self.block_crops is not None else {}),
             **({"recompute": "incremental"} if self.incremental is not None else {}),
@@ -608,7 +707,7 @@ class CEMJob:
             self._fingerprint = self._compute_fingerprint()
         return self._fingerprint
 
-    def check_folder(self, folder: Union[str, Path]) -> Optional[str]:
+    def check_folder(self, folder: str | Path) -> str | None:
         """Check, before anything is written, that ``folder`` holds no run or this run's own
         checkpoint: ``None`` (nothing to resume), ``"partial"`` or ``"complete"``. A checkpoint of
         another run (other settings, model, image or patch bank) raises :class:`RunFolderError`."""
@@ -623,28 +722,37 @@ class CEMJob:
             with np.load(path, allow_pickle=False) as z:
                 state = {k: z[k] for k in z.files}
         except Exception as err:
-            raise RunFolderError(f"cannot read the checkpoint {path} ({err}); delete {path} to start this "
-                                 "run over") from err
+            raise RunFolderError(
+                f"cannot read the checkpoint {path} ({err}); delete {path} to start this run over"
+            ) from err
         if str(state.get("fingerprint")) != self.fingerprint():
             raise RunFolderError(
                 f"{path.parent} holds a run with other settings, model, image or patch bank; use another "
-                "output folder, or delete that folder to start over")
+                "output folder, or delete that folder to start over"
+            )
         return state
 
     def _compute_fingerprint(self) -> str:
-        parts = [json.dumps(self.settings(), sort_keys=True), model_digest(self.model),
-                 self.ti.input.detach().cpu().numpy().tobytes()]
+        parts = [
+            json.dumps(self.settings(), sort_keys=True),
+            model_digest(self.model),
+            self.ti.input.detach().cpu().numpy().tobytes(),
+        ]
         if self.ti.target is not None:
             parts.append(self.ti.target.detach().cpu().numpy().tobytes())
         parts += [a.tobytes() for a in self.intervention.fingerprint_arrays()]
         return _sha(*parts)
 
     # --- running ---------------------------------------------------------------------------------
-    def run(self, folder: Optional[Union[str, Path]] = None, progress: bool = True,
-            on_batch: Optional[Callable[[BatchInfo], None]] = None,
-            checkpoint_every: Optional[float] = DEFAULT_CHECKPOINT_S,
-            checkpoint_every_items: Optional[int] = None,
-            executor: Optional["UnitExecutor"] = None) -> CEMResult:
+    def run(
+        self,
+        folder: str | Path | None = None,
+        progress: bool = True,
+        on_batch: Callable[[BatchInfo], None] | None = None,
+        checkpoint_every: float | None = DEFAULT_CHECKPOINT_S,
+        checkpoint_every_items: int | None = None,
+        executor: UnitExecutor | None = None,
+    ) -> CEMResult:
         """Run all stages; with ``folder``, checkpoint there and resume what it holds.
 
         The state is saved at the end of every stage, and within a stage after a round of work
@@ -677,10 +785,14 @@ class CEMJob:
             if state_path is None or not main:
                 return
             t_save = time.perf_counter()
-            arrays: dict[str, Any] = {"fingerprint": fp, "format_version": FORMAT_VERSION,
-                                      "stage_names": np.array([s.name for s in done_stages] + [stage.name if stage else ""]),
-                                      "done_items": done_items, "filled": filled,
-                                      "complete": stage is None}
+            arrays: dict[str, Any] = {
+                "fingerprint": fp,
+                "format_version": FORMAT_VERSION,
+                "stage_names": np.array([s.name for s in done_stages] + [stage.name if stage else ""]),
+                "done_items": done_items,
+                "filled": filled,
+                "complete": stage is None,
+            }
             for name, s in stats.items():
                 arrays.update(s.state(f"{name}/"))
             write_npz(state_path, **arrays)
@@ -699,15 +811,25 @@ class CEMJob:
                     skipped = mine[~self.active[mine]]
                     # outside the dependency region the ROI output is unchanged: M = M0 exactly
                     in_update = True
-                    st.update(np.repeat(skipped, stage.samples), np.full(len(skipped) * stage.samples,
-                                                                         self.baseline), self.baseline)
+                    st.update(
+                        np.repeat(skipped, stage.samples),
+                        np.full(len(skipped) * stage.samples, self.baseline),
+                        self.baseline,
+                    )
                     filled = True
                     in_update = False
                     save()
                 sub = Stage(stage.name, act, stage.samples, stage.first_sample)
                 total = sub.n_items
-                bar = tqdm(total=total, initial=done_items, desc=f"CEM {stage.name}", unit="fwd",
-                           disable=not (progress and main), dynamic_ncols=True, leave=True)
+                bar = tqdm(
+                    total=total,
+                    initial=done_items,
+                    desc=f"CEM {stage.name}",
+                    unit="fwd",
+                    disable=not (progress and main),
+                    dynamic_ncols=True,
+                    leave=True,
+                )
                 try:
                     while done_items < total:
                         units, end = [], done_items
@@ -723,9 +845,9 @@ class CEMJob:
                         items_since_save += end - done_items
                         done_items = end
                         in_update = False
-                        if ((checkpoint_every is not None and time.perf_counter() - last_save >= checkpoint_every)
-                                or (checkpoint_every_items is not None
-                                    and items_since_save >= checkpoint_every_items)):
+                        if (checkpoint_every is not None and time.perf_counter() - last_save >= checkpoint_every) or (
+                            checkpoint_every_items is not None and items_since_save >= checkpoint_every_items
+                        ):
                             save()
                             last_save, items_since_save = time.perf_counter(), 0
                         if on_batch is not None:
@@ -754,14 +876,15 @@ class CEMJob:
         n = len(self.grid)
         done: list[Stage] = []
         stage = self.estimator.first_stage(n)
-        for name in names[:-1]:
+        for _ in names[:-1]:
             done.append(stage)
             stage = self.estimator.next_stage(done, stats, self.baseline)
         if bool(state["complete"]):
             stage = None
         log.info("resuming %s: stage %s, %d items done", path.parent, names[-1] or "-", int(state["done_items"]))
-        self.notes.append(f"resumed from a checkpoint (stage {names[-1] or 'done'}, "
-                          f"{int(state['done_items'])} items done)")
+        self.notes.append(
+            f"resumed from a checkpoint (stage {names[-1] or 'done'}, {int(state['done_items'])} items done)"
+        )
         return stage, done, stats, int(state["done_items"]), bool(state["filled"])
 
     def _result(self, stats: dict[str, BlockStats], fp: str) -> CEMResult:
@@ -780,7 +903,9 @@ class CEMJob:
         dev = self.device
         meta = {
             "fingerprint": fp,
-            "model": self.model_name, "model_info": describe_model(self.model), "image": self.image_name,
+            "model": self.model_name,
+            "model_info": describe_model(self.model),
+            "image": self.image_name,
             "settings": self.settings(),
             "mode": self.mode,
             "notes": self.notes,
@@ -789,10 +914,12 @@ class CEMJob:
             "checkpoints": getattr(self, "checkpoints", 0),
             "pixels_pushed": self.pixels_pushed,
             "device": str(dev) if dev.type != "cuda" else f"{dev} ({torch.cuda.get_device_name(dev)})",
-            "torch": torch.__version__, "python": platform.python_version(),
+            "torch": torch.__version__,
+            "python": platform.python_version(),
             "baseline_metric_full_image": self.baseline_full,
-            "display_bound": self.task.display_bound if self.metric.name == "psnr" else
-            max(1e-6, float(np.nanmax(np.abs(effect))) if np.isfinite(effect).any() else 1.0),
+            "display_bound": self.task.display_bound
+            if self.metric.name == "psnr"
+            else max(1e-6, float(np.nanmax(np.abs(effect))) if np.isfinite(effect).any() else 1.0),
             "title": f"{self.model_name} | {self.task.name} | {self.image_name}",
         }
         if self.region is not None:
@@ -803,11 +930,26 @@ class CEMJob:
             meta["block_crop_check"] = self.block_check
         if getattr(self, "incremental_check", None) is not None:
             meta["incremental_check"] = self.incremental_check
-        return CEMResult(effect.reshape(shape), est.effect.reshape(shape), est.stderr.reshape(shape),
-                         lo.reshape(shape), hi.reshape(shape), est.n.reshape(shape), cls.reshape(shape),
-                         self.roi_mask, self.roi, self.block, self.scale,
-                         (self.grid.input_h, self.grid.input_w), self.out_shape, self.baseline,
-                         metric=self.metric.name, unit=self.metric.unit, meta=meta, images=images)
+        return CEMResult(
+            effect.reshape(shape),
+            est.effect.reshape(shape),
+            est.stderr.reshape(shape),
+            lo.reshape(shape),
+            hi.reshape(shape),
+            est.n.reshape(shape),
+            cls.reshape(shape),
+            self.roi_mask,
+            self.roi,
+            self.block,
+            self.scale,
+            (self.grid.input_h, self.grid.input_w),
+            self.out_shape,
+            self.baseline,
+            metric=self.metric.name,
+            unit=self.metric.unit,
+            meta=meta,
+            images=images,
+        )
 
 
 class UnitExecutor:
@@ -816,7 +958,7 @@ class UnitExecutor:
     is_main: bool = True
     units_per_round: int = 1
 
-    def map(self, job: "CEMJob", units: list[tuple[np.ndarray, np.ndarray]]) -> list[np.ndarray]:
+    def map(self, job: CEMJob, units: list[tuple[np.ndarray, np.ndarray]]) -> list[np.ndarray]:
         raise NotImplementedError
 
 
@@ -839,25 +981,49 @@ def _read_input(image: ImageLike, name: str, notes: list[str]):
 def _to_scale(image: Tensor, scale: int, name: str, notes: list[str]) -> Tensor:
     cut = crop_to_scale(image, scale)
     if cut.shape[-2:] != image.shape[-2:]:
-        notes.append(f"{name}: {image.shape[-2]}x{image.shape[-1]} cut to {cut.shape[-2]}x{cut.shape[-1]} "
-                     f"(height and width must be multiples of the scale x{scale}; the top-left part is kept)")
+        notes.append(
+            f"{name}: {image.shape[-2]}x{image.shape[-1]} cut to {cut.shape[-2]}x{cut.shape[-1]} "
+            f"(height and width must be multiples of the scale x{scale}; the top-left part is kept)"
+        )
     return cut
 
 
-def prepare_cem(model: nn.Module, image: Optional[ImageLike], task: Union[Task, str], roi, *,
-                degraded: Optional[ImageLike] = None, block: int = 8, patch_bank=None,
-                sampler: str = "uniform", intervention: Union[str, Intervention] = "lv",
-                estimator: Union[str, Estimator, None] = None, samples: Optional[int] = None,
-                coarse: int = 3, fine: int = 50, tol: float = 0.01, classification: str = "tol",
-                estimator_options: Optional[dict] = None,
-                metric: Union[str, RoiMetric] = "psnr", crop_border: int = 0, test_y_channel: bool = False,
-                seed: int = 0, image_seed: Optional[int] = None, batch_size: int = 32,
-                forward_batch: Union[int, str] = 8,
-                device: Optional[Union[str, torch.device]] = None, mode: str = "auto",
-                crop_margin: int = 0, crop_multiple: int = 1, verify: bool = True,
-                image_name: Optional[str] = None, model_name: Optional[str] = None,
-                blocks: Optional[Sequence[int]] = None, recompute: str = "roi_crop",
-                full_output: Optional[Tensor] = None) -> CEMJob:
+def prepare_cem(
+    model: nn.Module,
+    image: ImageLike | None,
+    task: Task | str,
+    roi,
+    *,
+    degraded: ImageLike | None = None,
+    block: int = 8,
+    patch_bank=None,
+    sampler: str = "uniform",
+    intervention: str | Intervention = "lv",
+    estimator: str | Estimator | None = None,
+    samples: int | None = None,
+    coarse: int = 3,
+    fine: int = 50,
+    tol: float = 0.01,
+    classification: str = "tol",
+    estimator_options: dict | None = None,
+    metric: str | RoiMetric = "psnr",
+    crop_border: int = 0,
+    test_y_channel: bool = False,
+    seed: int = 0,
+    image_seed: int | None = None,
+    batch_size: int = 32,
+    forward_batch: int | str = 8,
+    device: str | torch.device | None = None,
+    mode: str = "auto",
+    crop_margin: int = 0,
+    crop_multiple: int = 1,
+    verify: bool = True,
+    image_name: str | None = None,
+    model_name: str | None = None,
+    blocks: Sequence[int] | None = None,
+    recompute: str = "roi_crop",
+    full_output: Tensor | None = None,
+) -> CEMJob:
     """The checked :class:`CEMJob` of :func:`compute_cem` (same arguments), with nothing written.
 
     Every check of the input happens here (images, ROI, block, model output); the changes made to
@@ -867,8 +1033,13 @@ def prepare_cem(model: nn.Module, image: Optional[ImageLike], task: Union[Task, 
     if isinstance(task, str):
         task = make_task(task)
     roi = Roi.parse(roi)
-    name = image_name or (Path(image).name if isinstance(image, (str, Path)) else
-                          Path(degraded).name if isinstance(degraded, (str, Path)) else "image")
+    name = image_name or (
+        Path(image).name
+        if isinstance(image, (str, Path))
+        else Path(degraded).name
+        if isinstance(degraded, (str, Path))
+        else "image"
+    )
     notes: list[str] = []
     clean = None
     if image is not None:
@@ -878,8 +1049,7 @@ def prepare_cem(model: nn.Module, image: Optional[ImageLike], task: Union[Task, 
 
         image_seed = seed_from_name(name) if task.name == "dr" else 0
     if degraded is not None:
-        deg = _read_input(degraded, "degraded input" if not isinstance(degraded, (str, Path)) else str(degraded),
-                          notes)
+        deg = _read_input(degraded, "degraded input" if not isinstance(degraded, (str, Path)) else str(degraded), notes)
         if clean is not None and tuple(clean.shape[-2:]) != (deg.shape[-2] * task.scale, deg.shape[-1] * task.scale):
             clean = _to_scale(clean, task.scale, "image", notes)
         task_input = task.prepare(clean, image_seed, degraded=deg)
@@ -907,23 +1077,53 @@ def prepare_cem(model: nn.Module, image: Optional[ImageLike], task: Union[Task, 
 
             patch_bank = PatchBank.embedded()
         intervention = make_intervention(intervention, bank=patch_bank, sampler=sampler)
-    job = CEMJob(model, task, task_input, roi, block, intervention, est, metric, seed=seed, tol=tol,
-                 classification=classification, batch_size=batch_size, forward_batch=forward_batch,
-                 device=device, mode=mode,
-                 crop_margin=crop_margin, crop_multiple=crop_multiple, verify=verify, image_name=name,
-                 model_name=model_name, blocks=blocks, recompute=recompute, full_output=full_output)
+    job = CEMJob(
+        model,
+        task,
+        task_input,
+        roi,
+        block,
+        intervention,
+        est,
+        metric,
+        seed=seed,
+        tol=tol,
+        classification=classification,
+        batch_size=batch_size,
+        forward_batch=forward_batch,
+        device=device,
+        mode=mode,
+        crop_margin=crop_margin,
+        crop_multiple=crop_multiple,
+        verify=verify,
+        image_name=name,
+        model_name=model_name,
+        blocks=blocks,
+        recompute=recompute,
+        full_output=full_output,
+    )
     for note in notes:
         log.info("input: %s", note)
     job.notes[:0] = [f"input: {n}" for n in notes]
     return job
 
 
-def compute_cem(model: nn.Module, image: Optional[ImageLike], task: Union[Task, str], roi, *,
-                output_dir: Optional[Union[str, Path]] = None, figures: bool = True, progress: bool = True,
-                on_batch: Optional[Callable[[BatchInfo], None]] = None,
-                executor: Optional[UnitExecutor] = None, lock_folder: bool = True,
-                checkpoint_every: Optional[float] = DEFAULT_CHECKPOINT_S,
-                checkpoint_every_items: Optional[int] = None, **kwargs: Any) -> CEMResult:
+def compute_cem(
+    model: nn.Module,
+    image: ImageLike | None,
+    task: Task | str,
+    roi,
+    *,
+    output_dir: str | Path | None = None,
+    figures: bool = True,
+    progress: bool = True,
+    on_batch: Callable[[BatchInfo], None] | None = None,
+    executor: UnitExecutor | None = None,
+    lock_folder: bool = True,
+    checkpoint_every: float | None = DEFAULT_CHECKPOINT_S,
+    checkpoint_every_items: int | None = None,
+    **kwargs: Any,
+) -> CEMResult:
     """Compute the causal effect map of ``model`` for the ROI of one image.
 
     ``image``: the clean image (ground truth); the task degrades it into the model input. To use
@@ -953,24 +1153,48 @@ def compute_cem(model: nn.Module, image: Optional[ImageLike], task: Union[Task, 
 
     check_checkpoint_cadence(checkpoint_every, checkpoint_every_items)
     main = executor is None or executor.is_main
-    hold = (hold_run_folder(output_dir, what="a cem_lab map") if output_dir is not None and lock_folder and main
-            else nullcontext())
+    hold = (
+        hold_run_folder(output_dir, what="a cem_lab map")
+        if output_dir is not None and lock_folder and main
+        else nullcontext()
+    )
     with hold:
         job = prepare_cem(model, image, task, roi, **kwargs)
         if output_dir is not None:
             job.check_folder(output_dir)
-        return run_cem(job, output_dir, figures=figures, progress=progress, on_batch=on_batch, executor=executor,
-                       checkpoint_every=checkpoint_every, checkpoint_every_items=checkpoint_every_items)
+        return run_cem(
+            job,
+            output_dir,
+            figures=figures,
+            progress=progress,
+            on_batch=on_batch,
+            executor=executor,
+            checkpoint_every=checkpoint_every,
+            checkpoint_every_items=checkpoint_every_items,
+        )
 
 
-def run_cem(job: CEMJob, output_dir: Optional[Union[str, Path]] = None, *, figures: bool = True,
-            progress: bool = True, on_batch: Optional[Callable[[BatchInfo], None]] = None,
-            executor: Optional[UnitExecutor] = None, checkpoint_every: Optional[float] = DEFAULT_CHECKPOINT_S,
-            checkpoint_every_items: Optional[int] = None) -> CEMResult:
+def run_cem(
+    job: CEMJob,
+    output_dir: str | Path | None = None,
+    *,
+    figures: bool = True,
+    progress: bool = True,
+    on_batch: Callable[[BatchInfo], None] | None = None,
+    executor: UnitExecutor | None = None,
+    checkpoint_every: float | None = DEFAULT_CHECKPOINT_S,
+    checkpoint_every_items: int | None = None,
+) -> CEMResult:
     """Run a prepared job (:func:`prepare_cem`) and save its result in ``output_dir`` (the main
     process only); the caller holds the folder's lock."""
-    result = job.run(output_dir, progress=progress, on_batch=on_batch, executor=executor,
-                     checkpoint_every=checkpoint_every, checkpoint_every_items=checkpoint_every_items)
+    result = job.run(
+        output_dir,
+        progress=progress,
+        on_batch=on_batch,
+        executor=executor,
+        checkpoint_every=checkpoint_every,
+        checkpoint_every_items=checkpoint_every_items,
+    )
     if output_dir is not None and (executor is None or executor.is_main):
         result.save(output_dir, figures=figures)
     return result

@@ -1,0 +1,1 @@
+"""The command-line entry points (console scripts of pyproject.toml)."""

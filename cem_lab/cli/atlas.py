@@ -2,11 +2,12 @@
 ``roi_grid.stride``) or ``roi=[[top,left,size],...]`` runs every ROI's map from one set of
 full-image passes (:mod:`cem_lab.causal.atlas`) into one run folder: ``atlas.json``, ``atlas.npz``,
 ``figures/atlas.png`` and a run folder per ROI under ``rois/`` (readable by ``cem-report``)."""
+
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
@@ -16,7 +17,11 @@ def is_atlas(cfg: DictConfig) -> bool:
     roi = cfg.get("roi")
     if isinstance(roi, str):
         return roi == "grid"
-    if isinstance(roi, (list, ListConfig)) and len(roi) and isinstance(roi[0], (list, tuple, ListConfig, dict, DictConfig)):
+    if (
+        isinstance(roi, (list, ListConfig))
+        and len(roi)
+        and isinstance(roi[0], (list, tuple, ListConfig, dict, DictConfig))
+    ):
         return True
     return False
 
@@ -30,7 +35,7 @@ def _rois(cfg: DictConfig) -> Any:
     return OmegaConf.to_container(roi, resolve=True)
 
 
-def finished_atlas(cfg: DictConfig, folder: Path) -> Optional[dict]:
+def finished_atlas(cfg: DictConfig, folder: Path) -> dict | None:
     """atlas.json of the finished atlas in ``folder`` if it is exactly this config's, else None."""
     from cem_lab.engine.run_index import DONE_FILE, identity_config, input_signatures
 
@@ -50,8 +55,8 @@ def execute_atlas(cfg: DictConfig, folder: Path, memory) -> dict[str, Any]:
     """Run (or reuse) the atlas of ``cfg`` in ``folder`` (locked by the caller); print its report."""
     from cem_lab.causal.atlas import AtlasError, prepare_atlas
     from cem_lab.cli.cem import prepare_kwargs
-    from cem_lab.engine.run_index import mark_done
     from cem_lab.engine.run_folder import accept_run_folder, close_log_file
+    from cem_lab.engine.run_index import mark_done
 
     summary = finished_atlas(cfg, folder)
     if summary is not None:
@@ -62,8 +67,9 @@ def execute_atlas(cfg: DictConfig, folder: Path, memory) -> dict[str, Any]:
         raise AtlasError("the ROI atlas runs in one process: use trainer=single with roi=grid or a ROI list")
     model, image, task, kwargs, run_kwargs, _ = prepare_kwargs(cfg, folder)
     grid = cfg.get("roi_grid") or {}
-    atlas = prepare_atlas(model, image, task, _rois(cfg), roi_size=int(grid.get("size", 32)),
-                          roi_stride=grid.get("stride"), **kwargs)
+    atlas = prepare_atlas(
+        model, image, task, _rois(cfg), roi_size=int(grid.get("size", 32)), roi_stride=grid.get("stride"), **kwargs
+    )
     atlas.check_folder(folder)
     handler = accept_run_folder(cfg, folder, memory)
     try:
@@ -81,14 +87,16 @@ def atlas_report(summary: dict, folder: Path, skipped: bool = False) -> str:
     neg, reach = summary["share_negative"], summary["reach_mean_px"]
     head = f"ROI atlas already finished (skipped) in {folder}" if skipped else f"ROI atlas written to {folder}"
     fig = folder / "figures" / "atlas.png"
-    return "\n".join([
-        head,
-        f"  {summary['n_rois']} ROIs, {summary['forward_passes']:,} forward passes "
-        f"({summary['saving']:.1f}x fewer than {summary['forward_passes_separately']:,} in separate runs)",
-        f"  share of negative blocks over ROIs: median {neg['median']:.1%} (IQR {neg['q25']:.1%} to {neg['q75']:.1%}, "
-        f"max {neg['max']:.1%})",
-        f"  mean effective distance over ROIs: median {reach['median']:.1f} px (IQR {reach['q25']:.1f} to "
-        f"{reach['q75']:.1f}, max {reach['max']:.1f})",
-        f"  per-ROI maps: {folder / 'rois'}",
-        f"  figures: {fig}" if fig.is_file() else "  figures: none (figures=false)",
-    ])
+    return "\n".join(
+        [
+            head,
+            f"  {summary['n_rois']} ROIs, {summary['forward_passes']:,} forward passes "
+            f"({summary['saving']:.1f}x fewer than {summary['forward_passes_separately']:,} in separate runs)",
+            f"  share of negative blocks over ROIs: median {neg['median']:.1%} (IQR {neg['q25']:.1%} to {neg['q75']:.1%}, "
+            f"max {neg['max']:.1%})",
+            f"  mean effective distance over ROIs: median {reach['median']:.1f} px (IQR {reach['q25']:.1f} to "
+            f"{reach['q75']:.1f}, max {reach['max']:.1f})",
+            f"  per-ROI maps: {folder / 'rois'}",
+            f"  figures: {fig}" if fig.is_file() else "  figures: none (figures=false)",
+        ]
+    )

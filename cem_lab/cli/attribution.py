@@ -28,6 +28,7 @@ This module reads and checks the config and dispatches; the computing and the wr
 Nothing is written before every input is accepted (the gradient maps are computed before that,
 so that a refusal of theirs leaves nothing either); the run folder is locked for the whole run.
 """
+
 from __future__ import annotations
 
 import json
@@ -36,15 +37,29 @@ import sys
 import time
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from cem_lab.cli import cem as _cem  # registers the resolvers of the run folder's name  # noqa: F401
-from cem_lab.engine.attribution_run import (CEM_DIR, INTERVENTIONS, LOG_FILE, METHODS, PROGRAM, RESULT_JSON, SHORT,
-                                            AttributionOutcome, AttributionPlan, Settings, _pct, compute_attribution,
-                                            gradient_maps, load_cem_run, replacement_metrics)
+from cem_lab.engine.attribution_run import (
+    CEM_DIR,
+    INTERVENTIONS,
+    LOG_FILE,
+    METHODS,
+    PROGRAM,
+    RESULT_JSON,
+    SHORT,
+    AttributionOutcome,
+    AttributionPlan,
+    Settings,
+    _pct,
+    compute_attribution,
+    gradient_maps,
+    load_cem_run,
+    replacement_metrics,
+)
 
 #: config keys that do not change a run's numbers (besides cem-lab's own)
 NOT_IDENTITY = ("figures",)
@@ -57,7 +72,7 @@ def _error(text: str):
     return AttributionError(text)
 
 
-def _positive_int(value: Any, key: str, allow_none: bool = False) -> Optional[int]:
+def _positive_int(value: Any, key: str, allow_none: bool = False) -> int | None:
     if value is None and allow_none:
         return None
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -107,31 +122,43 @@ def read_settings(cfg: DictConfig) -> Settings:
     if channels not in CHANNELS:
         raise _error(f"attribution.channels must be one of {list(CHANNELS)}, got {channels!r}")
     lam_in, ig_in, f_in = a.get("lam") or {}, a.get("ig") or {}, a.get("faithfulness") or {}
-    for key, section, known in (("lam", lam_in, ("sigma_max", "steps", "batch_size", "integration")),
-                                ("ig", ig_in, ("baseline", "blur_sigma", "steps", "method", "batch_size")),
-                                ("faithfulness", f_in, ("interventions", "steps", "samples", "sign_tol"))):
+    for key, section, known in (
+        ("lam", lam_in, ("sigma_max", "steps", "batch_size", "integration")),
+        ("ig", ig_in, ("baseline", "blur_sigma", "steps", "method", "batch_size")),
+        ("faithfulness", f_in, ("interventions", "steps", "samples", "sign_tol")),
+    ):
         extra = sorted(set(section) - set(known))
         if extra:
             raise _error(f"attribution.{key}: unknown key(s) {extra}; known: {list(known)}")
-    lam = {"sigma_max": _positive_number(lam_in.get("sigma_max", 1.2), "attribution.lam.sigma_max"),
-           "steps": _positive_int(lam_in.get("steps", 50), "attribution.lam.steps"),
-           "batch_size": _positive_int(lam_in.get("batch_size", 8), "attribution.lam.batch_size"),
-           "integration": str(lam_in.get("integration", "riemann_right"))}
+    lam = {
+        "sigma_max": _positive_number(lam_in.get("sigma_max", 1.2), "attribution.lam.sigma_max"),
+        "steps": _positive_int(lam_in.get("steps", 50), "attribution.lam.steps"),
+        "batch_size": _positive_int(lam_in.get("batch_size", 8), "attribution.lam.batch_size"),
+        "integration": str(lam_in.get("integration", "riemann_right")),
+    }
     if lam["integration"] not in INTEGRATIONS:
         raise _error(f"attribution.lam.integration must be one of {list(INTEGRATIONS)}, got {lam['integration']!r}")
     baseline = ig_in.get("baseline", "black")
-    if not (baseline in ("black", "blur") or (isinstance(baseline, (int, float)) and not isinstance(baseline, bool)
-                                                and math.isfinite(baseline))):
+    if not (
+        baseline in ("black", "blur")
+        or (isinstance(baseline, (int, float)) and not isinstance(baseline, bool) and math.isfinite(baseline))
+    ):
         raise _error(f"attribution.ig.baseline must be black, blur or a number (a constant image), got {baseline!r}")
-    ig = {"baseline": baseline,
-          "blur_sigma": _positive_number(ig_in.get("blur_sigma", 1.2), "attribution.ig.blur_sigma"),
-          "steps": _positive_int(ig_in.get("steps", 50), "attribution.ig.steps"),
-          "method": str(ig_in.get("method", "gausslegendre")),
-          "batch_size": _positive_int(ig_in.get("batch_size", 8), "attribution.ig.batch_size", allow_none=True)}
+    ig = {
+        "baseline": baseline,
+        "blur_sigma": _positive_number(ig_in.get("blur_sigma", 1.2), "attribution.ig.blur_sigma"),
+        "steps": _positive_int(ig_in.get("steps", 50), "attribution.ig.steps"),
+        "method": str(ig_in.get("method", "gausslegendre")),
+        "batch_size": _positive_int(ig_in.get("batch_size", 8), "attribution.ig.batch_size", allow_none=True),
+    }
     if ig["method"] not in IG_METHODS:
         raise _error(f"attribution.ig.method must be one of {list(IG_METHODS)}, got {ig['method']!r}")
-    interventions = _names(f_in.get("interventions", ["lv", "zeros", "mean", "blur"]),
-                           "attribution.faithfulness.interventions", INTERVENTIONS, empty_ok=True)
+    interventions = _names(
+        f_in.get("interventions", ["lv", "zeros", "mean", "blur"]),
+        "attribution.faithfulness.interventions",
+        INTERVENTIONS,
+        empty_ok=True,
+    )
     steps = _positive_int(f_in.get("steps", 16), "attribution.faithfulness.steps", allow_none=True)
     samples = _positive_int(f_in.get("samples", 4), "attribution.faithfulness.samples")
     sign_tol = f_in.get("sign_tol", 0.0)
@@ -140,8 +167,10 @@ def read_settings(cfg: DictConfig) -> Settings:
     cem_run = a.get("cem_run")
     cem_run = None if cem_run in (None, "") else str(cem_run)
     if cem_run is not None and "cem" not in methods:
-        raise _error(f"attribution.cem_run={cem_run} is set but cem is not in attribution.methods={methods}; "
-                     "add cem to the methods, or drop attribution.cem_run")
+        raise _error(
+            f"attribution.cem_run={cem_run} is set but cem is not in attribution.methods={methods}; "
+            "add cem to the methods, or drop attribution.cem_run"
+        )
     return Settings(methods, objective, channels, lam, ig, interventions, steps, samples, float(sign_tol), cem_run)
 
 
@@ -162,8 +191,10 @@ def check_run_folder(cfg: DictConfig, folder: Path) -> None:
     from cem_lab.engine.run_index import DONE_FILE
 
     if any((folder / name).exists() for name in ("cem.npz", STATE_FILE, DONE_FILE)):
-        raise RunFolderError(f"{folder} holds a cem-lab run, not a cem-attribution run; give this run another folder "
-                             f"(hydra.run.dir=...), or read that CEM with attribution.cem_run={folder}")
+        raise RunFolderError(
+            f"{folder} holds a cem-lab run, not a cem-attribution run; give this run another folder "
+            f"(hydra.run.dir=...), or read that CEM with attribution.cem_run={folder}"
+        )
     prev = folder / RESULT_JSON
     if prev.is_file():
         try:
@@ -171,8 +202,10 @@ def check_run_folder(cfg: DictConfig, folder: Path) -> None:
         except (OSError, ValueError, AttributeError):
             config = None
         if config != identity(cfg):
-            raise RunFolderError(f"{folder} holds a cem-attribution run with other settings; use another output "
-                                 "folder (hydra.run.dir=...), or delete that folder to start over")
+            raise RunFolderError(
+                f"{folder} holds a cem-attribution run with other settings; use another output "
+                "folder (hydra.run.dir=...), or delete that folder to start over"
+            )
 
 
 def _cem_command(extra: tuple = ()) -> str:
@@ -188,8 +221,11 @@ def _cem_command(extra: tuple = ()) -> str:
     if overrides is None:
         return " ".join(["cem-lab <the same overrides>", *extra])
     keys = {e.split("=", 1)[0] for e in extra}
-    kept = [o for o in overrides if not o.lstrip("+~").startswith("attribution.")
-            and o.lstrip("+~").split("=", 1)[0] not in keys]
+    kept = [
+        o
+        for o in overrides
+        if not o.lstrip("+~").startswith("attribution.") and o.lstrip("+~").split("=", 1)[0] not in keys
+    ]
     return " ".join(["cem-lab", *map(shlex.quote, kept + list(extra))])
 
 
@@ -208,13 +244,16 @@ def prepare_attribution(cfg: DictConfig, folder: Path) -> AttributionPlan:
         from cem_lab.attribution.base import NOT_DIFFERENTIABLE
 
         why = f"its output is not connected to its input by autograd ({str(err).splitlines()[0]})"
-        raise _error(f"{NOT_DIFFERENTIABLE.format(why=why)}, on the whole image: {_cem_command(['mode=full'])}") \
-            from None
+        raise _error(
+            f"{NOT_DIFFERENTIABLE.format(why=why)}, on the whole image: {_cem_command(['mode=full'])}"
+        ) from None
     job = prepared.job
     outside = int((~job.roi_mask).sum())
     if outside < 2 and (settings.interventions or len(settings.methods) > 1):
-        raise _error(f"the ROI {job.roi.as_list()} covers all but {outside} of the {len(job.grid)} blocks: nothing "
-                     "left to rank; choose a smaller roi or cem.block")
+        raise _error(
+            f"the ROI {job.roi.as_list()} covers all but {outside} of the {len(job.grid)} blocks: nothing "
+            "left to rank; choose a smaller roi or cem.block"
+        )
     cem = None
     if "cem" in settings.methods:
         if settings.cem_run is not None:
@@ -224,11 +263,24 @@ def prepare_attribution(cfg: DictConfig, folder: Path) -> AttributionPlan:
     t1 = time.perf_counter()
     maps = gradient_maps(job, settings, bool(cfg.progress), cem_command=_cem_command())
     t2 = time.perf_counter()
-    metrics = replacement_metrics(prepared, settings, sampler=cfg.cem.get("sampler", "uniform"),
-                                  make_patch_bank=lambda: _cem.build_patch_bank(cfg.patches))
+    metrics = replacement_metrics(
+        prepared,
+        settings,
+        sampler=cfg.cem.get("sampler", "uniform"),
+        make_patch_bank=lambda: _cem.build_patch_bank(cfg.patches),
+    )
     timings = {"prepare_s": t1 - t0, "gradients_s": t2 - t1, "interventions_s": time.perf_counter() - t2}
-    return AttributionPlan(figures=bool(cfg.figures), progress=bool(cfg.progress), config=identity(cfg),
-                           settings=settings, prepared=prepared, maps=maps, metrics=metrics, cem=cem, timings=timings)
+    return AttributionPlan(
+        figures=bool(cfg.figures),
+        progress=bool(cfg.progress),
+        config=identity(cfg),
+        settings=settings,
+        prepared=prepared,
+        maps=maps,
+        metrics=metrics,
+        cem=cem,
+        timings=timings,
+    )
 
 
 # --- the run ----------------------------------------------------------------------------------------------
@@ -248,7 +300,7 @@ def run(cfg: DictConfig, output_dir: Path, *, memory=None) -> AttributionOutcome
             close_log_file(handler)
 
 
-def _num(value: Optional[float], fmt: str = ".2f") -> str:
+def _num(value: float | None, fmt: str = ".2f") -> str:
     return "n/a" if value is None or not math.isfinite(value) else format(value, fmt)
 
 
@@ -257,23 +309,31 @@ def report(outcome: AttributionOutcome) -> str:
     s, folder = outcome.summary, outcome.folder
     unit = s["metric"]["unit"]
     methods = s["methods"]
-    lines = [f"attribution written to {folder}",
-             f"  ROI {s['metric']['name']} before intervention: {_num(s['baseline_metric'], '.3f')} {unit}; "
-             f"{s['blocks_ranked']} blocks outside the ROI ranked by {', '.join(SHORT[m] for m in methods)}"]
-    cem = (s["settings"].get("cem") or {})
+    lines = [
+        f"attribution written to {folder}",
+        f"  ROI {s['metric']['name']} before intervention: {_num(s['baseline_metric'], '.3f')} {unit}; "
+        f"{s['blocks_ranked']} blocks outside the ROI ranked by {', '.join(SHORT[m] for m in methods)}",
+    ]
+    cem = s["settings"].get("cem") or {}
     if cem:
         lines.append(f"  CEM: {'computed in' if cem['source'] == 'computed' else 'read from'} {cem['folder']}")
     if s["faithfulness"]:
-        lines.append(f"  AUC of the ROI {s['metric']['name']} ({unit}), deletion (lower = more faithful) / "
-                     "insertion (higher = more faithful):")
+        lines.append(
+            f"  AUC of the ROI {s['metric']['name']} ({unit}), deletion (lower = more faithful) / "
+            "insertion (higher = more faithful):"
+        )
         width = max(len(n) for n in s["faithfulness"])
         for name, entry in s["faithfulness"].items():
-            parts = [f"{SHORT[m]} {_num(v['deletion_auc'], '.3f')}/{_num(v['insertion_auc'], '.3f')}"
-                     for m, v in entry["methods"].items()]
+            parts = [
+                f"{SHORT[m]} {_num(v['deletion_auc'], '.3f')}/{_num(v['insertion_auc'], '.3f')}"
+                for m, v in entry["methods"].items()
+            ]
             lines.append(f"    {name:<{width}}  " + "   ".join(parts))
     if s["rank_correlation"]:
-        parts = [f"{'~'.join(SHORT[m] for m in pair.split('~'))} {_num(v['rho'], '+.2f')}"
-                 for pair, v in s["rank_correlation"].items()]
+        parts = [
+            f"{'~'.join(SHORT[m] for m in pair.split('~'))} {_num(v['rho'], '+.2f')}"
+            for pair, v in s["rank_correlation"].items()
+        ]
         lines.append("  rank correlation (Spearman, |map|, outside the ROI): " + ", ".join(parts))
     marks = [f"{SHORT[m]} {_pct(v['50'])}/{_pct(v['90'])}" for m, v in s["shares_marked"].items()]
     lines.append("  share of the image marked (blocks holding 50%/90% of the mass): " + ", ".join(marks))
@@ -288,8 +348,10 @@ def report(outcome: AttributionOutcome) -> str:
     for key in ("lam", "ig"):
         c = s["completeness"].get(key)
         if c:
-            lines.append(f"  {SHORT[key]} completeness: sum {_num(c['attribution_sum'], '.4g')} vs objective change "
-                         f"{_num(c['objective_change'], '.4g')} (delta {_num(c['delta'], '.2e')})")
+            lines.append(
+                f"  {SHORT[key]} completeness: sum {_num(c['attribution_sum'], '.4g')} vs objective change "
+                f"{_num(c['objective_change'], '.4g')} (delta {_num(c['delta'], '.2e')})"
+            )
     figs = s.get("figures") or {}
     shown = ", ".join(str(folder / p) for p in figs.values())
     lines.append(f"  figures: {shown}" if figs else "  figures: none (figures=false)")

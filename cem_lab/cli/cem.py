@@ -15,6 +15,7 @@ without ``JOB:``, of any run), to test that an interrupted sweep resumes exactly
 run stops there for good instead (after a checkpoint), to be killed (``kill -9``) by a test.
 ``CEM_LAB_TEST_START_GATE`` (below) starts runs at one moment.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -22,10 +23,11 @@ import logging
 import os
 import re
 import sys
+from collections.abc import Callable
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any
 
 import hydra
 import numpy as np
@@ -94,18 +96,22 @@ def folder_image_file(folder: str, index: Any) -> str:
         raise ValueError(f"dataset=folder: {root} is not a folder; give folder.dir=PATH, a folder of images")
     files = find_images(root)
     if not files:
-        raise ValueError(f"dataset=folder: {root} holds no image ({', '.join(IMAGE_EXTENSIONS)}); give a folder of "
-                         "images as folder.dir")
+        raise ValueError(
+            f"dataset=folder: {root} holds no image ({', '.join(IMAGE_EXTENSIONS)}); give a folder of "
+            "images as folder.dir"
+        )
     if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < len(files):
-        raise ValueError(f"dataset=folder: folder.index={index!r}, but {root} holds {len(files)} image(s): use an "
-                         f"index in [0, {len(files) - 1}] (sweep them all with folder.index=range(0,{len(files)}))")
+        raise ValueError(
+            f"dataset=folder: folder.index={index!r}, but {root} holds {len(files)} image(s): use an "
+            f"index in [0, {len(files) - 1}] (sweep them all with folder.index=range(0,{len(files)}))"
+        )
     return str(files[index])
 
 
 if not OmegaConf.has_resolver("cem_folder_image"):
     OmegaConf.register_new_resolver("cem_folder_image", folder_image_file)
 
-from cem_lab.engine import sweep_record  # importing it registers the cem_sweep_name resolver
+from cem_lab.engine import sweep_record  # noqa: E402 (importing it registers the cem_sweep_name resolver)
 
 INTERRUPT_ENV = "CEM_LAB_TEST_INTERRUPT"
 #: testing aid: with ``CEM_LAB_TEST_START_GATE=<path>`` a run writes ``<path>.<pid>.ready`` and waits
@@ -138,18 +144,20 @@ def build_model(cfg: DictConfig):
     """The model from a `model` config: `net` (a `_target_`, e.g. an architecture detected by spandrel,
     model=auto) with an optional `checkpoint`, or a saved cem_lab model (`path`, model=file)."""
     from cem_lab.io import file_sha256
-    from cem_lab.models.checkpoint import load_model, load_weights
-
-    from cem_lab.models.checkpoint import CheckpointError
+    from cem_lab.models.checkpoint import CheckpointError, load_model, load_weights
 
     if "path" in cfg.keys() and OmegaConf.is_missing(cfg, "path"):  # `in` is False for a ??? value
-        raise CheckpointError("this model needs its file: model.path=PATH (model=auto: a checkpoint of an official "
-                              "architecture, .pth/.pt/.ckpt/.safetensors; model=file: a cem_lab .safetensors)")
+        raise CheckpointError(
+            "this model needs its file: model.path=PATH (model=auto: a checkpoint of an official "
+            "architecture, .pth/.pt/.ckpt/.safetensors; model=file: a cem_lab .safetensors)"
+        )
     if "id" in cfg.keys() and OmegaConf.is_missing(cfg, "id"):
         from cem_lab.models.pretrained import catalogue_ids
 
-        raise CheckpointError(f"model=pretrained needs the network: model.id=NAME, one of {', '.join(catalogue_ids())} "
-                              "(cem-pretrained list says what each is)")
+        raise CheckpointError(
+            f"model=pretrained needs the network: model.id=NAME, one of {', '.join(catalogue_ids())} "
+            "(cem-pretrained list says what each is)"
+        )
     if cfg.get("net") is None:
         return load_model(cfg.path)
     net = instantiate_checked(cfg.net)
@@ -158,9 +166,12 @@ def build_model(cfg: DictConfig):
         report = load_weights(net, ckpt)
         log.info("loaded %s", report)
         if getattr(net, "model_info", None) is None:  # recorded in summary.json
-            net.model_info = {"class": f"{type(net).__module__}.{type(net).__qualname__}",
-                              "parameters": int(sum(p.numel() for p in net.parameters())),
-                              "checkpoint": str(ckpt), "sha256": file_sha256(ckpt)}
+            net.model_info = {
+                "class": f"{type(net).__module__}.{type(net).__qualname__}",
+                "parameters": int(sum(p.numel() for p in net.parameters())),
+                "checkpoint": str(ckpt),
+                "sha256": file_sha256(ckpt),
+            }
     return net
 
 
@@ -180,16 +191,16 @@ def resolve_device(name: Any):
 class PreparedRun:
     """A run whose every input has been built and checked, with nothing written yet."""
 
-    job: Any                       #: the checked CEMJob (on the run's device; for several processes a check only)
+    job: Any  #: the checked CEMJob (on the run's device; for several processes a check only)
     model: Any
     image: Any
     task: Any
     roi: list
-    kwargs: dict                   #: compute_cem's keywords
-    distributed: Optional[dict]    #: trainer settings when the map is spread over processes
+    kwargs: dict  #: compute_cem's keywords
+    distributed: dict | None  #: trainer settings when the map is spread over processes
 
 
-def _checkpoint_cadence(cfg: DictConfig) -> tuple[Optional[float], Optional[int]]:
+def _checkpoint_cadence(cfg: DictConfig) -> tuple[float | None, int | None]:
     from cem_lab.causal.runner import DEFAULT_CHECKPOINT_S, check_checkpoint_cadence
 
     ck = cfg.get("checkpoint") or {}
@@ -222,16 +233,40 @@ def prepare_kwargs(cfg: DictConfig, output_dir: Path):
     bank = build_patch_bank(cfg.patches) if c.intervention == "lv" else None
     every_s, every_items = _checkpoint_cadence(cfg)
     kwargs = dict(
-        degraded=cfg.degraded, block=c.block, patch_bank=bank, sampler=c.get("sampler", "uniform"),
-        intervention=c.intervention, estimator=c.estimator, samples=c.get("samples"), coarse=c.get("coarse", 3),
-        fine=c.get("fine", 50), tol=c.tol, classification=c.classification,
-        estimator_options={k: c[k] for k in ADAPTIVE_OPTIONS if k in c} or None, metric=cfg.metric.name,
-        crop_border=cfg.metric.crop_border, test_y_channel=cfg.metric.test_y_channel, seed=cfg.seed,
-        image_seed=cfg.image_seed, batch_size=cfg.batch_size, forward_batch=cfg.forward_batch, mode=cfg.mode,
-        crop_margin=cfg.crop_margin, crop_multiple=cfg.crop_multiple, image_name=name,
-        model_name=cfg.model.get("name") or getattr(model, "name", None), recompute=cfg.get("recompute", "roi_crop"), device=device)
-    run_kwargs = dict(output_dir=output_dir, figures=cfg.figures, progress=cfg.progress,
-                      checkpoint_every=every_s, checkpoint_every_items=every_items)
+        degraded=cfg.degraded,
+        block=c.block,
+        patch_bank=bank,
+        sampler=c.get("sampler", "uniform"),
+        intervention=c.intervention,
+        estimator=c.estimator,
+        samples=c.get("samples"),
+        coarse=c.get("coarse", 3),
+        fine=c.get("fine", 50),
+        tol=c.tol,
+        classification=c.classification,
+        estimator_options={k: c[k] for k in ADAPTIVE_OPTIONS if k in c} or None,
+        metric=cfg.metric.name,
+        crop_border=cfg.metric.crop_border,
+        test_y_channel=cfg.metric.test_y_channel,
+        seed=cfg.seed,
+        image_seed=cfg.image_seed,
+        batch_size=cfg.batch_size,
+        forward_batch=cfg.forward_batch,
+        mode=cfg.mode,
+        crop_margin=cfg.crop_margin,
+        crop_multiple=cfg.crop_multiple,
+        image_name=name,
+        model_name=cfg.model.get("name") or getattr(model, "name", None),
+        recompute=cfg.get("recompute", "roi_crop"),
+        device=device,
+    )
+    run_kwargs = dict(
+        output_dir=output_dir,
+        figures=cfg.figures,
+        progress=cfg.progress,
+        checkpoint_every=every_s,
+        checkpoint_every_items=every_items,
+    )
     return model, image, task, kwargs, run_kwargs, roi
 
 
@@ -250,11 +285,13 @@ def check_model_task(model_cfg: DictConfig, task) -> None:
     trained = list((entry.get("validation") or {}).get("tasks") or {})
     want = task_label(task)
     if trained and want not in trained and not model_cfg.get("allow_other_task", False):
-        raise ValueError(f"zoo model {model_cfg.id!r} was trained for {', '.join(trained)}, not {want}: pick a model "
-                         f"of this task (cem-zoo list), or set model.allow_other_task=true to map it off its task anyway")
+        raise ValueError(
+            f"zoo model {model_cfg.id!r} was trained for {', '.join(trained)}, not {want}: pick a model "
+            f"of this task (cem-zoo list), or set model.allow_other_task=true to map it off its task anyway"
+        )
 
 
-def crop_input(cfg: DictConfig, image: Any, name: Optional[str]) -> tuple[Any, Optional[str]]:
+def crop_input(cfg: DictConfig, image: Any, name: str | None) -> tuple[Any, str | None]:
     """``image_crop``: a centre square of that side, or [top, left, height, width], cut from the clean image
     (and from the degraded input at its scale) before anything else; the image name records the crop."""
     spec = cfg.get("image_crop")
@@ -263,8 +300,10 @@ def crop_input(cfg: DictConfig, image: Any, name: Optional[str]) -> tuple[Any, O
     from cem_lab.images import load_image
 
     if image is None:
-        raise ValueError("image_crop cuts the clean image: give it (image=PATH or dataset=standard ...), or crop "
-                         "the degraded file yourself")
+        raise ValueError(
+            "image_crop cuts the clean image: give it (image=PATH or dataset=standard ...), or crop "
+            "the degraded file yourself"
+        )
     arr = load_image(image) if not hasattr(image, "shape") else image
     h, w = arr.shape[:2]
     if isinstance(spec, int) and not isinstance(spec, bool):
@@ -275,13 +314,15 @@ def crop_input(cfg: DictConfig, image: Any, name: Optional[str]) -> tuple[Any, O
         try:
             top, left, ch, cw = (int(v) for v in spec)
         except (TypeError, ValueError):
-            raise ValueError(f"image_crop must be a size (a centre square) or [top, left, height, width], got {spec!r}") from None
+            raise ValueError(
+                f"image_crop must be a size (a centre square) or [top, left, height, width], got {spec!r}"
+            ) from None
         if top < 0 or left < 0 or ch < 1 or cw < 1 or top + ch > h or left + cw > w:
             raise ValueError(f"image_crop={[top, left, ch, cw]} lies outside the {h}x{w} image")
     if cfg.degraded is not None:
         raise ValueError("image_crop with a degraded input (dataset=pair) is not supported: crop both files yourself")
     base = name or (Path(str(image)).stem if isinstance(image, (str, Path)) else "image")
-    return arr[top:top + ch, left:left + cw].copy(), f"{base}_crop{top}_{left}_{ch}x{cw}"
+    return arr[top : top + ch, left : left + cw].copy(), f"{base}_crop{top}_{left}_{ch}x{cw}"
 
 
 def resolve_roi(cfg: DictConfig, image: Any, task) -> Any:
@@ -298,11 +339,23 @@ def resolve_roi(cfg: DictConfig, image: Any, task) -> Any:
     arr = load_image(image) if not hasattr(image, "shape") else np.asarray(image)
     arr = arr[: arr.shape[0] - arr.shape[0] % task.scale, : arr.shape[1] - arr.shape[1] % task.scale]
     rp = cfg.get("roi_place") or {}
-    placed = place_roi(arr, size=int(rp.get("size", 32)), index=int(rp.get("index", 0)), count=int(rp.get("count", 4)),
-                       seed=int(rp.get("seed", 0)), align=int(rp.get("align") or cfg.cem.block),
-                       margin=int(rp.get("margin", 0)))
-    log.info("roi=placed: ROI %d of %d (texture stratum %.1f..%.1f, this ROI %.1f) at %s",
-             placed.index + 1, placed.count, *placed.stratum, placed.texture, placed.as_list())
+    placed = place_roi(
+        arr,
+        size=int(rp.get("size", 32)),
+        index=int(rp.get("index", 0)),
+        count=int(rp.get("count", 4)),
+        seed=int(rp.get("seed", 0)),
+        align=int(rp.get("align") or cfg.cem.block),
+        margin=int(rp.get("margin", 0)),
+    )
+    log.info(
+        "roi=placed: ROI %d of %d (texture stratum %.1f..%.1f, this ROI %.1f) at %s",
+        placed.index + 1,
+        placed.count,
+        *placed.stratum,
+        placed.texture,
+        placed.as_list(),
+    )
     return placed.as_list()
 
 
@@ -348,26 +401,42 @@ def launch_rank(cfg: DictConfig) -> int:
     return 0
 
 
-def compute(p: PreparedRun, output_dir: Path, on_batch: Optional[Callable] = None):
+def compute(p: PreparedRun, output_dir: Path, on_batch: Callable | None = None):
     """Run a prepared map: its checkpoints, numbers and figures go to ``output_dir``."""
     from cem_lab.causal.runner import run_cem
 
     if p.distributed is None:
         kw = p.kwargs
-        return run_cem(p.job, output_dir, figures=kw["figures"], progress=kw["progress"], on_batch=on_batch,
-                       checkpoint_every=kw["checkpoint_every"], checkpoint_every_items=kw["checkpoint_every_items"])
+        return run_cem(
+            p.job,
+            output_dir,
+            figures=kw["figures"],
+            progress=kw["progress"],
+            on_batch=on_batch,
+            checkpoint_every=kw["checkpoint_every"],
+            checkpoint_every_items=kw["checkpoint_every_items"],
+        )
     from cem_lab.engine.distributed import compute_cem_distributed
 
     d = p.distributed
     p.job = None  # the check is done; each process builds its own job
     return compute_cem_distributed(
-        p.model.cpu(), p.image, p.task, p.roi, devices=d.get("devices"), accelerator=d.get("accelerator", "auto"),
-        num_nodes=int(d.get("num_nodes", 1)), strategy=d.get("strategy", "ddp_spawn"),
-        log_file=str(output_dir / "cem.log"), **p.kwargs)
+        p.model.cpu(),
+        p.image,
+        p.task,
+        p.roi,
+        devices=d.get("devices"),
+        accelerator=d.get("accelerator", "auto"),
+        num_nodes=int(d.get("num_nodes", 1)),
+        strategy=d.get("strategy", "ddp_spawn"),
+        log_file=str(output_dir / "cem.log"),
+        **p.kwargs,
+    )
 
 
-def run(cfg: DictConfig, output_dir: Path, on_batch: Optional[Callable] = None, *, memory=None,
-        tracker: Optional[Callable] = None):
+def run(
+    cfg: DictConfig, output_dir: Path, on_batch: Callable | None = None, *, memory=None, tracker: Callable | None = None
+):
     """Compute and save the CEM that ``cfg`` describes into ``output_dir`` (locked for the run), and
     mark it finished (``done.json``).
 
@@ -407,10 +476,12 @@ def report(result, folder: Path, skipped: bool = False) -> str:
         f"negative {c['negative']} ({sh['negative']:.1%})  zero {c['zero']} ({sh['zero']:.1%})",
     ]
     if "effect_max" in s:
-        lines.append(f"  effect range {s['effect_range']:.3f} {s['unit']}: max {s['effect_max']['value']:.3f} at block "
-                     f"{tuple(s['effect_max']['block'])}, min {s['effect_min']['value']:.3f} at block "
-                     f"{tuple(s['effect_min']['block'])}")
-    work = (f"{s['forward_passes']} forward passes, {s['timings'].get('run_s', 0):.1f} s on {s['device']}")
+        lines.append(
+            f"  effect range {s['effect_range']:.3f} {s['unit']}: max {s['effect_max']['value']:.3f} at block "
+            f"{tuple(s['effect_max']['block'])}, min {s['effect_min']['value']:.3f} at block "
+            f"{tuple(s['effect_min']['block'])}"
+        )
+    work = f"{s['forward_passes']} forward passes, {s['timings'].get('run_s', 0):.1f} s on {s['device']}"
     if skipped:
         when = _finished_at(folder)
         lines.append(f"  nothing computed now; the map was computed earlier{when}: mode {s['mode']}, {work}")
@@ -431,7 +502,7 @@ def _finished_at(folder: Path) -> str:
     return f" (finished {when})" if when else ""
 
 
-def _interrupt_hook(job_num: Optional[int]) -> Optional[Callable]:
+def _interrupt_hook(job_num: int | None) -> Callable | None:
     """The testing aid of CEM_LAB_TEST_INTERRUPT (see the module docstring)."""
     spec = os.environ.get(INTERRUPT_ENV, "").strip()
     if not spec:
@@ -480,8 +551,9 @@ def command_line() -> str:
     return " ".join([prog, *map(shlex.quote, sys.argv[1:])])
 
 
-def execute(cfg: DictConfig, folder: Path, *, job_num: Optional[int] = None,
-            group: Optional[str] = None, record_errors: bool = False) -> dict[str, Any]:
+def execute(
+    cfg: DictConfig, folder: Path, *, job_num: int | None = None, group: str | None = None, record_errors: bool = False
+) -> dict[str, Any]:
     """Run (or reuse) the CEM of ``cfg`` in ``folder``, log it, print the report; the job's outcome.
 
     The folder is locked first (:mod:`cem_lab.folder_lock`): a folder another process holds is
@@ -509,10 +581,8 @@ def execute(cfg: DictConfig, folder: Path, *, job_num: Optional[int] = None,
             raise
 
 
-def _execute_locked(cfg: DictConfig, folder: Path, memory, *, job_num: Optional[int],
-                    group: Optional[str]) -> dict:
+def _execute_locked(cfg: DictConfig, folder: Path, memory, *, job_num: int | None, group: str | None) -> dict:
     from cem_lab.causal.result import CEMResult
-
     from cem_lab.cli.atlas import execute_atlas, is_atlas
 
     if is_atlas(cfg):
@@ -551,8 +621,12 @@ def _execute_locked(cfg: DictConfig, folder: Path, memory, *, job_num: Optional[
     (folder / sweep_record.ERROR_FILE).unlink(missing_ok=True)  # an earlier attempt's error
     print(report(result, folder, skipped=skipped), flush=True)
     s = result.summary()
-    return {"status": status, "forward_passes": 0 if skipped else s.get("forward_passes"),
-            "baseline_metric": s.get("baseline_metric"), "counts": s.get("counts")}
+    return {
+        "status": status,
+        "forward_passes": 0 if skipped else s.get("forward_passes"),
+        "baseline_metric": s.get("baseline_metric"),
+        "counts": s.get("counts"),
+    }
 
 
 @hydra.main(version_base="1.3", config_path="pkg://cem_lab.conf", config_name="cem")

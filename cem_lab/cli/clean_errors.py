@@ -9,11 +9,13 @@ the CLIs run Hydra with ``HYDRA_FULL_ERROR=1``, which makes it raise them to :fu
 and report all three alike. Anything else is a bug and keeps its traceback. Set
 ``HYDRA_FULL_ERROR=1`` yourself to see the traceback of a user error too.
 """
+
 from __future__ import annotations
 
 import os
 import sys
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 
 def unwrap_user_error(err: BaseException) -> BaseException | None:
@@ -25,18 +27,18 @@ def unwrap_user_error(err: BaseException) -> BaseException | None:
     seen = 0
     while isinstance(err, InstantiationException) and err.__cause__ is not None and seen < 10:
         err, seen = err.__cause__, seen + 1
-    if isinstance(err, USER_ERRORS) or (isinstance(err, HydraException) and
-                                         not isinstance(err, InstantiationException)):
+    if isinstance(err, USER_ERRORS) or (
+        isinstance(err, HydraException) and not isinstance(err, InstantiationException)
+    ):
         return err
     return None
 
 
 def error_message(err: BaseException) -> str:
     """The message of a user error, with the cause a Hydra composition error carries."""
-    from hydra.errors import HydraException
-
     import re
 
+    from hydra.errors import HydraException
     from omegaconf.errors import InterpolationResolutionError
 
     text = str(err).strip() or type(err).__name__
@@ -44,8 +46,7 @@ def error_message(err: BaseException) -> str:
         # a resolver's own error (an unknown standard image or zoo model): its message, not OmegaConf's wrapping
         text = re.sub(r"^\w+ raised while resolving interpolation: ", "", text.split("\n    full_key:")[0])
     cause = err.__cause__
-    if isinstance(err, HydraException) and cause is not None and str(cause).strip() \
-            and str(cause).strip() not in text:
+    if isinstance(err, HydraException) and cause is not None and str(cause).strip() and str(cause).strip() not in text:
         text += "\n" + str(cause).strip()
     return text
 

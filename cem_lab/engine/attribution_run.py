@@ -15,14 +15,16 @@ It holds everything that computes or writes, on plain values and on the CEM job 
   (:func:`marked_shares`), and writes ``attribution.npz``, ``attribution.json`` and, through
   :func:`save_figures`, the panel and the curves; it returns an :class:`AttributionOutcome`.
 """
+
 from __future__ import annotations
 
 import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any
 
 import numpy as np
 
@@ -51,22 +53,30 @@ class Settings:
     lam: dict
     ig: dict
     interventions: list[str]
-    steps: Optional[int]
+    steps: int | None
     samples: int
     sign_tol: float
-    cem_run: Optional[str]
+    cem_run: str | None
 
     @property
     def gradient_methods(self) -> list[str]:
         return [m for m in self.methods if m in GRADIENT_METHODS]
 
     def describe(self) -> dict:
-        return {"methods": self.methods, "objective": self.objective, "channels": self.channels,
-                "lam": self.lam, "ig": self.ig,
-                "faithfulness": {"interventions": self.interventions, "steps": self.steps, "samples": self.samples,
-                                 "sign_tol": self.sign_tol},
-                "cem_run": self.cem_run}
-
+        return {
+            "methods": self.methods,
+            "objective": self.objective,
+            "channels": self.channels,
+            "lam": self.lam,
+            "ig": self.ig,
+            "faithfulness": {
+                "interventions": self.interventions,
+                "steps": self.steps,
+                "samples": self.samples,
+                "sign_tol": self.sign_tol,
+            },
+            "cem_run": self.cem_run,
+        }
 
 
 # --- the inputs ----------------------------------------------------------------------------------------------
@@ -82,14 +92,18 @@ def load_cem_run(path: str, job) -> Any:
     where = f"attribution.cem_run={path}"
     p = Path(path).expanduser()
     if not p.is_dir():
-        raise FileNotFoundError(f"{where}: no such folder; give the folder of a finished cem-lab run "
-                                "(runs/cem/<name>), or drop attribution.cem_run to compute the CEM here")
+        raise FileNotFoundError(
+            f"{where}: no such folder; give the folder of a finished cem-lab run "
+            "(runs/cem/<name>), or drop attribution.cem_run to compute the CEM here"
+        )
     holder = folder_holder(p)
     if holder is not None:
         raise RunFolderError(f"{where} is being written by {describe_holder(holder)}; wait until it ends")
     if not (p / "cem.npz").is_file():
-        raise FileNotFoundError(f"{where} holds no finished CEM (cem.npz is missing); run cem-lab to the end "
-                                "there first, or drop attribution.cem_run to compute the CEM here")
+        raise FileNotFoundError(
+            f"{where} holds no finished CEM (cem.npz is missing); run cem-lab to the end "
+            "there first, or drop attribution.cem_run to compute the CEM here"
+        )
     try:
         res = CEMResult.load(p)
     except (KeyError, OSError, ValueError) as err:
@@ -103,16 +117,22 @@ def load_cem_run(path: str, job) -> Any:
     if tuple(res.input_shape) != ours_in:
         diffs.append(f"a {res.input_shape[0]}x{res.input_shape[1]} input (this run: {ours_in[0]}x{ours_in[1]})")
     if tuple(res.output_shape) != tuple(job.out_shape):
-        diffs.append(f"a {res.output_shape[0]}x{res.output_shape[1]} output (this run: "
-                     f"{job.out_shape[0]}x{job.out_shape[1]}, task {job.task.name} x{job.scale})")
+        diffs.append(
+            f"a {res.output_shape[0]}x{res.output_shape[1]} output (this run: "
+            f"{job.out_shape[0]}x{job.out_shape[1]}, task {job.task.name} x{job.scale})"
+        )
     if diffs:
-        raise AttributionError(f"{where} does not match this run: its CEM has {'; '.join(diffs)}. Give the cem-lab run of the "
-                     "same roi, cem.block, image and task, or drop attribution.cem_run to compute the CEM here")
+        raise AttributionError(
+            f"{where} does not match this run: its CEM has {'; '.join(diffs)}. Give the cem-lab run of the "
+            "same roi, cem.block, image and task, or drop attribution.cem_run to compute the CEM here"
+        )
     inp = res.images.get("input")
     if inp is not None and not np.array_equal(np.asarray(inp), to_uint8(job.ti.input)):
-        raise AttributionError(f"{where} does not match this run: its degraded input differs from this run's (another image, "
-                     "task, degradation or image_seed). Give the cem-lab run of the same input, or drop "
-                     "attribution.cem_run to compute the CEM here")
+        raise AttributionError(
+            f"{where} does not match this run: its degraded input differs from this run's (another image, "
+            "task, degradation or image_seed). Give the cem-lab run of the same input, or drop "
+            "attribution.cem_run to compute the CEM here"
+        )
     if res.metric != job.metric.name:
         log.warning("%s: its CEM is in %s, this run's faithfulness metric is %s", where, res.metric, job.metric.name)
     model = res.meta.get("model")
@@ -121,9 +141,9 @@ def load_cem_run(path: str, job) -> Any:
     return res
 
 
-
-def gradient_maps(job, settings: Settings, progress: bool,
-                  cem_command: str = "cem-lab <the same overrides>") -> dict[str, Any]:
+def gradient_maps(
+    job, settings: Settings, progress: bool, cem_command: str = "cem-lab <the same overrides>"
+) -> dict[str, Any]:
     """LAM, IG and saliency of the job's ROI on its input and block grid (saliency first: one forward
     and one backward pass check that the model has gradients before the longer paths run).
     ``cem_command``: the `cem-lab` command that a refusal of a model without gradients suggests."""
@@ -145,8 +165,9 @@ def gradient_maps(job, settings: Settings, progress: bool,
             maps[m].meta["time_s"] = time.perf_counter() - t0
     except AttributionError as err:
         if "differentiable torch model" in str(err):
-            raise AttributionError(f"{err}. From the command line: {cem_command} (or cem-attribution with "
-                                   "attribution.methods=[cem])") from None
+            raise AttributionError(
+                f"{err}. From the command line: {cem_command} (or cem-attribution with attribution.methods=[cem])"
+            ) from None
         raise
     return {m: maps[m] for m in settings.gradient_methods}
 
@@ -165,7 +186,7 @@ def _replacement_class():
         :meth:`many` evaluates many block sets at once, ``forward_batch`` inputs per model call.
         """
 
-        def __init__(self, job, intervention=None, samples: Optional[int] = None):
+        def __init__(self, job, intervention=None, samples: int | None = None):
             own = intervention is None or intervention is job.intervention
             intervention = job.intervention if own else intervention
             if samples is None:
@@ -190,10 +211,13 @@ def _replacement_class():
             x = job.base_crop.expand(self.samples, -1, -1, -1).clone()
             placements = job._placements(blocks, self.crop)
             for block, pl in zip(blocks, placements):
-                draws = [self.intervention.draw(draw_rng(job.seed, int(block), s), int(block), s)
-                         for s in range(self.samples)]
-                x = self.intervention.apply(x, job.ctx_crop, [pl] * self.samples, draws,
-                                            origin=(self.crop[0], self.crop[2]))
+                draws = [
+                    self.intervention.draw(draw_rng(job.seed, int(block), s), int(block), s)
+                    for s in range(self.samples)
+                ]
+                x = self.intervention.apply(
+                    x, job.ctx_crop, [pl] * self.samples, draws, origin=(self.crop[0], self.crop[2])
+                )
             return x
 
         def many(self, sets, on_done=None) -> np.ndarray:
@@ -241,8 +265,9 @@ def _replacement_class():
     return CropReplacementMetric
 
 
-def replacement_metrics(prepared, settings: Settings, *, sampler: str,
-                        make_patch_bank: Callable[[], Any]) -> dict[str, Any]:
+def replacement_metrics(
+    prepared, settings: Settings, *, sampler: str, make_patch_bank: Callable[[], Any]
+) -> dict[str, Any]:
     """``metric_after(blocks)`` per faithfulness intervention, on the CEM job's model input (its
     crop for a local model): the job's own intervention (one replaced block = the CEM's draw of
     it) or another one bound to the job; ``samples`` draws for a random intervention, one for a
@@ -291,14 +316,14 @@ class _Table:
 class AttributionPlan:
     """A run whose every input has been built and checked, with nothing written yet."""
 
-    figures: bool                       #: the config's ``figures``
-    progress: bool                      #: the config's ``progress``
-    config: dict                        #: the config's identity (written as ``config`` in attribution.json)
+    figures: bool  #: the config's ``figures``
+    progress: bool  #: the config's ``progress``
+    config: dict  #: the config's identity (written as ``config`` in attribution.json)
     settings: Settings
-    prepared: Any                       #: cem_lab.cli.cem.PreparedRun
-    maps: dict[str, Any]                #: the gradient AttributionMaps
-    metrics: dict[str, Any]             #: BlockReplacementMetric per intervention
-    cem: Any = None                     #: a CEMResult read from attribution.cem_run
+    prepared: Any  #: cem_lab.cli.cem.PreparedRun
+    maps: dict[str, Any]  #: the gradient AttributionMaps
+    metrics: dict[str, Any]  #: BlockReplacementMetric per intervention
+    cem: Any = None  #: a CEMResult read from attribution.cem_run
     timings: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -310,7 +335,7 @@ class AttributionPlan:
 def cem_pixel_map(effect: np.ndarray, block_in: int, input_shape: tuple[int, int]) -> np.ndarray:
     """A block map on the input pixels: every block's value over its pixels."""
     up = np.repeat(np.repeat(np.asarray(effect, dtype=np.float64), block_in, axis=0), block_in, axis=1)
-    return np.ascontiguousarray(up[:input_shape[0], :input_shape[1]])
+    return np.ascontiguousarray(up[: input_shape[0], : input_shape[1]])
 
 
 def cem_ranking(cem, roi_mask: np.ndarray) -> np.ndarray:
@@ -322,13 +347,13 @@ def cem_ranking(cem, roi_mask: np.ndarray) -> np.ndarray:
     return idx[order].astype(np.int64)
 
 
-def marked_shares(block_abs: np.ndarray, roi_mask: np.ndarray, levels=SHARE_LEVELS) -> dict[str, Optional[float]]:
+def marked_shares(block_abs: np.ndarray, roi_mask: np.ndarray, levels=SHARE_LEVELS) -> dict[str, float | None]:
     """The share of the blocks outside the ROI that hold ``level`` of the map's mass (the fewest,
     largest first); None for a map without mass there."""
     v = np.abs(np.asarray(block_abs, dtype=np.float64)).ravel()[~np.asarray(roi_mask, dtype=bool).ravel()]
     v = v[np.isfinite(v)]
     total = float(v.sum())
-    out: dict[str, Optional[float]] = {}
+    out: dict[str, float | None] = {}
     for q in levels:
         key = f"{round(100 * q)}"
         if v.size == 0 or not total > 0:
@@ -393,8 +418,14 @@ def compute_attribution(plan: AttributionPlan, folder: Path) -> AttributionOutco
         t0 = time.perf_counter()
         if cem is None:
             kw = plan.prepared.kwargs
-            cem = run_cem(job, folder / CEM_DIR, figures=bool(plan.figures), progress=bool(plan.progress),
-                          checkpoint_every=kw["checkpoint_every"], checkpoint_every_items=kw["checkpoint_every_items"])
+            cem = run_cem(
+                job,
+                folder / CEM_DIR,
+                figures=bool(plan.figures),
+                progress=bool(plan.progress),
+                checkpoint_every=kw["checkpoint_every"],
+                checkpoint_every_items=kw["checkpoint_every_items"],
+            )
             cem_source = {"source": "computed", "folder": str(folder / CEM_DIR)}
         else:
             cem_source = {"source": "cem_run", "folder": str(Path(s.cem_run).expanduser().resolve())}
@@ -419,17 +450,31 @@ def compute_attribution(plan: AttributionPlan, folder: Path) -> AttributionOutco
             signed, absolute, pixel = a.block_signed, a.block_abs, a.pixel_map
             rankings[m] = a.ranking()
         abs_maps[m] = absolute
-        arrays.update({f"{m}/block_abs": absolute, f"{m}/block_signed": signed, f"{m}/pixel_map": pixel,
-                       f"{m}/ranking": rankings[m]})
+        arrays.update(
+            {
+                f"{m}/block_abs": absolute,
+                f"{m}/block_signed": signed,
+                f"{m}/pixel_map": pixel,
+                f"{m}/ranking": rankings[m],
+            }
+        )
 
     # faithfulness: deletion / insertion per intervention and method, the CEM's sign test. The
     # library's curves and test run twice: once to note the block sets they replace, then on the
     # values of those sets, evaluated together (many inputs per model call)
     def checks(metric_after, base: float):
-        curves = {m: (deletion_curve(rankings[m], metric_after, steps=s.steps),
-                      insertion_curve(rankings[m], metric_after, steps=s.steps)) for m in s.methods}
-        st = (sign_test(cem.effect, metric_after, exclude=roi_mask, base=base, tol=s.sign_tol)
-              if cem is not None else None)
+        curves = {
+            m: (
+                deletion_curve(rankings[m], metric_after, steps=s.steps),
+                insertion_curve(rankings[m], metric_after, steps=s.steps),
+            )
+            for m in s.methods
+        }
+        st = (
+            sign_test(cem.effect, metric_after, exclude=roi_mask, base=base, tol=s.sign_tol)
+            if cem is not None
+            else None
+        )
         return curves, st
 
     recorded = {}
@@ -441,31 +486,52 @@ def compute_attribution(plan: AttributionPlan, folder: Path) -> AttributionOutco
     signs: dict[str, Any] = {}
     curves_fig: dict[str, dict] = {}
     t0 = time.perf_counter()
-    bar = tqdm(total=sum(len(v) for v in recorded.values()), desc="faithfulness", unit="set",
-               disable=not plan.progress, dynamic_ncols=True)
+    bar = tqdm(
+        total=sum(len(v) for v in recorded.values()),
+        desc="faithfulness",
+        unit="set",
+        disable=not plan.progress,
+        dynamic_ncols=True,
+    )
     try:
         for name in s.interventions:
             metric = plan.metrics[name]
             keys = list(recorded[name])
             values = metric.many([recorded[name][k] for k in keys], on_done=bar.update)
             curves, st = checks(_Table(dict(zip(keys, values.tolist()))), metric.baseline)
-            entry = {"samples": metric.samples, "baseline_metric": metric.baseline,
-                     "intervention": metric.intervention.describe(), "block_sets": len(keys), "methods": {}}
+            entry = {
+                "samples": metric.samples,
+                "baseline_metric": metric.baseline,
+                "intervention": metric.intervention.describe(),
+                "block_sets": len(keys),
+                "methods": {},
+            }
             curves_fig[name] = {}
             for m, (d, i) in curves.items():
-                entry["methods"][m] = {"deletion_auc": d.auc, "insertion_auc": i.auc,
-                                       "deletion_end": float(d.values[-1]), "insertion_start": float(i.values[0])}
+                entry["methods"][m] = {
+                    "deletion_auc": d.auc,
+                    "insertion_auc": i.auc,
+                    "deletion_end": float(d.values[-1]),
+                    "insertion_start": float(i.values[0]),
+                }
                 curves_fig[name][m] = {}
                 for c in (d, i):
                     prefix = f"curves/{name}/{m}/{c.kind}/"
-                    arrays.update({prefix + "counts": c.counts, prefix + "fractions": c.fractions,
-                                   prefix + "values": c.values})
+                    arrays.update(
+                        {prefix + "counts": c.counts, prefix + "fractions": c.fractions, prefix + "values": c.values}
+                    )
                     curves_fig[name][m][c.kind] = {"fractions": c.fractions, "values": c.values, "auc": c.auc}
             faith[name] = entry
             if st is not None:
-                signs[name] = {"negative_blocks": st.n, "raised": st.k, "share_raised": st.share, "pvalue": st.pvalue,
-                               "base": st.base, "tol": s.sign_tol,
-                               "mean_delta": float(st.deltas.mean()) if st.n else None}
+                signs[name] = {
+                    "negative_blocks": st.n,
+                    "raised": st.k,
+                    "share_raised": st.share,
+                    "pvalue": st.pvalue,
+                    "base": st.base,
+                    "tol": s.sign_tol,
+                    "mean_delta": float(st.deltas.mean()) if st.n else None,
+                }
                 arrays[f"sign_test/{name}/blocks"] = st.blocks.astype(np.int64)
                 arrays[f"sign_test/{name}/deltas"] = st.deltas.astype(np.float64)
     finally:
@@ -475,7 +541,7 @@ def compute_attribution(plan: AttributionPlan, folder: Path) -> AttributionOutco
     # rank correlations of every pair (absolute maps; the CEM's effect), outside the ROI
     corr: dict[str, Any] = {}
     for k, a in enumerate(s.methods):
-        for b in s.methods[k + 1:]:
+        for b in s.methods[k + 1 :]:
             try:
                 rc = rank_correlation(abs_maps[a], abs_maps[b], exclude=roi_mask, absolute=True, support=True)
                 corr[f"{a}~{b}"] = {"rho": rc.rho, "pvalue": rc.pvalue, "n": rc.n}
@@ -491,24 +557,47 @@ def compute_attribution(plan: AttributionPlan, folder: Path) -> AttributionOutco
             if "baseline_objective" in a.meta:
                 objective[f"{m}_baseline"] = a.meta["baseline_objective"]
                 gap = a.objective_value - a.meta["baseline_objective"]
-                completeness[m] = {"delta": a.meta["delta"], "attribution_sum": float(a.attribution.sum()),
-                                   "objective_change": gap,
-                                   "relative_delta": a.meta["delta"] / gap if gap != 0 else None}
-    gradients = {m: {k: v for k, v in a.meta.items() if k not in ("path_objective", "sigmas", "objective")}
-                 for m, a in plan.maps.items()}
+                completeness[m] = {
+                    "delta": a.meta["delta"],
+                    "attribution_sum": float(a.attribution.sum()),
+                    "objective_change": gap,
+                    "relative_delta": a.meta["delta"] / gap if gap != 0 else None,
+                }
+    gradients = {
+        m: {k: v for k, v in a.meta.items() if k not in ("path_objective", "sigmas", "objective")}
+        for m, a in plan.maps.items()
+    }
 
     figures: dict[str, str] = {}
     if plan.figures:
         t0 = time.perf_counter()
-        figures = save_figures(folder / "figures", plan, cem, abs_maps, arrays, corr, shares, curves_fig,
-                               {n: faith[n]["baseline_metric"] for n in faith})
+        figures = save_figures(
+            folder / "figures",
+            plan,
+            cem,
+            abs_maps,
+            arrays,
+            corr,
+            shares,
+            curves_fig,
+            {n: faith[n]["baseline_metric"] for n in faith},
+        )
         timings["figures_s"] = time.perf_counter() - t0
 
     rows, cols = job.grid.shape
-    arrays.update({"roi": np.array(job.roi.as_list()), "block": job.block, "scale": job.scale,
-                   "roi_mask": roi_mask, "grid_shape": np.array([rows, cols]), "input_shape": np.array(input_shape),
-                   "output_shape": np.array(job.out_shape), "methods": np.array(s.methods),
-                   "format_version": FORMAT_VERSION})
+    arrays.update(
+        {
+            "roi": np.array(job.roi.as_list()),
+            "block": job.block,
+            "scale": job.scale,
+            "roi_mask": roi_mask,
+            "grid_shape": np.array([rows, cols]),
+            "input_shape": np.array(input_shape),
+            "output_shape": np.array(job.out_shape),
+            "methods": np.array(s.methods),
+            "format_version": FORMAT_VERSION,
+        }
+    )
     summary = {
         "format_version": FORMAT_VERSION,
         "program": PROGRAM,
@@ -516,10 +605,16 @@ def compute_attribution(plan: AttributionPlan, folder: Path) -> AttributionOutco
         "metric": {"name": job.metric.name, "unit": job.metric.unit},
         "baseline_metric": float(job.baseline),  # the CEM's un-intervened metric (on its crop for a local model)
         "mode": job.mode,
-        "roi": job.roi.as_list(), "block": job.block, "scale": job.scale, "grid_shape": [rows, cols],
-        "input_shape": list(input_shape), "output_shape": list(job.out_shape),
+        "roi": job.roi.as_list(),
+        "block": job.block,
+        "scale": job.scale,
+        "grid_shape": [rows, cols],
+        "input_shape": list(input_shape),
+        "output_shape": list(job.out_shape),
         "blocks_ranked": int((~roi_mask).sum()),
-        "model": job.model_name, "image": job.image_name, "task": job.task.describe(),
+        "model": job.model_name,
+        "image": job.image_name,
+        "task": job.task.describe(),
         "settings": {**s.describe(), "cem": cem_source, "seed": job.seed, "forward_batch": job.forward_batch},
         "objective": objective,
         "completeness": completeness,
@@ -542,8 +637,9 @@ def compute_attribution(plan: AttributionPlan, folder: Path) -> AttributionOutco
     return AttributionOutcome(folder, summary, arrays, cem, figures)
 
 
-def save_figures(folder: Path, plan: AttributionPlan, cem, abs_maps, arrays, corr, shares, curves,
-                 baselines) -> dict[str, str]:
+def save_figures(
+    folder: Path, plan: AttributionPlan, cem, abs_maps, arrays, corr, shares, curves, baselines
+) -> dict[str, str]:
     from cem_lab.images import to_uint8
     from cem_lab.viz.attribution_figures import MapPanel, save_attribution_panel, save_deletion_curves, symmetric_bound
     from cem_lab.viz.cem_figures import TASK_BOUNDS
@@ -557,8 +653,11 @@ def save_figures(folder: Path, plan: AttributionPlan, cem, abs_maps, arrays, cor
         lines = [marks]
         if "cem" in s.methods and m != "cem":
             rho = (corr.get(f"{m}~cem") or corr.get(f"cem~{m}") or {}).get("rho")
-            lines.append(f"rank corr. with CEM {rho:+.2f}" if rho is not None and math.isfinite(rho)
-                         else "rank corr. with CEM n/a")
+            lines.append(
+                f"rank corr. with CEM {rho:+.2f}"
+                if rho is not None and math.isfinite(rho)
+                else "rank corr. with CEM n/a"
+            )
         if m == "cem":
             values = np.asarray(cem.effect, dtype=np.float64)
             bound = float(cem.meta.get("display_bound") or TASK_BOUNDS.get(job.task.name, 1.0))
@@ -570,19 +669,32 @@ def save_figures(folder: Path, plan: AttributionPlan, cem, abs_maps, arrays, cor
             bound, unit, label = symmetric_bound(values, roi_mask), "", LABELS[m]
         panels.append(MapPanel(m, label, values, bound, unit, lines))
     title = f"{job.model_name} | {job.task.name} | {job.image_name} | ROI {job.roi.as_list()}, block {job.block}"
-    out = {"attribution_panel": save_attribution_panel(
-        folder / PANEL_FILE, input_rgb=to_uint8(job.ti.input), roi=job.roi.as_list(), block=job.block,
-        output_shape=job.out_shape, roi_mask=roi_mask, panels=panels, title=title)}
+    out = {
+        "attribution_panel": save_attribution_panel(
+            folder / PANEL_FILE,
+            input_rgb=to_uint8(job.ti.input),
+            roi=job.roi.as_list(),
+            block=job.block,
+            output_shape=job.out_shape,
+            roi_mask=roi_mask,
+            panels=panels,
+            title=title,
+        )
+    }
     if curves:
-        out["deletion_curves"] = save_deletion_curves(folder / CURVES_FILE, curves=curves, baselines=baselines,
-                                                      labels=SHORT, metric=job.metric.name, unit=job.metric.unit)
+        out["deletion_curves"] = save_deletion_curves(
+            folder / CURVES_FILE,
+            curves=curves,
+            baselines=baselines,
+            labels=SHORT,
+            metric=job.metric.name,
+            unit=job.metric.unit,
+        )
     return out
 
 
-
-def _pct(share: Optional[float]) -> str:
+def _pct(share: float | None) -> str:
     """A share as a percentage: one decimal below 10 %, none above; ``n/a`` for none."""
     if share is None or not math.isfinite(share):
         return "n/a"
     return f"{100 * share:.1f}%" if share < 0.1 else f"{100 * share:.0f}%"
-

@@ -23,11 +23,13 @@ scale 1. Because an architecture at scale 1 and the same architecture at ``scale
 upsampling="pre"`` have the same weights and the same body, a mixed model's weights load into the
 ``pre`` network to restore LR inputs directly (``pre_upsample_config``).
 """
+
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, Callable, Iterator, Optional, Sequence, Union
+from typing import Any
 
 import lightning as L
 import numpy as np
@@ -38,15 +40,23 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from cem_lab.tasks import Task, TaskError, crop_to_scale, make_task
 from cem_lab.tasks.base import task_label
 
-__all__ = ["IMAGE_EXTENSIONS", "DataError", "RestorationDataModule", "find_images", "pre_upsample",
-           "pre_upsample_config", "resolve_tasks", "task_label"]
+__all__ = [
+    "IMAGE_EXTENSIONS",
+    "DataError",
+    "RestorationDataModule",
+    "find_images",
+    "pre_upsample",
+    "pre_upsample_config",
+    "resolve_tasks",
+    "task_label",
+]
 
 #: file types read from an image folder (case-insensitive)
 IMAGE_EXTENSIONS: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 #: the embedded validation picture's name
 EMBEDDED_VAL_NAME = "chelsea_256"
 
-TaskSpec = Union[Task, str, dict]
+TaskSpec = Task | str | dict
 
 
 class DataError(ValueError):
@@ -54,7 +64,7 @@ class DataError(ValueError):
 
 
 # ----------------------------------------------------------------------------- tasks
-def resolve_tasks(tasks: Union[TaskSpec, Sequence[TaskSpec]]) -> list[Task]:
+def resolve_tasks(tasks: TaskSpec | Sequence[TaskSpec]) -> list[Task]:
     """Task objects from tasks, names (``"sr"``: the task's defaults) or dicts (``{"name": "sr",
     "scale": 2}``); one spec or a list. Two tasks with the same label are an error."""
     if isinstance(tasks, (Task, str, dict)) or (hasattr(tasks, "keys") and hasattr(tasks, "items")):
@@ -71,8 +81,7 @@ def resolve_tasks(tasks: Union[TaskSpec, Sequence[TaskSpec]]) -> list[Task]:
                 raise TaskError(f"a task given as a mapping needs a 'name' (sr, dn or dr), got {kwargs}")
             out.append(make_task(**kwargs))
         else:
-            raise TaskError(f"a task is a name (sr, dn, dr), a mapping with a 'name' or a Task, "
-                            f"got {spec!r}")
+            raise TaskError(f"a task is a name (sr, dn, dr), a mapping with a 'name' or a Task, got {spec!r}")
     if not out:
         raise TaskError("give at least one task (sr, dn or dr)")
     labels = [task_label(t) for t in out]
@@ -95,16 +104,19 @@ def pre_upsample_config(config: dict, scale: int) -> dict:
 
 
 # ----------------------------------------------------------------------------- images
-def find_images(folder: Union[str, Path]) -> list[Path]:
+def find_images(folder: str | Path) -> list[Path]:
     """Image files directly inside ``folder``, sorted by name; errors name what was looked for."""
     folder = Path(folder)
     if not folder.is_dir():
-        raise DataError(f"image folder not found: {folder} (relative paths are resolved from the "
-                        "directory you launched from)")
+        raise DataError(
+            f"image folder not found: {folder} (relative paths are resolved from the directory you launched from)"
+        )
     files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
     if not files:
-        raise DataError(f"no images in {folder}: looked for files ending in "
-                        f"{', '.join(IMAGE_EXTENSIONS)} (case-insensitive, not in subfolders)")
+        raise DataError(
+            f"no images in {folder}: looked for files ending in "
+            f"{', '.join(IMAGE_EXTENSIONS)} (case-insensitive, not in subfolders)"
+        )
     return files
 
 
@@ -116,13 +128,13 @@ def _to_float(img: Tensor) -> Tensor:
     return img.float().div_(255.0)
 
 
-def _center_crop(img: Tensor, size: Optional[int]) -> Tensor:
+def _center_crop(img: Tensor, size: int | None) -> Tensor:
     if size is None:
         return img
     h, w = img.shape[-2:]
     s_h, s_w = min(size, h), min(size, w)
     y, x = (h - s_h) // 2, (w - s_w) // 2
-    return img[..., y:y + s_h, x:x + s_w]
+    return img[..., y : y + s_h, x : x + s_w]
 
 
 # ----------------------------------------------------------------------------- datasets
@@ -136,7 +148,7 @@ class _EpochSampler(Sampler[int]):
     one. Without a trainer, ``set_epoch`` (which Lightning also calls) picks the epoch.
     """
 
-    def __init__(self, length: int, batch_size: int, step_fn: Optional[Callable[[], Optional[int]]] = None):
+    def __init__(self, length: int, batch_size: int, step_fn: Callable[[], int | None] | None = None):
         self.length = length
         self.batch_size = batch_size
         self.step_fn = step_fn
@@ -162,8 +174,16 @@ class _EpochSampler(Sampler[int]):
 class TrainPairs(Dataset):
     """Random degraded crops; index ``epoch * length + i`` -> the i-th sample of that epoch."""
 
-    def __init__(self, images: Sequence[Tensor], tasks: Sequence[Task], crop: int, length: int,
-                 seed: int = 0, augment: bool = True, pre_upsample: bool = False):
+    def __init__(
+        self,
+        images: Sequence[Tensor],
+        tasks: Sequence[Task],
+        crop: int,
+        length: int,
+        seed: int = 0,
+        augment: bool = True,
+        pre_upsample: bool = False,
+    ):
         self.images = list(images)  # (3, H, W) uint8
         self.tasks = list(tasks)
         self.crop = crop
@@ -189,7 +209,7 @@ class TrainPairs(Dataset):
         rot = int(rng.integers(4))
         task_index = int(rng.integers(len(self.tasks)))
         degrade_seed = int(rng.integers(2**31 - 1))
-        clean = _to_float(img[:, y:y + self.crop, x:x + self.crop])[None]
+        clean = _to_float(img[:, y : y + self.crop, x : x + self.crop])[None]
         if self.augment:
             if flip:
                 clean = clean.flip(-1)
@@ -242,16 +262,28 @@ class RestorationDataModule(L.LightningDataModule):
         num_workers: DataLoader worker processes for training (0 = the main process).
     """
 
-    def __init__(self, tasks: Union[TaskSpec, Sequence[TaskSpec]] = "sr",
-                 images: Union[str, Path, None] = None, crop: int = 96, batch_size: int = 16,
-                 steps_per_epoch: int = 500, seed: int = 0, val_images: int = 1,
-                 val_crop: Optional[int] = None, val_seed: int = 0,
-                 pre_upsample: Optional[bool] = None, augment: bool = True, num_workers: int = 0,
-                 pool: Optional[str] = None):
+    def __init__(
+        self,
+        tasks: TaskSpec | Sequence[TaskSpec] = "sr",
+        images: str | Path | None = None,
+        crop: int = 96,
+        batch_size: int = 16,
+        steps_per_epoch: int = 500,
+        seed: int = 0,
+        val_images: int = 1,
+        val_crop: int | None = None,
+        val_seed: int = 0,
+        pre_upsample: bool | None = None,
+        augment: bool = True,
+        num_workers: int = 0,
+        pool: str | None = None,
+    ):
         super().__init__()
         if pool not in (None, "") and images not in (None, ""):
-            raise DataError(f"give either a folder of training images (data.images={images}) or a standard image "
-                            f"pool (data.pool={pool}), not both")
+            raise DataError(
+                f"give either a folder of training images (data.images={images}) or a standard image "
+                f"pool (data.pool={pool}), not both"
+            )
         if pool not in (None, ""):
             from cem_lab.datasets import DatasetError, image_pool
 
@@ -264,23 +296,31 @@ class RestorationDataModule(L.LightningDataModule):
         if pre_upsample is None:
             pre_upsample = len(self.tasks) > 1
         if len(self.tasks) > 1 and not pre_upsample:
-            raise DataError("a multi-task model needs scale-1 pairs: SR inputs are bicubic-"
-                            "upsampled to the HR size (pre_upsample=True)")
+            raise DataError(
+                "a multi-task model needs scale-1 pairs: SR inputs are bicubic-"
+                "upsampled to the HR size (pre_upsample=True)"
+            )
         self.pre_upsample = bool(pre_upsample)
         self.scales = sorted({t.scale for t in self.tasks})
-        for name, value, minimum in (("crop", crop, 1), ("batch_size", batch_size, 1),
-                                     ("steps_per_epoch", steps_per_epoch, 1),
-                                     ("val_images", val_images, 1), ("num_workers", num_workers, 0),
-                                     ("seed", seed, 0), ("val_seed", val_seed, 0)):
+        for name, value, minimum in (
+            ("crop", crop, 1),
+            ("batch_size", batch_size, 1),
+            ("steps_per_epoch", steps_per_epoch, 1),
+            ("val_images", val_images, 1),
+            ("num_workers", num_workers, 0),
+            ("seed", seed, 0),
+            ("val_seed", val_seed, 0),
+        ):
             if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
                 raise DataError(f"{name} must be an integer >= {minimum}, got {value!r}")
         for t in self.tasks:
             if crop % t.scale:
-                raise DataError(f"crop {crop} is not a multiple of the scale {t.scale} of task "
-                                f"{task_label(t)}; choose a crop divisible by {t.scale} "
-                                f"(e.g. {max(t.scale, crop - crop % t.scale)})")
-        if val_crop is not None and (isinstance(val_crop, bool) or not isinstance(val_crop, int)
-                                     or val_crop < 1):
+                raise DataError(
+                    f"crop {crop} is not a multiple of the scale {t.scale} of task "
+                    f"{task_label(t)}; choose a crop divisible by {t.scale} "
+                    f"(e.g. {max(t.scale, crop - crop % t.scale)})"
+                )
+        if val_crop is not None and (isinstance(val_crop, bool) or not isinstance(val_crop, int) or val_crop < 1):
             raise DataError(f"val_crop must be a positive integer or None, got {val_crop!r}")
         self.images_dir = None if images in (None, "") else Path(images)
         self.crop = crop
@@ -292,12 +332,12 @@ class RestorationDataModule(L.LightningDataModule):
         self.val_seed = int(val_seed)
         self.augment = augment
         self.num_workers = num_workers
-        self.train_images: Optional[list[Tensor]] = None
+        self.train_images: list[Tensor] | None = None
         self.train_names: list[str] = []
         self.val_names: list[str] = []
-        self._val_clean: Optional[list[Tensor]] = None
-        self.train_set: Optional[TrainPairs] = None
-        self.val_set: Optional[ValPairs] = None
+        self._val_clean: list[Tensor] | None = None
+        self.train_set: TrainPairs | None = None
+        self.val_set: ValPairs | None = None
 
     # -- loading ---------------------------------------------------------------------------
     def _load_sources(self) -> tuple[list[tuple[str, Tensor]], list[tuple[str, Tensor]]]:
@@ -324,32 +364,44 @@ class RestorationDataModule(L.LightningDataModule):
 
         files = find_images(self.images_dir)
         if len(files) <= self.val_images:
-            raise DataError(f"{self.images_dir} holds {len(files)} image(s); the last {self.val_images} "
-                            "are held out for validation (data.val_images), so at least "
-                            f"{self.val_images + 1} are needed")
+            raise DataError(
+                f"{self.images_dir} holds {len(files)} image(s); the last {self.val_images} "
+                "are held out for validation (data.val_images), so at least "
+                f"{self.val_images + 1} are needed"
+            )
         loaded = [(f.name, _to_chw_uint8(load_image(f))) for f in files]
-        return loaded[:-self.val_images], loaded[-self.val_images:]
+        return loaded[: -self.val_images], loaded[-self.val_images :]
 
-    def setup(self, stage: Optional[str] = None) -> None:
+    def setup(self, stage: str | None = None) -> None:
         """Load the pictures and build the datasets (once; errors before any training)."""
         if self.train_set is not None:
             return
         train, val = self._load_sources()
-        small = [f"{n} ({img.shape[1]}x{img.shape[2]})" for n, img in train
-                 if min(img.shape[1:]) < self.crop]
+        small = [f"{n} ({img.shape[1]}x{img.shape[2]})" for n, img in train if min(img.shape[1:]) < self.crop]
         kept = [(n, img) for n, img in train if min(img.shape[1:]) >= self.crop]
         if small:
-            warnings.warn(f"skipping {len(small)} training image(s) smaller than the crop "
-                          f"{self.crop}x{self.crop}: {', '.join(small)}", stacklevel=2)
+            warnings.warn(
+                f"skipping {len(small)} training image(s) smaller than the crop "
+                f"{self.crop}x{self.crop}: {', '.join(small)}",
+                stacklevel=2,
+            )
         if not kept:
             where = self.images_dir if self.images_dir is not None else "the embedded pictures"
-            raise DataError(f"no training image in {where} is at least {self.crop}x{self.crop} "
-                            "pixels (the crop); use a smaller train.crop or larger images")
+            raise DataError(
+                f"no training image in {where} is at least {self.crop}x{self.crop} "
+                "pixels (the crop); use a smaller train.crop or larger images"
+            )
         self.train_names = [n for n, _ in kept]
         self.train_images = [img for _, img in kept]
-        self.train_set = TrainPairs(self.train_images, self.tasks, self.crop,
-                                    self.steps_per_epoch * self.batch_size, seed=self.seed,
-                                    augment=self.augment, pre_upsample=self.pre_upsample)
+        self.train_set = TrainPairs(
+            self.train_images,
+            self.tasks,
+            self.crop,
+            self.steps_per_epoch * self.batch_size,
+            seed=self.seed,
+            augment=self.augment,
+            pre_upsample=self.pre_upsample,
+        )
         self.val_set = ValPairs(self._validation_pairs(val))
 
     def _validation_pairs(self, val: list[tuple[str, Tensor]]) -> list[dict[str, Any]]:
@@ -359,8 +411,9 @@ class RestorationDataModule(L.LightningDataModule):
         for name, img in val:
             clean = crop_to_scale(_center_crop(img, self.val_crop), multiple)
             if min(clean.shape[1:]) < multiple:
-                raise DataError(f"validation image {name} ({img.shape[1]}x{img.shape[2]}) is too "
-                                "small for the task scale")
+                raise DataError(
+                    f"validation image {name} ({img.shape[1]}x{img.shape[2]}) is too small for the task scale"
+                )
             clean = _to_float(clean)[None]
             self.val_names.append(name)
             for k, task in enumerate(self.tasks):
@@ -375,10 +428,16 @@ class RestorationDataModule(L.LightningDataModule):
         self.setup("fit")
         assert self.train_set is not None
         sampler = _EpochSampler(len(self.train_set), self.batch_size, self._global_step)
-        return DataLoader(self.train_set, batch_size=self.batch_size, sampler=sampler, drop_last=True,
-                          num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
+        return DataLoader(
+            self.train_set,
+            batch_size=self.batch_size,
+            sampler=sampler,
+            drop_last=True,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+        )
 
-    def _global_step(self) -> Optional[int]:
+    def _global_step(self) -> int | None:
         trainer = getattr(self, "trainer", None)
         return None if trainer is None else int(trainer.global_step)
 
@@ -391,13 +450,20 @@ class RestorationDataModule(L.LightningDataModule):
     def describe(self) -> dict:
         """What the data is, for the exported model's metadata."""
         return {
-            "images": (f"standard image pool {self.pool!r} (cem_lab.datasets.IMAGE_POOLS)" if self.pool is not None
-                       else "embedded scikit-image pictures" if self.images_dir is None else str(self.images_dir)),
+            "images": (
+                f"standard image pool {self.pool!r} (cem_lab.datasets.IMAGE_POOLS)"
+                if self.pool is not None
+                else "embedded scikit-image pictures"
+                if self.images_dir is None
+                else str(self.images_dir)
+            ),
             "train_images": list(self.train_names),
             "val_images": list(self.val_names),
-            "crop": self.crop, "batch_size": self.batch_size, "seed": self.seed,
-            "val_seed": self.val_seed, "val_crop": self.val_crop, "augment": self.augment,
+            "crop": self.crop,
+            "batch_size": self.batch_size,
+            "seed": self.seed,
+            "val_seed": self.val_seed,
+            "val_crop": self.val_crop,
+            "augment": self.augment,
             "pre_upsample": self.pre_upsample,
         }
-
-

@@ -14,6 +14,7 @@ launcher re-executes the script, which clashes with Hydra's working directories:
 issue 11300, Hydra issue 2070). Under Slurm (``srun`` starts one task per device) Lightning's
 cluster environment is detected and the processes are not spawned again.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -24,12 +25,12 @@ import os
 import sys
 import tempfile
 import warnings
-from typing import Any, Optional
+from typing import Any
 
 import torch
 
-from cem_lab.causal.runner import UnitExecutor, compute_cem
 from cem_lab.causal.result import CEMResult
+from cem_lab.causal.runner import UnitExecutor, compute_cem
 
 
 class FabricExecutor(UnitExecutor):
@@ -48,11 +49,11 @@ class FabricExecutor(UnitExecutor):
         values = torch.full((per_rank, width), float("nan"), dtype=torch.float64)
         for j, u in enumerate(range(self.rank, len(units), self.world)):
             v = job._metrics(*units[u])
-            values[j, :len(v)] = torch.from_numpy(v)
+            values[j, : len(v)] = torch.from_numpy(v)
         gathered = self.fabric.all_gather(values.to(self.fabric.device)).cpu().numpy()
         if gathered.ndim == 2:  # world size 1
             gathered = gathered[None]
-        return [gathered[u % self.world, u // self.world, :len(units[u][0])] for u in range(len(units))]
+        return [gathered[u % self.world, u // self.world, : len(units[u][0])] for u in range(len(units))]
 
 
 LOG_FORMAT = "[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"
@@ -62,7 +63,7 @@ LOG_FORMAT = "[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"
 _ALL_GATHER_DEPRECATION = r"torch\.distributed\.nn\.functional\.all_gather is deprecated"
 
 
-def _attach_log_handlers(log_file: Optional[str], to_stderr: bool) -> list[logging.Handler]:
+def _attach_log_handlers(log_file: str | None, to_stderr: bool) -> list[logging.Handler]:
     """Rank 0 of spawned processes: send the ``cem_lab`` records where the parent would."""
     logger = logging.getLogger("cem_lab")
     handlers: list[logging.Handler] = []
@@ -79,13 +80,18 @@ def _attach_log_handlers(log_file: Optional[str], to_stderr: bool) -> list[loggi
     return handlers
 
 
-def _worker(fabric, kwargs: dict, parent_pid: int, log_file: Optional[str], to_stderr: bool) -> Optional[CEMResult]:
+def _worker(fabric, kwargs: dict, parent_pid: int, log_file: str | None, to_stderr: bool) -> CEMResult | None:
     spawned = os.getpid() != parent_pid
     if fabric.device.type == "cpu":  # share the cores instead of oversubscribing them
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // fabric.world_size))
     executor = FabricExecutor(fabric)
-    kwargs = dict(kwargs, model=kwargs["model"].to(fabric.device), device=fabric.device, progress=kwargs.get("progress", True) and executor.is_main,
-                  executor=executor)
+    kwargs = dict(
+        kwargs,
+        model=kwargs["model"].to(fabric.device),
+        device=fabric.device,
+        progress=kwargs.get("progress", True) and executor.is_main,
+        executor=executor,
+    )
     if "lock_folder" in inspect.signature(compute_cem).parameters:
         kwargs["lock_folder"] = False  # the parent process holds the run folder
     # a process of its own has no logging set up: rank 0 logs to the run's log file (and stderr)
@@ -109,9 +115,19 @@ def _worker(fabric, kwargs: dict, parent_pid: int, log_file: Optional[str], to_s
     return result if executor.is_main and not spawned else None
 
 
-def compute_cem_distributed(model, image, task, roi, *, devices: Any = "auto", accelerator: str = "auto",
-                            num_nodes: int = 1, strategy: str = "ddp_spawn", log_file: Optional[str] = None,
-                            **kwargs) -> Optional[CEMResult]:
+def compute_cem_distributed(
+    model,
+    image,
+    task,
+    roi,
+    *,
+    devices: Any = "auto",
+    accelerator: str = "auto",
+    num_nodes: int = 1,
+    strategy: str = "ddp_spawn",
+    log_file: str | None = None,
+    **kwargs,
+) -> CEMResult | None:
     """:func:`cem_lab.compute_cem` on several processes (devices, nodes); same arguments.
 
     ``devices``/``accelerator``/``num_nodes`` are Lightning's. The result equals the

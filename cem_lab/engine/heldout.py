@@ -13,10 +13,12 @@ it was trained for (a scale-1 mixed model restores SR inputs as its ``upsampling
 in the CEM). The zoo stores the outcome in each model's ``.yaml`` (``heldout:``), which
 ``cem-zoo table`` prints; ``tests/test_zoo.py`` recomputes it.
 """
+
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Optional, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -32,14 +34,14 @@ __all__ = ["HELDOUT_POOL", "evaluate_network", "evaluate_zoo_model", "pool_image
 HELDOUT_POOL = "heldout"
 
 
-def pool_images(pool: str = HELDOUT_POOL, names: Optional[Sequence[str]] = None) -> list[tuple[str, torch.Tensor]]:
+def pool_images(pool: str = HELDOUT_POOL, names: Sequence[str] | None = None) -> list[tuple[str, torch.Tensor]]:
     """(name, (1, 3, H, W) float in [0, 1]) of every picture of ``pool`` (or the ``names`` given)."""
     import warnings
 
     from cem_lab.datasets import image_pool, standard_image
 
     out = []
-    for name in (names if names is not None else image_pool(pool)):
+    for name in names if names is not None else image_pool(pool):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # a grey picture replicated to RGB
             arr = standard_image(name)
@@ -48,8 +50,13 @@ def pool_images(pool: str = HELDOUT_POOL, names: Optional[Sequence[str]] = None)
 
 
 @torch.no_grad()
-def evaluate_network(net: nn.Module, task: Task, images: Sequence[tuple[str, torch.Tensor]], seed: int = 0,
-                     device: str | torch.device = "cpu") -> list[dict[str, Any]]:
+def evaluate_network(
+    net: nn.Module,
+    task: Task,
+    images: Sequence[tuple[str, torch.Tensor]],
+    seed: int = 0,
+    device: str | torch.device = "cpu",
+) -> list[dict[str, Any]]:
     """One record per picture: ``image``, ``psnr``, ``ssim``, ``baseline_psnr``, ``baseline_ssim``, ``gain``."""
     net = net.to(device).eval()
     sr = task.scale > 1
@@ -60,12 +67,19 @@ def evaluate_network(net: nn.Module, task: Task, images: Sequence[tuple[str, tor
         inputs = task.degrade(clean, seed + k)
         out = net(inputs.to(device)).cpu()
         if out.shape[-2:] != clean.shape[-2:]:
-            raise ValueError(f"the network returned {tuple(out.shape[-2:])} for {name}, the task needs "
-                             f"{tuple(clean.shape[-2:])}: a network of another scale than the task's x{task.scale}")
+            raise ValueError(
+                f"the network returned {tuple(out.shape[-2:])} for {name}, the task needs "
+                f"{tuple(clean.shape[-2:])}: a network of another scale than the task's x{task.scale}"
+            )
         base = trivial_baseline(inputs, clean.shape[-2:])  # the validation's own baseline and measure
         t, o, b = (RestorationModule._measure_space(v, crop_border, y) for v in (clean, out, base))
-        rec = {"image": name, "psnr": float(psnr(o, t)[0]), "ssim": float(ssim(o, t)[0]),
-               "baseline_psnr": float(psnr(b, t)[0]), "baseline_ssim": float(ssim(b, t)[0])}
+        rec = {
+            "image": name,
+            "psnr": float(psnr(o, t)[0]),
+            "ssim": float(ssim(o, t)[0]),
+            "baseline_psnr": float(psnr(b, t)[0]),
+            "baseline_ssim": float(ssim(b, t)[0]),
+        }
         rec["gain"] = rec["psnr"] - rec["baseline_psnr"]
         records.append({k2: (round(v, 4) if isinstance(v, float) else v) for k2, v in rec.items()})
     return records
@@ -86,8 +100,9 @@ def _described_tasks(entry: Mapping[str, Any]) -> list[dict]:
     return [dict(entry["task"])] if "task" in entry else [dict(t) for t in entry["tasks"]]
 
 
-def evaluate_zoo_model(name: str, pool: str = HELDOUT_POOL, seed: int = 0, zoo_dir: Optional[Path] = None,
-                       device: str | torch.device = "cpu") -> dict[str, Any]:
+def evaluate_zoo_model(
+    name: str, pool: str = HELDOUT_POOL, seed: int = 0, zoo_dir: Path | None = None, device: str | torch.device = "cpu"
+) -> dict[str, Any]:
     """The held-out record of zoo model ``name``: ``{"pool", "seed", "images", "tasks": {label: summary}}``."""
     from cem_lab.models.zoo import ZOO_DIR, load_zoo_model, read_zoo_entry
 
@@ -99,6 +114,11 @@ def evaluate_zoo_model(name: str, pool: str = HELDOUT_POOL, seed: int = 0, zoo_d
         task = task_from_description(described) if "name" in described else make_task(**described)
         net = load_zoo_model(name, scale=task.scale, zoo_dir=zoo_dir)
         tasks[task_label(task)] = summarise(evaluate_network(net, task, images, seed=seed, device=device))
-    return {"pool": pool, "seed": seed, "images": [n for n, _ in images],
-            "conventions": "uint8 outputs; SR: Y channel, crop_border = scale; DN/DR: RGB, no crop; "
-                           "degradation seed = seed + index in the pool", "tasks": tasks}
+    return {
+        "pool": pool,
+        "seed": seed,
+        "images": [n for n, _ in images],
+        "conventions": "uint8 outputs; SR: Y channel, crop_border = scale; DN/DR: RGB, no crop; "
+        "degradation seed = seed + index in the pool",
+        "tasks": tasks,
+    }

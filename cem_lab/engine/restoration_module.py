@@ -22,13 +22,15 @@
 * :meth:`export` writes the (EMA) weights with ``save_weights``: ``.safetensors`` + ``.yaml`` with
   the architecture and the training metadata.
 """
+
 from __future__ import annotations
 
 import bisect
 import copy
 import math
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Optional, Sequence, Union
+from typing import Any
 
 import lightning as L
 import torch
@@ -39,15 +41,22 @@ from cem_lab.engine.data import TaskSpec, resolve_tasks, task_label
 from cem_lab.metrics import psnr, quantize_uint8, rgb_to_y, ssim
 from cem_lab.tasks import Task
 
-__all__ = ["SCHEDULES", "RestorationModule", "resolve_task_weights", "schedule_factor",
-           "trivial_baseline"]
+__all__ = ["SCHEDULES", "RestorationModule", "resolve_task_weights", "schedule_factor", "trivial_baseline"]
 
 SCHEDULES = ("cosine", "step", "none")
 LOSSES = ("l1", "l2")
 
 
-def schedule_factor(step: int, schedule: str, max_steps: int, lr: float, min_lr: float = 0.0,
-                    milestones: Sequence[int] = (), gamma: float = 0.5, warmup_steps: int = 0) -> float:
+def schedule_factor(
+    step: int,
+    schedule: str,
+    max_steps: int,
+    lr: float,
+    min_lr: float = 0.0,
+    milestones: Sequence[int] = (),
+    gamma: float = 0.5,
+    warmup_steps: int = 0,
+) -> float:
     """The learning rate at ``step`` (0-based, before that step's update) divided by ``lr``."""
     if warmup_steps > 0 and step < warmup_steps:
         warm = (step + 1) / warmup_steps
@@ -65,8 +74,7 @@ def schedule_factor(step: int, schedule: str, max_steps: int, lr: float, min_lr:
     return warm * factor
 
 
-def resolve_task_weights(weights: Optional[Mapping[str, Any]], tasks: Sequence[Task]
-                         ) -> Optional[list[float]]:
+def resolve_task_weights(weights: Mapping[str, Any] | None, tasks: Sequence[Task]) -> list[float] | None:
     """One loss weight per task, in the tasks' order, from a mapping keyed by task name (``sr``)
     or label (``sr_x4``); missing tasks weigh 1. ``None`` or an empty mapping: ``None``."""
     if weights is None or len(weights) == 0:
@@ -79,10 +87,11 @@ def resolve_task_weights(weights: Optional[Mapping[str, Any]], tasks: Sequence[T
     for key, value in weights.items():
         hits = [i for i in range(len(tasks)) if key == labels[i] or key == names[i]]
         if not hits:
-            raise ValueError(f"task_weights names {key!r}, which is not a trained task; the tasks are "
-                             f"{', '.join(labels)} (give a name or a label)")
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
-                or value <= 0:
+            raise ValueError(
+                f"task_weights names {key!r}, which is not a trained task; the tasks are "
+                f"{', '.join(labels)} (give a name or a label)"
+            )
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
             raise ValueError(f"task_weights[{key!r}] must be a positive number, got {value!r}")
         for i in hits:
             out[i] = float(value)
@@ -116,13 +125,26 @@ class RestorationModule(L.LightningModule):
             (``"sr"``) or label (``"sr_x4"``) to a positive weight; tasks left out weigh 1.
     """
 
-    def __init__(self, net: nn.Module, tasks: Union[TaskSpec, Sequence[TaskSpec]] = "sr",
-                 lr: float = 5e-4, betas: Sequence[float] = (0.9, 0.99), weight_decay: float = 0.0,
-                 schedule: str = "cosine", max_steps: int = 1000, min_lr: float = 1e-6,
-                 milestones: Sequence[int] = (), gamma: float = 0.5, warmup_steps: int = 0,
-                 ema_decay: Optional[float] = None, crop_border: Optional[int] = None,
-                 test_y_channel: Optional[bool] = None, pre_upsample: bool = False,
-                 loss: str = "l1", task_weights: Optional[Mapping[str, float]] = None):
+    def __init__(
+        self,
+        net: nn.Module,
+        tasks: TaskSpec | Sequence[TaskSpec] = "sr",
+        lr: float = 5e-4,
+        betas: Sequence[float] = (0.9, 0.99),
+        weight_decay: float = 0.0,
+        schedule: str = "cosine",
+        max_steps: int = 1000,
+        min_lr: float = 1e-6,
+        milestones: Sequence[int] = (),
+        gamma: float = 0.5,
+        warmup_steps: int = 0,
+        ema_decay: float | None = None,
+        crop_border: int | None = None,
+        test_y_channel: bool | None = None,
+        pre_upsample: bool = False,
+        loss: str = "l1",
+        task_weights: Mapping[str, float] | None = None,
+    ):
         super().__init__()
         if loss not in LOSSES:
             raise ValueError(f"loss must be one of {', '.join(LOSSES)}, got {loss!r}")
@@ -136,8 +158,9 @@ class RestorationModule(L.LightningModule):
             raise ValueError(f"betas must be two numbers in [0, 1), got {list(betas)}")
         if ema_decay is not None and not 0 < ema_decay < 1:
             raise ValueError(f"ema_decay must lie in (0, 1) or be None, got {ema_decay}")
-        if crop_border is not None and (isinstance(crop_border, bool) or not isinstance(crop_border, int)
-                                        or crop_border < 0):
+        if crop_border is not None and (
+            isinstance(crop_border, bool) or not isinstance(crop_border, int) or crop_border < 0
+        ):
             raise ValueError(f"crop_border must be a non-negative integer or None, got {crop_border!r}")
         if warmup_steps < 0:
             raise ValueError(f"warmup_steps must be >= 0, got {warmup_steps}")
@@ -146,8 +169,11 @@ class RestorationModule(L.LightningModule):
         self.tasks: list[Task] = resolve_tasks(tasks)
         self.labels = [task_label(t) for t in self.tasks]
         self.task_weights = resolve_task_weights(task_weights, self.tasks)
-        self.register_buffer("_sample_weights", torch.tensor(
-            self.task_weights or [1.0] * len(self.tasks), dtype=torch.float32), persistent=False)
+        self.register_buffer(
+            "_sample_weights",
+            torch.tensor(self.task_weights or [1.0] * len(self.tasks), dtype=torch.float32),
+            persistent=False,
+        )
         self.lr = float(lr)
         self.betas = tuple(float(b) for b in betas)
         self.weight_decay = float(weight_decay)
@@ -161,13 +187,13 @@ class RestorationModule(L.LightningModule):
         self.crop_border = crop_border
         self.test_y_channel = test_y_channel
         self.pre_upsample = bool(pre_upsample)
-        self.ema_net: Optional[nn.Module] = None
+        self.ema_net: nn.Module | None = None
         if self.ema_decay is not None:
             self.ema_net = copy.deepcopy(net)
             self.ema_net.requires_grad_(False)
         self.register_buffer("ema_updates", torch.zeros((), dtype=torch.long))
         #: the latest validation: step, means, per task and per image (also kept in checkpoints)
-        self.validation: Optional[dict[str, Any]] = None
+        self.validation: dict[str, Any] | None = None
         self._records: list[dict[str, Any]] = []
         #: the global step this fit started at (> 0 when resumed from a checkpoint)
         self.start_step = 0
@@ -201,9 +227,11 @@ class RestorationModule(L.LightningModule):
         out = self.net(batch["input"])
         target = batch["target"]
         if out.shape != target.shape:
-            raise ValueError(f"the network returned {tuple(out.shape)} for inputs "
-                             f"{tuple(batch['input'].shape)}, but the targets are {tuple(target.shape)}; "
-                             "does the network's scale match the task?")
+            raise ValueError(
+                f"the network returned {tuple(out.shape)} for inputs "
+                f"{tuple(batch['input'].shape)}, but the targets are {tuple(target.shape)}; "
+                "does the network's scale match the task?"
+            )
         if self.task_weights is None:
             loss = F.l1_loss(out, target) if self.loss == "l1" else F.mse_loss(out, target)
         else:
@@ -211,20 +239,18 @@ class RestorationModule(L.LightningModule):
             per_sample = err.flatten(1).mean(dim=1)
             w = self._sample_weights.to(per_sample.dtype)[batch["task"].long()]
             loss = (w * per_sample).sum() / w.sum()
-        self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True,
-                 batch_size=target.shape[0])
+        self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True, batch_size=target.shape[0])
         return loss
 
     def configure_optimizers(self) -> Any:
-        opt = torch.optim.Adam(self.net.parameters(), lr=self.lr, betas=self.betas,
-                               weight_decay=self.weight_decay)
+        opt = torch.optim.Adam(self.net.parameters(), lr=self.lr, betas=self.betas, weight_decay=self.weight_decay)
         sched = torch.optim.lr_scheduler.LambdaLR(opt, self._lr_factor)
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step",
-                                                   "frequency": 1}}
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step", "frequency": 1}}
 
     def _lr_factor(self, step: int) -> float:
-        return schedule_factor(step, self.schedule, self.max_steps, self.lr, self.min_lr,
-                               self.milestones, self.gamma, self.warmup_steps)
+        return schedule_factor(
+            step, self.schedule, self.max_steps, self.lr, self.min_lr, self.milestones, self.gamma, self.warmup_steps
+        )
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         if self.ema_net is None:
@@ -251,12 +277,17 @@ class RestorationModule(L.LightningModule):
         for i in range(inputs.shape[0]):
             k = int(batch["task"][i])
             cb, y = self.metric_settings(k)
-            t, o, b = (self._measure_space(v[i:i + 1], cb, y) for v in (target, out, base))
-            self._records.append({
-                "image": names[i], "task": self.labels[k],
-                "psnr": float(psnr(o, t)[0]), "ssim": float(ssim(o, t)[0]),
-                "baseline_psnr": float(psnr(b, t)[0]), "baseline_ssim": float(ssim(b, t)[0]),
-            })
+            t, o, b = (self._measure_space(v[i : i + 1], cb, y) for v in (target, out, base))
+            self._records.append(
+                {
+                    "image": names[i],
+                    "task": self.labels[k],
+                    "psnr": float(psnr(o, t)[0]),
+                    "ssim": float(ssim(o, t)[0]),
+                    "baseline_psnr": float(psnr(b, t)[0]),
+                    "baseline_ssim": float(ssim(b, t)[0]),
+                }
+            )
 
     @staticmethod
     def _measure_space(x: Tensor, crop_border: int, test_y_channel: bool) -> Tensor:
@@ -287,14 +318,15 @@ class RestorationModule(L.LightningModule):
             for label, m in per_task.items():
                 for k, v in m.items():
                     self.log(f"val/{label}/{k}", v)
-        settings = {self.labels[k]: dict(zip(("crop_border", "test_y_channel"), self.metric_settings(k)))
-                    for k in range(len(self.tasks))}
+        settings = {
+            self.labels[k]: dict(zip(("crop_border", "test_y_channel"), self.metric_settings(k)))
+            for k in range(len(self.tasks))
+        }
         self.validation = {
             "step": int(self.global_step),
             **{k: round(v, 4) for k, v in means.items()},
             "tasks": {label: {k: round(v, 4) for k, v in m.items()} for label, m in per_task.items()},
-            "images": [{k: (round(v, 4) if isinstance(v, float) else v) for k, v in r.items()}
-                       for r in self._records],
+            "images": [{k: (round(v, 4) if isinstance(v, float) else v) for k, v in r.items()} for r in self._records],
             "metric": {"quantized": "uint8", "settings": settings, "ema": self.ema_net is not None},
         }
 
@@ -305,8 +337,9 @@ class RestorationModule(L.LightningModule):
         self.validation = checkpoint.get("cem_lab_validation")
 
     # -- export ----------------------------------------------------------------------------
-    def export(self, path: Union[str, Path], config: Optional[dict] = None,
-               command: Optional[str] = None, metadata: Optional[dict] = None) -> tuple[Path, Path]:
+    def export(
+        self, path: str | Path, config: dict | None = None, command: str | None = None, metadata: dict | None = None
+    ) -> tuple[Path, Path]:
         """Write the (EMA) weights to ``path`` (.safetensors) and the ``.yaml`` beside it.
 
         ``config`` (``_target_`` + keyword arguments) defaults to ``net.config()``. The YAML
@@ -329,20 +362,29 @@ class RestorationModule(L.LightningModule):
             sr = [t.scale for t in self.tasks if t.scale > 1]
             meta["pre_upsampled_sr"] = {
                 "note": "SR inputs were bicubic-upsampled to the HR size before this scale-1 network; "
-                        "the same weights load into the upsampling='pre' network below, which takes "
-                        "the LR image",
+                "the same weights load into the upsampling='pre' network below, which takes "
+                "the LR image",
                 **({"model": pre_upsample_config(config, sr[0])} if sr and "scale" in config else {}),
             }
         if self.validation is not None:
             meta["validation"] = self.validation
         meta["training"] = {
-            "steps": int(self.global_step), "loss": self.loss, "optimizer": "adam", "lr": self.lr,
-            "betas": list(self.betas), "weight_decay": self.weight_decay, "schedule": self.schedule,
-            "max_steps": self.max_steps, "min_lr": self.min_lr, "milestones": self.milestones,
-            "gamma": self.gamma, "warmup_steps": self.warmup_steps, "ema_decay": self.ema_decay,
-            **({"task_weights": dict(zip(self.labels, self.task_weights))}
-               if self.task_weights is not None else {}),
-            "torch": str(torch.__version__), "lightning": str(L.__version__),
+            "steps": int(self.global_step),
+            "loss": self.loss,
+            "optimizer": "adam",
+            "lr": self.lr,
+            "betas": list(self.betas),
+            "weight_decay": self.weight_decay,
+            "schedule": self.schedule,
+            "max_steps": self.max_steps,
+            "min_lr": self.min_lr,
+            "milestones": self.milestones,
+            "gamma": self.gamma,
+            "warmup_steps": self.warmup_steps,
+            "ema_decay": self.ema_decay,
+            **({"task_weights": dict(zip(self.labels, self.task_weights))} if self.task_weights is not None else {}),
+            "torch": str(torch.__version__),
+            "lightning": str(L.__version__),
         }
         if command:
             meta["trained_with"] = command

@@ -8,13 +8,15 @@ acceptable; so the CLI configs turn both off (``hydra.output_subdir: null`` and 
 accepted. Log lines of the checks before that are kept in memory (:func:`buffered_log`) and go to
 the log file on acceptance, or nowhere on refusal.
 """
+
 from __future__ import annotations
 
 import logging
 import logging.handlers
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -56,7 +58,7 @@ class CheckOutputFolder(Callback):
             fail(self.program, err)
 
 
-def _hydra_config() -> Optional[DictConfig]:
+def _hydra_config() -> DictConfig | None:
     try:
         from hydra.core.hydra_config import HydraConfig
 
@@ -83,8 +85,9 @@ def write_hydra_record(cfg: DictConfig, folder: Path) -> None:
 def buffered_log(logger: str = "") -> Iterator[logging.handlers.MemoryHandler]:
     """Keep the records of ``logger`` (root by default) in memory until :func:`open_log_file` sends
     them to a file; dropped when the block ends without that."""
-    memory = logging.handlers.MemoryHandler(capacity=1 << 20, flushLevel=logging.CRITICAL + 1, target=None,
-                                            flushOnClose=False)
+    memory = logging.handlers.MemoryHandler(
+        capacity=1 << 20, flushLevel=logging.CRITICAL + 1, target=None, flushOnClose=False
+    )
     memory.setLevel(logging.INFO)
     log = logging.getLogger(logger)
     log.addHandler(memory)
@@ -95,8 +98,9 @@ def buffered_log(logger: str = "") -> Iterator[logging.handlers.MemoryHandler]:
         memory.close()
 
 
-def open_log_file(path: Path, memory: Optional[logging.handlers.MemoryHandler] = None,
-                  logger: str = "") -> logging.FileHandler:
+def open_log_file(
+    path: Path, memory: logging.handlers.MemoryHandler | None = None, logger: str = ""
+) -> logging.FileHandler:
     """Append ``logger``'s records to ``path`` from now on, after those ``memory`` kept."""
     handler = logging.FileHandler(path, mode="a", encoding="utf-8")
     handler.setFormatter(logging.Formatter(LOG_FORMAT))
@@ -109,15 +113,16 @@ def open_log_file(path: Path, memory: Optional[logging.handlers.MemoryHandler] =
     return handler
 
 
-def close_log_file(handler: Optional[logging.Handler], logger: str = "") -> None:
+def close_log_file(handler: logging.Handler | None, logger: str = "") -> None:
     if handler is None:
         return
     logging.getLogger(logger).removeHandler(handler)
     handler.close()
 
 
-def accept_run_folder(cfg: DictConfig, folder: Path, memory: Optional[logging.handlers.MemoryHandler] = None,
-                      log_name: str = "cem.log") -> logging.FileHandler:
+def accept_run_folder(
+    cfg: DictConfig, folder: Path, memory: logging.handlers.MemoryHandler | None = None, log_name: str = "cem.log"
+) -> logging.FileHandler:
     """The run is locked and its input accepted: write ``config.yaml`` (resolved) and Hydra's record,
     and open the log (with the checks' records). Returns the log handler to close at the end."""
     from cem_lab.io import write_text

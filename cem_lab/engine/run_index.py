@@ -7,13 +7,14 @@ skipped; anything else goes to the core, which resumes from ``state.npz`` and ch
 fingerprint itself (settings, model weights, images, patch bank). Code changes (an edited model
 class, a new cem_lab) are not noticed here: delete ``done.json`` to force the core's full check.
 """
+
 from __future__ import annotations
 
 import hashlib
 import json
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -64,7 +65,7 @@ def input_signatures(cfg: DictConfig) -> dict[str, Any]:
     return out
 
 
-def state_status(folder: Path) -> Optional[tuple[str, str]]:
+def state_status(folder: Path) -> tuple[str, str] | None:
     """(``complete`` or ``partial``, fingerprint) of the folder's checkpoint; None without one."""
     import numpy as np
 
@@ -80,14 +81,14 @@ def state_status(folder: Path) -> Optional[tuple[str, str]]:
         return "partial", ""
 
 
-def _read_json(path: Path) -> Optional[dict]:
+def _read_json(path: Path) -> dict | None:
     try:
         return json.loads(path.read_text())
     except (OSError, ValueError):
         return None
 
 
-def finished_run(cfg: DictConfig, folder: Path) -> Optional[dict]:
+def finished_run(cfg: DictConfig, folder: Path) -> dict | None:
     """The summary of the finished run in ``folder`` if it is exactly this config's run, else None."""
     done = _read_json(folder / DONE_FILE)
     if not done or not (folder / "cem.npz").is_file():
@@ -106,6 +107,12 @@ def finished_run(cfg: DictConfig, folder: Path) -> Optional[dict]:
 def mark_done(cfg: DictConfig, folder: Path, fingerprint: str) -> None:
     from cem_lab.io import write_json
 
-    write_json(folder / DONE_FILE, {"fingerprint": fingerprint, "config": identity_config(cfg),
-                                    "inputs": input_signatures(cfg),
-                                    "finished": time.strftime("%Y-%m-%dT%H:%M:%S")})
+    write_json(
+        folder / DONE_FILE,
+        {
+            "fingerprint": fingerprint,
+            "config": identity_config(cfg),
+            "inputs": input_signatures(cfg),
+            "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        },
+    )

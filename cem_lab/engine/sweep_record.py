@@ -26,6 +26,7 @@ counted from the overrides the way Hydra's basic sweeper expands them (the produ
 lists and ranges, with ``hydra.sweeper.params``); other sweepers report ``n_trials`` when they have
 it, else N is shown as "?".
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -38,7 +39,7 @@ import time
 import traceback
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
@@ -54,9 +55,22 @@ STATE_DIR = ".sweep"
 SUMMARY_FILE = "sweep_summary.json"
 ERROR_FILE = "error.txt"
 # keys that do not change a result: left out of run, job and sweep names (as in conf/cem.yaml)
-NAME_EXCLUDED = ("progress", "batch_size", "device", "figures", "hydra.verbose", "launcher", "logger",
-                 "sweep_name", "trainer.devices", "trainer.accelerator", "trainer.num_nodes",
-                 "trainer.strategy", "checkpoint.every_s", "checkpoint.every_items")
+NAME_EXCLUDED = (
+    "progress",
+    "batch_size",
+    "device",
+    "figures",
+    "hydra.verbose",
+    "launcher",
+    "logger",
+    "sweep_name",
+    "trainer.devices",
+    "trainer.accelerator",
+    "trainer.num_nodes",
+    "trainer.strategy",
+    "checkpoint.every_s",
+    "checkpoint.every_items",
+)
 
 
 def _shorten_value(value: str) -> str:
@@ -89,8 +103,7 @@ def sweep_name(overrides: list[str], exclude: tuple[str, ...] = NAME_EXCLUDED) -
     never share a folder. Keys that do not change results (``exclude``) are left out.
     """
     overrides = [str(o) for o in overrides]
-    kept = [(o, sw) for o, sw in zip(overrides, _swept(overrides))
-            if o.partition("=")[0].lstrip("+~") not in exclude]
+    kept = [(o, sw) for o, sw in zip(overrides, _swept(overrides)) if o.partition("=")[0].lstrip("+~") not in exclude]
     if not kept:
         return "default"
     full = ",".join(sorted(o for o, _ in kept))
@@ -118,7 +131,7 @@ if not OmegaConf.has_resolver("cem_sweep_name"):
     OmegaConf.register_new_resolver("cem_sweep_name", resolve_sweep_name)
 
 
-def count_jobs(config: DictConfig) -> Optional[int]:
+def count_jobs(config: DictConfig) -> int | None:
     """How many jobs the sweeper will launch, when that can be known in advance."""
     sweeper = config.hydra.get("sweeper") or {}
     target = str(sweeper.get("_target_", ""))
@@ -145,7 +158,7 @@ def _state_dir(config: DictConfig) -> Path:
     return _sweep_dir(config) / STATE_DIR
 
 
-def _read_json(path: Path) -> Optional[dict]:
+def _read_json(path: Path) -> dict | None:
     try:
         return json.loads(path.read_text())
     except (OSError, ValueError):
@@ -169,7 +182,7 @@ def _counts(records: dict[int, dict]) -> dict[str, int]:
     return c
 
 
-def _total(config: DictConfig) -> Optional[int]:
+def _total(config: DictConfig) -> int | None:
     state = _read_json(_state_dir(config) / "sweep.json") or {}
     return state.get("jobs")
 
@@ -220,13 +233,16 @@ class SweepProgress(Callback):
     def __init__(self, exit_on_failure: bool = True) -> None:
         self.exit_on_failure = exit_on_failure
         self._t0 = time.time()
-        self._lock: Optional[ExitStack] = None
+        self._lock: ExitStack | None = None
 
     # --- in the process that runs `cem-lab -m` ---------------------------------------------------
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         explicit = OmegaConf.select(config, "sweep_name")
-        name = resolve_sweep_name(explicit) if explicit not in (None, "") else \
-            sweep_name(list(config.hydra.overrides.task))
+        name = (
+            resolve_sweep_name(explicit)
+            if explicit not in (None, "")
+            else sweep_name(list(config.hydra.overrides.task))
+        )
         os.environ[SWEEP_ENV] = name
         self._t0 = time.time()
         self._hold_sweep_folder(_sweep_dir(config))
@@ -244,11 +260,18 @@ class SweepProgress(Callback):
         n = count_jobs(config)
         from cem_lab.io import write_json
 
-        write_json(state / "sweep.json", {"sweep_name": name, "jobs": n,
-                                          "overrides": list(config.hydra.overrides.task),
-                                          "started": time.strftime("%Y-%m-%dT%H:%M:%S")})
-        print(f"cem-lab sweep: {n if n is not None else 'an unknown number of'} jobs in {_sweep_dir(config)}",
-              flush=True)
+        write_json(
+            state / "sweep.json",
+            {
+                "sweep_name": name,
+                "jobs": n,
+                "overrides": list(config.hydra.overrides.task),
+                "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            },
+        )
+        print(
+            f"cem-lab sweep: {n if n is not None else 'an unknown number of'} jobs in {_sweep_dir(config)}", flush=True
+        )
 
     def __getstate__(self) -> dict:
         # launchers (joblib, submitit) pickle the callbacks for their workers: the lock stays here
@@ -296,14 +319,27 @@ class SweepProgress(Callback):
                 continue
             jobs.append(rec)
             if rec.get("status") not in ("done", "resumed", "skipped"):
-                failures.append({"num": num, "folder": rec.get("folder"), "overrides": rec.get("overrides"),
-                                 "error": rec.get("error", "")})
+                failures.append(
+                    {
+                        "num": num,
+                        "folder": rec.get("folder"),
+                        "overrides": rec.get("overrides"),
+                        "error": rec.get("error", ""),
+                    }
+                )
         return {
-            "sweep_name": _sweep_dir(config).name, "sweep_dir": str(_sweep_dir(config)),
+            "sweep_name": _sweep_dir(config).name,
+            "sweep_dir": str(_sweep_dir(config)),
             "jobs": n if n is not None else len(records),
-            "done": c["done"] + c["resumed"], "resumed": c["resumed"], "skipped": c["skipped"],
-            "failed": c["failed"], "missing": len(missing), "missing_jobs": missing,
-            "failures": failures, "wall_s": round(time.time() - self._t0, 3), "job_list": jobs,
+            "done": c["done"] + c["resumed"],
+            "resumed": c["resumed"],
+            "skipped": c["skipped"],
+            "failed": c["failed"],
+            "missing": len(missing),
+            "missing_jobs": missing,
+            "failures": failures,
+            "wall_s": round(time.time() - self._t0, 3),
+            "job_list": jobs,
         }
 
     # --- in the process that runs the job (the same one, or a worker) -------------------------
@@ -335,14 +371,18 @@ class SweepProgress(Callback):
 
 
 def format_summary(s: dict[str, Any]) -> str:
-    lines = [f"sweep {s['sweep_name']}: {s['jobs']} jobs in {s['sweep_dir']}",
-             f"  done {s['done']} (resumed {s['resumed']}), skipped (already finished) {s['skipped']}, "
-             f"failed {s['failed']}" + (f", did not report {s['missing']}" if s["missing"] else "")]
+    lines = [
+        f"sweep {s['sweep_name']}: {s['jobs']} jobs in {s['sweep_dir']}",
+        f"  done {s['done']} (resumed {s['resumed']}), skipped (already finished) {s['skipped']}, "
+        f"failed {s['failed']}" + (f", did not report {s['missing']}" if s["missing"] else ""),
+    ]
     for f in s["failures"]:
         lines.append(f"  FAILED job {f['num'] + 1}: {f['folder']}")
         lines.append(f"    {first_line(f['error'])}")
     if s["missing"]:
-        lines.append(f"  jobs with no outcome (killed, or their launcher failed): "
-                     f"{', '.join(str(n + 1) for n in s['missing_jobs'])}")
+        lines.append(
+            f"  jobs with no outcome (killed, or their launcher failed): "
+            f"{', '.join(str(n + 1) for n in s['missing_jobs'])}"
+        )
     lines.append(f"  summary: {Path(s['sweep_dir']) / SUMMARY_FILE}")
     return "\n".join(lines)

@@ -15,22 +15,31 @@ uploads later. The W&B run is finished in every case, with exit code 1 when the 
 A run logged once is not logged again when a rerun finds it finished (``wandb.json`` in the folder).
 The core (cem_lab.causal) never imports wandb.
 """
+
 from __future__ import annotations
 
 import json
 import math
 import os
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
 MARKER = "wandb.json"
 TABLE_COLUMNS = ["row", "col", "effect", "stderr", "n", "class", "roi"]
-_SCALARS = ("baseline_metric", "baseline_metric_full_image", "blocks_outside_roi", "effect_range",
-            "total_positive_effect", "total_negative_effect", "forward_passes")
+_SCALARS = (
+    "baseline_metric",
+    "baseline_metric_full_image",
+    "blocks_outside_roi",
+    "effect_range",
+    "total_positive_effect",
+    "total_negative_effect",
+    "forward_passes",
+)
 _GROUPS = ("counts", "shares", "reach_px", "timings")
 
 
@@ -46,7 +55,7 @@ def _has_api_key() -> bool:
         return False
 
 
-def resolve_mode(requested: Optional[str]) -> Optional[str]:
+def resolve_mode(requested: str | None) -> str | None:
     """The ``mode`` to give wandb.init: the requested one, else None (wandb reads WANDB_MODE, or goes
     online) when WANDB_MODE is set or an API key is found, else "offline"."""
     if requested:
@@ -77,7 +86,7 @@ def block_rows(folder: Path) -> list[list[Any]]:
     """One row per block: row, col, effect, stderr, n, class (-1/0/+1), roi (in the ROI)."""
     import numpy as np
 
-    def num(x: float) -> Optional[float]:
+    def num(x: float) -> float | None:
         return None if not math.isfinite(float(x)) else float(x)
 
     with np.load(folder / "cem.npz", allow_pickle=False) as z:
@@ -86,12 +95,11 @@ def block_rows(folder: Path) -> list[list[Any]]:
     rows = []
     for r in range(effect.shape[0]):
         for c in range(effect.shape[1]):
-            rows.append([r, c, num(effect[r, c]), num(stderr[r, c]), int(n[r, c]), int(cls[r, c]),
-                         bool(roi[r, c])])
+            rows.append([r, c, num(effect[r, c]), num(stderr[r, c]), int(n[r, c]), int(cls[r, c]), bool(roi[r, c])])
     return rows
 
 
-def already_logged(folder: Path, fingerprint: Optional[str]) -> bool:
+def already_logged(folder: Path, fingerprint: str | None) -> bool:
     try:
         marker = json.loads((folder / MARKER).read_text())
     except (OSError, ValueError):
@@ -120,16 +128,25 @@ class WandbRun:
         self.run.summary["fingerprint"] = summary.get("fingerprint")
         self.run.summary["run_folder"] = str(folder)
         offline = bool(getattr(self.run, "offline", False))
-        write_json(folder / MARKER, {"fingerprint": summary.get("fingerprint"), "id": self.run.id,
-                                     "project": self.run.project, "group": self.run.group,
-                                     "dir": str(self.run.dir), "offline": offline,
-                                     "url": None if offline else self.run.url,
-                                     "logged": time.strftime("%Y-%m-%dT%H:%M:%S")})
+        write_json(
+            folder / MARKER,
+            {
+                "fingerprint": summary.get("fingerprint"),
+                "id": self.run.id,
+                "project": self.run.project,
+                "group": self.run.group,
+                "dir": str(self.run.dir),
+                "offline": offline,
+                "url": None if offline else self.run.url,
+                "logged": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            },
+        )
 
 
 @contextmanager
-def wandb_run(cfg: DictConfig, folder: Path, *, group: Optional[str] = None,
-              name: Optional[str] = None) -> Iterator[WandbRun]:
+def wandb_run(
+    cfg: DictConfig, folder: Path, *, group: str | None = None, name: str | None = None
+) -> Iterator[WandbRun]:
     """Start a W&B run for the CEM run of ``cfg`` in ``folder``; always finish it (exit code 1 on
     error, the error re-raised)."""
     try:
@@ -142,10 +159,17 @@ def wandb_run(cfg: DictConfig, folder: Path, *, group: Optional[str] = None,
     wdir = Path(lc.get("dir") or folder)
     wdir.mkdir(parents=True, exist_ok=True)
     config = OmegaConf.to_container(cfg, resolve=True)
-    run = wandb.init(project=lc.get("project") or "cem_lab", entity=lc.get("entity"),
-                     group=lc.get("group") or group, name=name or folder.name, job_type="cem",
-                     tags=list(lc.get("tags") or []), config=config, dir=str(wdir),
-                     mode=resolve_mode(lc.get("mode")))
+    run = wandb.init(
+        project=lc.get("project") or "cem_lab",
+        entity=lc.get("entity"),
+        group=lc.get("group") or group,
+        name=name or folder.name,
+        job_type="cem",
+        tags=list(lc.get("tags") or []),
+        config=config,
+        dir=str(wdir),
+        mode=resolve_mode(lc.get("mode")),
+    )
     exit_code = 1
     try:
         yield WandbRun(run)

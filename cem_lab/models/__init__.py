@@ -1,4 +1,5 @@
 """Models and checkpoints: DnCNN, checkpoint reading/saving, the embedded default model."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -16,8 +17,16 @@ from cem_lab.models.dncnn import DnCNN
 # the embedded-model names load lazily, so `python -m cem_lab.models.embedded` runs cleanly
 _EMBEDDED = ("EMBEDDED_WEIGHTS", "embedded_demo_image", "load_embedded_model", "train_embedded")
 
-__all__ = ["CheckpointError", "DnCNN", "build_from_config", "load_model", "load_weights",
-           "read_state_dict", "save_weights", *_EMBEDDED]
+__all__ = [
+    "CheckpointError",
+    "DnCNN",
+    "build_from_config",
+    "load_model",
+    "load_weights",
+    "read_state_dict",
+    "save_weights",
+    *_EMBEDDED,
+]
 
 
 def __getattr__(name: str) -> Any:

@@ -16,11 +16,13 @@ All networks are plain ``nn.Module`` s built from keyword arguments (Hydra ``_ta
   networks; the embedded zoo uses it so that short CPU schedules start from bicubic).
 * Bad arguments raise ``ValueError`` naming the model and the argument.
 """
+
 from __future__ import annotations
 
 import math
 import numbers
-from typing import Any, Callable, ClassVar, Optional, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -32,8 +34,7 @@ ATTENTIONS = ("global", "none", "local", "adaptive")
 #: DIV2K RGB mean, used by EDSR's optional mean shift
 DIV2K_MEAN = (0.4488, 0.4371, 0.4040)
 
-__all__ = ["ARCHITECTURES", "EDSR", "FSRCNN", "RCAN", "SRCNN", "SRResNet", "SwinLite",
-           "build_architecture"]
+__all__ = ["ARCHITECTURES", "EDSR", "FSRCNN", "RCAN", "SRCNN", "SRResNet", "SwinLite", "build_architecture"]
 
 
 # ----------------------------------------------------------------------------- argument checks
@@ -44,8 +45,7 @@ def _int_arg(model: str, name: str, value: Any, minimum: int = 1) -> int:
 
 
 def _positive_float_arg(model: str, name: str, value: Any) -> float:
-    if (isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value)
-            or value <= 0):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) or value <= 0:
         raise ValueError(f"{model}: {name} must be a positive finite number, got {value!r}")
     return float(value)
 
@@ -58,8 +58,7 @@ def _bool_arg(model: str, name: str, value: Any) -> bool:
 
 def _choice_arg(model: str, name: str, value: Any, choices: Sequence[str]) -> str:
     if not isinstance(value, str) or value.lower() not in choices:
-        raise ValueError(f"{model}: {name} must be one of {', '.join(map(repr, choices))}, "
-                         f"got {value!r}")
+        raise ValueError(f"{model}: {name} must be one of {', '.join(map(repr, choices))}, got {value!r}")
     return value.lower()
 
 
@@ -79,8 +78,7 @@ def upsample(x: Tensor, scale: int, mode: str = "bicubic") -> Tensor:
     """Upsample by an integer factor (bicubic by default): the input of ``upsampling="pre"`` networks."""
     if scale == 1:
         return x
-    return F.interpolate(x, size=(x.shape[-2] * scale, x.shape[-1] * scale), mode=mode,
-                         align_corners=False)
+    return F.interpolate(x, size=(x.shape[-2] * scale, x.shape[-1] * scale), mode=mode, align_corners=False)
 
 
 class PixelShuffleUpsampler(nn.Sequential):
@@ -91,7 +89,7 @@ class PixelShuffleUpsampler(nn.Sequential):
 
     FACTORS: ClassVar[dict[int, tuple[int, ...]]] = {1: (), 2: (2,), 3: (3,), 4: (2, 2)}
 
-    def __init__(self, width: int, scale: int, act: Optional[Callable[[], nn.Module]] = None):
+    def __init__(self, width: int, scale: int, act: Callable[[], nn.Module] | None = None):
         layers: list[nn.Module] = []
         for factor in self.FACTORS[scale]:
             layers += [_conv(width, width * factor * factor), nn.PixelShuffle(factor)]
@@ -114,8 +112,7 @@ class _RestorationNet(nn.Module):
     _post_residual: ClassVar[bool] = False
     _post_residual_mode: ClassVar[str] = "bicubic"
 
-    def _setup(self, scale: Any, upsampling: Any, config: dict[str, Any],
-               global_residual: Optional[bool] = None) -> None:
+    def _setup(self, scale: Any, upsampling: Any, config: dict[str, Any], global_residual: bool | None = None) -> None:
         """``global_residual`` (networks that take it): in ``post`` mode at scale > 1, also add the
         bicubic-upsampled input, so the network learns only the residual to bicubic (VDSR's
         global residual). Implied at scale 1 and in ``pre`` mode."""
@@ -131,15 +128,14 @@ class _RestorationNet(nn.Module):
             if global_residual and not self._post_residual:
                 post_residual = True
                 self._post_residual_mode = "bicubic"
-        self.residual = (self.upsampling == "pre" or self.scale == 1 or post_residual)
+        self.residual = self.upsampling == "pre" or self.scale == 1 or post_residual
 
     def _run(self, x: Tensor) -> Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
 
     def forward(self, x: Tensor) -> Tensor:
         if x.dim() != 4 or x.shape[1] != 3:
-            raise ValueError(f"{type(self).__name__} expects a (N, 3, h, w) batch, got shape "
-                             f"{tuple(x.shape)}")
+            raise ValueError(f"{type(self).__name__} expects a (N, 3, h, w) batch, got shape {tuple(x.shape)}")
         if self.upsampling == "pre":
             x = upsample(x, self.scale, "bicubic")
         out = self._run(x)
@@ -164,30 +160,39 @@ class SRCNN(_RestorationNet):
     ``residual=True`` adds the upsampled input to the output (off in the classic SRCNN).
     """
 
-    def __init__(self, channels: int = 64, mid_channels: int = 32,
-                 kernel_sizes: Sequence[int] = (9, 5, 5), scale: int = 4,
-                 upsampling: str = "pre", residual: bool = False):
+    def __init__(
+        self,
+        channels: int = 64,
+        mid_channels: int = 32,
+        kernel_sizes: Sequence[int] = (9, 5, 5),
+        scale: int = 4,
+        upsampling: str = "pre",
+        residual: bool = False,
+    ):
         super().__init__()
         name = type(self).__name__
         if upsampling != "pre":
-            raise ValueError(f"{name}: upsampling must be 'pre' (SRCNN works on the bicubic-"
-                             f"upsampled image), got {upsampling!r}")
+            raise ValueError(
+                f"{name}: upsampling must be 'pre' (SRCNN works on the bicubic-upsampled image), got {upsampling!r}"
+            )
         channels = _int_arg(name, "channels", channels)
         mid_channels = _int_arg(name, "mid_channels", mid_channels)
-        if isinstance(kernel_sizes, (str, bytes)) or not isinstance(kernel_sizes, Sequence) \
-                or len(kernel_sizes) != 3:
+        if isinstance(kernel_sizes, (str, bytes)) or not isinstance(kernel_sizes, Sequence) or len(kernel_sizes) != 3:
             raise ValueError(f"{name}: kernel_sizes must be three odd integers, got {kernel_sizes!r}")
         ks = [_int_arg(name, "kernel_sizes", k) for k in kernel_sizes]
         if any(k % 2 == 0 for k in ks):
             raise ValueError(f"{name}: kernel_sizes must be odd ('same' padding), got {ks}")
         residual = _bool_arg(name, "residual", residual)
-        self._setup(scale, upsampling, {"channels": channels, "mid_channels": mid_channels,
-                                        "kernel_sizes": ks})
+        self._setup(scale, upsampling, {"channels": channels, "mid_channels": mid_channels, "kernel_sizes": ks})
         self.residual = residual
         self._config["residual"] = residual
-        self.body = nn.Sequential(_conv(3, channels, ks[0]), nn.ReLU(inplace=True),
-                                  _conv(channels, mid_channels, ks[1]), nn.ReLU(inplace=True),
-                                  _conv(mid_channels, 3, ks[2]))
+        self.body = nn.Sequential(
+            _conv(3, channels, ks[0]),
+            nn.ReLU(inplace=True),
+            _conv(channels, mid_channels, ks[1]),
+            nn.ReLU(inplace=True),
+            _conv(mid_channels, 3, ks[2]),
+        )
 
     def _run(self, x: Tensor) -> Tensor:
         return self.body(x)
@@ -203,17 +208,22 @@ class FSRCNN(_RestorationNet):
     at scale 1 or in ``pre`` mode).
     """
 
-    def __init__(self, width: int = 56, shrink: int = 12, depth: int = 4, scale: int = 4,
-                 upsampling: str = "post", global_residual: bool = False):
+    def __init__(
+        self,
+        width: int = 56,
+        shrink: int = 12,
+        depth: int = 4,
+        scale: int = 4,
+        upsampling: str = "post",
+        global_residual: bool = False,
+    ):
         super().__init__()
         name = type(self).__name__
         width = _int_arg(name, "width", width)
         shrink = _int_arg(name, "shrink", shrink)
         depth = _int_arg(name, "depth", depth, minimum=0)
-        self._setup(scale, upsampling, {"width": width, "shrink": shrink, "depth": depth},
-                    global_residual)
-        layers: list[nn.Module] = [_conv(3, width, 5), nn.PReLU(width),
-                                   _conv(width, shrink, 1), nn.PReLU(shrink)]
+        self._setup(scale, upsampling, {"width": width, "shrink": shrink, "depth": depth}, global_residual)
+        layers: list[nn.Module] = [_conv(3, width, 5), nn.PReLU(width), _conv(width, shrink, 1), nn.PReLU(shrink)]
         for _ in range(depth):
             layers += [_conv(shrink, shrink, 3), nn.PReLU(shrink)]
         layers += [_conv(shrink, width, 1), nn.PReLU(width)]
@@ -257,22 +267,32 @@ class EDSR(_RestorationNet):
     ``mean_shift`` (subtract the DIV2K RGB mean before the network and add it back after).
     """
 
-    def __init__(self, width: int = 64, depth: int = 16, res_scale: float = 1.0, scale: int = 4,
-                 upsampling: str = "post", mean_shift: bool = False,
-                 global_residual: bool = False):
+    def __init__(
+        self,
+        width: int = 64,
+        depth: int = 16,
+        res_scale: float = 1.0,
+        scale: int = 4,
+        upsampling: str = "post",
+        mean_shift: bool = False,
+        global_residual: bool = False,
+    ):
         super().__init__()
         name = type(self).__name__
         width = _int_arg(name, "width", width)
         depth = _int_arg(name, "depth", depth, minimum=0)
         res_scale = _positive_float_arg(name, "res_scale", res_scale)
         mean_shift = _bool_arg(name, "mean_shift", mean_shift)
-        self._setup(scale, upsampling, {"width": width, "depth": depth, "res_scale": res_scale,
-                                        "mean_shift": mean_shift}, global_residual)
+        self._setup(
+            scale,
+            upsampling,
+            {"width": width, "depth": depth, "res_scale": res_scale, "mean_shift": mean_shift},
+            global_residual,
+        )
         self.mean_shift = mean_shift
         self.register_buffer("rgb_mean", torch.tensor(DIV2K_MEAN).view(1, 3, 1, 1), persistent=False)
         self.head = _conv(3, width)
-        self.body = nn.Sequential(*[ResBlock(width, res_scale) for _ in range(depth)],
-                                  _conv(width, width))
+        self.body = nn.Sequential(*[ResBlock(width, res_scale) for _ in range(depth)], _conv(width, width))
         self.upsampler = PixelShuffleUpsampler(width, self.body_scale)
         self.tail = _conv(width, 3)
 
@@ -332,8 +352,7 @@ class ChannelAttention(nn.Module):
     ReLU, 1x1 conv up, sigmoid; the features are multiplied by the attention.
     """
 
-    def __init__(self, width: int, reduction: int, mode: str = "global",
-                 pool_size: Optional[int] = None):
+    def __init__(self, width: int, reduction: int, mode: str = "global", pool_size: int | None = None):
         super().__init__()
         if mode not in ("global", "local", "adaptive"):
             raise ValueError(f"ChannelAttention: mode must be 'global', 'local' or 'adaptive', got {mode!r}")
@@ -342,8 +361,9 @@ class ChannelAttention(nn.Module):
         self.mode = mode
         self.pool_size = pool_size
         hidden = width // reduction
-        self.squeeze = nn.Sequential(nn.Conv2d(width, hidden, 1), nn.ReLU(inplace=True),
-                                     nn.Conv2d(hidden, width, 1), nn.Sigmoid())
+        self.squeeze = nn.Sequential(
+            nn.Conv2d(width, hidden, 1), nn.ReLU(inplace=True), nn.Conv2d(hidden, width, 1), nn.Sigmoid()
+        )
 
     def forward(self, x: Tensor) -> Tensor:
         h, w = x.shape[-2:]
@@ -365,7 +385,7 @@ class ChannelAttention(nn.Module):
 class RCAB(nn.Module):
     """Residual channel-attention block: x + CA(conv(ReLU(conv(x)))); ``attention=None`` drops CA."""
 
-    def __init__(self, width: int, attention: Optional[ChannelAttention]):
+    def __init__(self, width: int, attention: ChannelAttention | None):
         super().__init__()
         layers: list[nn.Module] = [_conv(width, width), nn.ReLU(inplace=True), _conv(width, width)]
         if attention is not None:
@@ -397,9 +417,19 @@ class RCAN(_RestorationNet):
     ``half`` (attention only in the first ceil(blocks / 2) RCABs of each group).
     """
 
-    def __init__(self, width: int = 64, groups: int = 10, blocks: int = 20, reduction: int = 16,
-                 scale: int = 4, attention: str = "global", pool_size: Optional[int] = None,
-                 half: bool = False, upsampling: str = "post", global_residual: bool = False):
+    def __init__(
+        self,
+        width: int = 64,
+        groups: int = 10,
+        blocks: int = 20,
+        reduction: int = 16,
+        scale: int = 4,
+        attention: str = "global",
+        pool_size: int | None = None,
+        half: bool = False,
+        upsampling: str = "post",
+        global_residual: bool = False,
+    ):
         super().__init__()
         name = type(self).__name__
         width = _int_arg(name, "width", width)
@@ -410,20 +440,37 @@ class RCAN(_RestorationNet):
         half = _bool_arg(name, "half", half)
         if attention in ("local", "adaptive"):
             if pool_size is None:
-                raise ValueError(f"{name}: pool_size is required with attention={attention!r} "
-                                 "(window size for 'local', regions per side for 'adaptive')")
+                raise ValueError(
+                    f"{name}: pool_size is required with attention={attention!r} "
+                    "(window size for 'local', regions per side for 'adaptive')"
+                )
             pool_size = _int_arg(name, "pool_size", pool_size)
         elif pool_size is not None:
-            raise ValueError(f"{name}: pool_size only applies to attention 'local' or 'adaptive', "
-                             f"got pool_size={pool_size!r} with attention={attention!r}")
+            raise ValueError(
+                f"{name}: pool_size only applies to attention 'local' or 'adaptive', "
+                f"got pool_size={pool_size!r} with attention={attention!r}"
+            )
         if attention != "none" and width // reduction < 1:
-            raise ValueError(f"{name}: reduction must be <= width (squeeze width = width // "
-                             f"reduction), got reduction={reduction} with width={width}")
+            raise ValueError(
+                f"{name}: reduction must be <= width (squeeze width = width // "
+                f"reduction), got reduction={reduction} with width={width}"
+            )
         if half and attention == "none":
             raise ValueError(f"{name}: half=True needs an attention, got attention='none'")
-        self._setup(scale, upsampling, {"width": width, "groups": groups, "blocks": blocks,
-                                        "reduction": reduction, "attention": attention,
-                                        "pool_size": pool_size, "half": half}, global_residual)
+        self._setup(
+            scale,
+            upsampling,
+            {
+                "width": width,
+                "groups": groups,
+                "blocks": blocks,
+                "reduction": reduction,
+                "attention": attention,
+                "pool_size": pool_size,
+                "half": half,
+            },
+            global_residual,
+        )
         self.attention = attention
         self.pool_size = pool_size
         self.half = half
@@ -436,8 +483,8 @@ class RCAN(_RestorationNet):
 
         self.head = _conv(3, width)
         self.body = nn.Sequential(
-            *[ResidualGroup(width, [rcab(i) for i in range(blocks)]) for _ in range(groups)],
-            _conv(width, width))
+            *[ResidualGroup(width, [rcab(i) for i in range(blocks)]) for _ in range(groups)], _conv(width, width)
+        )
         self.upsampler = PixelShuffleUpsampler(width, self.body_scale)
         self.tail = _conv(width, 3)
 
@@ -467,9 +514,9 @@ def _window_merge(windows: Tensor, window: int, n: int, h: int, w: int) -> Tenso
     return x.reshape(n, h, w, c)
 
 
-def shifted_window_mask(h: int, w: int, window: int, shift: int,
-                        device: Optional[torch.device] = None,
-                        dtype: torch.dtype = torch.float32) -> Tensor:
+def shifted_window_mask(
+    h: int, w: int, window: int, shift: int, device: torch.device | None = None, dtype: torch.dtype = torch.float32
+) -> Tensor:
     """Additive attention mask (windows, L, L) for cyclically shifted windows: 0 between tokens
     of the same (pre-shift) region, -inf between tokens that the roll brought together."""
     labels = torch.zeros(1, h, w, 1, device=device)
@@ -503,7 +550,7 @@ class WindowAttention(nn.Module):
         rel = coords[:, :, None] - coords[:, None, :] + (window - 1)  # 2, L, L in [0, 2w-2]
         self.register_buffer("bias_index", rel[0] * (2 * window - 1) + rel[1], persistent=False)
 
-    def forward(self, x: Tensor, mask: Optional[Tensor] = None) -> Tensor:
+    def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
         b, length, c = x.shape
         qkv = self.qkv(x).view(b, length, 3, self.heads, c // self.heads).permute(2, 0, 3, 1, 4)
         q, k, v = qkv.unbind(0)  # b, heads, L, c / heads
@@ -539,8 +586,7 @@ class SwinLayer(nn.Module):
     cyclically rolls the tokens by ``shift`` before the window attention (shifted windows);
     ``local_mlp`` uses :class:`LocalMLP` as the MLP."""
 
-    def __init__(self, dim: int, heads: int, window: int, shift: int, mlp_ratio: float,
-                 local_mlp: bool = False):
+    def __init__(self, dim: int, heads: int, window: int, shift: int, mlp_ratio: float, local_mlp: bool = False):
         super().__init__()
         self.window = window
         self.shift = shift
@@ -548,10 +594,13 @@ class SwinLayer(nn.Module):
         self.norm1 = nn.LayerNorm(dim)
         self.attn = WindowAttention(dim, heads, window)
         self.norm2 = nn.LayerNorm(dim)
-        self.mlp = (LocalMLP(dim, hidden) if local_mlp else
-                    nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim)))
+        self.mlp = (
+            LocalMLP(dim, hidden)
+            if local_mlp
+            else nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim))
+        )
 
-    def forward(self, x: Tensor, mask: Optional[Tensor] = None) -> Tensor:
+    def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
         """``x``: (N, H, W, C) with H, W multiples of the window; ``mask`` for shifted layers."""
         n, h, w, _ = x.shape
         y = self.norm1(x)
@@ -576,9 +625,19 @@ class SwinLite(_RestorationNet):
     reflect) to a multiple of ``window`` and the output is cropped back.
     """
 
-    def __init__(self, width: int = 48, depth: int = 4, heads: int = 4, window: int = 8,
-                 mlp_ratio: float = 2.0, scale: int = 4, shift: bool = True,
-                 upsampling: str = "post", global_residual: bool = False, local_mlp: bool = False):
+    def __init__(
+        self,
+        width: int = 48,
+        depth: int = 4,
+        heads: int = 4,
+        window: int = 8,
+        mlp_ratio: float = 2.0,
+        scale: int = 4,
+        shift: bool = True,
+        upsampling: str = "post",
+        global_residual: bool = False,
+        local_mlp: bool = False,
+    ):
         super().__init__()
         name = type(self).__name__
         width = _int_arg(name, "width", width)
@@ -590,16 +649,26 @@ class SwinLite(_RestorationNet):
         local_mlp = _bool_arg(name, "local_mlp", local_mlp)
         if width % heads:
             raise ValueError(f"{name}: heads must divide width, got heads={heads}, width={width}")
-        self._setup(scale, upsampling, {"width": width, "depth": depth, "heads": heads,
-                                        "window": window, "mlp_ratio": mlp_ratio, "shift": shift,
-                                        **({"local_mlp": True} if local_mlp else {})},
-                    global_residual)
+        self._setup(
+            scale,
+            upsampling,
+            {
+                "width": width,
+                "depth": depth,
+                "heads": heads,
+                "window": window,
+                "mlp_ratio": mlp_ratio,
+                "shift": shift,
+                **({"local_mlp": True} if local_mlp else {}),
+            },
+            global_residual,
+        )
         self.window = window
         self.shift_size = window // 2 if shift else 0
         self.head = _conv(3, width)
         self.layers = nn.ModuleList(
-            SwinLayer(width, heads, window, self.shift_size if i % 2 else 0, mlp_ratio, local_mlp)
-            for i in range(depth))
+            SwinLayer(width, heads, window, self.shift_size if i % 2 else 0, mlp_ratio, local_mlp) for i in range(depth)
+        )
         self.norm = nn.LayerNorm(width)
         self.after = _conv(width, width)
         self.upsampler = PixelShuffleUpsampler(width, self.body_scale)
@@ -627,13 +696,14 @@ class SwinLite(_RestorationNet):
         tokens = feat.permute(0, 2, 3, 1)  # N, H, W, C
         mask = None
         if self.shift_size and len(self.layers) > 1:
-            mask = shifted_window_mask(tokens.shape[1], tokens.shape[2], self.window,
-                                       self.shift_size, device=x.device, dtype=tokens.dtype)
+            mask = shifted_window_mask(
+                tokens.shape[1], tokens.shape[2], self.window, self.shift_size, device=x.device, dtype=tokens.dtype
+            )
         for layer in self.layers:
             tokens = layer(tokens, mask)
         feat = feat + self.after(self.norm(tokens).permute(0, 3, 1, 2))
         out = self.tail(self.upsampler(feat))
-        return out[..., :h * self.body_scale, :w * self.body_scale]
+        return out[..., : h * self.body_scale, : w * self.body_scale]
 
 
 # ----------------------------------------------------------------------------- registry

@@ -16,19 +16,19 @@ user's checkpoint is mapped without its code.
 - :attr:`DetectedNetwork.model_info` (architecture, tags, parameters, checkpoint digest, layout) is
   recorded in every run's ``summary.json``.
 """
+
 from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any
 
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from cem_lab.io import file_sha256
+from cem_lab.io import PathLike, file_sha256
 from cem_lab.models.checkpoint import NESTED_KEYS, CheckpointError, read_checkpoint
 
-PathLike = Union[str, Path]
 #: what to do with a one-channel (grey) network given cem_lab's RGB images
 GREY_MODES = ("per_channel",)
 _KEY_LIMIT = 12
@@ -41,15 +41,16 @@ def _spandrel():
         raise CheckpointError(
             f"model=auto needs the spandrel package ({err}); install it with `pip install spandrel` "
             "(it needs torchvision built for your torch: on these machines "
-            "`pip install torch==2.14.1 torchvision==0.29.1`)") from err
+            "`pip install torch==2.14.1 torchvision==0.29.1`)"
+        ) from err
     return spandrel
 
 
-def _strip_module_prefix(state: dict[str, Tensor]) -> tuple[dict[str, Tensor], Optional[str]]:
+def _strip_module_prefix(state: dict[str, Tensor]) -> tuple[dict[str, Tensor], str | None]:
     keys = list(state)
     for prefix in ("module.", "_orig_mod."):  # DataParallel/DDP, torch.compile
         if keys and all(k.startswith(prefix) for k in keys):
-            return {k[len(prefix):]: v for k, v in state.items()}, prefix
+            return {k[len(prefix) :]: v for k, v in state.items()}, prefix
     return state, None
 
 
@@ -76,24 +77,36 @@ def detect(path: PathLike, trust: bool = False):
             f"spandrel {spandrel.__version__} cannot identify the architecture of {path} (keys seen: {shown}). "
             f"Supported: {', '.join(_supported_names(spandrel))}; layouts read: plain state_dict, "
             f"{', '.join(NESTED_KEYS)} and a 'module.' prefix. For another architecture use "
-            "model=custom model.net._target_=your_pkg.YourNet model.checkpoint=PATH") from err
+            "model=custom model.net._target_=your_pkg.YourNet model.checkpoint=PATH"
+        ) from err
     except Exception as err:  # a known architecture whose tensors do not fit it (truncated, edited)
-        raise CheckpointError(f"spandrel recognised {path} but could not build it: {type(err).__name__}: {err}. "
-                              "Is the checkpoint complete and unmodified?") from err
+        raise CheckpointError(
+            f"spandrel recognised {path} but could not build it: {type(err).__name__}: {err}. "
+            "Is the checkpoint complete and unmodified?"
+        ) from err
     if not isinstance(desc, spandrel.ImageModelDescriptor):
-        raise CheckpointError(f"{path} is a {desc.architecture.name} ({type(desc).__name__}): it needs a mask "
-                              "besides the image (inpainting) and has no causal effect map in cem_lab")
+        raise CheckpointError(
+            f"{path} is a {desc.architecture.name} ({type(desc).__name__}): it needs a mask "
+            "besides the image (inpainting) and has no causal effect map in cem_lab"
+        )
     record = {
         "loader": f"spandrel {spandrel.__version__}",
-        "architecture": desc.architecture.name, "architecture_id": str(desc.architecture.id),
-        "purpose": desc.purpose, "tags": list(desc.tags),
+        "architecture": desc.architecture.name,
+        "architecture_id": str(desc.architecture.id),
+        "purpose": desc.purpose,
+        "tags": list(desc.tags),
         "parameters": int(sum(p.numel() for p in desc.model.parameters())),
-        "scale": int(desc.scale), "in_channels": int(desc.input_channels),
+        "scale": int(desc.scale),
+        "in_channels": int(desc.input_channels),
         "out_channels": int(desc.output_channels),
-        "size_requirements": {"minimum": desc.size_requirements.minimum,
-                              "multiple_of": desc.size_requirements.multiple_of,
-                              "square": desc.size_requirements.square},
-        "checkpoint": str(path), "sha256": file_sha256(path), "layout": layout,
+        "size_requirements": {
+            "minimum": desc.size_requirements.minimum,
+            "multiple_of": desc.size_requirements.multiple_of,
+            "square": desc.size_requirements.square,
+        },
+        "checkpoint": str(path),
+        "sha256": file_sha256(path),
+        "layout": layout,
         "prefix_stripped": prefix,
     }
     return desc, record
@@ -117,7 +130,7 @@ class DetectedNetwork(nn.Module):
     denoiser on a colour image); without it a grey network on cem_lab's RGB images is refused.
     """
 
-    def __init__(self, descriptor, record: dict, grey: Optional[str] = None):
+    def __init__(self, descriptor, record: dict, grey: str | None = None):
         super().__init__()
         self.net = descriptor.model
         self._call = getattr(descriptor, "_call_fn", None) or (lambda model, x: model(x))
@@ -130,23 +143,28 @@ class DetectedNetwork(nn.Module):
         # the ROI crops are made on the architecture's size grid, so only full images are ever padded
         # (and on the window grid of windowed attention, so that a crop's windows are the image's)
         window = getattr(self.net, "window_size", None)
-        self.crop_multiple = math.lcm(max(1, int(self._req.multiple_of)),
-                                      window if isinstance(window, int) and window > 0 else 1)
+        self.crop_multiple = math.lcm(
+            max(1, int(self._req.multiple_of)), window if isinstance(window, int) and window > 0 else 1
+        )
         if grey is not None and grey not in GREY_MODES:
             raise CheckpointError(f"model.grey must be one of {GREY_MODES} or null, got {grey!r}")
         if self.in_channels == 3 and self.out_channels == 3:
             if grey is not None:
-                raise CheckpointError(f"model.grey={grey} is for one-channel networks; {self.name} is RGB "
-                                      "(3 -> 3 channels): drop model.grey")
+                raise CheckpointError(
+                    f"model.grey={grey} is for one-channel networks; {self.name} is RGB "
+                    "(3 -> 3 channels): drop model.grey"
+                )
         elif self.in_channels == 1 and self.out_channels == 1:
             if grey is None:
                 raise CheckpointError(
                     f"{self.name} is a one-channel (grey) network and cem_lab's images are RGB: set "
-                    "model.grey=per_channel to run it on each colour channel separately, or use an RGB checkpoint")
+                    "model.grey=per_channel to run it on each colour channel separately, or use an RGB checkpoint"
+                )
         else:
             raise CheckpointError(
                 f"{self.name} maps {self.in_channels} channels to {self.out_channels}; cem_lab maps RGB "
-                "images (3 -> 3, or 1 -> 1 with model.grey=per_channel)")
+                "images (3 -> 3, or 1 -> 1 with model.grey=per_channel)"
+            )
 
     def _run(self, x: Tensor) -> Tensor:
         h, w = x.shape[-2:]
@@ -165,7 +183,7 @@ class DetectedNetwork(nn.Module):
         return self._run(x)
 
 
-def load_detected(path: PathLike, grey: Optional[str] = None, trust: bool = False) -> DetectedNetwork:
+def load_detected(path: PathLike, grey: str | None = None, trust: bool = False) -> DetectedNetwork:
     """The network in checkpoint ``path``, its architecture detected by spandrel (see the module doc)."""
     if path is None or str(path) in ("", "???"):
         raise CheckpointError("model=auto needs the checkpoint: model.path=PATH (.pth, .pt, .ckpt or .safetensors)")
@@ -179,5 +197,7 @@ def describe_model(model: nn.Module) -> dict[str, Any]:
     info = getattr(model, "model_info", None)
     if isinstance(info, dict):
         return dict(info)
-    return {"class": f"{type(model).__module__}.{type(model).__qualname__}",
-            "parameters": int(sum(p.numel() for p in model.parameters()))}
+    return {
+        "class": f"{type(model).__module__}.{type(model).__qualname__}",
+        "parameters": int(sum(p.numel() for p in model.parameters())),
+    }

@@ -11,20 +11,20 @@
 The YAML beside the weights has the model under ``model:`` (``_target_`` + keyword
 arguments) and may carry free-form metadata as other top-level keys.
 """
+
 from __future__ import annotations
 
 import importlib
 import os
 import pickle
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping, Optional, Union
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from cem_lab.io import atomic_path
-
-PathLike = Union[str, Path]
+from cem_lab.io import PathLike, atomic_path
 
 #: nested layouts unwrapped by :func:`read_state_dict`, in order of preference
 NESTED_KEYS = ("params_ema", "params", "state_dict", "model", "net")
@@ -61,20 +61,20 @@ def _torch_load(path: Path, trust: bool) -> Any:
                     "(load_weights(..., trust=True)), or re-save the weights as .safetensors"
                 ) from err
             raise CheckpointError(
-                f"cannot read checkpoint {path}: {_short_torch_message(err)}; "
-                "is it a complete PyTorch checkpoint?") from err
+                f"cannot read checkpoint {path}: {_short_torch_message(err)}; is it a complete PyTorch checkpoint?"
+            ) from err
         first = err
     except Exception as err:  # zip / EOF / format errors from a corrupt file
-        raise CheckpointError(f"cannot read checkpoint {path}: {err}; "
-                              "is it a complete PyTorch checkpoint?") from err
+        raise CheckpointError(f"cannot read checkpoint {path}: {err}; is it a complete PyTorch checkpoint?") from err
     try:  # trust=True and the safe reader refused: full unpickling
         return torch.load(path, map_location="cpu", weights_only=False)
     except Exception as err:
-        raise CheckpointError(f"cannot read checkpoint {path}: {err} "
-                              f"(safe reader: {_short_torch_message(first)})") from err
+        raise CheckpointError(
+            f"cannot read checkpoint {path}: {err} (safe reader: {_short_torch_message(first)})"
+        ) from err
 
 
-def _tensor_dict(obj: Any) -> Optional[dict[str, Tensor]]:
+def _tensor_dict(obj: Any) -> dict[str, Tensor] | None:
     """``obj`` as a dict of tensors, or None when it holds none."""
     if isinstance(obj, nn.Module):
         obj = obj.state_dict()
@@ -123,8 +123,7 @@ def read_checkpoint(path: PathLike, trust: bool = False) -> tuple[dict[str, Tens
         try:
             obj: Any = load_file(str(path), device="cpu")
         except Exception as err:
-            raise CheckpointError(f"cannot read checkpoint {path}: {err}; "
-                                  "is it a complete .safetensors file?") from err
+            raise CheckpointError(f"cannot read checkpoint {path}: {err}; is it a complete .safetensors file?") from err
     else:
         obj = _torch_load(path, trust)
     state = _tensor_dict(_unwrap(obj))
@@ -135,8 +134,10 @@ def read_checkpoint(path: PathLike, trust: bool = False) -> tuple[dict[str, Tens
             found = f"top-level keys found: {shown or '(none)'}"
         else:
             found = f"the file holds a {type(obj).__name__}, not a dict"
-        raise CheckpointError(f"checkpoint {path} holds no tensors ({found}); expected a "
-                              f"state_dict, possibly nested under one of {list(NESTED_KEYS)}")
+        raise CheckpointError(
+            f"checkpoint {path} holds no tensors ({found}); expected a "
+            f"state_dict, possibly nested under one of {list(NESTED_KEYS)}"
+        )
     if path.suffix.lower() == ".safetensors":
         return state, "safetensors"
     nested = [k for k in NESTED_KEYS if isinstance(obj, Mapping) and isinstance(obj.get(k), (Mapping, nn.Module))]
@@ -145,10 +146,10 @@ def read_checkpoint(path: PathLike, trust: bool = False) -> tuple[dict[str, Tens
 
 # --------------------------------------------------------------------------- matching
 def _strip(state: Mapping[str, Tensor], prefix: str) -> dict[str, Tensor]:
-    return {k[len(prefix):]: v for k, v in state.items()}
+    return {k[len(prefix) :]: v for k, v in state.items()}
 
 
-def _common_first_component(keys: list[str]) -> Optional[str]:
+def _common_first_component(keys: list[str]) -> str | None:
     firsts = {k.split(".", 1)[0] for k in keys}
     if len(firsts) == 1 and all("." in k for k in keys):
         return firsts.pop() + "."
@@ -182,8 +183,7 @@ def _listing(title: str, keys: list[str]) -> str:
     return f"  {title} ({len(keys)}): {shown}{more}"
 
 
-def load_weights(model: nn.Module, path: PathLike, strict: bool = True,
-                 trust: bool = False) -> dict:
+def load_weights(model: nn.Module, path: PathLike, strict: bool = True, trust: bool = False) -> dict:
     """Load a checkpoint into ``model`` in place; return a short report.
 
     Raises :class:`CheckpointError` naming missing and unexpected keys and shape
@@ -195,8 +195,11 @@ def load_weights(model: nn.Module, path: PathLike, strict: bool = True,
     state, stripped = _fix_prefixes(state, set(target))
     missing = [k for k in target if k not in state]
     unexpected = [k for k in state if k not in target]
-    shapes = [f"{k}: checkpoint {tuple(v.shape)} vs model {tuple(target[k].shape)}"
-              for k, v in state.items() if k in target and v.shape != target[k].shape]
+    shapes = [
+        f"{k}: checkpoint {tuple(v.shape)} vs model {tuple(target[k].shape)}"
+        for k, v in state.items()
+        if k in target and v.shape != target[k].shape
+    ]
     if shapes or (strict and (missing or unexpected)):
         lines = [f"checkpoint {path} does not fit the model {type(model).__name__}:"]
         if missing and strict:
@@ -205,12 +208,19 @@ def load_weights(model: nn.Module, path: PathLike, strict: bool = True,
             lines.append(_listing("unexpected keys (in the checkpoint, not in the model)", unexpected))
         if shapes:
             lines.append(_listing("tensors whose shapes differ", shapes))
-        lines.append("check the architecture arguments (e.g. features, depth, channels) match "
-                     "those the checkpoint was trained with")
+        lines.append(
+            "check the architecture arguments (e.g. features, depth, channels) match "
+            "those the checkpoint was trained with"
+        )
         raise CheckpointError("\n".join(lines))
     model.load_state_dict(state, strict=strict)
-    return {"path": str(path), "loaded": len(state) - len(unexpected),
-            "stripped_prefixes": stripped, "missing": missing, "unexpected": unexpected}
+    return {
+        "path": str(path),
+        "loaded": len(state) - len(unexpected),
+        "stripped_prefixes": stripped,
+        "missing": missing,
+        "unexpected": unexpected,
+    }
 
 
 # --------------------------------------------------------------------------- saving / building
@@ -229,8 +239,9 @@ def config_path(weights: PathLike) -> Path:
     return Path(weights).with_suffix(".yaml")
 
 
-def save_weights(model: nn.Module, path: PathLike, config: Optional[dict] = None,
-                 metadata: Optional[dict] = None) -> tuple[Path, Path]:
+def save_weights(
+    model: nn.Module, path: PathLike, config: dict | None = None, metadata: dict | None = None
+) -> tuple[Path, Path]:
     """Write ``path`` (.safetensors) and its ``.yaml`` (model config + metadata), atomically.
 
     ``config`` holds ``_target_`` and the keyword arguments that rebuild the model (by default
@@ -249,8 +260,7 @@ def save_weights(model: nn.Module, path: PathLike, config: Optional[dict] = None
     if "model" in meta:
         raise CheckpointError("metadata cannot use the key 'model' (it holds the model config)")
     try:  # render the YAML first, so a bad config writes nothing
-        text = yaml.safe_dump({"model": config, **meta}, sort_keys=False,
-                              default_flow_style=False, width=1000)
+        text = yaml.safe_dump({"model": config, **meta}, sort_keys=False, default_flow_style=False, width=1000)
     except yaml.YAMLError as err:
         raise CheckpointError(f"the model config or metadata cannot be written as YAML: {err}") from err
     tensors = {k: v.detach().cpu().clone().contiguous() for k, v in model.state_dict().items()}
@@ -295,8 +305,10 @@ def _import_target(target: str) -> Any:
 def build_from_config(config: Mapping[str, Any]) -> nn.Module:
     """Build ``config["_target_"](**other keys)``; the target must be an ``nn.Module`` class."""
     if not isinstance(config, Mapping) or "_target_" not in config:
-        raise CheckpointError("a model config needs '_target_' (dotted path of the model class), "
-                              f"got {dict(config) if isinstance(config, Mapping) else config!r}")
+        raise CheckpointError(
+            "a model config needs '_target_' (dotted path of the model class), "
+            f"got {dict(config) if isinstance(config, Mapping) else config!r}"
+        )
     kwargs = {k: v for k, v in config.items() if k != "_target_"}
     target = str(config["_target_"])
     cls = _import_target(target)
@@ -319,11 +331,13 @@ def load_model(path: PathLike) -> nn.Module:
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
     if not yaml_path.is_file():
-        raise CheckpointError(f"model config not found: {yaml_path}; load_model needs the YAML that "
-                              "save_weights writes beside the weights (or build the model yourself "
-                              "and call load_weights). For a checkpoint of an official architecture "
-                              "(SwinIR, HAT, RCAN, ESRGAN, ...) use model=auto model.path=PATH: spandrel "
-                              "detects the architecture from the weights")
+        raise CheckpointError(
+            f"model config not found: {yaml_path}; load_model needs the YAML that "
+            "save_weights writes beside the weights (or build the model yourself "
+            "and call load_weights). For a checkpoint of an official architecture "
+            "(SwinIR, HAT, RCAN, ESRGAN, ...) use model=auto model.path=PATH: spandrel "
+            "detects the architecture from the weights"
+        )
     try:
         data = yaml.safe_load(yaml_path.read_text())
     except yaml.YAMLError as err:

@@ -4,6 +4,7 @@ The network is one ``nn.Sequential`` named ``model`` holding conv layers at even
 ReLUs at odd ones, with a bias on every conv and no batch norm, so KAIR's colour blind
 checkpoint (keys ``model.{0,2,...,38}.{weight,bias}``) loads with ``strict=True`` as is.
 """
+
 from __future__ import annotations
 
 from torch import Tensor, nn
@@ -18,21 +19,22 @@ class DnCNN(nn.Module):
     #: DnCNN keeps the input size (restoration at scale 1)
     scale: int = 1
 
-    def __init__(self, in_channels: int = 3, out_channels: int = 3, features: int = 64,
-                 depth: int = 20, residual: bool = True):
+    def __init__(
+        self, in_channels: int = 3, out_channels: int = 3, features: int = 64, depth: int = 20, residual: bool = True
+    ):
         super().__init__()
         if depth < 2:
             raise ValueError(f"DnCNN depth must be at least 2 (first and last conv), got {depth}")
         if residual and in_channels != out_channels:
-            raise ValueError("a residual DnCNN needs in_channels == out_channels "
-                             f"(got {in_channels} and {out_channels})")
+            raise ValueError(
+                f"a residual DnCNN needs in_channels == out_channels (got {in_channels} and {out_channels})"
+            )
         self.in_channels = in_channels
         self.out_channels = out_channels
         self.features = features
         self.depth = depth
         self.residual = residual
-        layers: list[nn.Module] = [nn.Conv2d(in_channels, features, 3, padding=1, bias=True),
-                                   nn.ReLU()]
+        layers: list[nn.Module] = [nn.Conv2d(in_channels, features, 3, padding=1, bias=True), nn.ReLU()]
         for _ in range(depth - 2):
             layers += [nn.Conv2d(features, features, 3, padding=1, bias=True), nn.ReLU()]
         layers.append(nn.Conv2d(features, out_channels, 3, padding=1, bias=True))
@@ -49,10 +51,17 @@ class DnCNN(nn.Module):
 
     def config(self) -> dict:
         """Keyword arguments that rebuild this network (with its ``_target_``)."""
-        return {"_target_": f"{type(self).__module__}.{type(self).__qualname__}",
-                "in_channels": self.in_channels, "out_channels": self.out_channels,
-                "features": self.features, "depth": self.depth, "residual": self.residual}
+        return {
+            "_target_": f"{type(self).__module__}.{type(self).__qualname__}",
+            "in_channels": self.in_channels,
+            "out_channels": self.out_channels,
+            "features": self.features,
+            "depth": self.depth,
+            "residual": self.residual,
+        }
 
     def extra_repr(self) -> str:
-        return (f"in_channels={self.in_channels}, out_channels={self.out_channels}, "
-                f"features={self.features}, depth={self.depth}, residual={self.residual}")
+        return (
+            f"in_channels={self.in_channels}, out_channels={self.out_channels}, "
+            f"features={self.features}, depth={self.depth}, residual={self.residual}"
+        )

@@ -13,14 +13,15 @@ The committed weights were made with::
 
 (the exact command and the validation PSNRs are recorded in ``embedded_dncnn.yaml``).
 """
+
 from __future__ import annotations
 
 import argparse
 import shlex
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Optional, Sequence
 
 import numpy as np
 import torch
@@ -38,8 +39,14 @@ EMBEDDED_ARCH: dict = {"in_channels": 3, "out_channels": 3, "features": 32, "dep
 #: noise level (0..255 scale) the embedded model is trained for
 EMBEDDED_SIGMA: float = 50.0
 #: training pictures (bundled with scikit-image, no network needed); chelsea is held out
-TRAIN_IMAGES: tuple[str, ...] = ("astronaut", "coffee", "rocket", "immunohistochemistry",
-                                 "hubble_deep_field", "colorwheel")
+TRAIN_IMAGES: tuple[str, ...] = (
+    "astronaut",
+    "coffee",
+    "rocket",
+    "immunohistochemistry",
+    "hubble_deep_field",
+    "colorwheel",
+)
 #: the demo / validation crop of skimage.data.chelsea(): (rows, cols)
 DEMO_CROP: tuple[slice, slice] = (slice(20, 276), slice(100, 356))
 DEFAULT_STEPS = 800
@@ -60,7 +67,8 @@ def load_embedded_model() -> nn.Module:
         raise CheckpointError(
             f"the embedded model weights are missing: {EMBEDDED_WEIGHTS}; reinstall cem_lab, or "
             "retrain them with `python -m cem_lab.models.embedded --out "
-            "cem_lab/assets/embedded_dncnn.safetensors`")
+            "cem_lab/assets/embedded_dncnn.safetensors`"
+        )
     return load_model(EMBEDDED_WEIGHTS)
 
 
@@ -83,9 +91,12 @@ def validate(model: nn.Module, sigma: float = EMBEDDED_SIGMA, seed: int = 0) -> 
     model.eval()
     out = model(noisy)
     model.train(was_training)
-    return {"psnr_noisy": round(psnr_uint8(to_uint8(noisy), clean_u8), 3),
-            "psnr_model": round(psnr_uint8(to_uint8(out), clean_u8), 3),
-            "image": "chelsea 256 crop", "sigma": sigma}
+    return {
+        "psnr_noisy": round(psnr_uint8(to_uint8(noisy), clean_u8), 3),
+        "psnr_model": round(psnr_uint8(to_uint8(out), clean_u8), 3),
+        "image": "chelsea 256 crop",
+        "sigma": sigma,
+    }
 
 
 def _training_images() -> list[Tensor]:
@@ -103,7 +114,7 @@ def _batch(images: Sequence[Tensor], batch_size: int, patch: int, gen: torch.Gen
         _, h, w = img.shape
         y = int(torch.randint(h - patch + 1, (1,), generator=gen))
         x = int(torch.randint(w - patch + 1, (1,), generator=gen))
-        crop = img[:, y:y + patch, x:x + patch]
+        crop = img[:, y : y + patch, x : x + patch]
         flips = torch.rand(2, generator=gen)
         if flips[0] < 0.5:
             crop = crop.flip(-1)
@@ -124,10 +135,17 @@ def init_weights(model: nn.Module, last_gain: float = 0.1) -> None:
         convs[-1].weight.mul_(last_gain)
 
 
-def train_embedded(out: Path | str = EMBEDDED_WEIGHTS, steps: int = DEFAULT_STEPS,
-                   batch_size: int = DEFAULT_BATCH, seed: int = 0, patch: int = DEFAULT_PATCH,
-                   lr: float = 2e-3, threads: int = 2, command: Optional[str] = None,
-                   progress: bool = True) -> dict:
+def train_embedded(
+    out: Path | str = EMBEDDED_WEIGHTS,
+    steps: int = DEFAULT_STEPS,
+    batch_size: int = DEFAULT_BATCH,
+    seed: int = 0,
+    patch: int = DEFAULT_PATCH,
+    lr: float = 2e-3,
+    threads: int = 2,
+    command: str | None = None,
+    progress: bool = True,
+) -> dict:
     """Train the embedded DnCNN, save weights + YAML at ``out``, return validation metrics."""
     from tqdm import tqdm
 
@@ -164,27 +182,38 @@ def train_embedded(out: Path | str = EMBEDDED_WEIGHTS, steps: int = DEFAULT_STEP
     model.eval()
     metrics = validate(model, EMBEDDED_SIGMA, seed=0)
     if command is None:
-        command = (f"python -m cem_lab.models.embedded --out {out} --steps {steps} "
-                   f"--batch-size {batch_size} --seed {seed}")
+        command = (
+            f"python -m cem_lab.models.embedded --out {out} --steps {steps} --batch-size {batch_size} --seed {seed}"
+        )
     metadata = {
         "trained_with": command,
         "validation": metrics,
-        "training": {"task": "dn", "sigma": EMBEDDED_SIGMA, "images": list(TRAIN_IMAGES),
-                     "steps": steps, "batch_size": batch_size, "patch": patch, "lr": lr,
-                     "loss": "l1", "optimizer": "adam", "schedule": "cosine", "seed": seed,
-                     "seconds": round(seconds, 1), "torch": str(torch.__version__)},
+        "training": {
+            "task": "dn",
+            "sigma": EMBEDDED_SIGMA,
+            "images": list(TRAIN_IMAGES),
+            "steps": steps,
+            "batch_size": batch_size,
+            "patch": patch,
+            "lr": lr,
+            "loss": "l1",
+            "optimizer": "adam",
+            "schedule": "cosine",
+            "seed": seed,
+            "seconds": round(seconds, 1),
+            "torch": str(torch.__version__),
+        },
     }
-    save_weights(model, out, config={"_target_": "cem_lab.models.dncnn.DnCNN", **EMBEDDED_ARCH},
-                 metadata=metadata)
+    save_weights(model, out, config={"_target_": "cem_lab.models.dncnn.DnCNN", **EMBEDDED_ARCH}, metadata=metadata)
     return metrics
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     """Command line: train the embedded model and print its validation PSNRs."""
-    parser = argparse.ArgumentParser(prog="python -m cem_lab.models.embedded",
-                                     description="Train cem_lab's embedded DnCNN (sigma 50).")
-    parser.add_argument("--out", default=str(EMBEDDED_WEIGHTS),
-                        help="output .safetensors (the .yaml goes beside it)")
+    parser = argparse.ArgumentParser(
+        prog="python -m cem_lab.models.embedded", description="Train cem_lab's embedded DnCNN (sigma 50)."
+    )
+    parser.add_argument("--out", default=str(EMBEDDED_WEIGHTS), help="output .safetensors (the .yaml goes beside it)")
     parser.add_argument("--steps", type=int, default=DEFAULT_STEPS)
     parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH)
     parser.add_argument("--patch", type=int, default=DEFAULT_PATCH)
@@ -195,11 +224,21 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parser.parse_args(argv)
     given = list(sys.argv[1:] if argv is None else argv)
     command = " ".join(["python -m cem_lab.models.embedded", *map(shlex.quote, given)])
-    metrics = train_embedded(Path(args.out), steps=args.steps, batch_size=args.batch_size,
-                             seed=args.seed, patch=args.patch, lr=args.lr, threads=args.threads,
-                             command=command, progress=not args.no_progress)
-    print(f"validation on {metrics['image']} (sigma {metrics['sigma']:g}): "
-          f"noisy {metrics['psnr_noisy']:.2f} dB -> model {metrics['psnr_model']:.2f} dB")
+    metrics = train_embedded(
+        Path(args.out),
+        steps=args.steps,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        patch=args.patch,
+        lr=args.lr,
+        threads=args.threads,
+        command=command,
+        progress=not args.no_progress,
+    )
+    print(
+        f"validation on {metrics['image']} (sigma {metrics['sigma']:g}): "
+        f"noisy {metrics['psnr_noisy']:.2f} dB -> model {metrics['psnr_model']:.2f} dB"
+    )
     print(f"saved {args.out} and {Path(args.out).with_suffix('.yaml')}")
     return 0
 

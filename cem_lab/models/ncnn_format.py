@@ -24,20 +24,21 @@ Weights come back as flat float32 torch tensors (fp16 upcast exactly), keyed per
 torch port (:mod:`cem_lab.models.ncnn_torch`) gives them their shapes. Anything this module cannot
 read raises :class:`NcnnFormatError`, which says where and why.
 """
+
 from __future__ import annotations
 
 import struct
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Optional, Union
+from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from cem_lab.io import PathLike
 from cem_lab.models.checkpoint import CheckpointError
-
-PathLike = Union[str, Path]
 
 NCNN_MAGIC = 7767517
 TAG_FP16 = 0x01306B47
@@ -46,12 +47,36 @@ TAG_FP32_RAW = 0x0002C056
 SPEC_FORMAT = "cem_lab.ncnn_graph/1"
 
 #: the layer types the torch port executes
-SUPPORTED_TYPES = ("BinaryOp", "Concat", "Convolution", "Crop", "Deconvolution", "Eltwise",
-                   "InnerProduct", "Input", "Interp", "PReLU", "PixelShuffle", "Pooling", "Scale",
-                   "Split")
+SUPPORTED_TYPES = (
+    "BinaryOp",
+    "Concat",
+    "Convolution",
+    "Crop",
+    "Deconvolution",
+    "Eltwise",
+    "InnerProduct",
+    "Input",
+    "Interp",
+    "PReLU",
+    "PixelShuffle",
+    "Pooling",
+    "Scale",
+    "Split",
+)
 
-__all__ = ["NCNN_MAGIC", "SPEC_FORMAT", "SUPPORTED_TYPES", "NcnnFormatError", "NcnnGraph",
-           "NcnnLayer", "WeightBlob", "parse_param", "read_ncnn", "read_weights", "weight_blobs"]
+__all__ = [
+    "NCNN_MAGIC",
+    "SPEC_FORMAT",
+    "SUPPORTED_TYPES",
+    "NcnnFormatError",
+    "NcnnGraph",
+    "NcnnLayer",
+    "WeightBlob",
+    "parse_param",
+    "read_ncnn",
+    "read_weights",
+    "weight_blobs",
+]
 
 
 class NcnnFormatError(CheckpointError):
@@ -77,15 +102,27 @@ class NcnnLayer:
         return f"layer {self.index} {self.name!r} ({self.type})"
 
     def to_dict(self) -> dict:
-        return {"type": self.type, "name": self.name, "bottoms": list(self.bottoms),
-                "tops": list(self.tops), "params": {str(k): v for k, v in self.params.items()}}
+        return {
+            "type": self.type,
+            "name": self.name,
+            "bottoms": list(self.bottoms),
+            "tops": list(self.tops),
+            "params": {str(k): v for k, v in self.params.items()},
+        }
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any], index: int) -> "NcnnLayer":
-        params = {int(k): (list(v) if isinstance(v, (list, tuple)) else v)
-                  for k, v in dict(data.get("params", {})).items()}
-        return cls(str(data["type"]), str(data["name"]), [str(b) for b in data["bottoms"]],
-                   [str(t) for t in data["tops"]], params, index)
+    def from_dict(cls, data: Mapping[str, Any], index: int) -> NcnnLayer:
+        params = {
+            int(k): (list(v) if isinstance(v, (list, tuple)) else v) for k, v in dict(data.get("params", {})).items()
+        }
+        return cls(
+            str(data["type"]),
+            str(data["name"]),
+            [str(b) for b in data["bottoms"]],
+            [str(t) for t in data["tops"]],
+            params,
+            index,
+        )
 
 
 @dataclass
@@ -107,11 +144,15 @@ class NcnnGraph:
 
     def spec(self) -> dict:
         """The graph without its weights, as a JSON-able dict (:meth:`from_spec` reads it back)."""
-        return {"format": SPEC_FORMAT, "inputs": self.inputs, "outputs": self.outputs,
-                "layers": [layer.to_dict() for layer in self.layers]}
+        return {
+            "format": SPEC_FORMAT,
+            "inputs": self.inputs,
+            "outputs": self.outputs,
+            "layers": [layer.to_dict() for layer in self.layers],
+        }
 
     @classmethod
-    def from_spec(cls, spec: Mapping[str, Any]) -> "NcnnGraph":
+    def from_spec(cls, spec: Mapping[str, Any]) -> NcnnGraph:
         if not isinstance(spec, Mapping) or spec.get("format") != SPEC_FORMAT:
             got = spec.get("format") if isinstance(spec, Mapping) else type(spec).__name__
             raise NcnnFormatError(f"not an ncnn graph spec (format {got!r}, expected {SPEC_FORMAT!r})")
@@ -125,7 +166,7 @@ class NcnnGraph:
 
 
 # --------------------------------------------------------------------------- .param
-def _parse_number(text: str, where: str) -> Union[int, float]:
+def _parse_number(text: str, where: str) -> int | float:
     try:
         return int(text)
     except ValueError:
@@ -151,8 +192,9 @@ def _parse_params(items: Iterable[str], where: str) -> dict[int, Any]:
             count = int(_parse_number(parts[0], where))
             values = [_parse_number(p, where) for p in parts[1:]]
             if count != len(values):
-                raise NcnnFormatError(f"{where}: array parameter {key} announces {count} values but "
-                                      f"holds {len(values)}")
+                raise NcnnFormatError(
+                    f"{where}: array parameter {key} announces {count} values but holds {len(values)}"
+                )
             params[-key - 23300] = values
         else:
             params[key] = _parse_number(value, where)
@@ -161,8 +203,10 @@ def _parse_params(items: Iterable[str], where: str) -> dict[int, Any]:
 
 def _check_type(layer: NcnnLayer) -> None:
     if layer.type not in SUPPORTED_TYPES:
-        raise NcnnFormatError(f"unknown layer type {layer.type!r} at {layer.describe()}; the torch "
-                              f"port supports {', '.join(SUPPORTED_TYPES)}")
+        raise NcnnFormatError(
+            f"unknown layer type {layer.type!r} at {layer.describe()}; the torch "
+            f"port supports {', '.join(SUPPORTED_TYPES)}"
+        )
 
 
 def parse_param(text: str, source: str = "<param>") -> list[NcnnLayer]:
@@ -171,8 +215,9 @@ def parse_param(text: str, source: str = "<param>") -> list[NcnnLayer]:
     lines = [line for line in lines if line]
     if not lines or lines[0] != str(NCNN_MAGIC):
         first = lines[0][:40] if lines else "(empty file)"
-        raise NcnnFormatError(f"{source} is not an ncnn .param file: the first line is {first!r}, "
-                              f"expected the magic number {NCNN_MAGIC}")
+        raise NcnnFormatError(
+            f"{source} is not an ncnn .param file: the first line is {first!r}, expected the magic number {NCNN_MAGIC}"
+        )
     if len(lines) < 2 or len(lines[1].split()) != 2:
         raise NcnnFormatError(f"{source}: the second line must be '<layer count> <blob count>'")
     try:
@@ -193,16 +238,19 @@ def parse_param(text: str, source: str = "<param>") -> list[NcnnLayer]:
             n_bottom, n_top = int(fields[2]), int(fields[3])
         except ValueError:
             raise NcnnFormatError(f"{where}: the bottom/top counts {fields[2:4]} are not integers") from None
-        names = fields[4:4 + n_bottom + n_top]
+        names = fields[4 : 4 + n_bottom + n_top]
         if n_bottom < 0 or n_top < 0 or len(names) != n_bottom + n_top:
-            raise NcnnFormatError(f"{where}: layer {fields[1]!r} announces {n_bottom} bottoms and {n_top} "
-                                  "tops, the line holds fewer blob names")
-        params = _parse_params(fields[4 + n_bottom + n_top:], where)
+            raise NcnnFormatError(
+                f"{where}: layer {fields[1]!r} announces {n_bottom} bottoms and {n_top} "
+                "tops, the line holds fewer blob names"
+            )
+        params = _parse_params(fields[4 + n_bottom + n_top :], where)
         layer = NcnnLayer(fields[0], fields[1], names[:n_bottom], names[n_bottom:], params, index)
         for bottom in layer.bottoms:
             if bottom not in blobs:
-                raise NcnnFormatError(f"{where}: {layer.describe()} reads blob {bottom!r} that no earlier "
-                                      "layer produces")
+                raise NcnnFormatError(
+                    f"{where}: {layer.describe()} reads blob {bottom!r} that no earlier layer produces"
+                )
         blobs.update(layer.tops)
         layers.append(layer)
     if len(blobs) != blob_count:
@@ -229,16 +277,21 @@ def weight_blobs(layer: NcnnLayer) -> list[WeightBlob]:
         bias_key = 1 if t == "InnerProduct" else 5
         size_key = 2 if t == "InnerProduct" else 6
         if int(get(8, 0)):
-            raise NcnnFormatError(f"{layer.describe()} is int8-quantized (int8_scale_term); the torch port "
-                                  "reads float graphs only")
+            raise NcnnFormatError(
+                f"{layer.describe()} is int8-quantized (int8_scale_term); the torch port reads float graphs only"
+            )
         dynamic_key = {"Convolution": 19, "Deconvolution": 28}.get(t)
         if dynamic_key is not None and int(get(dynamic_key, 0)):
-            raise NcnnFormatError(f"{layer.describe()} takes its weights from a blob (dynamic_weight), "
-                                  "which the torch port does not support")
+            raise NcnnFormatError(
+                f"{layer.describe()} takes its weights from a blob (dynamic_weight), "
+                "which the torch port does not support"
+            )
         size, num_output = int(get(size_key, 0)), int(get(0, 0))
         if size <= 0 or num_output <= 0:
-            raise NcnnFormatError(f"{layer.describe()} needs a positive num_output (0=) and weight size "
-                                  f"({size_key}=), got {num_output} and {size}")
+            raise NcnnFormatError(
+                f"{layer.describe()} needs a positive num_output (0=) and weight size "
+                f"({size_key}=), got {num_output} and {size}"
+            )
         blobs = [WeightBlob("weight", size, "auto")]
         if int(get(bias_key, 0)):
             blobs.append(WeightBlob("bias", num_output, "raw"))
@@ -270,8 +323,9 @@ class _Reader:
             raise NcnnFormatError(
                 f"{self.source} is truncated: {layer.describe()} needs {n} bytes for {what} at offset "
                 f"{self.pos}, only {left} are left ({n - left} bytes missing); is the .bin complete and "
-                "the one that goes with this .param?")
-        chunk = self.data[self.pos:self.pos + n]
+                "the one that goes with this .param?"
+            )
+        chunk = self.data[self.pos : self.pos + n]
         self.pos += n
         return chunk
 
@@ -285,22 +339,24 @@ def _read_blob(reader: _Reader, blob: WeightBlob, layer: NcnnLayer) -> Tensor:
     (tag,) = struct.unpack("<I", tag_bytes)
     if tag == TAG_FP16:
         raw = reader.take(_align4(2 * n), layer, f"{what} as fp16")
-        values = np.frombuffer(raw[:2 * n], dtype="<f2").astype(np.float32)
+        values = np.frombuffer(raw[: 2 * n], dtype="<f2").astype(np.float32)
     elif tag == TAG_INT8:
-        raise NcnnFormatError(f"{layer.describe()} stores its {blob.name} as int8; the torch port reads "
-                              "float graphs only")
+        raise NcnnFormatError(
+            f"{layer.describe()} stores its {blob.name} as int8; the torch port reads float graphs only"
+        )
     elif tag in (TAG_FP32_RAW, 0):
         values = np.frombuffer(reader.take(4 * n, layer, f"{what} as fp32"), dtype="<f4").copy()
     elif sum(tag_bytes) != 0:  # 8-bit code book: 256 fp32 values, then one uint8 index per weight
         book = np.frombuffer(reader.take(256 * 4, layer, f"the code book of {what}"), dtype="<f4")
-        index = np.frombuffer(reader.take(_align4(n), layer, f"the code indices of {what}")[:n],
-                              dtype=np.uint8)
+        index = np.frombuffer(reader.take(_align4(n), layer, f"the code indices of {what}")[:n], dtype=np.uint8)
         values = book[index].astype(np.float32)
     else:  # pragma: no cover - bytes summing to 0 are all zero, which is tag 0
         raise NcnnFormatError(f"{layer.describe()}: unreadable weight tag {tag:#010x}")
     if not np.isfinite(values).all():
-        raise NcnnFormatError(f"{layer.describe()}: its {blob.name} holds non-finite values; is the .bin "
-                              "corrupt or not the one that goes with this .param?")
+        raise NcnnFormatError(
+            f"{layer.describe()}: its {blob.name} holds non-finite values; is the .bin "
+            "corrupt or not the one that goes with this .param?"
+        )
     return torch.from_numpy(np.ascontiguousarray(values))
 
 
@@ -308,7 +364,7 @@ def read_weights(layers: list[NcnnLayer], data: bytes, source: str = "<bin>") ->
     """The weight blobs of ``layers`` from the bytes of a ``.bin``; every byte must be used."""
     reader = _Reader(data, source)
     weights: dict[str, dict[str, Tensor]] = {}
-    last: Optional[NcnnLayer] = None
+    last: NcnnLayer | None = None
     for layer in layers:
         blobs = weight_blobs(layer)
         if blobs:
@@ -317,8 +373,10 @@ def read_weights(layers: list[NcnnLayer], data: bytes, source: str = "<bin>") ->
     left = len(data) - reader.pos
     if left:
         after = f"after the last weight blob ({last.describe()})" if last else "(no layer reads weights)"
-        raise NcnnFormatError(f"{source} has {left} bytes left over {after}, at offset {reader.pos} of "
-                              f"{len(data)}; the .bin does not go with this .param, or is corrupt")
+        raise NcnnFormatError(
+            f"{source} has {left} bytes left over {after}, at offset {reader.pos} of "
+            f"{len(data)}; the .bin does not go with this .param, or is corrupt"
+        )
     return weights
 
 
@@ -332,8 +390,9 @@ def read_ncnn(param_path: PathLike, bin_path: PathLike) -> NcnnGraph:
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
-        raise NcnnFormatError(f"{param_path} is not a text .param file (a binary .param.bin is not "
-                              "supported)") from None
+        raise NcnnFormatError(
+            f"{param_path} is not a text .param file (a binary .param.bin is not supported)"
+        ) from None
     layers = parse_param(text, str(param_path))
     weights = read_weights(layers, bin_path.read_bytes(), str(bin_path))
     return NcnnGraph(layers, weights)

@@ -11,26 +11,42 @@ post-processing (:meth:`NcnnSR.prepare` / :meth:`NcnnSR.finish`), so the ncnn ru
 sees input sizes the graph takes (ncnn does not check: a size the graph cannot take may crash the
 process).
 """
+
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Optional, Sequence, Union
+from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from cem_lab.io import PathLike
 from cem_lab.models.checkpoint import CheckpointError
 from cem_lab.models.ncnn_torch import NcnnSR
 
-PathLike = Union[str, Path]
-
-__all__ = ["FP32_OPTIONS", "NcnnNotInstalled", "NcnnRuntime", "NcnnRuntimeError", "agreement",
-           "compare_outputs", "default_inputs", "ncnn_version", "require_ncnn"]
+__all__ = [
+    "FP32_OPTIONS",
+    "NcnnNotInstalled",
+    "NcnnRuntime",
+    "NcnnRuntimeError",
+    "agreement",
+    "compare_outputs",
+    "default_inputs",
+    "ncnn_version",
+    "require_ncnn",
+]
 
 #: the ncnn options that make the CPU path compute in fp32
-FP32_OPTIONS = {"use_vulkan_compute": False, "use_fp16_storage": False, "use_fp16_arithmetic": False,
-                "use_fp16_packed": False, "use_bf16_storage": False, "use_bf16_packed": False}
+FP32_OPTIONS = {
+    "use_vulkan_compute": False,
+    "use_fp16_storage": False,
+    "use_fp16_arithmetic": False,
+    "use_fp16_packed": False,
+    "use_bf16_storage": False,
+    "use_bf16_packed": False,
+}
 
 
 class NcnnNotInstalled(ImportError):
@@ -49,11 +65,12 @@ def require_ncnn() -> Any:
         raise NcnnNotInstalled(
             "the ncnn runtime is needed to verify a converted ncnn graph, and it is not installed: "
             "pip install ncnn (or pip install 'cem_lab[pretrained]'); or convert with verify=False "
-            f"({err})") from err
+            f"({err})"
+        ) from err
     return ncnn
 
 
-def ncnn_version() -> Optional[str]:
+def ncnn_version() -> str | None:
     """The installed ncnn package version, or None."""
     from importlib import metadata
 
@@ -71,8 +88,9 @@ class NcnnRuntime:
     one batch item at a time.
     """
 
-    def __init__(self, param_path: PathLike, bin_path: PathLike, precision: str = "fp32",
-                 num_threads: Optional[int] = None):
+    def __init__(
+        self, param_path: PathLike, bin_path: PathLike, precision: str = "fp32", num_threads: int | None = None
+    ):
         ncnn = require_ncnn()
         if precision not in ("fp32", "default"):
             raise ValueError(f"precision must be 'fp32' or 'default', got {precision!r}")
@@ -91,8 +109,10 @@ class NcnnRuntime:
         self.input_names = list(self.net.input_names())
         self.output_names = list(self.net.output_names())
         if len(self.input_names) != 1 or len(self.output_names) != 1:
-            raise NcnnRuntimeError(f"{self.param_path}: expected one input and one output blob, got "
-                                   f"{self.input_names} and {self.output_names}")
+            raise NcnnRuntimeError(
+                f"{self.param_path}: expected one input and one output blob, got "
+                f"{self.input_names} and {self.output_names}"
+            )
 
     def options(self) -> dict:
         return {key: bool(getattr(self.net.opt, key)) for key in FP32_OPTIONS if hasattr(self.net.opt, key)}
@@ -140,39 +160,49 @@ def default_inputs(size: int = 32, seed: int = 0) -> list[tuple[str, Tensor]]:
     from skimage import data
 
     def crop(img: np.ndarray, top: int, left: int) -> Tensor:
-        patch = img[top:top + size, left:left + size]
+        patch = img[top : top + size, left : left + size]
         return torch.from_numpy(np.ascontiguousarray(patch)).permute(2, 0, 1)[None].float() / 255.0
 
     gen = torch.Generator().manual_seed(seed)
-    return [("astronaut", crop(data.astronaut(), 100, 180)),
-            ("chelsea", crop(data.chelsea(), 80, 150)),
-            (f"random(seed={seed})", torch.rand(1, 3, size, size, generator=gen))]
+    return [
+        ("astronaut", crop(data.astronaut(), 100, 180)),
+        ("chelsea", crop(data.chelsea(), 80, 150)),
+        (f"random(seed={seed})", torch.rand(1, 3, size, size, generator=gen)),
+    ]
 
 
 def compare_outputs(torch_raw: Tensor, ncnn_raw: Tensor, torch_img: Tensor, ncnn_img: Tensor) -> dict:
     """Figures for one input: float max / mean |diff| of the raw graph outputs, and of the final
     images after rounding to 8 bits (share of equal values, max |diff| in 1/255 units)."""
     if torch_raw.shape != ncnn_raw.shape:
-        raise NcnnRuntimeError(f"the torch port's output {tuple(torch_raw.shape)} and ncnn's "
-                               f"{tuple(ncnn_raw.shape)} differ in shape")
+        raise NcnnRuntimeError(
+            f"the torch port's output {tuple(torch_raw.shape)} and ncnn's {tuple(ncnn_raw.shape)} differ in shape"
+        )
     diff = (torch_raw.double() - ncnn_raw.double()).abs()
     a = torch.round(torch_img.clamp(0, 1) * 255).to(torch.int16)
     b = torch.round(ncnn_img.clamp(0, 1) * 255).to(torch.int16)
     d8 = (a - b).abs()
-    return {"float_max_diff": float(diff.max()), "float_mean_diff": float(diff.mean()),
-            "uint8_equal_share": float((d8 == 0).double().mean()), "uint8_max_diff": int(d8.max()),
-            "values": int(a.numel())}
+    return {
+        "float_max_diff": float(diff.max()),
+        "float_mean_diff": float(diff.mean()),
+        "uint8_equal_share": float((d8 == 0).double().mean()),
+        "uint8_max_diff": int(d8.max()),
+        "values": int(a.numel()),
+    }
 
 
 def _summary(items: list[dict]) -> dict:
     total = sum(i["values"] for i in items)
-    return {"float_max_diff": max(i["float_max_diff"] for i in items),
-            "float_mean_diff": sum(i["float_mean_diff"] * i["values"] for i in items) / total,
-            "uint8_equal_share": sum(i["uint8_equal_share"] * i["values"] for i in items) / total,
-            "uint8_max_diff": max(i["uint8_max_diff"] for i in items), "values": total}
+    return {
+        "float_max_diff": max(i["float_max_diff"] for i in items),
+        "float_mean_diff": sum(i["float_mean_diff"] * i["values"] for i in items) / total,
+        "uint8_equal_share": sum(i["uint8_equal_share"] * i["values"] for i in items) / total,
+        "uint8_max_diff": max(i["uint8_max_diff"] for i in items),
+        "values": total,
+    }
 
 
-def agreement(sr: NcnnSR, runtime: NcnnRuntime, inputs: Optional[Sequence[tuple[str, Tensor]]] = None) -> dict:
+def agreement(sr: NcnnSR, runtime: NcnnRuntime, inputs: Sequence[tuple[str, Tensor]] | None = None) -> dict:
     """Compare the torch port ``sr`` with the ncnn ``runtime`` of the same graph on ``inputs``
     (``[(label, (1, 3, H, W) tensor)]``, default :func:`default_inputs`).
 

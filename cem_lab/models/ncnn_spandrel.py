@@ -13,10 +13,11 @@
 (every shape must match) and, with ``check=True``, compares the spandrel module with the
 :class:`~cem_lab.models.ncnn_torch.NcnnNet` on a seeded random input.
 """
+
 from __future__ import annotations
 
 import math
-from typing import Any, Optional, Union
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -43,8 +44,7 @@ class Rescaled(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         h, w = x.shape[-2:]
-        return F.interpolate(self.model(x), size=(self.scale * h, self.scale * w), mode="bicubic",
-                             align_corners=False)
+        return F.interpolate(self.model(x), size=(self.scale * h, self.scale * w), mode="bicubic", align_corners=False)
 
 
 def _layers(net: NcnnNet) -> list[NcnnLayer]:
@@ -53,7 +53,7 @@ def _layers(net: NcnnNet) -> list[NcnnLayer]:
     return NcnnGraph.from_spec(net.spec()).layers
 
 
-def infer_architecture(net: NcnnNet) -> tuple[str, dict, Optional[int]]:
+def infer_architecture(net: NcnnNet) -> tuple[str, dict, int | None]:
     """``(architecture, keyword arguments, final rescale or None)`` for a graph spandrel has."""
     layers = _layers(net)
     types = [layer.type for layer in layers]
@@ -71,8 +71,14 @@ def infer_architecture(net: NcnnNet) -> tuple[str, dict, Optional[int]]:
         r = int(shuffles[0].get(0))
         if out_last % (r * r):
             raise SpandrelMappingError(f"last conv has {out_last} channels, not a multiple of {r}x{r}")
-        kwargs = {"num_in_ch": in_nc, "num_out_ch": out_last // (r * r), "num_feat": feat,
-                  "num_conv": len(convs) - 2, "upscale": r, "act_type": "prelu"}
+        kwargs = {
+            "num_in_ch": in_nc,
+            "num_out_ch": out_last // (r * r),
+            "num_feat": feat,
+            "num_conv": len(convs) - 2,
+            "upscale": r,
+            "act_type": "prelu",
+        }
         interps = [layer for layer in layers if layer.type == "Interp"]
         rescale = None
         if len(interps) == 2 and int(interps[-1].get(0)) == 3:  # the x4 net, then a bicubic downscale
@@ -87,8 +93,7 @@ def infer_architecture(net: NcnnNet) -> tuple[str, dict, Optional[int]]:
         body = len(convs) - 4 - len(ups)  # less the first, trunk, upsampling and two HR convs
         if body <= 0 or body % 15:
             raise SpandrelMappingError(f"{len(convs)} convolutions do not make an RRDBNet")
-        kwargs = {"in_nc": in_nc, "out_nc": out_last, "num_filters": feat, "num_blocks": body // 15,
-                  "scale": scale}
+        kwargs = {"in_nc": in_nc, "out_nc": out_last, "num_filters": feat, "num_blocks": body // 15, "scale": scale}
         return "RRDBNet", kwargs, None
     raise SpandrelMappingError("the graph is neither an RRDBNet (ESRGAN) nor an SRVGGNetCompact")
 
@@ -103,8 +108,7 @@ def _build(arch: str, kwargs: dict) -> nn.Module:
     return Compact(**kwargs)
 
 
-def to_spandrel(model: Union[NcnnNet, NcnnSR], check: bool = True, check_size: int = 16,
-                atol: float = 1e-4) -> nn.Module:
+def to_spandrel(model: NcnnNet | NcnnSR, check: bool = True, check_size: int = 16, atol: float = 1e-4) -> nn.Module:
     """The spandrel module (in eval mode) holding the weights of a converted graph.
 
     ``check``: compare it with the ncnn port on a seeded ``check_size`` px random input; a max
@@ -120,15 +124,21 @@ def to_spandrel(model: Union[NcnnNet, NcnnSR], check: bool = True, check_size: i
     mapped: dict[str, Any] = {}
     for (key, want), have in zip(dst.items(), src):
         if tuple(want.shape) != tuple(have.shape):
-            raise SpandrelMappingError(f"{arch}: {key} has shape {tuple(want.shape)}, the graph's tensor "
-                                       f"{len(mapped)} has {tuple(have.shape)}")
+            raise SpandrelMappingError(
+                f"{arch}: {key} has shape {tuple(want.shape)}, the graph's tensor {len(mapped)} has {tuple(have.shape)}"
+            )
         mapped[key] = have.detach().clone()
     target.load_state_dict(mapped, strict=True)
     out: nn.Module = Rescaled(target, rescale) if rescale is not None else target
     out.eval()
     if check:
-        x = torch.rand(1, kwargs.get("in_nc", kwargs.get("num_in_ch", 3)), check_size, check_size,
-                       generator=torch.Generator().manual_seed(0))
+        x = torch.rand(
+            1,
+            kwargs.get("in_nc", kwargs.get("num_in_ch", 3)),
+            check_size,
+            check_size,
+            generator=torch.Generator().manual_seed(0),
+        )
         with torch.no_grad():
             diff = float((out(x) - net(x)).abs().max())
         if not math.isfinite(diff) or diff > atol:

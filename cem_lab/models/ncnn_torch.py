@@ -20,12 +20,14 @@ Each op also knows its output shape (:meth:`NcnnNet.output_shape`), so :func:`pr
 derives how the output size follows the input size, and which sizes the graph takes, from the
 graph's own arithmetic in microseconds.
 """
+
 from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Optional, Sequence, Union
+from typing import Any
 
 import numpy as np
 import torch
@@ -36,9 +38,9 @@ from cem_lab.models.ncnn_format import NcnnFormatError, NcnnGraph, NcnnLayer
 
 __all__ = ["Geometry", "NcnnNet", "NcnnSR", "probe_geometry"]
 
-SpecLike = Union[NcnnGraph, Mapping[str, Any]]
+SpecLike = NcnnGraph | Mapping[str, Any]
 Shape = tuple[int, int, int]  # (C, H, W) of one batch item
-Blobs = Optional[Mapping[str, Tensor]]
+Blobs = Mapping[str, Tensor] | None
 
 
 class _ShapeError(ValueError):
@@ -126,8 +128,7 @@ def _param(blobs: Blobs, name: str, shape: Sequence[int], transpose: bool = Fals
         return nn.Parameter(torch.empty(*shape))
     flat = blobs[name].to(torch.float32)
     if flat.numel() != math.prod(shape):
-        raise NcnnFormatError(f"blob {name!r} holds {flat.numel()} values, the layer needs "
-                              f"{math.prod(shape)}")
+        raise NcnnFormatError(f"blob {name!r} holds {flat.numel()} values, the layer needs {math.prod(shape)}")
     if transpose:  # ncnn (out, in, ...) -> torch (in, out, ...)
         t = flat.view(shape[1], shape[0], *shape[2:]).transpose(0, 1).contiguous()
     else:
@@ -161,8 +162,10 @@ def _read_kernel(module: nn.Module, layer: NcnnLayer, what: str) -> int:
     module.kh, module.kw, module.dh, module.dw, module.sh, module.sw = _kernel(layer)
     out, size = int(layer.get(0)), int(layer.get(6))
     if size % (out * module.kh * module.kw):
-        raise NcnnFormatError(f"{layer.describe()}: weight size {size} is not a multiple of "
-                              f"num_output x kernel = {out} x {module.kh} x {module.kw}")
+        raise NcnnFormatError(
+            f"{layer.describe()}: weight size {size} is not a multiple of "
+            f"num_output x kernel = {out} x {module.kh} x {module.kw}"
+        )
     module.cin = size // (out * module.kh * module.kw)
     return out
 
@@ -218,8 +221,10 @@ class _Deconv(nn.Module):
         self.act = _Activation(layer)
 
     def _full(self, h: int, w: int) -> tuple[int, int]:
-        return ((h - 1) * self.sh + self.dh * (self.kh - 1) + 1 + self.output_pad[1],
-                (w - 1) * self.sw + self.dw * (self.kw - 1) + 1 + self.output_pad[0])
+        return (
+            (h - 1) * self.sh + self.dh * (self.kh - 1) + 1 + self.output_pad[1],
+            (w - 1) * self.sw + self.dw * (self.kw - 1) + 1 + self.output_pad[0],
+        )
 
     def _cut(self, full_h: int, full_w: int) -> tuple[int, int, int, int]:
         """The (left, right, top, bottom) border cut off the full output."""
@@ -255,7 +260,7 @@ class _Deconv(nn.Module):
         y = self.act(y)
         left, right, top, bottom = self._cut(y.shape[-2], y.shape[-1])
         if left or right or top or bottom:
-            y = y[..., top:y.shape[-2] - bottom, left:y.shape[-1] - right]
+            y = y[..., top : y.shape[-2] - bottom, left : y.shape[-1] - right]
         return y
 
 
@@ -265,8 +270,7 @@ class _InnerProduct(nn.Module):
         self.label = layer.describe()
         out, size = int(layer.get(0)), int(layer.get(2))
         if size % out:
-            raise NcnnFormatError(f"{layer.describe()}: weight size {size} is not a multiple of "
-                                  f"num_output {out}")
+            raise NcnnFormatError(f"{layer.describe()}: weight size {size} is not a multiple of num_output {out}")
         self.weight = _param(blobs, "weight", (out, size // out))
         self.bias = _param(blobs, "bias", (out,)) if int(layer.get(1, 0)) else None
         self.act = _Activation(layer)
@@ -308,13 +312,13 @@ class _Scale(nn.Module):
         has_bias = bool(int(layer.get(1, 0))) and not self.from_blob
         self.bias = _param(blobs, "bias", (size,)) if has_bias else None
 
-    def shape(self, s: Shape, scale: Optional[Shape] = None) -> Shape:
+    def shape(self, s: Shape, scale: Shape | None = None) -> Shape:
         n = math.prod(scale) if scale is not None else (self.scale.numel() if self.scale is not None else 0)
         if n not in (1, s[0]):
             raise _ShapeError(f"{self.label}: {s[0]} channels, {n} scale values")
         return s
 
-    def forward(self, x: Tensor, scale: Optional[Tensor] = None) -> Tensor:
+    def forward(self, x: Tensor, scale: Tensor | None = None) -> Tensor:
         if self.from_blob:
             if scale is None:
                 raise RuntimeError(f"{self.label} takes its scale from a second bottom blob")
@@ -323,8 +327,13 @@ class _Scale(nn.Module):
         return y + self.bias.view(1, -1, 1, 1) if self.bias is not None else y
 
 
-_WEIGHTED: dict[str, type] = {"Convolution": _Conv, "Deconvolution": _Deconv,
-                              "InnerProduct": _InnerProduct, "PReLU": _PReLU, "Scale": _Scale}
+_WEIGHTED: dict[str, type] = {
+    "Convolution": _Conv,
+    "Deconvolution": _Deconv,
+    "InnerProduct": _InnerProduct,
+    "PReLU": _PReLU,
+    "Scale": _Scale,
+}
 
 
 # --------------------------------------------------------------------------- weightless layers
@@ -452,10 +461,12 @@ class _Crop(_Op):
         if -233 in self.offsets:
             raise _unsupported(layer, "a centred crop (offset -233)")
         if not self.numpy_style and len(layer.bottoms) == 1 and 0 in self.sizes:
-            raise NcnnFormatError(f"{layer.describe()}: an offset crop needs every output size (3= w, "
-                                  "4= h, 5= c; -233 = to the end); ncnn gives an empty blob for size 0")
+            raise NcnnFormatError(
+                f"{layer.describe()}: an offset crop needs every output size (3= w, "
+                "4= h, 5= c; -233 = to the end); ncnn gives an empty blob for size 0"
+            )
 
-    def _spans(self, s: Shape, ref: Optional[Shape]) -> list[tuple[int, int]]:
+    def _spans(self, s: Shape, ref: Shape | None) -> list[tuple[int, int]]:
         spans = [(0, n) for n in s]
         if self.numpy_style:
             for axis, start, end in zip(self.axes, self.starts, self.ends):
@@ -508,7 +519,7 @@ class _Interp(_Op):
         self.dynamic = bool(int(layer.get(5, 0)))
         self.align = bool(int(layer.get(6, 0)))
 
-    def _size(self, h: int, w: int, ref: Optional[Shape]) -> tuple[int, int]:
+    def _size(self, h: int, w: int, ref: Shape | None) -> tuple[int, int]:
         if ref is not None and self.dynamic:
             return ref[1], ref[2]
         if self.out[0] and self.out[1]:
@@ -579,8 +590,7 @@ class _Pooling(_Op):
         self.sw = int(layer.get(2, 1))
         self.sh = int(layer.get(12, self.sw))
         left = int(layer.get(3, 0))
-        pads = (left, int(layer.get(14, left)), int(layer.get(13, left)),
-                int(layer.get(15, layer.get(13, left))))
+        pads = (left, int(layer.get(14, left)), int(layer.get(13, left)), int(layer.get(15, layer.get(13, left))))
         if any(pads):
             raise _unsupported(layer, "a padded Pooling")
         self.pad_mode = int(layer.get(5, 0))
@@ -613,9 +623,15 @@ class _Pooling(_Op):
         return c, self._out(h, self.kh, self.sh), self._out(w, self.kw, self.sw)
 
 
-_WEIGHTLESS: dict[str, type] = {"BinaryOp": _Binary, "Concat": _Concat, "Crop": _Crop,
-                                "Eltwise": _Eltwise, "Interp": _Interp,
-                                "PixelShuffle": _PixelShuffle, "Pooling": _Pooling}
+_WEIGHTLESS: dict[str, type] = {
+    "BinaryOp": _Binary,
+    "Concat": _Concat,
+    "Crop": _Crop,
+    "Eltwise": _Eltwise,
+    "Interp": _Interp,
+    "PixelShuffle": _PixelShuffle,
+    "Pooling": _Pooling,
+}
 
 
 # --------------------------------------------------------------------------- the network
@@ -685,7 +701,7 @@ class NcnnNet(nn.Module):
                 blobs[top] = value
         return blobs
 
-    def run(self, inputs: Mapping[str, Tensor], outputs: Optional[Sequence[str]] = None) -> dict[str, Tensor]:
+    def run(self, inputs: Mapping[str, Tensor], outputs: Sequence[str] | None = None) -> dict[str, Tensor]:
         """Run the graph on named input blobs ``(B, C, H, W)``; return the named output blobs."""
         want = list(outputs) if outputs is not None else self.output_names
         blobs = self._walk(inputs, set(want), lambda op, args: op(*args))
@@ -696,11 +712,13 @@ class NcnnNet(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         if len(self.input_names) != 1 or len(self.output_names) != 1:
-            raise RuntimeError(f"forward() serves graphs with one input and one output; this one has "
-                               f"inputs {self.input_names} and outputs {self.output_names}: use run()")
+            raise RuntimeError(
+                f"forward() serves graphs with one input and one output; this one has "
+                f"inputs {self.input_names} and outputs {self.output_names}: use run()"
+            )
         return self.run({self.input_names[0]: x})[self.output_names[0]]
 
-    def output_shape(self, shape: Sequence[int]) -> Optional[Shape]:
+    def output_shape(self, shape: Sequence[int]) -> Shape | None:
         """The output ``(C, H, W)`` for an input ``(C, H, W)``, or None where the graph cannot
         take it (a size its strides, crops and skips do not fit). Shapes only; no arithmetic."""
         if len(self.input_names) != 1 or len(self.output_names) != 1:
@@ -709,8 +727,9 @@ class NcnnNet(nn.Module):
         if min(c, h, w) < 1:
             return None
         try:
-            blobs = self._walk({self.input_names[0]: (c, h, w)}, set(self.output_names),
-                               lambda op, args: op.shape(*args))
+            blobs = self._walk(
+                {self.input_names[0]: (c, h, w)}, set(self.output_names), lambda op, args: op.shape(*args)
+            )
         except _ShapeError:
             return None
         return blobs[self.output_names[0]]
@@ -747,11 +766,17 @@ class Geometry:
         return self.scale * n - self.shrink
 
     def to_dict(self) -> dict:
-        return {"scale": self.scale, "shrink": self.shrink, "modulus": self.modulus,
-                "residue": self.residue, "min_size": self.min_size, "prepad": self.prepad}
+        return {
+            "scale": self.scale,
+            "shrink": self.shrink,
+            "modulus": self.modulus,
+            "residue": self.residue,
+            "min_size": self.min_size,
+            "prepad": self.prepad,
+        }
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "Geometry":
+    def from_dict(cls, data: Mapping[str, Any]) -> Geometry:
         return cls(*(int(data[k]) for k in ("scale", "shrink", "modulus", "residue", "min_size")))
 
 
@@ -765,7 +790,8 @@ def probe_geometry(net: NcnnNet, channels: int = 3, limit: int = 256) -> Geometr
     output pixels, so it shows a larger shrink. Every valid size from ``min_size`` up must reach it,
     and a non-square size must follow the same law on each axis.
     """
-    def out(h: int, w: int) -> Optional[tuple[int, int]]:
+
+    def out(h: int, w: int) -> tuple[int, int] | None:
         s = net.output_shape((channels, h, w))
         return None if s is None else (s[1], s[2])
 
@@ -776,8 +802,9 @@ def probe_geometry(net: NcnnNet, channels: int = 3, limit: int = 256) -> Geometr
         raise NcnnFormatError(f"the graph accepts no square input up to {limit} px")
     step = max(set(steps), key=steps.count)
     if step <= 0 or step % 8:
-        raise NcnnFormatError(f"the graph's output does not grow by an integer factor of its input "
-                              f"(+8 px in -> {step:+d} px out)")
+        raise NcnnFormatError(
+            f"the graph's output does not grow by an integer factor of its input (+8 px in -> {step:+d} px out)"
+        )
     scale = step // 8
     shrinks = {n: scale * n - o for n, o in sq.items()}
     shrink = min(shrinks.values())
@@ -789,8 +816,10 @@ def probe_geometry(net: NcnnNet, channels: int = 3, limit: int = 256) -> Geometr
         raise NcnnFormatError(f"the graph takes a single square size ({valid[0]} px) up to {limit} px")
     residue = valid[0] % modulus
     if shrink < 0 or (2 * scale * (-(-shrink // (2 * scale))) - shrink) % 2:
-        raise NcnnFormatError(f"the graph loses {shrink} output pixels per axis, which no symmetric "
-                              "input padding makes up; its output cannot be aligned with its input")
+        raise NcnnFormatError(
+            f"the graph loses {shrink} output pixels per axis, which no symmetric "
+            "input padding makes up; its output cannot be aligned with its input"
+        )
     min_size = valid[0]
     holes = [n for n in range(min_size, limit + 1, modulus) if shrinks.get(n) != shrink]
     if holes:
@@ -799,8 +828,9 @@ def probe_geometry(net: NcnnNet, channels: int = 3, limit: int = 256) -> Geometr
     got = out(min_size, probe)
     want = (scale * min_size - shrink, scale * probe - shrink)
     if got != want:
-        raise NcnnFormatError(f"the graph's two axes follow different size laws "
-                              f"({min_size}x{probe} -> {got}, expected {want})")
+        raise NcnnFormatError(
+            f"the graph's two axes follow different size laws ({min_size}x{probe} -> {got}, expected {want})"
+        )
     return Geometry(scale, shrink, modulus, residue, min_size)
 
 
@@ -836,10 +866,17 @@ class NcnnSR(nn.Module):
     whole (padded) input, so those models are not local.
     """
 
-    def __init__(self, net: Union[NcnnNet, SpecLike], geometry: Union[Geometry, Mapping[str, Any]],
-                 input_affine: Sequence[float] = (1.0, 0.0), pad_mode: str = "replicate",
-                 clamp: bool = True, residual: Optional[str] = None, in_channels: int = 3,
-                 out_channels: int = 3):
+    def __init__(
+        self,
+        net: NcnnNet | SpecLike,
+        geometry: Geometry | Mapping[str, Any],
+        input_affine: Sequence[float] = (1.0, 0.0),
+        pad_mode: str = "replicate",
+        clamp: bool = True,
+        residual: str | None = None,
+        in_channels: int = 3,
+        out_channels: int = 3,
+    ):
         super().__init__()
         self.net = net if isinstance(net, NcnnNet) else NcnnNet(net)
         self.geometry = geometry if isinstance(geometry, Geometry) else Geometry.from_dict(geometry)
@@ -860,11 +897,17 @@ class NcnnSR(nn.Module):
 
     def config(self) -> dict:
         """The keyword arguments that rebuild this wrapper (with a state dict for the weights)."""
-        return {"_target_": f"{type(self).__module__}.{type(self).__qualname__}",
-                "net": self.net.spec(), "geometry": self.geometry.to_dict(),
-                "input_affine": list(self.input_affine), "pad_mode": self.pad_mode,
-                "clamp": self.clamp, "residual": self.residual, "in_channels": self.in_channels,
-                "out_channels": self.out_channels}
+        return {
+            "_target_": f"{type(self).__module__}.{type(self).__qualname__}",
+            "net": self.net.spec(),
+            "geometry": self.geometry.to_dict(),
+            "input_affine": list(self.input_affine),
+            "pad_mode": self.pad_mode,
+            "clamp": self.clamp,
+            "residual": self.residual,
+            "in_channels": self.in_channels,
+            "out_channels": self.out_channels,
+        }
 
     def graph_size(self, h: int, w: int) -> tuple[int, int]:
         """The size of the graph's input for an ``h x w`` image."""
@@ -895,13 +938,13 @@ class NcnnSR(nn.Module):
         rest = tuple(p - f for p, f in zip(pads, fit))
         return F.pad(x, rest, mode="replicate") if any(rest) else x
 
-    def finish(self, y: Tensor, size: tuple[int, int], x: Optional[Tensor] = None) -> Tensor:
+    def finish(self, y: Tensor, size: tuple[int, int], x: Tensor | None = None) -> Tensor:
         """The graph's output cropped to ``scale * (H, W)``, the affine undone, plus the upsampled
         input ``x`` for a residual graph, clamped."""
         h, w = size
         g = self.geometry
         off = (2 * g.scale * self.prepad - g.shrink) // 2  # 0 when the shrink is 2 * scale * prepad
-        y = y[..., off:off + self.scale * h, off:off + self.scale * w]
+        y = y[..., off : off + self.scale * h, off : off + self.scale * w]
         a, b = self.input_affine
         if (a, b) != (1.0, 0.0):
             y = (y - b) / a
@@ -911,8 +954,7 @@ class NcnnSR(nn.Module):
             if self.residual == "nearest":
                 up = F.interpolate(x, scale_factor=self.scale, mode="nearest") if self.scale > 1 else x
             else:
-                up = F.interpolate(x, size=(self.scale * h, self.scale * w), mode="bicubic",
-                                   align_corners=False)
+                up = F.interpolate(x, size=(self.scale * h, self.scale * w), mode="bicubic", align_corners=False)
             y = y + up
         return y.clamp(0.0, 1.0) if self.clamp else y
 

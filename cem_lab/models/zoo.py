@@ -10,10 +10,12 @@ the command that trains them are in :mod:`cem_lab.cli.zoo` (``cem-zoo``). Load o
 
 or from the CLI: ``cem-lab model=zoo model.id=edsr_d4_w16_x4 task=sr task.scale=4``.
 """
+
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping, Optional
+from typing import Any
 
 from torch import nn
 
@@ -32,8 +34,7 @@ def zoo_names(zoo_dir: Path = ZOO_DIR) -> list[str]:
     """The names of the models in ``zoo_dir`` (read when called, not at import)."""
     if not zoo_dir.is_dir():
         return []
-    return sorted(p.stem for p in zoo_dir.glob("*.safetensors")
-                  if (zoo_dir / f"{p.stem}.yaml").is_file())
+    return sorted(p.stem for p in zoo_dir.glob("*.safetensors") if (zoo_dir / f"{p.stem}.yaml").is_file())
 
 
 def read_zoo_entry(name: str, zoo_dir: Path = ZOO_DIR) -> dict:
@@ -45,8 +46,10 @@ def read_zoo_entry(name: str, zoo_dir: Path = ZOO_DIR) -> dict:
     path = zoo_dir / f"{name}.yaml"
     if not path.is_file() or not (zoo_dir / f"{name}.safetensors").is_file():
         known = zoo_names(zoo_dir)
-        raise ZooError(f"no zoo model named {name!r}; known: "
-                       f"{', '.join(known) if known else '(none: train them with cem-zoo train)'}")
+        raise ZooError(
+            f"no zoo model named {name!r}; known: "
+            f"{', '.join(known) if known else '(none: train them with cem-zoo train)'}"
+        )
     data = yaml.safe_load(path.read_text())
     if not isinstance(data, Mapping) or not isinstance(data.get("model"), Mapping):
         raise ZooError(f"{path} is not a cem_lab model config (no 'model' mapping)")
@@ -57,7 +60,7 @@ def _scale(config: Mapping[str, Any]) -> int:
     return int(config.get("scale", 1))
 
 
-def load_zoo_model(name: str, scale: Optional[int] = None, zoo_dir: Path = ZOO_DIR) -> nn.Module:
+def load_zoo_model(name: str, scale: int | None = None, zoo_dir: Path = ZOO_DIR) -> nn.Module:
     """Zoo model ``name`` with its weights, in eval mode.
 
     ``scale``: the scale of the task it will run on (``None``: the model's own). A scale-1 model
@@ -74,8 +77,10 @@ def load_zoo_model(name: str, scale: Optional[int] = None, zoo_dir: Path = ZOO_D
         served[_scale(pre)] = dict(pre)
     want = own if scale is None else int(scale)
     if want not in served:
-        raise ZooError(f"zoo model {name!r} serves scale {' or '.join(map(str, sorted(served)))}, "
-                       f"not {want}; pick a task of that scale or another model")
+        raise ZooError(
+            f"zoo model {name!r} serves scale {' or '.join(map(str, sorted(served)))}, "
+            f"not {want}; pick a task of that scale or another model"
+        )
     try:
         net = build_from_config(served[want])
         load_weights(net, zoo_dir / f"{name}.safetensors", strict=True)

@@ -1,4 +1,5 @@
 """Patch banks and the schemes that sample intervention patches from them."""
+
 from __future__ import annotations
 
 from cem_lab.patches.bank import (

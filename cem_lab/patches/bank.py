@@ -15,6 +15,7 @@ luma, ``Y = (9798 R + 19235 G + 3735 B + 2**14) >> 15``, then
 with ``dx``, ``dy`` the forward differences of ``Y`` along x and y (the L2 norm of the
 discrete gradient).
 """
+
 from __future__ import annotations
 
 import functools
@@ -34,9 +35,7 @@ import torch
 import torch.nn.functional as F
 
 from cem_lab.images import load_image
-from cem_lab.io import write_npz
-
-PathLike = str | Path
+from cem_lab.io import PathLike, write_npz
 
 IMAGE_EXTENSIONS: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 CACHE_DIRNAME = ".cem_lab_cache"
@@ -44,7 +43,13 @@ _CACHE_VERSION = 1
 
 # scikit-image sample images that ship with the package (no download needed).
 EMBEDDED_COLOUR: tuple[str, ...] = (
-    "astronaut", "chelsea", "coffee", "rocket", "immunohistochemistry", "hubble_deep_field", "colorwheel",
+    "astronaut",
+    "chelsea",
+    "coffee",
+    "rocket",
+    "immunohistochemistry",
+    "hubble_deep_field",
+    "colorwheel",
 )
 EMBEDDED_GREY: tuple[str, ...] = ("brick", "grass", "gravel", "camera", "coins", "moon")
 EMBEDDED_IMAGES: tuple[str, ...] = EMBEDDED_COLOUR + EMBEDDED_GREY
@@ -81,8 +86,10 @@ def patch_sharpness(patches_uint8: np.ndarray) -> np.ndarray:
     """
     arr = np.asarray(patches_uint8)
     if arr.dtype != np.uint8:
-        raise PatchBankError(f"patch_sharpness needs uint8 patches, got dtype {arr.dtype}; "
-                             "convert with np.clip(x, 0, 255).astype(np.uint8)")
+        raise PatchBankError(
+            f"patch_sharpness needs uint8 patches, got dtype {arr.dtype}; "
+            "convert with np.clip(x, 0, 255).astype(np.uint8)"
+        )
     if arr.ndim != 4 or arr.shape[3] != 3:
         raise PatchBankError(f"patch_sharpness needs an (N, h, w, 3) array, got shape {arr.shape}")
     return np.round(_raw_sharpness(arr))
@@ -111,16 +118,22 @@ class PatchBank:
             raise PatchBankError(f"patch bank ({self.source}): patch size is 0")
         s = np.asarray(self.sharpness, dtype=np.float64)
         if s.shape != (p.shape[0],):
-            raise PatchBankError(f"patch bank ({self.source}): sharpness must have shape ({p.shape[0]},) "
-                                 f"(one score per patch), got {s.shape}")
+            raise PatchBankError(
+                f"patch bank ({self.source}): sharpness must have shape ({p.shape[0]},) "
+                f"(one score per patch), got {s.shape}"
+            )
         if not np.all(np.isfinite(s)):
-            raise PatchBankError(f"patch bank ({self.source}): sharpness holds NaN or inf values; "
-                                 "recompute it with patch_sharpness(patches)")
+            raise PatchBankError(
+                f"patch bank ({self.source}): sharpness holds NaN or inf values; "
+                "recompute it with patch_sharpness(patches)"
+            )
         meta = dict(self.meta or {})
         for key, value in meta.items():
             if isinstance(value, np.ndarray) and value.ndim >= 1 and value.shape[0] != p.shape[0]:
-                raise PatchBankError(f"patch bank ({self.source}): meta[{key!r}] has {value.shape[0]} rows "
-                                     f"but there are {p.shape[0]} patches")
+                raise PatchBankError(
+                    f"patch bank ({self.source}): meta[{key!r}] has {value.shape[0]} rows "
+                    f"but there are {p.shape[0]} patches"
+                )
         self.patches = np.ascontiguousarray(p)
         self.sharpness = s
         self.meta = meta
@@ -134,8 +147,9 @@ class PatchBank:
         return int(self.patches.shape[0])
 
     def __repr__(self) -> str:
-        return (f"PatchBank(n={len(self)}, patch_size={self.patch_size}, source={self.source!r}, "
-                f"meta={sorted(self.meta)})")
+        return (
+            f"PatchBank(n={len(self)}, patch_size={self.patch_size}, source={self.source!r}, meta={sorted(self.meta)})"
+        )
 
     # ---------------------------------------------------------------- npz I/O
     @classmethod
@@ -147,8 +161,10 @@ class PatchBank:
         """
         path = Path(path)
         if not path.exists():
-            raise PatchBankError(f"patch bank file not found: {path}; check the path, or build a bank with "
-                                 "PatchBank.from_folder(<image folder>) or PatchBank.embedded()")
+            raise PatchBankError(
+                f"patch bank file not found: {path}; check the path, or build a bank with "
+                "PatchBank.from_folder(<image folder>) or PatchBank.embedded()"
+            )
         if not path.is_file():
             raise PatchBankError(f"patch bank path is not a file: {path}; give the .npz file itself")
         arrays = _read_npz(path)
@@ -157,8 +173,10 @@ class PatchBank:
     @classmethod
     def _from_arrays(cls, arrays: dict[str, np.ndarray], source: str, origin: str) -> PatchBank:
         if "patches" not in arrays:
-            raise PatchBankError(f"{origin}: no 'patches' array in the file (keys found: {sorted(arrays)}); "
-                                 "a patch bank needs 'patches' uint8 (N, p, p, 3) and 'sharpness' (N,)")
+            raise PatchBankError(
+                f"{origin}: no 'patches' array in the file (keys found: {sorted(arrays)}); "
+                "a patch bank needs 'patches' uint8 (N, p, p, 3) and 'sharpness' (N,)"
+            )
         patches = arrays["patches"]
         _check_patches(patches, origin)
         if "sharpness" in arrays:
@@ -178,15 +196,23 @@ class PatchBank:
                 raise PatchBankError(f"meta key {key!r} clashes with a bank array; rename it")
             arr = np.asarray(value)
             if arr.dtype == object:
-                raise PatchBankError(f"meta[{key!r}] cannot be saved without pickle (object dtype); "
-                                     "store strings or numbers")
+                raise PatchBankError(
+                    f"meta[{key!r}] cannot be saved without pickle (object dtype); store strings or numbers"
+                )
             arrays[key] = arr
         write_npz(path, **arrays)
 
     # ---------------------------------------------------------------- folder of images
     @classmethod
-    def from_folder(cls, folder: PathLike, patch_size: int = 8, stride: int | None = None,
-                    count: int | None = None, seed: int = 0, cache: bool = True) -> PatchBank:
+    def from_folder(
+        cls,
+        folder: PathLike,
+        patch_size: int = 8,
+        stride: int | None = None,
+        count: int | None = None,
+        seed: int = 0,
+        cache: bool = True,
+    ) -> PatchBank:
         """Cut ``patch_size`` patches from every image of ``folder`` (non-recursive, sorted by name).
 
         Either a regular grid with ``stride`` (default ``patch_size``), or ``count`` random
@@ -206,11 +232,15 @@ class PatchBank:
             stride = _positive_int(stride if stride is not None else patch_size, "stride")
         files = _list_images(folder)
         if not files:
-            raise PatchBankError(f"no images in {folder}: found no file ending in {', '.join(IMAGE_EXTENSIONS)} "
-                                 "(sub-folders are not searched)")
+            raise PatchBankError(
+                f"no images in {folder}: found no file ending in {', '.join(IMAGE_EXTENSIONS)} "
+                "(sub-folders are not searched)"
+            )
 
-        name = f"bank_p{patch_size}_s{stride if stride is not None else 'none'}_" \
-               f"c{count if count is not None else 'none'}_seed{seed}.npz"
+        name = (
+            f"bank_p{patch_size}_s{stride if stride is not None else 'none'}_"
+            f"c{count if count is not None else 'none'}_seed{seed}.npz"
+        )
         key = _cache_key(files, patch_size, stride, count, seed)
         candidates = _cache_candidates(folder, name)
         if cache:
@@ -226,8 +256,9 @@ class PatchBank:
 
     # ---------------------------------------------------------------- embedded bank
     @classmethod
-    def embedded(cls, patch_size: int = 8, count: int = 10000, seed: int = 0,
-                 exclude: Iterable[str] = ("chelsea",)) -> PatchBank:
+    def embedded(
+        cls, patch_size: int = 8, count: int = 10000, seed: int = 0, exclude: Iterable[str] = ("chelsea",)
+    ) -> PatchBank:
         """Bank of ``count`` random patches from scikit-image's bundled sample images.
 
         Deterministic for ``seed``; ``exclude`` keeps named images (default the demo image
@@ -236,10 +267,10 @@ class PatchBank:
         excl = tuple(sorted({str(e) for e in ([exclude] if isinstance(exclude, str) else exclude)}))
         unknown = [e for e in excl if e not in EMBEDDED_IMAGES]
         if unknown:
-            raise PatchBankError(f"unknown embedded image(s) {unknown} in exclude; "
-                                 f"the names are {', '.join(EMBEDDED_IMAGES)}")
-        return _embedded_cached(_positive_int(patch_size, "patch_size"), _positive_int(count, "count"),
-                                int(seed), excl)
+            raise PatchBankError(
+                f"unknown embedded image(s) {unknown} in exclude; the names are {', '.join(EMBEDDED_IMAGES)}"
+            )
+        return _embedded_cached(_positive_int(patch_size, "patch_size"), _positive_int(count, "count"), int(seed), excl)
 
     # ---------------------------------------------------------------- tensors
     def resized(self, size: int) -> torch.Tensor:
@@ -256,9 +287,9 @@ class PatchBank:
         out = torch.empty((len(self), 3, size, size), dtype=torch.float32)
         chunk = 2048
         for start in range(0, len(self), chunk):
-            part = x[start:start + chunk].float() / 255.0
+            part = x[start : start + chunk].float() / 255.0
             y = F.interpolate(part, size=(size, size), mode="bicubic", antialias=True, align_corners=False)
-            out[start:start + chunk] = torch.round(y.clamp(0.0, 1.0) * 255.0) / 255.0
+            out[start : start + chunk] = torch.round(y.clamp(0.0, 1.0) * 255.0) / 255.0
         return out
 
 
@@ -266,8 +297,9 @@ class PatchBank:
 def _check_patches(p: np.ndarray, where: str) -> None:
     """Patches must be a non-empty uint8 (N, p, p, 3) array of square RGB patches."""
     if p.dtype != np.uint8:
-        raise PatchBankError(f"{where}: patches must be uint8, got dtype {p.dtype}; "
-                             "convert with np.clip(x, 0, 255).astype(np.uint8)")
+        raise PatchBankError(
+            f"{where}: patches must be uint8, got dtype {p.dtype}; convert with np.clip(x, 0, 255).astype(np.uint8)"
+        )
     if p.ndim != 4 or p.shape[1] != p.shape[2] or p.shape[3] != 3:
         raise PatchBankError(f"{where}: patches must have shape (N, p, p, 3) (square RGB patches), got {p.shape}")
     if p.shape[0] == 0:
@@ -284,23 +316,30 @@ def _read_npz(path: Path) -> dict[str, np.ndarray]:
     try:
         data = np.load(path, allow_pickle=False)
     except (zipfile.BadZipFile, ValueError, OSError, EOFError) as err:
-        raise PatchBankError(f"{path} is not a readable .npz patch bank (corrupt or another format: {err}); "
-                             "re-create it with PatchBank.save or np.savez") from err
+        raise PatchBankError(
+            f"{path} is not a readable .npz patch bank (corrupt or another format: {err}); "
+            "re-create it with PatchBank.save or np.savez"
+        ) from err
     if not isinstance(data, np.lib.npyio.NpzFile):
-        raise PatchBankError(f"{path} is a single .npy array, not an .npz patch bank; save the bank with "
-                             "np.savez(path, patches=..., sharpness=...)")
+        raise PatchBankError(
+            f"{path} is a single .npy array, not an .npz patch bank; save the bank with "
+            "np.savez(path, patches=..., sharpness=...)"
+        )
     try:
         return {k: data[k] for k in data.files}
     except (zipfile.BadZipFile, ValueError, OSError, EOFError, KeyError, zlib.error) as err:
-        raise PatchBankError(f"{path} is not a readable .npz patch bank (corrupt entry: {err}); "
-                             "re-create it with PatchBank.save or np.savez") from err
+        raise PatchBankError(
+            f"{path} is not a readable .npz patch bank (corrupt entry: {err}); "
+            "re-create it with PatchBank.save or np.savez"
+        ) from err
     finally:
         data.close()
 
 
 def _list_images(folder: Path) -> list[Path]:
-    return sorted((f for f in folder.iterdir() if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS),
-                  key=lambda f: f.name)
+    return sorted(
+        (f for f in folder.iterdir() if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS), key=lambda f: f.name
+    )
 
 
 def _cache_key(files: Sequence[Path], patch_size: int, stride: int | None, count: int | None, seed: int) -> str:
@@ -308,8 +347,14 @@ def _cache_key(files: Sequence[Path], patch_size: int, stride: int | None, count
     for f in files:
         st = f.stat()
         entries.append([f.name, st.st_size, st.st_mtime_ns])
-    payload = {"version": _CACHE_VERSION, "patch_size": patch_size, "stride": stride, "count": count,
-               "seed": seed, "files": entries}
+    payload = {
+        "version": _CACHE_VERSION,
+        "patch_size": patch_size,
+        "stride": stride,
+        "count": count,
+        "seed": seed,
+        "files": entries,
+    }
     return json.dumps(payload, sort_keys=True)
 
 
@@ -343,13 +388,21 @@ def _write_cache(bank: PatchBank, key: str, candidates: Sequence[Path]) -> None:
     for path in candidates:
         try:
             arrays = dict(bank.meta)
-            write_npz(path, patches=bank.patches, sharpness=bank.sharpness, cache_key=np.array(key),
-                      bank_source=np.array(bank.source), **arrays)
+            write_npz(
+                path,
+                patches=bank.patches,
+                sharpness=bank.sharpness,
+                cache_key=np.array(key),
+                bank_source=np.array(bank.source),
+                **arrays,
+            )
             return
         except OSError as err:
             errors.append(f"{path.parent}: {err}")
-    warnings.warn("patch bank not cached (no writable cache folder: " + "; ".join(errors) + "); "
-                  "it will be rebuilt next time", stacklevel=3)
+    warnings.warn(
+        "patch bank not cached (no writable cache folder: " + "; ".join(errors) + "); it will be rebuilt next time",
+        stacklevel=3,
+    )
 
 
 def _image_rng(seed: int, name: str) -> np.random.Generator:
@@ -357,8 +410,13 @@ def _image_rng(seed: int, name: str) -> np.random.Generator:
     return np.random.default_rng([int(seed) & 0xFFFFFFFF, zlib.crc32(name.encode("utf-8"))])
 
 
-def cut_patches(image: np.ndarray, patch_size: int, stride: int | None = None, count: int | None = None,
-                rng: np.random.Generator | None = None) -> tuple[np.ndarray, np.ndarray]:
+def cut_patches(
+    image: np.ndarray,
+    patch_size: int,
+    stride: int | None = None,
+    count: int | None = None,
+    rng: np.random.Generator | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
     """Cut patches from one (H, W, 3) uint8 image.
 
     Regular grid with ``stride`` (positions 0, stride, ... while the patch fits), or ``count``
@@ -382,8 +440,9 @@ def cut_patches(image: np.ndarray, patch_size: int, stride: int | None = None, c
     return patches, np.stack([ys, xs], axis=1).astype(np.int64)
 
 
-def _build_from_files(files: Sequence[Path], folder: Path, patch_size: int, stride: int | None,
-                      count: int | None, seed: int) -> PatchBank:
+def _build_from_files(
+    files: Sequence[Path], folder: Path, patch_size: int, stride: int | None, count: int | None, seed: int
+) -> PatchBank:
     all_patches, all_tl, all_src, too_small = [], [], [], []
     for f in files:
         image = load_image(f)
@@ -397,11 +456,12 @@ def _build_from_files(files: Sequence[Path], folder: Path, patch_size: int, stri
         all_tl.append(tl)
         all_src.append(np.full(len(patches), f.name))
     if not all_patches:
-        raise PatchBankError(f"every image in {folder} is smaller than the patch size {patch_size}: "
-                             f"{', '.join(too_small)}; use a smaller patch_size or larger images")
+        raise PatchBankError(
+            f"every image in {folder} is smaller than the patch size {patch_size}: "
+            f"{', '.join(too_small)}; use a smaller patch_size or larger images"
+        )
     if too_small:
-        warnings.warn(f"skipped images smaller than the patch size {patch_size}: {', '.join(too_small)}",
-                      stacklevel=3)
+        warnings.warn(f"skipped images smaller than the patch size {patch_size}: {', '.join(too_small)}", stacklevel=3)
     patches = np.concatenate(all_patches)
     meta = {"source_image": np.concatenate(all_src).astype(str), "top_left": np.concatenate(all_tl)}
     return PatchBank(patches=patches, sharpness=patch_sharpness(patches), source=f"folder:{folder}", meta=meta)
@@ -432,8 +492,10 @@ def _embedded_cached(patch_size: int, count: int, seed: int, exclude: tuple[str,
         all_tl.append(tl)
         all_src.append(np.full(n, name))
     patches = np.concatenate(all_patches)
-    meta = {"source_image": _readonly(np.concatenate(all_src).astype(str)),
-            "top_left": _readonly(np.concatenate(all_tl))}
+    meta = {
+        "source_image": _readonly(np.concatenate(all_src).astype(str)),
+        "top_left": _readonly(np.concatenate(all_tl)),
+    }
     bank = PatchBank(patches=patches, sharpness=patch_sharpness(patches), source="embedded:skimage", meta=meta)
     bank.patches = _readonly(bank.patches)
     bank.sharpness = _readonly(bank.sharpness)

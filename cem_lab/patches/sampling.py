@@ -4,6 +4,7 @@ Every sampler is a pure function of (generator state, inputs): the same ``rng`` 
 block sharpness and sample index always give the same bank index, and each draw consumes
 exactly one ``rng.integers`` call.
 """
+
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
@@ -150,7 +151,7 @@ class StratifiedSampler(PatchSampler):
     def stratum_indices(self, stratum: int) -> np.ndarray:
         """Bank indices in ``stratum`` (0 = least sharp)."""
         self._check_bound()
-        return self._order[self._bounds[stratum]:self._bounds[stratum + 1]]
+        return self._order[self._bounds[stratum] : self._bounds[stratum + 1]]
 
     def draw(self, rng: np.random.Generator, block_sharpness: float, sample_index: int) -> int:
         self._check_bound()
@@ -193,8 +194,7 @@ def block_sharpness(image_uint8: np.ndarray, box: Sequence[int], patch_size: int
     top, left, bottom, right = (int(v) for v in box)
     h, w = img.shape[:2]
     if not (0 <= top < bottom <= h and 0 <= left < right <= w):
-        raise ValueError(f"block box {tuple(box)} (top, left, bottom, right) is empty or outside the "
-                         f"{h}x{w} image")
+        raise ValueError(f"block box {tuple(box)} (top, left, bottom, right) is empty or outside the {h}x{w} image")
     block = img[top:bottom, left:right]
     score = float(np.round(_raw_sharpness(block[None])[0]))
     side = float(np.sqrt((bottom - top) * (right - left)))

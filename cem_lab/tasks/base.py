@@ -5,13 +5,15 @@ pairs) and, given a block of that input, writes a natural patch into it *degrade
 (``intervene``), so that the intervened image stays a plausible input (method doc, section 3).
 Tasks know nothing about estimators, models or metrics.
 """
+
 from __future__ import annotations
 
 import re
 import zlib
 from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Optional, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -51,11 +53,11 @@ class TaskInput:
     """
 
     input: Tensor
-    target: Optional[Tensor]
+    target: Tensor | None
     context: dict[str, Tensor] = field(default_factory=dict)
     whole_keys: frozenset[str] = frozenset()
 
-    def to(self, device: torch.device | str) -> "TaskInput":
+    def to(self, device: torch.device | str) -> TaskInput:
         return TaskInput(
             self.input.to(device),
             None if self.target is None else self.target.to(device),
@@ -98,8 +100,7 @@ class Task(ABC):
     def degrade(self, clean: Tensor, seed: int) -> Tensor:
         """(N, 3, H, W) clean images -> (N, 3, H/s, W/s) model inputs on the uint8 grid."""
 
-    def prepare(self, clean: Optional[Tensor], seed: int = 0,
-                degraded: Optional[Tensor] = None) -> TaskInput:
+    def prepare(self, clean: Tensor | None, seed: int = 0, degraded: Tensor | None = None) -> TaskInput:
         """Build the CEM input from a clean image, or from a user's own degraded input.
 
         With ``degraded`` given, ``clean`` is its ground truth (or None for a
@@ -123,8 +124,14 @@ class Task(ABC):
         return patches
 
     @abstractmethod
-    def intervene(self, inputs: Tensor, context: dict[str, Tensor], content: Tensor,
-                  placements: Sequence[Placement], noise: Optional[Tensor] = None) -> Tensor:
+    def intervene(
+        self,
+        inputs: Tensor,
+        context: dict[str, Tensor],
+        content: Tensor,
+        placements: Sequence[Placement],
+        noise: Tensor | None = None,
+    ) -> Tensor:
         """Write one intervention per batch row, in place, and return ``inputs``.
 
         ``inputs``: (B, 3, h, w) copies of the (cropped) model input; ``context``: the task
@@ -133,7 +140,7 @@ class Task(ABC):
         :attr:`needs_noise`.
         """
 
-    def check_lv_input(self, task_input: TaskInput) -> None:
+    def check_lv_input(self, task_input: TaskInput) -> None:  # noqa: B027 (an optional hook)
         """Refuse, with the fix, a task input that the LV intervention cannot be built on (nothing
         to refuse by default; the JPEG task needs the clean image of a JPEG given with ``degraded``)."""
 
@@ -142,7 +149,8 @@ class Task(ABC):
         if height % self.scale or width % self.scale:
             raise TaskError(
                 f"{self.name}: image size {height}x{width} is not a multiple of the scale "
-                f"{self.scale}; crop it (cem_lab.tasks.crop_to_scale does) before degrading")
+                f"{self.scale}; crop it (cem_lab.tasks.crop_to_scale does) before degrading"
+            )
 
     def check_pair(self, degraded: Tensor, clean: Tensor) -> None:
         h, w = degraded.shape[-2:]
@@ -150,7 +158,8 @@ class Task(ABC):
         if (H, W) != (h * self.scale, w * self.scale):
             raise TaskError(
                 f"{self.name}: degraded input {h}x{w} and ground truth {H}x{W} do not match "
-                f"the scale x{self.scale}; the ground truth must be {h * self.scale}x{w * self.scale}")
+                f"the scale x{self.scale}; the ground truth must be {h * self.scale}x{w * self.scale}"
+            )
 
     def describe(self) -> dict:
         return {"name": self.name, "scale": self.scale}
@@ -175,11 +184,11 @@ def write_blocks(inputs: Tensor, values: Sequence[Tensor], placements: Sequence[
     for i, (val, pl) in enumerate(zip(values, placements)):
         y0, y1, x0, x1 = pl.dst
         oy, ox = pl.src
-        inputs[i, :, y0:y1, x0:x1] = val[:, oy:oy + (y1 - y0), ox:ox + (x1 - x0)]
+        inputs[i, :, y0:y1, x0:x1] = val[:, oy : oy + (y1 - y0), ox : ox + (x1 - x0)]
     return inputs
 
 
-def task_label(task: "Task | Mapping[str, Any]") -> str:
+def task_label(task: Task | Mapping[str, Any]) -> str:
     """A short name of a task and its parameters: ``sr_x4``, ``dn_s50``, ``dr_medium``, ``jpeg_q75``
     (``jpeg_q75_444_x2``: another chroma subsampling than 4:2:0, scale 2).
 

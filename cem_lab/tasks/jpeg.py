@@ -37,6 +37,7 @@ that is 32 output pixels) for an intervention to stay inside its block; with a s
 paper's 8), ``crop_multiple=16`` keeps the runner's dependency crop on the MCU grid, so that no block
 outside the crop rewrites pixels inside it.
 """
+
 from __future__ import annotations
 
 import functools
@@ -45,7 +46,7 @@ import logging
 import math
 import weakref
 from pathlib import Path
-from typing import BinaryIO, Optional, Union
+from typing import BinaryIO
 
 import numpy as np
 import torch
@@ -73,8 +74,8 @@ FOOTPRINTS = ("mcu", "exact")
 CLEAN = "clean"
 
 
-def _subsampling_name(value: Union[str, int]) -> str:
-    """"4:2:0" / "4:2:2" / "4:4:4", or Pillow's numbers 2 / 1 / 0 -> the string form."""
+def _subsampling_name(value: str | int) -> str:
+    """ "4:2:0" / "4:2:2" / "4:4:4", or Pillow's numbers 2 / 1 / 0 -> the string form."""
     if isinstance(value, str) and value.strip() in SUBSAMPLINGS:
         return value.strip()
     if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
@@ -82,10 +83,14 @@ def _subsampling_name(value: Union[str, int]) -> str:
             return _BY_NUMBER[int(value)]
         if int(value) in _SEXAGESIMAL:
             name = _SEXAGESIMAL[int(value)]
-            raise TaskError(f"jpeg: subsampling {value} is what YAML makes of an unquoted {name} (a base-60 "
-                            f"number); quote it: subsampling: \"{name}\"")
-    raise TaskError(f"jpeg: subsampling must be one of {list(SUBSAMPLINGS)} (or Pillow's numbers "
-                    f"{sorted(_BY_NUMBER)}), got {value!r}")
+            raise TaskError(
+                f"jpeg: subsampling {value} is what YAML makes of an unquoted {name} (a base-60 "
+                f'number); quote it: subsampling: "{name}"'
+            )
+    raise TaskError(
+        f"jpeg: subsampling must be one of {list(SUBSAMPLINGS)} (or Pillow's numbers "
+        f"{sorted(_BY_NUMBER)}), got {value!r}"
+    )
 
 
 def jpeg_round_trip(image: np.ndarray, quality: int, subsampling: str) -> np.ndarray:
@@ -95,7 +100,8 @@ def jpeg_round_trip(image: np.ndarray, quality: int, subsampling: str) -> np.nda
     changes a decoded pixel, only the file."""
     buf = io.BytesIO()
     Image.fromarray(np.ascontiguousarray(image), "RGB").save(
-        buf, format="JPEG", quality=int(quality), subsampling=SUBSAMPLINGS[subsampling][0])
+        buf, format="JPEG", quality=int(quality), subsampling=SUBSAMPLINGS[subsampling][0]
+    )
     with Image.open(io.BytesIO(buf.getvalue())) as im:
         im.load()
         if im.mode != "RGB":  # never for a 3-channel file written by Pillow
@@ -132,18 +138,23 @@ class JpegTask(Task):
     name = "jpeg"
     needs_noise = False
 
-    def __init__(self, quality: int = 75, scale: int = 1, subsampling: Union[str, int] = "4:2:0",
-                 footprint: str = "mcu"):
+    def __init__(self, quality: int = 75, scale: int = 1, subsampling: str | int = "4:2:0", footprint: str = "mcu"):
         if isinstance(quality, bool) or not isinstance(quality, (int, np.integer)) or not 1 <= quality <= 100:
-            raise TaskError(f"jpeg: quality must be an integer from 1 (strongest compression) to 100, "
-                            f"got {quality!r}; e.g. task.quality=75")
+            raise TaskError(
+                f"jpeg: quality must be an integer from 1 (strongest compression) to 100, "
+                f"got {quality!r}; e.g. task.quality=75"
+            )
         if isinstance(scale, bool) or scale not in (1, 2):
-            raise TaskError(f"jpeg: scale must be 1 (JPEG only) or 2 (bicubic x2 downscale, then JPEG: for "
-                            f"upscale + denoise models), got {scale!r}")
+            raise TaskError(
+                f"jpeg: scale must be 1 (JPEG only) or 2 (bicubic x2 downscale, then JPEG: for "
+                f"upscale + denoise models), got {scale!r}"
+            )
         if footprint not in FOOTPRINTS:
-            raise TaskError(f"jpeg: footprint must be 'mcu' (an intervention rewrites the MCUs its block "
-                            f"touches) or 'exact' (and the 1-pixel ring the decoder's chroma upsampling "
-                            f"reaches), got {footprint!r}")
+            raise TaskError(
+                f"jpeg: footprint must be 'mcu' (an intervention rewrites the MCUs its block "
+                f"touches) or 'exact' (and the 1-pixel ring the decoder's chroma upsampling "
+                f"reaches), got {footprint!r}"
+            )
         self.quality = int(quality)
         self.scale = int(scale)
         self.subsampling = _subsampling_name(subsampling)
@@ -174,8 +185,7 @@ class JpegTask(Task):
         self.check_size(clean.shape[-2], clean.shape[-1])
         return self.encode(self.clean_input(clean))
 
-    def prepare(self, clean: Optional[Tensor], seed: int = 0,
-                degraded: Optional[Tensor] = None) -> TaskInput:
+    def prepare(self, clean: Tensor | None, seed: int = 0, degraded: Tensor | None = None) -> TaskInput:
         """The input and its context: the clean image on the input grid (``"clean"``, kept whole by
         crops), which every intervention re-encodes from.
 
@@ -187,8 +197,9 @@ class JpegTask(Task):
         """
         if degraded is None:
             if clean is None:
-                raise TaskError("jpeg: give a clean image to compress, or a JPEG input (degraded=) and its "
-                                "ground truth")
+                raise TaskError(
+                    "jpeg: give a clean image to compress, or a JPEG input (degraded=) and its ground truth"
+                )
             self.check_size(clean.shape[-2], clean.shape[-1])
             lr = self.clean_input(clean)
             return TaskInput(self.encode(lr), clean, {CLEAN: lr}, frozenset({CLEAN}))
@@ -203,29 +214,43 @@ class JpegTask(Task):
         diff = (given - ours).abs() * 255
         if not bool((diff > 0.5).any()):
             return
-        mse = float((diff ** 2).mean())
-        psnr = 10 * math.log10(255.0 ** 2 / mse) if mse > 0 else float("inf")
+        mse = float((diff**2).mean())
+        psnr = 10 * math.log10(255.0**2 / mse) if mse > 0 else float("inf")
         log.warning(
             "jpeg: the degraded input is not this task's JPEG of its ground truth (quality %d, subsampling %s"
             "%s): they differ by up to %.0f levels (PSNR %.1f dB). Interventions write this task's encode, so "
             "set task.quality / task.subsampling to the file's (cem_lab.tasks.jpeg.read_jpeg_settings(path) "
-            "reads them)", self.quality, self.subsampling, ", after the x2 bicubic downscale" if self.scale == 2
-            else "", float(diff.max()), psnr)
+            "reads them)",
+            self.quality,
+            self.subsampling,
+            ", after the x2 bicubic downscale" if self.scale == 2 else "",
+            float(diff.max()),
+            psnr,
+        )
 
     # --- interventions ---------------------------------------------------------------------------------
     def patch_content(self, patches: Tensor) -> Tensor:
         """The natural patches on the input grid (scale 2: bicubic x2 downscale, quantized); the
         JPEG itself is applied per intervention, with the block's neighbourhood."""
         if patches.shape[-1] % self.scale:
-            raise TaskError(f"jpeg: block size {patches.shape[-1]} is not a multiple of the scale {self.scale}; "
-                            f"choose cem.block as a multiple of {self.scale}")
+            raise TaskError(
+                f"jpeg: block size {patches.shape[-1]} is not a multiple of the scale {self.scale}; "
+                f"choose cem.block as a multiple of {self.scale}"
+            )
         k = patches.shape[-1] // self.scale
         my, mx = self.mcu
         if k % my or k % mx:
-            log.info("jpeg: a block of %d input pixels does not fill whole %dx%d MCUs (subsampling %s): each "
-                     "intervention rewrites the MCUs its block touches, beyond the block (cem.block a multiple "
-                     "of %d keeps it inside; or crop_multiple=%d)", k, mx, my, self.subsampling,
-                     math.lcm(my, mx) * self.scale, self.crop_multiple)
+            log.info(
+                "jpeg: a block of %d input pixels does not fill whole %dx%d MCUs (subsampling %s): each "
+                "intervention rewrites the MCUs its block touches, beyond the block (cem.block a multiple "
+                "of %d keeps it inside; or crop_multiple=%d)",
+                k,
+                mx,
+                my,
+                self.subsampling,
+                math.lcm(my, mx) * self.scale,
+                self.crop_multiple,
+            )
         return quantize(bicubic_downscale(patches, self.scale))
 
     def check_lv_input(self, task_input: TaskInput) -> None:
@@ -233,13 +258,16 @@ class JpegTask(Task):
             raise TaskError(self._no_clean_message())
 
     def _no_clean_message(self) -> str:
-        return ("jpeg: the LV intervention writes the natural patch into the clean image and encodes the JPEG "
-                "blocks it touches again, and this JPEG input came without its clean image; give its ground "
-                "truth too (degraded=photo.jpg image=clean.png), or use an ablation baseline "
-                "(cem.intervention=zeros|mean|blur|noise)")
+        return (
+            "jpeg: the LV intervention writes the natural patch into the clean image and encodes the JPEG "
+            "blocks it touches again, and this JPEG input came without its clean image; give its ground "
+            "truth too (degraded=photo.jpg image=clean.png), or use an ablation baseline "
+            "(cem.intervention=zeros|mean|blur|noise)"
+        )
 
-    def footprint(self, block_box: tuple[int, int, int, int],
-                  size: Optional[tuple[int, int]] = None) -> tuple[int, int, int, int]:
+    def footprint(
+        self, block_box: tuple[int, int, int, int], size: tuple[int, int] | None = None
+    ) -> tuple[int, int, int, int]:
         """(y0, y1, x0, x1): the pixels that an intervention on the block at ``block_box`` (whole-input
         pixels) writes: the MCUs the block touches (``footprint="mcu"``), and with ``"exact"`` the
         1-pixel ring around them that the decoder's chroma upsampling reaches (along the subsampled
@@ -298,24 +326,29 @@ class JpegTask(Task):
             ry0, ry1, rx0, rx1 = region
             part = base[ry0:ry1, rx0:rx1].copy()
             by0, by1, bx0, bx1 = block
-            part[by0 - ry0:by1 - ry0, bx0 - rx0:bx1 - rx0] = patches[i, :by1 - by0, :bx1 - bx0]
+            part[by0 - ry0 : by1 - ry0, bx0 - rx0 : bx1 - rx0] = patches[i, : by1 - by0, : bx1 - bx0]
             decoded = jpeg_round_trip(part, self.quality, self.subsampling)
             # the footprint's decoded pixels, where they fall inside the crop
             wy0, wy1 = max(foot[0], oy), min(foot[1], oy + ch)
             wx0, wx1 = max(foot[2], ox), min(foot[3], ox + cw)
             if wy0 >= wy1 or wx0 >= wx1:
                 continue
-            tile = _to_tensor(decoded[wy0 - ry0:wy1 - ry0, wx0 - rx0:wx1 - rx0])
-            inputs[i, :, wy0 - oy:wy1 - oy, wx0 - ox:wx1 - ox] = tile.to(inputs.device, inputs.dtype)
+            tile = _to_tensor(decoded[wy0 - ry0 : wy1 - ry0, wx0 - rx0 : wx1 - rx0])
+            inputs[i, :, wy0 - oy : wy1 - oy, wx0 - ox : wx1 - ox] = tile.to(inputs.device, inputs.dtype)
         return inputs
 
     def describe(self) -> dict:
-        return {"name": self.name, "scale": self.scale, "quality": self.quality, "subsampling": self.subsampling,
-                "footprint": self.footprint_mode}
+        return {
+            "name": self.name,
+            "scale": self.scale,
+            "quality": self.quality,
+            "subsampling": self.subsampling,
+            "footprint": self.footprint_mode,
+        }
 
 
 # --- reading a JPEG's settings -------------------------------------------------------------------------
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _standard_tables() -> dict[tuple, int]:
     """Pillow's quantization tables at every quality 1..100 -> the lowest quality that writes them."""
     probe = np.full((16, 16, 3), 128, dtype=np.uint8)
@@ -329,7 +362,7 @@ def _standard_tables() -> dict[tuple, int]:
     return tables
 
 
-def read_jpeg_settings(path: Union[str, Path, BinaryIO]) -> dict:
+def read_jpeg_settings(path: str | Path | BinaryIO) -> dict:
     """The ``quality`` and ``subsampling`` a JPEG file (a path or a binary file object) was saved
     with, as :class:`JpegTask` takes them.
 

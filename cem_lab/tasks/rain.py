@@ -18,6 +18,7 @@ So ``a = 0`` gives vertical streaks and ``a > 0`` streaks whose upper end leans 
 left (a "\\" shape). In mathematical axes (x to the right, y up) the streak's direction
 is ``90 + a`` degrees (mod 180).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -185,9 +186,7 @@ def _normalize_to_uint8(x: np.ndarray) -> np.ndarray:
     return np.clip(y, 0.0, 255.0).astype(np.uint8)
 
 
-def synthesize_rain(
-    height: int, width: int, seed: int, preset: str = "medium"
-) -> tuple[np.ndarray, float]:
+def synthesize_rain(height: int, width: int, seed: int, preset: str = "medium") -> tuple[np.ndarray, float]:
     """Draw a rain layer.
 
     Returns ``(layer, beta)``: ``layer`` is float32 of shape (height, width) holding the
@@ -216,9 +215,7 @@ def add_rain(clean_uint8: np.ndarray, layer: np.ndarray, beta: float) -> np.ndar
     clean = np.asarray(clean_uint8)
     layer = np.asarray(layer)
     if clean.dtype != np.uint8 or clean.ndim != 3 or clean.shape[2] != 3:
-        raise ValueError(
-            f"clean_uint8 must be an (H, W, 3) uint8 image, got {clean.dtype} {clean.shape}"
-        )
+        raise ValueError(f"clean_uint8 must be an (H, W, 3) uint8 image, got {clean.dtype} {clean.shape}")
     if layer.shape != clean.shape[:2]:
         raise ValueError(f"layer shape {layer.shape} does not match image shape {clean.shape[:2]}")
     rainy = clean.astype(np.float64) + float(beta) * layer.astype(np.float64)[..., None]

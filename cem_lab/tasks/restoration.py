@@ -1,4 +1,5 @@
 """The three tasks of the paper: super-resolution, denoising and deraining."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -15,8 +16,7 @@ def bicubic_downscale(x: Tensor, scale: int) -> Tensor:
     if scale == 1:
         return x
     h, w = x.shape[-2:]
-    return F.interpolate(x, size=(h // scale, w // scale), mode="bicubic",
-                         antialias=True, align_corners=False)
+    return F.interpolate(x, size=(h // scale, w // scale), mode="bicubic", antialias=True, align_corners=False)
 
 
 class SuperResolutionTask(Task):
@@ -40,8 +40,10 @@ class SuperResolutionTask(Task):
 
     def patch_content(self, patches: Tensor) -> Tensor:
         if patches.shape[-1] % self.scale:
-            raise TaskError(f"sr: block size {patches.shape[-1]} is not divisible by the scale "
-                            f"{self.scale}; choose cem.block as a multiple of {self.scale}")
+            raise TaskError(
+                f"sr: block size {patches.shape[-1]} is not divisible by the scale "
+                f"{self.scale}; choose cem.block as a multiple of {self.scale}"
+            )
         return quantize(bicubic_downscale(patches, self.scale))
 
     def intervene(self, inputs, context, content, placements, noise=None):
@@ -126,8 +128,10 @@ class DerainTask(Task):
             rain = self.rain_layer(h, w, seed).to(clean)
             return TaskInput(quantize(clean + rain), clean, {"rain": rain.expand(1, 3, h, w).contiguous()})
         if clean is None:
-            raise TaskError("dr: interventions on a rainy input need its ground truth to separate "
-                            "the rain layer (rain = input - ground truth); give target=")
+            raise TaskError(
+                "dr: interventions on a rainy input need its ground truth to separate "
+                "the rain layer (rain = input - ground truth); give target="
+            )
         self.check_pair(degraded, clean)
         return TaskInput(degraded, clean, {"rain": (degraded - clean).contiguous()})
 
@@ -138,7 +142,7 @@ class DerainTask(Task):
             y0, y1, x0, x1 = pl.dst
             oy, ox = pl.src
             r = torch.zeros_like(patch)
-            r[:, oy:oy + (y1 - y0), ox:ox + (x1 - x0)] = rain[0, :, y0:y1, x0:x1]
+            r[:, oy : oy + (y1 - y0), ox : ox + (x1 - x0)] = rain[0, :, y0:y1, x0:x1]
             values.append(quantize(patch + r))
         return write_blocks(inputs, values, placements)
 

@@ -1,4 +1,5 @@
 """Figures for Causal Effect Maps: colour mapping, overlays, colour bar, pie and the summary panel."""
+
 from __future__ import annotations
 
 from cem_lab.viz.cem_figures import (

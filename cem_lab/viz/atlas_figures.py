@@ -3,10 +3,10 @@ blocks and by its mean effective distance (reach), and the distributions of both
 
 Small (dpi 100), written atomically, no global matplotlib state (as :mod:`cem_lab.viz.cem_figures`).
 """
+
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Union
 
 import numpy as np
 from matplotlib import colormaps
@@ -17,7 +17,7 @@ from matplotlib.patches import Rectangle
 from cem_lab.viz.cem_figures import new_figure, save_figure
 
 
-def save_atlas_figure(path: Union[str, Path], atlas) -> str:
+def save_atlas_figure(path: str | Path, atlas) -> str:
     rows = atlas.table()
     first = atlas.results[0]
     image = first.images.get("restored")
@@ -26,15 +26,20 @@ def save_atlas_figure(path: Union[str, Path], atlas) -> str:
     neg = np.array([r["share_negative"] for r in rows])
     reach = np.array([r["reach_mean_px"] for r in rows])
     fig = new_figure(11, 7.6, dpi=100)
-    panels = [("share of negative blocks", neg, "Blues", Normalize(0, max(1e-9, float(neg.max())))),
-              ("mean effective distance (output px)", reach, "viridis", Normalize(0, max(1e-9, float(reach.max()))))]
+    panels = [
+        ("share of negative blocks", neg, "Blues", Normalize(0, max(1e-9, float(neg.max())))),
+        ("mean effective distance (output px)", reach, "viridis", Normalize(0, max(1e-9, float(reach.max())))),
+    ]
     for i, (label, values, cmap, norm) in enumerate(panels):
         ax = fig.add_subplot(2, 2, 1 + i)
         ax.imshow(image)
         cm = colormaps[cmap]
         for r, v in zip(atlas.rois, values):
-            ax.add_patch(Rectangle((r.left, r.top), r.size, r.size, facecolor=cm(norm(v)), alpha=0.55,
-                                   edgecolor="black", linewidth=0.5))
+            ax.add_patch(
+                Rectangle(
+                    (r.left, r.top), r.size, r.size, facecolor=cm(norm(v)), alpha=0.55, edgecolor="black", linewidth=0.5
+                )
+            )
         ax.set_title(f"{label}\nper ROI ({len(rows)} ROIs)", fontsize=9)
         ax.axis("off")
         fig.colorbar(ScalarMappable(norm=norm, cmap=cm), ax=ax, fraction=0.046, pad=0.02)
@@ -44,11 +49,14 @@ def save_atlas_figure(path: Union[str, Path], atlas) -> str:
         hx.axvline(med, color="black", linestyle="--", linewidth=1)
         hx.set_xlabel(label, fontsize=9)
         hx.set_ylabel("ROIs", fontsize=9)
-        hx.set_title(f"median {med:.3g}, IQR {np.quantile(values, 0.25):.3g} to {np.quantile(values, 0.75):.3g}",
-                     fontsize=9)
-    title = (f"ROI atlas: {atlas.meta.get('model', '')}, {len(rows)} ROIs, "
-             f"{atlas.meta.get('forward_passes', 0):,} forward passes "
-             f"({atlas.meta.get('saving', 1):.1f}x fewer than separate runs)")
+        hx.set_title(
+            f"median {med:.3g}, IQR {np.quantile(values, 0.25):.3g} to {np.quantile(values, 0.75):.3g}", fontsize=9
+        )
+    title = (
+        f"ROI atlas: {atlas.meta.get('model', '')}, {len(rows)} ROIs, "
+        f"{atlas.meta.get('forward_passes', 0):,} forward passes "
+        f"({atlas.meta.get('saving', 1):.1f}x fewer than separate runs)"
+    )
     fig.suptitle(title, fontsize=10)
     fig.subplots_adjust(left=0.04, right=0.97, top=0.9, bottom=0.07, hspace=0.35, wspace=0.15)
     return save_figure(fig, path)

@@ -10,19 +10,18 @@
 
 Figures are small (dpi 100), written atomically, with no global matplotlib state (as cem_figures).
 """
+
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Mapping, Optional, Sequence, Union
 
 import numpy as np
 
-from cem_lab.viz.cem_figures import (_add_axes_in, cem_overlay, draw_roi_box, effect_mappable, new_figure,
-                                     save_figure)
+from cem_lab.io import PathLike
+from cem_lab.viz.cem_figures import _add_axes_in, cem_overlay, draw_roi_box, effect_mappable, new_figure, save_figure
 
-PathLike = Union[str, Path]
 GAMMA = 1.2
 METHOD_COLORS: dict[str, str] = {"lam": "#ff7f0e", "ig": "#2ca02c", "saliency": "#9467bd", "cem": "#000000"}
 _FALLBACK_COLORS = ("#1f77b4", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf")
@@ -32,8 +31,8 @@ _FALLBACK_COLORS = ("#1f77b4", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17b
 class MapPanel:
     """One block map of the panel: ``values`` (rows, cols) drawn over [-bound, bound]."""
 
-    name: str                 #: the method's key (lam, ig, saliency, cem)
-    label: str                #: its title
+    name: str  #: the method's key (lam, ig, saliency, cem)
+    label: str  #: its title
     values: np.ndarray
     bound: float
     unit: str = ""
@@ -58,9 +57,18 @@ def _tick(value: float) -> str:
     return f"{value:.2g}".replace("-", "\u2212")
 
 
-def save_attribution_panel(path: PathLike, *, input_rgb: np.ndarray, roi: Sequence[int], block: int,
-                           output_shape: Sequence[int], roi_mask: np.ndarray, panels: Sequence[MapPanel],
-                           title: str = "", dpi: int = 100) -> str:
+def save_attribution_panel(
+    path: PathLike,
+    *,
+    input_rgb: np.ndarray,
+    roi: Sequence[int],
+    block: int,
+    output_shape: Sequence[int],
+    roi_mask: np.ndarray,
+    panels: Sequence[MapPanel],
+    title: str = "",
+    dpi: int = 100,
+) -> str:
     """Input with the ROI box | one overlay per map (with a colour bar), PNG. Returns the path."""
     h, w = int(output_shape[0]), int(output_shape[1])
     roi_mask = np.asarray(roi_mask, dtype=bool)
@@ -79,8 +87,7 @@ def save_attribution_panel(path: PathLike, *, input_rgb: np.ndarray, roi: Sequen
 
     ax = _add_axes_in(fig, margin, top - ph, pw, ph)
     ax.imshow(draw_roi_box(inp, roi), interpolation="antialiased")
-    ax.set_title(f"input with the ROI\n{input_rgb.shape[0]}\u00d7{input_rgb.shape[1]}, ROI {list(roi)}",
-                 fontsize=8)
+    ax.set_title(f"input with the ROI\n{input_rgb.shape[0]}\u00d7{input_rgb.shape[1]}, ROI {list(roi)}", fontsize=8)
     ax.set_xticks([])
     ax.set_yticks([])
     for k, p in enumerate(panels, start=1):
@@ -107,9 +114,16 @@ def _color(method: str, k: int) -> str:
     return METHOD_COLORS.get(method, _FALLBACK_COLORS[k % len(_FALLBACK_COLORS)])
 
 
-def save_deletion_curves(path: PathLike, *, curves: Mapping[str, Mapping[str, Mapping[str, Mapping]]],
-                         baselines: Mapping[str, float], labels: Optional[Mapping[str, str]] = None,
-                         metric: str = "psnr", unit: str = "dB", dpi: int = 100) -> str:
+def save_deletion_curves(
+    path: PathLike,
+    *,
+    curves: Mapping[str, Mapping[str, Mapping[str, Mapping]]],
+    baselines: Mapping[str, float],
+    labels: Mapping[str, str] | None = None,
+    metric: str = "psnr",
+    unit: str = "dB",
+    dpi: int = 100,
+) -> str:
     """``curves[intervention][method][kind]`` = ``{"fractions", "values", "auc"}`` (kind: deletion,
     insertion); ``baselines[intervention]``: the metric with nothing replaced. PNG; returns the path."""
     labels = dict(labels or {})
@@ -143,8 +157,20 @@ def save_deletion_curves(path: PathLike, *, curves: Mapping[str, Mapping[str, Ma
             ax.set_ylabel(ylabel, fontsize=8)
         ax.tick_params(labelsize=7)
         ax.set_xlim(0, 1)
-        ax.legend(fontsize=6.5, loc="upper center", bbox_to_anchor=(0.5, -0.22), frameon=False,
-                  title=f"AUC ({unit})" if unit else "AUC", title_fontsize=6.5)
-    fig.text(0.5, 1.0 - 0.1 / fig_h, "faithfulness of each map's block ranking (lower deletion AUC and higher "
-             "insertion AUC = more faithful)", ha="center", va="top", fontsize=9)
+        ax.legend(
+            fontsize=6.5,
+            loc="upper center",
+            bbox_to_anchor=(0.5, -0.22),
+            frameon=False,
+            title=f"AUC ({unit})" if unit else "AUC",
+            title_fontsize=6.5,
+        )
+    fig.text(
+        0.5,
+        1.0 - 0.1 / fig_h,
+        "faithfulness of each map's block ranking (lower deletion AUC and higher insertion AUC = more faithful)",
+        ha="center",
+        va="top",
+        fontsize=9,
+    )
     return save_figure(fig, path)

@@ -9,12 +9,13 @@ Every file is written atomically (:func:`cem_lab.io.atomic_path`). Figures are b
 with :class:`matplotlib.figure.Figure` and :class:`FigureCanvasAgg` directly, so no
 global matplotlib / pyplot state is touched.
 """
+
 from __future__ import annotations
 
 import math
 import os
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Sequence, Union
 
 import numpy as np
 from matplotlib import colormaps
@@ -28,9 +29,8 @@ from matplotlib.patches import Wedge
 from matplotlib.transforms import offset_copy
 from PIL import Image
 
-from cem_lab.io import atomic_path
+from cem_lab.io import PathLike, atomic_path
 
-PathLike = Union[str, Path]
 Roi = Sequence[int]
 
 TASK_BOUNDS: dict[str, float] = {"sr": 2.5, "dn": 1.0, "dr": 2.0}
@@ -79,9 +79,7 @@ def _check_grid(
     if classification is not None:
         classification = np.asarray(classification)
         if classification.shape != effect.shape:
-            raise ValueError(
-                f"classification shape {classification.shape} does not match effect shape {effect.shape}"
-            )
+            raise ValueError(f"classification shape {classification.shape} does not match effect shape {effect.shape}")
         if not np.isin(classification, (-1, 0, 1)).all():
             raise ValueError("classification must hold only -1, 0 and +1")
     return effect, roi_mask
@@ -100,8 +98,7 @@ def _check_output_shape(grid_shape: tuple[int, int], block: int, output_shape: S
     want = (math.ceil(h / block), math.ceil(w / block))
     if (rows, cols) != want:
         raise ValueError(
-            f"output_shape {(h, w)} with block {block} gives a {want[0]}x{want[1]} grid, "
-            f"but the map is {rows}x{cols}"
+            f"output_shape {(h, w)} with block {block} gives a {want[0]}x{want[1]} grid, but the map is {rows}x{cols}"
         )
     return h, w
 
@@ -157,8 +154,10 @@ def _power_inverse(y: np.ndarray, gamma: float) -> np.ndarray:
 def _effect_norm(bound: float, gamma: float) -> FuncNorm:
     """Norm [-bound, bound] -> [0, 1] with the same power mapping as :func:`effect_to_rgb`."""
     return FuncNorm(
-        (lambda x: _power_forward(np.asarray(x, dtype=float), gamma),
-         lambda y: _power_inverse(np.asarray(y, dtype=float), gamma)),
+        (
+            lambda x: _power_forward(np.asarray(x, dtype=float), gamma),
+            lambda y: _power_inverse(np.asarray(y, dtype=float), gamma),
+        ),
         vmin=-bound,
         vmax=bound,
         clip=True,
@@ -315,8 +314,16 @@ def _fmt(value: float, unit: str) -> str:
     return f"{text} {unit}".strip()
 
 
-def _effect_colorbar(fig: Figure, cax: Axes, bound: float, gamma: float, vmin: float | None, vmax: float | None,
-                     unit: str, fontsize: float = 8) -> Colorbar:
+def _effect_colorbar(
+    fig: Figure,
+    cax: Axes,
+    bound: float,
+    gamma: float,
+    vmin: float | None,
+    vmax: float | None,
+    unit: str,
+    fontsize: float = 8,
+) -> Colorbar:
     """Horizontal colour bar in ``cax``: ticks at -bound, 0, +bound in ``unit``, a line at 0, and
     black triangles above the bar at the actual min / max (clipped to the bar)."""
     cbar = fig.colorbar(effect_mappable(bound, gamma), cax=cax, orientation="horizontal")
@@ -327,13 +334,20 @@ def _effect_colorbar(fig: Figure, cax: Axes, bound: float, gamma: float, vmin: f
     above = offset_copy(cax.get_xaxis_transform(), fig=fig, y=4, units="points")
     for value in (vmin, vmax):
         if value is not None and math.isfinite(value):
-            cax.plot([float(np.clip(value, -bound, bound))], [1.0], marker="v", markersize=6, color="black",
-                     transform=above, clip_on=False, linestyle="none")
+            cax.plot(
+                [float(np.clip(value, -bound, bound))],
+                [1.0],
+                marker="v",
+                markersize=6,
+                color="black",
+                transform=above,
+                clip_on=False,
+                linestyle="none",
+            )
     return cbar
 
 
-def save_colorbar(path: PathLike, vmin: float, vmax: float, bound: float, gamma: float = 1.2,
-                  unit: str = "dB") -> str:
+def save_colorbar(path: PathLike, vmin: float, vmax: float, bound: float, gamma: float = 1.2, unit: str = "dB") -> str:
     """Horizontal seismic colour bar over [-bound, bound] (same power mapping as the map), PNG.
 
     The actual min and max effect are written at its left / right ends and marked by
@@ -370,8 +384,14 @@ def _draw_pie(ax: Axes, counts: Mapping[str, int], fontsize: float = 9) -> None:
         return f"{share:.1f}%" if share >= 4.0 else ""
 
     wedges, _, autotexts = ax.pie(
-        sizes, colors=colors, autopct=pct, startangle=90, counterclock=False, pctdistance=0.65,
-        wedgeprops={"edgecolor": "white", "linewidth": 1.0}, textprops={"fontsize": fontsize},
+        sizes,
+        colors=colors,
+        autopct=pct,
+        startangle=90,
+        counterclock=False,
+        pctdistance=0.65,
+        wedgeprops={"edgecolor": "white", "linewidth": 1.0},
+        textprops={"fontsize": fontsize},
     )
     for key, text in zip(keys, autotexts):
         text.set_color(text_colors[key])
@@ -465,8 +485,18 @@ def save_cem_figures(
     return {name: written[name] for name in FIGURE_FILES}
 
 
-def _panel_figure(degraded: np.ndarray, restored_box: np.ndarray, overlay: np.ndarray, counts: Mapping[str, int],
-                  bound: float, vmin: float, vmax: float, title: str, roi_psnr: float | None, unit: str) -> Figure:
+def _panel_figure(
+    degraded: np.ndarray,
+    restored_box: np.ndarray,
+    overlay: np.ndarray,
+    counts: Mapping[str, int],
+    bound: float,
+    vmin: float,
+    vmax: float,
+    title: str,
+    roi_psnr: float | None,
+    unit: str,
+) -> Figure:
     """Degraded input | restored with ROI box | overlay with colour bar | pie, laid out in inches."""
     h, w = overlay.shape[:2]
     aspect = w / h

@@ -11,22 +11,37 @@
 - :func:`plot_unit_grid`: the CE maps of many models on one unit (the paper's map grids);
 - :func:`plot_teaser`: one network on SR, DN and DR, side by side: input, output, map, pie, colour bar.
 """
+
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence, Union
 
 import numpy as np
 import pandas as pd
 
-from cem_lab.viz.cem_figures import (_draw_pie, _effect_colorbar, _effect_range, cem_overlay, draw_roi_box,
-                                     new_figure, save_figure)
+from cem_lab.io import PathLike
+from cem_lab.viz.cem_figures import (
+    _draw_pie,
+    _effect_colorbar,
+    _effect_range,
+    cem_overlay,
+    draw_roi_box,
+    new_figure,
+    save_figure,
+)
 
-PathLike = Union[str, Path]
-
-__all__ = ["chosen_unit", "plot_attention_contrast", "plot_multitask_pairs", "plot_multitask_profiles",
-           "plot_rf_reach_vs_params", "plot_rf_trends", "plot_teaser", "plot_unit_grid"]
+__all__ = [
+    "chosen_unit",
+    "plot_attention_contrast",
+    "plot_multitask_pairs",
+    "plot_multitask_profiles",
+    "plot_rf_reach_vs_params",
+    "plot_rf_trends",
+    "plot_teaser",
+    "plot_unit_grid",
+]
 
 _FAMILY_COLOURS = {"FSRCNN": "tab:blue", "EDSR": "tab:red"}
 
@@ -38,20 +53,34 @@ def _err(ax, x, mean, low, high, **kw):
 
 
 def plot_rf_trends(per: pd.DataFrame, path: PathLike) -> str:
-    panels = [("reach_max_px", "effective distance (px)"), ("share_negative", "negative share"),
-              ("baseline_metric", "ROI PSNR (dB)")]
+    panels = [
+        ("reach_max_px", "effective distance (px)"),
+        ("share_negative", "negative share"),
+        ("baseline_metric", "ROI PSNR (dB)"),
+    ]
     fig = new_figure(4.0 * len(panels), 3.3, dpi=110)
     fig.set_layout_engine("constrained")
     axes = fig.subplots(1, len(panels))
     for ax, (m, label) in zip(axes, panels):
         for (arch, width), g in per.groupby(["architecture", "width"], sort=True):
             g = g.sort_values("depth")
-            shade = 0.35 + 0.65 * (sorted(per[per["architecture"] == arch]["width"].unique()).index(width) + 1) / \
-                per[per["architecture"] == arch]["width"].nunique()
+            shade = (
+                0.35
+                + 0.65
+                * (sorted(per[per["architecture"] == arch]["width"].unique()).index(width) + 1)
+                / per[per["architecture"] == arch]["width"].nunique()
+            )
             base = np.array(__import__("matplotlib").colors.to_rgb(_FAMILY_COLOURS.get(arch, "tab:gray")))
             colour = tuple(1 - shade * (1 - base))
-            _err(ax, g["depth"].to_numpy(float), g[f"{m}_mean"], g[f"{m}_low"], g[f"{m}_high"], color=colour,
-                 label=f"{arch} w{int(width)}")
+            _err(
+                ax,
+                g["depth"].to_numpy(float),
+                g[f"{m}_mean"],
+                g[f"{m}_low"],
+                g[f"{m}_high"],
+                color=colour,
+                label=f"{arch} w{int(width)}",
+            )
         ax.set_xscale("log", base=2)
         ax.set_xlabel("depth")
         ax.set_title(label, fontsize=10)
@@ -65,14 +94,35 @@ def plot_rf_reach_vs_params(per: pd.DataFrame, real: pd.DataFrame, path: PathLik
     fig.set_layout_engine("constrained")
     ax = fig.subplots()
     for arch, g in per.groupby("architecture"):
-        _err(ax, g["parameters"].to_numpy(float), g["reach_max_px_mean"], g["reach_max_px_low"],
-             g["reach_max_px_high"], color=_FAMILY_COLOURS.get(arch, "tab:gray"), linestyle="none", label=arch)
+        _err(
+            ax,
+            g["parameters"].to_numpy(float),
+            g["reach_max_px_mean"],
+            g["reach_max_px_low"],
+            g["reach_max_px_high"],
+            color=_FAMILY_COLOURS.get(arch, "tab:gray"),
+            linestyle="none",
+            label=arch,
+        )
     if real is not None and len(real):
-        _err(ax, real["parameters"].to_numpy(float), real["reach_max_px_mean"], real["reach_max_px_low"],
-             real["reach_max_px_high"], color="black", linestyle="none", label="catalogue")
+        _err(
+            ax,
+            real["parameters"].to_numpy(float),
+            real["reach_max_px_mean"],
+            real["reach_max_px_low"],
+            real["reach_max_px_high"],
+            color="black",
+            linestyle="none",
+            label="catalogue",
+        )
         for _, r in real.iterrows():
-            ax.annotate(str(r["model"]), (r["parameters"], r["reach_max_px_mean"]), fontsize=6,
-                        xytext=(3, 3), textcoords="offset points")
+            ax.annotate(
+                str(r["model"]),
+                (r["parameters"], r["reach_max_px_mean"]),
+                fontsize=6,
+                xytext=(3, 3),
+                textcoords="offset points",
+            )
     ax.set_xscale("log")
     ax.set_xlim(right=ax.get_xlim()[1] * 4)  # room for the catalogue labels at the right end
     ax.set_xlabel("parameters")
@@ -81,9 +131,11 @@ def plot_rf_reach_vs_params(per: pd.DataFrame, real: pd.DataFrame, path: PathLik
     return save_figure(fig, path)
 
 
-def plot_attention_contrast(con: pd.DataFrame, path: PathLike,
-                            metrics: Sequence[str] = ("share_positive", "total_positive_effect",
-                                                      "reach_max_px", "baseline_metric")) -> str:
+def plot_attention_contrast(
+    con: pd.DataFrame,
+    path: PathLike,
+    metrics: Sequence[str] = ("share_positive", "total_positive_effect", "reach_max_px", "baseline_metric"),
+) -> str:
     metrics = [m for m in metrics if m in set(con["metric"])]
     fig = new_figure(3.4 * len(metrics), 3.4, dpi=110)
     fig.set_layout_engine("constrained")
@@ -94,8 +146,16 @@ def plot_attention_contrast(con: pd.DataFrame, path: PathLike,
         for off, task, colour in ((-0.15, "sr", "tab:red"), (0.15, "dn", "tab:blue")):
             mean, lo, hi = t[f"{task}_mean"], t[f"{task}_low"], t[f"{task}_high"]
             xerr = np.vstack([mean - lo, hi - mean])
-            ax.errorbar(mean, y + off, xerr=np.where(np.isfinite(xerr), np.maximum(xerr, 0), 0), fmt="o",
-                        markersize=3, capsize=2, color=colour, label=task.upper())
+            ax.errorbar(
+                mean,
+                y + off,
+                xerr=np.where(np.isfinite(xerr), np.maximum(xerr, 0), 0),
+                fmt="o",
+                markersize=3,
+                capsize=2,
+                color=colour,
+                label=task.upper(),
+            )
         ax.axvline(0, color="black", linewidth=0.7)
         ax.set_yticks(y)
         ax.set_yticklabels(t["variant"], fontsize=8)
@@ -105,9 +165,11 @@ def plot_attention_contrast(con: pd.DataFrame, path: PathLike,
     return save_figure(fig, path)
 
 
-def plot_multitask_pairs(paired: pd.DataFrame, path: PathLike,
-                         metrics: Sequence[str] = ("total_positive_effect", "ce_mean_distance_px", "near_mass_share",
-                                                   "baseline_metric")) -> str:
+def plot_multitask_pairs(
+    paired: pd.DataFrame,
+    path: PathLike,
+    metrics: Sequence[str] = ("total_positive_effect", "ce_mean_distance_px", "near_mass_share", "baseline_metric"),
+) -> str:
     metrics = [m for m in metrics if m in set(paired["metric"])]
     rows = paired[["task", "family"]].drop_duplicates().reset_index(drop=True)
     fig = new_figure(3.2 * len(metrics), 0.35 * len(rows) + 1.6, dpi=110)
@@ -120,9 +182,15 @@ def plot_multitask_pairs(paired: pd.DataFrame, path: PathLike,
             if not len(t):
                 continue
             mean, lo, hi = float(t["mean"].iloc[0]), float(t["low"].iloc[0]), float(t["high"].iloc[0])
-            ax.errorbar([mean], [i], xerr=[[max(mean - lo, 0) if np.isfinite(lo) else 0],
-                                           [max(hi - mean, 0) if np.isfinite(hi) else 0]],
-                        fmt="o", markersize=3, capsize=2, color=colours.get(r["task"], "black"))
+            ax.errorbar(
+                [mean],
+                [i],
+                xerr=[[max(mean - lo, 0) if np.isfinite(lo) else 0], [max(hi - mean, 0) if np.isfinite(hi) else 0]],
+                fmt="o",
+                markersize=3,
+                capsize=2,
+                color=colours.get(r["task"], "black"),
+            )
         ax.axvline(0, color="black", linewidth=0.7)
         ax.set_title(f"{m}\n(mixed - single)", fontsize=9)
         ax.set_yticks(range(len(rows)))
@@ -150,10 +218,19 @@ def plot_multitask_profiles(df: pd.DataFrame, path: PathLike, bin_px: float = 8.
                 centres = (np.arange(n) + 0.5) * bin_px
                 last = int(np.max(np.nonzero(mat.any(axis=0))[0], initial=0)) + 2
                 mixed = str(model).endswith("_mixed")
-                ax.plot(centres[:last], mat.mean(axis=0)[:last], color="tab:orange" if mixed else "tab:purple",
-                        label="mixed" if mixed else "single-task")
-                ax.fill_between(centres[:last], mat.min(axis=0)[:last], mat.max(axis=0)[:last], alpha=0.15,
-                                color="tab:orange" if mixed else "tab:purple")
+                ax.plot(
+                    centres[:last],
+                    mat.mean(axis=0)[:last],
+                    color="tab:orange" if mixed else "tab:purple",
+                    label="mixed" if mixed else "single-task",
+                )
+                ax.fill_between(
+                    centres[:last],
+                    mat.min(axis=0)[:last],
+                    mat.max(axis=0)[:last],
+                    alpha=0.15,
+                    color="tab:orange" if mixed else "tab:purple",
+                )
             ax.set_title(f"{fam} on {task}", fontsize=9)
             ax.set_xlabel("distance from the ROI centre (px)", fontsize=8)
             if j == 0:
@@ -171,8 +248,9 @@ def chosen_unit(df: pd.DataFrame) -> str:
     return str(sorted(med.index, key=lambda u: (-med[u], u))[0])
 
 
-def plot_unit_grid(df: pd.DataFrame, path: PathLike, models: Sequence[str], ncols: int = 6,
-                   by_task: bool = False) -> str:
+def plot_unit_grid(
+    df: pd.DataFrame, path: PathLike, models: Sequence[str], ncols: int = 6, by_task: bool = False
+) -> str:
     """The CE maps of ``models`` on :func:`chosen_unit` (one row group per task)."""
     from cem_lab.viz.study_figures import plot_cem_grid
 
@@ -215,9 +293,11 @@ def plot_teaser(df: pd.DataFrame, model: str, path: PathLike) -> str:
         overlay = cem_overlay(res.effect, res.roi_mask, roi, res.block, (h, w), degraded, bound)
         top = 1 - (head_in + i * row_in + 0.35) / fig_h
         height = img_in / fig_h
-        panels = [(degraded, f"{r['task_label']}: degraded input {degraded.shape[0]}x{degraded.shape[1]}"),
-                  (draw_roi_box(restored, roi), f"restored, ROI PSNR {res.baseline_metric:.2f} dB"),
-                  (overlay, f"causal effect map (\u00b1{bound:g} dB)")]
+        panels = [
+            (degraded, f"{r['task_label']}: degraded input {degraded.shape[0]}x{degraded.shape[1]}"),
+            (draw_roi_box(restored, roi), f"restored, ROI PSNR {res.baseline_metric:.2f} dB"),
+            (overlay, f"causal effect map (\u00b1{bound:g} dB)"),
+        ]
         for k, (img, title) in enumerate(panels):
             ax = fig.add_axes((0.02 + k * 0.245, top - height, 0.22, height))
             ax.imshow(img)

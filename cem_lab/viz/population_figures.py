@@ -7,22 +7,27 @@
 
 Both write a PNG atomically with matplotlib's Agg canvas and return its path.
 """
+
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Sequence, Union
+from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
 
+from cem_lab.io import PathLike
 from cem_lab.viz.cem_figures import new_figure, save_figure
-
-PathLike = Union[str, Path]
 
 __all__ = ["plot_distance_profile", "plot_study_intervals"]
 
-_PANELS = ("share_negative", "share_positive", "total_negative_effect", "reach_max_px", "ce_mean_distance_px",
-           "baseline_metric")
+_PANELS = (
+    "share_negative",
+    "share_positive",
+    "total_negative_effect",
+    "reach_max_px",
+    "ce_mean_distance_px",
+    "baseline_metric",
+)
 
 
 def plot_study_intervals(summary: pd.DataFrame, path: PathLike, metrics: Sequence[str] = _PANELS) -> str:
@@ -50,8 +55,9 @@ def plot_study_intervals(summary: pd.DataFrame, path: PathLike, metrics: Sequenc
         ax.set_title(f"{label}" + (f" ({unit})" if isinstance(unit, str) and unit else ""), fontsize=9)
         ax.grid(axis="x", alpha=0.3)
         ax.tick_params(labelsize=7)
-    axes[0].set_yticks(y, [f"{c} [{t}]" if len(tasks) > 1 else str(c) for t, c in zip(rows["task"], rows["condition"])],
-                       fontsize=7)
+    axes[0].set_yticks(
+        y, [f"{c} [{t}]" if len(tasks) > 1 else str(c) for t, c in zip(rows["task"], rows["condition"])], fontsize=7
+    )
     axes[0].invert_yaxis()
     level = summary.attrs.get("level", 0.95)
     fig.suptitle(f"per-condition means with {level:.0%} nested-bootstrap intervals (images, ROIs nested)", fontsize=10)
@@ -71,12 +77,15 @@ def plot_distance_profile(profile: pd.DataFrame, path: PathLike, quantity: str =
         sub = prof[prof["task"] == task]
         for cond, g in sub.groupby("condition", sort=False):
             mid = (g["bin_low"].to_numpy() + g["bin_high"].to_numpy()) / 2
-            line, = ax.plot(mid, g["mean"], label=str(cond), linewidth=1.3)
+            (line,) = ax.plot(mid, g["mean"], label=str(cond), linewidth=1.3)
             if np.isfinite(g["low"]).all():
                 ax.fill_between(mid, g["low"], g["high"], color=line.get_color(), alpha=0.2, linewidth=0)
         ax.set_xlabel("distance from the ROI centre (output px)")
-        ax.set_ylabel({"mass_share": "share of |CE|", "positive": "sum of positive CE",
-                       "negative": "sum of negative CE"}.get(quantity, quantity))
+        ax.set_ylabel(
+            {"mass_share": "share of |CE|", "positive": "sum of positive CE", "negative": "sum of negative CE"}.get(
+                quantity, quantity
+            )
+        )
         ax.set_title(task, fontsize=10)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=6, frameon=False)

@@ -12,22 +12,28 @@ and returns its path:
 
 :func:`depth_width_families` and :func:`multitask_pairs` say when the last two apply.
 """
+
 from __future__ import annotations
 
 import math
-from pathlib import Path
-from typing import Union
 
 import numpy as np
 import pandas as pd
 from matplotlib.patches import Rectangle
 
-from cem_lab.viz.cem_figures import PIE_COLORS, TASK_BOUNDS, effect_mappable, new_figure, save_figure, effect_to_rgb
+from cem_lab.io import PathLike
+from cem_lab.viz.cem_figures import PIE_COLORS, TASK_BOUNDS, effect_mappable, effect_to_rgb, new_figure, save_figure
 
-PathLike = Union[str, Path]
-
-__all__ = ["depth_width_families", "multitask_pairs", "plot_cem_grid", "plot_depth_width", "plot_reach_vs_psnr",
-           "plot_shares", "plot_single_vs_mixed", "run_labels"]
+__all__ = [
+    "depth_width_families",
+    "multitask_pairs",
+    "plot_cem_grid",
+    "plot_depth_width",
+    "plot_reach_vs_psnr",
+    "plot_shares",
+    "plot_single_vs_mixed",
+    "run_labels",
+]
 
 _GAMMA = 1.2  # the power mapping of the single-run figures
 _SHARES = ("positive", "negative", "zero")
@@ -63,8 +69,16 @@ def _grid_bound(task: str, unit: str, effects: list[np.ndarray]) -> float:
 def _roi_box(ax, roi_mask: np.ndarray) -> None:
     rows, cols = np.nonzero(roi_mask)
     if len(rows):
-        ax.add_patch(Rectangle((cols.min() - 0.5, rows.min() - 0.5), cols.max() - cols.min() + 1,
-                               rows.max() - rows.min() + 1, fill=False, edgecolor="#00c000", linewidth=1.5))
+        ax.add_patch(
+            Rectangle(
+                (cols.min() - 0.5, rows.min() - 0.5),
+                cols.max() - cols.min() + 1,
+                rows.max() - rows.min() + 1,
+                fill=False,
+                edgecolor="#00c000",
+                linewidth=1.5,
+            )
+        )
 
 
 def plot_cem_grid(runs: pd.DataFrame, path: PathLike, ncols: int = 5) -> str:
@@ -93,11 +107,17 @@ def plot_cem_grid(runs: pd.DataFrame, path: PathLike, ncols: int = 5) -> str:
         for ax in axes:
             ax.set_xticks([])
             ax.set_yticks([])
-        for ax in axes[len(items):]:
+        for ax in axes[len(items) :]:
             ax.set_visible(False)
         sub.suptitle(f"{name}: causal effect maps (colour range \u00b1{bound:g} {unit}, ROI green)", fontsize=10)
-        cbar = sub.colorbar(effect_mappable(bound, _GAMMA), ax=axes[:len(items)].tolist(), orientation="horizontal",
-                            shrink=0.6, aspect=40, pad=0.02)
+        cbar = sub.colorbar(
+            effect_mappable(bound, _GAMMA),
+            ax=axes[: len(items)].tolist(),
+            orientation="horizontal",
+            shrink=0.6,
+            aspect=40,
+            pad=0.02,
+        )
         cbar.set_ticks([-bound, 0.0, bound])
         cbar.ax.tick_params(labelsize=7)
     return save_figure(fig, path)
@@ -148,11 +168,21 @@ def plot_reach_vs_psnr(runs: pd.DataFrame, path: PathLike) -> str:
         families = g["architecture"].fillna("not in zoo").astype(str)
         for k, fam in enumerate(sorted(families.unique())):
             sel = families == fam
-            ax.scatter(x[sel].astype(float), g.loc[sel, "reach_mean_px"].astype(float),
-                       marker=markers[k % len(markers)], s=36, label=fam)
+            ax.scatter(
+                x[sel].astype(float),
+                g.loc[sel, "reach_mean_px"].astype(float),
+                marker=markers[k % len(markers)],
+                s=36,
+                label=fam,
+            )
         for idx in g.index:
-            ax.annotate(labels[idx], (float(x[idx]), float(g.at[idx, "reach_mean_px"])), fontsize=6,
-                        xytext=(3, 3), textcoords="offset points")
+            ax.annotate(
+                labels[idx],
+                (float(x[idx]), float(g.at[idx, "reach_mean_px"])),
+                fontsize=6,
+                xytext=(3, 3),
+                textcoords="offset points",
+            )
         unit = g["unit"].iloc[0]
         ax.set_xlabel("validation PSNR (dB)" if use_val else f"ROI {g['metric'].iloc[0]} before intervention ({unit})")
         ax.set_ylabel("mean reach of effective blocks (px)")
@@ -175,10 +205,12 @@ def depth_width_families(runs: pd.DataFrame) -> list[tuple[str, str]]:
     return out
 
 
-_HEATMAPS = (("share_positive", "positive share", "Reds", "{:.1%}"),
-             ("share_negative", "negative share", "Blues", "{:.1%}"),
-             ("reach_mean_px", "mean reach (px)", "viridis", "{:.1f}"),
-             ("val_psnr", "validation PSNR (dB)", "magma", "{:.2f}"))
+_HEATMAPS = (
+    ("share_positive", "positive share", "Reds", "{:.1%}"),
+    ("share_negative", "negative share", "Blues", "{:.1%}"),
+    ("reach_mean_px", "mean reach (px)", "viridis", "{:.1f}"),
+    ("val_psnr", "validation PSNR (dB)", "magma", "{:.2f}"),
+)
 
 
 def plot_depth_width(runs: pd.DataFrame, path: PathLike, architecture: str, task: str) -> str:
@@ -186,8 +218,10 @@ def plot_depth_width(runs: pd.DataFrame, path: PathLike, architecture: str, task
     reach and validation PSNR (runs of one cell, e.g. several images, are averaged)."""
     g = runs[(runs["architecture"] == architecture) & (runs["task_label"] == task)]
     if (architecture, task) not in depth_width_families(g):
-        raise ValueError(f"{architecture} on {task}: a depth x width figure needs runs of >= 2 depths and "
-                         ">= 2 widths; add the missing zoo models' runs")
+        raise ValueError(
+            f"{architecture} on {task}: a depth x width figure needs runs of >= 2 depths and "
+            ">= 2 widths; add the missing zoo models' runs"
+        )
     fig = new_figure(4.0 * len(_HEATMAPS), 3.6, dpi=110)
     fig.set_layout_engine("constrained")
     axes = np.atleast_1d(fig.subplots(1, len(_HEATMAPS), squeeze=False)).ravel()
@@ -197,8 +231,16 @@ def plot_depth_width(runs: pd.DataFrame, path: PathLike, architecture: str, task
         values = table.to_numpy(dtype=float)
         image = ax.imshow(np.ma.masked_invalid(values), cmap=cmap, aspect="auto", origin="lower")
         for (r, c), v in np.ndenumerate(values):
-            ax.text(c, r, "n/a" if np.isnan(v) else fmt.format(v), ha="center", va="center", fontsize=8,
-                    color="black", bbox={"facecolor": "white", "alpha": 0.6, "linewidth": 0, "pad": 1})
+            ax.text(
+                c,
+                r,
+                "n/a" if np.isnan(v) else fmt.format(v),
+                ha="center",
+                va="center",
+                fontsize=8,
+                color="black",
+                bbox={"facecolor": "white", "alpha": 0.6, "linewidth": 0, "pad": 1},
+            )
         ax.set_xticks(range(len(table.columns)), [f"{w:g}" for w in table.columns])
         ax.set_yticks(range(len(table.index)), [f"{d:g}" for d in table.index])
         ax.set_xlabel("width")
@@ -219,7 +261,8 @@ def multitask_pairs(runs: pd.DataFrame) -> pd.DataFrame:
     known = runs.dropna(subset=cols)
     means = known.groupby(cols, sort=True)[["share_positive", "share_negative", "reach_mean_px"]].mean().reset_index()
     both = means.groupby(["architecture", "task_label"])["training"].transform(
-        lambda t: {"single-task", "mixed"} <= set(t))
+        lambda t: {"single-task", "mixed"} <= set(t)
+    )
     return means[both].reset_index(drop=True)
 
 
@@ -228,16 +271,21 @@ def plot_single_vs_mixed(runs: pd.DataFrame, path: PathLike) -> str:
     negative share and mean reach of the effective blocks."""
     pairs = multitask_pairs(runs)
     if len(pairs) == 0:
-        raise ValueError("single vs mixed: no architecture has both single-task and mixed runs on one task; "
-                         "run the CEM of e.g. srresnet_sr and srresnet_mixed on task sr")
+        raise ValueError(
+            "single vs mixed: no architecture has both single-task and mixed runs on one task; "
+            "run the CEM of e.g. srresnet_sr and srresnet_mixed on task sr"
+        )
     groups = pairs[["architecture", "task_label"]].drop_duplicates().reset_index(drop=True)
     x = np.arange(len(groups))
     width = 0.38
     fig = new_figure(max(7.0, 1.3 * len(groups) * 3), 3.8, dpi=110)
     fig.set_layout_engine("constrained")
     axes = np.atleast_1d(fig.subplots(1, 3, squeeze=False)).ravel()
-    panels = (("share_positive", "positive share"), ("share_negative", "negative share"),
-              ("reach_mean_px", "mean reach (px)"))
+    panels = (
+        ("share_positive", "positive share"),
+        ("share_negative", "negative share"),
+        ("reach_mean_px", "mean reach (px)"),
+    )
     for ax, (col, title) in zip(axes, panels):
         for k, regime in enumerate(("single-task", "mixed")):
             sel = pairs[pairs["training"] == regime].set_index(["architecture", "task_label"])[col]
