@@ -63,7 +63,7 @@ NOTES = """
   finding, but it is the largest effect of the study and it points away from it.
 - **Confounds.** A mixed model trains on three tasks with SR weighted up (more SR updates than its
   SR-only twin): on held-out SR the mixed RCAN and SwinLite are +0.03 and +0.20 dB above their twins,
-  and the SRResNet family trained on 6 pictures where the others had 17 (experiments/zoo.md). Three
+  and the SRResNet family trained on 6 pictures where the others had 17 (experiments/results/zoo.md). Three
   images x two ROIs give wide intervals; the networks are the zoo's small CPU-trained ones.
 - **The teaser** (above) is the zoo's mixed RCAN: no network of the pretrained catalogue restores SR,
   DN and DR.

@@ -5,7 +5,7 @@ forward, and one causal effect map each.
     python experiments/pretrained.py measure   # -> experiments/results/pretrained/measures.json
     python experiments/pretrained.py cem       # one cem-lab run per network -> runs/pretrained/<id>/
     python experiments/pretrained.py time      # the forward timings again, alone on the machine
-    python experiments/pretrained.py report    # -> experiments/pretrained.md (+ small PNGs beside it)
+    python experiments/pretrained.py report    # -> experiments/results/pretrained.md (+ small PNGs beside it)
 
 `report` only reads what the other two wrote (it never recomputes). Quality: PSNR / SSIM on the Y channel
 (BT.601), `crop_border` = scale, on 256x256 centre crops of the standard images (the inputs are made
@@ -197,7 +197,7 @@ def _fmt_mean(rows, key, i, digits):
 
 
 def report(ids) -> None:
-    """experiments/pretrained.md from measures.json and the run folders (nothing is recomputed)."""
+    """experiments/results/pretrained.md from measures.json and the run folders (nothing is recomputed)."""
     from cem_lab.models.pretrained import CATALOGUE
 
     measures = json.loads((RESULTS / "measures.json").read_text())
@@ -324,11 +324,12 @@ def report(ids) -> None:
             f"({100 * c.get('negative', 0) / n:.1f} %), zero {c.get('zero', 0)}; mode {s.get('mode')}, "
             f"{s.get('forward_passes')} forward passes, {s.get('timings', {}).get('run_s', float('nan')):.0f} s (run).",
             "",
-            f"![{i}](results/pretrained/{i}_cem.png)",
+            f"![{i}](pretrained/{i}_cem.png)",
             "",
         ]
-    (ROOT / "experiments" / "pretrained.md").write_text("\n".join(lines) + "\n")
-    print(f"wrote {ROOT / 'experiments' / 'pretrained.md'}")
+    out = ROOT / "experiments" / "results" / "pretrained.md"
+    out.write_text("\n".join(lines) + "\n")
+    print(f"wrote {out}")
 
 
 def _small_png(src: Path, dst: Path, width: int = 760) -> None:

@@ -13,7 +13,7 @@ distance (farthest significant block), the negative share and the ROI PSNR, with
 models, the rank correlation of each with depth, width and parameter count (bootstrap over the images).
 The 23-block RRDBNets (Real-ESRGAN, RealSR) see the whole crop, so every block is refined (about
 13,600 passes a map, as Real-CUGAN's took: 800 to 950 s at 0.065 s a pass); at their 17 times
-Real-CUGAN's forward time (experiments/pretrained.md) that is about 4 h a map here, so they are a GPU
+Real-CUGAN's forward time (experiments/results/pretrained.md) that is about 4 h a map here, so they are a GPU
 job (``RRDB`` below, left out of ``run`` unless ``--with-rrdb``).
 
 Paper scale (GPU, DIV2K): ``image_crop=256`` or larger, ``device=cuda launcher=joblib
@@ -76,14 +76,14 @@ NOTES = """
   scales). All three ran on the 6 units.
   - *waifu2x upconv_7 photo x2* (552,483 parameters, PSNR-trained on photos) is the most local network
     of the study (effective distance 28.6 [28.3, 30.5] px), has almost no harmful block (negative share
-    0.00139 [0, 0.00417]) and beats bicubic by 3.1 dB PSNR-Y (32.81 against 29.68, experiments/pretrained.md).
+    0.00139 [0, 0.00417]) and beats bicubic by 3.1 dB PSNR-Y (32.81 against 29.68, experiments/results/pretrained.md).
   - *SRVGG compact* (realesr-animevideov3-x4, 621,424) reaches 65.7 [52.2, 74.4] px, further than any
     zoo model (33.6 to 42.3), and a fifth of its blocks hurt the ROI (negative share 0.21 [0.00417,
     0.558]).
   - *Real-CUGAN se x4* (1,406,812; its squeeze-excitation blocks pool over the whole input, so it ran
     in full-image mode) depends on the whole crop (124 [110, 142] px) and most blocks hurt the ROI
     (negative share 0.853 [0.7, 0.988]; up to -3.5 dB for one block). I checked this outside the
-    estimator (`python experiments/check_realcugan_block.py`): replacing the 2x2 LR pixels under one
+    estimator (`python experiments/one_off/check_realcugan_block.py`): replacing the 2x2 LR pixels under one
     output block about 90 px from kodim23's second ROI with 10 bank patches (PIL bicubic) raised the ROI
     PSNR by 1.41 dB on average (0.08 to 3.58 dB); the map says 1.72. The change is not a smoothing: the
     intervened ROIs have more high-frequency detail than the unperturbed one (high-pass std 0.0366

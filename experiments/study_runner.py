@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SWEEPS = ROOT / "runs" / "sweeps" / "cem"
 RESULTS = ROOT / "experiments" / "results"
 
-#: held-out photographs (no zoo model trained or validated on them, see experiments/zoo.md)
+#: held-out photographs (no zoo model trained or validated on them, see experiments/results/zoo.md)
 IMAGES = ("monarch", "barbara", "kodim23")
 #: the embedded-scale population: 128 x 128 centre crops x two placed ROIs of 32 px (one flat stratum,
 #: one textured), the paper's estimator (block 8, T_c 3, T_f 50: conf/cem/coarse_to_fine.yaml)

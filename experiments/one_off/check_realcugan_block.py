@@ -1,7 +1,7 @@
 """An outside check of one Real-CUGAN se x4 map of the receptive-field study (experiments/results/
 receptive_field.md, "Real networks"): does replacing one far block really raise the ROI's PSNR?
 
-    python experiments/check_realcugan_block.py      # after python experiments/receptive_field.py run
+    python experiments/one_off/check_realcugan_block.py      # after python experiments/receptive_field.py run
 
 It reads the finished run folder (kodim23, second placed ROI), and without the estimator's code
 replaces the 2x2 LR pixels under one 8 px output block (row 15, column 0: about 90 px from the ROI) by
@@ -23,7 +23,7 @@ from scipy.ndimage import gaussian_filter
 from cem_lab.models.pretrained import load_pretrained
 from cem_lab.patches import PatchBank
 
-SWEEP = Path(__file__).resolve().parents[1] / "runs" / "sweeps" / "cem" / "study_rf_real_x4"
+SWEEP = Path(__file__).resolve().parents[2] / "runs" / "sweeps" / "cem" / "study_rf_real_x4"
 BLOCK, DRAWS = (15, 0), 10
 
 
