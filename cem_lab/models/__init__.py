@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from cem_lab.models.archs.dncnn import DnCNN
 from cem_lab.models.checkpoint import (
     CheckpointError,
     build_from_config,
@@ -12,7 +13,6 @@ from cem_lab.models.checkpoint import (
     read_state_dict,
     save_weights,
 )
-from cem_lab.models.dncnn import DnCNN
 
 # the embedded-model names load lazily, so `python -m cem_lab.models.embedded` runs cleanly
 _EMBEDDED = ("EMBEDDED_WEIGHTS", "embedded_demo_image", "load_embedded_model", "train_embedded")

@@ -282,7 +282,27 @@ def _file_mode() -> int:
     return 0o666 & ~umask
 
 
+#: model classes that moved, by their old dotted path (``_target_`` in model files written before the
+#: move: cem-train exports, the zoo, users' own files) -> where they live now
+MOVED_TARGETS: dict[str, str] = {
+    **{
+        f"cem_lab.models.architectures.{cls}": f"cem_lab.models.archs.{cls.lower()}.{cls}"
+        for cls in ("SRCNN", "FSRCNN", "EDSR", "SRResNet", "RCAN", "SwinLite")
+    },
+    "cem_lab.models.dncnn.DnCNN": "cem_lab.models.archs.dncnn.DnCNN",
+    "cem_lab.models.DnCNN": "cem_lab.models.archs.dncnn.DnCNN",
+    "cem_lab.models.ncnn_torch.NcnnNet": "cem_lab.models.ncnn.net.NcnnNet",
+    "cem_lab.models.ncnn_torch.NcnnSR": "cem_lab.models.ncnn.net.NcnnSR",
+}
+
+
+def current_target(target: str) -> str:
+    """``target`` with a moved class's old dotted path replaced by its new one (:data:`MOVED_TARGETS`)."""
+    return MOVED_TARGETS.get(target, target)
+
+
 def _import_target(target: str) -> Any:
+    target = current_target(target)
     parts = target.split(".")
     errors = []
     for i in range(len(parts) - 1, 0, -1):

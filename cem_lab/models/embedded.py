@@ -29,8 +29,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from cem_lab.images import from_uint8, to_uint8
+from cem_lab.models.archs.dncnn import DnCNN
 from cem_lab.models.checkpoint import CheckpointError, load_model, save_weights
-from cem_lab.models.dncnn import DnCNN
 
 #: the committed weights (the YAML with the model config sits beside them)
 EMBEDDED_WEIGHTS: Path = Path(__file__).resolve().parents[1] / "assets" / "embedded_dncnn.safetensors"
@@ -204,7 +204,9 @@ def train_embedded(
             "torch": str(torch.__version__),
         },
     }
-    save_weights(model, out, config={"_target_": "cem_lab.models.dncnn.DnCNN", **EMBEDDED_ARCH}, metadata=metadata)
+    save_weights(
+        model, out, config={"_target_": "cem_lab.models.archs.dncnn.DnCNN", **EMBEDDED_ARCH}, metadata=metadata
+    )
     return metrics
 
 
