@@ -325,7 +325,7 @@ def test_embedded_model_beats_the_noisy_input() -> None:
     p_noisy, p_model = psnr(to_uint8(noisy), clean_u8), psnr(to_uint8(out), clean_u8)
     assert p_model > 24.0 and p_model > p_noisy + 8.0, (p_noisy, p_model)
     recorded = yaml.safe_load(EMBEDDED_WEIGHTS.with_suffix(".yaml").read_text())
-    assert recorded["trained_with"].startswith("python -m cem_lab.models.embedded")
+    assert recorded["trained_with"].startswith("python -m cem_lab.training.embedded_training")
     assert abs(recorded["validation"]["psnr_model"] - p_model) < 0.1
     assert abs(recorded["validation"]["psnr_noisy"] - p_noisy) < 0.01
 

@@ -22,6 +22,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
+from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from cem_lab.io import PathLike, atomic_path
@@ -118,8 +120,6 @@ def read_checkpoint(path: PathLike, trust: bool = False) -> tuple[dict[str, Tens
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
     if path.suffix.lower() == ".safetensors":
-        from safetensors.torch import load_file
-
         try:
             obj: Any = load_file(str(path), device="cpu")
         except Exception as err:
@@ -247,9 +247,6 @@ def save_weights(
     ``config`` holds ``_target_`` and the keyword arguments that rebuild the model (by default
     taken from ``model.config()``); ``metadata`` adds top-level YAML keys (e.g. validation).
     """
-    import yaml
-    from safetensors.torch import save_file
-
     path = Path(path)
     if path.suffix != ".safetensors":
         raise CheckpointError(f"save_weights writes .safetensors files, got {path}")
@@ -342,8 +339,6 @@ def build_from_config(config: Mapping[str, Any]) -> nn.Module:
 
 def load_model(path: PathLike) -> nn.Module:
     """A ``.safetensors`` file with its ``.yaml`` beside it -> the built model, in eval mode."""
-    import yaml
-
     path = Path(path)
     if path.suffix.lower() in (".yaml", ".yml"):
         path = path.with_suffix(".safetensors")
