@@ -9,17 +9,17 @@ import pytest
 import torch
 from torch import nn
 
-from cem_lab.models.architectures import (
-    ARCHITECTURES,
-    EDSR,
-    FSRCNN,
-    RCAN,
-    SRCNN,
-    SRResNet,
-    SwinLite,
-    build_architecture,
-    shifted_window_mask,
-)
+from cem_lab.models.archs import EDSR, FSRCNN, RCAN, SRCNN, SRResNet, SwinLite
+from cem_lab.models.archs.swinlite import shifted_window_mask
+
+CLASSES: dict[str, type[nn.Module]] = {
+    "srcnn": SRCNN,
+    "fsrcnn": FSRCNN,
+    "edsr": EDSR,
+    "srresnet": SRResNet,
+    "rcan": RCAN,
+    "swinlite": SwinLite,
+}
 
 #: tiny configurations of every architecture (scale and upsampling are added per test)
 TINY: dict[str, dict[str, Any]] = {
@@ -41,12 +41,7 @@ CASES = [
 
 def _build(name: str, **kwargs: Any) -> nn.Module:
     torch.manual_seed(0)
-    return build_architecture(name, **{**TINY[name], **kwargs}).eval()
-
-
-def test_registry_covers_every_class() -> None:
-    assert set(ARCHITECTURES) == set(TINY)
-    assert ARCHITECTURES["rcan"] is RCAN and ARCHITECTURES["swinlite"] is SwinLite
+    return CLASSES[name](**{**TINY[name], **kwargs}).eval()
 
 
 @pytest.mark.parametrize(("name", "scale", "upsampling"), CASES)
@@ -253,12 +248,6 @@ def test_bad_arguments(factory: Callable[[], nn.Module], argument: str) -> None:
 def test_scale_message_names_model_and_choices() -> None:
     with pytest.raises(ValueError, match=r"EDSR: scale must be one of 1, 2, 3, 4, got 5"):
         EDSR(scale=5)
-
-
-def test_unknown_architecture_lists_known_names() -> None:
-    with pytest.raises(ValueError, match="unknown architecture 'unet'.*edsr.*swinlite"):
-        build_architecture("unet")
-    assert isinstance(build_architecture("EDSR", width=8, depth=1, scale=2), EDSR)
 
 
 def test_bad_input_shape() -> None:

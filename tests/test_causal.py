@@ -198,7 +198,7 @@ def test_crop_equivalence_for_super_resolution(clean_image, small_bank):
 def test_window_attention_crops_keep_the_window_grid(clean_image, small_bank, task, scale, upsampling):
     """SwinLite declares its window grid (crop_multiple); the runner snaps the crop to it, so the
     crop is cut into the same windows as the whole image and passes the crop check."""
-    from cem_lab.models.architectures import SwinLite
+    from cem_lab.models.archs import SwinLite
 
     torch.manual_seed(0)
     model = SwinLite(width=8, depth=2, heads=2, window=8, scale=scale, upsampling=upsampling).eval()

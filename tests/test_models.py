@@ -16,6 +16,7 @@ from cem_lab.images import from_uint8, load_image, to_uint8
 from cem_lab.models import (
     CheckpointError,
     DnCNN,
+    archs,
     build_from_config,
     load_model,
     load_weights,
@@ -228,7 +229,7 @@ def test_save_weights_and_load_model_round_trip(tmp_path: Path) -> None:
     path = tmp_path / "sub" / "net.safetensors"
     save_weights(net, path, metadata={"note": "round trip"})
     config = yaml.safe_load(path.with_suffix(".yaml").read_text())
-    assert config["model"]["_target_"] == "cem_lab.models.dncnn.DnCNN"
+    assert config["model"]["_target_"] == "cem_lab.models.archs.dncnn.DnCNN"
     assert config["model"]["depth"] == 5 and config["model"]["residual"] is False
     assert config["note"] == "round trip"
     loaded = load_model(path)
@@ -250,18 +251,53 @@ def test_load_model_needs_its_yaml(tmp_path: Path) -> None:
 
 
 def test_build_from_config() -> None:
-    net = build_from_config({"_target_": "cem_lab.models.dncnn.DnCNN", "features": 4, "depth": 3})
+    net = build_from_config({"_target_": "cem_lab.models.archs.dncnn.DnCNN", "features": 4, "depth": 3})
     assert isinstance(net, DnCNN) and net.features == 4 and len(net.model) == 5
     with pytest.raises(CheckpointError, match="cannot import model class 'cem_lab.nowhere.Net'"):
         build_from_config({"_target_": "cem_lab.nowhere.Net"})
     with pytest.raises(CheckpointError, match="cannot import"):
-        build_from_config({"_target_": "cem_lab.models.dncnn.NoSuchNet"})
+        build_from_config({"_target_": "cem_lab.models.archs.dncnn.NoSuchNet"})
     with pytest.raises(CheckpointError, match="not a torch.nn.Module class"):
         build_from_config({"_target_": "os.getcwd"})
     with pytest.raises(CheckpointError, match="_target_"):
         build_from_config({"features": 4})
     with pytest.raises(CheckpointError, match="cannot build"):
-        build_from_config({"_target_": "cem_lab.models.dncnn.DnCNN", "widht": 3})
+        build_from_config({"_target_": "cem_lab.models.archs.dncnn.DnCNN", "widht": 3})
+
+
+@pytest.mark.parametrize(
+    ("old_target", "cls_name", "kwargs"),
+    [
+        ("cem_lab.models.dncnn.DnCNN", "DnCNN", {"features": 4, "depth": 3}),
+        ("cem_lab.models.DnCNN", "DnCNN", {"features": 4, "depth": 3}),
+        ("cem_lab.models.architectures.EDSR", "EDSR", {"width": 4, "depth": 1, "scale": 2}),
+        ("cem_lab.models.architectures.SRCNN", "SRCNN", {"channels": 4, "mid_channels": 4, "scale": 2}),
+        ("cem_lab.models.architectures.FSRCNN", "FSRCNN", {"width": 4, "shrink": 2, "depth": 1, "scale": 2}),
+        ("cem_lab.models.architectures.SRResNet", "SRResNet", {"width": 4, "depth": 1, "scale": 2}),
+        ("cem_lab.models.architectures.RCAN", "RCAN", {"width": 4, "groups": 1, "blocks": 1, "reduction": 2}),
+        ("cem_lab.models.architectures.SwinLite", "SwinLite", {"width": 4, "depth": 1, "heads": 1, "window": 4}),
+    ],
+)
+def test_model_file_with_a_moved_target_still_loads(tmp_path: Path, old_target: str, cls_name: str, kwargs) -> None:
+    """A model file written before the architectures moved to cem_lab.models.archs records the old
+    dotted path; it loads into the class at its new place, with the same weights."""
+    import yaml
+
+    cls = getattr(archs, cls_name)
+    torch.manual_seed(0)
+    net = cls(**kwargs).eval()
+    path = tmp_path / "old.safetensors"
+    save_weights(net, path)
+    data = yaml.safe_load(path.with_suffix(".yaml").read_text())
+    assert data["model"]["_target_"] == f"{cls.__module__}.{cls_name}"
+    data["model"]["_target_"] = old_target
+    path.with_suffix(".yaml").write_text(yaml.safe_dump(data, sort_keys=False))
+    loaded = load_model(path)
+    assert type(loaded) is cls
+    assert_same_weights(loaded, net.state_dict())
+    x = torch.rand(1, 3, 8, 8)
+    with torch.no_grad():
+        assert torch.equal(loaded(x), net(x))
 
 
 # --------------------------------------------------------------------------- embedded model
@@ -289,7 +325,7 @@ def test_embedded_model_beats_the_noisy_input() -> None:
     p_noisy, p_model = psnr(to_uint8(noisy), clean_u8), psnr(to_uint8(out), clean_u8)
     assert p_model > 24.0 and p_model > p_noisy + 8.0, (p_noisy, p_model)
     recorded = yaml.safe_load(EMBEDDED_WEIGHTS.with_suffix(".yaml").read_text())
-    assert recorded["trained_with"].startswith("python -m cem_lab.models.embedded")
+    assert recorded["trained_with"].startswith("python -m cem_lab.training.embedded_training")
     assert abs(recorded["validation"]["psnr_model"] - p_model) < 0.1
     assert abs(recorded["validation"]["psnr_noisy"] - p_noisy) < 0.01
 

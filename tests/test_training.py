@@ -19,7 +19,7 @@ from cem_lab.cli.train import report, run
 from cem_lab.engine.data import DataError, RestorationDataModule, pre_upsample, pre_upsample_config
 from cem_lab.engine.restoration_module import RestorationModule, schedule_factor
 from cem_lab.metrics import psnr, quantize_uint8, rgb_to_y
-from cem_lab.models.architectures import EDSR
+from cem_lab.models.archs import EDSR
 from cem_lab.models.checkpoint import load_model
 from cem_lab.tasks import SuperResolutionTask
 

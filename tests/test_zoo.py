@@ -12,7 +12,7 @@ import yaml
 from cem_lab.cli.zoo import RECIPES, STUDIES, Recipe, export, exported, main, markdown_table, select
 from cem_lab.engine.data import pre_upsample
 from cem_lab.metrics import psnr, quantize_uint8, rgb_to_y
-from cem_lab.models.architectures import upsample
+from cem_lab.models.archs.common import upsample
 from cem_lab.models.embedded import embedded_demo_image
 from cem_lab.models.zoo import ZOO_DIR, ZooError, load_zoo_model, read_zoo_entry, zoo_names
 from cem_lab.tasks import task_from_description

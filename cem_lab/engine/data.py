@@ -92,7 +92,7 @@ def resolve_tasks(tasks: TaskSpec | Sequence[TaskSpec]) -> list[Task]:
 
 def pre_upsample(x: Tensor, scale: int) -> Tensor:
     """Bicubic upsampling by ``scale`` exactly as ``upsampling="pre"`` networks do it."""
-    from cem_lab.models.architectures import upsample
+    from cem_lab.models.archs.common import upsample
 
     return upsample(x, scale, "bicubic")
 

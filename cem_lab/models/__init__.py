@@ -1,9 +1,10 @@
-"""Models and checkpoints: DnCNN, checkpoint reading/saving, the embedded default model."""
+"""Models and checkpoints: the architectures (:mod:`cem_lab.models.archs`), checkpoint reading/saving
+(:mod:`cem_lab.models.checkpoint`), the embedded default model, the zoo, the pretrained catalogue
+(ncnn graphs: :mod:`cem_lab.models.ncnn`) and official architectures by checkpoint path (spandrel)."""
 
 from __future__ import annotations
 
-from typing import Any
-
+from cem_lab.models.archs import EDSR, FSRCNN, RCAN, SRCNN, DnCNN, SRResNet, SwinLite
 from cem_lab.models.checkpoint import (
     CheckpointError,
     build_from_config,
@@ -12,26 +13,23 @@ from cem_lab.models.checkpoint import (
     read_state_dict,
     save_weights,
 )
-from cem_lab.models.dncnn import DnCNN
-
-# the embedded-model names load lazily, so `python -m cem_lab.models.embedded` runs cleanly
-_EMBEDDED = ("EMBEDDED_WEIGHTS", "embedded_demo_image", "load_embedded_model", "train_embedded")
+from cem_lab.models.embedded import EMBEDDED_WEIGHTS, embedded_demo_image, load_embedded_model
 
 __all__ = [
+    "EDSR",
+    "EMBEDDED_WEIGHTS",
+    "FSRCNN",
+    "RCAN",
+    "SRCNN",
     "CheckpointError",
     "DnCNN",
+    "SRResNet",
+    "SwinLite",
     "build_from_config",
+    "embedded_demo_image",
+    "load_embedded_model",
     "load_model",
     "load_weights",
     "read_state_dict",
     "save_weights",
-    *_EMBEDDED,
 ]
-
-
-def __getattr__(name: str) -> Any:
-    if name in _EMBEDDED:
-        from cem_lab.models import embedded
-
-        return getattr(embedded, name)
-    raise AttributeError(f"module 'cem_lab.models' has no attribute {name!r}")

@@ -36,7 +36,7 @@ _KEY_LIMIT = 12
 
 def _spandrel():
     try:
-        import spandrel
+        import spandrel  # lazy: imports torchvision (about 1.4 s), and may be broken without it
     except ImportError as err:  # torchvision missing or broken is the usual cause
         raise CheckpointError(
             f"model=auto needs the spandrel package ({err}); install it with `pip install spandrel` "

@@ -22,6 +22,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
+from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from cem_lab.io import PathLike, atomic_path
@@ -118,8 +120,6 @@ def read_checkpoint(path: PathLike, trust: bool = False) -> tuple[dict[str, Tens
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
     if path.suffix.lower() == ".safetensors":
-        from safetensors.torch import load_file
-
         try:
             obj: Any = load_file(str(path), device="cpu")
         except Exception as err:
@@ -247,9 +247,6 @@ def save_weights(
     ``config`` holds ``_target_`` and the keyword arguments that rebuild the model (by default
     taken from ``model.config()``); ``metadata`` adds top-level YAML keys (e.g. validation).
     """
-    import yaml
-    from safetensors.torch import save_file
-
     path = Path(path)
     if path.suffix != ".safetensors":
         raise CheckpointError(f"save_weights writes .safetensors files, got {path}")
@@ -282,7 +279,27 @@ def _file_mode() -> int:
     return 0o666 & ~umask
 
 
+#: model classes that moved, by their old dotted path (``_target_`` in model files written before the
+#: move: cem-train exports, the zoo, users' own files) -> where they live now
+MOVED_TARGETS: dict[str, str] = {
+    **{
+        f"cem_lab.models.architectures.{cls}": f"cem_lab.models.archs.{cls.lower()}.{cls}"
+        for cls in ("SRCNN", "FSRCNN", "EDSR", "SRResNet", "RCAN", "SwinLite")
+    },
+    "cem_lab.models.dncnn.DnCNN": "cem_lab.models.archs.dncnn.DnCNN",
+    "cem_lab.models.DnCNN": "cem_lab.models.archs.dncnn.DnCNN",
+    "cem_lab.models.ncnn_torch.NcnnNet": "cem_lab.models.ncnn.net.NcnnNet",
+    "cem_lab.models.ncnn_torch.NcnnSR": "cem_lab.models.ncnn.net.NcnnSR",
+}
+
+
+def current_target(target: str) -> str:
+    """``target`` with a moved class's old dotted path replaced by its new one (:data:`MOVED_TARGETS`)."""
+    return MOVED_TARGETS.get(target, target)
+
+
 def _import_target(target: str) -> Any:
+    target = current_target(target)
     parts = target.split(".")
     errors = []
     for i in range(len(parts) - 1, 0, -1):
@@ -322,8 +339,6 @@ def build_from_config(config: Mapping[str, Any]) -> nn.Module:
 
 def load_model(path: PathLike) -> nn.Module:
     """A ``.safetensors`` file with its ``.yaml`` beside it -> the built model, in eval mode."""
-    import yaml
-
     path = Path(path)
     if path.suffix.lower() in (".yaml", ".yml"):
         path = path.with_suffix(".safetensors")

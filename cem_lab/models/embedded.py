@@ -1,36 +1,24 @@
 """The embedded default model: a small colour DnCNN for Gaussian denoising at sigma 50.
 
-cem_lab's no-argument run uses it, so that a fresh install works offline with no download.
-It is trained here, on CPU, on random crops of scikit-image's bundled colour pictures
-(astronaut, coffee, rocket, immunohistochemistry, hubble_deep_field, colorwheel) with random
-flips, degraded by ``DenoiseTask(sigma=50).degrade`` (a fresh noise seed per batch), L1 loss,
-Adam (lr 2e-3) with a cosine schedule, He initialisation, batches of 16 crops of 48x48. ``chelsea`` is held out: a 256x256 crop of the cat's
-face is the validation image and the embedded demo image.
+cem_lab's no-argument run uses it, so that a fresh install works offline with no download. The
+committed weights (``cem_lab/assets/embedded_dncnn.safetensors`` with its ``.yaml``) were trained on
+CPU by :mod:`cem_lab.training.embedded_training`::
 
-The committed weights were made with::
+    python -m cem_lab.training.embedded_training --out cem_lab/assets/embedded_dncnn.safetensors --steps 800
 
-    python -m cem_lab.models.embedded --out cem_lab/assets/embedded_dncnn.safetensors --steps 800
-
-(the exact command and the validation PSNRs are recorded in ``embedded_dncnn.yaml``).
+``chelsea`` is held out of the training pictures: a 256x256 crop of the cat's face is the validation
+image and the embedded demo image (:func:`embedded_demo_image`).
 """
 
 from __future__ import annotations
 
-import argparse
-import shlex
-import sys
-import time
-from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-import torch
-import torch.nn.functional as F
-from torch import Tensor, nn
+from skimage import data
+from torch import nn
 
-from cem_lab.images import from_uint8, to_uint8
-from cem_lab.models.checkpoint import CheckpointError, load_model, save_weights
-from cem_lab.models.dncnn import DnCNN
+from cem_lab.models.checkpoint import CheckpointError, load_model
 
 #: the committed weights (the YAML with the model config sits beside them)
 EMBEDDED_WEIGHTS: Path = Path(__file__).resolve().parents[1] / "assets" / "embedded_dncnn.safetensors"
@@ -49,15 +37,10 @@ TRAIN_IMAGES: tuple[str, ...] = (
 )
 #: the demo / validation crop of skimage.data.chelsea(): (rows, cols)
 DEMO_CROP: tuple[slice, slice] = (slice(20, 276), slice(100, 356))
-DEFAULT_STEPS = 800
-DEFAULT_BATCH = 16
-DEFAULT_PATCH = 48
 
 
 def embedded_demo_image() -> np.ndarray:
     """A 256x256 uint8 RGB crop of ``skimage.data.chelsea()``: the cat's eyes, nose and fur."""
-    from skimage import data
-
     return np.ascontiguousarray(data.chelsea()[DEMO_CROP])
 
 
@@ -66,182 +49,7 @@ def load_embedded_model() -> nn.Module:
     if not EMBEDDED_WEIGHTS.is_file():
         raise CheckpointError(
             f"the embedded model weights are missing: {EMBEDDED_WEIGHTS}; reinstall cem_lab, or "
-            "retrain them with `python -m cem_lab.models.embedded --out "
+            "retrain them with `python -m cem_lab.training.embedded_training --out "
             "cem_lab/assets/embedded_dncnn.safetensors`"
         )
     return load_model(EMBEDDED_WEIGHTS)
-
-
-def psnr_uint8(a: np.ndarray, b: np.ndarray) -> float:
-    """PSNR in dB of two (H, W, 3) uint8 images (cem_lab.metrics.psnr on the 0..255 scale)."""
-    from cem_lab.images import from_uint8
-    from cem_lab.metrics import psnr
-
-    return float(psnr(from_uint8(a) * 255, from_uint8(b) * 255)[0])
-
-
-@torch.no_grad()
-def validate(model: nn.Module, sigma: float = EMBEDDED_SIGMA, seed: int = 0) -> dict:
-    """PSNR of the noisy demo image and of the model's output, vs the clean crop."""
-    from cem_lab.tasks.restoration import DenoiseTask
-
-    clean_u8 = embedded_demo_image()
-    noisy = DenoiseTask(sigma=sigma).degrade(from_uint8(clean_u8), seed)
-    was_training = model.training
-    model.eval()
-    out = model(noisy)
-    model.train(was_training)
-    return {
-        "psnr_noisy": round(psnr_uint8(to_uint8(noisy), clean_u8), 3),
-        "psnr_model": round(psnr_uint8(to_uint8(out), clean_u8), 3),
-        "image": "chelsea 256 crop",
-        "sigma": sigma,
-    }
-
-
-def _training_images() -> list[Tensor]:
-    from skimage import data
-
-    return [from_uint8(getattr(data, name)())[0] for name in TRAIN_IMAGES]
-
-
-def _batch(images: Sequence[Tensor], batch_size: int, patch: int, gen: torch.Generator) -> Tensor:
-    """Random crops (uniform over pictures, then position) with random flips."""
-    crops = []
-    picks = torch.randint(len(images), (batch_size,), generator=gen).tolist()
-    for i in picks:
-        img = images[i]
-        _, h, w = img.shape
-        y = int(torch.randint(h - patch + 1, (1,), generator=gen))
-        x = int(torch.randint(w - patch + 1, (1,), generator=gen))
-        crop = img[:, y : y + patch, x : x + patch]
-        flips = torch.rand(2, generator=gen)
-        if flips[0] < 0.5:
-            crop = crop.flip(-1)
-        if flips[1] < 0.5:
-            crop = crop.flip(-2)
-        crops.append(crop)
-    return torch.stack(crops).contiguous()
-
-
-def init_weights(model: nn.Module, last_gain: float = 0.1) -> None:
-    """He-normal convs with zero biases; the last conv scaled down so training starts near
-    the identity (a residual DnCNN without batch norm learns much faster this way)."""
-    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
-    for conv in convs:
-        nn.init.kaiming_normal_(conv.weight, nonlinearity="relu")
-        nn.init.zeros_(conv.bias)
-    with torch.no_grad():
-        convs[-1].weight.mul_(last_gain)
-
-
-def train_embedded(
-    out: Path | str = EMBEDDED_WEIGHTS,
-    steps: int = DEFAULT_STEPS,
-    batch_size: int = DEFAULT_BATCH,
-    seed: int = 0,
-    patch: int = DEFAULT_PATCH,
-    lr: float = 2e-3,
-    threads: int = 2,
-    command: str | None = None,
-    progress: bool = True,
-) -> dict:
-    """Train the embedded DnCNN, save weights + YAML at ``out``, return validation metrics."""
-    from tqdm import tqdm
-
-    from cem_lab.tasks.restoration import DenoiseTask
-
-    out = Path(out)
-    if steps < 1 or batch_size < 1:
-        raise ValueError(f"steps and batch_size must be positive, got {steps} and {batch_size}")
-    if threads > 0:
-        torch.set_num_threads(threads)
-    torch.manual_seed(seed)
-    gen = torch.Generator().manual_seed(seed)
-    task = DenoiseTask(sigma=EMBEDDED_SIGMA)
-    images = _training_images()
-    model = DnCNN(**EMBEDDED_ARCH)
-    init_weights(model)
-    model.train()
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps, eta_min=lr * 0.02)
-    start = time.time()
-    bar = tqdm(range(steps), desc="training embedded DnCNN", disable=not progress)
-    running = None
-    for step in bar:
-        clean = _batch(images, batch_size, patch, gen)
-        noisy = task.degrade(clean, seed=seed * 1_000_003 + step + 1)  # fresh noise per batch
-        loss = F.l1_loss(model(noisy), clean)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
-        running = loss.item() if running is None else 0.95 * running + 0.05 * loss.item()
-        bar.set_postfix(l1=f"{running:.4f}")
-    seconds = time.time() - start
-    model.eval()
-    metrics = validate(model, EMBEDDED_SIGMA, seed=0)
-    if command is None:
-        command = (
-            f"python -m cem_lab.models.embedded --out {out} --steps {steps} --batch-size {batch_size} --seed {seed}"
-        )
-    metadata = {
-        "trained_with": command,
-        "validation": metrics,
-        "training": {
-            "task": "dn",
-            "sigma": EMBEDDED_SIGMA,
-            "images": list(TRAIN_IMAGES),
-            "steps": steps,
-            "batch_size": batch_size,
-            "patch": patch,
-            "lr": lr,
-            "loss": "l1",
-            "optimizer": "adam",
-            "schedule": "cosine",
-            "seed": seed,
-            "seconds": round(seconds, 1),
-            "torch": str(torch.__version__),
-        },
-    }
-    save_weights(model, out, config={"_target_": "cem_lab.models.dncnn.DnCNN", **EMBEDDED_ARCH}, metadata=metadata)
-    return metrics
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Command line: train the embedded model and print its validation PSNRs."""
-    parser = argparse.ArgumentParser(
-        prog="python -m cem_lab.models.embedded", description="Train cem_lab's embedded DnCNN (sigma 50)."
-    )
-    parser.add_argument("--out", default=str(EMBEDDED_WEIGHTS), help="output .safetensors (the .yaml goes beside it)")
-    parser.add_argument("--steps", type=int, default=DEFAULT_STEPS)
-    parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH)
-    parser.add_argument("--patch", type=int, default=DEFAULT_PATCH)
-    parser.add_argument("--lr", type=float, default=2e-3)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--no-progress", action="store_true")
-    args = parser.parse_args(argv)
-    given = list(sys.argv[1:] if argv is None else argv)
-    command = " ".join(["python -m cem_lab.models.embedded", *map(shlex.quote, given)])
-    metrics = train_embedded(
-        Path(args.out),
-        steps=args.steps,
-        batch_size=args.batch_size,
-        seed=args.seed,
-        patch=args.patch,
-        lr=args.lr,
-        threads=args.threads,
-        command=command,
-        progress=not args.no_progress,
-    )
-    print(
-        f"validation on {metrics['image']} (sigma {metrics['sigma']:g}): "
-        f"noisy {metrics['psnr_noisy']:.2f} dB -> model {metrics['psnr_model']:.2f} dB"
-    )
-    print(f"saved {args.out} and {Path(args.out).with_suffix('.yaml')}")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

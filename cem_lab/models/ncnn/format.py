@@ -21,7 +21,7 @@ the blobs its type defines (:data:`WEIGHT_BLOBS`). A blob is read in one of two 
 * ``raw`` (biases, PReLU slopes, Scale data): ``4 n`` bytes of fp32, no tag.
 
 Weights come back as flat float32 torch tensors (fp16 upcast exactly), keyed per layer; the
-torch port (:mod:`cem_lab.models.ncnn_torch`) gives them their shapes. Anything this module cannot
+torch port (:mod:`cem_lab.models.ncnn.net`) gives them their shapes. Anything this module cannot
 read raises :class:`NcnnFormatError`, which says where and why.
 """
 

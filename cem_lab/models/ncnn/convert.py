@@ -2,7 +2,7 @@
 
 ::
 
-    from cem_lab.models.ncnn_convert import convert_ncnn
+    from cem_lab.models.ncnn.convert import convert_ncnn
     model, report = convert_ncnn("REALESRGAN_X4PLUS_UP4X.param", "REALESRGAN_X4PLUS_UP4X.bin",
                                  "~/.cache/cem_lab/ncnn")
     sr = model(x)              # (B, 3, H, W) RGB in [0, 1] -> (B, 3, 4H, 4W)
@@ -11,9 +11,9 @@
 ``<cache_dir>/<name>.<key>.safetensors`` + ``.json`` (``key`` from the converter version, both
 digests and the wrapper options) that matches them is loaded: the JSON holds the graph spec, the wrapper's settings, the
 source digests, the sha256 of the weights file, the agreement figures and the tool versions.
-Otherwise the graph is converted (:mod:`~cem_lab.models.ncnn_format`,
-:mod:`~cem_lab.models.ncnn_torch`), checked against the ncnn runtime in fp32
-(:func:`~cem_lab.models.ncnn_runtime.agreement`) and only if it passes :class:`Tolerance` written
+Otherwise the graph is converted (:mod:`~cem_lab.models.ncnn.format`,
+:mod:`~cem_lab.models.ncnn.net`), checked against the ncnn runtime in fp32
+(:func:`~cem_lab.models.ncnn.runtime.agreement`) and only if it passes :class:`Tolerance` written
 to the cache: each file through a temporary file and ``os.replace`` (weights first, the JSON last:
 the JSON is what makes an entry). Two processes converting the same graph at once write the same
 weights bytes, so whichever files win, the entry is consistent. A cache entry that is unreadable,
@@ -31,17 +31,20 @@ import re
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
 from torch import Tensor
 
 from cem_lab.io import PathLike, atomic_path, file_sha256, write_json
 from cem_lab.models.checkpoint import CheckpointError, _file_mode
-from cem_lab.models.ncnn_format import NcnnGraph, read_ncnn
-from cem_lab.models.ncnn_torch import Geometry, NcnnNet, NcnnSR, probe_geometry
+from cem_lab.models.ncnn.format import NcnnGraph, read_ncnn
+from cem_lab.models.ncnn.net import Geometry, NcnnNet, NcnnSR, probe_geometry
+from cem_lab.models.ncnn.runtime import NcnnRuntime, agreement, default_inputs
 
 #: bump when a change to the converter changes what it produces (old cache entries then miss)
 CONVERTER_VERSION = 1
@@ -96,8 +99,6 @@ class Tolerance:
 
 # --------------------------------------------------------------------------- helpers
 def tool_versions() -> dict:
-    from importlib import metadata
-
     def version(dist: str) -> str | None:
         try:
             return metadata.version(dist)
@@ -163,8 +164,6 @@ def _entry_paths(cache_dir: Path, name: str, key: str) -> tuple[Path, Path]:
 
 
 def _build_from_entry(meta: dict, weights_path: Path) -> NcnnSR:
-    from safetensors.torch import load_file
-
     cfg = dict(meta["model"])
     cfg.pop("_target_", None)
     net = NcnnNet(cfg.pop("net"))
@@ -231,8 +230,6 @@ def _check_writable(cache_dir: Path) -> None:
 
 def _write_entry(sr: NcnnSR, meta: dict, weights_path: Path, json_path: Path) -> str:
     """Write the weights, then the JSON that makes the entry; return the weights' sha256."""
-    from safetensors.torch import save_file
-
     tensors = {k: v.detach().cpu().contiguous() for k, v in sr.state_dict().items()}
     try:
         with atomic_path(weights_path) as tmp:
@@ -316,14 +313,14 @@ def convert_ncnn(
     ``pip install ncnn``); with ``verify=False`` a matching cache entry is still loaded, but a new
     conversion is not cached. ``tolerance``: :class:`Tolerance` (default: 99.9 % of 8-bit values
     equal, max 2/255, raw float max 1e-3). ``inputs`` / ``check_size``: the check images
-    (default: :func:`~cem_lab.models.ncnn_runtime.default_inputs` of ``check_size`` px).
+    (default: :func:`~cem_lab.models.ncnn.runtime.default_inputs` of ``check_size`` px).
     ``compare_default``: also measure against ncnn's default (fp16-storage) CPU options, for the
     report only. ``residual``: ``"auto"`` (detected, :func:`detect_output_kind`), None,
     ``"nearest"`` or ``"bicubic"``. ``input_affine``: ``"auto"`` (:func:`family_input_affine` of
     the file stem and ``name``) or ``(a, b)``; ``pad_mode``: see :class:`NcnnSR`. These options are part of the
     cache key.
 
-    Raises :class:`~cem_lab.models.ncnn_format.NcnnFormatError` for unreadable graphs,
+    Raises :class:`~cem_lab.models.ncnn.format.NcnnFormatError` for unreadable graphs,
     :class:`ConversionError` when verification fails (nothing is cached), :class:`CacheFolderError`
     when the cache folder is not writable.
     """
@@ -407,8 +404,6 @@ def convert_ncnn(
     report["converted"] = True
     check_inputs = None
     if verify or inputs is not None:
-        from cem_lab.models.ncnn_runtime import default_inputs
-
         check_inputs = list(inputs) if inputs is not None else default_inputs(check_size)
         report["plausibility"] = {
             "input": check_inputs[0][0],
@@ -418,8 +413,6 @@ def convert_ncnn(
         report["agreement"] = None
         report["convert_seconds"] = round(time.perf_counter() - started, 2)
         return sr, report
-
-    from cem_lab.models.ncnn_runtime import NcnnRuntime, agreement
 
     figures = agreement(sr, NcnnRuntime(param_path, bin_path, precision="fp32"), check_inputs)
     report["agreement"] = figures

@@ -11,7 +11,7 @@
 
 :func:`to_spandrel` infers the hyperparameters from the graph, copies the weights in graph order
 (every shape must match) and, with ``check=True``, compares the spandrel module with the
-:class:`~cem_lab.models.ncnn_torch.NcnnNet` on a seeded random input.
+:class:`~cem_lab.models.ncnn.net.NcnnNet` on a seeded random input.
 """
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from cem_lab.models.checkpoint import CheckpointError
-from cem_lab.models.ncnn_format import NcnnLayer
-from cem_lab.models.ncnn_torch import NcnnNet, NcnnSR
+from cem_lab.models.ncnn.format import NcnnGraph, NcnnLayer
+from cem_lab.models.ncnn.net import NcnnNet, NcnnSR
 
 __all__ = ["Rescaled", "SpandrelMappingError", "infer_architecture", "to_spandrel"]
 
@@ -48,8 +48,6 @@ class Rescaled(nn.Module):
 
 
 def _layers(net: NcnnNet) -> list[NcnnLayer]:
-    from cem_lab.models.ncnn_format import NcnnGraph
-
     return NcnnGraph.from_spec(net.spec()).layers
 
 
@@ -100,10 +98,12 @@ def infer_architecture(net: NcnnNet) -> tuple[str, dict, int | None]:
 
 def _build(arch: str, kwargs: dict) -> nn.Module:
     if arch == "RRDBNet":
-        from spandrel.architectures.ESRGAN import ESRGAN  # spandrel's name for RRDBNet
+        # lazy: spandrel imports torchvision (about 1.4 s); spandrel's name for RRDBNet
+        from spandrel.architectures.ESRGAN import ESRGAN
 
         return ESRGAN(**kwargs)
-    from spandrel.architectures.Compact import Compact  # spandrel's name for SRVGGNetCompact
+    # lazy: spandrel imports torchvision (about 1.4 s); spandrel's name for SRVGGNetCompact
+    from spandrel.architectures.Compact import Compact
 
     return Compact(**kwargs)
 

@@ -1,5 +1,5 @@
 """Run original ncnn graphs with the ``ncnn`` runtime (pip ``ncnn``) and measure how closely the
-torch port (:class:`~cem_lab.models.ncnn_torch.NcnnSR`) agrees with it.
+torch port (:class:`~cem_lab.models.ncnn.net.NcnnSR`) agrees with it.
 
 :class:`NcnnRuntime` loads a ``.param`` / ``.bin`` pair on the CPU. By default it computes in
 fp32 (Vulkan off; fp16 storage / arithmetic / packing and bf16 off), for a tight comparison;
@@ -15,16 +15,18 @@ process).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from skimage import data
 from torch import Tensor
 
 from cem_lab.io import PathLike
 from cem_lab.models.checkpoint import CheckpointError
-from cem_lab.models.ncnn_torch import NcnnSR
+from cem_lab.models.ncnn.net import NcnnSR
 
 __all__ = [
     "FP32_OPTIONS",
@@ -60,7 +62,7 @@ class NcnnRuntimeError(CheckpointError):
 def require_ncnn() -> Any:
     """The ``ncnn`` module, or :class:`NcnnNotInstalled` saying how to install it."""
     try:
-        import ncnn
+        import ncnn  # lazy: optional package (cem_lab[pretrained])
     except ImportError as err:
         raise NcnnNotInstalled(
             "the ncnn runtime is needed to verify a converted ncnn graph, and it is not installed: "
@@ -72,8 +74,6 @@ def require_ncnn() -> Any:
 
 def ncnn_version() -> str | None:
     """The installed ncnn package version, or None."""
-    from importlib import metadata
-
     try:
         return metadata.version("ncnn")
     except metadata.PackageNotFoundError:
@@ -157,7 +157,6 @@ class NcnnRuntime:
 def default_inputs(size: int = 32, seed: int = 0) -> list[tuple[str, Tensor]]:
     """The check images: ``size``-px crops of two scikit-image photos, and a seeded uniform-noise
     image, each ``(1, 3, size, size)`` RGB in [0, 1]."""
-    from skimage import data
 
     def crop(img: np.ndarray, top: int, left: int) -> Tensor:
         patch = img[top : top + size, left : left + size]
