@@ -84,8 +84,8 @@ def load_cem_run(path: str, job) -> Any:
     """The finished CEM of a `cem-lab` run folder, refused unless it is a map of this run's input
     with this run's ROI and block grid."""
     from cem_lab.attribution import AttributionError
+    from cem_lab.causal.errors import RunFolderError
     from cem_lab.causal.result import CEMResult
-    from cem_lab.causal.runner import RunFolderError
     from cem_lab.folder_lock import describe_holder, folder_holder
     from cem_lab.images import to_uint8
 
@@ -407,8 +407,8 @@ def compute_attribution(plan: AttributionPlan, folder: Path) -> AttributionOutco
     """The CEM (computed into ``folder/cem`` or read), the faithfulness checks, the files."""
     from tqdm import tqdm
 
+    from cem_lab.api import run_cem
     from cem_lab.attribution import AttributionError, deletion_curve, insertion_curve, rank_correlation, sign_test
-    from cem_lab.causal.runner import run_cem
 
     s, job = plan.settings, plan.job
     timings = dict(plan.timings)

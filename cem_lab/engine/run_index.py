@@ -69,7 +69,7 @@ def state_status(folder: Path) -> tuple[str, str] | None:
     """(``complete`` or ``partial``, fingerprint) of the folder's checkpoint; None without one."""
     import numpy as np
 
-    from cem_lab.causal.runner import STATE_FILE
+    from cem_lab.run_format import STATE_FILE
 
     path = folder / STATE_FILE
     if not path.is_file():
