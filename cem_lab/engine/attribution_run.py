@@ -28,6 +28,8 @@ from typing import Any
 
 import numpy as np
 
+from cem_lab.run_format import CEM_FILE
+
 log = logging.getLogger("cem_lab")
 
 PROGRAM = "cem-attribution"
@@ -99,7 +101,7 @@ def load_cem_run(path: str, job) -> Any:
     holder = folder_holder(p)
     if holder is not None:
         raise RunFolderError(f"{where} is being written by {describe_holder(holder)}; wait until it ends")
-    if not (p / "cem.npz").is_file():
+    if not (p / CEM_FILE).is_file():
         raise FileNotFoundError(
             f"{where} holds no finished CEM (cem.npz is missing); run cem-lab to the end "
             "there first, or drop attribution.cem_run to compute the CEM here"
