@@ -44,7 +44,7 @@ def test_the_estimator_is_translated_once():
         ({"forward_batch": "max"}, "forward_batch must be"),
         ({"crop_multiple": 0}, "crop_multiple must be"),
         ({"classification": "sign"}, "classification must be"),
-        ({"estimator": "bayes"}, "estimator must be"),
+        ({"estimator": "bayes"}, "unknown estimator 'bayes'; choose one of"),
         ({"intervention": "paint"}, "intervention must be"),
         ({"round_size": 5}, "round_size is an option of estimator='adaptive' only"),
         ({"samples": 5}, "samples is an option of estimator='exhaustive' only"),

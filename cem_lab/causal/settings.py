@@ -16,9 +16,10 @@ from dataclasses import dataclass
 from numbers import Integral, Real
 from typing import Any
 
-from cem_lab.causal.estimators import ADAPTIVE_DEFAULTS, COARSE, FINE, TOL, Estimator, make_estimator
+from cem_lab.causal.estimators import ADAPTIVE_DEFAULTS, COARSE, FINE, TOL, Estimator, EstimatorError, make_estimator
 from cem_lab.causal.interventions import BaselineIntervention, Intervention, make_intervention
 from cem_lab.metrics import RoiMetric
+from cem_lab.patches import PatchBank
 
 #: default checkpoint cadence (seconds): a checkpoint costs a few milliseconds (BENCHMARKS.md), so a
 #: kill -9 loses at most this much work for well under 1 % of the run time
@@ -100,10 +101,6 @@ class CEMSettings:
             object.__setattr__(self, "estimator", "coarse_to_fine")
         fixes = {
             "block": (_int(self.block) and self.block >= 1, "a positive number of output pixels"),
-            "estimator": (
-                isinstance(self.estimator, Estimator) or self.estimator in ESTIMATORS,
-                f"one of {list(ESTIMATORS)} or an Estimator",
-            ),
             "coarse": (_int(self.coarse) and self.coarse >= 1, "a positive integer (T_c)"),
             "fine": (_int(self.fine) and self.fine >= 1, "a positive integer (T_f)"),
             "samples": (self.samples is None or (_int(self.samples) and self.samples >= 1), "a positive integer"),
@@ -135,6 +132,8 @@ class CEMSettings:
         for key, (ok, fix) in fixes.items():
             if not ok:
                 raise ValueError(f"{key} must be {fix}, got {getattr(self, key)!r}")
+        if not isinstance(self.estimator, Estimator) and self.estimator not in ESTIMATORS:
+            raise EstimatorError(f"unknown estimator {self.estimator!r}; choose one of {list(ESTIMATORS)}")
         self._check_unused()
         self.make_estimator()  # the estimator's own checks (EstimatorError names the key)
         if isinstance(self.metric, str):
@@ -185,8 +184,6 @@ class CEMSettings:
         if isinstance(self.intervention, Intervention):
             return self.intervention
         if self.intervention == "lv" and patch_bank is None:
-            from cem_lab.patches import PatchBank  # lazy: the embedded bank is read only when it is used
-
             patch_bank = PatchBank.embedded()
         return make_intervention(self.intervention, bank=patch_bank, sampler=self.sampler)
 
