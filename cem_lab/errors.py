@@ -6,7 +6,7 @@ from __future__ import annotations
 def _user_errors() -> tuple[type[BaseException], ...]:
     from omegaconf.errors import OmegaConfBaseException
 
-    from cem_lab.causal.runner import ModelOutputError, RunFolderError
+    from cem_lab.causal.errors import ModelOutputError, RunFolderError
     from cem_lab.folder_lock import FolderBusyError, FolderLockError
     from cem_lab.images import ImageError
     from cem_lab.models.checkpoint import CheckpointError

@@ -13,7 +13,8 @@ import pytest
 from conftest import ConvStack
 
 from cem_lab import compute_cem
-from cem_lab.causal.atlas import AtlasError, AtlasJob, check_rois, compute_atlas, prepare_atlas, roi_grid
+from cem_lab.api import compute_atlas
+from cem_lab.causal.atlas import AtlasError, AtlasJob, check_rois, prepare_atlas, roi_grid
 
 KW = dict(block=8, coarse=2, fine=6, seed=3)
 

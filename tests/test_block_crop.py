@@ -8,7 +8,7 @@ import pytest
 from conftest import ConvStack, GlobalAttention
 
 from cem_lab import compute_cem
-from cem_lab.causal.runner import CEMJob
+from cem_lab.causal.recompute import BlockCropRecompute
 
 KW = dict(block=8, coarse=2, fine=6, progress=False, figures=False, seed=3)
 
@@ -57,7 +57,7 @@ def test_a_global_model_falls_back_and_says_why(clean_image, small_bank):
 
 
 def test_a_wrong_reach_is_caught_by_the_check_and_falls_back(clean_image, small_bank, monkeypatch):
-    monkeypatch.setattr(CEMJob, "_reach", lambda self: 0)  # pretend the model sees no neighbours
+    monkeypatch.setattr(BlockCropRecompute, "reach", lambda self, job: 0)  # pretend the model sees no neighbours
     ref = compute_cem(ConvStack(depth=4), clean_image, "dn", (16, 16, 16), patch_bank=small_bank, **KW)
     res = compute_cem(
         ConvStack(depth=4), clean_image, "dn", (16, 16, 16), patch_bank=small_bank, recompute="block_crop", **KW

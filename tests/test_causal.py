@@ -397,7 +397,8 @@ def test_an_items_output_does_not_depend_on_the_chunk_it_runs_in(clean_image, sm
     """The forward shape is fixed (padded to forward_batch): an item's output is bitwise the same
     alone or in a batch. (Unpadded, this DnCNN's batch-1 and batch-5 outputs differ by ~1e-7.)"""
     from cem_lab.causal import CoarseToFineEstimator
-    from cem_lab.causal.runner import CEMJob
+    from cem_lab.causal.job import CEMJob
+    from cem_lab.causal.settings import CEMSettings
     from cem_lab.models import DnCNN
 
     torch.manual_seed(0)
@@ -409,12 +410,14 @@ def test_an_items_output_does_not_depend_on_the_chunk_it_runs_in(clean_image, sm
         task,
         ti,
         Roi(16, 16, 16),
-        8,
-        LVIntervention(small_bank),
-        CoarseToFineEstimator(2, 2),
-        RoiMetric(),
-        mode="full",
-        forward_batch=8,
+        CEMSettings(
+            block=8,
+            intervention=LVIntervention(small_bank),
+            estimator=CoarseToFineEstimator(2, 2),
+            metric=RoiMetric(),
+            mode="full",
+            forward_batch=8,
+        ),
     )
     x = job._build(np.arange(5), np.zeros(5, dtype=int), job.crop, job.base_crop, job.ctx_crop)
     alone = job._forward(x[:1])

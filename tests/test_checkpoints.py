@@ -46,7 +46,7 @@ def test_a_checkpoint_every_round_gives_the_same_map_as_none_within_stages(tmp_p
 
 def test_the_items_cadence_bounds_the_work_a_kill_loses(tmp_path, clean_image, small_bank):
     """With every_items=k the saved state is never more than k items (one round) behind."""
-    from cem_lab.causal.runner import STATE_FILE
+    from cem_lab.run_format import STATE_FILE
 
     seen = []
 

@@ -71,7 +71,7 @@ def _run(folder, model, task, image, roi, near=0, far=0, value=0.1, psnr=25.0):
         meta={"model": model, "image": image, "settings": settings, "fingerprint": f"{model}-{task}-{image}-{roi}"},
         images={"input": img, "restored": img},
     )
-    res.save(folder, figures=False)
+    res.save(folder)
 
 
 def _table(root):

@@ -12,7 +12,8 @@ from torch import nn
 
 from cem_lab import compute_cem
 from cem_lab.causal.incremental import NotAChain, conv_chain
-from cem_lab.causal.runner import prepare_cem
+from cem_lab.causal.recompute import RoiCropRecompute
+from cem_lab.causal.run import prepare_cem
 from cem_lab.models import DnCNN
 
 KW = dict(block=8, coarse=2, fine=6, progress=False, figures=False, seed=3)
@@ -64,16 +65,16 @@ def _image(size: int) -> np.ndarray:
 def test_incremental_outputs_equal_the_crop_outputs_on_every_block(small_bank, model, roi):
     m = model()
     job = prepare_cem(m, _image(96), "dn", roi, block=8, patch_bank=small_bank, seed=3, recompute="incremental")
-    assert job.incremental is not None, job.notes
-    assert job.incremental_check["ok"]
+    assert job.recompute.name == "incremental", job.notes
+    assert job.checks["incremental_check"]["ok"]
     blocks = np.flatnonzero(job.active)
     samples = np.arange(len(blocks)) % 3
-    a = job._roi_outputs_incremental(blocks, samples)
-    b = job._roi_outputs_crop(blocks, samples)
+    a = job.recompute.roi_outputs(job, blocks, samples)
+    b = RoiCropRecompute().roi_outputs(job, blocks, samples)
     assert a.shape == b.shape
     assert float((a - b).abs().max()) < 1e-5
     # and the windows do less work than the crop
-    assert job.incremental.pixels((0, 8, 0, 8)) < (job.crop[1] - job.crop[0]) * (job.crop[3] - job.crop[2])
+    assert job.recompute.chain.pixels((0, 8, 0, 8)) < (job.crop[1] - job.crop[0]) * (job.crop[3] - job.crop[2])
 
 
 def test_incremental_maps_equal_roi_crop_maps_and_do_not_depend_on_the_batch_size(small_bank):
@@ -149,11 +150,11 @@ def test_on_the_real_dncnn_at_256_incremental_outputs_equal_the_crop_outputs():
     bank = PatchBank.load(SHARED_DATA / "div2k_patches8.npz")
     img = load_image(SHARED_DATA / "demo_images" / "demo_2.png")
     job = prepare_cem(m.eval(), img, "dn", (152, 96, 32), block=8, patch_bank=bank, seed=0, recompute="incremental")
-    assert job.mode == "crop" and job.incremental is not None, job.notes
+    assert job.mode == "crop" and job.recompute.name == "incremental", job.notes
     rng = np.random.default_rng(0)
     blocks = rng.choice(np.flatnonzero(job.active), 48, replace=False)
     samples = rng.integers(0, 50, 48)
-    a = job._roi_outputs_incremental(blocks, samples)
-    b = job._roi_outputs_crop(blocks, samples)
+    a = job.recompute.roi_outputs(job, blocks, samples)
+    b = RoiCropRecompute().roi_outputs(job, blocks, samples)
     assert float((a - b).abs().max()) < 1e-4
-    assert job.incremental.pixels((20, 28, 20, 28)) < 0.3 * 72 * 72
+    assert job.recompute.chain.pixels((20, 28, 20, 28)) < 0.3 * 72 * 72

@@ -309,7 +309,7 @@ def test_blocks_of_whole_mcus_allow_incremental_recompute(small_bank):
     from skimage import data
     from torch import nn
 
-    from cem_lab.causal.runner import ModelOutputError
+    from cem_lab.causal.errors import ModelOutputError
 
     clean = np.ascontiguousarray(data.astronaut()[80:144, 180:244])
     torch.manual_seed(0)

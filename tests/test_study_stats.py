@@ -145,7 +145,7 @@ def _write_run(folder, model, image, roi, n_negative, psnr, block=8, fine=50, se
             "fingerprint": f"{model}-{image}-{roi}-{block}-{fine}",
         },
     )
-    res.save(folder, figures=False)
+    res.save(folder)
     return folder
 
 

@@ -188,7 +188,7 @@ def test_error_file_starts_with_the_message(tmp_path):
 
 # --- reuse of finished folders (in-process) ------------------------------------------------------
 def test_finished_runs_are_reused_and_foreign_folders_refused(workdir, tmp_path):
-    from cem_lab.causal.runner import RunFolderError
+    from cem_lab.causal.errors import RunFolderError
 
     def cfg(*extra):
         with initialize_config_module(config_module="cem_lab.conf", version_base="1.3"):

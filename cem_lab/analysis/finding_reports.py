@@ -19,6 +19,7 @@ import pandas as pd
 from cem_lab.analysis.findings import attention_contrast, paired_table, rank_trend, verdict, with_locality
 from cem_lab.analysis.study_stats import nested_bootstrap
 from cem_lab.io import atomic_path, write_text
+from cem_lab.run_format import CEM_FILE, SUMMARY_FILE
 
 __all__ = ["FINDINGS", "FindingError", "finding_report"]
 
@@ -335,9 +336,9 @@ def dependent_share(folder: str) -> float:
     1.0 means the image, not the network, bounds how far an effect can come from."""
     import json
 
-    s = json.loads((Path(folder) / "summary.json").read_text())
+    s = json.loads((Path(folder) / SUMMARY_FILE).read_text())
     dep = (s.get("dependency_region") or {}).get("dependent_pixels")
-    with np.load(Path(folder) / "cem.npz") as z:
+    with np.load(Path(folder) / CEM_FILE) as z:
         h, w = (int(v) for v in z["input_shape"])
     return float(dep) / (h * w) if dep is not None else float("nan")
 
@@ -345,7 +346,7 @@ def dependent_share(folder: str) -> float:
 def _parameters_of(folder: str) -> float:
     import json
 
-    s = json.loads((Path(folder) / "summary.json").read_text())
+    s = json.loads((Path(folder) / SUMMARY_FILE).read_text())
     return float((s.get("model_info") or {}).get("parameters", np.nan))
 
 

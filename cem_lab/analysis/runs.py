@@ -23,8 +23,17 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from cem_lab.causal.result import FORMAT_VERSION
 from cem_lab.io import PathLike, file_signature
+from cem_lab.run_format import (
+    CEM_FILE,
+    CONFIG_FILE,
+    DONE_FILE,
+    ERROR_FILE,
+    FORMAT_VERSION,
+    RUN_MARKERS,
+    STATE_FILE,
+    SUMMARY_FILE,
+)
 from cem_lab.tasks.base import task_label
 
 __all__ = [
@@ -41,8 +50,6 @@ __all__ = [
     "zoo_info",
 ]
 
-#: files any CEM run folder (finished or not) holds at least one of
-RUN_MARKERS: tuple[str, ...] = ("summary.json", "cem.npz", "state.npz", "done.json", "error.txt")
 #: written into a report folder by ``cem-report``: such folders are never searched for runs
 REPORT_MARKER = "report.json"
 #: keys a finished run's summary.json must hold
@@ -176,13 +183,13 @@ def read_run(folder: PathLike) -> tuple[dict | None, str]:
     holder = folder_holder(folder)
     if holder is not None:  # a run that is being written: whatever it holds now is not its result
         return None, f"in progress: being written by {describe_holder(holder)}; report it when it ends"
-    if (folder / "error.txt").is_file():
-        return None, f"failed: {_first_line(folder / 'error.txt')}"
-    if not (folder / "summary.json").is_file():
-        if (folder / "state.npz").is_file():
+    if (folder / ERROR_FILE).is_file():
+        return None, f"failed: {_first_line(folder / ERROR_FILE)}"
+    if not (folder / SUMMARY_FILE).is_file():
+        if (folder / STATE_FILE).is_file():
             return None, "interrupted: state.npz but no summary.json; rerun its command to resume it"
         return None, "no summary.json: not a finished CEM run"
-    summary, err = _read_json(folder / "summary.json")
+    summary, err = _read_json(folder / SUMMARY_FILE)
     if summary is None:
         return None, f"corrupt summary.json ({err}); rerun the run or delete the folder"
     if not isinstance(summary, dict):
@@ -199,11 +206,11 @@ def read_run(folder: PathLike) -> tuple[dict | None, str]:
     missing = [k for k in _REQUIRED if k not in summary]
     if missing:
         return None, f"corrupt summary.json (missing {', '.join(missing)})"
-    npz_reason = _check_npz(folder / "cem.npz")
+    npz_reason = _check_npz(folder / CEM_FILE)
     if npz_reason:
         return None, npz_reason
-    done_path = folder / "done.json"
-    if (folder / "config.yaml").is_file() and not done_path.is_file():
+    done_path = folder / DONE_FILE
+    if (folder / CONFIG_FILE).is_file() and not done_path.is_file():
         return None, "cem-lab run not marked finished (config.yaml but no done.json); rerun its command"
     if done_path.is_file():
         done, err = _read_json(done_path)

@@ -1,6 +1,6 @@
 """``metric_after(blocks)`` with cem_lab's own interventions, for the faithfulness curves.
 
-Built on a :class:`~cem_lab.causal.runner.CEMJob` (full-image mode): the job knows the task, the
+Built on a :class:`~cem_lab.causal.job.CEMJob` (full-image mode): the job knows the task, the
 bound intervention, the block boxes, the ROI metric and its reference. Sample ``s`` of block ``b``
 is the draw the CEM itself uses (seeded from ``(seed, b, s)``), so replacing a single block gives
 exactly the CEM's intervened metrics of that block: ``metric_after([b]) = M0 - effect_raw[b]`` for
@@ -20,6 +20,11 @@ import torch
 from torch import nn
 
 from cem_lab.attribution.base import AttributionError
+from cem_lab.causal.grid import Roi
+from cem_lab.causal.interventions import draw_rng
+from cem_lab.causal.job import CEMJob
+from cem_lab.causal.settings import CEMSettings
+from cem_lab.tasks import make_task
 
 
 class BlockReplacementMetric:
@@ -43,8 +48,6 @@ class BlockReplacementMetric:
         return len(self.job.grid)
 
     def __call__(self, blocks: Sequence[int]) -> float:
-        from cem_lab.causal.interventions import draw_rng
-
         job = self.job
         b = np.unique(np.asarray(blocks, dtype=np.int64).ravel())
         self.calls += 1
@@ -87,36 +90,19 @@ def replace_blocks_metric(
     (default 1 for a deterministic intervention, else 8). To reuse a prepared CEM job, use
     ``BlockReplacementMetric(job, samples)``.
     """
-    from cem_lab.causal.estimators import make_estimator
-    from cem_lab.causal.grid import Roi
-    from cem_lab.causal.interventions import make_intervention
-    from cem_lab.causal.runner import CEMJob
-    from cem_lab.metrics import RoiMetric
-    from cem_lab.tasks import make_task
-
     if isinstance(task, str):
         task = make_task(task)
-    if isinstance(intervention, str):
-        if intervention == "lv" and patch_bank is None:
-            from cem_lab.patches import PatchBank
-
-            patch_bank = PatchBank.embedded()
-        intervention = make_intervention(intervention, bank=patch_bank, sampler=sampler)
-    if isinstance(metric, str):
-        metric = RoiMetric(metric)
-    job = CEMJob(
-        model,
-        task,
-        task_input,
-        Roi.parse(roi),
-        block,
-        intervention,
-        make_estimator("exhaustive", samples=1),
-        metric,
+    settings = CEMSettings(
+        block=block,
+        intervention=intervention,
+        sampler=sampler,
+        estimator="exhaustive",
+        samples=1,
+        metric=metric,
         seed=seed,
         forward_batch=forward_batch,
-        device=device,
         mode="full",
         verify=False,
     )
+    job = CEMJob(model, task, task_input, Roi.parse(roi), settings, patch_bank=patch_bank, device=device)
     return BlockReplacementMetric(job, samples)

@@ -1,6 +1,6 @@
 """Many ROIs from one set of forward passes: the ROI atlas (``roi=grid`` or a list of ROIs).
 
-Every ROI is its own :class:`~cem_lab.causal.runner.CEMJob` (its baseline, its estimator, its
+Every ROI is its own :class:`~cem_lab.causal.job.CEMJob` (its baseline, its estimator, its
 statistics), all on the same input and run on the whole image. They advance in lockstep: at each
 step the union of the items (block, sample) their current stages ask for is computed once, and
 every ROI's metric is read off the same output. A draw is seeded by (seed, block, sample) alone, so
@@ -23,12 +23,16 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from tqdm import tqdm
 
+from cem_lab.causal.estimators import BlockStats, Stage
+from cem_lab.causal.grid import GeometryError, Roi
+from cem_lab.causal.result import CEMResult
+from cem_lab.causal.run import prepare_cem
+from cem_lab.causal.settings import DEFAULT_CHECKPOINT_S
 from cem_lab.io import write_json, write_npz
-
-from .estimators import BlockStats, Stage
-from .grid import GeometryError, Roi
-from .result import CEMResult
+from cem_lab.run_format import CEM_FILE, STATE_FILE
+from cem_lab.tasks import make_task
 
 log = logging.getLogger("cem_lab")
 
@@ -149,12 +153,18 @@ class AtlasResult:
             **self.meta,
         }
 
-    def save(self, folder: str | Path, figures: bool = True) -> Path:
+    @staticmethod
+    def roi_folder(folder: str | Path, k: int) -> Path:
+        """The run folder of ROI ``k`` inside the atlas folder ``folder``."""
+        return Path(folder) / "rois" / f"roi_{k:03d}"
+
+    def save(self, folder: str | Path, figures: dict[str, str] | None = None) -> Path:
         """``rois/roi_NNN/`` (a run folder per ROI, readable by cem-report), ``atlas.npz`` (the block x
-        ROI tensors), ``atlas.json`` (per-ROI rows and their distribution) and ``figures/atlas.png``."""
+        ROI tensors) and ``atlas.json`` (per-ROI rows and their distribution; ``figures``: the paths of
+        the figures drawn, see :func:`cem_lab.api.save_atlas`)."""
         folder = Path(folder)
         for k, r in enumerate(self.results):
-            r.save(folder / "rois" / f"roi_{k:03d}", figures=figures)
+            r.save(self.roi_folder(folder, k))
         write_npz(
             folder / "atlas.npz",
             effect=self.effect_tensor(),
@@ -167,10 +177,8 @@ class AtlasResult:
             format_version=ATLAS_FORMAT,
         )
         summary = self.summary()
-        if figures:
-            from cem_lab.viz.atlas_figures import save_atlas_figure
-
-            summary["figures"] = {"atlas": str(save_atlas_figure(folder / "figures" / "atlas.png", self))}
+        if figures is not None:
+            summary["figures"] = dict(figures)
         write_json(folder / "atlas.json", summary)
         return folder
 
@@ -200,7 +208,7 @@ class AtlasJob:
     def check_folder(self, folder: str | Path) -> None:
         """Refuse a folder that holds another run: a single-ROI map, or an atlas of other settings."""
         folder = Path(folder)
-        if (folder / "state.npz").is_file() or (folder / "cem.npz").is_file():
+        if (folder / STATE_FILE).is_file() or (folder / CEM_FILE).is_file():
             raise AtlasError(f"{folder} holds a single-ROI map; write the atlas to a new folder")
         path = folder / ATLAS_STATE
         if path.is_file():
@@ -235,10 +243,12 @@ class AtlasJob:
         return np.stack(vals, 1)
 
     def run(
-        self, folder: str | Path | None = None, progress: bool = True, checkpoint_every: float | None = 5.0
+        self,
+        folder: str | Path | None = None,
+        progress: bool = True,
+        checkpoint_every: float | None = DEFAULT_CHECKPOINT_S,
     ) -> AtlasResult:
-        from tqdm import tqdm
-
+        """Run every ROI's plan in lockstep; with ``folder``, checkpoint there and resume what it holds."""
         t0 = time.perf_counter()
         fp = self.fingerprint()
         k = len(self.jobs)
@@ -352,12 +362,8 @@ def prepare_atlas(
     model, image, task, rois: str | Sequence[Any], *, roi_size: int = 32, roi_stride: int | None = None, **kwargs
 ) -> AtlasJob:
     """Prepare the atlas of ``rois`` (a list of (top, left, size), or "grid": ROIs of ``roi_size``
-    tiling the output with ``roi_stride``); keywords as :func:`~cem_lab.causal.runner.prepare_cem`.
+    tiling the output with ``roi_stride``); keywords as :func:`~cem_lab.causal.run.prepare_cem`.
     ``blocks`` restrictions and the adaptive estimator's ROI treatment apply per ROI."""
-    from cem_lab.tasks import make_task
-
-    from .runner import prepare_cem
-
     if kwargs.pop("mode", "full") not in ("full", "auto"):
         raise AtlasError("the atlas runs on the whole image (mode=full)")
     if kwargs.get("recompute", "roi_crop") != "roi_crop":
@@ -384,30 +390,3 @@ def prepare_atlas(
         for r in parsed[len(jobs) :]
     ]
     return AtlasJob(jobs, notes)
-
-
-def compute_atlas(
-    model,
-    image,
-    task,
-    rois,
-    *,
-    output_dir: str | Path | None = None,
-    figures: bool = True,
-    progress: bool = True,
-    checkpoint_every: float | None = 5.0,
-    **kwargs,
-) -> AtlasResult:
-    """The ROI atlas: every ROI's map from one set of full-image passes (see the module docstring).
-    With ``output_dir`` the run is locked, checkpointed, resumed when rerun, and saved."""
-    from contextlib import nullcontext
-
-    from cem_lab.folder_lock import hold_run_folder
-
-    hold = hold_run_folder(output_dir, what="a cem_lab atlas") if output_dir is not None else nullcontext()
-    with hold:
-        atlas = prepare_atlas(model, image, task, rois, **kwargs)
-        res = atlas.run(output_dir, progress=progress, checkpoint_every=checkpoint_every)
-        if output_dir is not None:
-            res.save(output_dir, figures=figures)
-        return res

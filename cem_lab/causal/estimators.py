@@ -16,9 +16,23 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.special import stdtrit  # Student's t quantile; scipy.stats costs ~1 s of every start
 
+#: the reference estimator's settings (the paper's T_c, T_f and tol, in dB): the estimators' defaults and
+#: :class:`~cem_lab.causal.settings.CEMSettings`'s, written here once
+COARSE, FINE, TOL = 3, 50, 0.01
+#: the adaptive estimator's own options and their defaults (conf/cem/adaptive.yaml explains each)
+ADAPTIVE_DEFAULTS = {
+    "round_size": 10,
+    "growth": 2.0,
+    "max_samples": 160,
+    "half_width": 0.0025,
+    "settled_half_width": 0.0125,
+    "level": 0.95,
+    "roi_blocks": "reference",
+}
+
 
 class EstimatorError(ValueError):
-    pass
+    """Settings an estimator cannot run with."""
 
 
 @dataclass(frozen=True)
@@ -126,7 +140,7 @@ class ExhaustiveEstimator(Estimator):
 
     name = "exhaustive"
 
-    def __init__(self, samples: int = 50):
+    def __init__(self, samples: int = FINE):
         if samples < 1:
             raise EstimatorError(f"exhaustive: samples must be >= 1, got {samples}")
         self.samples = int(samples)
@@ -157,7 +171,7 @@ class CoarseToFineEstimator(Estimator):
 
     name = "coarse_to_fine"
 
-    def __init__(self, coarse: int = 3, fine: int = 50, tol: float = 0.01):
+    def __init__(self, coarse: int = COARSE, fine: int = FINE, tol: float = TOL):
         if coarse < 1 or fine < 1:
             raise EstimatorError(f"coarse_to_fine: coarse and fine must be >= 1, got {coarse}, {fine}")
         if tol < 0:
@@ -248,16 +262,16 @@ class AdaptiveEstimator(Estimator):
 
     def __init__(
         self,
-        coarse: int = 3,
-        round_size: int = 10,
-        max_samples: int = 160,
-        half_width: float = 0.0025,
-        settled_half_width: float = 0.0125,
-        tol: float = 0.01,
-        level: float = 0.95,
-        roi_blocks: str = "reference",
-        fine: int = 50,
-        growth: float = 2.0,
+        coarse: int = COARSE,
+        round_size: int = ADAPTIVE_DEFAULTS["round_size"],
+        max_samples: int = ADAPTIVE_DEFAULTS["max_samples"],
+        half_width: float = ADAPTIVE_DEFAULTS["half_width"],
+        settled_half_width: float = ADAPTIVE_DEFAULTS["settled_half_width"],
+        tol: float = TOL,
+        level: float = ADAPTIVE_DEFAULTS["level"],
+        roi_blocks: str = ADAPTIVE_DEFAULTS["roi_blocks"],
+        fine: int = FINE,
+        growth: float = ADAPTIVE_DEFAULTS["growth"],
     ):
         if isinstance(coarse, bool) or int(coarse) < 1:
             raise EstimatorError(f"adaptive: coarse must be >= 1, got {coarse}")
@@ -417,6 +431,8 @@ class AdaptiveEstimator(Estimator):
 
 
 def make_estimator(name: str = "coarse_to_fine", **kwargs) -> Estimator:
+    """The estimator called ``name`` with its own keywords (the factory behind
+    :meth:`CEMSettings.make_estimator <cem_lab.causal.settings.CEMSettings.make_estimator>`)."""
     kinds = {"coarse_to_fine": CoarseToFineEstimator, "exhaustive": ExhaustiveEstimator, "adaptive": AdaptiveEstimator}
     if name not in kinds:
         raise EstimatorError(f"unknown estimator {name!r}; choose one of {sorted(kinds)}")

@@ -21,6 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from cem_lab.images import to_uint8
+from cem_lab.patches import block_sharpness, make_sampler
 from cem_lab.tasks.base import Placement, Task, TaskInput, write_blocks
 
 
@@ -81,16 +83,11 @@ class LVIntervention(Intervention):
     name = "lv"
 
     def __init__(self, bank, sampler="uniform"):
-        from cem_lab.patches import make_sampler
-
         self.bank = bank
         self.sampler = make_sampler(sampler) if isinstance(sampler, str) else sampler
         self.sampler.bind(bank)
 
     def bind(self, task, task_input, block_boxes, block_in, device):
-        from cem_lab.images import to_uint8
-        from cem_lab.patches import block_sharpness
-
         super().bind(task, task_input, block_boxes, block_in, device)
         task.check_lv_input(task_input)  # e.g. a JPEG without its clean image: refused before any compute
         block = block_in * task.scale

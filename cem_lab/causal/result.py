@@ -1,18 +1,5 @@
-"""The result of a CEM run and its on-disk format (a public, versioned contract).
-
-A run folder holds:
-- ``cem.npz``: per-block arrays ``effect`` (dB, thresholded), ``effect_raw`` (unthresholded
-  estimate), ``stderr``, ``ci_low``, ``ci_high``, ``counts`` (samples per block),
-  ``classification`` (-1/0/+1), ``roi_mask``, plus ``roi`` (top, left, size), ``block``,
-  ``scale``, ``grid_shape``, ``input_shape``, ``output_shape``, ``baseline_metric`` and
-  ``format_version``;
-- ``summary.json``: counts and shares, effect range and where, reach, forward passes, timings,
-  device, and the settings of the run;
-- ``images/``: the degraded input, the restored output and the ground truth (PNG);
-- ``figures/``: the CE map overlay, colour bar, pie chart, restored image with the ROI box and
-  a panel of all four.
-The analysis layer reads only these files.
-"""
+"""The result of a CEM run: its per-block arrays, derived numbers and summary; saved and loaded in
+the run-folder format of :mod:`cem_lab.run_format` (a public, versioned contract)."""
 
 from __future__ import annotations
 
@@ -23,14 +10,24 @@ from typing import Any
 import numpy as np
 
 from cem_lab.causal.grid import Roi
-from cem_lab.io import write_json, write_npz
+from cem_lab.images import load_image, save_image
+from cem_lab.run_format import (
+    FORMAT_VERSION,
+    IMAGES_DIR,
+    read_cem_arrays,
+    read_summary,
+    write_cem_arrays,
+    write_summary,
+)
 
-FORMAT_VERSION = 1
 ARRAYS = ("effect", "effect_raw", "stderr", "ci_low", "ci_high", "counts", "classification", "roi_mask")
 
 
 @dataclass
 class CEMResult:
+    """A causal effect map: per-block arrays on the block grid, the ROI, the geometry, the
+    un-intervened metric, and ``meta`` (summary.json's run record) and ``images`` (uint8 RGB)."""
+
     effect: np.ndarray  # (rows, cols) float64, CE in metric units (dB for PSNR), 0 where no effect
     effect_raw: np.ndarray  # unthresholded estimate M0 - mean
     stderr: np.ndarray  # standard error of the estimate (NaN with < 2 samples)
@@ -108,89 +105,53 @@ class CEMResult:
         return out
 
     # --- persistence -------------------------------------------------------------------------
-    def save(self, folder, figures: bool = True) -> Path:
-        """Write cem.npz, summary.json, images/ and (by default) figures/ atomically."""
+    def save(self, folder) -> Path:
+        """Write images/, cem.npz and summary.json atomically (:mod:`cem_lab.run_format`); the
+        figures are drawn by :func:`cem_lab.viz.save_result_figures` (``cem_lab.save_result`` does both)."""
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         for name, img in self.images.items():
-            from cem_lab.images import save_image
-
-            save_image(img, folder / "images" / f"{name}.png")
-        if figures:
-            self.save_figures(folder / "figures")
+            save_image(img, folder / IMAGES_DIR / f"{name}.png")
         arrays = {k: getattr(self, k) for k in ARRAYS}
-        write_npz(
-            folder / "cem.npz",
-            **arrays,
-            roi=np.array(self.roi.as_list()),
-            block=self.block,
-            scale=self.scale,
-            grid_shape=np.array(self.grid_shape),
-            input_shape=np.array(self.input_shape),
-            output_shape=np.array(self.output_shape),
-            baseline_metric=self.baseline_metric,
-            metric=self.metric,
-            unit=self.unit,
-            format_version=FORMAT_VERSION,
-        )
-        write_json(folder / "summary.json", self.summary())
-        return folder
-
-    def save_figures(self, folder) -> dict[str, str]:
-        from cem_lab.viz import save_cem_figures
-
-        bound = float(self.meta.get("display_bound", 1.0))
-        title = self.meta.get("title", "")
-        return save_cem_figures(
+        write_cem_arrays(
             folder,
-            effect=self.effect,
-            roi_mask=self.roi_mask,
-            classification=self.classification,
-            roi=self.roi.as_list(),
-            block=self.block,
-            output_shape=self.output_shape,
-            degraded_input_rgb=self.images.get("input"),
-            restored_rgb=self.images.get("restored"),
-            bound=bound,
-            counts=self.block_counts(),
-            title=title,
-            roi_psnr=self.baseline_metric,
-            unit=self.unit,
+            {
+                **arrays,
+                "roi": np.array(self.roi.as_list()),
+                "block": self.block,
+                "scale": self.scale,
+                "grid_shape": np.array(self.grid_shape),
+                "input_shape": np.array(self.input_shape),
+                "output_shape": np.array(self.output_shape),
+                "baseline_metric": self.baseline_metric,
+                "metric": self.metric,
+                "unit": self.unit,
+            },
         )
+        write_summary(folder, self.summary())
+        return folder
 
     @classmethod
     def load(cls, folder) -> CEMResult:
-        import json
-
+        """The result saved in ``folder`` (its summary.json as ``meta``, its images)."""
         folder = Path(folder)
-        path = folder / "cem.npz"
-        if not path.is_file():
-            raise FileNotFoundError(f"no finished CEM in {folder}: {path.name} is missing")
-        with np.load(path, allow_pickle=False) as z:
-            version = int(z["format_version"])
-            if version > FORMAT_VERSION:
-                raise ValueError(
-                    f"{path} has format version {version}; this cem_lab reads up to {FORMAT_VERSION}: upgrade cem_lab"
-                )
-            arrays = {k: z[k] for k in ARRAYS}
-            res = cls(
-                **arrays,
-                roi=Roi(*[int(v) for v in z["roi"]]),
-                block=int(z["block"]),
-                scale=int(z["scale"]),
-                input_shape=tuple(int(v) for v in z["input_shape"]),
-                output_shape=tuple(int(v) for v in z["output_shape"]),
-                baseline_metric=float(z["baseline_metric"]),
-                metric=str(z["metric"]),
-                unit=str(z["unit"]),
-            )
-        summary = folder / "summary.json"
-        if summary.is_file():
-            res.meta = json.loads(summary.read_text())
-        images = folder / "images"
+        z = read_cem_arrays(folder)
+        res = cls(
+            **{k: z[k] for k in ARRAYS},
+            roi=Roi(*[int(v) for v in z["roi"]]),
+            block=int(z["block"]),
+            scale=int(z["scale"]),
+            input_shape=tuple(int(v) for v in z["input_shape"]),
+            output_shape=tuple(int(v) for v in z["output_shape"]),
+            baseline_metric=float(z["baseline_metric"]),
+            metric=str(z["metric"]),
+            unit=str(z["unit"]),
+        )
+        summary = read_summary(folder)
+        if summary is not None:
+            res.meta = summary
+        images = folder / IMAGES_DIR
         if images.is_dir():
-            from cem_lab.images import load_image
-
             res.images = {p.stem: load_image(p) for p in sorted(images.glob("*.png"))}
         return res
 

@@ -67,7 +67,7 @@ def _luma(image: np.ndarray) -> np.ndarray:
 
 def texture_map(image: np.ndarray) -> np.ndarray:
     """Gradient magnitude (Sobel) of the image's luma, on the 0..255 scale; (H, W)."""
-    from scipy import ndimage
+    from scipy import ndimage  # lazy: scipy.ndimage adds to the start-up of every cem-lab run; only roi=placed needs it
 
     y = _luma(image)
     return np.hypot(ndimage.sobel(y, axis=0, mode="reflect"), ndimage.sobel(y, axis=1, mode="reflect")) / 8.0

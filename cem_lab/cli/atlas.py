@@ -53,6 +53,7 @@ def finished_atlas(cfg: DictConfig, folder: Path) -> dict | None:
 
 def execute_atlas(cfg: DictConfig, folder: Path, memory) -> dict[str, Any]:
     """Run (or reuse) the atlas of ``cfg`` in ``folder`` (locked by the caller); print its report."""
+    from cem_lab.api import save_atlas
     from cem_lab.causal.atlas import AtlasError, prepare_atlas
     from cem_lab.cli.cem import prepare_kwargs
     from cem_lab.engine.run_folder import accept_run_folder, close_log_file
@@ -74,7 +75,7 @@ def execute_atlas(cfg: DictConfig, folder: Path, memory) -> dict[str, Any]:
     handler = accept_run_folder(cfg, folder, memory)
     try:
         res = atlas.run(folder, progress=run_kwargs["progress"], checkpoint_every=run_kwargs["checkpoint_every"])
-        res.save(folder, figures=run_kwargs["figures"])
+        save_atlas(res, folder, figures=run_kwargs["figures"])
         mark_done(cfg, folder, res.meta["fingerprint"])
     finally:
         close_log_file(handler)

@@ -187,10 +187,11 @@ def identity(cfg: DictConfig) -> dict:
 
 def check_run_folder(cfg: DictConfig, folder: Path) -> None:
     """Refuse a folder that holds a `cem-lab` run, or a `cem-attribution` run with other settings."""
-    from cem_lab.causal.runner import STATE_FILE, RunFolderError
+    from cem_lab.causal.errors import RunFolderError
     from cem_lab.engine.run_index import DONE_FILE
+    from cem_lab.run_format import CEM_FILE, STATE_FILE
 
-    if any((folder / name).exists() for name in ("cem.npz", STATE_FILE, DONE_FILE)):
+    if any((folder / name).exists() for name in (CEM_FILE, STATE_FILE, DONE_FILE)):
         raise RunFolderError(
             f"{folder} holds a cem-lab run, not a cem-attribution run; give this run another folder "
             f"(hydra.run.dir=...), or read that CEM with attribution.cem_run={folder}"

@@ -201,7 +201,7 @@ class PreparedRun:
 
 
 def _checkpoint_cadence(cfg: DictConfig) -> tuple[float | None, int | None]:
-    from cem_lab.causal.runner import DEFAULT_CHECKPOINT_S, check_checkpoint_cadence
+    from cem_lab.causal.settings import DEFAULT_CHECKPOINT_S, check_checkpoint_cadence
 
     ck = cfg.get("checkpoint") or {}
     every_s = ck.get("every_s", DEFAULT_CHECKPOINT_S)
@@ -211,7 +211,7 @@ def _checkpoint_cadence(cfg: DictConfig) -> tuple[float | None, int | None]:
 
 
 def prepare_kwargs(cfg: DictConfig, output_dir: Path):
-    """The model, image, task and :func:`~cem_lab.causal.runner.prepare_cem` keywords of ``cfg``,
+    """The model, image, task and :func:`~cem_lab.causal.run.prepare_cem` keywords of ``cfg``,
     and the run keywords (output folder, figures, progress, checkpoint cadence)."""
     from cem_lab.tasks import make_task
 
@@ -362,7 +362,7 @@ def resolve_roi(cfg: DictConfig, image: Any, task) -> Any:
 def prepare(cfg: DictConfig, output_dir: Path) -> PreparedRun:
     """Build the task, model, patch bank and the CEM job of ``cfg`` and check them and the folder's
     checkpoint (another run's is refused): every refusal happens here, before anything is written."""
-    from cem_lab.causal.runner import prepare_cem
+    from cem_lab.causal.run import prepare_cem
 
     model, image, task, kwargs, run_kwargs, roi = prepare_kwargs(cfg, output_dir)
     device = kwargs.pop("device")
@@ -403,7 +403,7 @@ def launch_rank(cfg: DictConfig) -> int:
 
 def compute(p: PreparedRun, output_dir: Path, on_batch: Callable | None = None):
     """Run a prepared map: its checkpoints, numbers and figures go to ``output_dir``."""
-    from cem_lab.causal.runner import run_cem
+    from cem_lab.api import run_cem
 
     if p.distributed is None:
         kw = p.kwargs

@@ -28,6 +28,8 @@ from typing import Any
 
 import numpy as np
 
+from cem_lab.run_format import CEM_FILE
+
 log = logging.getLogger("cem_lab")
 
 PROGRAM = "cem-attribution"
@@ -84,8 +86,8 @@ def load_cem_run(path: str, job) -> Any:
     """The finished CEM of a `cem-lab` run folder, refused unless it is a map of this run's input
     with this run's ROI and block grid."""
     from cem_lab.attribution import AttributionError
+    from cem_lab.causal.errors import RunFolderError
     from cem_lab.causal.result import CEMResult
-    from cem_lab.causal.runner import RunFolderError
     from cem_lab.folder_lock import describe_holder, folder_holder
     from cem_lab.images import to_uint8
 
@@ -99,7 +101,7 @@ def load_cem_run(path: str, job) -> Any:
     holder = folder_holder(p)
     if holder is not None:
         raise RunFolderError(f"{where} is being written by {describe_holder(holder)}; wait until it ends")
-    if not (p / "cem.npz").is_file():
+    if not (p / CEM_FILE).is_file():
         raise FileNotFoundError(
             f"{where} holds no finished CEM (cem.npz is missing); run cem-lab to the end "
             "there first, or drop attribution.cem_run to compute the CEM here"
@@ -407,8 +409,8 @@ def compute_attribution(plan: AttributionPlan, folder: Path) -> AttributionOutco
     """The CEM (computed into ``folder/cem`` or read), the faithfulness checks, the files."""
     from tqdm import tqdm
 
+    from cem_lab.api import run_cem
     from cem_lab.attribution import AttributionError, deletion_curve, insertion_curve, rank_correlation, sign_test
-    from cem_lab.causal.runner import run_cem
 
     s, job = plan.settings, plan.job
     timings = dict(plan.timings)

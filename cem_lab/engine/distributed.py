@@ -29,8 +29,9 @@ from typing import Any
 
 import torch
 
+from cem_lab.api import compute_cem
+from cem_lab.causal.executors import UnitExecutor
 from cem_lab.causal.result import CEMResult
-from cem_lab.causal.runner import UnitExecutor, compute_cem
 
 
 class FabricExecutor(UnitExecutor):

@@ -19,8 +19,8 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from cem_lab.io import file_signature
+from cem_lab.run_format import CEM_FILE, DONE_FILE, SUMMARY_FILE
 
-DONE_FILE = "done.json"
 # config keys that do not change a finished run's result
 NOT_IDENTITY = ("progress", "batch_size", "device", "logger", "sweep_name", "trainer", "checkpoint")
 _IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
@@ -69,7 +69,7 @@ def state_status(folder: Path) -> tuple[str, str] | None:
     """(``complete`` or ``partial``, fingerprint) of the folder's checkpoint; None without one."""
     import numpy as np
 
-    from cem_lab.causal.runner import STATE_FILE
+    from cem_lab.run_format import STATE_FILE
 
     path = folder / STATE_FILE
     if not path.is_file():
@@ -91,9 +91,9 @@ def _read_json(path: Path) -> dict | None:
 def finished_run(cfg: DictConfig, folder: Path) -> dict | None:
     """The summary of the finished run in ``folder`` if it is exactly this config's run, else None."""
     done = _read_json(folder / DONE_FILE)
-    if not done or not (folder / "cem.npz").is_file():
+    if not done or not (folder / CEM_FILE).is_file():
         return None
-    summary = _read_json(folder / "summary.json")
+    summary = _read_json(folder / SUMMARY_FILE)
     state = state_status(folder)
     if summary is None or state is None or state[0] != "complete":
         return None

@@ -43,6 +43,8 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
+from cem_lab.run_format import ERROR_FILE
+
 try:
     from hydra.experimental.callback import Callback
 except ImportError:  # pragma: no cover - hydra < 1.1
@@ -53,7 +55,6 @@ log = logging.getLogger("cem_lab.sweep")
 SWEEP_ENV = "CEM_LAB_SWEEP_NAME"
 STATE_DIR = ".sweep"
 SUMMARY_FILE = "sweep_summary.json"
-ERROR_FILE = "error.txt"
 # keys that do not change a result: left out of run, job and sweep names (as in conf/cem.yaml)
 NAME_EXCLUDED = (
     "progress",

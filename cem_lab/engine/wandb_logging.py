@@ -29,6 +29,8 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from cem_lab.run_format import CEM_FILE, FIGURES_DIR, SUMMARY_FILE
+
 MARKER = "wandb.json"
 TABLE_COLUMNS = ["row", "col", "effect", "stderr", "n", "class", "roi"]
 _SCALARS = (
@@ -89,7 +91,7 @@ def block_rows(folder: Path) -> list[list[Any]]:
     def num(x: float) -> float | None:
         return None if not math.isfinite(float(x)) else float(x)
 
-    with np.load(folder / "cem.npz", allow_pickle=False) as z:
+    with np.load(folder / CEM_FILE, allow_pickle=False) as z:
         effect, stderr, n = z["effect"], z["stderr"], z["counts"]
         cls, roi = z["classification"], z["roi_mask"]
     rows = []
@@ -119,9 +121,9 @@ class WandbRun:
         from cem_lab.io import write_json
 
         folder = Path(folder)
-        summary = json.loads((folder / "summary.json").read_text())
+        summary = json.loads((folder / SUMMARY_FILE).read_text())
         data: dict[str, Any] = dict(metrics_from_summary(summary))
-        for png in sorted((folder / "figures").glob("*.png")):
+        for png in sorted((folder / FIGURES_DIR).glob("*.png")):
             data[f"figures/{png.stem}"] = wandb.Image(str(png))
         data["cem_blocks"] = wandb.Table(columns=TABLE_COLUMNS, data=block_rows(folder))
         self.run.log(data)

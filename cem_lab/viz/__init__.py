@@ -11,6 +11,7 @@ from cem_lab.viz.cem_figures import (
     save_cem_figures,
     save_colorbar,
     save_pie,
+    save_result_figures,
 )
 
 __all__ = [
@@ -22,4 +23,5 @@ __all__ = [
     "save_cem_figures",
     "save_colorbar",
     "save_pie",
+    "save_result_figures",
 ]

@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from cem_lab.io import PathLike
+from cem_lab.run_format import IMAGES_DIR, SUMMARY_FILE
 from cem_lab.viz.cem_figures import (
     _draw_pie,
     _effect_colorbar,
@@ -284,10 +285,10 @@ def plot_teaser(df: pd.DataFrame, model: str, path: PathLike) -> str:
     for i, (_, r) in enumerate(chosen.iterrows()):
         folder = Path(r["folder"])
         res = CEMResult.load(folder)
-        summary = json.loads((folder / "summary.json").read_text())
+        summary = json.loads((folder / SUMMARY_FILE).read_text())
         bound = float(summary.get("display_bound") or 1.0)
-        degraded = np.asarray(Image.open(folder / "images" / "input.png").convert("RGB"))
-        restored = np.asarray(Image.open(folder / "images" / "restored.png").convert("RGB"))
+        degraded = np.asarray(Image.open(folder / IMAGES_DIR / "input.png").convert("RGB"))
+        restored = np.asarray(Image.open(folder / IMAGES_DIR / "restored.png").convert("RGB"))
         h, w = res.output_shape
         roi = (int(res.roi.top), int(res.roi.left), int(res.roi.size))
         overlay = cem_overlay(res.effect, res.roi_mask, roi, res.block, (h, w), degraded, bound)

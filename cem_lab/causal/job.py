@@ -1,0 +1,496 @@
+"""One causal effect map, prepared: the checked model calls, the dependency crop, the interventions.
+
+A :class:`CEMJob` is made once (every check of the model, input and settings happens then), and
+run by :func:`~cem_lab.causal.stages.run_stages` (resumable). How each item's ROI output is
+computed is the job's :mod:`recompute strategy <cem_lab.causal.recompute>`; its identity and
+checkpoint are :mod:`cem_lab.causal.resume`'s.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import platform
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from cem_lab.causal.errors import ModelOutputError
+from cem_lab.causal.estimators import BlockStats, classify
+from cem_lab.causal.executors import BatchInfo, UnitExecutor
+from cem_lab.causal.grid import BlockGrid, GeometryError, Roi
+from cem_lab.causal.interventions import draw_rng
+from cem_lab.causal.recompute import choose_recompute
+from cem_lab.causal.region import DependencyRegion, NoGradientError, dependency_region, verify_crop
+from cem_lab.causal.result import CEMResult
+from cem_lab.causal.resume import check_folder, compute_fingerprint
+from cem_lab.causal.settings import DEFAULT_CHECKPOINT_S, CEMSettings
+from cem_lab.causal.stages import run_stages
+from cem_lab.images import to_uint8
+from cem_lab.models.by_path import describe_model
+from cem_lab.tasks import Placement, Task, TaskInput
+
+log = logging.getLogger("cem_lab")
+
+
+class CEMJob:
+    """One causal effect map: prepared once, then run stage by stage (resumable).
+
+    ``settings``: the map's :class:`~cem_lab.causal.settings.CEMSettings` (default: the defaults);
+    ``patch_bank``: the LV intervention's bank (default: the embedded one); ``device``: where the
+    model runs (default: its parameters' device); ``blocks``: flat block indices to compute (the
+    others are reported as NaN); ``full_output``: the model's padded output on this un-intervened
+    input, when the caller has it (the ROI atlas's jobs share one input; ``mode="full"`` only).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        task: Task,
+        task_input: TaskInput,
+        roi: Roi,
+        settings: CEMSettings | None = None,
+        *,
+        patch_bank=None,
+        device: torch.device | str | None = None,
+        image_name: str = "image",
+        model_name: str | None = None,
+        blocks: Sequence[int] | None = None,
+        full_output: Tensor | None = None,
+    ):
+        s = self.cem_settings = settings if settings is not None else CEMSettings()
+        self.intervention = s.make_intervention(patch_bank)
+        self.estimator = s.make_estimator()
+        self.metric = s.make_metric()
+        self.auto_forward_batch = s.forward_batch == "auto"
+        # with "auto", the full-image preparation runs one input at a time; the size is chosen on the crop
+        self.forward_batch = 1 if self.auto_forward_batch else int(s.forward_batch)
+        self.model, self.task, self.roi, self.block = model, task, roi, s.block
+        self.seed, self.tol, self.rule = int(s.seed), float(s.map_tol(self.estimator)), s.classification
+        self.batch_size = int(s.batch_size)
+        # the model's own grid (window attention, pooling) is kept as well: lcm with its crop_multiple
+        # and so is the task's (the JPEG task's MCU grid)
+        crop_multiple = s.crop_multiple
+        for own in (getattr(model, "crop_multiple", 1), getattr(task, "crop_multiple", 1)):
+            crop_multiple = math.lcm(crop_multiple, own if isinstance(own, int) and own >= 1 else 1)
+        self.mode_requested, self.crop_margin, self.crop_multiple, self.verify = (
+            s.mode,
+            s.crop_margin,
+            crop_multiple,
+            s.verify,
+        )
+        self.image_name = image_name
+        self.model_name = model_name or type(model).__name__
+        if device is None:
+            p = next(iter(model.parameters()), None)
+            device = p.device if p is not None else torch.device("cpu")
+        self.device = torch.device(device)
+        model_scale = getattr(model, "scale", None)
+        if isinstance(model_scale, int) and model_scale != task.scale:
+            raise GeometryError(
+                f"{self.model_name} is a x{model_scale} model but the task {task.name} is x{task.scale}: "
+                f"use a model made for the task (an SR model for task=sr with task.scale={model_scale}, "
+                "a scale-1 model for dn and dr)"
+            )
+        self.model.eval()
+        self.ti = task_input.to(self.device)
+        _, _, h, w = self.ti.input.shape
+        self.scale = task.scale
+        self.grid = BlockGrid(h, w, self.scale, self.block)
+        self.out_shape = (h * self.scale, w * self.scale)
+        roi.validate(*self.out_shape, self.scale)
+        if self.ti.target is not None and tuple(self.ti.target.shape[-2:]) != self.out_shape:
+            raise GeometryError(
+                f"ground truth is {tuple(self.ti.target.shape[-2:])} but the model output should be {self.out_shape}"
+            )
+        if self.ti.target is None and self.metric.name != "output_change":
+            raise ValueError(
+                f"metric {self.metric.name!r} needs a ground truth; give one, or use the "
+                "ground-truth-free metric 'output_change'"
+            )
+        self.roi_mask = self.grid.roi_mask(roi)
+        self.estimator.bind(self.roi_mask.ravel())
+        self.boxes = [self.grid.box(i) for i in range(len(self.grid))]
+        self.intervention.bind(task, self.ti, self.boxes, self.grid.block_in, self.device)
+        self.selected = np.ones(len(self.grid), dtype=bool)
+        if blocks is not None:
+            sel = np.asarray(blocks, dtype=int).ravel()
+            if len(sel) == 0 or sel.min() < 0 or sel.max() >= len(self.grid):
+                raise GeometryError(
+                    f"blocks must be flat block indices in [0, {len(self.grid)}) "
+                    f"(grid {self.grid.rows}x{self.grid.cols}), got {sel.tolist()[:10]}"
+                )
+            self.selected[:] = False
+            self.selected[sel] = True
+        self.forward_passes = 0
+        self.pixels_pushed = 0
+        self.checkpoints = 0
+        self.notes: list[str] = []
+        self.timings: dict[str, float] = {}
+        #: the recompute strategies' checks against the ROI crop (summary.json keys)
+        self.checks: dict[str, dict] = {}
+        self._fingerprint: str | None = None
+        self._prepare(full_output)
+
+    # --- model calls ---------------------------------------------------------------------------
+    def _forward(self, x: Tensor, pad: bool = True) -> Tensor:
+        """Run the model in chunks of exactly ``forward_batch`` rows (the last one padded).
+
+        Convolution kernels may pick another algorithm for another batch shape, which changes
+        float rounding and, rarely, a uint8-rounded output pixel. With one fixed shape, an item's
+        output does not depend on the work-unit size, its position in a batch, or where a run
+        was resumed. ``pad=False`` runs the last chunk as it is: for the full-image passes of the
+        preparation in crop mode (the restored image, the checks of the crop, with a tolerance),
+        which no map value is read from.
+        """
+        n = x.shape[0]
+        outs = []
+        for i in range(0, n, self.forward_batch):
+            chunk = x[i : i + self.forward_batch]
+            real = chunk.shape[0]
+            if pad and real < self.forward_batch:
+                chunk = torch.cat([chunk, chunk[:1].expand(self.forward_batch - real, -1, -1, -1)])
+            outs.append(self._call_model(chunk)[:real])
+        return torch.cat(outs) if len(outs) > 1 else outs[0]
+
+    def _call_model(self, x: Tensor) -> Tensor:
+        with torch.inference_mode():
+            out = self.model(x)
+        if isinstance(out, (list, tuple)):
+            out = out[0]
+        self.forward_passes += x.shape[0]
+        self.pixels_pushed += x.shape[0] * x.shape[-2] * x.shape[-1]
+        b, _, h, w = x.shape
+        want = (b, 3, h * self.scale, w * self.scale)
+        if not isinstance(out, Tensor) or tuple(out.shape) != want:
+            got = (
+                f"an output of {tuple(out.shape[1:])} per image"
+                if isinstance(out, Tensor) and out.dim() == 4
+                else f"{tuple(out.shape)}"
+                if isinstance(out, Tensor)
+                else type(out).__name__
+            )
+            raise ModelOutputError(
+                f"{self.model_name} returned {got} for an input of {tuple(x.shape[1:])}; expected "
+                f"{want[1:]} (task {self.task.name} x{self.scale}). Check that the model's scale matches the "
+                "task and that it returns one RGB image per input"
+            )
+        return out
+
+    def _not_finite(self, where: str) -> str:
+        cls = type(self.model).__name__
+        label = self.model_name if self.model_name == cls else f"{self.model_name} ({cls})"
+        return (
+            f"the model {label} produced NaN or Inf {where}; check its weights (a corrupt or "
+            "mismatched checkpoint, weights trained in another precision), that it expects inputs in "
+            "[0, 1] RGB as cem_lab gives them (not [0, 255] or BGR), and that it is in eval mode"
+        )
+
+    def _roi(self, out: Tensor, origin: tuple[int, int]) -> Tensor:
+        y0, y1, x0, x1 = self.roi.box
+        oy, ox = origin[0] * self.scale, origin[1] * self.scale
+        roi = out[:, :, y0 - oy : y1 - oy, x0 - ox : x1 - ox]
+        if not torch.isfinite(roi).all():
+            raise ModelOutputError(self._not_finite("in the ROI"))
+        return roi
+
+    def _roi_metric_full(self, x: Tensor) -> Tensor:
+        return self._roi(self._forward(x, pad=False), (0, 0))
+
+    # --- preparation -----------------------------------------------------------------------------
+    def _prepare(self, full_output: Tensor | None = None) -> None:
+        t0 = time.perf_counter()
+        x = self.ti.input
+        # in crop mode no map value is read from a full-image pass: it runs unpadded (one image, not
+        # forward_batch); in full mode it is taken again below with the interventions' forward shape
+        padded_first = self.mode_requested == "full" and not self.auto_forward_batch
+        if padded_first and full_output is not None:
+            self._full_baseline(full_output)
+        else:
+            self._full_baseline(self._forward(x, pad=padded_first))
+        h, w = self.grid.input_h, self.grid.input_w
+        self.crop = (0, h, 0, w)
+        self.region: DependencyRegion | None = None
+        self.crop_check = None
+        self.mode = "full"
+        if self.mode_requested == "full":
+            self.notes.append("full-image mode forced (mode=full)")
+        else:
+            self._try_crop()
+        y0, y1, x0, x1 = self.crop
+        self.base_crop = x[:, :, y0:y1, x0:x1].contiguous()
+        self.ctx_crop = self.ti.crop_context(self.crop)
+        if self.auto_forward_batch:
+            self.forward_batch = self._find_forward_batch(self.base_crop)
+            self.notes.append(f"forward_batch=auto: {self.forward_batch}")
+        if self.mode == "full" and not padded_first:  # the baseline with the interventions' forward shape
+            self._full_baseline(self._forward(x))
+        if self.mode == "crop":
+            self.base_crop_roi = self._roi(self._forward(self.base_crop), (y0, x0))
+            self.baseline = float(self.metric(self.base_crop_roi, self.ref)[0])
+        else:
+            self.baseline = self.baseline_full
+        active = np.zeros(len(self.grid), dtype=bool)
+        active[self.grid.blocks_touching(self.crop)] = True
+        self.active = active
+        self.recompute = choose_recompute(self, self.cem_settings.recompute)
+        self.timings["prepare_s"] = time.perf_counter() - t0
+
+    def _full_baseline(self, full_out: Tensor) -> None:
+        """The restored image, the full-image ROI output, the metric's reference and M0 from a
+        full-image pass."""
+        if not torch.isfinite(full_out).all():
+            raise ModelOutputError(self._not_finite("on the un-intervened input"))
+        self.restored = full_out
+        self.base_full_roi = self._roi(full_out, (0, 0))
+        if self.ti.target is not None and self.metric.name != "output_change":
+            y0, y1, x0, x1 = self.roi.box
+            ref = self.ti.target[:, :, y0:y1, x0:x1]
+        else:
+            ref = self.base_full_roi
+        self.ref = self.metric.prepare(ref)
+        self.baseline_full = float(self.metric(self.base_full_roi, self.ref)[0])
+
+    def _find_forward_batch(self, x: Tensor, start: int = 256) -> int:
+        """The largest forward batch (a power of two <= ``start``) that fits the device's memory.
+
+        On a CPU there is no memory limit to find: 8, the default.
+        """
+        if self.device.type != "cuda":
+            return 8
+        b = start
+        while b > 1:
+            try:
+                with torch.inference_mode():
+                    self.model(x.expand(b, -1, -1, -1).contiguous())
+                torch.cuda.synchronize(self.device)
+                return b
+            except torch.cuda.OutOfMemoryError:
+                torch.cuda.empty_cache()
+                b //= 2
+        return 1
+
+    def _try_crop(self) -> None:
+        try:
+            self.region = region = dependency_region(
+                self.model,
+                self.ti.input,
+                self.roi.box,
+                self.scale,
+                seed=self.seed,
+                margin=self.crop_margin,
+                multiple=self.crop_multiple,
+            )
+        except NoGradientError:
+            msg = (
+                f"the dependency probe needs gradients and {self.model_name} gives none (it runs under "
+                "torch.no_grad, detaches its output, or is not torch): full-image mode"
+            )
+            self.notes.append(msg)
+            log.info(msg)
+            return
+        if region.covers_input:
+            msg = (
+                "the ROI depends on the whole input (a global operation such as global pooling or "
+                "image-wide attention): full-image mode"
+            )
+            self.notes.append(msg)
+            log.info(msg)
+            return
+        if self.verify:
+            check = self._verify(region)
+            self.crop_check = check
+            if not check.ok:
+                msg = f"crop verification failed ({check.reason}): full-image mode"
+                self.notes.append(msg)
+                log.warning(msg)
+                return
+        self.mode = "crop"
+        self.crop = region.crop
+        self.notes.append(
+            f"local model: running on a {region.crop_shape[0]}x{region.crop_shape[1]} crop of the "
+            f"{self.grid.input_h}x{self.grid.input_w} input"
+        )
+        log.info(self.notes[-1])
+
+    def _verify(self, region: DependencyRegion):
+        rng = np.random.default_rng([self.seed, 7919])
+        inside = self.grid.blocks_touching(region.crop)
+        inside = rng.choice(inside, size=min(4, len(inside)), replace=False)
+        cy0, cy1, cx0, cx1 = region.crop
+        ring = set()
+        b = self.grid.block_in
+        for i in range(len(self.grid)):
+            y0, y1, x0, x1 = self.boxes[i]
+            outside = y1 <= cy0 or y0 >= cy1 or x1 <= cx0 or x0 >= cx1
+            near = y0 < cy1 + b and y1 > cy0 - b and x0 < cx1 + b and x1 > cx0 - b
+            if outside and near:
+                ring.add(i)
+        ring = sorted(ring)
+        if len(ring) > 8:
+            ring = list(rng.choice(ring, size=8, replace=False))
+        full_box = (0, self.grid.input_h, 0, self.grid.input_w)
+        full_in = self._build(inside, np.zeros(len(inside), dtype=int), full_box, self.ti.input, self.ti.context)
+        crop_in = self._build(
+            inside,
+            np.zeros(len(inside), dtype=int),
+            region.crop,
+            self.ti.input[:, :, cy0:cy1, cx0:cx1],
+            self.ti.crop_context(region.crop),
+        )
+        out_in = (
+            self._build(np.array(ring), np.zeros(len(ring), dtype=int), full_box, self.ti.input, self.ti.context)
+            if ring
+            else None
+        )
+        full_with_base = torch.cat([self.ti.input, full_in])
+        crop_with_base = torch.cat([self.ti.input[:, :, cy0:cy1, cx0:cx1], crop_in])
+        return verify_crop(
+            self._roi_metric_full,
+            lambda t: self._roi(self._forward(t), (cy0, cx0)),
+            full_with_base,
+            crop_with_base,
+            out_in,
+            self.base_full_roi,
+        )
+
+    # --- interventions ---------------------------------------------------------------------------
+    def _placements(self, blocks: Sequence[int], crop) -> list[Placement]:
+        cy0, cy1, cx0, cx1 = crop
+        out = []
+        for b in blocks:
+            y0, y1, x0, x1 = self.boxes[int(b)]
+            iy0, iy1, ix0, ix1 = max(y0, cy0), min(y1, cy1), max(x0, cx0), min(x1, cx1)
+            out.append(Placement((iy0 - cy0, iy1 - cy0, ix0 - cx0, ix1 - cx0), (iy0 - y0, ix0 - x0)))
+        return out
+
+    def _build(self, blocks, samples, crop, base: Tensor, context) -> Tensor:
+        draws = [self.intervention.draw(draw_rng(self.seed, b, s), int(b), int(s)) for b, s in zip(blocks, samples)]
+        inputs = base.expand(len(blocks), -1, -1, -1).clone()
+        return self.intervention.apply(
+            inputs, context, self._placements(blocks, crop), draws, origin=(crop[0], crop[2])
+        )
+
+    def _metrics(self, blocks: np.ndarray, samples: np.ndarray) -> np.ndarray:
+        roi = self.recompute.roi_outputs(self, blocks, samples)
+        return self.metric(roi, self.ref).detach().cpu().numpy().astype(np.float64)
+
+    # --- identity of the run ------------------------------------------------------------------------
+    def settings(self) -> dict[str, Any]:
+        """The settings recorded in summary.json and hashed into the fingerprint."""
+        return {
+            "task": self.task.describe(),
+            "estimator": self.estimator.describe(),
+            "intervention": self.intervention.describe(),
+            "metric": {
+                "name": self.metric.name,
+                "crop_border": self.metric.crop_border,
+                "test_y_channel": self.metric.test_y_channel,
+            },
+            "roi": self.roi.as_list(),
+            "block": self.block,
+            "seed": self.seed,
+            "tol": self.tol,
+            "classification": self.rule,
+            "forward_batch": self.forward_batch,
+            "blocks": "all" if self.selected.all() else np.flatnonzero(self.selected).tolist(),
+            # only a strategy in use is part of the identity (runs on the ROI crop record none)
+            **({"recompute": self.recompute.name} if self.recompute.name != "roi_crop" else {}),
+        }
+
+    def fingerprint(self) -> str:
+        """The run's identity (:func:`~cem_lab.causal.resume.compute_fingerprint`), computed once."""
+        if self._fingerprint is None:
+            self._fingerprint = compute_fingerprint(self.settings(), self.model, self.ti, self.intervention)
+        return self._fingerprint
+
+    def check_folder(self, folder: str | Path) -> str | None:
+        """``None`` (nothing to resume), ``"partial"`` or ``"complete"``; a folder of another run raises
+        :class:`~cem_lab.causal.errors.RunFolderError` (see :func:`cem_lab.causal.resume.check_folder`)."""
+        return check_folder(folder, self.fingerprint())
+
+    # --- running ---------------------------------------------------------------------------------
+    def run(
+        self,
+        folder: str | Path | None = None,
+        progress: bool = True,
+        on_batch: Callable[[BatchInfo], None] | None = None,
+        checkpoint_every: float | None = DEFAULT_CHECKPOINT_S,
+        checkpoint_every_items: int | None = None,
+        executor: UnitExecutor | None = None,
+    ) -> CEMResult:
+        """Run all stages; with ``folder``, checkpoint there and resume what it holds.
+
+        The state is saved at the end of every stage, and within a stage after a round of work
+        when ``checkpoint_every`` seconds or ``checkpoint_every_items`` items (whichever comes
+        first; None turns one off) have passed since the last save: a ``kill -9`` loses at most
+        that much work. ``executor`` computes rounds of work units (default: one unit at a time,
+        here); a distributed executor spreads each round over processes and returns every unit's
+        values to every process, so all of them update the same statistics in plan order.
+        """
+        return run_stages(self, folder, progress, on_batch, checkpoint_every, checkpoint_every_items, executor)
+
+    def _result(self, stats: dict[str, BlockStats], fp: str) -> CEMResult:
+        est = self.estimator.estimate(stats, self.baseline)
+        effect, cls, lo, hi = classify(est, tol=self.tol, rule=self.rule)
+        if not self.selected.all():  # blocks left out of the plan: not computed
+            for a in (effect, est.effect, est.stderr, lo, hi):
+                a[~self.selected] = np.nan
+            cls[~self.selected] = 0
+            est.n[~self.selected] = 0
+        shape = self.grid.shape
+        images = {"input": to_uint8(self.ti.input), "restored": to_uint8(self.restored)}
+        if self.ti.target is not None:
+            images["target"] = to_uint8(self.ti.target)
+        dev = self.device
+        meta = {
+            "fingerprint": fp,
+            "model": self.model_name,
+            "model_info": describe_model(self.model),
+            "image": self.image_name,
+            "settings": self.settings(),
+            "mode": self.mode,
+            "notes": self.notes,
+            "forward_passes": self.forward_passes,
+            "timings": self.timings,
+            "checkpoints": self.checkpoints,
+            "pixels_pushed": self.pixels_pushed,
+            "device": str(dev) if dev.type != "cuda" else f"{dev} ({torch.cuda.get_device_name(dev)})",
+            "torch": torch.__version__,
+            "python": platform.python_version(),
+            "baseline_metric_full_image": self.baseline_full,
+            "display_bound": self.task.display_bound
+            if self.metric.name == "psnr"
+            else max(1e-6, float(np.nanmax(np.abs(effect))) if np.isfinite(effect).any() else 1.0),
+            "title": f"{self.model_name} | {self.task.name} | {self.image_name}",
+        }
+        if self.region is not None:
+            meta["dependency_region"] = self.region.describe()
+        if self.crop_check is not None:
+            meta["crop_check"] = self.crop_check.describe()
+        meta.update(self.checks)  # block_crop_check / incremental_check
+        return CEMResult(
+            effect.reshape(shape),
+            est.effect.reshape(shape),
+            est.stderr.reshape(shape),
+            lo.reshape(shape),
+            hi.reshape(shape),
+            est.n.reshape(shape),
+            cls.reshape(shape),
+            self.roi_mask,
+            self.roi,
+            self.block,
+            self.scale,
+            (self.grid.input_h, self.grid.input_w),
+            self.out_shape,
+            self.baseline,
+            metric=self.metric.name,
+            unit=self.metric.unit,
+            meta=meta,
+            images=images,
+        )

@@ -1,0 +1,327 @@
+"""How each intervened item's ROI output is recomputed (``recompute=``): three strategies, one interface.
+
+- :class:`RoiCropRecompute` (default): every item runs on the ROI's dependency crop (or the whole
+  image in full mode).
+- :class:`BlockCropRecompute`: each item runs on the smallest crop its block needs.
+- :class:`IncrementalRecompute`: a plain conv stack recomputed layer by layer only where the block
+  reaches (:mod:`cem_lab.causal.incremental`).
+
+A strategy is chosen by :func:`choose_recompute` once the job's crop is known: it may decline (with
+the reason as a note) or fail its check against the ROI crop, and then the job runs on the ROI
+crop. Strategies read the job (its crop, grid, model calls) and never change the map beyond float
+rounding, which the check bounds.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from cem_lab.causal.errors import ModelOutputError
+from cem_lab.causal.incremental import IncrementalChain, NotAChain, changed_outside, conv_chain
+
+if TYPE_CHECKING:
+    from cem_lab.causal.job import CEMJob
+
+log = logging.getLogger("cem_lab")
+
+#: per-block recompute: crop sides are multiples of this (fewer shapes, denser batches), and a block
+#: whose crop would be at least this share of the ROI crop runs on the ROI crop
+BLOCK_CROP_STEP = 8
+BLOCK_CROP_MAX_SHARE = 0.7
+#: largest |difference| from the ROI crop's outputs a strategy's check accepts
+CHECK_ATOL = 1e-4
+
+
+def _round_up(lo: int, hi: int, lim_lo: int, lim_hi: int, step: int) -> tuple[int, int]:
+    """[lo, hi) grown to a length that is a multiple of ``step`` (or all of [lim_lo, lim_hi))."""
+    want = min(lim_hi - lim_lo, -(-(hi - lo) // step) * step)
+    hi = min(lim_hi, lo + want)
+    lo = max(lim_lo, hi - want)
+    return lo, hi
+
+
+class Recompute:
+    """One way of computing the ROI outputs of intervened items.
+
+    ``prepare(job)`` returns None when the strategy can be used on ``job`` (or the reason it cannot);
+    ``verify(job)`` compares it with the ROI crop on sampled blocks (a dict recorded as
+    ``summary.json``'s :attr:`check_key`); ``roi_outputs(job, blocks, samples)`` is the work.
+    """
+
+    #: the ``recompute=`` value
+    name: str = ""
+    #: summary.json key of the check's record
+    check_key: str = ""
+    #: log level of the note when the strategy declines
+    decline_level: int = logging.WARNING
+
+    def prepare(self, job: CEMJob) -> str | None:
+        """None when usable on ``job``, else why not."""
+        return None
+
+    def verify(self, job: CEMJob) -> dict[str, Any]:
+        """The check against the ROI crop: ``{"ok", "max_diff", "atol", "blocks"}``."""
+        return {"ok": True, "max_diff": 0.0, "atol": CHECK_ATOL, "blocks": []}
+
+    def roi_outputs(self, job: CEMJob, blocks: np.ndarray, samples: np.ndarray) -> Tensor:
+        """The ROI outputs of items (``blocks[i]``, ``samples[i]``), (items, 3, h, w)."""
+        raise NotImplementedError
+
+    def declined(self, why: str) -> str:
+        """The note of a strategy not used because of ``why``."""
+        raise NotImplementedError
+
+    def mismatch(self, check: dict[str, Any]) -> str:
+        """The note of a strategy not used because its check failed."""
+        raise NotImplementedError
+
+    def used(self, job: CEMJob) -> str:
+        """The note of a strategy in use."""
+        raise NotImplementedError
+
+
+class RoiCropRecompute(Recompute):
+    """Every item on the ROI's dependency crop (the whole input in full mode)."""
+
+    name = "roi_crop"
+
+    def roi_outputs(self, job, blocks, samples):
+        x = job._build(blocks, samples, job.crop, job.base_crop, job.ctx_crop)
+        return job._roi(job._forward(x), (job.crop[0], job.crop[2]))
+
+
+def against_crop(job: CEMJob, pick: np.ndarray, strategy: Recompute, atol: float = CHECK_ATOL) -> dict[str, Any]:
+    """Max |difference| between ``strategy``'s and the ROI crop's outputs on sample 0 of blocks ``pick``."""
+    if len(pick) == 0:
+        return {"ok": True, "max_diff": 0.0, "atol": atol, "blocks": []}
+    zeros = np.zeros(len(pick), dtype=int)
+    d = float((strategy.roi_outputs(job, pick, zeros) - RoiCropRecompute().roi_outputs(job, pick, zeros)).abs().max())
+    return {"ok": d <= atol, "max_diff": d, "atol": atol, "blocks": pick.tolist()}
+
+
+class BlockCropRecompute(Recompute):
+    """Per-block recompute: an intervention at block p can change only the ROI outputs within the
+    model's reach r of p (A_p), and those depend only on the input within r of A_p; so each item
+    runs on that crop, and the rest of the ROI keeps its un-intervened output. r is read off the
+    dependency region (its margin around the ROI)."""
+
+    name = "block_crop"
+    check_key = "block_crop_check"
+    decline_level = logging.INFO
+
+    def __init__(self) -> None:
+        self.reach_px: int | None = None
+        #: block -> (its input crop or None when its reach misses the ROI, A_p in input pixels)
+        self.crops: dict[int, tuple] = {}
+
+    def prepare(self, job):
+        if job.mode != "crop":
+            return "the model is run on the whole image (its ROI output depends on all of it, or mode=full)"
+        if job.crop_multiple > 1:
+            return (
+                f"crops must follow a grid of {job.crop_multiple} input pixels (the model's windows, or the "
+                "task's JPEG blocks)"
+            )
+        reach = self.reach(job)
+        if reach is None:
+            return "the model's reach could not be read off the dependency region (it is clipped by the image on every side)"
+        self.reach_px = reach
+        self.crops = {int(b): self.block_crop(job, int(b), reach) for b in np.flatnonzero(job.active)}
+        return None
+
+    def reach(self, job: CEMJob) -> int | None:
+        """Input pixels the model sees beyond a pixel: the dependency box's margin around the ROI on
+        the sides the image border does not clip."""
+        y0, y1, x0, x1 = job.roi.box
+        s = job.scale
+        ry0, ry1, rx0, rx1 = y0 // s, -(-y1 // s), x0 // s, -(-x1 // s)
+        by0, by1, bx0, bx1 = job.region.box
+        h, w = job.grid.input_h, job.grid.input_w
+        sides = [
+            ry0 - by0 if by0 > 0 else None,
+            by1 - ry1 if by1 < h else None,
+            rx0 - bx0 if bx0 > 0 else None,
+            bx1 - rx1 if bx1 < w else None,
+        ]
+        known = [m for m in sides if m is not None]
+        return max(0, max(known)) + int(job.crop_margin) if known else None
+
+    def block_crop(self, job: CEMJob, b: int, r: int):
+        """(crop of the input, A_p in input pixels) for block ``b``; crop None when its reach misses the ROI."""
+        y0, y1, x0, x1 = job.roi.box
+        s = job.scale
+        ry0, ry1, rx0, rx1 = y0 // s, y1 // s, x0 // s, x1 // s
+        py0, py1, px0, px1 = job.boxes[b]
+        a = (max(py0 - r, ry0), min(py1 + r, ry1), max(px0 - r, rx0), min(px1 + r, rx1))
+        if a[0] >= a[1] or a[2] >= a[3]:
+            return None, a
+        h, w = job.grid.input_h, job.grid.input_w
+        crop = (max(0, a[0] - r), min(h, a[1] + r), max(0, a[2] - r), min(w, a[3] + r))
+        # the crop never leaves the ROI's dependency crop (it holds every input the ROI sees); its sides
+        # are rounded up to a multiple of BLOCK_CROP_STEP inside it, so that few shapes batch densely
+        cy0, cy1, cx0, cx1 = job.crop
+        y0c, y1c = _round_up(max(crop[0], cy0), min(crop[1], cy1), cy0, cy1, BLOCK_CROP_STEP)
+        x0c, x1c = _round_up(max(crop[2], cx0), min(crop[3], cx1), cx0, cx1, BLOCK_CROP_STEP)
+        if (y1c - y0c) * (x1c - x0c) >= BLOCK_CROP_MAX_SHARE * (cy1 - cy0) * (cx1 - cx0):
+            # hardly smaller than the ROI crop: run it there, with the blocks that need all of it
+            return job.crop, (ry0, ry1, rx0, rx1)
+        return (y0c, y1c, x0c, x1c), a
+
+    def verify(self, job):
+        """Per-block and ROI-crop outputs of sample 0 on up to 8 blocks: inside the ROI, next to it,
+        at the edge of the dependency crop (seeded choice)."""
+        rng = np.random.default_rng([job.seed, 104729])
+        cand = np.flatnonzero(job.active)
+        with_crop = [b for b in cand.tolist() if self.crops[b][0] is not None]
+        pick = (
+            np.array(sorted(rng.choice(with_crop, size=min(8, len(with_crop)), replace=False).tolist()))
+            if with_crop
+            else np.array([], dtype=int)
+        )
+        return against_crop(job, pick, self)
+
+    def roi_outputs(self, job, blocks, samples):
+        """ROI outputs of items run on their blocks' crops, grouped by crop shape so batches stay dense."""
+        blocks, samples = np.asarray(blocks), np.asarray(samples)
+        n = len(blocks)
+        out = job.base_crop_roi.expand(n, -1, -1, -1).clone()
+        groups: dict[tuple[int, int], list[int]] = {}
+        for i, b in enumerate(blocks.tolist()):
+            crop, _ = self.crops[b]
+            if crop is not None:
+                groups.setdefault((crop[1] - crop[0], crop[3] - crop[2]), []).append(i)
+        s = job.scale
+        ry0, rx0 = job.roi.box[0], job.roi.box[2]
+        x = job.ti.input
+        for idx in groups.values():
+            inputs = []
+            for i in idx:
+                crop, _ = self.crops[int(blocks[i])]
+                base = x[:, :, crop[0] : crop[1], crop[2] : crop[3]]
+                inputs.append(job._build(blocks[i : i + 1], samples[i : i + 1], crop, base, job.ti.crop_context(crop)))
+            res = job._forward(torch.cat(inputs))
+            for k, i in enumerate(idx):
+                crop, a = self.crops[int(blocks[i])]
+                oy, ox = (a[0] - crop[0]) * s, (a[2] - crop[2]) * s
+                hh, ww = (a[1] - a[0]) * s, (a[3] - a[2]) * s
+                part = res[k, :, oy : oy + hh, ox : ox + ww]
+                if not torch.isfinite(part).all():
+                    raise ModelOutputError(job._not_finite("in the ROI"))
+                out[i, :, a[0] * s - ry0 : a[0] * s - ry0 + hh, a[2] * s - rx0 : a[2] * s - rx0 + ww] = part
+        return out
+
+    def declined(self, why):
+        return f"per-block recompute (recompute=block_crop) not used: {why}; every item runs on the ROI crop"
+
+    def mismatch(self, check):
+        return (
+            f"per-block recompute not used: per-block and ROI-crop outputs differ by "
+            f"{check['max_diff']:.3g} (> {check['atol']:g}); every item runs on the ROI crop"
+        )
+
+    def used(self, job):
+        shapes = {(c[1] - c[0], c[3] - c[2]) for c, _ in self.crops.values() if c is not None}
+        return (
+            f"per-block recompute: reach {self.reach_px} input px, {len(self.crops)} blocks on "
+            f"{len(shapes)} crop shapes (the ROI crop is {job.crop[1] - job.crop[0]}x{job.crop[3] - job.crop[2]})"
+        )
+
+
+class IncrementalRecompute(Recompute):
+    """Incremental recompute (:mod:`cem_lab.causal.incremental`): each layer of a plain conv stack is
+    recomputed only on the window an intervention can have changed, from the cached un-intervened
+    activations."""
+
+    name = "incremental"
+    check_key = "incremental_check"
+
+    def __init__(self) -> None:
+        self.chain: IncrementalChain | None = None
+
+    def prepare(self, job):
+        if job.scale != 1:
+            return f"the model is x{job.scale} (incremental recompute follows same-size conv stacks)"
+        try:
+            units, residual = conv_chain(job.model)
+        except NotAChain as e:
+            return f"{job.model_name} is not a plain conv stack ({e})"
+        y0, y1, x0, x1 = job.roi.box
+        crop_roi = (y0 - job.crop[0], y1 - job.crop[0], x0 - job.crop[2], x1 - job.crop[2])
+        self.chain = IncrementalChain(units, residual, job.base_crop, crop_roi)
+        return None
+
+    def verify(self, job):
+        """Incremental and ROI-crop outputs of sample 0 on up to 8 blocks (seeded choice among the
+        blocks inside the ROI, next to it and at the crop's edge)."""
+        rng = np.random.default_rng([job.seed, 15485863])
+        cand = np.flatnonzero(job.active)
+        pick = np.array(sorted(rng.choice(cand, size=min(8, len(cand)), replace=False).tolist()))
+        return against_crop(job, pick, self)
+
+    def roi_outputs(self, job, blocks, samples):
+        x = job._build(blocks, samples, job.crop, job.base_crop, job.ctx_crop)
+        boxes = [p.dst for p in job._placements(blocks, job.crop)]
+        if changed_outside(x, job.base_crop, boxes):
+            raise ModelOutputError(
+                f"the {job.intervention.name} intervention changed input pixels outside its block, which "
+                "incremental recompute assumes it never does; run with recompute=roi_crop"
+            )
+        out = self.chain.roi_outputs(x, boxes, chunk=job.forward_batch)
+        job.forward_passes += len(blocks)
+        job.pixels_pushed += int(round(sum(self.chain.pixels(b) for b in boxes)))
+        if not torch.isfinite(out).all():
+            raise ModelOutputError(job._not_finite("in the ROI"))
+        return out
+
+    def declined(self, why):
+        return f"incremental recompute (recompute=incremental) not used: {why}; every item runs on the ROI crop"
+
+    def mismatch(self, check):
+        return self.declined(
+            f"incremental and ROI-crop outputs differ by {check['max_diff']:.3g} (> {check['atol']:g}) "
+            f"on blocks {check['blocks']}"
+        )
+
+    def used(self, job):
+        chain = self.chain
+        return (
+            f"incremental recompute: {len(chain.units)} conv layers, reach {chain.reach} px; an item recomputes "
+            f"{chain.pixels((0, job.block, 0, job.block)):.0f} px per layer on average instead of the "
+            f"{job.crop[1] - job.crop[0]}x{job.crop[3] - job.crop[2]} crop"
+        )
+
+
+STRATEGIES: dict[str, type[Recompute]] = {
+    s.name: s for s in (RoiCropRecompute, BlockCropRecompute, IncrementalRecompute)
+}
+
+
+def choose_recompute(job: CEMJob, name: str) -> Recompute:
+    """The strategy ``name`` for ``job`` once its crop is prepared, or the ROI crop when it declines or
+    fails its check (with a note on ``job.notes`` either way; a check is recorded in ``job.checks``)."""
+    strategy = STRATEGIES[name]()
+    if isinstance(strategy, RoiCropRecompute):
+        return strategy
+    why = strategy.prepare(job)
+    if why is not None:
+        msg = strategy.declined(why)
+        job.notes.append(msg)
+        log.log(strategy.decline_level, msg)
+        return RoiCropRecompute()
+    if job.verify:
+        check = strategy.verify(job)
+        job.checks[strategy.check_key] = check
+        if not check["ok"]:
+            msg = strategy.mismatch(check)
+            job.notes.append(msg)
+            log.warning(msg)
+            return RoiCropRecompute()
+    msg = strategy.used(job)
+    job.notes.append(msg)
+    log.info(msg)
+    return strategy

@@ -1,0 +1,137 @@
+"""Running a prepared job's plan, stage by stage, checkpointed and resumable.
+
+The unit of work is a contiguous range of plan items of one stage; an item is a (block, sample)
+pair whose draw is seeded from (seed, block, sample). Only ROI metrics leave the device.
+Statistics are updated per block in sample order, so the map does not depend on the batch size,
+and the state is checkpointed atomically so that an interrupted run resumes and ends with the
+same result as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+from tqdm import tqdm
+
+from cem_lab.causal.estimators import BlockStats, Stage
+from cem_lab.causal.executors import BatchInfo, LocalExecutor, UnitExecutor
+from cem_lab.causal.resume import load_state, restore, save_state
+from cem_lab.causal.settings import DEFAULT_CHECKPOINT_S, check_checkpoint_cadence
+from cem_lab.run_format import state_path
+
+if TYPE_CHECKING:
+    from cem_lab.causal.job import CEMJob
+    from cem_lab.causal.result import CEMResult
+
+log = logging.getLogger("cem_lab")
+
+
+def run_stages(
+    job: CEMJob,
+    folder: str | Path | None = None,
+    progress: bool = True,
+    on_batch: Callable[[BatchInfo], None] | None = None,
+    checkpoint_every: float | None = DEFAULT_CHECKPOINT_S,
+    checkpoint_every_items: int | None = None,
+    executor: UnitExecutor | None = None,
+) -> CEMResult:
+    """Run all stages of ``job``; with ``folder``, checkpoint there and resume what it holds
+    (see :meth:`CEMJob.run <cem_lab.causal.job.CEMJob.run>`)."""
+    check_checkpoint_cadence(checkpoint_every, checkpoint_every_items)
+    executor = executor or LocalExecutor()
+    main = executor.is_main
+    t0 = time.perf_counter()
+    fp = job.fingerprint()
+    n = len(job.grid)
+    stats: dict[str, BlockStats] = {}
+    done_stages: list[Stage] = []
+    stage = job.estimator.first_stage(n)
+    done_items = 0
+    filled = False
+    path = state_path(folder) if folder is not None else None
+    if path is not None and path.is_file():
+        state = load_state(path, fp)
+        stage, done_stages, stats, done_items, filled = restore(state, job.estimator, n, job.baseline)
+        last = str(state["stage_names"][-1])
+        log.info("resuming %s: stage %s, %d items done", path.parent, last or "-", done_items)
+        job.notes.append(f"resumed from a checkpoint (stage {last or 'done'}, {done_items} items done)")
+    last_save, items_since_save = time.perf_counter(), 0
+    job.checkpoints, job.timings["checkpoint_s"] = 0, 0.0
+
+    def save():
+        if path is None or not main:
+            return
+        t_save = time.perf_counter()
+        save_state(path, fp, done_stages, stage, done_items, filled, stats)
+        job.checkpoints += 1
+        job.timings["checkpoint_s"] += time.perf_counter() - t_save
+
+    in_update = False
+    try:
+        while stage is not None:
+            if stage.name not in stats:
+                stats[stage.name] = BlockStats(n)
+            st = stats[stage.name]
+            mine = stage.blocks[job.selected[stage.blocks]]
+            act = mine[job.active[mine]]
+            if not filled:
+                skipped = mine[~job.active[mine]]
+                # outside the dependency region the ROI output is unchanged: M = M0 exactly
+                in_update = True
+                st.update(
+                    np.repeat(skipped, stage.samples), np.full(len(skipped) * stage.samples, job.baseline), job.baseline
+                )
+                filled = True
+                in_update = False
+                save()
+            sub = Stage(stage.name, act, stage.samples, stage.first_sample)
+            total = sub.n_items
+            bar = tqdm(
+                total=total,
+                initial=done_items,
+                desc=f"CEM {stage.name}",
+                unit="fwd",
+                disable=not (progress and main),
+                dynamic_ncols=True,
+                leave=True,
+            )
+            try:
+                while done_items < total:
+                    units, end = [], done_items
+                    while end < total and len(units) < executor.units_per_round:
+                        k = np.arange(end, min(end + job.batch_size, total))
+                        units.append(sub.item(k))
+                        end = int(k[-1]) + 1
+                    values = executor.map(job, units)
+                    in_update = True
+                    for (blocks, _), v in zip(units, values):
+                        st.update(blocks, v, job.baseline)
+                    bar.update(end - done_items)
+                    items_since_save += end - done_items
+                    done_items = end
+                    in_update = False
+                    if (checkpoint_every is not None and time.perf_counter() - last_save >= checkpoint_every) or (
+                        checkpoint_every_items is not None and items_since_save >= checkpoint_every_items
+                    ):
+                        save()
+                        last_save, items_since_save = time.perf_counter(), 0
+                    if on_batch is not None:
+                        on_batch(BatchInfo(stage.name, done_items, total, job.forward_passes))
+            finally:
+                bar.close()
+            done_stages.append(stage)
+            stage = job.estimator.next_stage(done_stages, stats, job.baseline)
+            done_items, filled = 0, False
+            save()
+            last_save, items_since_save = time.perf_counter(), 0
+    except BaseException:
+        if not in_update:
+            save()
+        raise
+    job.timings["run_s"] = time.perf_counter() - t0
+    return job._result(stats, fp)
