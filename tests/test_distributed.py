@@ -14,7 +14,7 @@ from cem_lab import compute_cem
 @pytest.mark.parametrize("batch_size", [3])
 def test_two_ddp_processes_give_the_single_process_map(tmp_path, clean_image, small_bank, batch_size):
     pytest.importorskip("lightning")
-    from cem_lab.engine.distributed import compute_cem_distributed
+    from cem_lab.parallel.fabric import compute_cem_distributed
 
     model = ConvStack(depth=3, width=6)
     kw = dict(block=8, patch_bank=small_bank, coarse=3, fine=5, progress=False, seed=3)
@@ -44,7 +44,7 @@ from pathlib import Path
 
 import numpy as np
 from skimage import data, transform
-from cem_lab.engine.distributed import compute_cem_distributed
+from cem_lab.parallel.fabric import compute_cem_distributed
 from cem_lab.patches import PatchBank
 from conftest import ConvStack
 
@@ -161,7 +161,7 @@ def test_rank_0_log_records_reach_the_log_file(tmp_path, clean_image, small_bank
     import json
     import logging
 
-    from cem_lab.engine.distributed import compute_cem_distributed
+    from cem_lab.parallel.fabric import compute_cem_distributed
 
     model = ConvStack(depth=3, width=6)
     kw = dict(block=8, patch_bank=small_bank, coarse=3, fine=5, progress=False, seed=3)

@@ -1144,7 +1144,7 @@ def compute_cem(
     result); the model always runs on ``forward_batch`` inputs at a time, which is part of the
     computation (another value can change float rounding, so it is part of the run's identity);
     ``forward_batch="auto"`` takes the largest power of two that fits the GPU (8 on a CPU).
-    ``executor`` spreads the work units over processes (see ``cem_lab.engine.distributed``).
+    ``executor`` spreads the work units over processes (see ``cem_lab.parallel.fabric``).
     The other keywords are those of :func:`prepare_cem`.
     """
     from contextlib import nullcontext

@@ -37,7 +37,7 @@ def _rois(cfg: DictConfig) -> Any:
 
 def finished_atlas(cfg: DictConfig, folder: Path) -> dict | None:
     """atlas.json of the finished atlas in ``folder`` if it is exactly this config's, else None."""
-    from cem_lab.engine.run_index import DONE_FILE, identity_config, input_signatures
+    from cem_lab.bookkeeping.run_index import DONE_FILE, identity_config, input_signatures
 
     try:
         done = json.loads((folder / DONE_FILE).read_text())
@@ -53,10 +53,10 @@ def finished_atlas(cfg: DictConfig, folder: Path) -> dict | None:
 
 def execute_atlas(cfg: DictConfig, folder: Path, memory) -> dict[str, Any]:
     """Run (or reuse) the atlas of ``cfg`` in ``folder`` (locked by the caller); print its report."""
+    from cem_lab.bookkeeping.run_folder import accept_run_folder, close_log_file
+    from cem_lab.bookkeeping.run_index import mark_done
     from cem_lab.causal.atlas import AtlasError, prepare_atlas
     from cem_lab.cli.cem import prepare_kwargs
-    from cem_lab.engine.run_folder import accept_run_folder, close_log_file
-    from cem_lab.engine.run_index import mark_done
 
     summary = finished_atlas(cfg, folder)
     if summary is not None:

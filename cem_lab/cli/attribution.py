@@ -23,7 +23,7 @@ Every `cem-lab` override works (conf/attribution.yaml reuses its config groups),
    ``figures/deletion_curves.png``, and prints a short report.
 
 This module reads and checks the config and dispatches; the computing and the writing live in
-:mod:`cem_lab.engine.attribution_run`.
+:mod:`cem_lab.attribution.study`.
 
 Nothing is written before every input is accepted (the gradient maps are computed before that,
 so that a refusal of theirs leaves nothing either); the run folder is locked for the whole run.
@@ -42,8 +42,7 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from cem_lab.cli import cem as _cem  # registers the resolvers of the run folder's name  # noqa: F401
-from cem_lab.engine.attribution_run import (
+from cem_lab.attribution.study import (
     CEM_DIR,
     INTERVENTIONS,
     LOG_FILE,
@@ -60,6 +59,7 @@ from cem_lab.engine.attribution_run import (
     load_cem_run,
     replacement_metrics,
 )
+from cem_lab.cli import cem as _cem  # registers the resolvers of the run folder's name  # noqa: F401
 
 #: config keys that do not change a run's numbers (besides cem-lab's own)
 NOT_IDENTITY = ("figures",)
@@ -177,7 +177,7 @@ def read_settings(cfg: DictConfig) -> Settings:
 # --- the checks before anything is written ---------------------------------------------------------------
 def identity(cfg: DictConfig) -> dict:
     """The config less the keys that do not change the numbers (as `cem-lab`'s done.json)."""
-    from cem_lab.engine.run_index import identity_config
+    from cem_lab.bookkeeping.run_index import identity_config
 
     data = identity_config(cfg)
     for key in NOT_IDENTITY:
@@ -187,8 +187,8 @@ def identity(cfg: DictConfig) -> dict:
 
 def check_run_folder(cfg: DictConfig, folder: Path) -> None:
     """Refuse a folder that holds a `cem-lab` run, or a `cem-attribution` run with other settings."""
+    from cem_lab.bookkeeping.run_index import DONE_FILE
     from cem_lab.causal.runner import STATE_FILE, RunFolderError
-    from cem_lab.engine.run_index import DONE_FILE
 
     if any((folder / name).exists() for name in ("cem.npz", STATE_FILE, DONE_FILE)):
         raise RunFolderError(
@@ -286,7 +286,7 @@ def prepare_attribution(cfg: DictConfig, folder: Path) -> AttributionPlan:
 # --- the run ----------------------------------------------------------------------------------------------
 def run(cfg: DictConfig, output_dir: Path, *, memory=None) -> AttributionOutcome:
     """Check everything, then (folder locked) write the config, compute and write the results."""
-    from cem_lab.engine.run_folder import accept_run_folder, buffered_log, close_log_file
+    from cem_lab.bookkeeping.run_folder import accept_run_folder, buffered_log, close_log_file
     from cem_lab.folder_lock import hold_run_folder
 
     output_dir = Path(output_dir)
@@ -369,8 +369,8 @@ def command_line() -> str:
 
 def execute(cfg: DictConfig, folder: Path) -> AttributionOutcome:
     """Lock ``folder``, run, print the report."""
+    from cem_lab.bookkeeping.run_folder import buffered_log
     from cem_lab.cli.devices import device_lease
-    from cem_lab.engine.run_folder import buffered_log
     from cem_lab.folder_lock import hold_run_folder
 
     folder = Path(folder)
@@ -395,13 +395,13 @@ def _main(cfg: DictConfig) -> Any:
         execute(cfg, folder)
         return {"status": "done", "folder": str(folder)}
     except Exception as err:  # one job's failure is reported, the others go on
-        from cem_lab.cli.clean_errors import job_failed
+        from cem_lab.bookkeeping.clean_errors import job_failed
 
         return job_failed(PROGRAM, err, folder, multirun)
 
 
 def main() -> None:
-    from cem_lab.cli.clean_errors import run_cli
+    from cem_lab.bookkeeping.clean_errors import run_cli
 
     run_cli(_main, PROGRAM)
 

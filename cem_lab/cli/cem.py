@@ -4,9 +4,9 @@ With no arguments it runs the embedded default: cem_lab's own small DnCNN on a c
 scikit-image's `chelsea`, DN sigma 50, embedded patch bank, reference estimator settings.
 
 Rerunning a command reuses its folder: a finished run is recognised without any model work
-(cem_lab/engine/run_index.py), an interrupted one resumes from its checkpoint.
+(cem_lab/bookkeeping/run_index.py), an interrupted one resumes from its checkpoint.
 
-In a multirun (``-m``, see cem_lab/engine/sweep_record.py) a job that fails writes ``error.txt`` in
+In a multirun (``-m``, see cem_lab/bookkeeping/sweep_record.py) a job that fails writes ``error.txt`` in
 its folder and returns, so that the other jobs go on.
 
 Testing aids: the environment variable ``CEM_LAB_TEST_INTERRUPT=[JOB:]BATCHES[:hang]`` raises
@@ -33,7 +33,7 @@ import hydra
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-from cem_lab.engine.run_index import DONE_FILE, finished_run, mark_done, state_status
+from cem_lab.bookkeeping.run_index import DONE_FILE, finished_run, mark_done, state_status
 
 log = logging.getLogger("cem_lab")
 
@@ -89,7 +89,7 @@ if not OmegaConf.has_resolver("cem_standard_image"):
 def folder_image_file(folder: str, index: Any) -> str:
     """The resolver ``cem_folder_image`` (conf/dataset/folder.yaml): image number ``index`` (0-based, by
     file name) of ``folder``, so that a study sweeps a folder with ``folder.index=range(0,N)``."""
-    from cem_lab.engine.data import IMAGE_EXTENSIONS, find_images
+    from cem_lab.training.data import IMAGE_EXTENSIONS, find_images
 
     root = Path(str(folder)).expanduser()
     if not root.is_dir():
@@ -111,7 +111,7 @@ def folder_image_file(folder: str, index: Any) -> str:
 if not OmegaConf.has_resolver("cem_folder_image"):
     OmegaConf.register_new_resolver("cem_folder_image", folder_image_file)
 
-from cem_lab.engine import sweep_record  # noqa: E402 (importing it registers the cem_sweep_name resolver)
+from cem_lab.bookkeeping import sweep_record  # noqa: E402 (importing it registers the cem_sweep_name resolver)
 
 INTERRUPT_ENV = "CEM_LAB_TEST_INTERRUPT"
 #: testing aid: with ``CEM_LAB_TEST_START_GATE=<path>`` a run writes ``<path>.<pid>.ready`` and waits
@@ -129,7 +129,7 @@ def instantiate_checked(node: Any) -> Any:
     from hydra.errors import InstantiationException
     from hydra.utils import instantiate
 
-    from cem_lab.cli.clean_errors import unwrap_user_error
+    from cem_lab.bookkeeping.clean_errors import unwrap_user_error
 
     try:
         return instantiate(node)
@@ -416,7 +416,7 @@ def compute(p: PreparedRun, output_dir: Path, on_batch: Callable | None = None):
             checkpoint_every=kw["checkpoint_every"],
             checkpoint_every_items=kw["checkpoint_every_items"],
         )
-    from cem_lab.engine.distributed import compute_cem_distributed
+    from cem_lab.parallel.fabric import compute_cem_distributed
 
     d = p.distributed
     p.job = None  # the check is done; each process builds its own job
@@ -444,7 +444,7 @@ def run(
     Hydra's record and ``cem.log`` (with the records ``memory``, a :func:`buffered_log`, kept of
     the checks), then the map. ``tracker``: a context (W&B) that sees the run and its folder.
     """
-    from cem_lab.engine.run_folder import accept_run_folder, buffered_log, close_log_file
+    from cem_lab.bookkeeping.run_folder import accept_run_folder, buffered_log, close_log_file
     from cem_lab.folder_lock import hold_run_folder
 
     output_dir = Path(output_dir)
@@ -561,7 +561,7 @@ def execute(
     from a checkpoint), ``skipped`` (it was already finished: no CEM work). With ``record_errors``
     (a multirun job), a failure is written to the folder's ``error.txt`` while the lock is held.
     """
-    from cem_lab.engine.run_folder import buffered_log
+    from cem_lab.bookkeeping.run_folder import buffered_log
     from cem_lab.folder_lock import FolderBusyError, hold_run_folder
 
     if launch_rank(cfg) != 0:  # another task of a cluster launch: rank 0 holds and writes the folder
@@ -592,14 +592,14 @@ def _execute_locked(cfg: DictConfig, folder: Path, memory, *, job_num: int | Non
     skipped = summary is not None
     use_wandb = logger_cfg.get("name") == "wandb"
     if use_wandb and skipped:
-        from cem_lab.engine.wandb_logging import already_logged
+        from cem_lab.bookkeeping.wandb_logging import already_logged
 
         use_wandb = not already_logged(folder, summary.get("fingerprint"))
 
     def tracker():
         if not use_wandb:
             return nullcontext(None)
-        from cem_lab.engine.wandb_logging import wandb_run
+        from cem_lab.bookkeeping.wandb_logging import wandb_run
 
         return wandb_run(cfg, folder, group=group, name=folder.name)
 
@@ -642,13 +642,13 @@ def _main(cfg: DictConfig) -> Any:
     try:
         return execute(cfg, folder, job_num=job_num, group=group, record_errors=multirun)
     except Exception as err:  # every failure of one job is recorded, the sweep goes on
-        from cem_lab.cli.clean_errors import job_failed
+        from cem_lab.bookkeeping.clean_errors import job_failed
 
         return job_failed(PROGRAM, err, folder, multirun)
 
 
 def main() -> None:
-    from cem_lab.cli.clean_errors import run_cli
+    from cem_lab.bookkeeping.clean_errors import run_cli
 
     run_cli(_main, PROGRAM)
 

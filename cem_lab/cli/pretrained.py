@@ -53,7 +53,7 @@ def convert(ids: Sequence[str], cache_dir: str | None) -> list[dict]:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    from cem_lab.cli.clean_errors import fail
+    from cem_lab.bookkeeping.clean_errors import fail
     from cem_lab.errors import USER_ERRORS
 
     parser = argparse.ArgumentParser(

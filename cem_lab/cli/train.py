@@ -41,7 +41,7 @@ class TrainingError(ValueError):
 # ----------------------------------------------------------------------------- building
 def build_tasks(cfg: DictConfig) -> tuple[list, bool]:
     """The task objects and whether SR inputs are pre-upsampled (several tasks: always)."""
-    from cem_lab.engine.data import resolve_tasks
+    from cem_lab.training.data import resolve_tasks
 
     if cfg.get("tasks"):
         specs = OmegaConf.to_container(cfg.tasks, resolve=True)
@@ -153,7 +153,7 @@ def network_scale(net) -> int:
 
 def check_scale(net, tasks: list, pre_upsample: bool, model: str) -> None:
     """The network's scale must be the one the training pairs have (error names both)."""
-    from cem_lab.engine.data import task_label
+    from cem_lab.training.data import task_label
 
     scale = network_scale(net)
     if pre_upsample or len(tasks) > 1:
@@ -185,8 +185,8 @@ def build(cfg: DictConfig):
     """Everything a run needs, checked, with nothing written: (net, datamodule, module, tasks)."""
     import lightning as L
 
-    from cem_lab.engine.data import RestorationDataModule
-    from cem_lab.engine.restoration_module import RestorationModule
+    from cem_lab.training.data import RestorationDataModule
+    from cem_lab.training.restoration_module import RestorationModule
 
     t = cfg.train
     tasks, pre = build_tasks(cfg)
@@ -488,14 +488,14 @@ def _main(cfg: DictConfig) -> None:
             os.environ.update(lend_to_child(folder))
             summary = run(cfg, folder, command=_command())
     except (TrainingError, *USER_ERRORS) as err:
-        from cem_lab.cli.clean_errors import fail
+        from cem_lab.bookkeeping.clean_errors import fail
 
         fail("cem-train", err)
     print(report(summary))
 
 
 def main() -> None:
-    from cem_lab.cli.clean_errors import run_cli
+    from cem_lab.bookkeeping.clean_errors import run_cli
 
     run_cli(_main, "cem-train")
 

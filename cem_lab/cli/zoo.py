@@ -238,12 +238,12 @@ def export(r: Recipe, run_dir: Path, zoo_dir: Path = ZOO_DIR) -> Path:
 
 
 def _heldout_of(weights: Path, meta: dict) -> dict:
-    """The held-out record (cem_lab.engine.heldout) of a model that is not in a zoo folder yet."""
+    """The held-out record (cem_lab.training.heldout) of a model that is not in a zoo folder yet."""
     import tempfile
 
     import yaml
 
-    from cem_lab.engine.heldout import evaluate_zoo_model
+    from cem_lab.training.heldout import evaluate_zoo_model
 
     with tempfile.TemporaryDirectory() as tmp:
         name = "candidate"
@@ -256,7 +256,7 @@ def measure_heldout(names: Sequence[str] = (), zoo_dir: Path = ZOO_DIR) -> list[
     """(Re)compute the held-out record of exported models and write it into their ``.yaml`` (atomically)."""
     import yaml
 
-    from cem_lab.engine.heldout import evaluate_zoo_model
+    from cem_lab.training.heldout import evaluate_zoo_model
 
     done = []
     for r in select(names) if names else list(RECIPES.values()):

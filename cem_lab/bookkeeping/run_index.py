@@ -18,12 +18,12 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from cem_lab.images import is_image_file
 from cem_lab.io import file_signature
 
 DONE_FILE = "done.json"
 # config keys that do not change a finished run's result
 NOT_IDENTITY = ("progress", "batch_size", "device", "logger", "sweep_name", "trainer", "checkpoint")
-_IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
 
 
 def identity_config(cfg: DictConfig) -> dict:
@@ -55,7 +55,7 @@ def input_signatures(cfg: DictConfig) -> dict[str, Any]:
                 elif key.rsplit(".", 1)[-1].endswith(("folder", "dir", "root")) and p.is_dir():
                     h = hashlib.sha1()
                     for f in sorted(p.rglob("*")):
-                        if f.suffix.lower() in _IMAGE_SUFFIXES and f.is_file():
+                        if is_image_file(f):
                             h.update(f"{f.relative_to(p)}:{file_signature(f)}\n".encode())
                     out[key] = [str(p.resolve()), h.hexdigest()]
             except OSError:

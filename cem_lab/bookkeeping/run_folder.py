@@ -48,7 +48,7 @@ class CheckOutputFolder(Callback):
     def _check(self, config: DictConfig, key: str) -> None:
         from hydra.core.hydra_config import HydraConfig
 
-        from cem_lab.cli.clean_errors import fail
+        from cem_lab.bookkeeping.clean_errors import fail
         from cem_lab.folder_lock import FolderLockError, check_writable
 
         HydraConfig.instance().set_config(config)  # the folder's name interpolates ${hydra:...}

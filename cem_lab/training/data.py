@@ -37,11 +37,11 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from cem_lab.images import IMAGE_EXTENSIONS, list_images
 from cem_lab.tasks import Task, TaskError, crop_to_scale, make_task
 from cem_lab.tasks.base import task_label
 
 __all__ = [
-    "IMAGE_EXTENSIONS",
     "DataError",
     "RestorationDataModule",
     "find_images",
@@ -51,8 +51,6 @@ __all__ = [
     "task_label",
 ]
 
-#: file types read from an image folder (case-insensitive)
-IMAGE_EXTENSIONS: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 #: the embedded validation picture's name
 EMBEDDED_VAL_NAME = "chelsea_256"
 
@@ -111,7 +109,7 @@ def find_images(folder: str | Path) -> list[Path]:
         raise DataError(
             f"image folder not found: {folder} (relative paths are resolved from the directory you launched from)"
         )
-    files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+    files = list_images(folder)
     if not files:
         raise DataError(
             f"no images in {folder}: looked for files ending in "

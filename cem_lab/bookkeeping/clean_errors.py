@@ -60,7 +60,7 @@ def job_failed(program: str, err: Exception, folder: Any, multirun: bool) -> dic
     """What a Hydra task function does with a failure: in a multirun, print it and return the job's
     ``failed`` outcome (the sweep goes on); in a single run, end a user error in the one form;
     re-raise anything else (a bug keeps its traceback)."""
-    from cem_lab.engine.sweep_record import first_line
+    from cem_lab.bookkeeping.sweep_record import first_line
     from cem_lab.errors import USER_ERRORS
 
     if multirun:

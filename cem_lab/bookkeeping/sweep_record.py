@@ -284,7 +284,7 @@ class SweepProgress(Callback):
     def _hold_sweep_folder(self, folder: Path) -> None:
         """One process runs a sweep folder (its job records, summary and multirun.yaml) at a time: a
         second run of the same sweep is refused, naming the first, before it touches anything."""
-        from cem_lab.cli.clean_errors import fail
+        from cem_lab.bookkeeping.clean_errors import fail
         from cem_lab.folder_lock import FolderBusyError, FolderLockError, hold_run_folder
 
         stack = ExitStack()

@@ -24,10 +24,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from cem_lab.engine.restoration_module import RestorationModule, trivial_baseline
 from cem_lab.metrics import psnr, ssim
 from cem_lab.tasks import Task, crop_to_scale, make_task, task_from_description
 from cem_lab.tasks.base import task_label
+from cem_lab.training.restoration_module import RestorationModule, trivial_baseline
 
 __all__ = ["HELDOUT_POOL", "evaluate_network", "evaluate_zoo_model", "pool_images", "summarise"]
 
