@@ -23,7 +23,7 @@ Every `cem-lab` override works (conf/attribution.yaml reuses its config groups),
    ``figures/deletion_curves.png``, and prints a short report.
 
 This module reads and checks the config and dispatches; the computing and the writing live in
-:mod:`cem_lab.attribution.study`.
+:mod:`cem_lab.attribution.study` (and its parts study_methods, study_output).
 
 Nothing is written before every input is accepted (the gradient maps are computed before that,
 so that a refusal of theirs leaves nothing either); the run folder is locked for the whole run.
@@ -42,23 +42,16 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from cem_lab.attribution.study import (
-    CEM_DIR,
+from cem_lab.attribution.study import AttributionOutcome, AttributionPlan, compute_attribution
+from cem_lab.attribution.study_methods import (
     INTERVENTIONS,
-    LOG_FILE,
     METHODS,
-    PROGRAM,
-    RESULT_JSON,
-    SHORT,
-    AttributionOutcome,
-    AttributionPlan,
     Settings,
-    _pct,
-    compute_attribution,
     gradient_maps,
     load_cem_run,
     replacement_metrics,
 )
+from cem_lab.attribution.study_output import CEM_DIR, LOG_FILE, PROGRAM, RESULT_JSON, SHORT, format_share
 from cem_lab.cli import cem as _cem  # registers the resolvers of the run folder's name  # noqa: F401
 
 #: config keys that do not change a run's numbers (besides cem-lab's own)
@@ -335,7 +328,7 @@ def report(outcome: AttributionOutcome) -> str:
             for pair, v in s["rank_correlation"].items()
         ]
         lines.append("  rank correlation (Spearman, |map|, outside the ROI): " + ", ".join(parts))
-    marks = [f"{SHORT[m]} {_pct(v['50'])}/{_pct(v['90'])}" for m, v in s["shares_marked"].items()]
+    marks = [f"{SHORT[m]} {format_share(v['50'])}/{format_share(v['90'])}" for m, v in s["shares_marked"].items()]
     lines.append("  share of the image marked (blocks holding 50%/90% of the mass): " + ", ".join(marks))
     if s["sign_test"]:
         parts = []
