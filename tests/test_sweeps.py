@@ -18,7 +18,7 @@ from cem_lab.bookkeeping import sweep_record as sw
 from cem_lab.bookkeeping.sweep_record import record_error
 from cem_lab.bookkeeping.wandb_logging import TABLE_COLUMNS, _has_api_key, resolve_mode
 from cem_lab.cli.cem import execute, run
-from cem_lab.cli.devices import gpu_lease
+from cem_lab.compose.devices import gpu_lease
 
 
 def _has(module: str) -> bool:

@@ -273,7 +273,7 @@ def test_bad_settings_fail_before_anything_is_written(tmp_path, overrides, words
 
 
 def test_model_configs_build_for_cem_lab_too():
-    from cem_lab.cli.cem import build_model
+    from cem_lab.compose.build import build_model
 
     for name in ("srcnn", "fsrcnn", "edsr", "srresnet", "rcan", "swinlite"):
         cfg = _cfg([f"model={name}", "task=sr", "task.scale=2"], name="cem")

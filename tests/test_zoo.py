@@ -335,7 +335,7 @@ def test_a_finished_zoo_run_is_tied_to_the_weights_file():
     under the same name makes its finished runs be rechecked by the core, not skipped."""
     from hydra import compose, initialize_config_module
 
-    import cem_lab.cli.cem  # noqa: F401  (registers the resolvers)
+    import cem_lab.compose.resolvers  # noqa: F401  (registers the resolvers)
     from cem_lab.bookkeeping.run_index import input_signatures
 
     with initialize_config_module(config_module="cem_lab.conf", version_base="1.3"):
