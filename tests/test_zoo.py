@@ -9,7 +9,8 @@ import pytest
 import torch
 import yaml
 
-from cem_lab.cli.zoo import RECIPES, STUDIES, Recipe, export, exported, main, markdown_table, select
+from cem_lab.cli.zoo import export, exported, main, markdown_table
+from cem_lab.compose.zoo_recipes import RECIPES, STUDIES, Recipe, select
 from cem_lab.metrics import psnr, quantize_uint8, rgb_to_y
 from cem_lab.models.architectures import upsample
 from cem_lab.models.embedded import embedded_demo_image

@@ -59,22 +59,6 @@ SWEEP_ENV = "CEM_LAB_SWEEP_NAME"
 STATE_DIR = ".sweep"
 SUMMARY_FILE = "sweep_summary.json"
 ERROR_FILE = "error.txt"
-NAME_EXCLUDED = (
-    "progress",
-    "batch_size",
-    "device",
-    "figures",
-    "hydra.verbose",
-    "launcher",
-    "logger",
-    "sweep_name",
-    "trainer.devices",
-    "trainer.accelerator",
-    "trainer.num_nodes",
-    "trainer.strategy",
-    "checkpoint.every_s",
-    "checkpoint.every_items",
-)
 
 
 def _shorten_value(value: str) -> str:
