@@ -292,8 +292,8 @@ def test_only_rank_0_of_a_cluster_launch_holds_the_folder(monkeypatch):
 
     from cem_lab.compose.prepare import launch_rank
 
-    ddp = OmegaConf.create({"trainer": {"devices": 2, "num_nodes": 1}})
-    single = OmegaConf.create({"trainer": {"devices": 1, "num_nodes": 1}})
+    ddp = OmegaConf.create({"parallel": {"devices": 2, "num_nodes": 1}})
+    single = OmegaConf.create({"parallel": {"devices": 1, "num_nodes": 1}})
     monkeypatch.delenv("RANK", raising=False)
     monkeypatch.setenv("SLURM_PROCID", "3")
     assert launch_rank(ddp) == 3 and launch_rank(single) == 0  # a one-process run in a Slurm job

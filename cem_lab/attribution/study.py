@@ -24,8 +24,11 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from cem_lab.attribution.base import AttributionError
+from cem_lab.attribution.faithfulness import deletion_curve, insertion_curve, rank_correlation, sign_test
 from cem_lab.attribution.study_methods import Settings
 from cem_lab.attribution.study_output import CEM_DIR, FORMAT_VERSION, PROGRAM, save_figures, write_results
+from cem_lab.causal.runner import run_cem
 
 SHARE_LEVELS = (0.5, 0.9)
 
@@ -118,10 +121,6 @@ class AttributionOutcome:
 
 def compute_attribution(plan: AttributionPlan, folder: Path) -> AttributionOutcome:
     """The CEM (computed into ``folder/cem`` or read), the faithfulness checks, the files."""
-    # lazy: torch and the core load only when a run starts, not when the command line is refused
-    from cem_lab.attribution import AttributionError, deletion_curve, insertion_curve, rank_correlation, sign_test
-    from cem_lab.causal.runner import run_cem
-
     s, job = plan.settings, plan.job
     timings = dict(plan.timings)
     roi_mask = np.asarray(job.roi_mask, dtype=bool)

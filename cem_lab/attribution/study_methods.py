@@ -17,8 +17,17 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
+from cem_lab.attribution.base import AttributionError
+from cem_lab.attribution.gradients import IntegratedGradients, Saliency
+from cem_lab.attribution.lam import LAM
+from cem_lab.attribution.replacement import BlockReplacementMetric
+from cem_lab.causal.interventions import draw_rng, make_intervention
+from cem_lab.causal.result import CEMResult
+from cem_lab.causal.runner import RunFolderError
 from cem_lab.folder_lock import describe_holder, folder_holder
+from cem_lab.images import to_uint8
 
 log = logging.getLogger("cem_lab")
 
@@ -69,12 +78,6 @@ class Settings:
 def load_cem_run(path: str, job) -> Any:
     """The finished CEM of a `cem-lab` run folder, refused unless it is a map of this run's input
     with this run's ROI and block grid."""
-    # lazy: torch and the core load only when a run starts, not when the command line is refused
-    from cem_lab.attribution import AttributionError
-    from cem_lab.causal.result import CEMResult
-    from cem_lab.causal.runner import RunFolderError
-    from cem_lab.images import to_uint8
-
     where = f"attribution.cem_run={path}"
     p = Path(path).expanduser()
     if not p.is_dir():
@@ -133,8 +136,6 @@ def gradient_maps(
     """LAM, IG and saliency of the job's ROI on its input and block grid (saliency first: one forward
     and one backward pass check that the model has gradients before the longer paths run).
     ``cem_command``: the `cem-lab` command that a refusal of a model without gradients suggests."""
-    from cem_lab.attribution import LAM, AttributionError, IntegratedGradients, Saliency  # lazy: torch, Captum
-
     x, roi, block, model = job.ti.input, job.roi, job.block, job.model
     common = {"block": block, "objective": settings.objective, "channels": settings.channels}
     maps: dict[str, Any] = {}
@@ -158,98 +159,88 @@ def gradient_maps(
     return {m: maps[m] for m in settings.gradient_methods}
 
 
-def _replacement_class():
-    # lazy: the class derives from a torch-based one, defined when a run needs it
-    from cem_lab.attribution import AttributionError, BlockReplacementMetric
-    from cem_lab.causal.interventions import draw_rng
+class CropReplacementMetric(BlockReplacementMetric):
+    """:class:`~cem_lab.attribution.BlockReplacementMetric` on the job's own model input: the
+    verified crop of a local model (``job.mode == "crop"``; blocks outside it do not change the
+    ROI output, which is what made the crop), else the whole image; with any intervention, bound
+    to the job, its draws seeded from ``(seed, block, sample)`` like the CEM's. Replacing one block
+    with the job's own intervention is therefore exactly the CEM's draw of it: ``baseline -
+    metric_after([b])`` is the exhaustive CEM's ``effect_raw[b]`` for the same seed and samples.
+    :meth:`many` evaluates many block sets at once, ``forward_batch`` inputs per model call.
+    """
 
-    class CropReplacementMetric(BlockReplacementMetric):
-        """:class:`~cem_lab.attribution.BlockReplacementMetric` on the job's own model input: the
-        verified crop of a local model (``job.mode == "crop"``; blocks outside it do not change the
-        ROI output, which is what made the crop), else the whole image; with any intervention, bound
-        to the job, its draws seeded from ``(seed, block, sample)`` like the CEM's. Replacing one block
-        with the job's own intervention is therefore exactly the CEM's draw of it: ``baseline -
-        metric_after([b])`` is the exhaustive CEM's ``effect_raw[b]`` for the same seed and samples.
-        :meth:`many` evaluates many block sets at once, ``forward_batch`` inputs per model call.
-        """
+    def __init__(self, job, intervention=None, samples: int | None = None):
+        own = intervention is None or intervention is job.intervention
+        intervention = job.intervention if own else intervention
+        if samples is None:
+            samples = 1 if intervention.deterministic else 8
+        super().__init__(job, samples)
+        if not own:
+            intervention.bind(job.task, job.ti, job.boxes, job.grid.block_in, job.device)
+        self.intervention = intervention
+        self.crop = tuple(job.crop)
+        self.evaluated = 0
 
-        def __init__(self, job, intervention=None, samples: int | None = None):
-            own = intervention is None or intervention is job.intervention
-            intervention = job.intervention if own else intervention
-            if samples is None:
-                samples = 1 if intervention.deterministic else 8
-            super().__init__(job, samples)
-            if not own:
-                intervention.bind(job.task, job.ti, job.boxes, job.grid.block_in, job.device)
-            self.intervention = intervention
-            self.crop = tuple(job.crop)
-            self.evaluated = 0
+    @property
+    def baseline(self) -> float:
+        """The metric with nothing replaced (the CEM's un-intervened metric)."""
+        return float(self.job.baseline)
 
-        @property
-        def baseline(self) -> float:
-            """The metric with nothing replaced (the CEM's un-intervened metric)."""
-            return float(self.job.baseline)
+    def __call__(self, blocks) -> float:
+        return float(self.many([blocks])[0])
 
-        def __call__(self, blocks) -> float:
-            return float(self.many([blocks])[0])
+    def _inputs(self, blocks: np.ndarray):
+        job = self.job
+        x = job.base_crop.expand(self.samples, -1, -1, -1).clone()
+        placements = job._placements(blocks, self.crop)
+        for block, pl in zip(blocks, placements):
+            draws = [
+                self.intervention.draw(draw_rng(job.seed, int(block), s), int(block), s) for s in range(self.samples)
+            ]
+            x = self.intervention.apply(
+                x, job.ctx_crop, [pl] * self.samples, draws, origin=(self.crop[0], self.crop[2])
+            )
+        return x
 
-        def _inputs(self, blocks: np.ndarray):
-            job = self.job
-            x = job.base_crop.expand(self.samples, -1, -1, -1).clone()
-            placements = job._placements(blocks, self.crop)
-            for block, pl in zip(blocks, placements):
-                draws = [
-                    self.intervention.draw(draw_rng(job.seed, int(block), s), int(block), s)
-                    for s in range(self.samples)
-                ]
-                x = self.intervention.apply(
-                    x, job.ctx_crop, [pl] * self.samples, draws, origin=(self.crop[0], self.crop[2])
-                )
-            return x
+    def many(self, sets, on_done=None) -> np.ndarray:
+        """The metric after replacing each block set of ``sets`` (mean over the samples);
+        ``on_done(n)`` after every ``n`` sets evaluated."""
+        job = self.job
+        out = np.full(len(sets), self.baseline)
+        pending: list[tuple[int, Any]] = []
+        rows = 0
 
-        def many(self, sets, on_done=None) -> np.ndarray:
-            """The metric after replacing each block set of ``sets`` (mean over the samples);
-            ``on_done(n)`` after every ``n`` sets evaluated."""
-            import torch
-
-            job = self.job
-            out = np.full(len(sets), self.baseline)
-            pending: list[tuple[int, Any]] = []
+        def flush():
+            nonlocal rows
+            if not pending:
+                return
+            x = torch.cat([t for _, t in pending])
+            roi = job._roi(job._forward(x), (self.crop[0], self.crop[2]))
+            values = job.metric(roi, job.ref).double().cpu().numpy().reshape(len(pending), self.samples)
+            for (i, _), v in zip(pending, values):
+                out[i] = float(v.mean())
+            if on_done is not None:
+                on_done(len(pending))
+            pending.clear()
             rows = 0
 
-            def flush():
-                nonlocal rows
-                if not pending:
-                    return
-                x = torch.cat([t for _, t in pending])
-                roi = job._roi(job._forward(x), (self.crop[0], self.crop[2]))
-                values = job.metric(roi, job.ref).double().cpu().numpy().reshape(len(pending), self.samples)
-                for (i, _), v in zip(pending, values):
-                    out[i] = float(v.mean())
+        for i, blocks in enumerate(sets):
+            b = np.unique(np.asarray(blocks, dtype=np.int64).ravel())
+            self.calls += 1
+            if b.size and (b.min() < 0 or b.max() >= len(job.grid)):
+                raise AttributionError(f"block indices must lie in [0, {len(job.grid)}), got {b.tolist()[:10]}")
+            b = b[job.active[b]]  # the blocks that reach the model input (all of them on the whole image)
+            if b.size == 0:
                 if on_done is not None:
-                    on_done(len(pending))
-                pending.clear()
-                rows = 0
-
-            for i, blocks in enumerate(sets):
-                b = np.unique(np.asarray(blocks, dtype=np.int64).ravel())
-                self.calls += 1
-                if b.size and (b.min() < 0 or b.max() >= len(job.grid)):
-                    raise AttributionError(f"block indices must lie in [0, {len(job.grid)}), got {b.tolist()[:10]}")
-                b = b[job.active[b]]  # the blocks that reach the model input (all of them on the whole image)
-                if b.size == 0:
-                    if on_done is not None:
-                        on_done(1)
-                    continue
-                pending.append((i, self._inputs(b)))
-                rows += self.samples
-                self.evaluated += 1
-                if rows >= 4 * job.forward_batch:
-                    flush()
-            flush()
-            return out
-
-    return CropReplacementMetric
+                    on_done(1)
+                continue
+            pending.append((i, self._inputs(b)))
+            rows += self.samples
+            self.evaluated += 1
+            if rows >= 4 * job.forward_batch:
+                flush()
+        flush()
+        return out
 
 
 def replacement_metrics(
@@ -260,9 +251,6 @@ def replacement_metrics(
     it) or another one bound to the job; ``samples`` draws for a random intervention, one for a
     deterministic baseline. ``sampler``: the CEM's ``cem.sampler``; ``make_patch_bank()`` builds
     the LV patch bank (called only when an LV intervention needs one the job does not hold)."""
-    from cem_lab.causal.interventions import make_intervention  # lazy: torch
-
-    cls = _replacement_class()
     job = prepared.job
     out: dict[str, Any] = {}
     for name in settings.interventions:
@@ -273,5 +261,5 @@ def replacement_metrics(
             if name == "lv":
                 bank = prepared.kwargs.get("patch_bank") or make_patch_bank()
             intervention = make_intervention(name, bank=bank, sampler=sampler)
-        out[name] = cls(job, intervention, 1 if intervention.deterministic else settings.samples)
+        out[name] = CropReplacementMetric(job, intervention, 1 if intervention.deterministic else settings.samples)
     return out

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from cem_lab.images import to_uint8
 from cem_lab.io import write_json, write_npz
 
 PROGRAM = "cem-attribution"
@@ -49,8 +50,7 @@ def _finite(value: Any) -> Any:
 
 def save_figures(folder: Path, plan, cem, abs_maps, arrays, corr, shares, curves, baselines) -> dict[str, str]:
     """The panel of every map beside the input, and the deletion / insertion curves, in ``folder``; their paths."""
-    # lazy: matplotlib and torch only when figures are drawn
-    from cem_lab.images import to_uint8
+    # lazy: matplotlib (start-up time), only when figures are drawn
     from cem_lab.viz.attribution_figures import MapPanel, save_attribution_panel, save_deletion_curves, symmetric_bound
     from cem_lab.viz.cem_figures import TASK_BOUNDS
 

@@ -5,7 +5,7 @@ the list through the ``cem_neutral_keys`` resolver), out of a sweep's folder nam
 (:func:`cem_lab.bookkeeping.sweep_record.sweep_name`) and out of the identity that recognises a
 finished run (:func:`cem_lab.bookkeeping.run_index.identity_config`), so that a rerun differing only in
 these keys finds its folder and is skipped. Keys are dotted, as overrides name them; a key of a
-config group (``trainer.devices``) leaves only that key out.
+config group (``parallel.devices``) leaves only that key out.
 """
 
 from __future__ import annotations
@@ -23,10 +23,10 @@ CEM_NEUTRAL_KEYS: tuple[str, ...] = (
     "launcher",
     "logger",
     "sweep_name",
-    "trainer.devices",
-    "trainer.accelerator",
-    "trainer.num_nodes",
-    "trainer.strategy",
+    "parallel.devices",
+    "parallel.accelerator",
+    "parallel.num_nodes",
+    "parallel.strategy",
     "checkpoint.every_s",
     "checkpoint.every_items",
 )

@@ -19,9 +19,11 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from cem_lab.bookkeeping.neutral_keys import CEM_NEUTRAL_KEYS, drop_keys
+from cem_lab.causal.runner import STATE_FILE
 from cem_lab.images import is_image_file
 from cem_lab.io import file_signature, write_json
 
@@ -71,10 +73,6 @@ def input_signatures(cfg: DictConfig) -> dict[str, Any]:
 
 def state_status(folder: Path) -> tuple[str, str] | None:
     """(``complete`` or ``partial``, fingerprint) of the folder's checkpoint; None without one."""
-    import numpy as np
-
-    from cem_lab.causal.runner import STATE_FILE
-
     path = folder / STATE_FILE
     if not path.is_file():
         return None

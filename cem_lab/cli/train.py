@@ -19,6 +19,8 @@ import warnings
 from pathlib import Path
 
 import hydra
+import torch
+import yaml
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
@@ -65,8 +67,6 @@ def _last_checkpoint_callback(path: Path):
 
 def _finished(output_dir: Path, steps: int) -> dict | None:
     """The exported model's YAML when this run already trained ``steps`` steps and exported."""
-    import yaml  # lazy: only for a folder that holds an exported model
-
     weights, meta = output_dir / EXPORT, (output_dir / EXPORT).with_suffix(".yaml")
     if not (weights.is_file() and meta.is_file()):
         return None
@@ -89,7 +89,6 @@ def run(cfg: DictConfig, output_dir: Path, command: str | None = None) -> dict:
     """
     # lazy: Lightning (seconds), only when a run starts
     import lightning as L
-    import torch
     from lightning.pytorch.loggers import CSVLogger
 
     output_dir = Path(output_dir)

@@ -61,7 +61,7 @@ def execute_atlas(cfg: DictConfig, folder: Path, memory) -> dict[str, Any]:
         print(atlas_report(summary, folder, skipped=True), flush=True)
         return {"status": "skipped", "forward_passes": 0}
     if distributed_settings(cfg) is not None:
-        raise AtlasError("the ROI atlas runs in one process: use trainer=single with roi=grid or a ROI list")
+        raise AtlasError("the ROI atlas runs in one process: use parallel=single with roi=grid or a ROI list")
     model, image, task, kwargs, run_kwargs, _ = prepare_kwargs(cfg, folder)
     grid = cfg.get("roi_grid") or {}
     atlas = prepare_atlas(

@@ -1,7 +1,7 @@
 """A `cem-lab` run from its config: every input built and checked (:func:`prepare`), then computed in
 one process or spread over several (:func:`compute`).
 
-``trainer`` (conf/trainer/) says how many processes compute one map: with one device and one node
+``parallel`` (conf/parallel/) says how many processes compute one map: with one device and one node
 the map runs here, else the Fabric executor (:mod:`cem_lab.parallel.fabric`) spreads its work units.
 """
 
@@ -44,13 +44,13 @@ class PreparedRun:
     task: Any
     roi: list
     kwargs: dict  #: compute_cem's keywords
-    distributed: dict | None  #: trainer settings when the map is spread over processes
+    distributed: dict | None  #: parallel settings when the map is spread over processes
 
 
 def distributed_settings(cfg: DictConfig) -> dict | None:
-    """The ``trainer`` settings when they spread one map over several processes (devices != 1 or
+    """The ``parallel`` settings when they spread one map over several processes (devices != 1 or
     several nodes), else None (one process)."""
-    dist = cfg.get("trainer") or {}
+    dist = cfg.get("parallel") or {}
     if int(dist.get("devices", 1) or 1) == 1 and int(dist.get("num_nodes", 1) or 1) <= 1:
         return None
     return OmegaConf.to_container(dist, resolve=True)
@@ -136,8 +136,8 @@ def _quiet(logger: str) -> Iterator[None]:
 
 def launch_rank(cfg: DictConfig) -> int:
     """This process's rank when a cluster started one process per device (``srun`` with
-    ``trainer=ddp_gpu``, or ``torchrun``); 0 otherwise. Only rank 0 locks and writes the run folder."""
-    dist = cfg.get("trainer") or {}
+    ``parallel=ddp_gpu``, or ``torchrun``); 0 otherwise. Only rank 0 locks and writes the run folder."""
+    dist = cfg.get("parallel") or {}
     if int(dist.get("devices", 1) or 1) == 1 and int(dist.get("num_nodes", 1) or 1) == 1:
         return 0
     for var in ("RANK", "SLURM_PROCID"):
