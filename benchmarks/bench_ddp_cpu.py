@@ -1,6 +1,6 @@
-"""1 process vs 2 CPU processes (``trainer=ddp_cpu``) on the embedded default CEM.
+"""1 process vs 2 CPU processes (``parallel=ddp_cpu``) on the embedded default CEM.
 
-Runs ``cem-lab`` and ``cem-lab trainer=ddp_cpu`` alternately ``--repeat`` times, each in a fresh
+Runs ``cem-lab`` and ``cem-lab parallel=ddp_cpu`` alternately ``--repeat`` times, each in a fresh
 run folder under ``--out``, times the whole command (wall clock, start-up included), reads the
 CEM's own loop time (``timings.run_s`` of summary.json) and checks that every map equals the first
 1-process map (all cem.npz arrays, bit for bit)::
@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-COMMANDS = {"1 process": [], "2 processes (trainer=ddp_cpu)": ["trainer=ddp_cpu"]}
+COMMANDS = {"1 process": [], "2 processes (parallel=ddp_cpu)": ["parallel=ddp_cpu"]}
 
 
 def run(folder: Path, extra: list[str], timeout: float) -> tuple[float, float]:

@@ -17,13 +17,11 @@ from cem_lab.causal.result import CEMResult
 from cem_lab.causal.settings import DEFAULT_CHECKPOINT_S
 from cem_lab.folder_lock import hold_run_folder
 from cem_lab.run_format import FIGURES_DIR
-from cem_lab.viz import save_result_figures
+from cem_lab.viz import draw_run_figures
 from cem_lab.viz.atlas_figures import save_atlas_figure
 
-
-def draw_figures(result: CEMResult, folder: str | Path) -> dict[str, str]:
-    """Draw the figures of ``result`` into the run folder ``folder`` (its ``figures/``)."""
-    return save_result_figures(result, Path(folder) / FIGURES_DIR)
+#: draw the figures of a result into its run folder (``figures/``)
+draw_figures = draw_run_figures
 
 
 def save_result(result: CEMResult, folder: str | Path, figures: bool = True) -> Path:

@@ -20,10 +20,22 @@ import torch
 from PIL import Image
 
 ImageLike = str | Path | Image.Image | np.ndarray | torch.Tensor
+#: file types read from an image folder (case-insensitive): training data, patch banks, dataset=folder
+IMAGE_EXTENSIONS: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
 
 class ImageError(ValueError):
     """An image that cem_lab cannot use as given."""
+
+
+def is_image_file(path: Path) -> bool:
+    """Whether ``path`` is a file with one of the :data:`IMAGE_EXTENSIONS` (any case)."""
+    return path.suffix.lower() in IMAGE_EXTENSIONS and path.is_file()
+
+
+def list_images(folder: str | Path) -> list[Path]:
+    """The image files directly inside ``folder`` (not in sub-folders), sorted by name."""
+    return sorted((p for p in Path(folder).iterdir() if is_image_file(p)), key=lambda p: p.name)
 
 
 def quantize(x: torch.Tensor, mode: str = "round") -> torch.Tensor:

@@ -262,7 +262,7 @@ def _cfg(overrides):
 
 def test_the_config_reuses_the_cem_lab_groups_and_its_settings_are_checked():
     from cem_lab.attribution import AttributionError
-    from cem_lab.cli.attribution import read_settings
+    from cem_lab.compose.attribution import read_settings
 
     cfg = _cfg(["task=sr", "cem=exhaustive"])
     assert cfg.task.name == "sr" and cfg.cem.estimator == "exhaustive" and cfg.patches.patch_size == 8
@@ -283,7 +283,7 @@ def test_the_config_reuses_the_cem_lab_groups_and_its_settings_are_checked():
 
 
 def test_share_of_the_image_marked():
-    from cem_lab.engine.attribution_run import marked_shares
+    from cem_lab.attribution.study import marked_shares
 
     roi = np.zeros((2, 5), dtype=bool)
     roi[0, 0] = True  # left out: 9 blocks remain

@@ -11,7 +11,8 @@ import pytest
 from hydra import compose, initialize_config_module
 from PIL import Image
 
-from cem_lab.cli.cem import report, run, run_name
+from cem_lab.cli.cem import report, run
+from cem_lab.compose.resolvers import run_name
 
 SMALL = [
     "model=custom",
@@ -125,7 +126,7 @@ def test_cli_rerun_reuses_the_folder(tmp_path, image_file):
 def test_cli_two_processes_give_the_single_process_map(tmp_path, image_file):
     args = SMALL + [f"image={image_file}"]
     one = _cli(args, tmp_path / "one")
-    two = _cli(args + ["trainer=ddp_cpu"], tmp_path / "two")
+    two = _cli(args + ["parallel=ddp_cpu"], tmp_path / "two")
     assert one.returncode == 0 and two.returncode == 0, two.stderr[-2000:]
     a = np.load(next((tmp_path / "one").glob("runs/cem/*/cem.npz")))
     b = np.load(next((tmp_path / "two").glob("runs/cem/*/cem.npz")))
@@ -155,15 +156,15 @@ def test_experiment_presets_compose(preset):
 
 
 def test_config_groups_for_every_axis():
-    cfg = _cfg(["sampler=stratified", "roi=[152,96,32]", "dataset=file", "image=x.png", "trainer=ddp_cpu"])
+    cfg = _cfg(["sampler=stratified", "roi=[152,96,32]", "dataset=file", "image=x.png", "parallel=ddp_cpu"])
     assert cfg.cem.sampler == "stratified" and cfg.roi == [152, 96, 32] and cfg.image == "x.png"
-    assert cfg.trainer.devices == 2 and cfg.trainer.accelerator == "cpu"
+    assert cfg.parallel.devices == 2 and cfg.parallel.accelerator == "cpu"
 
 
 @pytest.mark.slow  # 31 s; the DDP CLI path is in the default suite through test_cli_two_processes_give_the_single_process_map
 def test_ddp_inside_a_multirun(tmp_path, image_file):
     """The spawn launch path works inside a Hydra multirun (no re-run of the command line)."""
-    p = _cli(["-m", "seed=0,1", "trainer=ddp_cpu"] + SMALL + [f"image={image_file}"], tmp_path / "m")
+    p = _cli(["-m", "seed=0,1", "parallel=ddp_cpu"] + SMALL + [f"image={image_file}"], tmp_path / "m")
     assert p.returncode == 0, p.stderr[-3000:]
     maps = sorted((tmp_path / "m").glob("runs/sweeps/cem/*/*/cem.npz"))
     assert len(maps) == 2

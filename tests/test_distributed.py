@@ -14,7 +14,7 @@ from cem_lab import compute_cem
 @pytest.mark.parametrize("batch_size", [3])
 def test_two_ddp_processes_give_the_single_process_map(tmp_path, clean_image, small_bank, batch_size):
     pytest.importorskip("lightning")
-    from cem_lab.engine.distributed import compute_cem_distributed
+    from cem_lab.parallel.fabric import compute_cem_distributed
 
     model = ConvStack(depth=3, width=6)
     kw = dict(block=8, patch_bank=small_bank, coarse=3, fine=5, progress=False, seed=3)
@@ -44,7 +44,7 @@ from pathlib import Path
 
 import numpy as np
 from skimage import data, transform
-from cem_lab.engine.distributed import compute_cem_distributed
+from cem_lab.parallel.fabric import compute_cem_distributed
 from cem_lab.patches import PatchBank
 from conftest import ConvStack
 
@@ -161,7 +161,7 @@ def test_rank_0_log_records_reach_the_log_file(tmp_path, clean_image, small_bank
     import json
     import logging
 
-    from cem_lab.engine.distributed import compute_cem_distributed
+    from cem_lab.parallel.fabric import compute_cem_distributed
 
     model = ConvStack(depth=3, width=6)
     kw = dict(block=8, patch_bank=small_bank, coarse=3, fine=5, progress=False, seed=3)
@@ -203,7 +203,7 @@ def test_rank_0_log_records_reach_the_log_file(tmp_path, clean_image, small_bank
 
 @pytest.mark.slow  # 46 s; test_two_processes_on_a_256_image_exit_and_give_the_single_process_map keeps 256 in the default suite
 def test_cli_two_processes_on_the_256_default_exit_with_the_one_process_map(tmp_path):
-    """`cem-lab trainer=ddp_cpu` on the embedded 256x256 image exits by itself (it hung after
+    """`cem-lab parallel=ddp_cpu` on the embedded 256x256 image exits by itself (it hung after
     writing its map before: the result went back through a full pipe) with the 1-process map, logs
     rank 0's lines to cem.log once, and a rerun of a run left unmarked by such a hang finishes."""
     import json
@@ -222,7 +222,7 @@ def test_cli_two_processes_on_the_256_default_exit_with_the_one_process_map(tmp_
         )
 
     one = cli([], tmp_path / "one")
-    two = cli(["trainer=ddp_cpu"], tmp_path / "two")
+    two = cli(["parallel=ddp_cpu"], tmp_path / "two")
     assert one.returncode == 0 and two.returncode == 0, two.stderr[-2000:]
     a, b = np.load(tmp_path / "one" / "cem.npz"), np.load(tmp_path / "two" / "cem.npz")
     assert tuple(a["input_shape"]) == (256, 256)
@@ -233,7 +233,7 @@ def test_cli_two_processes_on_the_256_default_exit_with_the_one_process_map(tmp_
     assert "FutureWarning" not in two.stderr and "deprecated" not in two.stderr
     # what a hang left: the map complete on disk, never marked finished; the rerun finishes it
     (tmp_path / "two" / "done.json").unlink()
-    again = cli(["trainer=ddp_cpu"], tmp_path / "two")
+    again = cli(["parallel=ddp_cpu"], tmp_path / "two")
     assert again.returncode == 0, again.stderr[-2000:]
     assert json.loads((tmp_path / "two" / "done.json").read_text())["fingerprint"]
     np.testing.assert_array_equal(np.load(tmp_path / "two" / "cem.npz")["effect_raw"], a["effect_raw"])

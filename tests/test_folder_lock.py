@@ -290,10 +290,10 @@ def test_the_report_lists_a_run_that_is_being_written_as_in_progress(tmp_path, i
 def test_only_rank_0_of_a_cluster_launch_holds_the_folder(monkeypatch):
     from omegaconf import OmegaConf
 
-    from cem_lab.cli.cem import launch_rank
+    from cem_lab.compose.prepare import launch_rank
 
-    ddp = OmegaConf.create({"trainer": {"devices": 2, "num_nodes": 1}})
-    single = OmegaConf.create({"trainer": {"devices": 1, "num_nodes": 1}})
+    ddp = OmegaConf.create({"parallel": {"devices": 2, "num_nodes": 1}})
+    single = OmegaConf.create({"parallel": {"devices": 1, "num_nodes": 1}})
     monkeypatch.delenv("RANK", raising=False)
     monkeypatch.setenv("SLURM_PROCID", "3")
     assert launch_rank(ddp) == 3 and launch_rank(single) == 0  # a one-process run in a Slurm job

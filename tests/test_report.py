@@ -18,8 +18,8 @@ from PIL import Image
 from cem_lab import compute_cem
 from cem_lab.analysis.report import write_report
 from cem_lab.analysis.runs import REPORT_MARKER, collect_runs, task_label, zoo_info
+from cem_lab.bookkeeping.run_index import mark_done
 from cem_lab.cli.report import main
-from cem_lab.engine.run_index import mark_done
 from cem_lab.models.zoo import read_zoo_entry
 from cem_lab.viz import study_figures as sf
 

@@ -135,7 +135,7 @@ def test_the_pools_are_disjoint_and_catalogued():
 
 
 def test_the_training_data_reads_a_pool():
-    from cem_lab.engine.data import DataError, RestorationDataModule
+    from cem_lab.training.data import DataError, RestorationDataModule
 
     dm = RestorationDataModule("dn", pool="train", crop=48, batch_size=2, steps_per_epoch=2)
     dm.setup()

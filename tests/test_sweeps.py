@@ -14,11 +14,11 @@ import pytest
 from hydra import compose, initialize_config_module
 from PIL import Image
 
+from cem_lab.bookkeeping import sweep_record as sw
+from cem_lab.bookkeeping.sweep_record import record_error
+from cem_lab.bookkeeping.wandb_logging import TABLE_COLUMNS, _has_api_key, resolve_mode
 from cem_lab.cli.cem import execute, run
-from cem_lab.cli.devices import gpu_lease
-from cem_lab.engine import sweep_record as sw
-from cem_lab.engine.sweep_record import record_error
-from cem_lab.engine.wandb_logging import TABLE_COLUMNS, _has_api_key, resolve_mode
+from cem_lab.compose.devices import gpu_lease
 
 
 def _has(module: str) -> bool:
@@ -152,7 +152,7 @@ def test_job_count_follows_the_basic_sweeper():
 
 
 def test_wandb_mode_is_offline_without_a_key(monkeypatch):
-    import cem_lab.engine.wandb_logging as wl
+    import cem_lab.bookkeeping.wandb_logging as wl
 
     monkeypatch.delenv("WANDB_MODE", raising=False)
     monkeypatch.delenv("WANDB_API_KEY", raising=False)

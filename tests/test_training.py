@@ -16,12 +16,12 @@ from hydra.errors import MissingConfigException
 from PIL import Image
 
 from cem_lab.cli.train import report, run
-from cem_lab.engine.data import DataError, RestorationDataModule, pre_upsample, pre_upsample_config
-from cem_lab.engine.restoration_module import RestorationModule, schedule_factor
 from cem_lab.metrics import psnr, quantize_uint8, rgb_to_y
 from cem_lab.models.archs import EDSR
 from cem_lab.models.checkpoint import load_model
 from cem_lab.tasks import SuperResolutionTask
+from cem_lab.training.data import DataError, RestorationDataModule, pre_upsample, pre_upsample_config
+from cem_lab.training.restoration_module import RestorationModule, schedule_factor
 
 TINY = [
     "model=edsr",
@@ -273,7 +273,7 @@ def test_bad_settings_fail_before_anything_is_written(tmp_path, overrides, words
 
 
 def test_model_configs_build_for_cem_lab_too():
-    from cem_lab.cli.cem import build_model
+    from cem_lab.compose.build import build_model
 
     for name in ("srcnn", "fsrcnn", "edsr", "srresnet", "rcan", "swinlite"):
         cfg = _cfg([f"model={name}", "task=sr", "task.scale=2"], name="cem")
@@ -316,7 +316,7 @@ def test_paper_recipes_compose_into_their_grids(recipe, jobs, monkeypatch):
     from omegaconf import OmegaConf
     from omegaconf.errors import InterpolationResolutionError
 
-    from cem_lab.engine.sweep_record import count_jobs
+    from cem_lab.bookkeeping.sweep_record import count_jobs
 
     monkeypatch.delenv("DIV2K_HR", raising=False)
     with initialize_config_module(config_module="cem_lab.conf", version_base="1.3"):

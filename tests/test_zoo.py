@@ -9,13 +9,14 @@ import pytest
 import torch
 import yaml
 
-from cem_lab.cli.zoo import RECIPES, STUDIES, Recipe, export, exported, main, markdown_table, select
-from cem_lab.engine.data import pre_upsample
+from cem_lab.cli.zoo import export, exported, main, markdown_table
+from cem_lab.compose.zoo_recipes import RECIPES, STUDIES, Recipe, select
 from cem_lab.metrics import psnr, quantize_uint8, rgb_to_y
 from cem_lab.models.archs.common import upsample
 from cem_lab.models.embedded import embedded_demo_image
 from cem_lab.models.zoo import ZOO_DIR, ZooError, load_zoo_model, read_zoo_entry, zoo_names
 from cem_lab.tasks import task_from_description
+from cem_lab.training.data import pre_upsample
 
 ZOO_LIMIT_BYTES = 30 * 1024 * 1024
 #: (model, task) pairs that do NOT beat their trivial baseline: none since the mixed models weight
@@ -127,7 +128,7 @@ def test_every_zoo_model_beats_its_baseline_on_the_held_out_photographs(name):
 
 
 def _check_recomputed(name):
-    from cem_lab.engine.heldout import evaluate_zoo_model
+    from cem_lab.training.heldout import evaluate_zoo_model
 
     stored = read_zoo_entry(name)["heldout"]["tasks"]
     fresh = evaluate_zoo_model(name)["tasks"]
@@ -335,8 +336,8 @@ def test_a_finished_zoo_run_is_tied_to_the_weights_file():
     under the same name makes its finished runs be rechecked by the core, not skipped."""
     from hydra import compose, initialize_config_module
 
-    import cem_lab.cli.cem  # noqa: F401  (registers the resolvers)
-    from cem_lab.engine.run_index import input_signatures
+    import cem_lab.compose.resolvers  # noqa: F401  (registers the resolvers)
+    from cem_lab.bookkeeping.run_index import input_signatures
 
     with initialize_config_module(config_module="cem_lab.conf", version_base="1.3"):
         cfg = compose(config_name="cem", overrides=["model=zoo", "model.id=fsrcnn_d2_w16_x4", "task=sr"])

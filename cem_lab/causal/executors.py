@@ -1,5 +1,5 @@
 """Who computes the work units of a map: here, one after the other (:class:`LocalExecutor`), or a
-distributed executor (``cem_lab.engine.distributed``) that spreads each round over processes."""
+distributed executor (``cem_lab.parallel.fabric``) that spreads each round over processes."""
 
 from __future__ import annotations
 

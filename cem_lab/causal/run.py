@@ -158,7 +158,7 @@ def compute_cem(
     time, which is part of the computation (another value can change float rounding, so it is part
     of the run's identity); ``forward_batch="auto"`` takes the largest power of two that fits the GPU
     (8 on a CPU). ``executor`` spreads the work units over processes (see
-    ``cem_lab.engine.distributed``). The other keywords are those of :func:`prepare_cem`.
+    ``cem_lab.parallel.fabric``). The other keywords are those of :func:`prepare_cem`.
     """
     check_checkpoint_cadence(checkpoint_every, checkpoint_every_items)
     main = executor is None or executor.is_main

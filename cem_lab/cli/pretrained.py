@@ -12,17 +12,21 @@ import json
 import sys
 from collections.abc import Sequence
 
+from cem_lab.bookkeeping.clean_errors import fail
+from cem_lab.errors import USER_ERRORS
+from cem_lab.models.pretrained import CATALOGUE, cache_folder, catalogue_ids, load_pretrained, package_version
+
 PROGRAM = "cem-pretrained"
 
 
 def _rows():
-    from cem_lab.models.pretrained import CATALOGUE, package_version
-
+    """(catalogue entry, installed package version) of every pretrained network."""
     for e in CATALOGUE.values():
         yield e, package_version(e.package)
 
 
 def list_catalogue() -> str:
+    """The catalogue as a table."""
     lines = [f"{'id':26s} {'task':10s} {'arch':52s} {'objective':9s} package", "-" * 130]
     for e, version in _rows():
         task = f"{e.task} x{e.scale}" + (f" q{e.jpeg_quality}" if e.jpeg_quality else "")
@@ -33,8 +37,7 @@ def list_catalogue() -> str:
 
 
 def convert(ids: Sequence[str], cache_dir: str | None) -> list[dict]:
-    from cem_lab.models.pretrained import cache_folder, load_pretrained
-
+    """Convert, verify and cache the networks ``ids``; one JSON line each."""
     out = []
     for model_id in ids:
         net = load_pretrained(model_id, cache_dir=cache_dir)
@@ -53,9 +56,7 @@ def convert(ids: Sequence[str], cache_dir: str | None) -> list[dict]:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    from cem_lab.cli.clean_errors import fail
-    from cem_lab.errors import USER_ERRORS
-
+    """The console script ``cem-pretrained``."""
     parser = argparse.ArgumentParser(
         prog=PROGRAM, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -70,8 +71,6 @@ def main(argv: Sequence[str] | None = None) -> None:
         if args.command == "list":
             print(list_catalogue())
         else:
-            from cem_lab.models.pretrained import catalogue_ids
-
             ids = catalogue_ids() if args.all else args.ids
             if not ids:
                 parser.error("name the networks to convert (cem-pretrained list), or --all")

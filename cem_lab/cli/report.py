@@ -79,7 +79,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for path in args.paths:
         if not path.exists():
             return _error(f"{path} does not exist; give a run folder or a folder above run folders")
-    from cem_lab.analysis.report import write_report
+    from cem_lab.analysis.report import write_report  # lazy: matplotlib and pandas, not for --help or a bad argument
 
     by = [k.strip() for k in args.by.split(",") if k.strip()] if args.by else None
     try:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from cem_lab.patches.bank import (
     EMBEDDED_IMAGES,
-    IMAGE_EXTENSIONS,
     PatchBank,
     PatchBankError,
     cut_patches,
@@ -23,7 +22,6 @@ from cem_lab.patches.sampling import (
 
 __all__ = [
     "EMBEDDED_IMAGES",
-    "IMAGE_EXTENSIONS",
     "SAMPLERS",
     "PatchBank",
     "PatchBankError",

@@ -34,10 +34,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from cem_lab.images import load_image
+from cem_lab.images import IMAGE_EXTENSIONS, list_images, load_image
 from cem_lab.io import PathLike, write_npz
 
-IMAGE_EXTENSIONS: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 CACHE_DIRNAME = ".cem_lab_cache"
 _CACHE_VERSION = 1
 
@@ -230,7 +229,7 @@ class PatchBank:
             count = _positive_int(count, "count")
         else:
             stride = _positive_int(stride if stride is not None else patch_size, "stride")
-        files = _list_images(folder)
+        files = list_images(folder)
         if not files:
             raise PatchBankError(
                 f"no images in {folder}: found no file ending in {', '.join(IMAGE_EXTENSIONS)} "
@@ -334,12 +333,6 @@ def _read_npz(path: Path) -> dict[str, np.ndarray]:
         ) from err
     finally:
         data.close()
-
-
-def _list_images(folder: Path) -> list[Path]:
-    return sorted(
-        (f for f in folder.iterdir() if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS), key=lambda f: f.name
-    )
 
 
 def _cache_key(files: Sequence[Path], patch_size: int, stride: int | None, count: int | None, seed: int) -> str:

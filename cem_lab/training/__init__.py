@@ -1,1 +1,12 @@
-"""Training: the embedded model's training loop (cem_lab.training.embedded_training)."""
+"""Training restoration networks (the Lightning side of `cem-train` and `cem-zoo`).
+
+- :mod:`~cem_lab.training.restoration_module`: :class:`RestorationModule`, L1 + Adam training of any
+  restoration network, EMA, validation PSNR / SSIM (BasicSR conventions) beside the trivial baseline,
+  export to ``.safetensors`` + ``.yaml``;
+- :mod:`~cem_lab.training.data`: :class:`RestorationDataModule`, random crops degraded on the fly by the
+  task objects, one task or a mix, embedded pictures or a folder;
+- :mod:`~cem_lab.training.heldout`: the held-out evaluation of a trained (zoo) model;
+- :mod:`~cem_lab.training.embedded_training`: the embedded DnCNN's own short training loop (plain torch).
+
+Lightning is imported by those modules, not here: import them by their own names.
+"""

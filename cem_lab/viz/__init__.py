@@ -11,8 +11,8 @@ from cem_lab.viz.cem_figures import (
     save_cem_figures,
     save_colorbar,
     save_pie,
-    save_result_figures,
 )
+from cem_lab.viz.result_figures import draw_run_figures, save_result_figures
 
 __all__ = [
     "FIGURE_FILES",
@@ -23,5 +23,6 @@ __all__ = [
     "save_cem_figures",
     "save_colorbar",
     "save_pie",
+    "draw_run_figures",
     "save_result_figures",
 ]

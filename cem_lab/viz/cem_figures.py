@@ -534,25 +534,3 @@ def _panel_figure(
     if title:
         fig.text(0.5, 1.0 - 0.12 / fig_h, title, ha="center", va="top", fontsize=12)
     return fig
-
-
-def save_result_figures(result, folder: PathLike) -> dict[str, str]:
-    """Draw the figures of a CEM result (a :class:`~cem_lab.causal.result.CEMResult`, read by its
-    attributes only) into ``folder`` (a run folder's ``figures/``); ``{name: path}`` as
-    :func:`save_cem_figures`."""
-    return save_cem_figures(
-        folder,
-        effect=result.effect,
-        roi_mask=result.roi_mask,
-        classification=result.classification,
-        roi=result.roi.as_list(),
-        block=result.block,
-        output_shape=result.output_shape,
-        degraded_input_rgb=result.images.get("input"),
-        restored_rgb=result.images.get("restored"),
-        bound=float(result.meta.get("display_bound", 1.0)),
-        counts=result.block_counts(),
-        title=result.meta.get("title", ""),
-        roi_psnr=result.baseline_metric,
-        unit=result.unit,
-    )

@@ -13,17 +13,19 @@ and report all three alike. Anything else is a bug and keeps its traceback. Set
 from __future__ import annotations
 
 import os
+import re
 import sys
 from collections.abc import Callable
 from typing import Any
 
+from hydra.errors import HydraException, InstantiationException
+from omegaconf.errors import InterpolationResolutionError
+
+from cem_lab.errors import USER_ERRORS
+
 
 def unwrap_user_error(err: BaseException) -> BaseException | None:
     """The user error behind ``err`` (itself, or the cause Hydra's instantiation wrapped), or None."""
-    from hydra.errors import HydraException, InstantiationException
-
-    from cem_lab.errors import USER_ERRORS
-
     seen = 0
     while isinstance(err, InstantiationException) and err.__cause__ is not None and seen < 10:
         err, seen = err.__cause__, seen + 1
@@ -36,11 +38,6 @@ def unwrap_user_error(err: BaseException) -> BaseException | None:
 
 def error_message(err: BaseException) -> str:
     """The message of a user error, with the cause a Hydra composition error carries."""
-    import re
-
-    from hydra.errors import HydraException
-    from omegaconf.errors import InterpolationResolutionError
-
     text = str(err).strip() or type(err).__name__
     if isinstance(err, InterpolationResolutionError):
         # a resolver's own error (an unknown standard image or zoo model): its message, not OmegaConf's wrapping
@@ -51,7 +48,16 @@ def error_message(err: BaseException) -> str:
     return text
 
 
+def first_line(text: str) -> str:
+    """The first non-blank line of ``text``, stripped ("" for none)."""
+    for line in str(text).splitlines():
+        if line.strip():
+            return line.strip()
+    return ""
+
+
 def fail(program: str, err: BaseException) -> None:
+    """End the process with ``<program>: error: <message>`` on stderr, exit status 2."""
     print(f"{program}: error: {error_message(err)}", file=sys.stderr, flush=True)
     sys.exit(2)
 
@@ -60,9 +66,6 @@ def job_failed(program: str, err: Exception, folder: Any, multirun: bool) -> dic
     """What a Hydra task function does with a failure: in a multirun, print it and return the job's
     ``failed`` outcome (the sweep goes on); in a single run, end a user error in the one form;
     re-raise anything else (a bug keeps its traceback)."""
-    from cem_lab.engine.sweep_record import first_line
-    from cem_lab.errors import USER_ERRORS
-
     if multirun:
         message = f"{type(err).__name__}: {first_line(str(err))}"
         print(f"{program}: job failed ({folder}): {message}", file=sys.stderr, flush=True)

@@ -32,6 +32,7 @@ import torch
 from cem_lab.api import compute_cem
 from cem_lab.causal.executors import UnitExecutor
 from cem_lab.causal.result import CEMResult
+from cem_lab.folder_lock import hold_run_folder
 
 
 class FabricExecutor(UnitExecutor):
@@ -138,7 +139,7 @@ def compute_cem_distributed(
     records (the spawned processes have no logging of their own). Processes started by a cluster
     (``srun``) other than rank 0 return None.
     """
-    from lightning.fabric import Fabric
+    from lightning.fabric import Fabric  # lazy: Lightning (seconds), only when a map is spread
 
     if strategy not in ("ddp_spawn", "ddp_notebook", "ddp"):
         raise ValueError(f"strategy must be ddp_spawn (default), ddp_notebook or ddp, got {strategy!r}")
@@ -153,12 +154,7 @@ def compute_cem_distributed(
             output_dir = stack.enter_context(tempfile.TemporaryDirectory(prefix="cem_ddp_"))
             kwargs.update(output_dir=output_dir, figures=False)
         elif lock and fabric.global_rank == 0:  # under srun, every task runs this: rank 0 holds it
-            try:
-                from cem_lab.folder_lock import hold_run_folder
-            except ImportError:
-                pass
-            else:
-                stack.enter_context(hold_run_folder(output_dir, what="a cem_lab map"))
+            stack.enter_context(hold_run_folder(output_dir, what="a cem_lab map"))
         payload = dict(kwargs, model=model, image=image, task=task, roi=roi)
         out = fabric.launch(_worker, payload, os.getpid(), None if log_file is None else str(log_file), to_stderr)
         if isinstance(out, CEMResult) or fabric.global_rank != 0:

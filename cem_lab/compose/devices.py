@@ -21,14 +21,14 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import torch
+
 log = logging.getLogger("cem_lab")
 
 FREE_GPU = "free_gpu"
 
 
 def _gpu_keys() -> list[str]:
-    import torch
-
     keys = []
     for k in range(torch.cuda.device_count()):
         uuid = getattr(torch.cuda.get_device_properties(k), "uuid", None)
@@ -37,6 +37,7 @@ def _gpu_keys() -> list[str]:
 
 
 def lock_dir() -> Path:
+    """The folder of the per-GPU lock files (in the temporary folder, one per user)."""
     uid = os.getuid() if hasattr(os, "getuid") else "user"
     return Path(tempfile.gettempdir()) / f"cem_lab-gpus-{uid}"
 
@@ -46,7 +47,7 @@ def gpu_lease(
     keys: list[str] | None = None, folder: Path | None = None, poll_s: float = 1.0, timeout_s: float | None = None
 ) -> Iterator[int]:
     """Hold the first free GPU (its index) until the block ends; wait while all are taken."""
-    import fcntl
+    import fcntl  # lazy: POSIX only (the module imports on every platform)
 
     keys = _gpu_keys() if keys is None else keys
     if not keys:

@@ -18,12 +18,14 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from hydra.core.hydra_config import HydraConfig
+from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-try:
-    from hydra.experimental.callback import Callback
-except ImportError:  # pragma: no cover - hydra < 1.1
-    Callback = object  # type: ignore[misc,assignment]
+from cem_lab.bookkeeping.clean_errors import fail
+from cem_lab.folder_lock import FolderLockError, check_writable
+from cem_lab.io import write_text
+from cem_lab.run_format import CONFIG_FILE
 
 LOG_FORMAT = "[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"
 
@@ -46,11 +48,6 @@ class CheckOutputFolder(Callback):
         self._check(config, "hydra.sweep.dir")
 
     def _check(self, config: DictConfig, key: str) -> None:
-        from hydra.core.hydra_config import HydraConfig
-
-        from cem_lab.cli.clean_errors import fail
-        from cem_lab.folder_lock import FolderLockError, check_writable
-
         HydraConfig.instance().set_config(config)  # the folder's name interpolates ${hydra:...}
         try:
             check_writable(str(OmegaConf.select(config, key)))
@@ -60,8 +57,6 @@ class CheckOutputFolder(Callback):
 
 def _hydra_config() -> DictConfig | None:
     try:
-        from hydra.core.hydra_config import HydraConfig
-
         return HydraConfig.get() if HydraConfig.initialized() else None
     except Exception:
         return None
@@ -70,13 +65,11 @@ def _hydra_config() -> DictConfig | None:
 def write_hydra_record(cfg: DictConfig, folder: Path) -> None:
     """``.hydra/config.yaml``, ``hydra.yaml`` and ``overrides.yaml``, as Hydra writes them, atomically;
     nothing outside a Hydra app."""
-    from cem_lab.io import write_text
-
     hc = _hydra_config()
     if hc is None:
         return
     record = folder / ".hydra"
-    write_text(record / "config.yaml", OmegaConf.to_yaml(cfg))
+    write_text(record / CONFIG_FILE, OmegaConf.to_yaml(cfg))
     write_text(record / "hydra.yaml", OmegaConf.to_yaml(OmegaConf.create({"hydra": hc})))
     write_text(record / "overrides.yaml", OmegaConf.to_yaml(hc.overrides.task))
 
@@ -114,6 +107,7 @@ def open_log_file(
 
 
 def close_log_file(handler: logging.Handler | None, logger: str = "") -> None:
+    """Stop writing ``logger``'s records to the file of ``handler`` (None: nothing to do)."""
     if handler is None:
         return
     logging.getLogger(logger).removeHandler(handler)
@@ -125,9 +119,7 @@ def accept_run_folder(
 ) -> logging.FileHandler:
     """The run is locked and its input accepted: write ``config.yaml`` (resolved) and Hydra's record,
     and open the log (with the checks' records). Returns the log handler to close at the end."""
-    from cem_lab.io import write_text
-
     folder.mkdir(parents=True, exist_ok=True)
-    write_text(folder / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+    write_text(folder / CONFIG_FILE, OmegaConf.to_yaml(cfg, resolve=True))
     write_hydra_record(cfg, folder)
     return open_log_file(folder / log_name, memory)

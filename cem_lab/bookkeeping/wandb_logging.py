@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import math
+import netrc
 import os
 import time
 from collections.abc import Iterator
@@ -27,9 +28,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-from cem_lab.run_format import CEM_FILE, FIGURES_DIR, SUMMARY_FILE
+from cem_lab.io import write_json
+from cem_lab.run_format import CEM_FILE, SUMMARY_FILE
 
 MARKER = "wandb.json"
 TABLE_COLUMNS = ["row", "col", "effect", "stderr", "n", "class", "roi"]
@@ -49,8 +52,6 @@ def _has_api_key() -> bool:
     if os.environ.get("WANDB_API_KEY"):
         return True
     try:
-        import netrc
-
         host = os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai").split("://")[-1].split("/")[0]
         return netrc.netrc().authenticators(host) is not None
     except Exception:
@@ -86,7 +87,6 @@ def metrics_from_summary(summary: dict[str, Any]) -> dict[str, float]:
 
 def block_rows(folder: Path) -> list[list[Any]]:
     """One row per block: row, col, effect, stderr, n, class (-1/0/+1), roi (in the ROI)."""
-    import numpy as np
 
     def num(x: float) -> float | None:
         return None if not math.isfinite(float(x)) else float(x)
@@ -116,14 +116,12 @@ class WandbRun:
         self.run = run
 
     def log_folder(self, folder: Path) -> None:
-        import wandb
-
-        from cem_lab.io import write_json
+        import wandb  # lazy: an optional dependency (cem_lab[wandb]), for logger=wandb only
 
         folder = Path(folder)
         summary = json.loads((folder / SUMMARY_FILE).read_text())
         data: dict[str, Any] = dict(metrics_from_summary(summary))
-        for png in sorted((folder / FIGURES_DIR).glob("*.png")):
+        for png in sorted((folder / "figures").glob("*.png")):
             data[f"figures/{png.stem}"] = wandb.Image(str(png))
         data["cem_blocks"] = wandb.Table(columns=TABLE_COLUMNS, data=block_rows(folder))
         self.run.log(data)
@@ -152,7 +150,7 @@ def wandb_run(
     """Start a W&B run for the CEM run of ``cfg`` in ``folder``; always finish it (exit code 1 on
     error, the error re-raised)."""
     try:
-        import wandb
+        import wandb  # lazy: an optional dependency (cem_lab[wandb]), for logger=wandb only
     except ImportError as err:  # pragma: no cover - depends on the environment
         raise ValueError('logger=wandb needs wandb: pip install "cem_lab[wandb]"') from err
 

@@ -37,9 +37,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from cem_lab.engine.data import TaskSpec, resolve_tasks, task_label
 from cem_lab.metrics import psnr, quantize_uint8, rgb_to_y, ssim
+from cem_lab.models.checkpoint import model_config, save_weights
 from cem_lab.tasks import Task
+from cem_lab.training.data import TaskSpec, pre_upsample_config, resolve_tasks, task_label
 
 __all__ = ["SCHEDULES", "RestorationModule", "resolve_task_weights", "schedule_factor", "trivial_baseline"]
 
@@ -347,9 +348,6 @@ class RestorationModule(L.LightningModule):
         image), ``training`` (steps and hyper-parameters), ``trained_with`` (``command``) and
         ``metadata``'s keys.
         """
-        from cem_lab.engine.data import pre_upsample_config
-        from cem_lab.models.checkpoint import model_config, save_weights
-
         net = self.inference_net
         config = dict(config) if config is not None else model_config(self.net)
         meta: dict[str, Any] = {}

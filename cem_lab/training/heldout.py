@@ -16,6 +16,7 @@ in the CEM). The zoo stores the outcome in each model's ``.yaml`` (``heldout:``)
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -24,10 +25,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from cem_lab.engine.restoration_module import RestorationModule, trivial_baseline
+from cem_lab.datasets import image_pool, standard_image
 from cem_lab.metrics import psnr, ssim
+from cem_lab.models.zoo import ZOO_DIR, load_zoo_model, read_zoo_entry
 from cem_lab.tasks import Task, crop_to_scale, make_task, task_from_description
 from cem_lab.tasks.base import task_label
+from cem_lab.training.restoration_module import RestorationModule, trivial_baseline
 
 __all__ = ["HELDOUT_POOL", "evaluate_network", "evaluate_zoo_model", "pool_images", "summarise"]
 
@@ -36,10 +39,6 @@ HELDOUT_POOL = "heldout"
 
 def pool_images(pool: str = HELDOUT_POOL, names: Sequence[str] | None = None) -> list[tuple[str, torch.Tensor]]:
     """(name, (1, 3, H, W) float in [0, 1]) of every picture of ``pool`` (or the ``names`` given)."""
-    import warnings
-
-    from cem_lab.datasets import image_pool, standard_image
-
     out = []
     for name in names if names is not None else image_pool(pool):
         with warnings.catch_warnings():
@@ -104,8 +103,6 @@ def evaluate_zoo_model(
     name: str, pool: str = HELDOUT_POOL, seed: int = 0, zoo_dir: Path | None = None, device: str | torch.device = "cpu"
 ) -> dict[str, Any]:
     """The held-out record of zoo model ``name``: ``{"pool", "seed", "images", "tasks": {label: summary}}``."""
-    from cem_lab.models.zoo import ZOO_DIR, load_zoo_model, read_zoo_entry
-
     zoo_dir = ZOO_DIR if zoo_dir is None else Path(zoo_dir)
     entry = read_zoo_entry(name, zoo_dir)
     images = pool_images(pool)

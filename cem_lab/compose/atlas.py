@@ -11,6 +11,12 @@ from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from cem_lab.bookkeeping.run_folder import accept_run_folder, close_log_file
+from cem_lab.bookkeeping.run_index import DONE_FILE, identity_config, input_signatures, mark_done
+from cem_lab.api import save_atlas
+from cem_lab.causal.atlas import AtlasError, prepare_atlas
+from cem_lab.compose.prepare import distributed_settings, prepare_kwargs
+
 
 def is_atlas(cfg: DictConfig) -> bool:
     """Whether ``cfg.roi`` asks for several ROIs ("grid", or a list of ROIs)."""
@@ -37,8 +43,6 @@ def _rois(cfg: DictConfig) -> Any:
 
 def finished_atlas(cfg: DictConfig, folder: Path) -> dict | None:
     """atlas.json of the finished atlas in ``folder`` if it is exactly this config's, else None."""
-    from cem_lab.engine.run_index import DONE_FILE, identity_config, input_signatures
-
     try:
         done = json.loads((folder / DONE_FILE).read_text())
         summary = json.loads((folder / "atlas.json").read_text())
@@ -53,19 +57,12 @@ def finished_atlas(cfg: DictConfig, folder: Path) -> dict | None:
 
 def execute_atlas(cfg: DictConfig, folder: Path, memory) -> dict[str, Any]:
     """Run (or reuse) the atlas of ``cfg`` in ``folder`` (locked by the caller); print its report."""
-    from cem_lab.api import save_atlas
-    from cem_lab.causal.atlas import AtlasError, prepare_atlas
-    from cem_lab.cli.cem import prepare_kwargs
-    from cem_lab.engine.run_folder import accept_run_folder, close_log_file
-    from cem_lab.engine.run_index import mark_done
-
     summary = finished_atlas(cfg, folder)
     if summary is not None:
         print(atlas_report(summary, folder, skipped=True), flush=True)
         return {"status": "skipped", "forward_passes": 0}
-    dist = cfg.get("trainer") or {}
-    if int(dist.get("devices", 1) or 1) != 1 or int(dist.get("num_nodes", 1) or 1) > 1:
-        raise AtlasError("the ROI atlas runs in one process: use trainer=single with roi=grid or a ROI list")
+    if distributed_settings(cfg) is not None:
+        raise AtlasError("the ROI atlas runs in one process: use parallel=single with roi=grid or a ROI list")
     model, image, task, kwargs, run_kwargs, _ = prepare_kwargs(cfg, folder)
     grid = cfg.get("roi_grid") or {}
     atlas = prepare_atlas(
@@ -85,6 +82,7 @@ def execute_atlas(cfg: DictConfig, folder: Path, memory) -> dict[str, Any]:
 
 
 def atlas_report(summary: dict, folder: Path, skipped: bool = False) -> str:
+    """The console lines of a finished atlas (``skipped``: reused, nothing computed now)."""
     neg, reach = summary["share_negative"], summary["reach_mean_px"]
     head = f"ROI atlas already finished (skipped) in {folder}" if skipped else f"ROI atlas written to {folder}"
     fig = folder / "figures" / "atlas.png"

@@ -34,14 +34,18 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
+from skimage import data
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from cem_lab.datasets import DatasetError, image_pool, standard_image
+from cem_lab.images import IMAGE_EXTENSIONS, list_images, load_image
+from cem_lab.models.archs.common import upsample
+from cem_lab.models.embedded import TRAIN_IMAGES, embedded_demo_image
 from cem_lab.tasks import Task, TaskError, crop_to_scale, make_task
 from cem_lab.tasks.base import task_label
 
 __all__ = [
-    "IMAGE_EXTENSIONS",
     "DataError",
     "RestorationDataModule",
     "find_images",
@@ -51,8 +55,6 @@ __all__ = [
     "task_label",
 ]
 
-#: file types read from an image folder (case-insensitive)
-IMAGE_EXTENSIONS: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 #: the embedded validation picture's name
 EMBEDDED_VAL_NAME = "chelsea_256"
 
@@ -92,8 +94,6 @@ def resolve_tasks(tasks: TaskSpec | Sequence[TaskSpec]) -> list[Task]:
 
 def pre_upsample(x: Tensor, scale: int) -> Tensor:
     """Bicubic upsampling by ``scale`` exactly as ``upsampling="pre"`` networks do it."""
-    from cem_lab.models.archs.common import upsample
-
     return upsample(x, scale, "bicubic")
 
 
@@ -111,7 +111,7 @@ def find_images(folder: str | Path) -> list[Path]:
         raise DataError(
             f"image folder not found: {folder} (relative paths are resolved from the directory you launched from)"
         )
-    files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+    files = list_images(folder)
     if not files:
         raise DataError(
             f"no images in {folder}: looked for files ending in "
@@ -285,8 +285,6 @@ class RestorationDataModule(L.LightningDataModule):
                 f"pool (data.pool={pool}), not both"
             )
         if pool not in (None, ""):
-            from cem_lab.datasets import DatasetError, image_pool
-
             try:
                 image_pool(str(pool))
             except DatasetError as err:
@@ -343,25 +341,14 @@ class RestorationDataModule(L.LightningDataModule):
     def _load_sources(self) -> tuple[list[tuple[str, Tensor]], list[tuple[str, Tensor]]]:
         """(name, (3, H, W) uint8) for the training and the validation pictures."""
         if self.pool is not None:
-            import warnings as _w
-
-            from cem_lab.datasets import image_pool, standard_image
-            from cem_lab.models.embedded import embedded_demo_image
-
-            with _w.catch_warnings():
-                _w.simplefilter("ignore", UserWarning)  # grey pictures replicated to RGB
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)  # grey pictures replicated to RGB
                 train = [(n, _to_chw_uint8(standard_image(n))) for n in image_pool(self.pool)]
             return train, [(EMBEDDED_VAL_NAME, _to_chw_uint8(embedded_demo_image()))]
         if self.images_dir is None:
-            from skimage import data
-
-            from cem_lab.models.embedded import TRAIN_IMAGES, embedded_demo_image
-
             train = [(n, _to_chw_uint8(getattr(data, n)())) for n in TRAIN_IMAGES]
             val = [(EMBEDDED_VAL_NAME, _to_chw_uint8(embedded_demo_image()))]
             return train, val
-        from cem_lab.images import load_image
-
         files = find_images(self.images_dir)
         if len(files) <= self.val_images:
             raise DataError(

@@ -41,37 +41,24 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
+from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.utils import JobStatus
+from hydra.experimental.callback import Callback
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
+from cem_lab.bookkeeping.clean_errors import fail, first_line
+from cem_lab.bookkeeping.neutral_keys import CEM_NEUTRAL_KEYS
+from cem_lab.folder_lock import FolderBusyError, FolderLockError, hold_run_folder
+from cem_lab.io import write_json, write_text
 from cem_lab.run_format import ERROR_FILE
-
-try:
-    from hydra.experimental.callback import Callback
-except ImportError:  # pragma: no cover - hydra < 1.1
-    Callback = object  # type: ignore[misc,assignment]
 
 log = logging.getLogger("cem_lab.sweep")
 
 SWEEP_ENV = "CEM_LAB_SWEEP_NAME"
 STATE_DIR = ".sweep"
 SUMMARY_FILE = "sweep_summary.json"
-# keys that do not change a result: left out of run, job and sweep names (as in conf/cem.yaml)
-NAME_EXCLUDED = (
-    "progress",
-    "batch_size",
-    "device",
-    "figures",
-    "hydra.verbose",
-    "launcher",
-    "logger",
-    "sweep_name",
-    "trainer.devices",
-    "trainer.accelerator",
-    "trainer.num_nodes",
-    "trainer.strategy",
-    "checkpoint.every_s",
-    "checkpoint.every_items",
-)
 
 
 def _shorten_value(value: str) -> str:
@@ -87,14 +74,12 @@ def _shorten_value(value: str) -> str:
 def _swept(overrides: list[str]) -> list[bool]:
     """Which overrides are sweeps (``a=1,2``, ``range(...)``, ``choice(...)``) in Hydra's grammar."""
     try:
-        from hydra.core.override_parser.overrides_parser import OverridesParser
-
         return [o.is_sweep_override() for o in OverridesParser.create().parse_overrides(overrides)]
     except Exception:  # e.g. glob() needs a config loader: call everything swept
         return [True] * len(overrides)
 
 
-def sweep_name(overrides: list[str], exclude: tuple[str, ...] = NAME_EXCLUDED) -> str:
+def sweep_name(overrides: list[str], exclude: tuple[str, ...] = CEM_NEUTRAL_KEYS) -> str:
     """A folder name for a sweep from its command-line overrides: stable, readable, filesystem-safe.
 
     The swept overrides, sorted (the order on the command line does not matter), e.g.
@@ -121,15 +106,12 @@ def sweep_name(overrides: list[str], exclude: tuple[str, ...] = NAME_EXCLUDED) -
 
 
 def resolve_sweep_name(explicit: Any = None) -> str:
-    """The resolver ``cem_sweep_name``: ``sweep_name`` when set, else the name of the running sweep."""
+    """The resolver ``cem_sweep_name`` (registered by :mod:`cem_lab.compose.resolvers`): ``sweep_name``
+    when set, else the name of the running sweep."""
     if explicit not in (None, ""):
         name = re.sub(r"[^A-Za-z0-9=,._+\-\[\]]+", "_", str(explicit))
         return name
     return os.environ.get(SWEEP_ENV) or "default"
-
-
-if not OmegaConf.has_resolver("cem_sweep_name"):
-    OmegaConf.register_new_resolver("cem_sweep_name", resolve_sweep_name)
 
 
 def count_jobs(config: DictConfig) -> int | None:
@@ -140,9 +122,6 @@ def count_jobs(config: DictConfig) -> int | None:
         n = sweeper.get("n_trials")
         return int(n) if isinstance(n, int) else None
     try:
-        from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
-        from hydra.core.override_parser.overrides_parser import OverridesParser
-
         params = sweeper.get("params") or {}
         args = [f"{k}={v}" for k, v in params.items()] + list(config.hydra.overrides.task)
         parsed = OverridesParser.create().parse_overrides(args)
@@ -188,18 +167,9 @@ def _total(config: DictConfig) -> int | None:
     return state.get("jobs")
 
 
-def first_line(text: str) -> str:
-    for line in str(text).splitlines():
-        if line.strip():
-            return line.strip()
-    return ""
-
-
 def record_error(folder: Path, err: BaseException, user_error: bool) -> str:
     """Write ``error.txt`` atomically: first line ``Type: message``, then the whole message and, for
     unexpected errors (not bad input), the traceback. Returns the first line."""
-    from cem_lab.io import write_text
-
     text = str(err).strip()
     message = f"{type(err).__name__}: {first_line(text)}" if text else type(err).__name__
     body = message + "\n"
@@ -223,8 +193,6 @@ def _progress(config: DictConfig, num: int, what: str) -> str:
 
 
 def _is_multirun(config: DictConfig) -> bool:
-    from hydra.types import RunMode
-
     return OmegaConf.select(config, "hydra.mode") == RunMode.MULTIRUN
 
 
@@ -259,8 +227,6 @@ class SweepProgress(Callback):
         for old in jobs.glob("*.json"):  # records of an earlier run of this sweep
             old.unlink()
         n = count_jobs(config)
-        from cem_lab.io import write_json
-
         write_json(
             state / "sweep.json",
             {
@@ -285,9 +251,6 @@ class SweepProgress(Callback):
     def _hold_sweep_folder(self, folder: Path) -> None:
         """One process runs a sweep folder (its job records, summary and multirun.yaml) at a time: a
         second run of the same sweep is refused, naming the first, before it touches anything."""
-        from cem_lab.cli.clean_errors import fail
-        from cem_lab.folder_lock import FolderBusyError, FolderLockError, hold_run_folder
-
         stack = ExitStack()
         try:
             stack.enter_context(hold_run_folder(folder, what="cem-lab sweep"))
@@ -297,8 +260,6 @@ class SweepProgress(Callback):
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         summary = self.summary(config)
-        from cem_lab.io import write_json
-
         write_json(_sweep_dir(config) / SUMMARY_FILE, summary)
         print(format_summary(summary), flush=True)
         if self._lock is not None:
@@ -353,10 +314,6 @@ class SweepProgress(Callback):
     def on_job_end(self, config: DictConfig, job_return: Any = None, **kwargs: Any) -> None:
         if not _is_multirun(config):
             return
-        from hydra.core.utils import JobStatus
-
-        from cem_lab.io import write_json
-
         num = int(config.hydra.job.num)
         folder = str(config.hydra.runtime.output_dir)
         value = getattr(job_return, "_return_value", None)

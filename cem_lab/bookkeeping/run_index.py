@@ -1,10 +1,12 @@
 """Recognising a finished `cem-lab` run without any model work.
 
 After a run succeeds, ``done.json`` records its resolved config (less the keys that do not change
-the result), the size and modification time of every input file the config names, and the
+the result: :mod:`cem_lab.bookkeeping.neutral_keys`), the size and modification time of every input file the config names, and the
 fingerprint that ``state.npz`` and ``summary.json`` hold. A rerun whose config and inputs match is
 skipped; anything else goes to the core, which resumes from ``state.npz`` and checks the
-fingerprint itself (settings, model weights, images, patch bank). Code changes (an edited model
+fingerprint itself (settings, model weights, images, patch bank). A finished run asked for figures
+that it did not draw (it ran with ``figures=false``) goes to the core too, which draws them from the
+finished checkpoint. Code changes (an edited model
 class, a new cem_lab) are not noticed here: delete ``done.json`` to force the core's full check.
 """
 
@@ -13,25 +15,28 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-from cem_lab.io import file_signature
-from cem_lab.run_format import CEM_FILE, DONE_FILE, SUMMARY_FILE
+from cem_lab.bookkeeping.neutral_keys import CEM_NEUTRAL_KEYS, drop_keys
+from cem_lab.images import is_image_file
+from cem_lab.io import file_signature, write_json
+from cem_lab.run_format import CEM_FILE, DONE_FILE, STATE_FILE, SUMMARY_FILE
 
-# config keys that do not change a finished run's result
-NOT_IDENTITY = ("progress", "batch_size", "device", "logger", "sweep_name", "trainer", "checkpoint")
-_IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
+#: the figure whose absence makes a finished run asked for figures go to the core (which draws them)
+PANEL_FILE = "figures/cem_panel.png"
 
 
-def identity_config(cfg: DictConfig) -> dict:
-    """The resolved config less the keys that do not change the result (JSON-normalised)."""
+def identity_config(cfg: DictConfig, neutral: Iterable[str] = CEM_NEUTRAL_KEYS) -> dict:
+    """The resolved config less the keys that do not change the result (``neutral``: the program's
+    list in :mod:`cem_lab.bookkeeping.neutral_keys`), JSON-normalised."""
     data = OmegaConf.to_container(cfg, resolve=True)
     assert isinstance(data, dict)
-    for key in NOT_IDENTITY:
-        data.pop(key, None)
+    drop_keys(data, neutral)
     return json.loads(json.dumps(data, sort_keys=True, default=str))
 
 
@@ -55,7 +60,7 @@ def input_signatures(cfg: DictConfig) -> dict[str, Any]:
                 elif key.rsplit(".", 1)[-1].endswith(("folder", "dir", "root")) and p.is_dir():
                     h = hashlib.sha1()
                     for f in sorted(p.rglob("*")):
-                        if f.suffix.lower() in _IMAGE_SUFFIXES and f.is_file():
+                        if is_image_file(f):
                             h.update(f"{f.relative_to(p)}:{file_signature(f)}\n".encode())
                     out[key] = [str(p.resolve()), h.hexdigest()]
             except OSError:
@@ -67,10 +72,6 @@ def input_signatures(cfg: DictConfig) -> dict[str, Any]:
 
 def state_status(folder: Path) -> tuple[str, str] | None:
     """(``complete`` or ``partial``, fingerprint) of the folder's checkpoint; None without one."""
-    import numpy as np
-
-    from cem_lab.run_format import STATE_FILE
-
     path = folder / STATE_FILE
     if not path.is_file():
         return None
@@ -101,12 +102,13 @@ def finished_run(cfg: DictConfig, folder: Path) -> dict | None:
         return None
     if done.get("config") != identity_config(cfg) or done.get("inputs") != input_signatures(cfg):
         return None
+    if cfg.get("figures") and not (folder / PANEL_FILE).is_file():
+        return None
     return summary
 
 
 def mark_done(cfg: DictConfig, folder: Path, fingerprint: str) -> None:
-    from cem_lab.io import write_json
-
+    """Write ``done.json``: this config's identity and inputs, and the result's fingerprint."""
     write_json(
         folder / DONE_FILE,
         {

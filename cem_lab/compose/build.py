@@ -1,0 +1,176 @@
+"""Config -> objects: the model, the patch bank, the device, the input crop and the ROI of a run.
+
+Every builder checks what it builds and refuses a bad value with a user error that names the key
+and the fix, before anything is written.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from cem_lab.bookkeeping.clean_errors import unwrap_user_error
+from cem_lab.causal.roi_placement import place_roi
+from cem_lab.causal.settings import DEFAULT_CHECKPOINT_S, check_checkpoint_cadence
+from cem_lab.images import load_image
+from cem_lab.io import file_sha256
+from cem_lab.models.checkpoint import CheckpointError, load_model, load_weights
+from cem_lab.models.pretrained import catalogue_ids
+from cem_lab.models.zoo import ZooError, read_zoo_entry
+from cem_lab.tasks.base import task_label
+
+log = logging.getLogger("cem_lab")
+
+#: the `cem` config keys of the adaptive estimator (conf/cem/adaptive.yaml)
+ADAPTIVE_OPTIONS = ("round_size", "growth", "max_samples", "half_width", "settled_half_width", "level", "roi_blocks")
+
+
+def instantiate_checked(node: Any) -> Any:
+    """``hydra.utils.instantiate``, with a user error raised by the target's constructor or loader
+    (unknown zoo name, bad knob, malformed patch bank) reported as itself, not wrapped by Hydra."""
+    try:
+        return instantiate(node)
+    except InstantiationException as err:
+        user = unwrap_user_error(err)
+        if user is not None:
+            raise user from None
+        raise
+
+
+def build_model(cfg: DictConfig):
+    """The model from a `model` config: `net` (a `_target_`, e.g. an architecture detected by spandrel,
+    model=auto) with an optional `checkpoint`, or a saved cem_lab model (`path`, model=file)."""
+    if "path" in cfg.keys() and OmegaConf.is_missing(cfg, "path"):  # `in` is False for a ??? value
+        raise CheckpointError(
+            "this model needs its file: model.path=PATH (model=auto: a checkpoint of an official "
+            "architecture, .pth/.pt/.ckpt/.safetensors; model=file: a cem_lab .safetensors)"
+        )
+    if "id" in cfg.keys() and OmegaConf.is_missing(cfg, "id"):
+        raise CheckpointError(
+            f"model=pretrained needs the network: model.id=NAME, one of {', '.join(catalogue_ids())} "
+            "(cem-pretrained list says what each is)"
+        )
+    if cfg.get("net") is None:
+        return load_model(cfg.path)
+    net = instantiate_checked(cfg.net)
+    ckpt = cfg.get("checkpoint")
+    if ckpt:
+        report = load_weights(net, ckpt)
+        log.info("loaded %s", report)
+        if getattr(net, "model_info", None) is None:  # recorded in summary.json
+            net.model_info = {
+                "class": f"{type(net).__module__}.{type(net).__qualname__}",
+                "parameters": int(sum(p.numel() for p in net.parameters())),
+                "checkpoint": str(ckpt),
+                "sha256": file_sha256(ckpt),
+            }
+    return net
+
+
+def build_patch_bank(cfg: DictConfig):
+    """The patch bank of a `patches` config (conf/patches/)."""
+    return instantiate_checked(cfg)
+
+
+def resolve_device(name: Any) -> torch.device:
+    """``device``: as named, or for null / ``auto`` cuda when available, else cpu."""
+    if name in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def checkpoint_cadence(cfg: DictConfig) -> tuple[float | None, int | None]:
+    """``checkpoint.every_s`` and ``checkpoint.every_items``, checked."""
+    ck = cfg.get("checkpoint") or {}
+    every_s = ck.get("every_s", DEFAULT_CHECKPOINT_S)
+    every_items = ck.get("every_items")
+    check_checkpoint_cadence(every_s, every_items)
+    return every_s, every_items
+
+
+def check_model_task(model_cfg: DictConfig, task) -> None:
+    """A zoo model asked for a task it was not trained for is refused before anything is built (a study's
+    list of models run on one task must not silently hold a denoiser among super-resolvers)."""
+    if model_cfg.get("id") is None or "zoo" not in str(OmegaConf.select(model_cfg, "net._target_", default="")):
+        return
+    try:
+        entry = read_zoo_entry(str(model_cfg.id))
+    except ZooError:
+        return  # the loader names the known models
+    trained = list((entry.get("validation") or {}).get("tasks") or {})
+    want = task_label(task)
+    if trained and want not in trained and not model_cfg.get("allow_other_task", False):
+        raise ValueError(
+            f"zoo model {model_cfg.id!r} was trained for {', '.join(trained)}, not {want}: pick a model "
+            f"of this task (cem-zoo list), or set model.allow_other_task=true to map it off its task anyway"
+        )
+
+
+def crop_input(cfg: DictConfig, image: Any, name: str | None) -> tuple[Any, str | None]:
+    """``image_crop``: a centre square of that side, or [top, left, height, width], cut from the clean image
+    (and from the degraded input at its scale) before anything else; the image name records the crop."""
+    spec = cfg.get("image_crop")
+    if spec is None:
+        return image, name
+    if image is None:
+        raise ValueError(
+            "image_crop cuts the clean image: give it (image=PATH or dataset=standard ...), or crop "
+            "the degraded file yourself"
+        )
+    arr = load_image(image) if not hasattr(image, "shape") else image
+    h, w = arr.shape[:2]
+    if isinstance(spec, int) and not isinstance(spec, bool):
+        if spec < 1 or spec > min(h, w):
+            raise ValueError(f"image_crop={spec} does not fit the {h}x{w} image; use a size in [1, {min(h, w)}]")
+        top, left, ch, cw = (h - spec) // 2, (w - spec) // 2, spec, spec
+    else:
+        try:
+            top, left, ch, cw = (int(v) for v in spec)
+        except (TypeError, ValueError):
+            raise ValueError(
+                f"image_crop must be a size (a centre square) or [top, left, height, width], got {spec!r}"
+            ) from None
+        if top < 0 or left < 0 or ch < 1 or cw < 1 or top + ch > h or left + cw > w:
+            raise ValueError(f"image_crop={[top, left, ch, cw]} lies outside the {h}x{w} image")
+    if cfg.degraded is not None:
+        raise ValueError("image_crop with a degraded input (dataset=pair) is not supported: crop both files yourself")
+    base = name or (Path(str(image)).stem if isinstance(image, (str, Path)) else "image")
+    return arr[top : top + ch, left : left + cw].copy(), f"{base}_crop{top}_{left}_{ch}x{cw}"
+
+
+def resolve_roi(cfg: DictConfig, image: Any, task) -> Any:
+    """``roi``: as given, or ``roi=placed``: ROI ``roi_place.index`` of ``roi_place.count`` by the seeded
+    texture-strata rule of :mod:`cem_lab.causal.roi_placement`, on the clean image at output size."""
+    roi = cfg.roi
+    if not (isinstance(roi, str) and roi == "placed"):
+        return roi
+    if image is None:
+        raise ValueError("roi=placed places ROIs on the clean image: give it (image=PATH), or give explicit rois")
+    arr = load_image(image) if not hasattr(image, "shape") else np.asarray(image)
+    arr = arr[: arr.shape[0] - arr.shape[0] % task.scale, : arr.shape[1] - arr.shape[1] % task.scale]
+    rp = cfg.get("roi_place") or {}
+    placed = place_roi(
+        arr,
+        size=int(rp.get("size", 32)),
+        index=int(rp.get("index", 0)),
+        count=int(rp.get("count", 4)),
+        seed=int(rp.get("seed", 0)),
+        align=int(rp.get("align") or cfg.cem.block),
+        margin=int(rp.get("margin", 0)),
+    )
+    log.info(
+        "roi=placed: ROI %d of %d (texture stratum %.1f..%.1f, this ROI %.1f) at %s",
+        placed.index + 1,
+        placed.count,
+        *placed.stratum,
+        placed.texture,
+        placed.as_list(),
+    )
+    return placed.as_list()

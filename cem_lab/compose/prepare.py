@@ -1,0 +1,177 @@
+"""A `cem-lab` run from its config: every input built and checked (:func:`prepare`), then computed in
+one process or spread over several (:func:`compute`).
+
+``parallel`` (conf/parallel/) says how many processes compute one map: with one device and one node
+the map runs here, else the Fabric executor (:mod:`cem_lab.parallel.fabric`) spreads its work units.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from cem_lab.api import run_cem
+from cem_lab.causal.run import prepare_cem
+from cem_lab.compose.build import (
+    ADAPTIVE_OPTIONS,
+    build_model,
+    build_patch_bank,
+    check_model_task,
+    checkpoint_cadence,
+    crop_input,
+    resolve_device,
+    resolve_roi,
+)
+from cem_lab.models.embedded import embedded_demo_image
+from cem_lab.parallel.fabric import compute_cem_distributed
+from cem_lab.tasks import make_task
+
+
+@dataclass
+class PreparedRun:
+    """A run whose every input has been built and checked, with nothing written yet."""
+
+    job: Any  #: the checked CEMJob (on the run's device; for several processes a check only)
+    model: Any
+    image: Any
+    task: Any
+    roi: list
+    kwargs: dict  #: compute_cem's keywords
+    distributed: dict | None  #: parallel settings when the map is spread over processes
+
+
+def distributed_settings(cfg: DictConfig) -> dict | None:
+    """The ``parallel`` settings when they spread one map over several processes (devices != 1 or
+    several nodes), else None (one process)."""
+    dist = cfg.get("parallel") or {}
+    if int(dist.get("devices", 1) or 1) == 1 and int(dist.get("num_nodes", 1) or 1) <= 1:
+        return None
+    return OmegaConf.to_container(dist, resolve=True)
+
+
+def prepare_kwargs(cfg: DictConfig, output_dir: Path):
+    """The model, image, task and :func:`~cem_lab.causal.run.prepare_cem` keywords of ``cfg``,
+    and the run keywords (output folder, figures, progress, checkpoint cadence)."""
+    task = make_task(**OmegaConf.to_container(cfg.task, resolve=True))
+    device = resolve_device(cfg.device)
+    torch.manual_seed(cfg.seed)  # models without a checkpoint get a reproducible initialisation
+    check_model_task(cfg.model, task)
+    image, name = cfg.image, None
+    if image is None and cfg.degraded is None:
+        image, name = embedded_demo_image(), "chelsea_256"
+    image, name = crop_input(cfg, image, name)
+    roi = resolve_roi(cfg, image, task)
+    model = build_model(cfg.model).to(device)
+    c = cfg.cem
+    bank = build_patch_bank(cfg.patches) if c.intervention == "lv" else None
+    every_s, every_items = checkpoint_cadence(cfg)
+    kwargs = dict(
+        degraded=cfg.degraded,
+        block=c.block,
+        patch_bank=bank,
+        sampler=c.get("sampler", "uniform"),
+        intervention=c.intervention,
+        estimator=c.estimator,
+        samples=c.get("samples"),
+        coarse=c.get("coarse", 3),
+        fine=c.get("fine", 50),
+        tol=c.tol,
+        classification=c.classification,
+        estimator_options={k: c[k] for k in ADAPTIVE_OPTIONS if k in c} or None,
+        metric=cfg.metric.name,
+        crop_border=cfg.metric.crop_border,
+        test_y_channel=cfg.metric.test_y_channel,
+        seed=cfg.seed,
+        image_seed=cfg.image_seed,
+        batch_size=cfg.batch_size,
+        forward_batch=cfg.forward_batch,
+        mode=cfg.mode,
+        crop_margin=cfg.crop_margin,
+        crop_multiple=cfg.crop_multiple,
+        image_name=name,
+        model_name=cfg.model.get("name") or getattr(model, "name", None),
+        recompute=cfg.get("recompute", "roi_crop"),
+        device=device,
+    )
+    run_kwargs = dict(
+        output_dir=output_dir,
+        figures=cfg.figures,
+        progress=cfg.progress,
+        checkpoint_every=every_s,
+        checkpoint_every_items=every_items,
+    )
+    return model, image, task, kwargs, run_kwargs, roi
+
+
+def prepare(cfg: DictConfig, output_dir: Path) -> PreparedRun:
+    """Build the task, model, patch bank and the CEM job of ``cfg`` and check them and the folder's
+    checkpoint (another run's is refused): every refusal happens here, before anything is written."""
+    model, image, task, kwargs, run_kwargs, roi = prepare_kwargs(cfg, output_dir)
+    device = kwargs.pop("device")
+    distributed = distributed_settings(cfg)
+    with _quiet("cem_lab") if distributed else nullcontext():
+        # for several processes this is a check only: rank 0 prepares the job again and logs it
+        job = prepare_cem(model, image, task, list(roi), device=device, **kwargs)
+        job.check_folder(output_dir)
+    return PreparedRun(job, model, image, task, list(roi), {**kwargs, **run_kwargs}, distributed)
+
+
+@contextmanager
+def _quiet(logger: str) -> Iterator[None]:
+    log_ = logging.getLogger(logger)
+    level = log_.level
+    log_.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        log_.setLevel(level)
+
+
+def launch_rank(cfg: DictConfig) -> int:
+    """This process's rank when a cluster started one process per device (``srun`` with
+    ``parallel=ddp_gpu``, or ``torchrun``); 0 otherwise. Only rank 0 locks and writes the run folder."""
+    dist = cfg.get("parallel") or {}
+    if int(dist.get("devices", 1) or 1) == 1 and int(dist.get("num_nodes", 1) or 1) == 1:
+        return 0
+    for var in ("RANK", "SLURM_PROCID"):
+        value = os.environ.get(var, "").strip()
+        if value.isdigit():
+            return int(value)
+    return 0
+
+
+def compute(p: PreparedRun, output_dir: Path, on_batch: Callable | None = None):
+    """Run a prepared map: its checkpoints, numbers and figures go to ``output_dir``."""
+    if p.distributed is None:
+        kw = p.kwargs
+        return run_cem(
+            p.job,
+            output_dir,
+            figures=kw["figures"],
+            progress=kw["progress"],
+            on_batch=on_batch,
+            checkpoint_every=kw["checkpoint_every"],
+            checkpoint_every_items=kw["checkpoint_every_items"],
+        )
+    d = p.distributed
+    p.job = None  # the check is done; each process builds its own job
+    return compute_cem_distributed(
+        p.model.cpu(),
+        p.image,
+        p.task,
+        p.roi,
+        devices=d.get("devices"),
+        accelerator=d.get("accelerator", "auto"),
+        num_nodes=int(d.get("num_nodes", 1)),
+        strategy=d.get("strategy", "ddp_spawn"),
+        log_file=str(output_dir / "cem.log"),
+        **p.kwargs,
+    )

@@ -1,0 +1,95 @@
+"""The OmegaConf resolvers of the configs (conf/*.yaml), registered when this module is imported.
+
+``cem_run_name`` (a run folder's name from its overrides), ``cem_sweep_name`` (a sweep folder's name:
+:mod:`cem_lab.bookkeeping.sweep_record`), ``cem_neutral_keys`` (the keys left out of folder names:
+:mod:`cem_lab.bookkeeping.neutral_keys`), ``cem_zoo_file``, ``cem_standard_image`` and
+``cem_folder_image`` (input files). Every console script imports this module before Hydra composes
+its config, and so do the processes that launchers start for sweep jobs (through the task function's
+module).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from pathlib import Path
+from typing import Any
+
+from omegaconf import OmegaConf
+
+from cem_lab.bookkeeping.neutral_keys import neutral_keys
+from cem_lab.bookkeeping.sweep_record import resolve_sweep_name
+from cem_lab.datasets import standard_image_file as installed_file
+from cem_lab.models.zoo import ZOO_DIR
+
+
+def run_name(override_dirname: str) -> str:
+    """A folder name from the command-line overrides: stable, readable, filesystem-safe.
+
+    Path values are shortened to their file name; whenever anything is shortened, a hash of
+    the full overrides is appended so that two different runs never share a folder.
+    """
+    if not override_dirname:
+        return "default"
+    parts = []
+    for item in override_dirname.split(","):
+        key, sep, value = item.partition("=")
+        if "/" in value or "\\" in value:
+            value = re.split(r"[\\/]", value.rstrip("/\\"))[-1] or value
+        parts.append(f"{key}{sep}{value}")
+    name = re.sub(r"[^A-Za-z0-9=,._+\-\[\]]+", "_", ",".join(parts))
+    if name != override_dirname or len(name) > 200:
+        digest = hashlib.sha1(override_dirname.encode()).hexdigest()[:8]
+        name = f"{name[:200]}-{digest}"
+    return name
+
+
+def zoo_file(name: str) -> str:
+    """The resolver ``cem_zoo_file``: the weights file of zoo model ``name``. ``model=zoo`` records
+    it, so a finished run is recognised only while those weights are unchanged (done.json keeps
+    the size and modification time of every file its config names)."""
+    return str(ZOO_DIR / f"{name}.safetensors")
+
+
+def standard_image_file(name: str) -> str:
+    """The resolver ``cem_standard_image`` (conf/dataset/standard.yaml): the installed file of a standard
+    test image (cem_lab.datasets)."""
+    return installed_file(name)
+
+
+def folder_image_file(folder: str, index: Any) -> str:
+    """The resolver ``cem_folder_image`` (conf/dataset/folder.yaml): image number ``index`` (0-based, by
+    file name) of ``folder``, so that a study sweeps a folder with ``folder.index=range(0,N)``."""
+    # lazy: cem_lab.training.data imports Lightning (seconds), needed only with dataset=folder
+    from cem_lab.training.data import find_images
+
+    root = Path(str(folder)).expanduser()
+    if not root.is_dir():
+        raise ValueError(f"dataset=folder: {root} is not a folder; give folder.dir=PATH, a folder of images")
+    files = find_images(root)  # refuses a folder without images, naming the file types
+    if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < len(files):
+        raise ValueError(
+            f"dataset=folder: folder.index={index!r}, but {root} holds {len(files)} image(s): use an "
+            f"index in [0, {len(files) - 1}] (sweep them all with folder.index=range(0,{len(files)}))"
+        )
+    return str(files[index])
+
+
+RESOLVERS = {
+    "cem_run_name": run_name,
+    "cem_sweep_name": resolve_sweep_name,
+    "cem_neutral_keys": neutral_keys,
+    "cem_zoo_file": zoo_file,
+    "cem_standard_image": standard_image_file,
+    "cem_folder_image": folder_image_file,
+}
+
+
+def register_resolvers() -> None:
+    """Register every resolver of :data:`RESOLVERS` that is not registered yet."""
+    for name, fn in RESOLVERS.items():
+        if not OmegaConf.has_resolver(name):
+            OmegaConf.register_new_resolver(name, fn)
+
+
+register_resolvers()

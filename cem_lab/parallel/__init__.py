@@ -1,0 +1,1 @@
+"""One map spread over several processes: the Lightning Fabric executor (:mod:`~cem_lab.parallel.fabric`)."""
