@@ -11,6 +11,7 @@ estimators' counts (T_c, T_f, tol) and of the adaptive options are the estimator
 from __future__ import annotations
 
 import dataclasses
+import difflib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from numbers import Integral, Real
@@ -198,6 +199,14 @@ class CEMSettings:
         return dataclasses.replace(self, **changes)
 
     @classmethod
+    def default(cls, name: str) -> Any:
+        """The default value of the setting ``name`` (the configs read theirs from here)."""
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        if name not in fields:
+            raise ValueError(f"unknown CEM setting {name!r}: the settings are {sorted(fields)}")
+        return fields[name].default
+
+    @classmethod
     def keys(cls) -> tuple[str, ...]:
         """The names of the settings."""
         return tuple(f.name for f in dataclasses.fields(cls))
@@ -209,7 +218,13 @@ class CEMSettings:
         known = set(cls.keys())
         unknown = sorted(k for k in values if k not in known)
         if unknown:
-            raise ValueError(f"unknown CEM setting(s) {unknown}: the settings are {sorted(known)}")
+            hints = [
+                f"{key!r} (did you mean {close[0]!r}?)"
+                if (close := difflib.get_close_matches(key, known, n=1))
+                else repr(key)
+                for key in unknown
+            ]
+            raise ValueError(f"unknown CEM setting {', '.join(hints)}: the settings are {sorted(known)}")
         return cls(**dict(values))
 
     @classmethod

@@ -29,7 +29,6 @@ from cem_lab.tasks.base import task_label
 log = logging.getLogger("cem_lab")
 
 #: the `cem` config keys of the adaptive estimator (conf/cem/adaptive.yaml)
-ADAPTIVE_OPTIONS = ("round_size", "growth", "max_samples", "half_width", "settled_half_width", "level", "roi_blocks")
 
 
 def instantiate_checked(node: Any) -> Any:

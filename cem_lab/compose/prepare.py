@@ -20,8 +20,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from cem_lab.api import run_cem
 from cem_lab.causal.run import prepare_cem
+from cem_lab.causal.settings import CEMSettings
 from cem_lab.compose.build import (
-    ADAPTIVE_OPTIONS,
     build_model,
     build_patch_bank,
     check_model_task,
@@ -57,6 +57,27 @@ def distributed_settings(cfg: DictConfig) -> dict | None:
     return OmegaConf.to_container(dist, resolve=True)
 
 
+def map_settings(cfg: DictConfig) -> CEMSettings:
+    """The map's :class:`~cem_lab.causal.settings.CEMSettings` from a `cem-lab` config: the ``cem`` group
+    (estimator, block, counts, intervention, sampler) and the run-level keys that change the map. A key
+    the settings do not know (``+cem.fien=5``) is refused, never ignored; a value of the wrong type or
+    range is refused with the key named."""
+    values = dict(OmegaConf.to_container(cfg.cem, resolve=True))
+    values.update(
+        metric=cfg.metric.name,
+        crop_border=cfg.metric.crop_border,
+        test_y_channel=cfg.metric.test_y_channel,
+        seed=cfg.seed,
+        batch_size=cfg.batch_size,
+        forward_batch=cfg.forward_batch,
+        mode=cfg.mode,
+        crop_margin=cfg.crop_margin,
+        crop_multiple=cfg.crop_multiple,
+        recompute=cfg.recompute,
+    )
+    return CEMSettings.from_mapping(values)
+
+
 def prepare_kwargs(cfg: DictConfig, output_dir: Path):
     """The model, image, task and :func:`~cem_lab.causal.run.prepare_cem` keywords of ``cfg``,
     and the run keywords (output folder, figures, progress, checkpoint cadence)."""
@@ -70,36 +91,18 @@ def prepare_kwargs(cfg: DictConfig, output_dir: Path):
     image, name = crop_input(cfg, image, name)
     roi = resolve_roi(cfg, image, task)
     model = build_model(cfg.model).to(device)
-    c = cfg.cem
-    bank = build_patch_bank(cfg.patches) if c.intervention == "lv" else None
+    settings = map_settings(cfg)
+    bank = build_patch_bank(cfg.patches) if settings.intervention == "lv" else None
     every_s, every_items = checkpoint_cadence(cfg)
     kwargs = dict(
         degraded=cfg.degraded,
-        block=c.block,
         patch_bank=bank,
-        sampler=c.get("sampler", "uniform"),
-        intervention=c.intervention,
-        estimator=c.estimator,
-        samples=c.get("samples"),
-        coarse=c.get("coarse", 3),
-        fine=c.get("fine", 50),
-        tol=c.tol,
-        classification=c.classification,
-        estimator_options={k: c[k] for k in ADAPTIVE_OPTIONS if k in c} or None,
-        metric=cfg.metric.name,
-        crop_border=cfg.metric.crop_border,
-        test_y_channel=cfg.metric.test_y_channel,
-        seed=cfg.seed,
         image_seed=cfg.image_seed,
-        batch_size=cfg.batch_size,
-        forward_batch=cfg.forward_batch,
-        mode=cfg.mode,
-        crop_margin=cfg.crop_margin,
-        crop_multiple=cfg.crop_multiple,
         image_name=name,
         model_name=cfg.model.get("name") or getattr(model, "name", None),
-        recompute=cfg.get("recompute", "roi_crop"),
         device=device,
+        # the settings as keywords (the atlas and the Fabric executor take keywords)
+        **{key: getattr(settings, key) for key in CEMSettings.keys()},
     )
     run_kwargs = dict(
         output_dir=output_dir,

@@ -19,6 +19,7 @@ from omegaconf import OmegaConf
 
 from cem_lab.bookkeeping.neutral_keys import neutral_keys
 from cem_lab.bookkeeping.sweep_record import resolve_sweep_name
+from cem_lab.causal.settings import DEFAULT_CHECKPOINT_S, CEMSettings
 from cem_lab.datasets import standard_image_file as installed_file
 from cem_lab.models.zoo import ZOO_DIR
 
@@ -75,9 +76,18 @@ def folder_image_file(folder: str, index: Any) -> str:
     return str(files[index])
 
 
+def setting_default(name: str) -> Any:
+    """The resolver ``cem_default`` (conf/cem/*.yaml): the default of the map setting ``name``, written
+    once, in :class:`~cem_lab.causal.settings.CEMSettings`."""
+    if str(name) == "checkpoint_every_s":  # the run's checkpoint cadence, not a setting of the map
+        return DEFAULT_CHECKPOINT_S
+    return CEMSettings.default(str(name))
+
+
 RESOLVERS = {
     "cem_run_name": run_name,
     "cem_sweep_name": resolve_sweep_name,
+    "cem_default": setting_default,
     "cem_neutral_keys": neutral_keys,
     "cem_zoo_file": zoo_file,
     "cem_standard_image": standard_image_file,
