@@ -28,6 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
+from cem_lab.errors import CemLabError
+
 __all__ = [
     "DatasetError",
     "IMAGE_POOLS",
@@ -41,7 +43,7 @@ __all__ = [
 ]
 
 
-class DatasetError(ValueError):
+class DatasetError(CemLabError, ValueError):
     """A standard image that cannot be given: unknown name, package not installed, other file."""
 
 

@@ -36,6 +36,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from cem_lab.errors import CemLabError
+
 try:  # POSIX; imported once here, since a lock may be released while the interpreter shuts down
     import fcntl
 except ImportError:  # pragma: no cover - Windows
@@ -49,11 +51,11 @@ LOCKS_ENV = "CEM_LAB_FOLDER_LOCKS"
 LENT_ENV = "CEM_LAB_LENT_FOLDERS"
 
 
-class FolderBusyError(RuntimeError):
+class FolderBusyError(CemLabError, RuntimeError):
     """A run folder that another process is writing."""
 
 
-class FolderLockError(RuntimeError):
+class FolderLockError(CemLabError, RuntimeError):
     """A run folder that cannot be locked (no such support, or not writable)."""
 
 

@@ -19,12 +19,14 @@ import numpy as np
 import torch
 from PIL import Image
 
+from cem_lab.errors import CemLabError, InputError
+
 ImageLike = str | Path | Image.Image | np.ndarray | torch.Tensor
 #: file types read from an image folder (case-insensitive): training data, patch banks, dataset=folder
 IMAGE_EXTENSIONS: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
 
-class ImageError(ValueError):
+class ImageError(CemLabError, ValueError):
     """An image that cem_lab cannot use as given."""
 
 
@@ -53,7 +55,7 @@ def to_uint8(x: torch.Tensor) -> np.ndarray:
     """(1, 3, H, W) or (3, H, W) float tensor -> (H, W, 3) uint8 array (rounded)."""
     if x.dim() == 4:
         if x.shape[0] != 1:
-            raise ValueError(f"to_uint8 takes one image, got a batch of {x.shape[0]}")
+            raise InputError(f"to_uint8 takes one image, got a batch of {x.shape[0]}")
         x = x[0]
     arr = torch.round(x.detach().clamp(0, 1) * 255).to(torch.uint8).permute(1, 2, 0).cpu().numpy()
     return np.ascontiguousarray(arr)

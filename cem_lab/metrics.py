@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from cem_lab.errors import InputError
+
 __all__ = [
     "METRIC_NAMES",
     "SSIM_WINDOW",
@@ -52,7 +54,7 @@ def rgb_to_y(x255: Tensor) -> Tensor:
     ``Y = 16 + (65.481 R + 128.553 G + 24.966 B) / 255`` (BasicSR ``test_y_channel``).
     """
     if x255.ndim != 4 or x255.shape[1] != 3:
-        raise ValueError(f"rgb_to_y expects an (N, 3, H, W) tensor, got shape {tuple(x255.shape)}")
+        raise InputError(f"rgb_to_y expects an (N, 3, H, W) tensor, got shape {tuple(x255.shape)}")
     if not x255.is_floating_point():
         x255 = x255.float()
     r, g, b = x255[:, 0:1], x255[:, 1:2], x255[:, 2:3]
@@ -63,9 +65,9 @@ def rgb_to_y(x255: Tensor) -> Tensor:
 def _check_pair(a: Tensor, b: Tensor, what: str) -> None:
     """Both (N, C, H, W); equal shapes, or ``b`` with batch 1 broadcast against ``a``."""
     if a.ndim != 4 or b.ndim != 4:
-        raise ValueError(f"{what} expects (N, C, H, W) tensors, got shapes {tuple(a.shape)} and {tuple(b.shape)}")
+        raise InputError(f"{what} expects (N, C, H, W) tensors, got shapes {tuple(a.shape)} and {tuple(b.shape)}")
     if a.shape[1:] != b.shape[1:] or b.shape[0] not in (1, a.shape[0]):
-        raise ValueError(
+        raise InputError(
             f"{what}: shape mismatch between {tuple(a.shape)} and {tuple(b.shape)} "
             "(shapes must be equal, or the second may have batch size 1)"
         )
@@ -98,7 +100,7 @@ def _gaussian_1d(size: int, sigma: float, device: torch.device) -> Tensor:
 
 def _check_ssim_size(h: int, w: int) -> None:
     if h < SSIM_WINDOW or w < SSIM_WINDOW:
-        raise ValueError(
+        raise InputError(
             f"SSIM needs an ROI of at least {SSIM_WINDOW}x{SSIM_WINDOW} pixels (after crop_border), got {h}x{w}"
         )
 
@@ -167,11 +169,11 @@ class RoiMetric:
 
     def __post_init__(self) -> None:
         if self.name not in METRIC_NAMES:
-            raise ValueError(f"unknown metric {self.name!r}; expected one of {', '.join(METRIC_NAMES)}")
+            raise InputError(f"unknown metric {self.name!r}; expected one of {', '.join(METRIC_NAMES)}")
         if isinstance(self.crop_border, bool) or not isinstance(self.crop_border, int):
             raise TypeError(f"crop_border must be an int, got {self.crop_border!r}")
         if self.crop_border < 0:
-            raise ValueError(f"crop_border must be >= 0, got {self.crop_border}")
+            raise InputError(f"crop_border must be >= 0, got {self.crop_border}")
 
     @property
     def unit(self) -> str:
@@ -191,11 +193,11 @@ class RoiMetric:
     def _to_space(self, x: Tensor, what: str) -> Tensor:
         """Quantize, crop and optionally convert (N, 3, h, w) images to the metric's space."""
         if x.ndim != 4 or x.shape[1] != 3:
-            raise ValueError(f"{what} must have shape (N, 3, h, w), got {tuple(x.shape)}")
+            raise InputError(f"{what} must have shape (N, 3, h, w), got {tuple(x.shape)}")
         h, w = x.shape[-2:]
         cb = self.crop_border
         if h <= 2 * cb or w <= 2 * cb:
-            raise ValueError(
+            raise InputError(
                 f"{what} of size {h}x{w} is too small for crop_border={cb} (needs more than {2 * cb}x{2 * cb} pixels)"
             )
         q = quantize_uint8(x)
@@ -210,21 +212,21 @@ class RoiMetric:
     def prepare(self, reference_roi: Tensor) -> Tensor:
         """Cache the (1, 3, h, w) reference ROI in [0, 1] in the metric's space."""
         if reference_roi.ndim != 4 or reference_roi.shape[0] != 1:
-            raise ValueError(f"reference_roi must have shape (1, 3, h, w), got {tuple(reference_roi.shape)}")
+            raise InputError(f"reference_roi must have shape (1, 3, h, w), got {tuple(reference_roi.shape)}")
         return self._to_space(reference_roi, "reference_roi")
 
     def __call__(self, outputs_roi: Tensor, prepared_reference: Tensor) -> Tensor:
         """Metric of each raw output ROI (B, 3, h, w) against the prepared reference -> (B,) float64."""
         ref = prepared_reference
         if ref.ndim != 4 or ref.shape[0] != 1 or ref.shape[1] != self.channels:
-            raise ValueError(
+            raise InputError(
                 f"prepared_reference has shape {tuple(ref.shape)}; expected (1, {self.channels}, h, w) "
                 "from RoiMetric.prepare with the same settings"
             )
         cb = self.crop_border
         expected = (3, ref.shape[2] + 2 * cb, ref.shape[3] + 2 * cb)
         if outputs_roi.ndim != 4 or tuple(outputs_roi.shape[1:]) != expected:
-            raise ValueError(
+            raise InputError(
                 f"outputs_roi shape {tuple(outputs_roi.shape)} does not match the reference: prepared "
                 f"reference shape {tuple(ref.shape)} (crop_border={cb}, test_y_channel="
                 f"{self.test_y_channel}) needs outputs of shape (B, {', '.join(map(str, expected))})"

@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from cem_lab.errors import InputError, MissingFileError
 from cem_lab.io import PathLike, write_json, write_npz
 
 #: the version of cem.npz, summary.json and state.npz (a reader accepts this and older)
@@ -48,7 +49,7 @@ RUN_MARKERS: tuple[str, ...] = (SUMMARY_FILE, CEM_FILE, STATE_FILE, DONE_FILE, E
 def check_version(version: int, what: PathLike) -> None:
     """Refuse a file written by a newer cem_lab."""
     if int(version) > FORMAT_VERSION:
-        raise ValueError(
+        raise InputError(
             f"{what} has format version {int(version)}; this cem_lab reads up to {FORMAT_VERSION}: upgrade cem_lab"
         )
 
@@ -64,7 +65,7 @@ def read_cem_arrays(folder: PathLike) -> dict[str, np.ndarray]:
     """The arrays of a finished run's ``cem.npz`` (FileNotFoundError when there is none)."""
     path = Path(folder) / CEM_FILE
     if not path.is_file():
-        raise FileNotFoundError(f"no finished CEM in {folder}: {path.name} is missing")
+        raise MissingFileError(f"no finished CEM in {folder}: {path.name} is missing")
     with np.load(path, allow_pickle=False) as z:
         check_version(z["format_version"], path)
         return {k: z[k] for k in z.files}

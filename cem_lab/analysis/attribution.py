@@ -29,6 +29,8 @@ from typing import Any
 
 import numpy as np
 
+from cem_lab.errors import InputError, MissingFileError
+
 FORMAT_VERSION = 1
 RESULT_JSON = "attribution.json"
 RESULT_NPZ = "attribution.npz"
@@ -72,11 +74,11 @@ def load_attribution(folder: str | Path) -> AttributionRun:
     js, npz = folder / RESULT_JSON, folder / RESULT_NPZ
     if not js.is_file() or not npz.is_file():
         missing = [p.name for p in (js, npz) if not p.is_file()]
-        raise FileNotFoundError(f"no finished cem-attribution run in {folder}: {', '.join(missing)} missing")
+        raise MissingFileError(f"no finished cem-attribution run in {folder}: {', '.join(missing)} missing")
     summary = json.loads(js.read_text())
     version = int(summary.get("format_version", 0))
     if version > FORMAT_VERSION:
-        raise ValueError(
+        raise InputError(
             f"{js} has format version {version}; this cem_lab reads up to {FORMAT_VERSION}: upgrade cem_lab"
         )
     with np.load(npz, allow_pickle=False) as z:

@@ -18,6 +18,7 @@ import pandas as pd
 
 from cem_lab.analysis.findings import attention_contrast, paired_table, rank_trend, verdict, with_locality
 from cem_lab.analysis.study_stats import nested_bootstrap
+from cem_lab.errors import CemLabError
 from cem_lab.io import atomic_path, write_text
 from cem_lab.run_format import CEM_FILE, SUMMARY_FILE
 
@@ -35,7 +36,7 @@ LABELS = {
 }
 
 
-class FindingError(ValueError):
+class FindingError(CemLabError, ValueError):
     """The runs do not hold the study the finding needs (names what is missing)."""
 
 

@@ -28,6 +28,7 @@ import pandas as pd
 
 from cem_lab.analysis.study_stats import Interval, contrast_of_differences, expanded_alpha, paired_difference
 from cem_lab.analysis.study_tables import distance_profile
+from cem_lab.errors import InputError
 
 __all__ = [
     "LOCALITY_RADIUS_PX",
@@ -87,14 +88,14 @@ def unit_matrix(
     sub = df[df[condition].isin(models)]
     dup = sub[sub.duplicated([condition, "unit_key"], keep=False)]
     if len(dup):
-        raise ValueError(
+        raise InputError(
             f"{dup[condition].iloc[0]} has {len(dup)} runs of one unit ({dup['unit_key'].iloc[0]}): "
             "one run per model and unit"
         )
     table = sub.pivot(index=condition, columns="unit_key", values=metric)
     missing = [m for m in models if m not in table.index]
     if missing:
-        raise ValueError(f"no finished run of {', '.join(missing)} for {metric}")
+        raise InputError(f"no finished run of {', '.join(missing)} for {metric}")
     table = table.loc[models]
     complete = table.notna().all(axis=0)
     units = [u for u in table.columns if complete[u]]
@@ -179,7 +180,7 @@ def rank_trend(
         a = unit_matrix(df, attribute, m.models)
         if a.units != m.units:
             keep = [m.units.index(u) for u in a.units if u in m.units]
-            raise ValueError(f"{metric} and {attribute} are not over the same units ({len(keep)} shared)")
+            raise InputError(f"{metric} and {attribute} are not over the same units ({len(keep)} shared)")
         boot_x = w @ a.values.T
         point_x = _image_weighted_mean(a.values, a.images)
         rho = _spearman_rows(point_x, point_y[None, :])[0]

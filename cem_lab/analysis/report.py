@@ -20,6 +20,7 @@ from typing import Any
 import pandas as pd
 
 from cem_lab.analysis.runs import REPORT_MARKER, RUN_MARKERS, collect_runs
+from cem_lab.errors import InputError
 from cem_lab.io import PathLike, atomic_path, write_json, write_text
 
 __all__ = ["MARKDOWN_COLUMNS", "markdown_table", "write_report"]
@@ -187,10 +188,10 @@ def write_report(
         paths = [paths]
     out = Path(out_dir)
     if out.is_dir() and any((out / m).exists() for m in RUN_MARKERS):
-        raise ValueError(f"{out} is a CEM run folder; write the report elsewhere (e.g. {out / 'report'})")
+        raise InputError(f"{out} is a CEM run folder; write the report elsewhere (e.g. {out / 'report'})")
     for p in map(Path, paths):
         if p.exists() and (out.resolve() == p.resolve() or out.resolve() in p.resolve().parents):
-            raise ValueError(
+            raise InputError(
                 f"the report folder {out} is {p} or a folder above it, so it would hide the runs; "
                 f"write the report into a subfolder (e.g. {p / 'report'}) or elsewhere"
             )

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from cem_lab.errors import InputError, MissingFileError
 from cem_lab.io import PathLike, file_signature
 from cem_lab.run_format import (
     CEM_FILE,
@@ -143,9 +144,9 @@ def find_run_folders(paths: Sequence[PathLike], exclude: Sequence[PathLike] = ()
     for path in paths:
         root = Path(path)
         if not root.exists():
-            raise FileNotFoundError(f"{root} does not exist; give a run folder or a folder above run folders")
+            raise MissingFileError(f"{root} does not exist; give a run folder or a folder above run folders")
         if not root.is_dir():
-            raise FileNotFoundError(f"{root} is not a folder; give a run folder or a folder above run folders")
+            raise MissingFileError(f"{root} is not a folder; give a run folder or a folder above run folders")
         for here, dirs, files in os.walk(root.resolve()):
             folder = Path(here)
             if folder in skip or REPORT_MARKER in files:
@@ -394,7 +395,7 @@ def collect_runs(paths: Sequence[PathLike], exclude: Sequence[PathLike] = ()) ->
     if isinstance(paths, (str, Path)):
         paths = [paths]
     if not paths:
-        raise ValueError("no paths given: name run folders or folders above them")
+        raise InputError("no paths given: name run folders or folders above them")
     folders = find_run_folders(paths, exclude)
     _zoo_entry.cache_clear()  # the zoo grows while models train: read it afresh
     finished: list[tuple[Path, dict]] = []
@@ -412,7 +413,7 @@ def collect_runs(paths: Sequence[PathLike], exclude: Sequence[PathLike] = ()) ->
             if skipped
             else ""
         )
-        raise ValueError(
+        raise InputError(
             f"no finished CEM run under {where}{extra}. A run folder holds summary.json and cem.npz "
             "(written by cem-lab or cem_lab.compute_cem(..., output_dir=...)), and done.json when "
             "cem-lab made it; give such folders or folders above them"

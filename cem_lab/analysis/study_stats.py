@@ -25,6 +25,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from cem_lab.errors import InputError
+
 __all__ = [
     "Interval",
     "contrast_of_differences",
@@ -79,9 +81,9 @@ def _groups(values: np.ndarray, images: Sequence) -> list[np.ndarray]:
     values = np.asarray(values, dtype=np.float64)
     keys = list(images)
     if len(keys) != len(values):
-        raise ValueError(f"{len(values)} values but {len(keys)} image labels")
+        raise InputError(f"{len(values)} values but {len(keys)} image labels")
     if not np.all(np.isfinite(values)):
-        raise ValueError("the values hold NaN or infinity; drop or fix those runs first")
+        raise InputError("the values hold NaN or infinity; drop or fix those runs first")
     order: dict = {}
     for k in keys:
         order.setdefault(k, len(order))
@@ -110,7 +112,7 @@ def nested_bootstrap(
     n = len(groups)
     n_units = int(sum(len(g) for g in groups))
     if n == 0:
-        raise ValueError("no values to summarise")
+        raise InputError("no values to summarise")
     point = float(np.mean([g.mean() for g in groups]))
     if n < 2:
         return Interval(point, float("nan"), float("nan"), n, n_units, level)
@@ -147,7 +149,7 @@ def paired_difference(
     nested by image (see :func:`nested_bootstrap`)."""
     a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
     if a.shape != b.shape:
-        raise ValueError(f"paired values must match unit by unit: {a.shape} vs {b.shape}")
+        raise InputError(f"paired values must match unit by unit: {a.shape} vs {b.shape}")
     return nested_bootstrap(a - b, images, level=level, resamples=resamples, seed=seed, expanded=expanded)
 
 

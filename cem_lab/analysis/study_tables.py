@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 
 from cem_lab.analysis.study_stats import nested_bootstrap, paired_difference
+from cem_lab.errors import CemLabError
 from cem_lab.run_format import CEM_FILE, SUMMARY_FILE
 
 __all__ = [
@@ -55,7 +56,7 @@ STUDY_METRICS: tuple[tuple[str, str, str], ...] = (
 _NOT_SETTINGS = {"roi", "forward_batch"}
 
 
-class StudyError(ValueError):
+class StudyError(CemLabError, ValueError):
     """Runs that cannot be pooled into one study as asked."""
 
 

@@ -19,9 +19,10 @@ import torch
 from torch import Tensor, nn
 
 from cem_lab.causal.grid import BlockGrid, Roi
+from cem_lab.errors import CemLabError, InputError
 
 
-class AttributionError(ValueError):
+class AttributionError(CemLabError, ValueError):
     """A model, ROI or objective that a gradient attribution cannot work with."""
 
 
@@ -84,7 +85,7 @@ def aggregate_blocks(pixels: np.ndarray | Tensor, grid: BlockGrid, reduce: str =
     partial boxes of :meth:`BlockGrid.box`.
     """
     if reduce not in ("abs", "signed"):
-        raise ValueError(f"reduce must be 'abs' or 'signed', got {reduce!r}")
+        raise InputError(f"reduce must be 'abs' or 'signed', got {reduce!r}")
     a = pixels.detach().double().cpu().numpy() if isinstance(pixels, Tensor) else np.asarray(pixels, dtype=np.float64)
     while a.ndim > 3 and a.shape[0] == 1:
         a = a[0]
@@ -93,9 +94,9 @@ def aggregate_blocks(pixels: np.ndarray | Tensor, grid: BlockGrid, reduce: str =
     elif a.ndim == 2:
         a = np.abs(a) if reduce == "abs" else a
     else:
-        raise ValueError(f"a per-pixel map must be (h, w) or (C, h, w), got shape {a.shape}")
+        raise InputError(f"a per-pixel map must be (h, w) or (C, h, w), got shape {a.shape}")
     if a.shape != (grid.input_h, grid.input_w):
-        raise ValueError(
+        raise InputError(
             f"map of {a.shape[0]}x{a.shape[1]} pixels does not match the block grid's "
             f"{grid.input_h}x{grid.input_w} input"
         )

@@ -26,6 +26,7 @@ from cem_lab.attribution.replacement import BlockReplacementMetric
 from cem_lab.causal.errors import RunFolderError
 from cem_lab.causal.interventions import draw_rng, make_intervention
 from cem_lab.causal.result import CEMResult
+from cem_lab.errors import MissingFileError
 from cem_lab.folder_lock import describe_holder, folder_holder
 from cem_lab.images import to_uint8
 from cem_lab.run_format import CEM_FILE
@@ -82,7 +83,7 @@ def load_cem_run(path: str, job) -> Any:
     where = f"attribution.cem_run={path}"
     p = Path(path).expanduser()
     if not p.is_dir():
-        raise FileNotFoundError(
+        raise MissingFileError(
             f"{where}: no such folder; give the folder of a finished cem-lab run "
             "(runs/cem/<name>), or drop attribution.cem_run to compute the CEM here"
         )
@@ -90,7 +91,7 @@ def load_cem_run(path: str, job) -> Any:
     if holder is not None:
         raise RunFolderError(f"{where} is being written by {describe_holder(holder)}; wait until it ends")
     if not (p / CEM_FILE).is_file():
-        raise FileNotFoundError(
+        raise MissingFileError(
             f"{where} holds no finished CEM (cem.npz is missing); run cem-lab to the end "
             "there first, or drop attribution.cem_run to compute the CEM here"
         )

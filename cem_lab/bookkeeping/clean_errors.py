@@ -19,9 +19,13 @@ from collections.abc import Callable
 from typing import Any
 
 from hydra.errors import HydraException, InstantiationException
-from omegaconf.errors import InterpolationResolutionError
+from omegaconf.errors import InterpolationResolutionError, OmegaConfBaseException
 
-from cem_lab.errors import USER_ERRORS
+from cem_lab.errors import CemLabError
+
+#: what a CLI ends in one line: every error a user can cause (cem_lab's :class:`~cem_lab.errors.CemLabError`)
+#: and OmegaConf's errors of a composed config (a wrong type, a missing value); anything else is a bug
+USER_ERRORS: tuple[type[BaseException], ...] = (CemLabError, OmegaConfBaseException)
 
 
 def unwrap_user_error(err: BaseException) -> BaseException | None:

@@ -13,6 +13,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+from cem_lab.errors import InputError
+
 #: `cem-lab` (conf/cem.yaml)
 CEM_NEUTRAL_KEYS: tuple[str, ...] = (
     "progress",
@@ -66,7 +68,7 @@ def neutral_keys(program: str) -> list[str]:
     try:
         return list(NEUTRAL_KEYS[str(program)])
     except KeyError:
-        raise ValueError(f"cem_neutral_keys: unknown program {program!r}; one of {', '.join(NEUTRAL_KEYS)}") from None
+        raise InputError(f"cem_neutral_keys: unknown program {program!r}; one of {', '.join(NEUTRAL_KEYS)}") from None
 
 
 def drop_keys(data: dict[str, Any], keys: Iterable[str]) -> dict[str, Any]:

@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
+from cem_lab.errors import InputError
 from cem_lab.io import write_json
 from cem_lab.run_format import CEM_FILE, SUMMARY_FILE
 
@@ -152,7 +153,7 @@ def wandb_run(
     try:
         import wandb  # lazy: an optional dependency (cem_lab[wandb]), for logger=wandb only
     except ImportError as err:  # pragma: no cover - depends on the environment
-        raise ValueError('logger=wandb needs wandb: pip install "cem_lab[wandb]"') from err
+        raise InputError('logger=wandb needs wandb: pip install "cem_lab[wandb]"') from err
 
     lc = cfg.logger
     folder = Path(folder)

@@ -30,6 +30,7 @@ from cem_lab.causal.grid import GeometryError, Roi
 from cem_lab.causal.result import CEMResult
 from cem_lab.causal.run import prepare_cem
 from cem_lab.causal.settings import DEFAULT_CHECKPOINT_S
+from cem_lab.errors import CemLabError
 from cem_lab.io import write_json, write_npz
 from cem_lab.run_format import CEM_FILE, STATE_FILE
 from cem_lab.tasks import make_task
@@ -40,7 +41,7 @@ ATLAS_STATE = "atlas_state.npz"
 ATLAS_FORMAT = 1
 
 
-class AtlasError(ValueError):
+class AtlasError(CemLabError, ValueError):
     """ROIs the atlas cannot use."""
 
 

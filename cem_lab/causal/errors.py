@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from cem_lab.errors import CemLabError
 
-class ModelOutputError(RuntimeError):
+
+class ModelOutputError(CemLabError, RuntimeError):
     """The model returned something a restoration model should not."""
 
 
-class RunFolderError(RuntimeError):
+class RunFolderError(CemLabError, RuntimeError):
     """A run folder that holds another run."""

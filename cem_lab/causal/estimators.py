@@ -16,6 +16,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.special import stdtrit  # Student's t quantile; scipy.stats costs ~1 s of every start
 
+from cem_lab.errors import CemLabError
+
 #: the reference estimator's settings (the paper's T_c, T_f and tol, in dB): the estimators' defaults and
 #: :class:`~cem_lab.causal.settings.CEMSettings`'s, written here once
 COARSE, FINE, TOL = 3, 50, 0.01
@@ -31,7 +33,7 @@ ADAPTIVE_DEFAULTS = {
 }
 
 
-class EstimatorError(ValueError):
+class EstimatorError(CemLabError, ValueError):
     """Settings an estimator cannot run with."""
 
 

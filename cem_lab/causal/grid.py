@@ -7,8 +7,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from cem_lab.errors import CemLabError
 
-class GeometryError(ValueError):
+
+class GeometryError(CemLabError, ValueError):
     """An ROI or block size that does not fit the image."""
 
 

@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from cem_lab.errors import InputError
 from cem_lab.images import to_uint8
 from cem_lab.patches import block_sharpness, make_sampler
 from cem_lab.tasks.base import Placement, Task, TaskInput, write_blocks
@@ -139,7 +140,7 @@ class BaselineIntervention(Intervention):
 
     def __init__(self, kind: str = "zeros", blur_sigma: float = 2.0):
         if kind not in self.KINDS:
-            raise ValueError(f"unknown baseline intervention {kind!r}; choose one of {list(self.KINDS)} or 'lv'")
+            raise InputError(f"unknown baseline intervention {kind!r}; choose one of {list(self.KINDS)} or 'lv'")
         self.name = kind
         self.kind = kind
         self.blur_sigma = float(blur_sigma)
@@ -200,6 +201,6 @@ def gaussian_blur(x: Tensor, sigma: float) -> Tensor:
 def make_intervention(name: str = "lv", bank=None, sampler="uniform", blur_sigma: float = 2.0) -> Intervention:
     if name == "lv":
         if bank is None:
-            raise ValueError("the LV intervention needs a patch bank")
+            raise InputError("the LV intervention needs a patch bank")
         return LVIntervention(bank, sampler)
     return BaselineIntervention(name, blur_sigma=blur_sigma)

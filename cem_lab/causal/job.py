@@ -31,6 +31,7 @@ from cem_lab.causal.result import CEMResult
 from cem_lab.causal.resume import check_folder, compute_fingerprint
 from cem_lab.causal.settings import DEFAULT_CHECKPOINT_S, CEMSettings
 from cem_lab.causal.stages import run_stages
+from cem_lab.errors import InputError
 from cem_lab.images import to_uint8
 from cem_lab.models.by_path import describe_model
 from cem_lab.tasks import Placement, Task, TaskInput
@@ -109,7 +110,7 @@ class CEMJob:
                 f"ground truth is {tuple(self.ti.target.shape[-2:])} but the model output should be {self.out_shape}"
             )
         if self.ti.target is None and self.metric.name != "output_change":
-            raise ValueError(
+            raise InputError(
                 f"metric {self.metric.name!r} needs a ground truth; give one, or use the "
                 "ground-truth-free metric 'output_change'"
             )

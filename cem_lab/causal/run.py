@@ -17,6 +17,7 @@ from cem_lab.causal.grid import Roi
 from cem_lab.causal.job import CEMJob
 from cem_lab.causal.result import CEMResult
 from cem_lab.causal.settings import DEFAULT_CHECKPOINT_S, CEMSettings, check_checkpoint_cadence
+from cem_lab.errors import InputError
 from cem_lab.folder_lock import hold_run_folder
 from cem_lab.images import ImageLike, from_uint8, read_image
 from cem_lab.tasks import Task, crop_to_scale, make_task, seed_from_name
@@ -72,7 +73,7 @@ def prepare_cem(
     in ``job.notes`` (summary.json's notes).
     """
     if settings is not None and keywords:
-        raise ValueError(f"give the settings as settings= or as keywords, not both (got {sorted(keywords)} too)")
+        raise InputError(f"give the settings as settings= or as keywords, not both (got {sorted(keywords)} too)")
     settings = settings if settings is not None else CEMSettings.from_keywords(**keywords)
     if isinstance(task, str):
         task = make_task(task)
@@ -97,7 +98,7 @@ def prepare_cem(
         task_input = task.prepare(clean, image_seed, degraded=deg)
     else:
         if clean is None:
-            raise ValueError("give an image (the clean ground truth) or a degraded input")
+            raise InputError("give an image (the clean ground truth) or a degraded input")
         clean = _to_scale(clean, task.scale, "image", notes)
         task_input = task.prepare(clean, image_seed)
     job = CEMJob(

@@ -19,6 +19,7 @@ from typing import Any
 
 from cem_lab.causal.estimators import ADAPTIVE_DEFAULTS, COARSE, FINE, TOL, Estimator, EstimatorError, make_estimator
 from cem_lab.causal.interventions import BaselineIntervention, Intervention, make_intervention
+from cem_lab.errors import InputError
 from cem_lab.metrics import RoiMetric
 from cem_lab.patches import PatchBank
 
@@ -37,11 +38,11 @@ MODES = ("auto", "full")
 def check_checkpoint_cadence(every_s: float | None, every_items: int | None) -> None:
     """Refuse a checkpoint interval that is not a positive number (or None, off)."""
     if every_s is not None and (isinstance(every_s, bool) or not isinstance(every_s, (int, float)) or not every_s > 0):
-        raise ValueError(f"checkpoint every_s must be a positive number of seconds or null, got {every_s!r}")
+        raise InputError(f"checkpoint every_s must be a positive number of seconds or null, got {every_s!r}")
     if every_items is not None and (
         isinstance(every_items, bool) or not isinstance(every_items, int) or every_items < 1
     ):
-        raise ValueError(f"checkpoint every_items must be a positive integer or null, got {every_items!r}")
+        raise InputError(f"checkpoint every_items must be a positive integer or null, got {every_items!r}")
 
 
 def _int(value: Any) -> bool:
@@ -132,7 +133,7 @@ class CEMSettings:
         }
         for key, (ok, fix) in fixes.items():
             if not ok:
-                raise ValueError(f"{key} must be {fix}, got {getattr(self, key)!r}")
+                raise InputError(f"{key} must be {fix}, got {getattr(self, key)!r}")
         if not isinstance(self.estimator, Estimator) and self.estimator not in ESTIMATORS:
             raise EstimatorError(f"unknown estimator {self.estimator!r}; choose one of {list(ESTIMATORS)}")
         self._check_unused()
@@ -146,12 +147,12 @@ class CEMSettings:
         if name != "adaptive":
             for key in ADAPTIVE_OPTIONS:
                 if getattr(self, key) != ADAPTIVE_DEFAULTS[key]:
-                    raise ValueError(
+                    raise InputError(
                         f"{key} is an option of estimator='adaptive' only (the estimator is {self.estimator_name!r}): "
                         "choose estimator='adaptive' or drop it"
                     )
         if name != "exhaustive" and self.samples is not None:
-            raise ValueError(
+            raise InputError(
                 f"samples is an option of estimator='exhaustive' only (the estimator is {self.estimator_name!r}): "
                 "choose estimator='exhaustive' or use coarse and fine"
             )
@@ -203,7 +204,7 @@ class CEMSettings:
         """The default value of the setting ``name`` (the configs read theirs from here)."""
         fields = {f.name: f for f in dataclasses.fields(cls)}
         if name not in fields:
-            raise ValueError(f"unknown CEM setting {name!r}: the settings are {sorted(fields)}")
+            raise InputError(f"unknown CEM setting {name!r}: the settings are {sorted(fields)}")
         return fields[name].default
 
     @classmethod
@@ -224,7 +225,7 @@ class CEMSettings:
                 else repr(key)
                 for key in unknown
             ]
-            raise ValueError(f"unknown CEM setting {', '.join(hints)}: the settings are {sorted(known)}")
+            raise InputError(f"unknown CEM setting {', '.join(hints)}: the settings are {sorted(known)}")
         return cls(**dict(values))
 
     @classmethod
@@ -234,7 +235,7 @@ class CEMSettings:
         opts = dict(estimator_options or {})
         bad = sorted(k for k in opts if k not in (*ADAPTIVE_OPTIONS, "fine"))
         if bad:
-            raise ValueError(
+            raise InputError(
                 f"estimator_options {bad} are not adaptive options: the options are {list(ADAPTIVE_OPTIONS)}"
             )
         merged = {**values, **opts}

@@ -29,7 +29,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from cem_lab.bookkeeping import sweep_record
-from cem_lab.bookkeeping.clean_errors import job_failed, run_cli
+from cem_lab.bookkeeping.clean_errors import USER_ERRORS, job_failed, run_cli
 from cem_lab.bookkeeping.run_folder import accept_run_folder, buffered_log, close_log_file
 from cem_lab.bookkeeping.run_index import DONE_FILE, finished_run, mark_done, state_status
 from cem_lab.bookkeeping.test_hooks import interrupt_hook, wait_for_start
@@ -39,7 +39,6 @@ from cem_lab.compose.atlas import execute_atlas, is_atlas
 from cem_lab.compose.devices import device_lease
 from cem_lab.compose.prepare import compute, launch_rank, prepare
 from cem_lab.compose.resolvers import register_resolvers
-from cem_lab.errors import USER_ERRORS
 from cem_lab.folder_lock import FolderBusyError, hold_run_folder
 
 PROGRAM = "cem-lab"

@@ -12,8 +12,7 @@ import json
 import sys
 from collections.abc import Sequence
 
-from cem_lab.bookkeeping.clean_errors import fail
-from cem_lab.errors import USER_ERRORS
+from cem_lab.bookkeeping.clean_errors import USER_ERRORS, fail
 from cem_lab.models.pretrained import CATALOGUE, cache_folder, catalogue_ids, load_pretrained, package_version
 
 PROGRAM = "cem-pretrained"

@@ -24,10 +24,9 @@ import yaml
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from cem_lab.bookkeeping.clean_errors import fail, run_cli
+from cem_lab.bookkeeping.clean_errors import USER_ERRORS, fail, run_cli
 from cem_lab.compose.resolvers import register_resolvers
-from cem_lab.compose.training import TrainingError, build, check_same_settings
-from cem_lab.errors import USER_ERRORS
+from cem_lab.compose.training import build, check_same_settings
 from cem_lab.folder_lock import hold_run_folder, lend_to_child
 from cem_lab.io import write_text
 from cem_lab.run_format import CONFIG_FILE
@@ -220,7 +219,7 @@ def _main(cfg: DictConfig) -> None:
             # processes write the same folder under this one's lock
             os.environ.update(lend_to_child(folder))
             summary = run(cfg, folder, command=_command())
-    except (TrainingError, *USER_ERRORS) as err:
+    except USER_ERRORS as err:
         fail("cem-train", err)
     print(report(summary))
 

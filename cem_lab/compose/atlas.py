@@ -16,6 +16,7 @@ from cem_lab.bookkeeping.run_folder import accept_run_folder, close_log_file
 from cem_lab.bookkeeping.run_index import DONE_FILE, identity_config, input_signatures, mark_done
 from cem_lab.causal.atlas import AtlasError, prepare_atlas
 from cem_lab.compose.prepare import distributed_settings, prepare_kwargs
+from cem_lab.errors import InputError
 
 
 def is_atlas(cfg: DictConfig) -> bool:
@@ -36,7 +37,7 @@ def _rois(cfg: DictConfig) -> Any:
     roi = cfg.roi
     if isinstance(roi, str):
         if roi != "grid":
-            raise ValueError(f"roi must be [top, left, size], 'grid' or a list of ROIs, got {roi!r}")
+            raise InputError(f"roi must be [top, left, size], 'grid' or a list of ROIs, got {roi!r}")
         return "grid"
     return OmegaConf.to_container(roi, resolve=True)
 

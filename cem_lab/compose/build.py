@@ -19,6 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 from cem_lab.bookkeeping.clean_errors import unwrap_user_error
 from cem_lab.causal.roi_placement import place_roi
 from cem_lab.causal.settings import DEFAULT_CHECKPOINT_S, check_checkpoint_cadence
+from cem_lab.errors import InputError
 from cem_lab.images import load_image
 from cem_lab.io import file_sha256
 from cem_lab.models.checkpoint import CheckpointError, load_model, load_weights
@@ -106,7 +107,7 @@ def check_model_task(model_cfg: DictConfig, task) -> None:
     trained = list((entry.get("validation") or {}).get("tasks") or {})
     want = task_label(task)
     if trained and want not in trained and not model_cfg.get("allow_other_task", False):
-        raise ValueError(
+        raise InputError(
             f"zoo model {model_cfg.id!r} was trained for {', '.join(trained)}, not {want}: pick a model "
             f"of this task (cem-zoo list), or set model.allow_other_task=true to map it off its task anyway"
         )
@@ -119,7 +120,7 @@ def crop_input(cfg: DictConfig, image: Any, name: str | None) -> tuple[Any, str 
     if spec is None:
         return image, name
     if image is None:
-        raise ValueError(
+        raise InputError(
             "image_crop cuts the clean image: give it (image=PATH or dataset=standard ...), or crop "
             "the degraded file yourself"
         )
@@ -127,19 +128,19 @@ def crop_input(cfg: DictConfig, image: Any, name: str | None) -> tuple[Any, str 
     h, w = arr.shape[:2]
     if isinstance(spec, int) and not isinstance(spec, bool):
         if spec < 1 or spec > min(h, w):
-            raise ValueError(f"image_crop={spec} does not fit the {h}x{w} image; use a size in [1, {min(h, w)}]")
+            raise InputError(f"image_crop={spec} does not fit the {h}x{w} image; use a size in [1, {min(h, w)}]")
         top, left, ch, cw = (h - spec) // 2, (w - spec) // 2, spec, spec
     else:
         try:
             top, left, ch, cw = (int(v) for v in spec)
         except (TypeError, ValueError):
-            raise ValueError(
+            raise InputError(
                 f"image_crop must be a size (a centre square) or [top, left, height, width], got {spec!r}"
             ) from None
         if top < 0 or left < 0 or ch < 1 or cw < 1 or top + ch > h or left + cw > w:
-            raise ValueError(f"image_crop={[top, left, ch, cw]} lies outside the {h}x{w} image")
+            raise InputError(f"image_crop={[top, left, ch, cw]} lies outside the {h}x{w} image")
     if cfg.degraded is not None:
-        raise ValueError("image_crop with a degraded input (dataset=pair) is not supported: crop both files yourself")
+        raise InputError("image_crop with a degraded input (dataset=pair) is not supported: crop both files yourself")
     base = name or (Path(str(image)).stem if isinstance(image, (str, Path)) else "image")
     return arr[top : top + ch, left : left + cw].copy(), f"{base}_crop{top}_{left}_{ch}x{cw}"
 
@@ -151,7 +152,7 @@ def resolve_roi(cfg: DictConfig, image: Any, task) -> Any:
     if not (isinstance(roi, str) and roi == "placed"):
         return roi
     if image is None:
-        raise ValueError("roi=placed places ROIs on the clean image: give it (image=PATH), or give explicit rois")
+        raise InputError("roi=placed places ROIs on the clean image: give it (image=PATH), or give explicit rois")
     arr = load_image(image) if not hasattr(image, "shape") else np.asarray(image)
     arr = arr[: arr.shape[0] - arr.shape[0] % task.scale, : arr.shape[1] - arr.shape[1] % task.scale]
     rp = cfg.get("roi_place") or {}

@@ -23,6 +23,8 @@ from typing import Any
 
 import torch
 
+from cem_lab.errors import InputError
+
 log = logging.getLogger("cem_lab")
 
 FREE_GPU = "free_gpu"
@@ -51,7 +53,7 @@ def gpu_lease(
 
     keys = _gpu_keys() if keys is None else keys
     if not keys:
-        raise ValueError("device=free_gpu: no CUDA device is visible")
+        raise InputError("device=free_gpu: no CUDA device is visible")
     folder = lock_dir() if folder is None else folder
     folder.mkdir(parents=True, exist_ok=True)
     t0, warned = time.monotonic(), False

@@ -21,6 +21,7 @@ from cem_lab.bookkeeping.neutral_keys import neutral_keys
 from cem_lab.bookkeeping.sweep_record import resolve_sweep_name
 from cem_lab.causal.settings import DEFAULT_CHECKPOINT_S, CEMSettings
 from cem_lab.datasets import standard_image_file as installed_file
+from cem_lab.errors import InputError
 from cem_lab.models.zoo import ZOO_DIR
 
 
@@ -66,10 +67,10 @@ def folder_image_file(folder: str, index: Any) -> str:
 
     root = Path(str(folder)).expanduser()
     if not root.is_dir():
-        raise ValueError(f"dataset=folder: {root} is not a folder; give folder.dir=PATH, a folder of images")
+        raise InputError(f"dataset=folder: {root} is not a folder; give folder.dir=PATH, a folder of images")
     files = find_images(root)  # refuses a folder without images, naming the file types
     if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < len(files):
-        raise ValueError(
+        raise InputError(
             f"dataset=folder: folder.index={index!r}, but {root} holds {len(files)} image(s): use an "
             f"index in [0, {len(files) - 1}] (sweep them all with folder.index=range(0,{len(files)}))"
         )

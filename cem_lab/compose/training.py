@@ -14,6 +14,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from cem_lab.bookkeeping.neutral_keys import TRAIN_NEUTRAL_KEYS
 from cem_lab.compose.build import build_model
+from cem_lab.errors import CemLabError
 from cem_lab.models.checkpoint import CheckpointError, _import_target
 from cem_lab.run_format import CONFIG_FILE
 from cem_lab.tasks.base import task_label
@@ -24,7 +25,7 @@ def _plain(value):
     return OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
 
 
-class TrainingError(ValueError):
+class TrainingError(CemLabError, ValueError):
     """A training configuration that cannot work (model, task and scale, data)."""
 
 

@@ -26,6 +26,7 @@ import yaml
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
+from cem_lab.errors import CemLabError
 from cem_lab.io import PathLike, atomic_path
 
 #: nested layouts unwrapped by :func:`read_state_dict`, in order of preference
@@ -34,7 +35,7 @@ TORCH_SUFFIXES = (".pth", ".pt", ".ckpt", ".bin", ".tar")
 _LIST_LIMIT = 10
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(CemLabError, RuntimeError):
     """A checkpoint that cannot be read, or that does not fit the model."""
 
 

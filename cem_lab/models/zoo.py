@@ -20,6 +20,7 @@ from typing import Any
 import yaml
 from torch import nn
 
+from cem_lab.errors import CemLabError
 from cem_lab.models.checkpoint import CheckpointError, build_from_config, load_weights
 
 ZOO_DIR = Path(__file__).resolve().parent.parent / "assets" / "zoo"
@@ -27,7 +28,7 @@ ZOO_DIR = Path(__file__).resolve().parent.parent / "assets" / "zoo"
 __all__ = ["ZOO_DIR", "ZooError", "load_zoo_model", "read_zoo_entry", "zoo_names"]
 
 
-class ZooError(ValueError):
+class ZooError(CemLabError, ValueError):
     """An unknown zoo name, or a zoo model asked for a task scale it cannot serve."""
 
 

@@ -32,6 +32,7 @@ import torch
 from cem_lab.api import compute_cem
 from cem_lab.causal.executors import UnitExecutor
 from cem_lab.causal.result import CEMResult
+from cem_lab.errors import InputError
 from cem_lab.folder_lock import hold_run_folder
 
 
@@ -142,7 +143,7 @@ def compute_cem_distributed(
     from lightning.fabric import Fabric  # lazy: Lightning (seconds), only when a map is spread
 
     if strategy not in ("ddp_spawn", "ddp_notebook", "ddp"):
-        raise ValueError(f"strategy must be ddp_spawn (default), ddp_notebook or ddp, got {strategy!r}")
+        raise InputError(f"strategy must be ddp_spawn (default), ddp_notebook or ddp, got {strategy!r}")
     fabric = Fabric(accelerator=accelerator, devices=devices, num_nodes=num_nodes, strategy=strategy)
     if fabric.world_size == 1 and strategy == "ddp_spawn":
         fabric = Fabric(accelerator=accelerator, devices=devices, num_nodes=num_nodes)

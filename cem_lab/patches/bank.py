@@ -34,6 +34,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from cem_lab.errors import CemLabError
 from cem_lab.images import IMAGE_EXTENSIONS, list_images, load_image
 from cem_lab.io import PathLike, write_npz
 
@@ -57,7 +58,7 @@ EMBEDDED_IMAGES: tuple[str, ...] = EMBEDDED_COLOUR + EMBEDDED_GREY
 _LUMA_R, _LUMA_G, _LUMA_B, _LUMA_SHIFT = 9798, 19235, 3735, 15
 
 
-class PatchBankError(ValueError):
+class PatchBankError(CemLabError, ValueError):
     """A patch bank (file, folder or array) that cannot be used as given."""
 
 

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from cem_lab.errors import InputError
 from cem_lab.patches.bank import PatchBank, _raw_sharpness
 
 
@@ -26,7 +27,7 @@ class PatchSampler(ABC):
     def bind(self, bank: PatchBank) -> None:
         """Attach a bank and precompute what :meth:`draw` needs."""
         if len(bank) == 0:  # pragma: no cover - PatchBank refuses empty banks
-            raise ValueError("cannot bind a sampler to an empty patch bank")
+            raise InputError("cannot bind a sampler to an empty patch bank")
         self._n = len(bank)
 
     def _check_bound(self) -> None:
@@ -67,7 +68,7 @@ class SharpnessMatchedSampler(PatchSampler):
     def __init__(self, k: int = 100) -> None:
         super().__init__()
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-            raise ValueError(f"sharpness_matched: k must be a positive integer, got {k!r}")
+            raise InputError(f"sharpness_matched: k must be a positive integer, got {k!r}")
         self.k = int(k)
         self._order = np.zeros(0, dtype=np.int64)
         self._sorted = np.zeros(0)
@@ -84,7 +85,7 @@ class SharpnessMatchedSampler(PatchSampler):
         self._check_bound()
         target = float(target)
         if not np.isfinite(target):
-            raise ValueError(f"sharpness_matched: block sharpness must be finite, got {target}")
+            raise InputError(f"sharpness_matched: block sharpness must be finite, got {target}")
         if target in self._ranges:
             return self._ranges[target]
         s, n = self._sorted, self._n
@@ -132,7 +133,7 @@ class StratifiedSampler(PatchSampler):
     def __init__(self, strata: int = 5) -> None:
         super().__init__()
         if isinstance(strata, bool) or not isinstance(strata, (int, np.integer)) or strata < 1:
-            raise ValueError(f"stratified: strata must be a positive integer, got {strata!r}")
+            raise InputError(f"stratified: strata must be a positive integer, got {strata!r}")
         self.strata = int(strata)
         self._order = np.zeros(0, dtype=np.int64)
         self._bounds = np.zeros(1, dtype=np.int64)
@@ -174,11 +175,11 @@ def make_sampler(name: str, **kwargs) -> PatchSampler:
     """Sampler by name (``uniform``, ``sharpness_matched``, ``stratified``) with its options."""
     key = str(name).strip().lower().replace("-", "_")
     if key not in SAMPLERS:
-        raise ValueError(f"unknown patch sampler {name!r}; choose one of: {', '.join(SAMPLERS)}")
+        raise InputError(f"unknown patch sampler {name!r}; choose one of: {', '.join(SAMPLERS)}")
     try:
         return SAMPLERS[key](**kwargs)
     except TypeError as err:
-        raise ValueError(f"bad options for patch sampler {key!r}: {err}") from err
+        raise InputError(f"bad options for patch sampler {key!r}: {err}") from err
 
 
 def block_sharpness(image_uint8: np.ndarray, box: Sequence[int], patch_size: int) -> float:
@@ -190,11 +191,11 @@ def block_sharpness(image_uint8: np.ndarray, box: Sequence[int], patch_size: int
     """
     img = np.asarray(image_uint8)
     if img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 3:
-        raise ValueError(f"block_sharpness needs an (H, W, 3) uint8 image, got {img.dtype} {img.shape}")
+        raise InputError(f"block_sharpness needs an (H, W, 3) uint8 image, got {img.dtype} {img.shape}")
     top, left, bottom, right = (int(v) for v in box)
     h, w = img.shape[:2]
     if not (0 <= top < bottom <= h and 0 <= left < right <= w):
-        raise ValueError(f"block box {tuple(box)} (top, left, bottom, right) is empty or outside the {h}x{w} image")
+        raise InputError(f"block box {tuple(box)} (top, left, bottom, right) is empty or outside the {h}x{w} image")
     block = img[top:bottom, left:right]
     score = float(np.round(_raw_sharpness(block[None])[0]))
     side = float(np.sqrt((bottom - top) * (right - left)))

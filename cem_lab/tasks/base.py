@@ -18,8 +18,10 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from cem_lab.errors import CemLabError
 
-class TaskError(ValueError):
+
+class TaskError(CemLabError, ValueError):
     """A task used with inputs it cannot handle."""
 
 

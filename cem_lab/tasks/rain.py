@@ -26,6 +26,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
+from cem_lab.errors import InputError
+
 __all__ = ["RAIN_PRESETS", "RainParams", "draw_rain_params", "synthesize_rain", "add_rain"]
 
 # Ranges are inclusive: density/beta are uniform floats, length/angle uniform integers,
@@ -96,11 +98,11 @@ class RainParams:
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.density <= 1.0:
-            raise ValueError(f"density must lie in [0, 1], got {self.density}")
+            raise InputError(f"density must lie in [0, 1], got {self.density}")
         if self.width < 1 or self.width % 2 == 0:
-            raise ValueError(f"width must be a positive odd integer, got {self.width}")
+            raise InputError(f"width must be a positive odd integer, got {self.width}")
         if self.length < 1:
-            raise ValueError(f"length must be a positive integer, got {self.length}")
+            raise InputError(f"length must be a positive integer, got {self.length}")
 
 
 def _preset(preset: str) -> dict:
@@ -108,7 +110,7 @@ def _preset(preset: str) -> dict:
         return RAIN_PRESETS[preset]
     except (KeyError, TypeError):
         known = ", ".join(repr(k) for k in RAIN_PRESETS)
-        raise ValueError(f"unknown rain preset {preset!r}; known presets: {known}") from None
+        raise InputError(f"unknown rain preset {preset!r}; known presets: {known}") from None
 
 
 def _draw(rs: np.random.RandomState, preset: str) -> RainParams:
@@ -131,7 +133,7 @@ def draw_rain_params(seed: int, preset: str = "medium") -> RainParams:
 def _gaussian_kernel_1d(size: int) -> np.ndarray:
     """cv2.getGaussianKernel(size, 0): fixed tables up to 7, else the sigma rule."""
     if size < 1 or size % 2 == 0:
-        raise ValueError(f"Gaussian kernel size must be a positive odd integer, got {size}")
+        raise InputError(f"Gaussian kernel size must be a positive odd integer, got {size}")
     if size in _SMALL_GAUSSIAN_TABLES:
         g = np.array(_SMALL_GAUSSIAN_TABLES[size], dtype=np.float64)
     else:
@@ -194,7 +196,7 @@ def synthesize_rain(height: int, width: int, seed: int, preset: str = "medium") 
     ``beta`` the weight to pass to :func:`add_rain`.
     """
     if int(height) != height or int(width) != width or height <= 0 or width <= 0:
-        raise ValueError(f"height and width must be positive integers, got {height} x {width}")
+        raise InputError(f"height and width must be positive integers, got {height} x {width}")
     height, width = int(height), int(width)
     rs = np.random.RandomState(seed)
     params = _draw(rs, preset)
@@ -215,8 +217,8 @@ def add_rain(clean_uint8: np.ndarray, layer: np.ndarray, beta: float) -> np.ndar
     clean = np.asarray(clean_uint8)
     layer = np.asarray(layer)
     if clean.dtype != np.uint8 or clean.ndim != 3 or clean.shape[2] != 3:
-        raise ValueError(f"clean_uint8 must be an (H, W, 3) uint8 image, got {clean.dtype} {clean.shape}")
+        raise InputError(f"clean_uint8 must be an (H, W, 3) uint8 image, got {clean.dtype} {clean.shape}")
     if layer.shape != clean.shape[:2]:
-        raise ValueError(f"layer shape {layer.shape} does not match image shape {clean.shape[:2]}")
+        raise InputError(f"layer shape {layer.shape} does not match image shape {clean.shape[:2]}")
     rainy = clean.astype(np.float64) + float(beta) * layer.astype(np.float64)[..., None]
     return np.clip(np.rint(rainy), 0, 255).astype(np.uint8)

@@ -39,6 +39,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from cem_lab.datasets import DatasetError, image_pool, standard_image
+from cem_lab.errors import CemLabError
 from cem_lab.images import IMAGE_EXTENSIONS, list_images, load_image
 from cem_lab.models.archs.common import upsample
 from cem_lab.models.embedded import TRAIN_IMAGES, embedded_demo_image
@@ -61,7 +62,7 @@ EMBEDDED_VAL_NAME = "chelsea_256"
 TaskSpec = Task | str | dict
 
 
-class DataError(ValueError):
+class DataError(CemLabError, ValueError):
     """Training data that cannot be used as configured (no images, bad crop, ...)."""
 
 

@@ -30,6 +30,7 @@ from skimage import data
 from torch import Tensor, nn
 from tqdm import tqdm
 
+from cem_lab.errors import InputError
 from cem_lab.images import from_uint8, to_uint8
 from cem_lab.metrics import psnr
 from cem_lab.models.archs.dncnn import DnCNN
@@ -118,7 +119,7 @@ def train_embedded(
     """Train the embedded DnCNN, save weights + YAML at ``out``, return validation metrics."""
     out = Path(out)
     if steps < 1 or batch_size < 1:
-        raise ValueError(f"steps and batch_size must be positive, got {steps} and {batch_size}")
+        raise InputError(f"steps and batch_size must be positive, got {steps} and {batch_size}")
     if threads > 0:
         torch.set_num_threads(threads)
     torch.manual_seed(seed)

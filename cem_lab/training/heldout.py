@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from cem_lab.datasets import image_pool, standard_image
+from cem_lab.errors import InputError
 from cem_lab.metrics import psnr, ssim
 from cem_lab.models.zoo import ZOO_DIR, load_zoo_model, read_zoo_entry
 from cem_lab.tasks import Task, crop_to_scale, make_task, task_from_description
@@ -66,7 +67,7 @@ def evaluate_network(
         inputs = task.degrade(clean, seed + k)
         out = net(inputs.to(device)).cpu()
         if out.shape[-2:] != clean.shape[-2:]:
-            raise ValueError(
+            raise InputError(
                 f"the network returned {tuple(out.shape[-2:])} for {name}, the task needs "
                 f"{tuple(clean.shape[-2:])}: a network of another scale than the task's x{task.scale}"
             )

@@ -37,6 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from cem_lab.errors import InputError
 from cem_lab.metrics import psnr, quantize_uint8, rgb_to_y, ssim
 from cem_lab.models.checkpoint import model_config, save_weights
 from cem_lab.tasks import Task
@@ -81,19 +82,19 @@ def resolve_task_weights(weights: Mapping[str, Any] | None, tasks: Sequence[Task
     if weights is None or len(weights) == 0:
         return None
     if not hasattr(weights, "items"):
-        raise ValueError(f"task_weights must map task names to weights, e.g. {{sr: 4}}, got {weights!r}")
+        raise InputError(f"task_weights must map task names to weights, e.g. {{sr: 4}}, got {weights!r}")
     labels = [task_label(t) for t in tasks]
     names = [t.describe()["name"] for t in tasks]
     out = [1.0] * len(tasks)
     for key, value in weights.items():
         hits = [i for i in range(len(tasks)) if key == labels[i] or key == names[i]]
         if not hits:
-            raise ValueError(
+            raise InputError(
                 f"task_weights names {key!r}, which is not a trained task; the tasks are "
                 f"{', '.join(labels)} (give a name or a label)"
             )
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
-            raise ValueError(f"task_weights[{key!r}] must be a positive number, got {value!r}")
+            raise InputError(f"task_weights[{key!r}] must be a positive number, got {value!r}")
         for i in hits:
             out[i] = float(value)
     return out
@@ -148,23 +149,23 @@ class RestorationModule(L.LightningModule):
     ):
         super().__init__()
         if loss not in LOSSES:
-            raise ValueError(f"loss must be one of {', '.join(LOSSES)}, got {loss!r}")
+            raise InputError(f"loss must be one of {', '.join(LOSSES)}, got {loss!r}")
         if schedule not in SCHEDULES:
-            raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}, got {schedule!r}")
+            raise InputError(f"schedule must be one of {', '.join(SCHEDULES)}, got {schedule!r}")
         if not lr > 0:
-            raise ValueError(f"lr must be positive, got {lr}")
+            raise InputError(f"lr must be positive, got {lr}")
         if isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps < 1:
-            raise ValueError(f"max_steps must be a positive integer, got {max_steps!r}")
+            raise InputError(f"max_steps must be a positive integer, got {max_steps!r}")
         if len(tuple(betas)) != 2 or not all(0 <= b < 1 for b in betas):
-            raise ValueError(f"betas must be two numbers in [0, 1), got {list(betas)}")
+            raise InputError(f"betas must be two numbers in [0, 1), got {list(betas)}")
         if ema_decay is not None and not 0 < ema_decay < 1:
-            raise ValueError(f"ema_decay must lie in (0, 1) or be None, got {ema_decay}")
+            raise InputError(f"ema_decay must lie in (0, 1) or be None, got {ema_decay}")
         if crop_border is not None and (
             isinstance(crop_border, bool) or not isinstance(crop_border, int) or crop_border < 0
         ):
-            raise ValueError(f"crop_border must be a non-negative integer or None, got {crop_border!r}")
+            raise InputError(f"crop_border must be a non-negative integer or None, got {crop_border!r}")
         if warmup_steps < 0:
-            raise ValueError(f"warmup_steps must be >= 0, got {warmup_steps}")
+            raise InputError(f"warmup_steps must be >= 0, got {warmup_steps}")
         self.net = net
         self.loss = loss
         self.tasks: list[Task] = resolve_tasks(tasks)
@@ -228,7 +229,7 @@ class RestorationModule(L.LightningModule):
         out = self.net(batch["input"])
         target = batch["target"]
         if out.shape != target.shape:
-            raise ValueError(
+            raise InputError(
                 f"the network returned {tuple(out.shape)} for inputs "
                 f"{tuple(batch['input'].shape)}, but the targets are {tuple(target.shape)}; "
                 "does the network's scale match the task?"

@@ -29,6 +29,7 @@ from matplotlib.patches import Wedge
 from matplotlib.transforms import offset_copy
 from PIL import Image
 
+from cem_lab.errors import InputError
 from cem_lab.io import PathLike, atomic_path
 
 Roi = Sequence[int]
@@ -55,9 +56,9 @@ _CMAP_NAME = "seismic"
 def _check_bound(bound: float, gamma: float) -> tuple[float, float]:
     bound, gamma = float(bound), float(gamma)
     if not (math.isfinite(bound) and bound > 0):
-        raise ValueError(f"bound must be a finite number > 0, got {bound}")
+        raise InputError(f"bound must be a finite number > 0, got {bound}")
     if not (math.isfinite(gamma) and gamma > 0):
-        raise ValueError(f"gamma must be a finite number > 0, got {gamma}")
+        raise InputError(f"gamma must be a finite number > 0, got {gamma}")
     return bound, gamma
 
 
@@ -69,35 +70,35 @@ def _check_grid(
     effect = np.asarray(effect, dtype=np.float64)
     roi_mask = np.asarray(roi_mask)
     if effect.ndim != 2 or effect.size == 0:
-        raise ValueError(f"effect must be a non-empty (rows, cols) array, got shape {effect.shape}")
+        raise InputError(f"effect must be a non-empty (rows, cols) array, got shape {effect.shape}")
     if roi_mask.shape != effect.shape:
-        raise ValueError(f"roi_mask shape {roi_mask.shape} does not match effect shape {effect.shape}")
+        raise InputError(f"roi_mask shape {roi_mask.shape} does not match effect shape {effect.shape}")
     if roi_mask.dtype != bool:
         if not np.isin(roi_mask, (0, 1)).all():
-            raise ValueError("roi_mask must be boolean (or hold only 0 and 1)")
+            raise InputError("roi_mask must be boolean (or hold only 0 and 1)")
         roi_mask = roi_mask.astype(bool)
     if classification is not None:
         classification = np.asarray(classification)
         if classification.shape != effect.shape:
-            raise ValueError(f"classification shape {classification.shape} does not match effect shape {effect.shape}")
+            raise InputError(f"classification shape {classification.shape} does not match effect shape {effect.shape}")
         if not np.isin(classification, (-1, 0, 1)).all():
-            raise ValueError("classification must hold only -1, 0 and +1")
+            raise InputError("classification must hold only -1, 0 and +1")
     return effect, roi_mask
 
 
 def _check_output_shape(grid_shape: tuple[int, int], block: int, output_shape: Sequence[int]) -> tuple[int, int]:
     if isinstance(block, bool) or int(block) != block or block <= 0:
-        raise ValueError(f"block must be a positive integer, got {block!r}")
+        raise InputError(f"block must be a positive integer, got {block!r}")
     block = int(block)
     if len(output_shape) < 2:
-        raise ValueError(f"output_shape must be (H, W), got {tuple(output_shape)}")
+        raise InputError(f"output_shape must be (H, W), got {tuple(output_shape)}")
     h, w = int(output_shape[0]), int(output_shape[1])
     if h <= 0 or w <= 0:
-        raise ValueError(f"output_shape must be positive, got {(h, w)}")
+        raise InputError(f"output_shape must be positive, got {(h, w)}")
     rows, cols = grid_shape
     want = (math.ceil(h / block), math.ceil(w / block))
     if (rows, cols) != want:
-        raise ValueError(
+        raise InputError(
             f"output_shape {(h, w)} with block {block} gives a {want[0]}x{want[1]} grid, but the map is {rows}x{cols}"
         )
     return h, w
@@ -105,10 +106,10 @@ def _check_output_shape(grid_shape: tuple[int, int], block: int, output_shape: S
 
 def _check_roi(roi: Roi, h: int, w: int) -> tuple[int, int, int]:
     if len(roi) != 3:
-        raise ValueError(f"roi must be (top, left, size), got {roi!r}")
+        raise InputError(f"roi must be (top, left, size), got {roi!r}")
     top, left, size = (int(v) for v in roi)
     if size <= 0 or top < 0 or left < 0 or top + size > h or left + size > w:
-        raise ValueError(f"roi (top={top}, left={left}, size={size}) does not fit in the {h}x{w} output")
+        raise InputError(f"roi (top={top}, left={left}, size={size}) does not fit in the {h}x{w} output")
     return top, left, size
 
 
@@ -117,25 +118,25 @@ def _as_rgb_uint8(image: np.ndarray, name: str) -> np.ndarray:
     if arr.ndim == 2:
         arr = np.stack([arr] * 3, axis=-1)
     if arr.ndim != 3 or arr.shape[2] not in (3, 4):
-        raise ValueError(f"{name} must be an (H, W, 3) image, got shape {arr.shape}")
+        raise InputError(f"{name} must be an (H, W, 3) image, got shape {arr.shape}")
     arr = arr[..., :3]
     if arr.dtype != np.uint8:
         if np.issubdtype(arr.dtype, np.floating) and arr.size and np.nanmin(arr) >= 0 and np.nanmax(arr) <= 1:
             arr = np.round(np.nan_to_num(arr) * 255).astype(np.uint8)
         else:
-            raise ValueError(f"{name} must be uint8 (or floats in [0, 1]), got dtype {arr.dtype}")
+            raise InputError(f"{name} must be uint8 (or floats in [0, 1]), got dtype {arr.dtype}")
     return np.ascontiguousarray(arr)
 
 
 def _check_counts(counts: Mapping[str, int]) -> dict[str, int]:
     unknown = set(counts) - set(COUNT_KEYS)
     if unknown:
-        raise ValueError(f"counts has unknown keys {sorted(unknown)}; expected {list(COUNT_KEYS)}")
+        raise InputError(f"counts has unknown keys {sorted(unknown)}; expected {list(COUNT_KEYS)}")
     out: dict[str, int] = {}
     for key in COUNT_KEYS:
         value = counts.get(key, 0)
         if int(value) != value or value < 0:
-            raise ValueError(f"counts[{key!r}] must be a non-negative integer, got {value!r}")
+            raise InputError(f"counts[{key!r}] must be a non-negative integer, got {value!r}")
         out[key] = int(value)
     return out
 
@@ -201,14 +202,14 @@ def draw_roi_box(
     """
     img = np.asarray(image_uint8)
     if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
-        raise ValueError(f"image_uint8 must be an (H, W, 3) uint8 array, got {img.shape} {img.dtype}")
+        raise InputError(f"image_uint8 must be an (H, W, 3) uint8 array, got {img.shape} {img.dtype}")
     if len(roi) != 3:
-        raise ValueError(f"roi must be (top, left, size), got {roi!r}")
+        raise InputError(f"roi must be (top, left, size), got {roi!r}")
     if thickness < 1:
-        raise ValueError(f"thickness must be >= 1, got {thickness}")
+        raise InputError(f"thickness must be >= 1, got {thickness}")
     top, left, size = (int(v) for v in roi)
     if size <= 0:
-        raise ValueError(f"roi size must be > 0, got {size}")
+        raise InputError(f"roi size must be > 0, got {size}")
     out = img.copy()
     h, w = out.shape[:2]
     bottom, right = top + size, left + size
@@ -263,7 +264,7 @@ def cem_overlay(
     h, w = _check_output_shape(effect.shape, block, output_shape)
     roi = _check_roi(roi, h, w)
     if not 0.0 <= float(alpha) <= 1.0:
-        raise ValueError(f"alpha must lie in [0, 1], got {alpha}")
+        raise InputError(f"alpha must lie in [0, 1], got {alpha}")
     inp = _resize_to(_as_rgb_uint8(degraded_input_rgb, "degraded_input_rgb"), h, w)
     cmap = _upsample_blocks(effect_to_rgb(effect, roi_mask, bound), int(block), h, w)
     blend = (1.0 - alpha) * cmap.astype(np.float64) + alpha * inp.astype(np.float64)
@@ -462,7 +463,7 @@ def save_cem_figures(
     degraded = _as_rgb_uint8(degraded_input_rgb, "degraded_input_rgb")
     restored = _as_rgb_uint8(restored_rgb, "restored_rgb")
     if restored.shape[:2] != (h, w):
-        raise ValueError(f"restored_rgb is {restored.shape[:2]}, but output_shape is {(h, w)}")
+        raise InputError(f"restored_rgb is {restored.shape[:2]}, but output_shape is {(h, w)}")
     counts = _check_counts(_counts_from_classification(classification, roi_mask) if counts is None else counts)
 
     folder = Path(folder)

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from cem_lab.errors import InputError
 from cem_lab.io import PathLike
 from cem_lab.run_format import IMAGES_DIR, SUMMARY_FILE
 from cem_lab.viz.cem_figures import (
@@ -259,7 +260,7 @@ def plot_unit_grid(
     key = df["image"].astype(str) + " roi " + df["roi"].astype(str)
     sub = df[(key == unit) & df["model"].isin(list(models))]
     if not len(sub):
-        raise ValueError(f"plot_unit_grid: no run of {list(models)[:3]}... on {unit}")
+        raise InputError(f"plot_unit_grid: no run of {list(models)[:3]}... on {unit}")
     return plot_cem_grid(sub, path, ncols=ncols)
 
 

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
+from cem_lab.errors import InputError
 from cem_lab.io import PathLike
 from cem_lab.viz.cem_figures import new_figure, save_figure
 
@@ -33,7 +34,7 @@ _PANELS = (
 def plot_study_intervals(summary: pd.DataFrame, path: PathLike, metrics: Sequence[str] = _PANELS) -> str:
     """Forest plot: each condition's mean and interval, one panel per metric."""
     if summary is None or len(summary) == 0:
-        raise ValueError("plot_study_intervals: the study summary is empty")
+        raise InputError("plot_study_intervals: the study summary is empty")
     metrics = [m for m in metrics if m in set(summary["metric"])]
     rows = summary[["task", "condition"]].drop_duplicates().reset_index(drop=True)
     fig = new_figure(2.6 * len(metrics) + 2.2, 0.32 * len(rows) + 1.4, dpi=110)
@@ -67,7 +68,7 @@ def plot_study_intervals(summary: pd.DataFrame, path: PathLike, metrics: Sequenc
 def plot_distance_profile(profile: pd.DataFrame, path: PathLike, quantity: str = "mass_share") -> str:
     """The share of |CE| (or the positive / negative sums) by distance from the ROI centre, with bands."""
     if profile is None or len(profile) == 0:
-        raise ValueError("plot_distance_profile: the profile table is empty")
+        raise InputError("plot_distance_profile: the profile table is empty")
     prof = profile[profile["quantity"] == quantity]
     tasks = list(dict.fromkeys(prof["task"]))
     fig = new_figure(4.6 * len(tasks) + 1.0, 3.4, dpi=110)

@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.patches import Rectangle
 
+from cem_lab.errors import InputError
 from cem_lab.io import PathLike
 from cem_lab.viz.cem_figures import PIE_COLORS, TASK_BOUNDS, effect_mappable, effect_to_rgb, new_figure, save_figure
 
@@ -42,7 +43,7 @@ _REGIME_COLORS = {"single-task": "#4c72b0", "mixed": "#dd8452"}
 
 def _check_rows(runs: pd.DataFrame, what: str) -> None:
     if runs is None or len(runs) == 0:
-        raise ValueError(f"{what}: the run table is empty; collect finished runs first")
+        raise InputError(f"{what}: the run table is empty; collect finished runs first")
 
 
 def run_labels(runs: pd.DataFrame) -> pd.Series:
@@ -218,7 +219,7 @@ def plot_depth_width(runs: pd.DataFrame, path: PathLike, architecture: str, task
     reach and validation PSNR (runs of one cell, e.g. several images, are averaged)."""
     g = runs[(runs["architecture"] == architecture) & (runs["task_label"] == task)]
     if (architecture, task) not in depth_width_families(g):
-        raise ValueError(
+        raise InputError(
             f"{architecture} on {task}: a depth x width figure needs runs of >= 2 depths and "
             ">= 2 widths; add the missing zoo models' runs"
         )
@@ -271,7 +272,7 @@ def plot_single_vs_mixed(runs: pd.DataFrame, path: PathLike) -> str:
     negative share and mean reach of the effective blocks."""
     pairs = multitask_pairs(runs)
     if len(pairs) == 0:
-        raise ValueError(
+        raise InputError(
             "single vs mixed: no architecture has both single-task and mixed runs on one task; "
             "run the CEM of e.g. srresnet_sr and srresnet_mixed on task sr"
         )

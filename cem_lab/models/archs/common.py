@@ -30,6 +30,8 @@ from typing import Any, ClassVar
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from cem_lab.errors import InputError
+
 SCALES = (1, 2, 3, 4)
 UPSAMPLING = ("post", "pre")
 
@@ -39,31 +41,31 @@ __all__ = ["SCALES", "UPSAMPLING", "PixelShuffleUpsampler", "ResBlock", "upsampl
 # ----------------------------------------------------------------------------- argument checks
 def _int_arg(model: str, name: str, value: Any, minimum: int = 1) -> int:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-        raise ValueError(f"{model}: {name} must be an integer >= {minimum}, got {value!r}")
+        raise InputError(f"{model}: {name} must be an integer >= {minimum}, got {value!r}")
     return int(value)
 
 
 def _positive_float_arg(model: str, name: str, value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) or value <= 0:
-        raise ValueError(f"{model}: {name} must be a positive finite number, got {value!r}")
+        raise InputError(f"{model}: {name} must be a positive finite number, got {value!r}")
     return float(value)
 
 
 def _bool_arg(model: str, name: str, value: Any) -> bool:
     if not isinstance(value, bool):
-        raise ValueError(f"{model}: {name} must be true or false, got {value!r}")
+        raise InputError(f"{model}: {name} must be true or false, got {value!r}")
     return value
 
 
 def _choice_arg(model: str, name: str, value: Any, choices: Sequence[str]) -> str:
     if not isinstance(value, str) or value.lower() not in choices:
-        raise ValueError(f"{model}: {name} must be one of {', '.join(map(repr, choices))}, got {value!r}")
+        raise InputError(f"{model}: {name} must be one of {', '.join(map(repr, choices))}, got {value!r}")
     return value.lower()
 
 
 def _scale_arg(model: str, value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value not in SCALES:
-        raise ValueError(f"{model}: scale must be one of {', '.join(map(str, SCALES))}, got {value!r}")
+        raise InputError(f"{model}: scale must be one of {', '.join(map(str, SCALES))}, got {value!r}")
     return int(value)
 
 
@@ -134,7 +136,7 @@ class _RestorationNet(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         if x.dim() != 4 or x.shape[1] != 3:
-            raise ValueError(f"{type(self).__name__} expects a (N, 3, h, w) batch, got shape {tuple(x.shape)}")
+            raise InputError(f"{type(self).__name__} expects a (N, 3, h, w) batch, got shape {tuple(x.shape)}")
         if self.upsampling == "pre":
             x = upsample(x, self.scale, "bicubic")
         out = self._run(x)

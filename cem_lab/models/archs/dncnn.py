@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
+from cem_lab.errors import InputError
+
 
 class DnCNN(nn.Module):
     """Plain DnCNN: conv+ReLU, ``depth - 2`` x (conv+ReLU), conv.
@@ -30,9 +32,9 @@ class DnCNN(nn.Module):
     ):
         super().__init__()
         if depth < 2:
-            raise ValueError(f"DnCNN depth must be at least 2 (first and last conv), got {depth}")
+            raise InputError(f"DnCNN depth must be at least 2 (first and last conv), got {depth}")
         if residual and in_channels != out_channels:
-            raise ValueError(
+            raise InputError(
                 f"a residual DnCNN needs in_channels == out_channels (got {in_channels} and {out_channels})"
             )
         self.in_channels = in_channels

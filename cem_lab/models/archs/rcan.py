@@ -13,6 +13,7 @@ from collections.abc import Sequence
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from cem_lab.errors import InputError
 from cem_lab.models.archs.common import (
     PixelShuffleUpsampler,
     _bool_arg,
@@ -40,9 +41,9 @@ class ChannelAttention(nn.Module):
     def __init__(self, width: int, reduction: int, mode: str = "global", pool_size: int | None = None):
         super().__init__()
         if mode not in ("global", "local", "adaptive"):
-            raise ValueError(f"ChannelAttention: mode must be 'global', 'local' or 'adaptive', got {mode!r}")
+            raise InputError(f"ChannelAttention: mode must be 'global', 'local' or 'adaptive', got {mode!r}")
         if mode != "global" and pool_size is None:
-            raise ValueError(f"ChannelAttention: pool_size is required for mode {mode!r}")
+            raise InputError(f"ChannelAttention: pool_size is required for mode {mode!r}")
         self.mode = mode
         self.pool_size = pool_size
         hidden = width // reduction
@@ -132,23 +133,23 @@ class RCAN(_RestorationNet):
         half = _bool_arg(name, "half", half)
         if attention in ("local", "adaptive"):
             if pool_size is None:
-                raise ValueError(
+                raise InputError(
                     f"{name}: pool_size is required with attention={attention!r} "
                     "(window size for 'local', regions per side for 'adaptive')"
                 )
             pool_size = _int_arg(name, "pool_size", pool_size)
         elif pool_size is not None:
-            raise ValueError(
+            raise InputError(
                 f"{name}: pool_size only applies to attention 'local' or 'adaptive', "
                 f"got pool_size={pool_size!r} with attention={attention!r}"
             )
         if attention != "none" and width // reduction < 1:
-            raise ValueError(
+            raise InputError(
                 f"{name}: reduction must be <= width (squeeze width = width // "
                 f"reduction), got reduction={reduction} with width={width}"
             )
         if half and attention == "none":
-            raise ValueError(f"{name}: half=True needs an attention, got attention='none'")
+            raise InputError(f"{name}: half=True needs an attention, got attention='none'")
         self._setup(
             scale,
             upsampling,

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 
 from torch import Tensor, nn
 
+from cem_lab.errors import InputError
 from cem_lab.models.archs.common import _bool_arg, _conv, _int_arg, _RestorationNet
 
 __all__ = ["SRCNN"]
@@ -41,16 +42,16 @@ class SRCNN(_RestorationNet):
         super().__init__()
         name = type(self).__name__
         if upsampling != "pre":
-            raise ValueError(
+            raise InputError(
                 f"{name}: upsampling must be 'pre' (SRCNN works on the bicubic-upsampled image), got {upsampling!r}"
             )
         channels = _int_arg(name, "channels", channels)
         mid_channels = _int_arg(name, "mid_channels", mid_channels)
         if isinstance(kernel_sizes, (str, bytes)) or not isinstance(kernel_sizes, Sequence) or len(kernel_sizes) != 3:
-            raise ValueError(f"{name}: kernel_sizes must be three odd integers, got {kernel_sizes!r}")
+            raise InputError(f"{name}: kernel_sizes must be three odd integers, got {kernel_sizes!r}")
         ks = [_int_arg(name, "kernel_sizes", k) for k in kernel_sizes]
         if any(k % 2 == 0 for k in ks):
-            raise ValueError(f"{name}: kernel_sizes must be odd ('same' padding), got {ks}")
+            raise InputError(f"{name}: kernel_sizes must be odd ('same' padding), got {ks}")
         residual = _bool_arg(name, "residual", residual)
         self._setup(scale, upsampling, {"channels": channels, "mid_channels": mid_channels, "kernel_sizes": ks})
         self.residual = residual

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from cem_lab.errors import InputError
 from cem_lab.models.archs.common import (
     PixelShuffleUpsampler,
     _bool_arg,
@@ -186,7 +187,7 @@ class SwinLite(_RestorationNet):
         shift = _bool_arg(name, "shift", shift)
         local_mlp = _bool_arg(name, "local_mlp", local_mlp)
         if width % heads:
-            raise ValueError(f"{name}: heads must divide width, got heads={heads}, width={width}")
+            raise InputError(f"{name}: heads must divide width, got heads={heads}, width={width}")
         self._setup(
             scale,
             upsampling,

@@ -31,6 +31,7 @@ from typing import Any
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from cem_lab.errors import InputError
 from cem_lab.models.ncnn.format import NcnnFormatError, NcnnGraph, NcnnLayer
 from cem_lab.models.ncnn.layers import _WEIGHTED, Shape, _safe_name, _ShapeError
 from cem_lab.models.ncnn.ops import _WEIGHTLESS
@@ -292,13 +293,13 @@ class NcnnSR(nn.Module):
         self.out_channels = int(out_channels)
         self.input_affine = (float(input_affine[0]), float(input_affine[1]))
         if self.input_affine[0] == 0:
-            raise ValueError("input_affine needs a non-zero factor")
+            raise InputError("input_affine needs a non-zero factor")
         if pad_mode not in ("replicate", "reflect", "constant"):
-            raise ValueError(f"pad_mode must be replicate, reflect or constant, got {pad_mode!r}")
+            raise InputError(f"pad_mode must be replicate, reflect or constant, got {pad_mode!r}")
         self.pad_mode = pad_mode
         self.clamp = bool(clamp)
         if residual not in (None, "nearest", "bicubic"):
-            raise ValueError(f"residual must be None, 'nearest' or 'bicubic', got {residual!r}")
+            raise InputError(f"residual must be None, 'nearest' or 'bicubic', got {residual!r}")
         self.residual = residual
 
     def config(self) -> dict:
@@ -324,7 +325,7 @@ class NcnnSR(nn.Module):
     def prepare(self, x: Tensor) -> tuple[Tensor, tuple[int, int]]:
         """The graph's input for the images ``x`` (affine, padding), and ``(H, W)`` for :meth:`finish`."""
         if x.dim() != 4 or x.shape[1] != self.in_channels:
-            raise ValueError(f"expected a (B, {self.in_channels}, H, W) batch, got {tuple(x.shape)}")
+            raise InputError(f"expected a (B, {self.in_channels}, H, W) batch, got {tuple(x.shape)}")
         h, w = int(x.shape[-2]), int(x.shape[-1])
         a, b = self.input_affine
         if (a, b) != (1.0, 0.0):
@@ -356,7 +357,7 @@ class NcnnSR(nn.Module):
             y = (y - b) / a
         if self.residual is not None:
             if x is None:
-                raise ValueError("a residual graph's finish() needs the input images")
+                raise InputError("a residual graph's finish() needs the input images")
             if self.residual == "nearest":
                 up = F.interpolate(x, scale_factor=self.scale, mode="nearest") if self.scale > 1 else x
             else:

@@ -24,6 +24,7 @@ import torch
 from skimage import data
 from torch import Tensor
 
+from cem_lab.errors import InputError
 from cem_lab.io import PathLike
 from cem_lab.models.checkpoint import CheckpointError
 from cem_lab.models.ncnn.net import NcnnSR
@@ -93,7 +94,7 @@ class NcnnRuntime:
     ):
         ncnn = require_ncnn()
         if precision not in ("fp32", "default"):
-            raise ValueError(f"precision must be 'fp32' or 'default', got {precision!r}")
+            raise InputError(f"precision must be 'fp32' or 'default', got {precision!r}")
         self.param_path, self.bin_path, self.precision = Path(param_path), Path(bin_path), precision
         self._ncnn = ncnn
         self.net = ncnn.Net()
@@ -120,7 +121,7 @@ class NcnnRuntime:
     def run(self, x: Tensor) -> Tensor:
         """The graph's output for a ``(B, C, H, W)`` batch (sizes the graph takes only)."""
         if x.dim() != 4:
-            raise ValueError(f"expected a (B, C, H, W) batch, got {tuple(x.shape)}")
+            raise InputError(f"expected a (B, C, H, W) batch, got {tuple(x.shape)}")
         outs = []
         for item in x.detach().to("cpu", torch.float32):
             with self.net.create_extractor() as ex:
