@@ -13,7 +13,7 @@ from cem_lab.tasks.base import (
     write_blocks,
 )
 from cem_lab.tasks.jpeg import JpegTask, read_jpeg_settings
-from cem_lab.tasks.restoration import (
+from cem_lab.tasks.super_resolution import (
     DenoiseTask,
     DerainTask,
     SuperResolutionTask,

@@ -55,7 +55,7 @@ from torch import Tensor
 
 from cem_lab.images import quantize
 from cem_lab.tasks.base import Task, TaskError, TaskInput, crop_origin
-from cem_lab.tasks.restoration import bicubic_downscale
+from cem_lab.tasks.super_resolution import bicubic_downscale
 
 log = logging.getLogger("cem_lab")
 
