@@ -51,6 +51,7 @@ from typing import BinaryIO
 import numpy as np
 import torch
 from PIL import Image
+from PIL.JpegImagePlugin import get_sampling  # PIL's preinit loads it for any image read anyway
 from torch import Tensor
 
 from cem_lab.images import quantize
@@ -371,8 +372,6 @@ def read_jpeg_settings(path: str | Path | BinaryIO) -> dict:
     Photoshop, mozjpeg), and then no quality reproduces the file exactly. ``subsampling`` is None for
     a sampling that Pillow cannot write (e.g. 4:1:1) or a grey JPEG.
     """
-    from PIL.JpegImagePlugin import get_sampling
-
     with Image.open(path) as im:
         if im.format != "JPEG":
             raise TaskError(f"jpeg: {path} is a {im.format} file, not a JPEG")

@@ -41,7 +41,7 @@ from cem_lab.models.embedded import (
     TRAIN_IMAGES,
     embedded_demo_image,
 )
-from cem_lab.tasks.super_resolution import DenoiseTask
+from cem_lab.tasks.denoise import DenoiseTask
 
 DEFAULT_STEPS = 800
 DEFAULT_BATCH = 16
