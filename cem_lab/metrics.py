@@ -18,6 +18,7 @@ from torch import Tensor
 from cem_lab.errors import InputError
 
 __all__ = [
+    "BT601_LUMA",
     "METRIC_NAMES",
     "SSIM_WINDOW",
     "RoiMetric",
@@ -31,8 +32,13 @@ METRIC_NAMES: tuple[str, ...] = ("psnr", "ssim", "output_change")
 SSIM_WINDOW = 11
 SSIM_SIGMA = 1.5
 _UNITS = {"psnr": "dB", "ssim": "", "output_change": "grey levels"}
-# BT.601 "studio swing" luma weights for 0..255 RGB (BasicSR ``rgb2ycbcr(y_only=True)``).
-_Y_WEIGHTS = (65.481, 128.553, 24.966)
+#: ITU-R BT.601 luma weights of R, G, B: ``Y' = 0.299 R + 0.587 G + 0.114 B``. The one source of these
+#: weights in cem_lab: the studio-swing Y below, the attribution's grey objective, the ROI placement's
+#: texture map and the patch bank's OpenCV fixed-point grey all derive from it.
+BT601_LUMA: tuple[float, float, float] = (0.299, 0.587, 0.114)
+# BT.601 "studio swing" luma weights for 0..255 RGB (BasicSR ``rgb2ycbcr(y_only=True)``): 219 / 255 of
+# the range, from 16. 219 * BT601_LUMA == (65.481, 128.553, 24.966) exactly, as floats.
+_Y_WEIGHTS = tuple(219 * w for w in BT601_LUMA)
 
 
 # ----------------------------------------------------------------------------------------
@@ -48,16 +54,26 @@ def quantize_uint8(x: Tensor) -> Tensor:
     return torch.round(x.clamp(0.0, 1.0) * 255.0)
 
 
-def rgb_to_y(x255: Tensor) -> Tensor:
-    """Y channel of 0..255 RGB images (N, 3, H, W) -> (N, 1, H, W), not rounded.
+def rgb_to_y(x: Tensor, swing: str = "studio") -> Tensor:
+    """BT.601 luma of RGB images (N, 3, H, W) -> (N, 1, H, W), not rounded.
 
-    ``Y = 16 + (65.481 R + 128.553 G + 24.966 B) / 255`` (BasicSR ``test_y_channel``).
+    ``swing="studio"`` (default; ``x`` on 0..255): BasicSR's ``test_y_channel`` Y in [16, 235],
+    ``Y = 16 + (65.481 R + 128.553 G + 24.966 B) / 255``. ``swing="full"`` (any scale, kept):
+    ``Y' = 0.299 R + 0.587 G + 0.114 B`` (:data:`BT601_LUMA`), summed over the channel dimension
+    in ``x``'s dtype, differentiable (the attribution's grey objective). Two conventions because two
+    callers need them: the PSNR-Y of SR papers, and a luma that keeps the scale of a model output.
+    Each branch keeps the arithmetic its callers have always used, so results are bit-identical.
     """
-    if x255.ndim != 4 or x255.shape[1] != 3:
-        raise InputError(f"rgb_to_y expects an (N, 3, H, W) tensor, got shape {tuple(x255.shape)}")
-    if not x255.is_floating_point():
-        x255 = x255.float()
-    r, g, b = x255[:, 0:1], x255[:, 1:2], x255[:, 2:3]
+    if swing not in ("studio", "full"):
+        raise InputError(f"rgb_to_y: swing must be 'studio' or 'full', got {swing!r}")
+    if x.ndim != 4 or x.shape[1] != 3:
+        raise InputError(f"rgb_to_y expects an (N, 3, H, W) tensor, got shape {tuple(x.shape)}")
+    if not x.is_floating_point():
+        x = x.float()
+    if swing == "full":
+        w = torch.tensor(BT601_LUMA, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+        return (x * w).sum(dim=1, keepdim=True)
+    r, g, b = x[:, 0:1], x[:, 1:2], x[:, 2:3]
     wr, wg, wb = _Y_WEIGHTS
     return 16.0 + (wr * r + wg * g + wb * b) / 255.0
 

@@ -123,7 +123,7 @@ def _self_patches() -> None:
     """The patch folders of 'the image itself': each held-out crop alone in its folder."""
     from PIL import Image
 
-    from cem_lab.datasets import standard_image
+    from cem_lab.standard_images import standard_image
 
     for name in IMAGES:
         folder = SELF_PATCHES / name

@@ -84,9 +84,9 @@ def _time_forward(net, side: int, repeats: int) -> float:
 
 
 def measure(ids) -> None:
-    from cem_lab.datasets import standard_image
     from cem_lab.images import from_uint8
     from cem_lab.models.pretrained import CATALOGUE, load_pretrained
+    from cem_lab.standard_images import standard_image
 
     torch.set_num_threads(2)
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -154,9 +154,9 @@ def cem_command(e, image: Path) -> list[str]:
 
 
 def cem(ids) -> None:
-    from cem_lab.datasets import standard_image
     from cem_lab.images import save_image
     from cem_lab.models.pretrained import CATALOGUE
+    from cem_lab.standard_images import standard_image
 
     for model_id in ids:
         e = CATALOGUE[model_id]

@@ -23,7 +23,7 @@ from cem_lab.models import (
     read_state_dict,
     save_weights,
 )
-from cem_lab.tasks.restoration import DenoiseTask
+from cem_lab.tasks.denoise import DenoiseTask
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 KAIR = SHARED / "dncnn_color_blind.pth"

@@ -1,4 +1,4 @@
-"""Standard test images that install offline (cem_lab.datasets, conf/dataset/standard.yaml)."""
+"""Standard test images that install offline (cem_lab.standard_images, conf/dataset/standard.yaml)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import warnings
 import numpy as np
 import pytest
 
-from cem_lab.datasets import (
+from cem_lab.standard_images import (
     IMAGE_POOLS,
     STANDARD_IMAGES,
     DatasetError,
@@ -95,11 +95,13 @@ def test_a_missing_package_names_the_install(monkeypatch):
 
 
 def test_another_picture_under_a_name_is_refused(monkeypatch):
-    from cem_lab import datasets
+    from cem_lab import standard_images
 
-    entry = datasets.STANDARD_IMAGES["chelsea"]
+    entry = standard_images.STANDARD_IMAGES["chelsea"]
     monkeypatch.setitem(
-        datasets.STANDARD_IMAGES, "chelsea", datasets.StandardImage(**{**entry.__dict__, "size": (256, 256)})
+        standard_images.STANDARD_IMAGES,
+        "chelsea",
+        standard_images.StandardImage(**{**entry.__dict__, "size": (256, 256)}),
     )
     with pytest.raises(DatasetError, match="300x451 RGB"):
         standard_image_path("chelsea")

@@ -30,10 +30,10 @@ from torch import Tensor
 
 from cem_lab.attribution.base import AttributionError
 from cem_lab.causal.grid import Roi
+from cem_lab.metrics import rgb_to_y
 
 OBJECTIVES = ("gradient", "roi_sum")
 CHANNELS = ("rgb", "grey")
-_LUMA = (0.299, 0.587, 0.114)
 
 
 class RoiObjective:
@@ -81,8 +81,7 @@ class RoiObjective:
             return y
         if y.shape[1] != 3:
             raise AttributionError(f"channels='grey' needs an RGB output, got {y.shape[1]} channels")
-        w = torch.tensor(_LUMA, dtype=y.dtype, device=y.device).view(1, 3, 1, 1)
-        return (y * w).sum(dim=1, keepdim=True)
+        return rgb_to_y(y, swing="full")
 
     def __call__(self, output: Tensor) -> Tensor:
         self.check(output.shape[-2], output.shape[-1])

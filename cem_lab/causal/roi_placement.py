@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from cem_lab.causal.grid import GeometryError
+from cem_lab.metrics import BT601_LUMA
 
 __all__ = ["PlacedRoi", "place_roi", "texture_map"]
 
@@ -59,7 +60,7 @@ def _luma(image: np.ndarray) -> np.ndarray:
     if arr.ndim == 3 and arr.shape[0] in (1, 3) and arr.shape[-1] not in (1, 3):
         arr = np.moveaxis(arr, 0, -1)  # (C, H, W) -> (H, W, C)
     if arr.ndim == 3:
-        arr = arr[..., :3] @ np.array([0.299, 0.587, 0.114]) if arr.shape[-1] >= 3 else arr[..., 0]
+        arr = arr[..., :3] @ np.array(BT601_LUMA) if arr.shape[-1] >= 3 else arr[..., 0]
     if arr.max() <= 1.0 + 1e-9 and np.issubdtype(np.asarray(image).dtype, np.floating):
         arr = arr * 255.0
     return arr

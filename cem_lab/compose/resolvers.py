@@ -20,9 +20,9 @@ from omegaconf import OmegaConf
 from cem_lab.bookkeeping.neutral_keys import neutral_keys
 from cem_lab.bookkeeping.sweep_record import resolve_sweep_name
 from cem_lab.causal.settings import DEFAULT_CHECKPOINT_S, CEMSettings
-from cem_lab.datasets import standard_image_file as installed_file
 from cem_lab.errors import InputError
 from cem_lab.models.zoo import ZOO_DIR
+from cem_lab.standard_images import standard_image_file as installed_file
 
 
 def run_name(override_dirname: str) -> str:
@@ -55,7 +55,7 @@ def zoo_file(name: str) -> str:
 
 def standard_image_file(name: str) -> str:
     """The resolver ``cem_standard_image`` (conf/dataset/standard.yaml): the installed file of a standard
-    test image (cem_lab.datasets)."""
+    test image (cem_lab.standard_images)."""
     return installed_file(name)
 
 

@@ -102,7 +102,7 @@ def _mt_task(net: str, task: str) -> tuple[str, ...]:
     return (*_MT_TASKS[task], *extra)
 
 
-#: SwinLite and RCAN learn from the 17-picture training pool (cem_lab.datasets.IMAGE_POOLS): on the six
+#: SwinLite and RCAN learn from the 17-picture training pool (cem_lab.standard_images.IMAGE_POOLS): on the six
 #: embedded pictures, SwinLite mixed stayed below bicubic on the held-out photographs (SR x4 -0.07 dB over
 #: sporco's five; +0.73 dB on the pool) and SwinLite DR lost on sail's masts. SRResNet's four models beat
 #: their baselines on the held-out photographs as trained on the six pictures and are kept as they are;

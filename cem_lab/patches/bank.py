@@ -37,6 +37,7 @@ import torch.nn.functional as F
 from cem_lab.errors import CemLabError
 from cem_lab.images import IMAGE_EXTENSIONS, list_images, load_image
 from cem_lab.io import PathLike, write_npz
+from cem_lab.metrics import BT601_LUMA
 
 CACHE_DIRNAME = ".cem_lab_cache"
 _CACHE_VERSION = 1
@@ -54,8 +55,11 @@ EMBEDDED_COLOUR: tuple[str, ...] = (
 EMBEDDED_GREY: tuple[str, ...] = ("brick", "grass", "gravel", "camera", "coins", "moon")
 EMBEDDED_IMAGES: tuple[str, ...] = EMBEDDED_COLOUR + EMBEDDED_GREY
 
-# OpenCV's 15-bit fixed-point BT.601 luma (0.299, 0.587, 0.114); sums to 2**15.
-_LUMA_R, _LUMA_G, _LUMA_B, _LUMA_SHIFT = 9798, 19235, 3735, 15
+# OpenCV's 15-bit fixed-point BT.601 luma: R and G rounded, B the rest so that the three sum to 2**15
+# (9798, 19235, 3735).
+_LUMA_SHIFT = 15
+_LUMA_R, _LUMA_G = (round(w * (1 << _LUMA_SHIFT)) for w in BT601_LUMA[:2])
+_LUMA_B = (1 << _LUMA_SHIFT) - _LUMA_R - _LUMA_G
 
 
 class PatchBankError(CemLabError, ValueError):

@@ -12,15 +12,11 @@ from cem_lab.tasks.base import (
     task_label,
     write_blocks,
 )
+from cem_lab.tasks.denoise import DenoiseTask
+from cem_lab.tasks.derain import DerainTask
+from cem_lab.tasks.factory import TASKS, make_task, task_from_description
 from cem_lab.tasks.jpeg import JpegTask, read_jpeg_settings
-from cem_lab.tasks.restoration import (
-    DenoiseTask,
-    DerainTask,
-    SuperResolutionTask,
-    bicubic_downscale,
-    make_task,
-    task_from_description,
-)
+from cem_lab.tasks.super_resolution import SuperResolutionTask, bicubic_downscale
 
 __all__ = [
     "CROP_ORIGIN",
@@ -37,6 +33,7 @@ __all__ = [
     "DerainTask",
     "SuperResolutionTask",
     "bicubic_downscale",
+    "TASKS",
     "make_task",
     "task_from_description",
     "JpegTask",

@@ -51,11 +51,12 @@ from typing import BinaryIO
 import numpy as np
 import torch
 from PIL import Image
+from PIL.JpegImagePlugin import get_sampling  # PIL's preinit loads it for any image read anyway
 from torch import Tensor
 
 from cem_lab.images import quantize
 from cem_lab.tasks.base import Task, TaskError, TaskInput, crop_origin
-from cem_lab.tasks.restoration import bicubic_downscale
+from cem_lab.tasks.super_resolution import bicubic_downscale
 
 log = logging.getLogger("cem_lab")
 
@@ -371,8 +372,6 @@ def read_jpeg_settings(path: str | Path | BinaryIO) -> dict:
     Photoshop, mozjpeg), and then no quality reproduces the file exactly. ``subsampling`` is None for
     a sampling that Pillow cannot write (e.g. 4:1:1) or a grey JPEG.
     """
-    from PIL.JpegImagePlugin import get_sampling
-
     with Image.open(path) as im:
         if im.format != "JPEG":
             raise TaskError(f"jpeg: {path} is a {im.format} file, not a JPEG")

@@ -24,7 +24,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import ndimage
+import scipy  # scipy.ndimage loads on first use (scipy's lazy submodules): no start-up cost for non-rain runs
 
 from cem_lab.errors import InputError
 
@@ -158,7 +158,7 @@ def _rotate(image: np.ndarray, angle_deg: float) -> np.ndarray:
     # inverse is [[a, b], [-b, a]] about the centre.
     matrix = np.array([[a, b], [-b, a]])
     offset = np.array([c, c]) - matrix @ np.array([c, c])
-    return ndimage.affine_transform(
+    return scipy.ndimage.affine_transform(
         image, matrix, offset=offset, order=1, mode="grid-constant", cval=0.0, prefilter=False
     )
 
@@ -168,8 +168,8 @@ def _streak_kernel(length: int, angle: int, width: int) -> np.ndarray:
     line = _rotate(np.eye(length, dtype=np.float64), angle - 45)
     g = _gaussian_kernel_1d(width)
     if width > 1:
-        line = ndimage.correlate1d(line, g, axis=0, mode="mirror")
-        line = ndimage.correlate1d(line, g, axis=1, mode="mirror")
+        line = scipy.ndimage.correlate1d(line, g, axis=0, mode="mirror")
+        line = scipy.ndimage.correlate1d(line, g, axis=1, mode="mirror")
     return line
 
 
@@ -177,7 +177,7 @@ def _seed_field(noise: np.ndarray, density: float) -> np.ndarray:
     """Zero the noise below ``256 - 256 * density`` and thicken the seeds with the cross kernel."""
     seeds = noise.copy()
     seeds[seeds < 256.0 - density * 256.0] = 0.0
-    return ndimage.correlate(seeds, _SEED_KERNEL, mode="mirror")
+    return scipy.ndimage.correlate(seeds, _SEED_KERNEL, mode="mirror")
 
 
 def _normalize_to_uint8(x: np.ndarray) -> np.ndarray:
@@ -203,7 +203,7 @@ def synthesize_rain(height: int, width: int, seed: int, preset: str = "medium") 
     noise = rs.uniform(0, 256, (height, width))
     seeds = _seed_field(noise, params.density)
     kernel = _streak_kernel(params.length, params.angle, params.width)
-    streaks = ndimage.correlate(seeds, kernel, mode="mirror")
+    streaks = scipy.ndimage.correlate(seeds, kernel, mode="mirror")
     layer = _normalize_to_uint8(streaks)
     return layer.astype(np.float32), params.beta
 

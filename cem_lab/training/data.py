@@ -38,11 +38,11 @@ from skimage import data
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from cem_lab.datasets import DatasetError, image_pool, standard_image
 from cem_lab.errors import CemLabError
 from cem_lab.images import IMAGE_EXTENSIONS, list_images, load_image
 from cem_lab.models.archs.common import upsample
 from cem_lab.models.embedded import TRAIN_IMAGES, embedded_demo_image
+from cem_lab.standard_images import DatasetError, image_pool, standard_image
 from cem_lab.tasks import Task, TaskError, crop_to_scale, make_task
 from cem_lab.tasks.base import task_label
 
@@ -245,7 +245,7 @@ class RestorationDataModule(L.LightningDataModule):
         tasks: one task (a ``Task``, a name ``"sr"``/``"dn"``/``"dr"`` or a dict with a ``name``
             and the task's arguments) or a list of them (a multi-task model).
         images: a folder of training images; ``None`` = the embedded scikit-image pictures.
-        pool: instead, a pool of standard images (:data:`cem_lab.datasets.IMAGE_POOLS`, e.g.
+        pool: instead, a pool of standard images (:data:`cem_lab.standard_images.IMAGE_POOLS`, e.g.
             ``"train"``: 17 pictures of scikit-image, matplotlib and scikit-learn), validated on the
             embedded chelsea crop.
         crop: side of the HR training crops; a multiple of every task's scale.
@@ -439,7 +439,7 @@ class RestorationDataModule(L.LightningDataModule):
         """What the data is, for the exported model's metadata."""
         return {
             "images": (
-                f"standard image pool {self.pool!r} (cem_lab.datasets.IMAGE_POOLS)"
+                f"standard image pool {self.pool!r} (cem_lab.standard_images.IMAGE_POOLS)"
                 if self.pool is not None
                 else "embedded scikit-image pictures"
                 if self.images_dir is None

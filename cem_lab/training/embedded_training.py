@@ -42,7 +42,7 @@ from cem_lab.models.embedded import (
     TRAIN_IMAGES,
     embedded_demo_image,
 )
-from cem_lab.tasks.restoration import DenoiseTask
+from cem_lab.tasks.denoise import DenoiseTask
 
 DEFAULT_STEPS = 800
 DEFAULT_BATCH = 16

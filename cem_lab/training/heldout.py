@@ -1,6 +1,6 @@
 """How well a restoration network restores pictures it never saw: PSNR / SSIM on an image pool.
 
-The held-out pool (:data:`cem_lab.datasets.IMAGE_POOLS` ``["heldout"]``: sporco's monarch, barbara,
+The held-out pool (:data:`cem_lab.standard_images.IMAGE_POOLS` ``["heldout"]``: sporco's monarch, barbara,
 kodim23, sail and tulips) is what no zoo model trains or validates on. Each picture is used whole
 (cut to a multiple of the scale), degraded by the task's own ``degrade`` with the seed
 ``seed + k`` (k = its place in the pool), restored, and measured with the conventions of training
@@ -25,10 +25,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from cem_lab.datasets import image_pool, standard_image
 from cem_lab.errors import InputError
 from cem_lab.metrics import psnr, ssim
 from cem_lab.models.zoo import ZOO_DIR, load_zoo_model, read_zoo_entry
+from cem_lab.standard_images import image_pool, standard_image
 from cem_lab.tasks import Task, crop_to_scale, make_task, task_from_description
 from cem_lab.tasks.base import task_label
 from cem_lab.training.restoration_module import RestorationModule, trivial_baseline

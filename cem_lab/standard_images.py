@@ -14,6 +14,9 @@ one through :func:`cem_lab.images.read_image` (stored values exactly; a grey ima
 usual note) and :func:`standard_image_path` gives its file, which is what a CEM run takes
 (``conf/dataset/standard.yaml``: ``cem-lab dataset=standard standard.name=monarch``).
 
+:data:`IMAGE_POOLS` names subsets of the catalogue (the zoo's training, held-out and validation pictures,
+read with :func:`image_pool`): lists of catalogue names, kept beside the catalogue they index.
+
 The sizes and modes were read from sporco 0.2.2.post1 and scikit-image 0.26.0; another version that
 ships a different picture under a name is refused with both sizes, rather than read silently.
 """
