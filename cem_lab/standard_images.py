@@ -369,7 +369,7 @@ STANDARD_IMAGES: dict[str, StandardImage] = {
 #: ``heldout``: the evaluation set no zoo model sees in training or validation (sporco's five photographs,
 #: the kind of test picture users map: Set14's monarch and barbara, Kodak's kodim23, and two Waterloo
 #: photographs); ``validation``: the picture training validates on (the 256x256 demo crop of chelsea).
-#: A name is in at most one pool (checked by tests/test_standard_images.py).
+#: A name is in at most one pool (checked by tests/primitives/test_standard_images.py).
 IMAGE_POOLS: dict[str, tuple[str, ...]] = {
     "train": (
         "astronaut",

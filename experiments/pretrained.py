@@ -271,7 +271,7 @@ def report(ids) -> None:
         "",
         "- **Agreement.** Every conversion is checked at first use against the ncnn runtime (pip `ncnn`, CPU, fp32 "
         "arithmetic; ncnn's default options gave the same figures here) and refused, never cached, beyond 2/255 "
-        "on more than 0.1 % of 8-bit values. `tests/test_ncnn.py` repeats the check for eight graphs in CI.",
+        "on more than 0.1 % of 8-bit values. `tests/models/test_ncnn.py` repeats the check for eight graphs in CI.",
         "- **PSNR-trained networks beat their baseline on every image but one tie** (waifu2x photo x2, x2 + JPEG "
         "and CUNet, and FFDNet: +1.6 to +10 dB on the mean; waifu2x x2 + JPEG ties bicubic on barbara, 25.41 vs "
         "25.42 dB). **The GAN-trained networks mostly lose to bicubic on PSNR**, as networks trained with "

@@ -11,7 +11,7 @@ interval covers about 85 %). The interval is therefore Hesterberg's *expanded* p
 (Hesterberg 2015, "What teachers should know about the bootstrap", section 5): the percentiles are
 taken at ``alpha'`` with ``Phi^-1(1 - alpha'/2) = sqrt(n / (n - 1)) * t_{n-1}(1 - alpha/2)``, which
 restores the coverage of the t interval for near-normal means and keeps the bootstrap's shape for
-skewed ones. ``tests/test_study_stats.py`` checks the coverage on synthetic maps.
+skewed ones. ``tests/analysis/test_study_stats.py`` checks the coverage on synthetic maps.
 
 Paired differences: for two models the difference is taken per unit first (the runs use the same
 intervention draws, seeded by (seed, block, sample), so the noise of the draws cancels: common random

@@ -17,7 +17,7 @@ Only the touched MCUs and one MCU of margin around them are encoded, not the who
 each 8 x 8 block (and at 4:2:0 each 2 x 2 chroma average) on its own, so the MCUs inside equal a
 whole-image encode, and the margin gives the decoder's chroma upsampling ("fancy", a 3/4 - 1/4
 triangle filter) the same neighbours at their edge as in the whole image. Measured
-(tests/test_jpeg_task.py): the touched MCUs equal a whole-image re-encode bit for bit.
+(tests/tasks/test_jpeg_task.py): the touched MCUs equal a whole-image re-encode bit for bit.
 
 Where chroma is subsampled, a whole-image re-encode also changes a 1-pixel ring *outside* the
 touched MCUs (the upsampling filter reaches one pixel into the next MCU): at quality 75, 4:2:0, with

@@ -11,7 +11,7 @@ degraded input otherwise.
 :func:`evaluate_network` measures any network; :func:`evaluate_zoo_model` a zoo model on each task
 it was trained for (a scale-1 mixed model restores SR inputs as its ``upsampling='pre'`` twin, as
 in the CEM). The zoo stores the outcome in each model's ``.yaml`` (``heldout:``), which
-``cem-zoo table`` prints; ``tests/test_zoo.py`` recomputes it.
+``cem-zoo table`` prints; ``tests/models/test_zoo.py`` recomputes it.
 """
 
 from __future__ import annotations

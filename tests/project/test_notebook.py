@@ -7,7 +7,7 @@ from pathlib import Path
 
 import matplotlib
 
-NOTEBOOK = Path(__file__).resolve().parent.parent / "notebooks" / "quickstart.ipynb"
+NOTEBOOK = Path(__file__).resolve().parents[2] / "notebooks" / "quickstart.ipynb"
 
 
 def test_quickstart_notebook_runs(tmp_path, monkeypatch):

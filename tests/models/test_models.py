@@ -25,7 +25,7 @@ from cem_lab.models import (
 )
 from cem_lab.tasks.denoise import DenoiseTask
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 KAIR = SHARED / "dncnn_color_blind.pth"
 DEMO_2 = SHARED / "demo_images" / "demo_2.png"
 

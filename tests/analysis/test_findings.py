@@ -267,7 +267,7 @@ def test_the_study_notebook_redraws_its_report(tmp_path, monkeypatch, study, bui
     build(tmp_path / "runs")
     monkeypatch.setenv("CEM_LAB_STUDY_RUNS", str(tmp_path / "runs"))
     monkeypatch.setenv("CEM_LAB_NOTEBOOK_OUT", str(tmp_path / "nb"))
-    nb = Path(__file__).resolve().parents[1] / "notebooks" / f"{study}.ipynb"
+    nb = Path(__file__).resolve().parents[2] / "notebooks" / f"{study}.ipynb"
     namespace: dict = {}
     for i, cell in enumerate(c for c in json.loads(nb.read_text())["cells"] if c["cell_type"] == "code"):
         exec(compile("".join(cell["source"]), f"{nb.name}[code cell {i}]", "exec"), namespace)  # noqa: S102

@@ -104,7 +104,7 @@ CASES = {
 
 
 #: covered at the CLI in the default suite; the others run with -m slow (their rules are unit-tested above, or
-#: by tests/test_cli_refusals.py for explicit ROIs)
+#: by tests/cli/test_cli_refusals.py for explicit ROIs)
 FAST_CASES = {"empty dataset folder", "index past the images", "placed roi larger than the image"}
 
 

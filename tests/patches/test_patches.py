@@ -21,7 +21,7 @@ from cem_lab.patches import (
     patch_sharpness,
 )
 
-SHARED_BANK = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "div2k_patches8.npz"
+SHARED_BANK = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "div2k_patches8.npz"
 needs_shared_bank = pytest.mark.skipif(
     not SHARED_BANK.is_file(), reason=f"reference patch bank {SHARED_BANK} not present"
 )

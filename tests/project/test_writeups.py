@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 STUDIES = ("receptive_field", "channel_attention", "multitask")
 INTERVAL = re.compile(r"([+-]?\d[\d.,]*) \[([+-]?\d[\d.]*), ([+-]?\d[\d.]*)\]")
 NOTES_HEADING = "## Reading, confounds and what is left out"

@@ -79,7 +79,7 @@ def _run_256(tmp_path, target, how, timeout=240):
 
     script = tmp_path / "ddp_256.py"
     script.write_text(_SCRIPT_256)
-    tests = str(Path(__file__).resolve().parent)
+    tests = str(Path(__file__).resolve().parents[1])
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([tests] + [p for p in [os.environ.get("PYTHONPATH")] if p]))
     try:
         proc = subprocess.run(

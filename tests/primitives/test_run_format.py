@@ -23,7 +23,7 @@ from cem_lab.run_format import (
     write_cem_arrays,
 )
 
-OLD = Path(__file__).parent / "fixtures" / "run_v1"
+OLD = Path(__file__).resolve().parents[1] / "fixtures" / "run_v1"
 
 
 def test_a_folder_written_before_the_split_loads():

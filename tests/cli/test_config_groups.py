@@ -28,7 +28,7 @@ from cem_lab.models.checkpoint import save_weights
 from cem_lab.patches import PatchBank
 from cem_lab.tasks import make_task
 
-CONF = Path(__file__).resolve().parents[1] / "conf"
+CONF = Path(__file__).resolve().parents[2] / "conf"
 #: groups that configure how processes run, not objects: composed, not built
 PROCESS_GROUPS = ("launcher", "logger", "parallel")
 #: options whose model is a network with real weights to convert or download (covered by their own tests)

@@ -27,7 +27,7 @@ from cem_lab.tasks import (
     task_label,
 )
 
-CONF_TASK = Path(__file__).resolve().parents[1] / "conf" / "task" / "jpeg.yaml"
+CONF_TASK = Path(__file__).resolve().parents[2] / "conf" / "task" / "jpeg.yaml"
 
 
 @pytest.fixture(scope="module")
