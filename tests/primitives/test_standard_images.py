@@ -15,7 +15,6 @@ from cem_lab.standard_images import (
     image_pool,
     list_standard_images,
     standard_image,
-    standard_image_file,
     standard_image_path,
 )
 
@@ -109,12 +108,12 @@ def test_another_picture_under_a_name_is_refused(monkeypatch):
 
 @needs_sporco
 def test_dataset_standard_config_resolves_to_the_file():
-    """conf/dataset/standard.yaml, with the resolver registered as cem-lab would register it."""
+    """conf/dataset/standard.yaml, with the resolvers registered as cem-lab registers them."""
     from hydra import compose, initialize_config_module
-    from omegaconf import OmegaConf
 
-    if not OmegaConf.has_resolver("cem_standard_image"):
-        OmegaConf.register_new_resolver("cem_standard_image", standard_image_file)
+    from cem_lab.compose.resolvers import register_resolvers
+
+    register_resolvers()
     with initialize_config_module(config_module="cem_lab.conf", version_base="1.3"):
         default = compose(config_name="cem", overrides=["dataset=standard"])
         other = compose(config_name="cem", overrides=["dataset=standard", "standard.name=kodim23"])
