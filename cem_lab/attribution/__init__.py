@@ -15,7 +15,7 @@
 Part of the core: no Lightning, Hydra or W&B. Captum is needed only by IntegratedGradients.
 """
 
-from cem_lab.attribution.base import AttributionError, AttributionMap, aggregate_blocks
+from cem_lab.attribution.base import AttributionError, AttributionMap, aggregate_blocks, rank_blocks
 from cem_lab.attribution.faithfulness import (
     Curve,
     RankCorrelation,
@@ -23,7 +23,6 @@ from cem_lab.attribution.faithfulness import (
     curve_auc,
     deletion_curve,
     insertion_curve,
-    rank_blocks,
     rank_correlation,
     sign_test,
 )

@@ -26,50 +26,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from cem_lab.attribution.base import AttributionError
+from cem_lab.attribution.base import AttributionError, _exclude_mask, _flat
 
 MetricAfter = Callable[[np.ndarray], float]
-
-
-def _flat(values, what: str = "map") -> np.ndarray:
-    a = np.asarray(values, dtype=np.float64)
-    if a.ndim not in (1, 2):
-        raise AttributionError(f"a block {what} must be (rows, cols) or flat, got shape {a.shape}")
-    return a.ravel()
-
-
-def _exclude_mask(exclude, n: int) -> np.ndarray:
-    if exclude is None:
-        return np.zeros(n, dtype=bool)
-    e = np.asarray(exclude)
-    if e.dtype == bool:
-        if e.size != n:
-            raise AttributionError(f"exclude mask has {e.size} blocks, the map {n}")
-        return e.ravel().copy()
-    mask = np.zeros(n, dtype=bool)
-    idx = e.astype(int).ravel()
-    if idx.size and (idx.min() < 0 or idx.max() >= n):
-        raise AttributionError(f"exclude indices must lie in [0, {n}), got {idx.tolist()[:10]}")
-    mask[idx] = True
-    return mask
-
-
-def rank_blocks(block_map, *, exclude=None, by: str = "value", descending: bool = True) -> np.ndarray:
-    """Flat block indices sorted by the map, most important first.
-
-    ``by="value"`` ranks the signed values (a CE map: the blocks that help the ROI most first);
-    ``by="abs"`` ranks ``|value|``. ``exclude``: a boolean mask or indices of blocks to leave out
-    (e.g. ``amap.roi_mask`` or ``cem.roi_mask``); NaN blocks are left out too. Ties keep the
-    block order (stable sort).
-    """
-    if by not in ("value", "abs"):
-        raise AttributionError(f"by must be 'value' or 'abs', got {by!r}")
-    v = _flat(block_map)
-    keep = np.isfinite(v) & ~_exclude_mask(exclude, v.size)
-    idx = np.flatnonzero(keep)
-    key = np.abs(v[idx]) if by == "abs" else v[idx]
-    order = np.argsort(-key if descending else key, kind="stable")
-    return idx[order]
 
 
 def _check_ranking(ranking) -> np.ndarray:
