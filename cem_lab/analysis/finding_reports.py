@@ -138,7 +138,7 @@ RF_METRICS = [
 
 
 def _receptive_field(runs: pd.DataFrame, out: Path, figures: Path) -> dict[str, Any]:
-    from cem_lab.viz import finding_figures as ff
+    from cem_lab.analysis import finding_figures as ff
 
     df = with_locality(runs)
     df["dependent_share"] = [dependent_share(f) for f in df["folder"]]
@@ -357,7 +357,7 @@ GLOBAL_VARIANTS = ("global", "half", "adaptive2", "adaptive3")
 
 
 def _channel_attention(runs: pd.DataFrame, out: Path, figures: Path) -> dict[str, Any]:
-    from cem_lab.viz import finding_figures as ff
+    from cem_lab.analysis import finding_figures as ff
 
     df = with_locality(runs)
     df = df[df["attention_variant"].notna()]
@@ -452,7 +452,7 @@ MT_METRICS = [
 
 
 def _multitask(runs: pd.DataFrame, out: Path, figures: Path) -> dict[str, Any]:
-    from cem_lab.viz import finding_figures as ff
+    from cem_lab.analysis import finding_figures as ff
 
     df = with_locality(runs)
     df = df[df["zoo"] == True]  # noqa: E712

@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.patches import Rectangle
 
+from cem_lab.causal.result import CEMResult
 from cem_lab.io import PathLike
 from cem_lab.viz.cem_figures import PIE_COLORS, TASK_BOUNDS, effect_mappable, effect_to_rgb, new_figure, save_figure
 
@@ -84,8 +85,6 @@ def _roi_box(ax, roi_mask: np.ndarray) -> None:
 def plot_cem_grid(runs: pd.DataFrame, path: PathLike, ncols: int = 5) -> str:
     """All runs' CE maps re-rendered from their ``cem.npz``, grouped by task and metric; one
     symmetric colour range per group (the task's reference bound for dB), the ROI outlined in green."""
-    from cem_lab.causal.result import CEMResult
-
     _check_rows(runs, "plot_cem_grid")
     labels = run_labels(runs)
     groups = []

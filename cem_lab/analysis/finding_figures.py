@@ -20,7 +20,12 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from matplotlib.colors import to_rgb
+from PIL import Image
 
+from cem_lab.analysis.study_figures import plot_cem_grid
+from cem_lab.analysis.study_tables import distance_profile
+from cem_lab.causal.result import CEMResult
 from cem_lab.io import PathLike
 from cem_lab.run_format import IMAGES_DIR, SUMMARY_FILE
 from cem_lab.viz.cem_figures import (
@@ -71,7 +76,7 @@ def plot_rf_trends(per: pd.DataFrame, path: PathLike) -> str:
                 * (sorted(per[per["architecture"] == arch]["width"].unique()).index(width) + 1)
                 / per[per["architecture"] == arch]["width"].nunique()
             )
-            base = np.array(__import__("matplotlib").colors.to_rgb(_FAMILY_COLOURS.get(arch, "tab:gray")))
+            base = np.array(to_rgb(_FAMILY_COLOURS.get(arch, "tab:gray")))
             colour = tuple(1 - shade * (1 - base))
             _err(
                 ax,
@@ -201,8 +206,6 @@ def plot_multitask_pairs(
 
 
 def plot_multitask_profiles(df: pd.DataFrame, path: PathLike, bin_px: float = 8.0) -> str:
-    from cem_lab.analysis.study_tables import distance_profile
-
     tasks = list(dict.fromkeys(df["task"]))
     fams = list(dict.fromkeys(df["architecture"]))
     fig = new_figure(3.3 * len(tasks), 2.6 * len(fams), dpi=110)
@@ -253,8 +256,6 @@ def plot_unit_grid(
     df: pd.DataFrame, path: PathLike, models: Sequence[str], ncols: int = 6, by_task: bool = False
 ) -> str:
     """The CE maps of ``models`` on :func:`chosen_unit` (one row group per task)."""
-    from cem_lab.viz.study_figures import plot_cem_grid
-
     unit = chosen_unit(df)
     key = df["image"].astype(str) + " roi " + df["roi"].astype(str)
     sub = df[(key == unit) & df["model"].isin(list(models))]
@@ -266,10 +267,6 @@ def plot_unit_grid(
 def plot_teaser(df: pd.DataFrame, model: str, path: PathLike) -> str:
     """One network on each of its tasks (rows), on one unit: degraded input | restored with the ROI |
     causal effect map with its colour bar | pie of the blocks by effect sign."""
-    from PIL import Image
-
-    from cem_lab.causal.result import CEMResult
-
     runs = df[df["model"] == model]
     unit = chosen_unit(runs[runs["task"] == runs["task"].iloc[0]])
     key = runs["image"].astype(str) + " roi " + runs["roi"].astype(str)
