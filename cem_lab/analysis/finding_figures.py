@@ -28,15 +28,9 @@ from cem_lab.analysis.study_tables import distance_profile
 from cem_lab.causal.result import CEMResult
 from cem_lab.io import PathLike
 from cem_lab.run_format import IMAGES_DIR, SUMMARY_FILE
-from cem_lab.viz.cem_figures import (
-    _draw_pie,
-    _effect_colorbar,
-    _effect_range,
-    cem_overlay,
-    draw_roi_box,
-    new_figure,
-    save_figure,
-)
+from cem_lab.viz.canvas import new_figure, save_figure
+from cem_lab.viz.cem_charts import draw_effect_colorbar, draw_pie
+from cem_lab.viz.cem_maps import cem_overlay, draw_roi_box, effect_range
 
 __all__ = [
     "chosen_unit",
@@ -303,11 +297,11 @@ def plot_teaser(df: pd.DataFrame, model: str, path: PathLike) -> str:
             ax.set_xticks([])
             ax.set_yticks([])
         cax = fig.add_axes((0.02 + 2 * 0.245 + 0.02, top - height - 0.2 / fig_h, 0.18, 0.12 / fig_h))
-        vmin, vmax = _effect_range(res.effect, res.roi_mask)
-        _effect_colorbar(fig, cax, bound, 1.2, vmin, vmax, "dB", fontsize=7)
+        vmin, vmax = effect_range(res.effect, res.roi_mask)
+        draw_effect_colorbar(fig, cax, bound, 1.2, vmin, vmax, "dB", fontsize=7)
         pie = fig.add_axes((0.02 + 3 * 0.245 + 0.02, top - height, 0.18, height))
         counts = {k: int(v) for k, v in (summary.get("counts") or {}).items()}
-        _draw_pie(pie, counts, fontsize=7)
+        draw_pie(pie, counts, fontsize=7)
         pie.set_title(f"blocks by effect sign (n = {sum(counts.values())})", fontsize=9)
     fig.suptitle(f"{model}: one network, {n} tasks, one ROI ({unit})", fontsize=11, y=1 - 0.15 / fig_h, va="top")
     return save_figure(fig, path)

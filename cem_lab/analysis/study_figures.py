@@ -23,7 +23,9 @@ from matplotlib.patches import Rectangle
 
 from cem_lab.causal.result import CEMResult
 from cem_lab.io import PathLike
-from cem_lab.viz.cem_figures import PIE_COLORS, TASK_BOUNDS, effect_mappable, effect_to_rgb, new_figure, save_figure
+from cem_lab.viz.canvas import new_figure, save_figure
+from cem_lab.viz.cem_charts import PIE_COLORS
+from cem_lab.viz.cem_maps import TASK_BOUNDS, effect_mappable, effect_to_rgb
 
 __all__ = [
     "depth_width_families",
