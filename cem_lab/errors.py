@@ -8,7 +8,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
 
     from cem_lab.causal.errors import ModelOutputError, RunFolderError
     from cem_lab.folder_lock import FolderBusyError, FolderLockError
-    from cem_lab.images import ImageError
+    from cem_lab.image_decoding import ImageError
     from cem_lab.models.checkpoint import CheckpointError
 
     # ValueError covers GeometryError, TaskError, EstimatorError, PatchBankError, metric errors
