@@ -53,6 +53,8 @@ def _err(ax, x, mean, low, high, **kw):
 
 
 def plot_rf_trends(per: pd.DataFrame, path: PathLike) -> str:
+    """Effective distance, negative share and ROI PSNR against depth (log 2), one line per family and width
+    (darker: wider), each point the per-model mean with its 95 % interval; ``per`` is the per-model table."""
     panels = [
         ("reach_max_px", "effective distance (px)"),
         ("share_negative", "negative share"),
@@ -90,6 +92,8 @@ def plot_rf_trends(per: pd.DataFrame, path: PathLike) -> str:
 
 
 def plot_rf_reach_vs_params(per: pd.DataFrame, real: pd.DataFrame, path: PathLike) -> str:
+    """Effective distance against parameter count (log): the zoo families coloured, the catalogue's real
+    networks (``real``, may be empty) in black with their names."""
     fig = new_figure(5.5, 3.8, dpi=110)
     fig.set_layout_engine("constrained")
     ax = fig.subplots()
@@ -136,6 +140,8 @@ def plot_attention_contrast(
     path: PathLike,
     metrics: Sequence[str] = ("share_positive", "total_positive_effect", "reach_max_px", "baseline_metric"),
 ) -> str:
+    """Per metric, each attention variant's paired difference from no attention (variant - none) with its
+    95 % interval, SR and DN side by side; ``con`` is the attention-contrast table."""
     metrics = [m for m in metrics if m in set(con["metric"])]
     fig = new_figure(3.4 * len(metrics), 3.4, dpi=110)
     fig.set_layout_engine("constrained")
@@ -170,6 +176,8 @@ def plot_multitask_pairs(
     path: PathLike,
     metrics: Sequence[str] = ("total_positive_effect", "ce_mean_distance_px", "near_mass_share", "baseline_metric"),
 ) -> str:
+    """Per metric, mixed minus single-task with its 95 % interval, one row per (family, task); ``paired`` is
+    the paired table of the multi-task finding."""
     metrics = [m for m in metrics if m in set(paired["metric"])]
     rows = paired[["task", "family"]].drop_duplicates().reset_index(drop=True)
     fig = new_figure(3.2 * len(metrics), 0.35 * len(rows) + 1.6, dpi=110)
@@ -200,6 +208,8 @@ def plot_multitask_pairs(
 
 
 def plot_multitask_profiles(df: pd.DataFrame, path: PathLike, bin_px: float = 8.0) -> str:
+    """The share of |CE| by distance from the ROI centre (bins of ``bin_px``), single-task vs mixed, one panel
+    per family and task: the mean over units with a min-max band."""
     tasks = list(dict.fromkeys(df["task"]))
     fams = list(dict.fromkeys(df["architecture"]))
     fig = new_figure(3.3 * len(tasks), 2.6 * len(fams), dpi=110)
