@@ -69,7 +69,7 @@ def _slug(text: str) -> str:
 
 
 def _figures(runs: pd.DataFrame, folder: Path) -> dict[str, str]:
-    from cem_lab.viz import study_figures as sf
+    from cem_lab.analysis import study_figures as sf
 
     out = {
         "cem_grid": sf.plot_cem_grid(runs, folder / "cem_grid.png"),

@@ -1,7 +1,7 @@
 """The ROI atlas figure: over the restored image, every ROI coloured by its share of negative
 blocks and by its mean effective distance (reach), and the distributions of both over the ROIs.
 
-Small (dpi 100), written atomically, no global matplotlib state (as :mod:`cem_lab.viz.cem_figures`).
+Small (dpi 100), written atomically, no global matplotlib state (:mod:`cem_lab.viz.canvas`).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from matplotlib.cm import ScalarMappable
 from matplotlib.colors import Normalize
 from matplotlib.patches import Rectangle
 
-from cem_lab.viz.cem_figures import new_figure, save_figure
+from cem_lab.viz.canvas import new_figure, save_figure
 
 
 def save_atlas_figure(path: str | Path, atlas) -> str:

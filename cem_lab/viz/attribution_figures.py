@@ -3,12 +3,12 @@
 - :func:`save_attribution_panel`: the degraded input with the ROI box, then one block map per
   method (LAM, integrated gradients, saliency, CEM) over the input, each with its colour bar, the
   share of the image it marks and its rank correlation with the CEM in the title. Colours are those
-  of :mod:`cem_lab.viz.cem_figures` (positive red, negative blue, zero white, the ROI's blocks
+  of :mod:`cem_lab.viz.cem_maps` (positive red, negative blue, zero white, the ROI's blocks
   green; a sign-preserving power mapping); every map has its own symmetric range.
 - :func:`save_deletion_curves`: one panel per intervention (LV, zeros, mean, blur): the ROI metric
   against the share of blocks deleted (solid) or inserted (dashed), per method, with the areas.
 
-Figures are small (dpi 100), written atomically, with no global matplotlib state (as cem_figures).
+Figures are small (dpi 100), written atomically, with no global matplotlib state (:mod:`cem_lab.viz.canvas`).
 """
 
 from __future__ import annotations
@@ -20,7 +20,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from cem_lab.io import PathLike
-from cem_lab.viz.cem_figures import _add_axes_in, cem_overlay, draw_roi_box, effect_mappable, new_figure, save_figure
+from cem_lab.viz.canvas import add_axes_in, new_figure, save_figure
+from cem_lab.viz.cem_maps import cem_overlay, draw_roi_box, effect_mappable, resize_to
 
 GAMMA = 1.2
 METHOD_COLORS: dict[str, str] = {"lam": "#ff7f0e", "ig": "#2ca02c", "saliency": "#9467bd", "cem": "#000000"}
@@ -48,9 +49,7 @@ def symmetric_bound(values: np.ndarray, roi_mask: np.ndarray) -> float:
 
 
 def _input_at_output_size(image: np.ndarray, h: int, w: int) -> np.ndarray:
-    from cem_lab.viz.cem_figures import _resize_to
-
-    return _resize_to(np.ascontiguousarray(np.asarray(image, dtype=np.uint8)[..., :3]), h, w)
+    return resize_to(np.ascontiguousarray(np.asarray(image, dtype=np.uint8)[..., :3]), h, w)
 
 
 def _tick(value: float) -> str:
@@ -85,21 +84,21 @@ def save_attribution_panel(
     fig = new_figure(fig_w, fig_h, dpi=dpi)
     top = fig_h - head
 
-    ax = _add_axes_in(fig, margin, top - ph, pw, ph)
+    ax = add_axes_in(fig, margin, top - ph, pw, ph)
     ax.imshow(draw_roi_box(inp, roi), interpolation="antialiased")
     ax.set_title(f"input with the ROI\n{input_rgb.shape[0]}\u00d7{input_rgb.shape[1]}, ROI {list(roi)}", fontsize=8)
     ax.set_xticks([])
     ax.set_yticks([])
     for k, p in enumerate(panels, start=1):
         left = margin + k * (pw + gap)
-        ax = _add_axes_in(fig, left, top - ph, pw, ph)
+        ax = add_axes_in(fig, left, top - ph, pw, ph)
         values = np.nan_to_num(np.asarray(p.values, dtype=np.float64), nan=0.0)
         bound = float(p.bound) if math.isfinite(p.bound) and p.bound > 0 else 1.0
         ax.imshow(cem_overlay(values, roi_mask, roi, block, (h, w), input_rgb, bound), interpolation="nearest")
         ax.set_title("\n".join([p.label, *p.lines]), fontsize=8)
         ax.set_xticks([])
         ax.set_yticks([])
-        cax = _add_axes_in(fig, left + 0.1 * pw, top - ph - 0.22, 0.8 * pw, 0.1)
+        cax = add_axes_in(fig, left + 0.1 * pw, top - ph - 0.22, 0.8 * pw, 0.1)
         cbar = fig.colorbar(effect_mappable(bound, GAMMA), cax=cax, orientation="horizontal")
         cbar.set_ticks([-bound, 0.0, bound])
         unit = f" {p.unit}" if p.unit else ""
@@ -138,7 +137,7 @@ def save_deletion_curves(
     fig = new_figure(fig_w, fig_h, dpi=dpi)
     ylabel = f"ROI {metric}" + (f" ({unit})" if unit else "")
     for i, name in enumerate(names):
-        ax = _add_axes_in(fig, margin + i * (pw + gap), bottom, pw, ph)
+        ax = add_axes_in(fig, margin + i * (pw + gap), bottom, pw, ph)
         for k, (method, kinds) in enumerate(curves[name].items()):
             color = _color(method, k)
             parts = []

@@ -17,7 +17,7 @@ import pandas as pd
 
 from cem_lab.errors import InputError
 from cem_lab.io import PathLike
-from cem_lab.viz.cem_figures import new_figure, save_figure
+from cem_lab.viz.canvas import new_figure, save_figure
 
 __all__ = ["plot_distance_profile", "plot_study_intervals"]
 

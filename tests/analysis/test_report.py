@@ -16,12 +16,12 @@ from omegaconf import OmegaConf
 from PIL import Image
 
 from cem_lab import compute_cem
+from cem_lab.analysis import study_figures as sf
 from cem_lab.analysis.report import write_report
 from cem_lab.analysis.runs import REPORT_MARKER, collect_runs, task_label, zoo_info
 from cem_lab.bookkeeping.run_index import mark_done
 from cem_lab.cli.report import main
 from cem_lab.models.zoo import read_zoo_entry
-from cem_lab.viz import study_figures as sf
 
 # four zoo names spanning 2 depths x 2 widths (their metadata is read; the CEMs use toy networks)
 ZOO_RUNS = {"fsrcnn_d2_w16_x4": 2, "fsrcnn_d2_w32_x4": 2, "fsrcnn_d4_w16_x4": 4, "fsrcnn_d4_w32_x4": 4}

@@ -11,7 +11,8 @@ from torch import nn
 
 from cem_lab import compute_cem
 from cem_lab.causal import GeometryError, ModelOutputError, RunFolderError
-from cem_lab.images import ImageError, load_image
+from cem_lab.image_decoding import ImageError
+from cem_lab.images import load_image
 from cem_lab.patches import PatchBank, PatchBankError
 
 KW = dict(block=8, coarse=2, fine=2, progress=False)

@@ -15,7 +15,8 @@ import tifffile
 import torch
 from PIL import Image
 
-from cem_lab.images import ImageError, load_image, read_image
+from cem_lab.image_decoding import ImageError
+from cem_lab.images import load_image, read_image
 
 H, W = 23, 37
 

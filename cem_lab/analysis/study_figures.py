@@ -21,9 +21,12 @@ import numpy as np
 import pandas as pd
 from matplotlib.patches import Rectangle
 
+from cem_lab.causal.result import CEMResult
 from cem_lab.errors import InputError
 from cem_lab.io import PathLike
-from cem_lab.viz.cem_figures import PIE_COLORS, TASK_BOUNDS, effect_mappable, effect_to_rgb, new_figure, save_figure
+from cem_lab.viz.canvas import new_figure, save_figure
+from cem_lab.viz.cem_charts import PIE_COLORS
+from cem_lab.viz.cem_maps import TASK_BOUNDS, effect_mappable, effect_to_rgb
 
 __all__ = [
     "depth_width_families",
@@ -85,8 +88,6 @@ def _roi_box(ax, roi_mask: np.ndarray) -> None:
 def plot_cem_grid(runs: pd.DataFrame, path: PathLike, ncols: int = 5) -> str:
     """All runs' CE maps re-rendered from their ``cem.npz``, grouped by task and metric; one
     symmetric colour range per group (the task's reference bound for dB), the ROI outlined in green."""
-    from cem_lab.causal.result import CEMResult
-
     _check_rows(runs, "plot_cem_grid")
     labels = run_labels(runs)
     groups = []

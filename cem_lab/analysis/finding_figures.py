@@ -20,19 +20,18 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from matplotlib.colors import to_rgb
+from PIL import Image
 
+from cem_lab.analysis.study_figures import plot_cem_grid
+from cem_lab.analysis.study_tables import distance_profile
+from cem_lab.causal.result import CEMResult
 from cem_lab.errors import InputError
 from cem_lab.io import PathLike
 from cem_lab.run_format import IMAGES_DIR, SUMMARY_FILE
-from cem_lab.viz.cem_figures import (
-    _draw_pie,
-    _effect_colorbar,
-    _effect_range,
-    cem_overlay,
-    draw_roi_box,
-    new_figure,
-    save_figure,
-)
+from cem_lab.viz.canvas import new_figure, save_figure
+from cem_lab.viz.cem_charts import draw_effect_colorbar, draw_pie
+from cem_lab.viz.cem_maps import cem_overlay, draw_roi_box, effect_range
 
 __all__ = [
     "chosen_unit",
@@ -55,6 +54,8 @@ def _err(ax, x, mean, low, high, **kw):
 
 
 def plot_rf_trends(per: pd.DataFrame, path: PathLike) -> str:
+    """Effective distance, negative share and ROI PSNR against depth (log 2), one line per family and width
+    (darker: wider), each point the per-model mean with its 95 % interval; ``per`` is the per-model table."""
     panels = [
         ("reach_max_px", "effective distance (px)"),
         ("share_negative", "negative share"),
@@ -72,7 +73,7 @@ def plot_rf_trends(per: pd.DataFrame, path: PathLike) -> str:
                 * (sorted(per[per["architecture"] == arch]["width"].unique()).index(width) + 1)
                 / per[per["architecture"] == arch]["width"].nunique()
             )
-            base = np.array(__import__("matplotlib").colors.to_rgb(_FAMILY_COLOURS.get(arch, "tab:gray")))
+            base = np.array(to_rgb(_FAMILY_COLOURS.get(arch, "tab:gray")))
             colour = tuple(1 - shade * (1 - base))
             _err(
                 ax,
@@ -92,6 +93,8 @@ def plot_rf_trends(per: pd.DataFrame, path: PathLike) -> str:
 
 
 def plot_rf_reach_vs_params(per: pd.DataFrame, real: pd.DataFrame, path: PathLike) -> str:
+    """Effective distance against parameter count (log): the zoo families coloured, the catalogue's real
+    networks (``real``, may be empty) in black with their names."""
     fig = new_figure(5.5, 3.8, dpi=110)
     fig.set_layout_engine("constrained")
     ax = fig.subplots()
@@ -138,6 +141,8 @@ def plot_attention_contrast(
     path: PathLike,
     metrics: Sequence[str] = ("share_positive", "total_positive_effect", "reach_max_px", "baseline_metric"),
 ) -> str:
+    """Per metric, each attention variant's paired difference from no attention (variant - none) with its
+    95 % interval, SR and DN side by side; ``con`` is the attention-contrast table."""
     metrics = [m for m in metrics if m in set(con["metric"])]
     fig = new_figure(3.4 * len(metrics), 3.4, dpi=110)
     fig.set_layout_engine("constrained")
@@ -172,6 +177,8 @@ def plot_multitask_pairs(
     path: PathLike,
     metrics: Sequence[str] = ("total_positive_effect", "ce_mean_distance_px", "near_mass_share", "baseline_metric"),
 ) -> str:
+    """Per metric, mixed minus single-task with its 95 % interval, one row per (family, task); ``paired`` is
+    the paired table of the multi-task finding."""
     metrics = [m for m in metrics if m in set(paired["metric"])]
     rows = paired[["task", "family"]].drop_duplicates().reset_index(drop=True)
     fig = new_figure(3.2 * len(metrics), 0.35 * len(rows) + 1.6, dpi=110)
@@ -202,8 +209,8 @@ def plot_multitask_pairs(
 
 
 def plot_multitask_profiles(df: pd.DataFrame, path: PathLike, bin_px: float = 8.0) -> str:
-    from cem_lab.analysis.study_tables import distance_profile
-
+    """The share of |CE| by distance from the ROI centre (bins of ``bin_px``), single-task vs mixed, one panel
+    per family and task: the mean over units with a min-max band."""
     tasks = list(dict.fromkeys(df["task"]))
     fams = list(dict.fromkeys(df["architecture"]))
     fig = new_figure(3.3 * len(tasks), 2.6 * len(fams), dpi=110)
@@ -254,8 +261,6 @@ def plot_unit_grid(
     df: pd.DataFrame, path: PathLike, models: Sequence[str], ncols: int = 6, by_task: bool = False
 ) -> str:
     """The CE maps of ``models`` on :func:`chosen_unit` (one row group per task)."""
-    from cem_lab.viz.study_figures import plot_cem_grid
-
     unit = chosen_unit(df)
     key = df["image"].astype(str) + " roi " + df["roi"].astype(str)
     sub = df[(key == unit) & df["model"].isin(list(models))]
@@ -267,10 +272,6 @@ def plot_unit_grid(
 def plot_teaser(df: pd.DataFrame, model: str, path: PathLike) -> str:
     """One network on each of its tasks (rows), on one unit: degraded input | restored with the ROI |
     causal effect map with its colour bar | pie of the blocks by effect sign."""
-    from PIL import Image
-
-    from cem_lab.causal.result import CEMResult
-
     runs = df[df["model"] == model]
     unit = chosen_unit(runs[runs["task"] == runs["task"].iloc[0]])
     key = runs["image"].astype(str) + " roi " + runs["roi"].astype(str)
@@ -307,11 +308,11 @@ def plot_teaser(df: pd.DataFrame, model: str, path: PathLike) -> str:
             ax.set_xticks([])
             ax.set_yticks([])
         cax = fig.add_axes((0.02 + 2 * 0.245 + 0.02, top - height - 0.2 / fig_h, 0.18, 0.12 / fig_h))
-        vmin, vmax = _effect_range(res.effect, res.roi_mask)
-        _effect_colorbar(fig, cax, bound, 1.2, vmin, vmax, "dB", fontsize=7)
+        vmin, vmax = effect_range(res.effect, res.roi_mask)
+        draw_effect_colorbar(fig, cax, bound, 1.2, vmin, vmax, "dB", fontsize=7)
         pie = fig.add_axes((0.02 + 3 * 0.245 + 0.02, top - height, 0.18, height))
         counts = {k: int(v) for k, v in (summary.get("counts") or {}).items()}
-        _draw_pie(pie, counts, fontsize=7)
+        draw_pie(pie, counts, fontsize=7)
         pie.set_title(f"blocks by effect sign (n = {sum(counts.values())})", fontsize=9)
     fig.suptitle(f"{model}: one network, {n} tasks, one ROI ({unit})", fontsize=11, y=1 - 0.15 / fig_h, va="top")
     return save_figure(fig, path)

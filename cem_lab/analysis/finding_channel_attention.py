@@ -1,0 +1,114 @@
+"""Finding 2: channel attention (a global mechanism) matters in SR, may be futile in DN.
+
+From RCAN variants with and without attention on SR and on DN: each variant's paired difference from
+no attention, the SR - DN contrast of those differences, per-variant intervals, figures.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from cem_lab.analysis import finding_figures as ff
+from cem_lab.analysis.finding_tables import (
+    LABELS,
+    FindingError,
+    interval_text,
+    markdown_table,
+    per_model_intervals,
+    units_line,
+    write_csv,
+)
+from cem_lab.analysis.findings import attention_contrast, verdict, with_locality
+
+CA_METRICS = ["share_positive", "total_positive_effect", "reach_max_px", "ce_mean_distance_px", "baseline_metric"]
+#: the variants whose attention pools over the whole image (the paper's "global mechanism")
+GLOBAL_VARIANTS = ("global", "half", "adaptive2", "adaptive3")
+
+
+def channel_attention_finding(runs: pd.DataFrame, out: Path, figures: Path) -> dict[str, Any]:
+    """Finding 2 from RCAN variants with and without channel attention on SR and DN: paired differences
+    from no attention, their SR - DN contrast, figures, markdown and verdict."""
+    df = with_locality(runs)
+    df = df[df["attention_variant"].notna()]
+    sr, dn = df[df["task"] == "sr"], df[df["task"] == "dn"]
+    if (
+        sr["model"].nunique() < 2
+        or dn["model"].nunique() < 2
+        or "none" not in set(sr["attention_variant"])
+        or "none" not in set(dn["attention_variant"])
+    ):
+        raise FindingError(
+            "channel_attention: needs RCAN variants with and without attention on SR and on DN "
+            "(attention_variant none among them). Run python experiments/channel_attention.py run"
+        )
+    variant_of = dict(zip(df["model"], df["attention_variant"].astype(str)))
+    con = attention_contrast(sr, dn, variant_of, "none", CA_METRICS)
+    files = {"contrast": write_csv(con, out / "finding_channel_attention_contrast.csv")}
+    per = pd.concat(
+        [
+            per_model_intervals(t, list(dict.fromkeys(t["model"])), CA_METRICS).assign(task=name)
+            for name, t in (("sr", sr), ("dn", dn))
+        ],
+        ignore_index=True,
+    )
+    per["variant"] = per["model"].map(variant_of)
+    files["per_model"] = write_csv(per, out / "finding_channel_attention_models.csv")
+    support = contradict = total = 0
+    for _, r in con[
+        con["variant"].isin(GLOBAL_VARIANTS) & con["metric"].isin(["share_positive", "total_positive_effect"])
+    ].iterrows():
+        total += 1
+        sr_excl = r["sr_low"] > 0 or r["sr_high"] < 0
+        dn_excl = r["dn_low"] > 0 or r["dn_high"] < 0
+        support += bool(r["contrast_excludes_zero"] and not dn_excl)
+        contradict += bool(dn_excl and not sr_excl)
+    v = verdict(support, contradict, total)
+    figs = {
+        "finding_ca_contrast": ff.plot_attention_contrast(con, figures / "finding_ca_contrast.png"),
+        "finding_ca_cem_grid": ff.plot_unit_grid(
+            df,
+            figures / "finding_ca_cem_grid.png",
+            models=list(dict.fromkeys(sr["model"])) + list(dict.fromkeys(dn["model"])),
+            ncols=7,
+        ),
+    }
+    tab = con.assign(
+        **{
+            "metric": con["metric"].map(LABELS),
+            "SR: variant - none": [interval_text(r.sr_mean, r.sr_low, r.sr_high) for r in con.itertuples()],
+            "DN: variant - none": [interval_text(r.dn_mean, r.dn_low, r.dn_high) for r in con.itertuples()],
+            "contrast SR - DN": [
+                interval_text(r.contrast_mean, r.contrast_low, r.contrast_high) for r in con.itertuples()
+            ],
+        }
+    )
+    pm = per.assign(
+        **{
+            LABELS[m]: [
+                interval_text(a, b, c, 4 if m == "baseline_metric" else 3)
+                for a, b, c in zip(per[f"{m}_mean"], per[f"{m}_low"], per[f"{m}_high"])
+            ]
+            for m in CA_METRICS
+        }
+    )
+    md = [
+        "## Finding 2: channel attention (a global mechanism) matters in SR, may be futile in DN\n",
+        f"{units_line(df)}.\n",
+        f"**Verdict: {v}.** Rule: for each variant that pools over the whole image ({', '.join(GLOBAL_VARIANTS)}) "
+        "and each of the positive share and the sum of positive CE, a comparison supports the finding when the "
+        "contrast (SR difference minus DN difference, each against the no-attention RCAN on the same units) "
+        "excludes 0 while the DN difference does not; it contradicts it when the DN difference excludes 0 while "
+        f"the SR difference does not. Comparisons: {total}; supporting: {support}; contradicting: {contradict}. "
+        "The two tasks' effects are in dB of different quantities (a x4 upscale vs a sigma 50 denoise), so the "
+        "shares, not the dB sums, are the comparable scale.\n",
+        "### Paired differences from the no-attention RCAN, and their contrast\n",
+        markdown_table(tab[["variant", "metric", "SR: variant - none", "DN: variant - none", "contrast SR - DN"]]),
+        "### Per variant\n",
+        markdown_table(pm[["task", "variant", *[LABELS[m] for m in CA_METRICS]]]),
+        f"![contrast](figures/{Path(figs['finding_ca_contrast']).name})\n",
+        f"![CE maps](figures/{Path(figs['finding_ca_cem_grid']).name})\n",
+    ]
+    return {"markdown": "\n".join(md), "verdict": v, "files": files, "figures": figs}

@@ -1,0 +1,56 @@
+"""Figures without global state: a figure with its own Agg canvas, axes placed in inches, atomic PNG writes.
+
+Every file is written atomically (:func:`cem_lab.io.atomic_path`) and made readable (0644).
+Figures are built with :class:`matplotlib.figure.Figure` and :class:`FigureCanvasAgg` directly,
+so no global matplotlib / pyplot state is touched.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+from matplotlib.axes import Axes
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from PIL import Image
+
+from cem_lab.io import PathLike, atomic_path
+
+
+def new_figure(width: float, height: float, dpi: int = 120) -> Figure:
+    """A figure with its own Agg canvas (no pyplot, no global backend); axes are placed by hand."""
+    fig = Figure(figsize=(width, height), dpi=dpi)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def add_axes_in(fig: Figure, left: float, bottom: float, width: float, height: float) -> Axes:
+    """Add axes at a position given in inches from the figure's bottom-left corner."""
+    fw, fh = fig.get_size_inches()
+    return fig.add_axes((left / fw, bottom / fh, width / fw, height / fh))
+
+
+def save_figure(fig: Figure, path: PathLike) -> str:
+    """Write ``fig`` as a PNG to ``path`` atomically (mode 0644, white background); return the path."""
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", facecolor="white")
+        _make_readable(tmp)
+    return str(path)
+
+
+def save_png(image: np.ndarray, path: PathLike) -> str:
+    """Write an (H, W, 3) uint8 ``image`` as a PNG to ``path`` atomically (mode 0644); return the path."""
+    with atomic_path(path) as tmp:
+        Image.fromarray(image).save(tmp, format="PNG")
+        _make_readable(tmp)
+    return str(path)
+
+
+def _make_readable(tmp: Path) -> None:
+    """mkstemp creates 0600 files; give figures the usual 0644."""
+    try:
+        os.chmod(tmp, 0o644)
+    except OSError:  # pragma: no cover - e.g. filesystems without modes
+        pass
