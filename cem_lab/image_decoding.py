@@ -64,7 +64,7 @@ def _read_png16(path: Path, name: str, notes: list[str]) -> np.ndarray:
     shift the values down to the bit depth of an sBIT chunk, losing the stored values. A tRNS
     transparent colour is the only thing read() leaves out; it is dropped with a note.
     """
-    import png
+    import png  # lazy: pypng, only for PNG files
 
     with path.open("rb") as f:  # file= (not filename=) so that the file is closed when done
         reader = png.Reader(file=f)
@@ -85,7 +85,7 @@ def _read_tiff(path: Path, name: str, notes: list[str]) -> np.ndarray | None:
     exactly, where Pillow cannot open float colour TIFFs and truncates 16-bit colour to 8 bits.
     It returns the stored values as they are, so min-is-white grey is inverted here.
     """
-    import tifffile
+    import tifffile  # lazy: tifffile, only for TIFF files
 
     with tifffile.TiffFile(path) as tif:
         n_pages = len(tif.pages)

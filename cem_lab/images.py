@@ -22,6 +22,7 @@ from PIL import Image
 
 from cem_lab.errors import InputError
 from cem_lab.image_decoding import READ_FIX, ImageError, from_pil, read_file, to_rgb8
+from cem_lab.io import atomic_path
 
 ImageLike = str | Path | Image.Image | np.ndarray | torch.Tensor
 #: file types read from an image folder (case-insensitive): training data, patch banks, dataset=folder
@@ -145,7 +146,6 @@ def _from_tensor(image: torch.Tensor, name: str, notes: list[str]) -> np.ndarray
 
 def save_image(arr: np.ndarray, path: str | Path) -> None:
     """Save an (H, W, 3) uint8 array as PNG, atomically."""
-    from cem_lab.io import atomic_path
 
     with atomic_path(path) as tmp:
         Image.fromarray(arr).save(tmp, format="PNG")

@@ -30,8 +30,10 @@ from importlib import metadata
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from cem_lab.errors import CemLabError
+from cem_lab.images import read_image
 
 __all__ = [
     "DatasetError",
@@ -429,7 +431,6 @@ def standard_image_path(name: str) -> Path:
     """The installed file of standard image ``name`` (checked to hold the catalogued size and mode).
 
     The package is located without importing it (sporco's import pulls in its numerical stack)."""
-    from PIL import Image
 
     entry = _entry(name)
     spec = importlib.util.find_spec(entry.module)
@@ -469,7 +470,6 @@ def standard_image(name: str) -> np.ndarray:
     Read through :func:`cem_lab.images.read_image`: a grey image (``mode`` "L": camera, coins, moon,
     grass, gravel, brick) has its channel replicated, and each such change is a ``UserWarning`` as
     with :func:`cem_lab.images.load_image`."""
-    from cem_lab.images import read_image
 
     path = standard_image_path(name)
     arr, notes = read_image(path, name=f"standard image {name} ({path.name})")

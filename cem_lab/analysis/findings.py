@@ -144,7 +144,7 @@ def _spearman_rows(x: np.ndarray, y: np.ndarray) -> np.ndarray:
 def _spearman_paired_rows(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     """Spearman's rho between row ``r`` of ``x`` and row ``r`` of ``y`` (both resamples x models); an
     all-tied row of ``x`` gives 0, an all-tied row of ``y`` NaN (dropped from the bootstrap)."""
-    from scipy.stats import rankdata
+    from scipy.stats import rankdata  # lazy: scipy.stats costs about 0.7 s at start-up
 
     def centred(a):
         c = rankdata(a, axis=1)

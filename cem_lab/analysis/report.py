@@ -69,7 +69,7 @@ def _slug(text: str) -> str:
 
 
 def _figures(runs: pd.DataFrame, folder: Path) -> dict[str, str]:
-    from cem_lab.analysis import study_figures as sf
+    from cem_lab.analysis import study_figures as sf  # lazy: matplotlib, only when a report draws
 
     out = {
         "cem_grid": sf.plot_cem_grid(runs, folder / "cem_grid.png"),
@@ -87,7 +87,7 @@ def _figures(runs: pd.DataFrame, folder: Path) -> dict[str, str]:
 def _faithfulness(paths: Sequence[PathLike], out: Path) -> dict[str, Any]:
     """faithfulness.csv (per run, intervention and method), faithfulness_summary.csv and
     faithfulness.md (over runs, with intervals) of the `cem-attribution` runs under ``paths``."""
-    from cem_lab.analysis.attribution_tables import (
+    from cem_lab.analysis.attribution_tables import (  # lazy: read only for cem-attribution runs
         faithfulness_markdown,
         faithfulness_rows,
         faithfulness_summary,
@@ -127,8 +127,15 @@ def _study(runs: pd.DataFrame, out: Path, by: Sequence[str], reference: Any, exp
 
     Runs that cannot be pooled are refused: nothing pooled is written, and the refusal (with the groups
     found) is returned as ``study_refused``; with ``explicit`` (the caller named ``by``) it is raised."""
-    from cem_lab.analysis.study_tables import StudyError, study_markdown, study_statistics
-    from cem_lab.viz.population_figures import plot_distance_profile, plot_study_intervals
+    from cem_lab.analysis.study_tables import (  # lazy: scipy.stats and matplotlib, only for a population
+        StudyError,
+        study_markdown,
+        study_statistics,
+    )
+    from cem_lab.viz.population_figures import (  # lazy: matplotlib, only for a population
+        plot_distance_profile,
+        plot_study_intervals,
+    )
 
     for n in _STUDY_FILES:  # a stale table from an earlier report
         (out / n).unlink(missing_ok=True)
@@ -216,7 +223,9 @@ def write_report(
     written.update(_study(runs, out, tuple(by) if by else ("model",), reference, explicit=by is not None))
     written["figures"].update(written.pop("study_figures"))
     if finding:
-        from cem_lab.analysis.finding_reports import finding_report
+        from cem_lab.analysis.finding_reports import (
+            finding_report,  # lazy: matplotlib and scipy.stats, only with --finding
+        )
 
         res = finding_report(finding, runs, out)
         written["figures"].update(res["figures"])

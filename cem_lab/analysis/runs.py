@@ -22,9 +22,12 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import yaml
 
 from cem_lab.errors import InputError, MissingFileError
+from cem_lab.folder_lock import describe_holder, folder_holder
 from cem_lab.io import PathLike, file_signature
+from cem_lab.models.zoo import ZooError, read_zoo_entry
 from cem_lab.run_format import (
     CEM_FILE,
     CONFIG_FILE,
@@ -178,7 +181,6 @@ def _read_json(path: Path) -> tuple[Any | None, str]:
 
 def read_run(folder: PathLike) -> tuple[dict | None, str]:
     """(summary, "") for a finished run folder; (None, reason) for anything else."""
-    from cem_lab.folder_lock import describe_holder, folder_holder
 
     folder = Path(folder)
     holder = folder_holder(folder)
@@ -321,9 +323,6 @@ def _empty_zoo() -> dict[str, Any]:
 
 @cache
 def _zoo_entry(name: str) -> dict | None:
-    import yaml
-
-    from cem_lab.models.zoo import ZooError, read_zoo_entry
 
     try:
         return read_zoo_entry(name)

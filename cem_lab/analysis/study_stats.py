@@ -69,7 +69,7 @@ class Interval:
 
 def expanded_alpha(alpha: float, n: int) -> float:
     """Hesterberg's expanded tail probability for ``n`` resampled groups (``alpha`` for large n)."""
-    from scipy import stats
+    from scipy import stats  # lazy: scipy.stats costs about 0.7 s at start-up
 
     if n < 2:
         return float("nan")

@@ -18,6 +18,7 @@ from collections.abc import Callable
 
 import torch
 from torch import Tensor
+from tqdm import tqdm
 
 from cem_lab.attribution._setup import forward_objective, grad_mode, setup
 from cem_lab.attribution.base import AttributionError, AttributionMap, make_map, zero_gradient_error
@@ -107,12 +108,11 @@ class IntegratedGradients:
         """``steps`` and ``method``: Captum's ``n_steps`` and ``method``; ``batch_size``: its
         ``internal_batch_size`` (path points per forward / backward; None = all at once)."""
         try:
-            from captum.attr import IntegratedGradients as CaptumIG
+            from captum.attr import IntegratedGradients as CaptumIG  # lazy: Captum, only for integrated gradients
         except ImportError as err:  # pragma: no cover - captum is in the dev extra
             raise AttributionError(
                 "integrated gradients use Captum: pip install captum (it comes with cem_lab's 'dev' extra)"
             ) from err
-        from tqdm import tqdm
 
         if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
             raise AttributionError(f"steps must be a positive integer, got {steps!r}")

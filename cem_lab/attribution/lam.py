@@ -35,6 +35,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 from torch import Tensor
+from tqdm import tqdm
 
 from cem_lab.attribution._setup import forward_objective, grad_mode, setup
 from cem_lab.attribution.base import AttributionError, AttributionMap, input_gradient, make_map, zero_gradient_error
@@ -85,7 +86,6 @@ class LAM:
         (the map's ``block_abs`` / ``block_signed`` lie on the CE map's grid); ``batch_size``:
         path points per forward / backward pass; ``progress``: a tqdm bar over the path points.
         """
-        from tqdm import tqdm
 
         if not sigma_max > 0:
             raise AttributionError(f"sigma_max must be positive (the blur of the baseline), got {sigma_max}")

@@ -52,7 +52,7 @@ def save_figures(folder: Path, plan, cem, abs_maps, arrays, corr, shares, curves
     """The panel of every map beside the input, and the deletion / insertion curves, in ``folder``; their paths."""
     # lazy: matplotlib (start-up time), only when figures are drawn
     from cem_lab.viz.attribution_figures import MapPanel, save_attribution_panel, save_deletion_curves, symmetric_bound
-    from cem_lab.viz.cem_maps import TASK_BOUNDS
+    from cem_lab.viz.cem_maps import TASK_BOUNDS  # lazy: matplotlib, only when figures are drawn
 
     job, s = plan.job, plan.settings
     roi_mask = np.asarray(job.roi_mask, dtype=bool)

@@ -43,7 +43,9 @@ EXPORT = "model.safetensors"
 def _last_checkpoint_callback(path: Path):
     # lazy: Lightning (seconds), only once the settings are checked
     import lightning as L
-    from lightning.pytorch.trainer.states import TrainerFn
+    from lightning.pytorch.trainer.states import (
+        TrainerFn,  # lazy: Lightning costs seconds at start-up; not for --help or a refusal
+    )
 
     class LastCheckpoint(L.Callback):
         """Writes ``last.ckpt`` (atomically) after each validation during fit."""
@@ -89,7 +91,9 @@ def run(cfg: DictConfig, output_dir: Path, command: str | None = None) -> dict:
     """
     # lazy: Lightning (seconds), only when a run starts
     import lightning as L
-    from lightning.pytorch.loggers import CSVLogger
+    from lightning.pytorch.loggers import (
+        CSVLogger,  # lazy: Lightning costs seconds at start-up; not for --help or a refusal
+    )
 
     output_dir = Path(output_dir)
     net, dm, module, tasks = build(cfg)  # checks everything; writes nothing

@@ -167,8 +167,12 @@ def build(cfg: DictConfig):
     # lazy: Lightning (seconds), only once the settings are read
     import lightning as L
 
-    from cem_lab.training.data import RestorationDataModule
-    from cem_lab.training.restoration_module import RestorationModule
+    from cem_lab.training.data import (
+        RestorationDataModule,  # lazy: Lightning costs seconds at start-up; built only once the config is checked
+    )
+    from cem_lab.training.restoration_module import (
+        RestorationModule,  # lazy: Lightning costs seconds at start-up; built only once the config is checked
+    )
 
     t = cfg.train
     tasks, pre = build_tasks(cfg)

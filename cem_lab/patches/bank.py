@@ -466,7 +466,7 @@ def _build_from_files(
 
 
 def _load_embedded(name: str) -> np.ndarray:
-    import skimage.data
+    import skimage.data  # lazy: scikit-image's data module, only for the embedded bank
 
     img = np.asarray(getattr(skimage.data, name)())
     with warnings.catch_warnings():
