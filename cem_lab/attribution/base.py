@@ -61,13 +61,16 @@ class AttributionMap:
 
     @property
     def pixel_map(self) -> np.ndarray:
+        """(h, w) attribution summed over channels."""
         return self.attribution.sum(axis=0)
 
     @property
     def grid(self) -> BlockGrid:
+        """The CEM block grid that the block maps lie on."""
         return BlockGrid(self.input_shape[0], self.input_shape[1], self.scale, self.block)
 
     def block_map(self, signed: bool = False) -> np.ndarray:
+        """The (rows, cols) block map: ``block_signed`` if ``signed`` else ``block_abs``."""
         return self.block_signed if signed else self.block_abs
 
     def ranking(self, signed: bool = False, exclude_roi: bool = True) -> np.ndarray:
@@ -106,6 +109,7 @@ def aggregate_blocks(pixels: np.ndarray | Tensor, grid: BlockGrid, reduce: str =
 
 # --- the model call ------------------------------------------------------------------------------
 def model_device(model: Callable, fallback: torch.device) -> torch.device:
+    """The device of the module's first parameter or buffer; ``fallback`` for other callables or an empty module."""
     if isinstance(model, nn.Module):
         p = next(iter(model.parameters()), None)
         if p is None:
@@ -183,6 +187,7 @@ def input_gradient(objective_values: Tensor, x: Tensor) -> Tensor:
 
 
 def zero_gradient_error(objective_name: str, roi: Roi, where: str) -> AttributionError:
+    """The error for an objective whose input gradient is zero everywhere, ``where`` saying at which input."""
     return AttributionError(
         f"the gradient of the objective {objective_name!r} of the ROI (top {roi.top}, left {roi.left}, size "
         f"{roi.size}) with respect to the input is identically zero {where}: the ROI output does not change "
@@ -202,6 +207,7 @@ def make_map(
     objective_value: float,
     meta: dict,
 ) -> AttributionMap:
+    """An :class:`AttributionMap` from a (C, h, w) or (1, C, h, w) attribution, with its block sums and ROI mask."""
     attr = attribution.detach().double().cpu().numpy()
     if attr.ndim == 4:
         attr = attr[0]
@@ -228,6 +234,7 @@ def make_map(
 
 
 def scale_of(x: Tensor, out: Tensor) -> int:
+    """Output size / input size, one integer for both axes; raises :class:`AttributionError` otherwise."""
     h, w = x.shape[-2:]
     H, W = out.shape[-2:]
     if H % h or W % w or H // h != W // w:
@@ -239,6 +246,7 @@ def scale_of(x: Tensor, out: Tensor) -> int:
 
 
 def check_block(h: int, w: int, scale: int, block: int) -> None:
+    """Raise :class:`AttributionError` when ``block`` makes no block grid on an ``h`` x ``w`` input at ``scale``."""
     try:
         BlockGrid(h, w, scale, block)
     except ValueError as err:

@@ -90,6 +90,8 @@ def insertion_curve(ranking, metric_after: MetricAfter, *, steps: int | None = N
 
 @dataclass
 class RankCorrelation:
+    """Spearman's ``rho``, its ``pvalue`` and the number ``n`` of blocks correlated."""
+
     rho: float
     pvalue: float
     n: int

@@ -69,6 +69,8 @@ class IntegratedGradients:
 
     @staticmethod
     def baseline_for(x: Tensor, baseline: str | float | Tensor, blur_sigma: float) -> Tensor:
+        """The IG baseline as a tensor of ``x``'s shape: ``"black"`` (zeros), ``"blur"`` (Gaussian of
+        ``blur_sigma`` input pixels), a constant, or a given tensor of the input's shape."""
         if isinstance(baseline, str):
             if baseline == "black":
                 return torch.zeros_like(x)

@@ -58,6 +58,7 @@ class RoiObjective:
 
     @property
     def name(self) -> str:
+        """``kind``, suffixed with ``_grey`` for the grey channels."""
         return self.kind if self.channels == "rgb" else f"{self.kind}_{self.channels}"
 
     def check(self, out_h: int, out_w: int) -> None:
@@ -84,6 +85,7 @@ class RoiObjective:
         return rgb_to_y(y, swing="full")
 
     def __call__(self, output: Tensor) -> Tensor:
+        """The objective of each output image: (N, C, H, W) -> (N,)."""
         self.check(output.shape[-2], output.shape[-1])
         y0, y1, x0, x1 = self.roi.box
         if self.kind == "roi_sum":
@@ -99,6 +101,7 @@ class RoiObjective:
         return torch.sqrt(dy * dy + dx * dx + self.eps).sum(dim=(1, 2, 3))
 
     def describe(self) -> dict:
+        """Kind, channels, eps and ROI as a JSON-ready dict."""
         return {"name": self.kind, "channels": self.channels, "eps": self.eps, "roi": self.roi.as_list()}
 
 

@@ -45,9 +45,11 @@ class BlockReplacementMetric:
 
     @property
     def n_blocks(self) -> int:
+        """Number of blocks in the job's grid."""
         return len(self.job.grid)
 
     def __call__(self, blocks: Sequence[int]) -> float:
+        """The ROI metric after replacing ``blocks``, averaged over ``samples`` draws; the baseline for no blocks."""
         job = self.job
         b = np.unique(np.asarray(blocks, dtype=np.int64).ravel())
         self.calls += 1

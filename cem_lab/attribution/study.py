@@ -72,6 +72,7 @@ class AttributionPlan:
 
     @property
     def job(self):
+        """The prepared run's :class:`~cem_lab.causal.job.CEMJob`."""
         return self.prepared.job
 
 

@@ -57,9 +57,11 @@ class Settings:
 
     @property
     def gradient_methods(self) -> list[str]:
+        """The requested methods that need gradients, in request order."""
         return [m for m in self.methods if m in GRADIENT_METHODS]
 
     def describe(self) -> dict:
+        """The settings as written in attribution.json."""
         return {
             "methods": self.methods,
             "objective": self.objective,
@@ -189,6 +191,7 @@ class CropReplacementMetric(BlockReplacementMetric):
         return float(self.job.baseline)
 
     def __call__(self, blocks) -> float:
+        """The ROI metric after replacing ``blocks`` (one set through :meth:`many`)."""
         return float(self.many([blocks])[0])
 
     def _inputs(self, blocks: np.ndarray):

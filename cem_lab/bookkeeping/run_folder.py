@@ -42,9 +42,11 @@ class CheckOutputFolder(Callback):
         self.program = program
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        """Check ``hydra.run.dir``."""
         self._check(config, "hydra.run.dir")
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        """Check ``hydra.sweep.dir``."""
         self._check(config, "hydra.sweep.dir")
 
     def _check(self, config: DictConfig, key: str) -> None:

@@ -206,6 +206,7 @@ class SweepProgress(Callback):
 
     # --- in the process that runs `cem-lab -m` ---------------------------------------------------
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        """Name the sweep, lock its folder, pin the folder in the jobs' overrides and start a fresh job record."""
         explicit = OmegaConf.select(config, "sweep_name")
         name = (
             resolve_sweep_name(explicit)
@@ -259,6 +260,7 @@ class SweepProgress(Callback):
         self._lock = stack
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        """Write and print the summary, release the folder; exit 1 if a job failed or never reported."""
         summary = self.summary(config)
         write_json(_sweep_dir(config) / SUMMARY_FILE, summary)
         print(format_summary(summary), flush=True)
@@ -269,6 +271,7 @@ class SweepProgress(Callback):
             sys.exit(1)
 
     def summary(self, config: DictConfig) -> dict[str, Any]:
+        """The sweep's outcome from the job records: counts, failures, jobs that never reported, wall time."""
         records = _records(config)
         n = _total(config)
         c = _counts(records)
@@ -306,12 +309,14 @@ class SweepProgress(Callback):
 
     # --- in the process that runs the job (the same one, or a worker) -------------------------
     def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
+        """Log the job's start with the sweep's progress (multiruns only)."""
         if not _is_multirun(config):
             return
         num = int(config.hydra.job.num)
         log.info(_progress(config, num, f"started: {config.hydra.job.override_dirname or 'default'}"))
 
     def on_job_end(self, config: DictConfig, job_return: Any = None, **kwargs: Any) -> None:
+        """Record the job's outcome (its returned dict, or the uncaught error) and log the progress (multiruns only)."""
         if not _is_multirun(config):
             return
         num = int(config.hydra.job.num)
@@ -329,6 +334,7 @@ class SweepProgress(Callback):
 
 
 def format_summary(s: dict[str, Any]) -> str:
+    """:meth:`SweepProgress.summary` as the lines printed at the end of a sweep."""
     lines = [
         f"sweep {s['sweep_name']}: {s['jobs']} jobs in {s['sweep_dir']}",
         f"  done {s['done']} (resumed {s['resumed']}), skipped (already finished) {s['skipped']}, "

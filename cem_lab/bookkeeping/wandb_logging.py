@@ -103,6 +103,7 @@ def block_rows(folder: Path) -> list[list[Any]]:
 
 
 def already_logged(folder: Path, fingerprint: str | None) -> bool:
+    """Whether ``folder``'s W&B marker records this ``fingerprint`` (False when either is missing)."""
     try:
         marker = json.loads((folder / MARKER).read_text())
     except (OSError, ValueError):
@@ -117,6 +118,7 @@ class WandbRun:
         self.run = run
 
     def log_folder(self, folder: Path) -> None:
+        """Log a run folder's summary metrics, figures and block table, and write its W&B marker."""
         import wandb  # lazy: an optional dependency (cem_lab[wandb]), for logger=wandb only
 
         folder = Path(folder)

@@ -97,11 +97,14 @@ def check_rois(rois: Sequence[Any], out_h: int, out_w: int, scale: int) -> tuple
 
 @dataclass
 class AtlasResult:
+    """The CE maps of several ROIs of one image on one block grid, with the atlas's settings and notes."""
+
     results: list[CEMResult]
     meta: dict[str, Any]
 
     @property
     def rois(self) -> list[Roi]:
+        """The ROIs, in result order."""
         return [r.roi for r in self.results]
 
     def effect_tensor(self) -> np.ndarray:
@@ -109,6 +112,7 @@ class AtlasResult:
         return np.stack([r.effect for r in self.results])
 
     def table(self) -> list[dict[str, Any]]:
+        """One row per ROI: baseline, block counts and shares per class, reach of the effects (output pixels)."""
         rows = []
         for k, r in enumerate(self.results):
             c = r.block_counts()
@@ -131,6 +135,7 @@ class AtlasResult:
         return rows
 
     def summary(self) -> dict[str, Any]:
+        """The per-ROI rows and the distribution over ROIs of the negative share and the reach, plus ``meta``."""
         rows = self.table()
 
         def dist(key):
@@ -201,6 +206,7 @@ class AtlasJob:
         self.forward_passes = 0
 
     def fingerprint(self) -> str:
+        """SHA-256 hex over the ROI jobs' fingerprints, in order."""
         h = hashlib.sha256()
         for j in self.jobs:
             h.update(j.fingerprint().encode())

@@ -48,6 +48,7 @@ class Stage:
 
     @property
     def n_items(self) -> int:
+        """Number of interventions in the stage: blocks x samples."""
         return int(len(self.blocks)) * self.samples
 
     def item(self, k: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -78,10 +79,12 @@ class BlockStats:
                 self.max_dev[b] = dev
 
     def variance(self) -> np.ndarray:
+        """Per-block sample variance (ddof 1); NaN where fewer than two samples."""
         with np.errstate(invalid="ignore", divide="ignore"):
             return np.where(self.n > 1, self.m2 / np.maximum(self.n - 1, 1), np.nan)
 
     def state(self, prefix: str) -> dict[str, np.ndarray]:
+        """The statistics as arrays keyed ``{prefix}n``, ``{prefix}mean``, ``{prefix}m2``, ``{prefix}max_dev``."""
         return {
             f"{prefix}n": self.n,
             f"{prefix}mean": self.mean,
@@ -91,6 +94,7 @@ class BlockStats:
 
     @classmethod
     def from_state(cls, state: dict, prefix: str) -> BlockStats:
+        """Statistics rebuilt from the arrays of :meth:`state`."""
         s = cls(len(state[f"{prefix}n"]))
         s.n = np.array(state[f"{prefix}n"], dtype=np.int64)
         s.mean = np.array(state[f"{prefix}mean"], dtype=np.float64)
@@ -119,22 +123,28 @@ def take_estimate(
 
 
 class Estimator(ABC):
+    """A plan of stages and the per-block CE estimate from their statistics."""
+
     name: str
 
     def bind(self, roi_mask: np.ndarray) -> None:  # noqa: B027 (an optional hook: most estimators ignore it)
         """Told which blocks are the ROI's own (flat boolean mask) before the first stage."""
 
     @abstractmethod
-    def first_stage(self, n_blocks: int) -> Stage: ...
+    def first_stage(self, n_blocks: int) -> Stage:
+        """The stage that starts a run on ``n_blocks`` blocks."""
 
     @abstractmethod
-    def next_stage(self, done: list[Stage], stats: dict[str, BlockStats], baseline: float) -> Stage | None: ...
+    def next_stage(self, done: list[Stage], stats: dict[str, BlockStats], baseline: float) -> Stage | None:
+        """The stage after ``done``, from their statistics (by stage name) and M0; None when the plan is complete."""
 
     @abstractmethod
-    def estimate(self, stats: dict[str, BlockStats], baseline: float) -> Estimate: ...
+    def estimate(self, stats: dict[str, BlockStats], baseline: float) -> Estimate:
+        """The per-block CE from the finished stages' statistics (by stage name) and M0."""
 
     @abstractmethod
-    def describe(self) -> dict: ...
+    def describe(self) -> dict:
+        """The estimator's name and settings, as recorded in summary.json and hashed into the fingerprint."""
 
 
 class ExhaustiveEstimator(Estimator):
@@ -148,18 +158,22 @@ class ExhaustiveEstimator(Estimator):
         self.samples = int(samples)
 
     def first_stage(self, n_blocks):
+        """All blocks, ``samples`` draws each."""
         return Stage("exhaustive", np.arange(n_blocks), self.samples, 0)
 
     def next_stage(self, done, stats, baseline):
+        """None: one stage is all."""
         return None
 
     def estimate(self, stats, baseline):
+        """CE = M0 - mean of the single stage; no block declared zero."""
         s = stats["exhaustive"]
         return Estimate(
             baseline - s.mean, np.sqrt(s.variance() / np.maximum(s.n, 1)), s.n.copy(), np.zeros(len(s.n), dtype=bool)
         )
 
     def describe(self):
+        """Name and samples."""
         return {"name": self.name, "samples": self.samples}
 
 
@@ -181,6 +195,7 @@ class CoarseToFineEstimator(Estimator):
         self.coarse, self.fine, self.tol = int(coarse), int(fine), float(tol)
 
     def first_stage(self, n_blocks):
+        """All blocks, ``coarse`` draws each."""
         return Stage("coarse", np.arange(n_blocks), self.coarse, 0)
 
     def screened(self, coarse: BlockStats) -> np.ndarray:
@@ -188,11 +203,13 @@ class CoarseToFineEstimator(Estimator):
         return ~(coarse.max_dev < self.tol)
 
     def next_stage(self, done, stats, baseline):
+        """After the coarse stage, ``fine`` draws for the screened blocks; then None."""
         if len(done) == 1:
             return Stage("fine", np.flatnonzero(self.screened(stats["coarse"])), self.fine, self.coarse)
         return None
 
     def estimate(self, stats, baseline):
+        """CE from the fine draws for screened blocks, 0 (decided zero) for the others."""
         c = stats["coarse"]
         f = stats.get("fine")
         s_set = self.screened(c)
@@ -204,6 +221,7 @@ class CoarseToFineEstimator(Estimator):
         return Estimate(effect, stderr, n, ~s_set)
 
     def describe(self):
+        """Name, coarse, fine and tol."""
         return {"name": self.name, "coarse": self.coarse, "fine": self.fine, "tol": self.tol}
 
 
@@ -326,12 +344,14 @@ class AdaptiveEstimator(Estimator):
         self.roi = None
 
     def bind(self, roi_mask: np.ndarray) -> None:
+        """Keep the ROI mask, which ``roi_blocks`` treats apart."""
         self.roi = np.asarray(roi_mask, dtype=bool).ravel()
 
     def _roi(self, n: int) -> np.ndarray:
         return self.roi if self.roi is not None and len(self.roi) == n else np.zeros(n, dtype=bool)
 
     def first_stage(self, n_blocks):
+        """All blocks, ``coarse`` draws each."""
         return Stage("coarse", np.arange(n_blocks), self.coarse, 0)
 
     @staticmethod
@@ -370,6 +390,7 @@ class AdaptiveEstimator(Estimator):
         return done
 
     def next_stage(self, done, stats, baseline):
+        """The ROI's reference stage if due, then the next fine round for the blocks not yet stopped; None when done."""
         c = stats["coarse"]
         names = [s.name for s in done]
         roi_s = self.screened(c) & self._roi(len(c.n))
@@ -391,6 +412,7 @@ class AdaptiveEstimator(Estimator):
         return Stage(f"fine{len(rounds) + 1}", blocks, self.totals[len(rounds)] - before, self.coarse + before)
 
     def estimate(self, stats, baseline):
+        """CE from the pooled fine rounds (ROI blocks per ``roi_blocks``); 0 (decided zero) outside the screened set."""
         c = stats["coarse"]
         names = self._rounds(stats)
         f = pooled([stats[k] for k in names]) if names else None
@@ -408,6 +430,7 @@ class AdaptiveEstimator(Estimator):
         return Estimate(effect, stderr, n, ~s_set)
 
     def describe(self):
+        """All settings, with the stopping rule and ROI treatment in words."""
         return {
             "name": self.name,
             "coarse": self.coarse,

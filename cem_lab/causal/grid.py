@@ -24,6 +24,8 @@ class Roi:
 
     @classmethod
     def parse(cls, value) -> Roi:
+        """A ROI from a Roi, a ``{"top", "left", "size"}`` dict or a (top, left, size) sequence (output pixels);
+        raises :class:`GeometryError` for anything else."""
         if isinstance(value, Roi):
             return value
         if isinstance(value, dict):
@@ -35,6 +37,7 @@ class Roi:
         return cls(top, left, size)
 
     def as_list(self) -> list[int]:
+        """``[top, left, size]``."""
         return [self.top, self.left, self.size]
 
     @property
@@ -43,6 +46,8 @@ class Roi:
         return self.top, self.top + self.size, self.left, self.left + self.size
 
     def validate(self, out_h: int, out_w: int, scale: int) -> None:
+        """Raise :class:`GeometryError` unless the ROI lies inside an ``out_h`` x ``out_w`` output and its top,
+        left and size are multiples of ``scale``."""
         if self.size <= 0:
             raise GeometryError(f"ROI size must be positive, got {self.size}")
         if self.top < 0 or self.left < 0 or self.top + self.size > out_h or self.left + self.size > out_w:
@@ -92,18 +97,22 @@ class BlockGrid:
 
     @property
     def block_in(self) -> int:
+        """Block side in input pixels."""
         return self.block // self.scale
 
     @property
     def rows(self) -> int:
+        """Block rows; the last may be partial."""
         return math.ceil(self.input_h / self.block_in)
 
     @property
     def cols(self) -> int:
+        """Block columns; the last may be partial."""
         return math.ceil(self.input_w / self.block_in)
 
     @property
     def shape(self) -> tuple[int, int]:
+        """(rows, cols)."""
         return self.rows, self.cols
 
     def __len__(self) -> int:

@@ -56,9 +56,11 @@ class Unit:
 
     @property
     def radius(self) -> int:
+        """Half the kernel size: the input pixels each output pixel reaches per side."""
         return self.conv.kernel_size[0] // 2
 
     def __call__(self, x: Tensor) -> Tensor:
+        """The convolution without padding (``x`` carries the halo), then the pointwise layers."""
         y = F.conv2d(x, self.conv.weight, self.conv.bias, 1, 0, 1, self.conv.groups)  # valid: x carries the halo
         for m in self.after:
             if type(m) is nn.ReLU:  # in place: y is this unit's own fresh tensor

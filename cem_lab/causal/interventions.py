@@ -33,6 +33,9 @@ def draw_rng(seed: int, block: int, sample: int) -> np.random.Generator:
 
 
 class Intervention(ABC):
+    """What replaces a block of the model input: bound to one task input, drawn per (block, sample),
+    applied in batches."""
+
     name: str
     #: True when every draw is the same (one sample per block is then enough)
     deterministic: bool = False
@@ -45,6 +48,8 @@ class Intervention(ABC):
         block_in: int,
         device: torch.device,
     ) -> None:
+        """Prepare for one task input whose blocks are ``block_boxes`` ((y0, y1, x0, x1) in input pixels,
+        side ``block_in``)."""
         self.task, self.block_in, self.device = task, block_in, device
 
     @abstractmethod
@@ -67,9 +72,11 @@ class Intervention(ABC):
         """
 
     def describe(self) -> dict:
+        """The intervention's name and settings, as recorded in summary.json."""
         return {"name": self.name}
 
     def fingerprint_arrays(self) -> list[np.ndarray]:
+        """Arrays that the run's fingerprint hashes besides :meth:`describe` (none here)."""
         return []
 
     def _noise_tensor(self, draws) -> Tensor | None:
@@ -89,6 +96,8 @@ class LVIntervention(Intervention):
         self.sampler.bind(bank)
 
     def bind(self, task, task_input, block_boxes, block_in, device):
+        """Degrade every bank patch once at the block size and measure each block's sharpness on the
+        reference image (the target, else the input)."""
         super().bind(task, task_input, block_boxes, block_in, device)
         task.check_lv_input(task_input)  # e.g. a JPEG without its clean image: refused before any compute
         block = block_in * task.scale
@@ -105,6 +114,7 @@ class LVIntervention(Intervention):
         )
 
     def draw(self, rng, block, sample):
+        """A bank patch chosen by the sampler for the block's sharpness, plus (3, k, k) noise when the task needs it."""
         idx = int(self.sampler.draw(rng, float(self.block_sharpness[block]), int(sample)))
         noise = None
         if self.task.needs_noise:
@@ -112,10 +122,12 @@ class LVIntervention(Intervention):
         return idx, noise
 
     def apply(self, inputs, context, placements, draws, origin=(0, 0)):
+        """Place the drawn degraded patches through the task's own intervention."""
         idx = torch.tensor([d[0] for d in draws], device=self.device)
         return self.task.intervene(inputs, context, self.content[idx], placements, self._noise_tensor(draws))
 
     def describe(self):
+        """Name, sampler and patch bank (source, size, patch size)."""
         return {
             "name": self.name,
             "sampler": self.sampler.name,
@@ -125,6 +137,7 @@ class LVIntervention(Intervention):
         }
 
     def fingerprint_arrays(self):
+        """The bank's patches."""
         return [self.bank.patches]
 
 
@@ -147,6 +160,7 @@ class BaselineIntervention(Intervention):
         self.deterministic = kind != "noise"
 
     def bind(self, task, task_input, block_boxes, block_in, device):
+        """Precompute the ``mean`` or ``blur`` source image on the device."""
         super().bind(task, task_input, block_boxes, block_in, device)
         x = task_input.input.to(device)
         self.source = None
@@ -156,11 +170,13 @@ class BaselineIntervention(Intervention):
             self.source = gaussian_blur(x, self.blur_sigma)
 
     def draw(self, rng, block, sample):
+        """Index 0, with (3, k, k) uniform noise in [0, 1] for ``noise``."""
         if self.kind == "noise":
             return 0, rng.random((3, self.block_in, self.block_in)).astype(np.float32)
         return 0, None
 
     def apply(self, inputs, context, placements, draws, origin=(0, 0)):
+        """Write zeros, noise, or the block of the mean or blurred source image into ``inputs``."""
         if self.kind == "zeros":
             for i, pl in enumerate(placements):
                 y0, y1, x0, x1 = pl.dst
@@ -176,6 +192,7 @@ class BaselineIntervention(Intervention):
         return inputs
 
     def describe(self):
+        """Name, and ``blur_sigma`` for ``blur``."""
         d = {"name": self.name}
         if self.kind == "blur":
             d["blur_sigma"] = self.blur_sigma
@@ -199,6 +216,7 @@ def gaussian_blur(x: Tensor, sigma: float) -> Tensor:
 
 
 def make_intervention(name: str = "lv", bank=None, sampler="uniform", blur_sigma: float = 2.0) -> Intervention:
+    """The intervention named ``name``: ``"lv"`` (needs ``bank``) or a baseline (zeros, mean, blur, noise)."""
     if name == "lv":
         if bank is None:
             raise InputError("the LV intervention needs a patch bank")

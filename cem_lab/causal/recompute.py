@@ -91,6 +91,7 @@ class RoiCropRecompute(Recompute):
     name = "roi_crop"
 
     def roi_outputs(self, job, blocks, samples):
+        """Run the items on the ROI crop (the whole input in full mode) and cut out the ROI."""
         x = job._build(blocks, samples, job.crop, job.base_crop, job.ctx_crop)
         return job._roi(job._forward(x), (job.crop[0], job.crop[2]))
 
@@ -120,6 +121,8 @@ class BlockCropRecompute(Recompute):
         self.crops: dict[int, tuple] = {}
 
     def prepare(self, job):
+        """Find the model's reach and each active block's crop; declines in full mode, on a crop grid, or without a
+        reach."""
         if job.mode != "crop":
             return "the model is run on the whole image (its ROI output depends on all of it, or mode=full)"
         if job.crop_multiple > 1:
@@ -216,15 +219,18 @@ class BlockCropRecompute(Recompute):
         return out
 
     def declined(self, why):
+        """A note naming ``recompute=block_crop`` and ``why``."""
         return f"per-block recompute (recompute=block_crop) not used: {why}; every item runs on the ROI crop"
 
     def mismatch(self, check):
+        """A note with the per-block outputs' largest difference from the ROI crop's."""
         return (
             f"per-block recompute not used: per-block and ROI-crop outputs differ by "
             f"{check['max_diff']:.3g} (> {check['atol']:g}); every item runs on the ROI crop"
         )
 
     def used(self, job):
+        """A note with the reach, the number of blocks and crop shapes, and the ROI crop's size."""
         shapes = {(c[1] - c[0], c[3] - c[2]) for c, _ in self.crops.values() if c is not None}
         return (
             f"per-block recompute: reach {self.reach_px} input px, {len(self.crops)} blocks on "
@@ -244,6 +250,8 @@ class IncrementalRecompute(Recompute):
         self.chain: IncrementalChain | None = None
 
     def prepare(self, job):
+        """Build the incremental chain on the ROI crop; declines for a scale other than 1 or a model that is not a conv
+        stack."""
         if job.scale != 1:
             return f"the model is x{job.scale} (incremental recompute follows same-size conv stacks)"
         try:
@@ -264,6 +272,8 @@ class IncrementalRecompute(Recompute):
         return against_crop(job, pick, self)
 
     def roi_outputs(self, job, blocks, samples):
+        """Recompute the ROI outputs layer by layer; raises :class:`ModelOutputError` if an intervention leaks outside
+        its block."""
         x = job._build(blocks, samples, job.crop, job.base_crop, job.ctx_crop)
         boxes = [p.dst for p in job._placements(blocks, job.crop)]
         if changed_outside(x, job.base_crop, boxes):
@@ -279,15 +289,18 @@ class IncrementalRecompute(Recompute):
         return out
 
     def declined(self, why):
+        """A note naming ``recompute=incremental`` and ``why``."""
         return f"incremental recompute (recompute=incremental) not used: {why}; every item runs on the ROI crop"
 
     def mismatch(self, check):
+        """A note with the incremental outputs' largest difference from the ROI crop's and the blocks checked."""
         return self.declined(
             f"incremental and ROI-crop outputs differ by {check['max_diff']:.3g} (> {check['atol']:g}) "
             f"on blocks {check['blocks']}"
         )
 
     def used(self, job):
+        """A note with the number of conv layers, the reach and the pixels recomputed per layer."""
         chain = self.chain
         return (
             f"incremental recompute: {len(chain.units)} conv layers, reach {chain.reach} px; an item recomputes "

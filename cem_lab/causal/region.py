@@ -34,15 +34,18 @@ class DependencyRegion:
 
     @property
     def covers_input(self) -> bool:
+        """Whether the crop is the whole input (nothing to save by cropping)."""
         h, w = self.mask.shape
         return self.crop == (0, h, 0, w)
 
     @property
     def crop_shape(self) -> tuple[int, int]:
+        """(height, width) of the crop in input pixels."""
         y0, y1, x0, x1 = self.crop
         return y1 - y0, x1 - x0
 
     def describe(self) -> dict:
+        """Method, probes, box, crop, number of dependent pixels and notes, JSON-ready."""
         return {
             "method": self.method,
             "probes": self.probes,
@@ -162,12 +165,16 @@ def dependency_region(
 
 @dataclass
 class CropCheck:
+    """The outcome of :func:`verify_crop`: largest crop-vs-full and outside-intervention differences, and why it
+    failed."""
+
     ok: bool
     max_crop_diff: float
     max_outside_diff: float
     reason: str = ""
 
     def describe(self) -> dict:
+        """The check as recorded in summary.json."""
         return {
             "ok": self.ok,
             "max_crop_vs_full_diff": self.max_crop_diff,

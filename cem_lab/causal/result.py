@@ -50,6 +50,7 @@ class CEMResult:
     # --- derived numbers -----------------------------------------------------------------
     @property
     def grid_shape(self) -> tuple[int, int]:
+        """(rows, cols) of the block grid."""
         return tuple(self.effect.shape)
 
     @property
@@ -58,6 +59,7 @@ class CEMResult:
         return self.counts > 0
 
     def block_counts(self) -> dict[str, int]:
+        """Blocks outside the ROI (and computed) per class: positive, negative, zero."""
         outside = ~self.roi_mask & self.computed
         c = self.classification[outside]
         return {"positive": int((c > 0).sum()), "negative": int((c < 0).sum()), "zero": int((c == 0).sum())}
@@ -67,6 +69,8 @@ class CEMResult:
         return (r * self.block + min((r + 1) * self.block, h)) / 2, (c * self.block + min((c + 1) * self.block, w)) / 2
 
     def summary(self) -> dict[str, Any]:
+        """The numbers of summary.json: counts and shares per class, total and extreme effects, reach (output pixels),
+        and ``meta``."""
         counts = self.block_counts()
         total = max(1, sum(counts.values()))
         outside = ~self.roi_mask & self.computed

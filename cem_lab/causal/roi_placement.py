@@ -32,6 +32,8 @@ __all__ = ["PlacedRoi", "place_roi", "texture_map"]
 
 @dataclass(frozen=True)
 class PlacedRoi:
+    """A ROI placed by texture strata (output pixels), with its stratum and texture score."""
+
     top: int
     left: int
     size: int
@@ -42,9 +44,11 @@ class PlacedRoi:
     candidates: int
 
     def as_list(self) -> list[int]:
+        """``[top, left, size]``."""
         return [self.top, self.left, self.size]
 
     def describe(self) -> dict:
+        """The placement rule and its numbers, to be recorded with the run."""
         return {
             "rule": "texture_strata",
             "index": self.index,

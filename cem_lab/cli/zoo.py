@@ -229,6 +229,8 @@ def below_baseline(zoo_dir: Path = ZOO_DIR) -> list[str]:
 
 # ----------------------------------------------------------------------------- CLI
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``cem-zoo`` (list, train, table, heldout); returns the exit status: 0, 1 when a model failed, 2 on a usage
+    error."""
     parser = argparse.ArgumentParser(prog="cem-zoo", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="cmd", required=True)
     p_list = sub.add_parser("list", help="the recipes and which are in the package")

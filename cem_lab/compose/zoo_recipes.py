@@ -22,6 +22,7 @@ class Recipe:
 
     @property
     def command(self) -> str:
+        """The ``cem-train`` command line of the recipe, shell-quoted."""
         return " ".join(["cem-train", *map(shlex.quote, self.overrides)])
 
 

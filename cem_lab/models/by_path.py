@@ -176,6 +176,7 @@ class DetectedNetwork(nn.Module):
         return out[..., : h * self.scale, : w * self.scale]
 
     def forward(self, x: Tensor) -> Tensor:
+        """Run the network on (N, 3, H, W); a one-channel network runs on each colour channel as a grey image."""
         if self.in_channels == 1:
             b, c, h, w = x.shape
             out = self._run(x.reshape(b * c, 1, h, w))

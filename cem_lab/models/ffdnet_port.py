@@ -65,6 +65,7 @@ class FFDNetDenoiser(nn.Module):
         }
 
     def forward(self, x: Tensor) -> Tensor:
+        """Denoise (B, C, H, W) in [0, 1] at ``sigma``; odd sizes are reflect-padded to even and cropped back."""
         h, w = x.shape[-2:]
         x = F.pad(x, (0, w % 2, 0, h % 2), mode="reflect") if (h % 2 or w % 2) else x
         sub = F.pixel_unshuffle(x, 2)  # channel 4c + 2dy + dx = x[c, dy::2, dx::2], the package's order

@@ -51,6 +51,7 @@ class Pretrained:
 
     @property
     def module(self) -> str:
+        """The import name of ``package`` (dashes as underscores)."""
         return self.package.replace("-", "_")
 
     def task_overrides(self) -> list[str]:
@@ -205,10 +206,12 @@ CATALOGUE: dict[str, Pretrained] = {
 
 
 def catalogue_ids() -> list[str]:
+    """The ids of the pretrained catalogue, in catalogue order."""
     return list(CATALOGUE)
 
 
 def entry(model_id: str) -> Pretrained:
+    """The catalogue entry of ``model_id``; raises :class:`CheckpointError` for an unknown id."""
     if model_id not in CATALOGUE:
         raise CheckpointError(
             f"no pretrained network {model_id!r}; the catalogue has: {', '.join(CATALOGUE)} "
@@ -218,6 +221,7 @@ def entry(model_id: str) -> Pretrained:
 
 
 def package_version(package: str) -> str | None:
+    """The installed version of the pip distribution ``package``; None when it is not installed."""
     try:
         return importlib.metadata.version(package)
     except importlib.metadata.PackageNotFoundError:

@@ -47,6 +47,8 @@ class FabricExecutor(UnitExecutor):
         self.units_per_round = self.world * max(1, int(units_per_process))
 
     def map(self, job, units):
+        """This process's share of the units (round-robin by rank), all-gathered so every process gets every unit's
+        metrics."""
         per_rank = math.ceil(len(units) / self.world)
         width = max(len(b) for b, _ in units)
         values = torch.full((per_rank, width), float("nan"), dtype=torch.float64)

@@ -52,6 +52,7 @@ class UniformSampler(PatchSampler):
     name = "uniform"
 
     def draw(self, rng: np.random.Generator, block_sharpness: float, sample_index: int) -> int:
+        """Any bank index, uniformly; the block's sharpness and the sample index are ignored."""
         self._check_bound()
         return int(rng.integers(self._n))
 
@@ -75,6 +76,7 @@ class SharpnessMatchedSampler(PatchSampler):
         self._ranges: dict[float, tuple[int, int]] = {}
 
     def bind(self, bank: PatchBank) -> None:
+        """Sort the bank by sharpness, for the nearest-``k`` windows."""
         super().bind(bank)
         self._order = np.argsort(bank.sharpness, kind="stable")
         self._sorted = np.asarray(bank.sharpness, dtype=np.float64)[self._order]
@@ -114,6 +116,7 @@ class SharpnessMatchedSampler(PatchSampler):
         return a, b
 
     def draw(self, rng: np.random.Generator, block_sharpness: float, sample_index: int) -> int:
+        """Uniform among the ``k`` patches (and ties) closest in sharpness to the block."""
         a, b = self.candidate_range(block_sharpness)
         return int(self._order[a + int(rng.integers(b - a))])
 
@@ -139,6 +142,7 @@ class StratifiedSampler(PatchSampler):
         self._bounds = np.zeros(1, dtype=np.int64)
 
     def bind(self, bank: PatchBank) -> None:
+        """Sort the bank by sharpness and cut it into equal-count strata (fewer when the bank is smaller)."""
         super().bind(bank)
         self._order = np.argsort(bank.sharpness, kind="stable")
         m = min(self.strata, self._n)
@@ -155,6 +159,7 @@ class StratifiedSampler(PatchSampler):
         return self._order[self._bounds[stratum] : self._bounds[stratum + 1]]
 
     def draw(self, rng: np.random.Generator, block_sharpness: float, sample_index: int) -> int:
+        """Uniform within stratum ``sample_index % strata``; the block's sharpness is ignored."""
         self._check_bound()
         s = int(sample_index) % self.n_strata
         lo, hi = int(self._bounds[s]), int(self._bounds[s + 1])

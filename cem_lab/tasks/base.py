@@ -60,6 +60,7 @@ class TaskInput:
     whole_keys: frozenset[str] = frozenset()
 
     def to(self, device: torch.device | str) -> TaskInput:
+        """The same input on ``device`` (input, target and context moved)."""
         return TaskInput(
             self.input.to(device),
             None if self.target is None else self.target.to(device),
@@ -148,6 +149,7 @@ class Task(ABC):
 
     # --- checks ------------------------------------------------------------------------
     def check_size(self, height: int, width: int) -> None:
+        """Raise :class:`TaskError` unless ``height`` and ``width`` (clean-image pixels) are multiples of ``scale``."""
         if height % self.scale or width % self.scale:
             raise TaskError(
                 f"{self.name}: image size {height}x{width} is not a multiple of the scale "
@@ -155,6 +157,7 @@ class Task(ABC):
             )
 
     def check_pair(self, degraded: Tensor, clean: Tensor) -> None:
+        """Raise :class:`TaskError` unless ``clean`` is exactly ``scale`` times the size of ``degraded``."""
         h, w = degraded.shape[-2:]
         H, W = clean.shape[-2:]
         if (H, W) != (h * self.scale, w * self.scale):
@@ -164,6 +167,7 @@ class Task(ABC):
             )
 
     def describe(self) -> dict:
+        """The task's name and settings, as recorded in summary.json."""
         return {"name": self.name, "scale": self.scale}
 
 

@@ -32,16 +32,19 @@ class DenoiseTask(Task):
         self.rounding = rounding
 
     def degrade(self, clean: Tensor, seed: int = 0) -> Tensor:
+        """Add Gaussian noise of ``sigma`` (drawn from ``RandomState(seed)``) and quantize with ``rounding``."""
         n, c, h, w = clean.shape
         noise = np.random.RandomState(seed).normal(0.0, self.sigma / 255.0, (n, h, w, c))
         noise_t = torch.from_numpy(noise).permute(0, 3, 1, 2).to(clean)
         return quantize(clean + noise_t, self.rounding)
 
     def intervene(self, inputs, context, content, placements, noise=None):
+        """Write each patch plus its own noise draw at ``sigma``, quantized (``noise`` is required)."""
         if noise is None:
             raise TaskError("dn: intervene needs noise draws (needs_noise is True)")
         values = quantize(content + noise.to(content) * (self.sigma / 255.0), self.rounding)
         return write_blocks(inputs, values, placements)
 
     def describe(self) -> dict:
+        """Name, scale, sigma and rounding."""
         return {"name": self.name, "scale": 1, "sigma": self.sigma, "rounding": self.rounding}

@@ -38,11 +38,14 @@ class DerainTask(Task):
         return torch.from_numpy(np.asarray(layer, dtype=np.float64) * beta / 255.0)[None, None].float()
 
     def degrade(self, clean: Tensor, seed: int = 0) -> Tensor:
+        """Add image ``i``'s rain layer (seeded ``seed + i``) and quantize."""
         n, _, h, w = clean.shape
         rain = torch.cat([self.rain_layer(h, w, seed + i) for i in range(n)]).to(clean)
         return quantize(clean + rain)
 
     def prepare(self, clean, seed=0, degraded=None) -> TaskInput:
+        """The rainy input and its rain layer (context ``"rain"``); for a rainy input of one's own
+        (``degraded``), the rain layer is ``degraded - clean``."""
         if degraded is None:
             if clean is None:
                 raise TaskError("dr: give a clean image to degrade, or a rainy input")
@@ -58,6 +61,7 @@ class DerainTask(Task):
         return TaskInput(degraded, clean, {"rain": (degraded - clean).contiguous()})
 
     def intervene(self, inputs, context, content, placements, noise=None):
+        """Write each patch with the context's rain over its block re-applied, quantized."""
         rain = context["rain"]
         values = []
         for patch, pl in zip(content, placements):
@@ -69,4 +73,5 @@ class DerainTask(Task):
         return write_blocks(inputs, values, placements)
 
     def describe(self) -> dict:
+        """Name, scale and rain preset."""
         return {"name": self.name, "scale": 1, "preset": self.preset}

@@ -255,6 +255,7 @@ class JpegTask(Task):
         return quantize(bicubic_downscale(patches, self.scale))
 
     def check_lv_input(self, task_input: TaskInput) -> None:
+        """Raise :class:`TaskError` when the context has no clean image to re-encode from."""
         if CLEAN not in task_input.context:
             raise TaskError(self._no_clean_message())
 
@@ -311,6 +312,8 @@ class JpegTask(Task):
         return block, self.footprint(block, size), region
 
     def intervene(self, inputs, context, content, placements, noise=None):
+        """Write each patch into the clean image, JPEG-encode the MCUs it touches (plus one MCU of margin)
+        and write the decoded footprint into the row, clipped to the crop."""
         clean = context.get(CLEAN)
         if clean is None:
             raise TaskError(self._no_clean_message())
@@ -339,6 +342,7 @@ class JpegTask(Task):
         return inputs
 
     def describe(self) -> dict:
+        """Name, scale, quality, subsampling and footprint."""
         return {
             "name": self.name,
             "scale": self.scale,

@@ -33,10 +33,12 @@ class SuperResolutionTask(Task):
         self.scale = int(scale)
 
     def degrade(self, clean: Tensor, seed: int = 0) -> Tensor:
+        """Bicubic downscale by ``scale``, quantized; raises :class:`TaskError` for a size that is not a multiple."""
         self.check_size(clean.shape[-2], clean.shape[-1])
         return quantize(bicubic_downscale(clean, self.scale))
 
     def patch_content(self, patches: Tensor) -> Tensor:
+        """The patches bicubic-downscaled by ``scale`` and quantized; the block size must be a multiple of it."""
         if patches.shape[-1] % self.scale:
             raise TaskError(
                 f"sr: block size {patches.shape[-1]} is not divisible by the scale "
@@ -45,7 +47,9 @@ class SuperResolutionTask(Task):
         return quantize(bicubic_downscale(patches, self.scale))
 
     def intervene(self, inputs, context, content, placements, noise=None):
+        """Write the downscaled patches as they are (no noise, no context)."""
         return write_blocks(inputs, content, placements)
 
     def describe(self) -> dict:
+        """Name, scale and kernel (bicubic)."""
         return {"name": self.name, "scale": self.scale, "kernel": "bicubic"}

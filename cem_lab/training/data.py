@@ -413,6 +413,7 @@ class RestorationDataModule(L.LightningDataModule):
 
     # -- loaders ---------------------------------------------------------------------------
     def train_dataloader(self) -> DataLoader:
+        """Random training crops, ``batch_size`` per batch, in an order that resumes from the trainer's global step."""
         self.setup("fit")
         assert self.train_set is not None
         sampler = _EpochSampler(len(self.train_set), self.batch_size, self._global_step)
@@ -430,6 +431,7 @@ class RestorationDataModule(L.LightningDataModule):
         return None if trainer is None else int(trainer.global_step)
 
     def val_dataloader(self) -> DataLoader:
+        """The validation pairs (every image under every task), one per batch, in order."""
         self.setup("validate")
         assert self.val_set is not None
         return DataLoader(self.val_set, batch_size=1, shuffle=False, num_workers=0)

@@ -211,6 +211,7 @@ class RestorationModule(L.LightningModule):
         return self.ema_net if self.ema_net is not None else self.net
 
     def forward(self, x: Tensor) -> Tensor:
+        """Run :attr:`inference_net` (the EMA network when enabled)."""
         return self.inference_net(x)
 
     def metric_settings(self, task_index: int) -> tuple[int, bool]:
@@ -223,9 +224,11 @@ class RestorationModule(L.LightningModule):
 
     # -- training --------------------------------------------------------------------------
     def on_train_start(self) -> None:
+        """Remember the step this fit starts at."""
         self.start_step = int(self.global_step)
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+        """L1 or MSE loss of the batch, weighted per task when ``task_weights`` is set; logged as ``train/loss``."""
         out = self.net(batch["input"])
         target = batch["target"]
         if out.shape != target.shape:
@@ -245,6 +248,7 @@ class RestorationModule(L.LightningModule):
         return loss
 
     def configure_optimizers(self) -> Any:
+        """Adam with a per-step LambdaLR of the configured schedule."""
         opt = torch.optim.Adam(self.net.parameters(), lr=self.lr, betas=self.betas, weight_decay=self.weight_decay)
         sched = torch.optim.lr_scheduler.LambdaLR(opt, self._lr_factor)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step", "frequency": 1}}
@@ -255,6 +259,7 @@ class RestorationModule(L.LightningModule):
         )
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        """Update the EMA weights (decay warmed up as (1 + n) / (10 + n)) and copy the buffers."""
         if self.ema_net is None:
             return
         n = int(self.ema_updates)
@@ -269,9 +274,12 @@ class RestorationModule(L.LightningModule):
 
     # -- validation ------------------------------------------------------------------------
     def on_validation_epoch_start(self) -> None:
+        """Start a fresh list of per-image records."""
         self._records = []
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        """Record PSNR (dB) and SSIM of each output and of the trivial baseline, on the uint8 grid with the
+        task's :meth:`metric_settings`."""
         inputs, target = batch["input"], batch["target"]
         out = self.inference_net(inputs)
         base = trivial_baseline(inputs, target.shape[-2:])
@@ -306,6 +314,7 @@ class RestorationModule(L.LightningModule):
         return m
 
     def on_validation_epoch_end(self) -> None:
+        """Log the means (overall and per task) as ``val/...`` and keep the full record in :attr:`validation`."""
         if not self._records or self.trainer.sanity_checking:
             return
         means = self._means(self._records)
@@ -333,9 +342,11 @@ class RestorationModule(L.LightningModule):
         }
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Store :attr:`validation` in the checkpoint."""
         checkpoint["cem_lab_validation"] = self.validation
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Restore :attr:`validation` from the checkpoint (None if it has none)."""
         self.validation = checkpoint.get("cem_lab_validation")
 
     # -- export ----------------------------------------------------------------------------

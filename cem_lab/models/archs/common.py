@@ -167,5 +167,6 @@ class ResBlock(nn.Module):
         self.res_scale = res_scale
 
     def forward(self, x: Tensor) -> Tensor:
+        """x + res_scale * body(x)."""
         res = self.body(x)
         return x + (res if self.res_scale == 1.0 else res * self.res_scale)

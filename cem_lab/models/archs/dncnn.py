@@ -49,6 +49,7 @@ class DnCNN(nn.Module):
         self.model = nn.Sequential(*layers)
 
     def forward(self, x: Tensor) -> Tensor:
+        """``x - body(x)`` when residual, else ``body(x)``; same size as ``x``."""
         out = self.model(x)
         return x - out if self.residual else out
 
@@ -69,6 +70,7 @@ class DnCNN(nn.Module):
         }
 
     def extra_repr(self) -> str:
+        """The constructor arguments, for ``print(model)``."""
         return (
             f"in_channels={self.in_channels}, out_channels={self.out_channels}, "
             f"features={self.features}, depth={self.depth}, residual={self.residual}"

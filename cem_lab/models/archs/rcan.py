@@ -52,6 +52,7 @@ class ChannelAttention(nn.Module):
         )
 
     def forward(self, x: Tensor) -> Tensor:
+        """``x`` times its sigmoid attention, pooled per ``mode``; (N, C, H, W) in and out."""
         h, w = x.shape[-2:]
         if self.mode == "global":
             att = self.squeeze(x.mean(dim=(2, 3), keepdim=True))
@@ -65,6 +66,7 @@ class ChannelAttention(nn.Module):
         return x * att
 
     def extra_repr(self) -> str:
+        """Mode and pool size, for ``print(model)``."""
         return f"mode={self.mode!r}, pool_size={self.pool_size}"
 
 
@@ -79,6 +81,7 @@ class RCAB(nn.Module):
         self.body = nn.Sequential(*layers)
 
     def forward(self, x: Tensor) -> Tensor:
+        """x + body(x)."""
         return x + self.body(x)
 
 
@@ -90,6 +93,7 @@ class ResidualGroup(nn.Module):
         self.body = nn.Sequential(*blocks, _conv(width, width))
 
     def forward(self, x: Tensor) -> Tensor:
+        """x + body(x) (the group skip)."""
         return x + self.body(x)
 
 

@@ -80,6 +80,8 @@ class WindowAttention(nn.Module):
         self.register_buffer("bias_index", rel[0] * (2 * window - 1) + rel[1], persistent=False)
 
     def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
+        """Self-attention within each window of (windows x N, L, C) tokens; ``mask``: :func:`shifted_window_mask` for
+        shifted windows."""
         b, length, c = x.shape
         qkv = self.qkv(x).view(b, length, 3, self.heads, c // self.heads).permute(2, 0, 3, 1, 4)
         q, k, v = qkv.unbind(0)  # b, heads, L, c / heads
@@ -105,6 +107,7 @@ class LocalMLP(nn.Module):
         self.fc2 = nn.Linear(hidden, dim)
 
     def forward(self, x: Tensor) -> Tensor:
+        """(N, H, W, C) tokens in and out."""
         y = F.gelu(self.fc1(x)).permute(0, 3, 1, 2)
         y = F.gelu(self.dw(y)).permute(0, 2, 3, 1)
         return self.fc2(y)

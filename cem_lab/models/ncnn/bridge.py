@@ -43,6 +43,7 @@ class Rescaled(nn.Module):
         self.scale = int(scale)
 
     def forward(self, x: Tensor) -> Tensor:
+        """``model(x)`` resized (bicubic) to ``scale`` x the input size."""
         h, w = x.shape[-2:]
         return F.interpolate(self.model(x), size=(self.scale * h, self.scale * w), mode="bicubic", align_corners=False)
 

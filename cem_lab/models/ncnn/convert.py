@@ -87,6 +87,8 @@ class Tolerance:
     float_max_diff: float = 1e-3
 
     def failures(self, figures: dict) -> list[str]:
+        """What ``figures`` (the port-vs-ncnn comparison) misses of this tolerance, one line each; empty when
+        accepted."""
         out = []
         if figures["uint8_equal_share"] < self.uint8_equal_share:
             out.append(f"uint8 equal share {figures['uint8_equal_share']:.6f} < {self.uint8_equal_share}")
@@ -99,6 +101,9 @@ class Tolerance:
 
 # --------------------------------------------------------------------------- helpers
 def tool_versions() -> dict:
+    """Versions of cem_lab, the converter, torch, ncnn, safetensors and Python, for the conversion report (None: not
+    installed)."""
+
     def version(dist: str) -> str | None:
         try:
             return metadata.version(dist)

@@ -96,12 +96,15 @@ class NcnnLayer:
     index: int = 0  # position in the graph (0-based)
 
     def get(self, key: int, default: Any = None) -> Any:
+        """The layer parameter ``key`` (the ``.param`` file's integer id), or ``default``."""
         return self.params.get(key, default)
 
     def describe(self) -> str:
+        """``layer <index> '<name>' (<type>)``, for error messages."""
         return f"layer {self.index} {self.name!r} ({self.type})"
 
     def to_dict(self) -> dict:
+        """The layer as a JSON-able dict (params keyed by string ids); :meth:`from_dict` reads it back."""
         return {
             "type": self.type,
             "name": self.name,
@@ -112,6 +115,7 @@ class NcnnLayer:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], index: int) -> NcnnLayer:
+        """The layer of :meth:`to_dict`, at position ``index``."""
         params = {
             int(k): (list(v) if isinstance(v, (list, tuple)) else v) for k, v in dict(data.get("params", {})).items()
         }
@@ -135,10 +139,12 @@ class NcnnGraph:
 
     @property
     def inputs(self) -> list[str]:
+        """The tops of the graph's Input layers."""
         return [t for layer in self.layers if layer.type == "Input" for t in layer.tops]
 
     @property
     def outputs(self) -> list[str]:
+        """The blobs that no layer reads."""
         consumed = {b for layer in self.layers for b in layer.bottoms}
         return [t for layer in self.layers for t in layer.tops if t not in consumed]
 
@@ -153,6 +159,8 @@ class NcnnGraph:
 
     @classmethod
     def from_spec(cls, spec: Mapping[str, Any]) -> NcnnGraph:
+        """The graph of :meth:`spec`, without weights; raises :class:`NcnnFormatError` for another format or an
+        unported layer type."""
         if not isinstance(spec, Mapping) or spec.get("format") != SPEC_FORMAT:
             got = spec.get("format") if isinstance(spec, Mapping) else type(spec).__name__
             raise NcnnFormatError(f"not an ncnn graph spec (format {got!r}, expected {SPEC_FORMAT!r})")
@@ -162,6 +170,7 @@ class NcnnGraph:
         return cls(layers)
 
     def weight_count(self) -> int:
+        """Number of weight values over all layers."""
         return sum(t.numel() for blobs in self.weights.values() for t in blobs.values())
 
 

@@ -85,6 +85,7 @@ class NcnnNet(nn.Module):
         return self._spec
 
     def config(self) -> dict:
+        """``{"_target_": <this class>, "spec": ...}``: the config that rebuilds the net (weights apart)."""
         return {"_target_": f"{type(self).__module__}.{type(self).__qualname__}", "spec": self._spec}
 
     def _op(self, op: Any) -> Any:
@@ -118,6 +119,7 @@ class NcnnNet(nn.Module):
         return {name: blobs[name] for name in want}
 
     def forward(self, x: Tensor) -> Tensor:
+        """The output blob for the input blob ``x``, for a one-input one-output graph (RuntimeError else: use run)."""
         if len(self.input_names) != 1 or len(self.output_names) != 1:
             raise RuntimeError(
                 f"forward() serves graphs with one input and one output; this one has "
@@ -159,9 +161,11 @@ class Geometry:
 
     @property
     def prepad(self) -> int:
+        """Input pixels lost at each border: ``ceil(shrink / (2 * scale))``."""
         return -(-self.shrink // (2 * self.scale))
 
     def valid(self, n: int) -> bool:
+        """Whether the graph accepts an input side of ``n`` pixels."""
         return n >= self.min_size and n % self.modulus == self.residue
 
     def next_valid(self, n: int) -> int:
@@ -170,9 +174,11 @@ class Geometry:
         return n + (self.residue - n) % self.modulus
 
     def out_size(self, n: int) -> int:
+        """Output side for an input side of ``n`` pixels."""
         return self.scale * n - self.shrink
 
     def to_dict(self) -> dict:
+        """The geometry as a JSON-able dict, ``prepad`` included."""
         return {
             "scale": self.scale,
             "shrink": self.shrink,
@@ -184,6 +190,7 @@ class Geometry:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Geometry:
+        """The geometry of :meth:`to_dict`."""
         return cls(*(int(data[k]) for k in ("scale", "shrink", "modulus", "residue", "min_size")))
 
 
@@ -366,5 +373,6 @@ class NcnnSR(nn.Module):
         return y.clamp(0.0, 1.0) if self.clamp else y
 
     def forward(self, x: Tensor) -> Tensor:
+        """(B, C, H, W) in [0, 1] -> (B, C, scale*H, scale*W): :meth:`prepare`, the graph, then :meth:`finish`."""
         padded, size = self.prepare(x)
         return self.finish(self.net(padded), size, x)

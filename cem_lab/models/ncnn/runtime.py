@@ -116,6 +116,7 @@ class NcnnRuntime:
             )
 
     def options(self) -> dict:
+        """The :data:`FP32_OPTIONS` as set on the loaded net (those this ncnn build has)."""
         return {key: bool(getattr(self.net.opt, key)) for key in FP32_OPTIONS if hasattr(self.net.opt, key)}
 
     def run(self, x: Tensor) -> Tensor:
