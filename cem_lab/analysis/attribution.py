@@ -38,29 +38,37 @@ RESULT_NPZ = "attribution.npz"
 
 @dataclass
 class AttributionRun:
+    """A finished `cem-attribution` run folder: its summary (attribution.json) and arrays (attribution.npz)."""
+
     folder: Path
     summary: dict[str, Any]
     arrays: dict[str, np.ndarray] = field(repr=False)
 
     @property
     def methods(self) -> list[str]:
+        """The methods the run mapped (lam, ig, saliency, cem)."""
         return list(self.summary["methods"])
 
     def block_map(self, method: str, signed: bool = False) -> np.ndarray:
+        """The (rows, cols) block map of ``method``: summed |attribution|, or the signed sum."""
         return self.arrays[f"{method}/{'block_signed' if signed else 'block_abs'}"]
 
     def pixel_map(self, method: str) -> np.ndarray:
+        """The per-pixel map of a gradient method on the input grid."""
         return self.arrays[f"{method}/pixel_map"]
 
     def curve(self, intervention: str, method: str, kind: str = "deletion") -> dict[str, np.ndarray]:
+        """A deletion or insertion curve: blocks replaced (``counts``, ``fractions``) and the ROI metric (``values``)."""
         prefix = f"curves/{intervention}/{method}/{kind}/"
         return {k: self.arrays[prefix + k] for k in ("counts", "fractions", "values")}
 
     def auc(self, intervention: str, method: str, kind: str = "deletion") -> float:
+        """The area under a deletion or insertion curve (NaN when the run could not compute it)."""
         value = self.summary["faithfulness"][intervention]["methods"][method][f"{kind}_auc"]
         return float("nan") if value is None else float(value)
 
     def rank_correlation(self, a: str, b: str) -> float:
+        """Spearman's rho of the block rankings of methods ``a`` and ``b`` (either order)."""
         rc = self.summary["rank_correlation"]
         entry = rc.get(f"{a}~{b}") or rc.get(f"{b}~{a}")
         if entry is None:

@@ -71,6 +71,8 @@ def with_locality(runs: pd.DataFrame, radius_px: float = LOCALITY_RADIUS_PX) -> 
 
 @dataclass
 class UnitMatrix:
+    """One measure of every model on the units all of them share (models x units), and the units left out."""
+
     values: np.ndarray  #: models x units
     models: list[str]
     units: list[str]

@@ -50,9 +50,11 @@ class Interval:
 
     @property
     def excludes_zero(self) -> bool:
+        """Whether the interval lies wholly above or below 0."""
         return bool(np.isfinite(self.low) and np.isfinite(self.high) and (self.low > 0 or self.high < 0))
 
     def as_dict(self, prefix: str = "") -> dict:
+        """The interval as a flat dict (mean, low, high, counts), its keys prefixed with ``prefix``."""
         return {
             f"{prefix}mean": self.mean,
             f"{prefix}low": self.low,

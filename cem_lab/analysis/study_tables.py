@@ -62,6 +62,8 @@ class StudyError(CemLabError, ValueError):
 
 @dataclass
 class StudyResult:
+    """A study's tables: per-condition intervals, paired differences and CE-by-distance profiles."""
+
     summary: pd.DataFrame  #: task, condition, metric, mean, low, high, n_images, n_units
     paired: pd.DataFrame  #: task, a, b, metric, mean, low, high, n_images, n_units, excludes_zero
     profile: pd.DataFrame  #: task, condition, quantity, bin_low, bin_high, mean, low, high

@@ -18,6 +18,7 @@ from cem_lab.viz.canvas import new_figure, save_figure
 
 
 def save_atlas_figure(path: str | Path, atlas) -> str:
+    """Draw the atlas figure (every ROI's negative share and effective distance over the restored image) at ``path``."""
     rows = atlas.table()
     first = atlas.results[0]
     image = first.images.get("restored")
