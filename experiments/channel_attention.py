@@ -23,12 +23,17 @@ import sys
 
 from study_runner import Sweep, main
 
-VARIANTS = ("global", "none", "half", "local4", "local16", "adaptive2", "adaptive3")
+from cem_lab.compose.zoo_recipes import select
+
+#: the seven RCAN attention variants on each task, from the zoo's recipes
+ZOO = [r.name for r in select(study="channel_attention")]
 SWEEPS = [
     Sweep(
-        "study_ca_dn", [f"rcan_{v}_dn_s50" for v in VARIANTS], ["model=zoo", "task=dn", "task.sigma=50"], {"*": 60.0}
+        "study_ca_dn", [m for m in ZOO if m.endswith("_dn_s50")], ["model=zoo", "task=dn", "task.sigma=50"], {"*": 60.0}
     ),
-    Sweep("study_ca_sr", [f"rcan_{v}_sr_x4" for v in VARIANTS], ["model=zoo", "task=sr", "task.scale=4"], {"*": 25.0}),
+    Sweep(
+        "study_ca_sr", [m for m in ZOO if m.endswith("_sr_x4")], ["model=zoo", "task=sr", "task.scale=4"], {"*": 25.0}
+    ),
 ]
 
 

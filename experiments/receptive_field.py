@@ -26,10 +26,9 @@ import sys
 
 from study_runner import Sweep, main
 
-DEPTHS, FSRCNN_WIDTHS, EDSR_WIDTHS = (2, 4, 8, 16), (16, 32, 56), (8, 16, 32)
-ZOO = [f"fsrcnn_d{d}_w{w}_x4" for d in DEPTHS for w in FSRCNN_WIDTHS] + [
-    f"edsr_d{d}_w{w}_x4" for d in DEPTHS for w in EDSR_WIDTHS
-]
+from cem_lab.compose.zoo_recipes import EDSR_WIDTHS, select
+
+ZOO = [r.name for r in select(study="receptive_field")]  # the FSRCNN and EDSR depth x width families
 COST = {**{f"edsr_d16_w{w}_x4": 45.0 for w in EDSR_WIDTHS}, **{f"edsr_d8_w{w}_x4": 20.0 for w in EDSR_WIDTHS}, "*": 8.0}
 SWEEPS = [
     Sweep("study_rf_zoo", ZOO, ["model=zoo", "task=sr", "task.scale=4"], COST),

@@ -20,6 +20,7 @@ from omegaconf import OmegaConf
 from cem_lab.bookkeeping.neutral_keys import neutral_keys
 from cem_lab.bookkeeping.sweep_record import resolve_sweep_name
 from cem_lab.causal.settings import DEFAULT_CHECKPOINT_S, CEMSettings
+from cem_lab.compose.zoo_recipes import select
 from cem_lab.errors import InputError
 from cem_lab.models.zoo import ZOO_DIR
 from cem_lab.standard_images import standard_image_file as installed_file
@@ -85,6 +86,16 @@ def setting_default(name: str) -> Any:
     return CEMSettings.default(str(name))
 
 
+def zoo_models(study: str, suffix: str = "") -> str:
+    """The resolver ``cem_zoo_models`` (conf/experiment/ presets): the zoo models a study compares, in the
+    zoo's order, as a sweep (``a,b,c``); ``suffix`` keeps those whose name ends with it (``_sr_x4``). The
+    family is written once, in the zoo's recipes (:mod:`cem_lab.compose.zoo_recipes`)."""
+    names = [r.name for r in select(study=str(study)) if r.name.endswith(str(suffix))]
+    if not names:
+        raise InputError(f"the zoo has no model of study {study!r} whose name ends with {suffix!r}")
+    return ",".join(names)
+
+
 RESOLVERS = {
     "cem_run_name": run_name,
     "cem_sweep_name": resolve_sweep_name,
@@ -93,6 +104,7 @@ RESOLVERS = {
     "cem_zoo_file": zoo_file,
     "cem_standard_image": standard_image_file,
     "cem_folder_image": folder_image_file,
+    "cem_zoo_models": zoo_models,
 }
 
 
