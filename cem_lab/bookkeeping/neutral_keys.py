@@ -2,7 +2,7 @@
 
 A key named here is left out of a run's folder name (Hydra's ``override_dirname``: conf/*.yaml read
 the list through the ``cem_neutral_keys`` resolver), out of a sweep's folder name
-(:func:`cem_lab.bookkeeping.sweep_record.sweep_name`) and out of the identity that recognises a
+(:func:`cem_lab.bookkeeping.folder_names.sweep_name`) and out of the identity that recognises a
 finished run (:func:`cem_lab.bookkeeping.run_index.identity_config`), so that a rerun differing only in
 these keys finds its folder and is skipped. Keys are dotted, as overrides name them; a key of a
 config group (``parallel.devices``) leaves only that key out.

@@ -29,11 +29,9 @@ it, else N is shown as "?".
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
-import re
 import sys
 import time
 import traceback
@@ -49,69 +47,15 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from cem_lab.bookkeeping.clean_errors import fail, first_line
-from cem_lab.bookkeeping.neutral_keys import CEM_NEUTRAL_KEYS
+from cem_lab.bookkeeping.folder_names import SWEEP_ENV, resolve_sweep_name, sweep_name
 from cem_lab.folder_lock import FolderBusyError, FolderLockError, hold_run_folder
 from cem_lab.io import write_json, write_text
 from cem_lab.run_format import ERROR_FILE
 
 log = logging.getLogger("cem_lab.sweep")
 
-SWEEP_ENV = "CEM_LAB_SWEEP_NAME"
 STATE_DIR = ".sweep"
 SUMMARY_FILE = "sweep_summary.json"
-
-
-def _shorten_value(value: str) -> str:
-    """Path pieces of a (possibly comma-separated) override value reduced to their file names."""
-    pieces = []
-    for piece in value.split(","):
-        if "/" in piece or "\\" in piece:
-            piece = re.split(r"[\\/]", piece.rstrip("/\\"))[-1] or piece
-        pieces.append(piece)
-    return ",".join(pieces)
-
-
-def _swept(overrides: list[str]) -> list[bool]:
-    """Which overrides are sweeps (``a=1,2``, ``range(...)``, ``choice(...)``) in Hydra's grammar."""
-    try:
-        return [o.is_sweep_override() for o in OverridesParser.create().parse_overrides(overrides)]
-    except Exception:  # e.g. glob() needs a config loader: call everything swept
-        return [True] * len(overrides)
-
-
-def sweep_name(overrides: list[str], exclude: tuple[str, ...] = CEM_NEUTRAL_KEYS) -> str:
-    """A folder name for a sweep from its command-line overrides: stable, readable, filesystem-safe.
-
-    The swept overrides, sorted (the order on the command line does not matter), e.g.
-    ``seed=0,1,task=dn,dr``, or the fixed ones when nothing is swept on the command line
-    (``experiment=receptive_field``); when there are also fixed overrides (which the job folders spell out)
-    or anything had to be shortened, a hash of all of them is appended, so that two different sweeps
-    never share a folder. Keys that do not change results (``exclude``) are left out.
-    """
-    overrides = [str(o) for o in overrides]
-    kept = [(o, sw) for o, sw in zip(overrides, _swept(overrides)) if o.partition("=")[0].lstrip("+~") not in exclude]
-    if not kept:
-        return "default"
-    full = ",".join(sorted(o for o, _ in kept))
-    # the swept overrides; a sweep defined by a preset alone (experiment=receptive_field, whose
-    # grid is in the preset's hydra.sweeper.params) is named from its fixed overrides
-    named = sorted(o for o, sw in kept if sw) or sorted(o for o, _ in kept)
-    readable = ",".join(named)
-    name = ",".join(f"{k}{s}{_shorten_value(v)}" for k, s, v in (o.partition("=") for o in named))
-    name = re.sub(r"[^A-Za-z0-9=,._+\-\[\]]+", "_", name)
-    if name != readable or len(name) > 100 or len(named) < len(kept):
-        digest = hashlib.sha1(full.encode()).hexdigest()[:8]
-        name = f"{name[:100]}-{digest}" if name else digest
-    return name
-
-
-def resolve_sweep_name(explicit: Any = None) -> str:
-    """The resolver ``cem_sweep_name`` (registered by :mod:`cem_lab.compose.resolvers`): ``sweep_name``
-    when set, else the name of the running sweep."""
-    if explicit not in (None, ""):
-        name = re.sub(r"[^A-Za-z0-9=,._+\-\[\]]+", "_", str(explicit))
-        return name
-    return os.environ.get(SWEEP_ENV) or "default"
 
 
 def count_jobs(config: DictConfig) -> int | None:

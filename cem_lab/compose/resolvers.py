@@ -10,41 +10,18 @@ module).
 
 from __future__ import annotations
 
-import hashlib
-import re
 from pathlib import Path
 from typing import Any
 
 from omegaconf import OmegaConf
 
+from cem_lab.bookkeeping.folder_names import resolve_sweep_name, run_name
 from cem_lab.bookkeeping.neutral_keys import neutral_keys
-from cem_lab.bookkeeping.sweep_record import resolve_sweep_name
 from cem_lab.causal.settings import DEFAULT_CHECKPOINT_S, CEMSettings
 from cem_lab.compose.zoo_recipes import select
 from cem_lab.errors import InputError
 from cem_lab.models.zoo import ZOO_DIR
 from cem_lab.standard_images import standard_image_file as installed_file
-
-
-def run_name(override_dirname: str) -> str:
-    """A folder name from the command-line overrides: stable, readable, filesystem-safe.
-
-    Path values are shortened to their file name; whenever anything is shortened, a hash of
-    the full overrides is appended so that two different runs never share a folder.
-    """
-    if not override_dirname:
-        return "default"
-    parts = []
-    for item in override_dirname.split(","):
-        key, sep, value = item.partition("=")
-        if "/" in value or "\\" in value:
-            value = re.split(r"[\\/]", value.rstrip("/\\"))[-1] or value
-        parts.append(f"{key}{sep}{value}")
-    name = re.sub(r"[^A-Za-z0-9=,._+\-\[\]]+", "_", ",".join(parts))
-    if name != override_dirname or len(name) > 200:
-        digest = hashlib.sha1(override_dirname.encode()).hexdigest()[:8]
-        name = f"{name[:200]}-{digest}"
-    return name
 
 
 def zoo_file(name: str) -> str:

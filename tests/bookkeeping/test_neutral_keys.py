@@ -7,11 +7,10 @@ import pytest
 from hydra import compose, initialize_config_module
 from PIL import Image
 
+from cem_lab.bookkeeping.folder_names import run_name, sweep_name
 from cem_lab.bookkeeping.neutral_keys import NEUTRAL_KEYS, drop_keys
 from cem_lab.bookkeeping.run_index import finished_run, identity_config
-from cem_lab.bookkeeping.sweep_record import sweep_name
 from cem_lab.cli.cem import execute
-from cem_lab.compose.resolvers import run_name
 
 CONFIGS = {"cem-lab": "cem", "cem-attribution": "attribution", "cem-train": "train"}
 

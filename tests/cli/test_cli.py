@@ -11,8 +11,8 @@ import pytest
 from hydra import compose, initialize_config_module
 from PIL import Image
 
+from cem_lab.bookkeeping.folder_names import run_name
 from cem_lab.cli.cem import report, run
-from cem_lab.compose.resolvers import run_name
 
 SMALL = [
     "model=custom",

@@ -1,0 +1,102 @@
+"""Folder names from command-line overrides: a run's (``cem_run_name``) and a sweep's (``cem_sweep_name``).
+
+Both are stable (rerunning a command finds its folder), readable (the overrides themselves) and safe
+for file systems and shells: path values are cut to their file names, other characters become ``_``,
+and whenever anything was shortened a hash of the full overrides is appended, so that two different
+runs or sweeps never share a folder.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from typing import Any
+
+from hydra.core.override_parser.overrides_parser import OverridesParser
+
+from cem_lab.bookkeeping.neutral_keys import CEM_NEUTRAL_KEYS
+
+#: the environment variable through which a sweep's name reaches its jobs (set by SweepProgress)
+SWEEP_ENV = "CEM_LAB_SWEEP_NAME"
+_UNSAFE = re.compile(r"[^A-Za-z0-9=,._+\-\[\]]+")
+
+
+def safe_name(text: str) -> str:
+    """``text`` with every run of characters outside ``A-Za-z0-9=,._+-[]`` replaced by ``_``."""
+    return _UNSAFE.sub("_", text)
+
+
+def with_digest(name: str, full: str, limit: int) -> str:
+    """``name`` cut to ``limit`` characters with 8 hex digits of the SHA-1 of ``full`` appended."""
+    digest = hashlib.sha1(full.encode()).hexdigest()[:8]
+    return f"{name[:limit]}-{digest}" if name else digest
+
+
+def shorten_value(value: str) -> str:
+    """Path pieces of a (possibly comma-separated) override value reduced to their file names."""
+    pieces = []
+    for piece in value.split(","):
+        if "/" in piece or "\\" in piece:
+            piece = re.split(r"[\\/]", piece.rstrip("/\\"))[-1] or piece
+        pieces.append(piece)
+    return ",".join(pieces)
+
+
+def run_name(override_dirname: str) -> str:
+    """A folder name from the command-line overrides: stable, readable, filesystem-safe.
+
+    Path values are shortened to their file name; whenever anything is shortened, a hash of
+    the full overrides is appended so that two different runs never share a folder.
+    """
+    if not override_dirname:
+        return "default"
+    parts = []
+    for item in override_dirname.split(","):
+        key, sep, value = item.partition("=")
+        parts.append(f"{key}{sep}{shorten_value(value)}")
+    name = safe_name(",".join(parts))
+    if name != override_dirname or len(name) > 200:
+        name = with_digest(name, override_dirname, 200)
+    return name
+
+
+def _swept(overrides: list[str]) -> list[bool]:
+    """Which overrides are sweeps (``a=1,2``, ``range(...)``, ``choice(...)``) in Hydra's grammar."""
+    try:
+        return [o.is_sweep_override() for o in OverridesParser.create().parse_overrides(overrides)]
+    except Exception:  # e.g. glob() needs a config loader: call everything swept
+        return [True] * len(overrides)
+
+
+def sweep_name(overrides: list[str], exclude: tuple[str, ...] = CEM_NEUTRAL_KEYS) -> str:
+    """A folder name for a sweep from its command-line overrides: stable, readable, filesystem-safe.
+
+    The swept overrides, sorted (the order on the command line does not matter), e.g.
+    ``seed=0,1,task=dn,dr``, or the fixed ones when nothing is swept on the command line
+    (``experiment=receptive_field``); when there are also fixed overrides (which the job folders spell out)
+    or anything had to be shortened, a hash of all of them is appended, so that two different sweeps
+    never share a folder. Keys that do not change results (``exclude``) are left out.
+    """
+    overrides = [str(o) for o in overrides]
+    kept = [(o, sw) for o, sw in zip(overrides, _swept(overrides)) if o.partition("=")[0].lstrip("+~") not in exclude]
+    if not kept:
+        return "default"
+    full = ",".join(sorted(o for o, _ in kept))
+    # the swept overrides; a sweep defined by a preset alone (experiment=receptive_field, whose
+    # grid is in the preset's hydra.sweeper.params) is named from its fixed overrides
+    named = sorted(o for o, sw in kept if sw) or sorted(o for o, _ in kept)
+    readable = ",".join(named)
+    name = ",".join(f"{k}{s}{shorten_value(v)}" for k, s, v in (o.partition("=") for o in named))
+    name = safe_name(name)
+    if name != readable or len(name) > 100 or len(named) < len(kept):
+        name = with_digest(name, full, 100)
+    return name
+
+
+def resolve_sweep_name(explicit: Any = None) -> str:
+    """The resolver ``cem_sweep_name`` (registered by :mod:`cem_lab.compose.resolvers`): ``sweep_name``
+    when set, else the name of the running sweep."""
+    if explicit not in (None, ""):
+        return safe_name(str(explicit))
+    return os.environ.get(SWEEP_ENV) or "default"
