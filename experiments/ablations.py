@@ -27,16 +27,14 @@ The report reads the finished run folders only (cem_lab.analysis), and writes ev
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from study_runner import Sweep, main
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("CEM_LAB_DATA", ROOT.parent / "shared" / "data"))
@@ -148,32 +146,30 @@ def _merge(base: list[str], extra: list[str]) -> list[str]:
     return out
 
 
-def plan() -> list[tuple[str, list[str], int]]:
-    rows = []
-    for model in ("sr", "dn"):  # the cheap SR maps first
+#: seconds per map measured here (2 CPU cores, one thread per map): EDSR 8-35 s (90-130 s at T = 200), KAIR's
+#: DnCNN with incremental recompute 40-50 s (longer at block 4 and T = 200)
+COST_S = {"sr": 20.0, "sr_exhaustive": 60.0, "dn": 45.0, "dn_block": 70.0, "dn_exhaustive_200": 200.0}
+
+
+def _cost(name: str, model: str) -> float:
+    for key in (name.removeprefix(f"{PREFIX}_"), f"{model}_{name.split('_')[2]}"):
+        if key in COST_S:
+            return COST_S[key]
+    return COST_S[model]
+
+
+def sweeps() -> list[Sweep]:
+    """Every sweep of the ablations (the cheap SR maps first), each with its merged overrides."""
+    out = []
+    for model in ("sr", "dn"):
         for name, extra in _sweeps(model):
-            rows.append((name, _merge(MODELS[model] + _population(model), extra), _jobs(extra, model)))
-    return rows
+            args = _merge(MODELS[model] + _population(model), extra)
+            out.append(Sweep(name, (), args, {"*": _cost(name, model)}, units=_jobs(extra, model), population=()))
+    return out
 
 
-def cmd_plan() -> None:
-    rows = plan()
-    done = {r.parent.name for r in SWEEPS.glob(f"{PREFIX}_*/*/done.json")}
-    print(
-        f"{sum(n for *_, n in rows)} jobs in {len(rows)} sweeps (population: SR {len(IMAGES_OF['sr'])} images x 2 ROIs, "
-        f"DN {len(IMAGES_OF['dn'])} images x 2 ROIs):"
-    )
-    for name, args, n in rows:
-        print(f"  {name:32s} {n:3d} jobs   cem-lab -m {' '.join(args)}")
-    print(
-        "Measured here (2 CPU cores, shared with a training job, one thread per map): EDSR 8-35 s per map, 90-130 s "
-        "per exhaustive T=200 map; KAIR DnCNN (incremental recompute) 40-50 s per reference map, longer for block 4 "
-        "and T=200; about 1.5 h in all."
-    )
-    del done
-
-
-def cmd_run() -> int:
+def _before_run() -> int:
+    """The reference data must be there, and the patch folders of 'the image itself' are made."""
     if not (DATA / "dncnn_color_blind.pth").is_file():
         print(
             f"ablations: {DATA / 'dncnn_color_blind.pth'} is missing: set CEM_LAB_DATA to the folder holding KAIR's "
@@ -182,17 +178,7 @@ def cmd_run() -> int:
         )
         return 2
     _self_patches()
-    rows = plan()
-    total = sum(n for *_, n in rows)
-    print(f"ablations: {total} jobs in {len(rows)} sweeps; finished jobs are skipped", flush=True)
-    start = time.perf_counter()
-    failed = 0
-    for i, (name, args, n) in enumerate(rows, 1):
-        print(f"[{i}/{len(rows)}] {name}: {n} job(s) ({time.perf_counter() - start:.0f} s so far)", flush=True)
-        proc = subprocess.run([sys.executable, "-m", "cem_lab.cli.cem", "-m", *args, f"sweep_name={name}"], cwd=ROOT)
-        failed += proc.returncode != 0
-    print(f"ablations: done in {time.perf_counter() - start:.0f} s; {failed} sweep(s) with failures", flush=True)
-    return 1 if failed else 0
+    return 0
 
 
 # ----------------------------------------------------------------------------- report
@@ -506,20 +492,10 @@ def cmd_report() -> int:
     return 0
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("cmd", choices=("plan", "run", "report", "all"))
-    args = ap.parse_args(argv)
-    if args.cmd == "plan":
-        cmd_plan()
-        return 0
-    if args.cmd == "run":
-        return cmd_run()
-    if args.cmd == "report":
-        return cmd_report()
-    rc = cmd_run()
-    return cmd_report() or rc
-
+POPULATION = (
+    f"SR: {len(IMAGES_OF['sr'])} images x 2 placed ROIs, DN: {len(IMAGES_OF['dn'])} images x 2 placed ROIs, "
+    "256 px crops, one factor at a time from block 8, T_c 3, T_f 50"
+)
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main("ablations", sweeps(), cmd_report, doc=__doc__, describe=POPULATION, before_run=_before_run))

@@ -1,7 +1,8 @@
-"""What the three study scripts share: the population, the plan with its estimated time, the sweeps.
+"""What the study scripts share (the three findings and the ablations): the population, the plan with
+its estimated time, the sweeps, and the ``plan | run | report | all`` command line.
 
-A study is a list of sweeps; a sweep is one ``cem-lab -m`` command over a list of models x the
-population (images x placed ROIs). ``plan`` prints every sweep, its job count and the time it is
+A study is a list of sweeps; a sweep is one ``cem-lab -m`` command, by default over a list of models x
+the population (images x placed ROIs). ``plan`` prints every sweep, its job count and the time it is
 expected to take here (from per-model costs measured on this machine); ``run`` launches them one
 after the other, skipping finished jobs (the sweep's own resume), and prints progress across the
 study with the elapsed time and an ETA. Extra ``key=value`` arguments go to every job, so the same
@@ -47,19 +48,25 @@ def population(images: Sequence[str] = IMAGES, crop: int = CROP, rois: int = 2) 
 
 @dataclass
 class Sweep:
+    """One ``cem-lab -m`` command of a study: its folder, its overrides, its job count and cost."""
+
     name: str  #: the sweep folder under runs/sweeps/cem/
-    models: Sequence[str]  #: model ids (zoo or pretrained)
+    models: Sequence[str]  #: model ids (zoo or pretrained) swept with model.id; () when ``args`` name the model
     args: Sequence[str]  #: model group, task and its settings
     #: seconds per map measured here (2 CPU cores, one thread per job), by model id; "*" for the rest
     cost_s: Mapping[str, float] = field(default_factory=dict)
-    units: int = len(IMAGES) * 2
+    units: int = len(IMAGES) * 2  #: maps per model (images x ROIs x whatever else the args sweep)
+    #: the overrides of the images and ROIs; None: :func:`population`, the findings' held-out population
+    population: Sequence[str] | None = None
 
     def overrides(self, extra: Sequence[str] = ()) -> list[str]:
-        return [*self.args, f"model.id={','.join(self.models)}", *population(), f"sweep_name={self.name}", *extra]
+        models = [f"model.id={','.join(self.models)}"] if self.models else []
+        pop = population() if self.population is None else list(self.population)
+        return [*self.args, *models, *pop, f"sweep_name={self.name}", *extra]
 
     @property
     def jobs(self) -> int:
-        return len(self.models) * self.units
+        return max(1, len(self.models)) * self.units
 
     def finished(self) -> int:
         folder = SWEEPS / self.name
@@ -67,7 +74,7 @@ class Sweep:
 
     def estimate_s(self) -> float:
         default = self.cost_s.get("*", 30.0)
-        return sum(self.cost_s.get(m, default) for m in self.models) * self.units
+        return sum(self.cost_s.get(m, default) for m in self.models or ["*"]) * self.units
 
 
 def _hms(s: float) -> str:
@@ -75,13 +82,15 @@ def _hms(s: float) -> str:
     return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
 
 
-def plan(study: str, sweeps: Sequence[Sweep], parallel: int = 2) -> float:
+#: what the findings' plans say of their population and settings
+FINDINGS_POPULATION = f"{len(IMAGES)} held-out images x 2 placed ROIs, {CROP} px crops, block 8, T_c 3, T_f 50"
+
+
+def plan(study: str, sweeps: Sequence[Sweep], parallel: int = 2, describe: str = FINDINGS_POPULATION) -> float:
+    """Print every sweep with its maps, the finished ones and its command, and the time it takes here."""
     total = sum(s.estimate_s() for s in sweeps)
     left = sum(s.estimate_s() * (1 - min(s.finished(), s.jobs) / s.jobs) for s in sweeps)
-    print(
-        f"{study}: {sum(s.jobs for s in sweeps)} maps in {len(sweeps)} sweeps "
-        f"({len(IMAGES)} held-out images x 2 placed ROIs, {CROP} px crops, block 8, T_c 3, T_f 50)"
-    )
+    print(f"{study}: {sum(s.jobs for s in sweeps)} maps in {len(sweeps)} sweeps ({describe})")
     for s in sweeps:
         print(
             f"  {s.name:28s} {s.jobs:4d} maps ({s.finished()} finished)  ~{_hms(s.estimate_s() / parallel)}  "
@@ -95,9 +104,15 @@ def plan(study: str, sweeps: Sequence[Sweep], parallel: int = 2) -> float:
     return left
 
 
-def run(study: str, sweeps: Sequence[Sweep], extra: Sequence[str] = (), parallel: int = 2) -> int:
+def run(
+    study: str,
+    sweeps: Sequence[Sweep],
+    extra: Sequence[str] = (),
+    parallel: int = 2,
+    describe: str = FINDINGS_POPULATION,
+) -> int:
     """Every sweep in turn (finished jobs skipped), with progress and an ETA across the study."""
-    plan(study, sweeps, parallel)
+    plan(study, sweeps, parallel, describe)
     launcher = (
         []
         if any(e.startswith(("launcher=", "hydra/launcher=")) for e in extra)
@@ -124,7 +139,17 @@ def run(study: str, sweeps: Sequence[Sweep], extra: Sequence[str] = (), parallel
     return 1 if failed else 0
 
 
-def main(study: str, sweeps: Sequence[Sweep], report, argv: Sequence[str] | None = None, doc: str = "") -> int:
+def main(
+    study: str,
+    sweeps: Sequence[Sweep],
+    report,
+    argv: Sequence[str] | None = None,
+    doc: str = "",
+    describe: str = FINDINGS_POPULATION,
+    before_run=None,
+) -> int:
+    """The ``plan | run | report | all`` command line of a study; ``before_run()`` (returning an exit
+    status, 0 to go on) checks or makes what the sweeps need before any of them starts."""
     import argparse
 
     ap = argparse.ArgumentParser(description=doc.split("\n\n")[0] if doc else study)
@@ -133,11 +158,14 @@ def main(study: str, sweeps: Sequence[Sweep], report, argv: Sequence[str] | None
     ap.add_argument("--parallel", type=int, default=2, help="jobs at once (joblib launcher); default 2")
     args = ap.parse_args(argv)
     if args.cmd == "plan":
-        plan(study, sweeps, args.parallel)
+        plan(study, sweeps, args.parallel, describe)
         return 0
     rc = 0
     if args.cmd in ("run", "all"):
-        rc = run(study, sweeps, args.overrides, args.parallel)
+        rc = before_run() if before_run is not None else 0
+        if rc:
+            return rc
+        rc = run(study, sweeps, args.overrides, args.parallel, describe)
     if args.cmd in ("report", "all"):
         rc = report() or rc
     return rc
