@@ -17,11 +17,13 @@ from cem_lab.causal.result import CEMResult
 from cem_lab.causal.settings import DEFAULT_CHECKPOINT_S
 from cem_lab.folder_lock import hold_run_folder
 from cem_lab.run_format import FIGURES_DIR
-from cem_lab.viz import draw_run_figures
-from cem_lab.viz.atlas_figures import save_atlas_figure
 
-#: draw the figures of a result into its run folder (``figures/``)
-draw_figures = draw_run_figures
+
+def draw_figures(result: CEMResult, folder: str | Path) -> dict[str, str]:
+    """Draw the figures of ``result`` into its run folder ``folder`` (``figures/``)."""
+    from cem_lab.viz import draw_run_figures  # lazy: matplotlib (~0.5 s), only once a map is drawn
+
+    return draw_run_figures(result, folder)
 
 
 def save_result(result: CEMResult, folder: str | Path, figures: bool = True) -> Path:
@@ -69,6 +71,8 @@ def save_atlas(result: AtlasResult, folder: str | Path, figures: bool = True) ->
     folder = Path(folder)
     drawn = None
     if figures:
+        from cem_lab.viz.atlas_figures import save_atlas_figure  # lazy: matplotlib, only once an atlas is drawn
+
         for k, r in enumerate(result.results):
             draw_figures(r, result.roi_folder(folder, k))
         drawn = {"atlas": str(save_atlas_figure(folder / FIGURES_DIR / "atlas.png", result))}

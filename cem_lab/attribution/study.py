@@ -29,7 +29,6 @@ from cem_lab.attribution.faithfulness import deletion_curve, insertion_curve, ra
 from cem_lab.attribution.study_methods import Settings
 from cem_lab.attribution.study_output import CEM_DIR, FORMAT_VERSION, PROGRAM, save_figures, write_results
 from cem_lab.causal.run import run_cem
-from cem_lab.viz import draw_run_figures
 
 SHARE_LEVELS = (0.5, 0.9)
 
@@ -131,6 +130,8 @@ def compute_attribution(plan: AttributionPlan, folder: Path) -> AttributionOutco
         t0 = time.perf_counter()
         if cem is None:
             kw = plan.prepared.kwargs
+            from cem_lab.viz import draw_run_figures  # lazy: matplotlib, only when the CEM is computed here
+
             cem = run_cem(
                 job,
                 folder / CEM_DIR,

@@ -63,17 +63,15 @@ def map_settings(cfg: DictConfig) -> CEMSettings:
     the settings do not know (``+cem.fien=5``) is refused, never ignored; a value of the wrong type or
     range is refused with the key named."""
     values = dict(OmegaConf.to_container(cfg.cem, resolve=True))
+    run_keys = {
+        "metric": "metric.name",
+        "crop_border": "metric.crop_border",
+        "test_y_channel": "metric.test_y_channel",
+        **{k: k for k in ("seed", "batch_size", "forward_batch", "mode", "crop_margin", "crop_multiple", "recompute")},
+    }
+    # a program whose config lacks a run-level key (cem-attribution has no recompute) gets the setting's default
     values.update(
-        metric=cfg.metric.name,
-        crop_border=cfg.metric.crop_border,
-        test_y_channel=cfg.metric.test_y_channel,
-        seed=cfg.seed,
-        batch_size=cfg.batch_size,
-        forward_batch=cfg.forward_batch,
-        mode=cfg.mode,
-        crop_margin=cfg.crop_margin,
-        crop_multiple=cfg.crop_multiple,
-        recompute=cfg.recompute,
+        {key: OmegaConf.select(cfg, path) for key, path in run_keys.items() if OmegaConf.select(cfg, path) is not None}
     )
     return CEMSettings.from_mapping(values)
 
