@@ -256,6 +256,10 @@ def test_a_model_without_gradients_is_refused_with_the_cem_command(tmp_path, ima
 def _cfg(overrides):
     from hydra import compose, initialize_config_module
 
+    from cem_lab.compose.resolvers import register_resolvers
+
+    register_resolvers()  # as the console script does before Hydra composes
+
     with initialize_config_module(config_module="cem_lab.conf", version_base="1.3"):
         return compose(config_name="attribution", overrides=overrides)
 
@@ -345,6 +349,10 @@ def test_faithfulness_over_runs_has_intervals_wins_and_the_paired_difference_wit
 
 def test_the_attribution_study_preset_sweeps_three_images_and_two_rois():
     from hydra import compose, initialize_config_module
+
+    from cem_lab.compose.resolvers import register_resolvers
+
+    register_resolvers()  # as the console script does before Hydra composes
 
     with initialize_config_module(config_module="cem_lab.conf", version_base="1.3"):
         cfg = compose("attribution", overrides=["experiment=attribution_dn"], return_hydra_config=True)
