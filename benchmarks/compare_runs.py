@@ -11,13 +11,10 @@ Exit status 0 when every pair is identical, 1 otherwise.
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
-import numpy as np
-
-from cem_lab.run_format import CEM_FILE, SUMMARY_FILE
+from cem_lab.run_format import read_cem_arrays, read_summary
 
 #: the summary fields that must agree (timings, notes and checkpoint counts may differ)
 IDENTITY = ("settings", "fingerprint", "forward_passes", "mode", "pixels_pushed")
@@ -26,14 +23,14 @@ IDENTITY = ("settings", "fingerprint", "forward_passes", "mode", "pixels_pushed"
 def compare(a: Path, b: Path) -> list[str]:
     """The differences between the run folders ``a`` and ``b`` (empty when they hold the same map)."""
     out = []
-    with np.load(a / CEM_FILE, allow_pickle=False) as za, np.load(b / CEM_FILE, allow_pickle=False) as zb:
-        if set(za.files) != set(zb.files):
-            out.append(f"arrays: {sorted(set(za.files) ^ set(zb.files))} in one folder only")
-        for key in sorted(set(za.files) & set(zb.files)):
-            x, y = za[key], zb[key]
-            if x.dtype != y.dtype or x.shape != y.shape or x.tobytes() != y.tobytes():
-                out.append(f"array {key} differs")
-    sa, sb = (json.loads((f / SUMMARY_FILE).read_text()) for f in (a, b))
+    za, zb = read_cem_arrays(a), read_cem_arrays(b)
+    if set(za) != set(zb):
+        out.append(f"arrays: {sorted(set(za) ^ set(zb))} in one folder only")
+    for key in sorted(set(za) & set(zb)):
+        x, y = za[key], zb[key]
+        if x.dtype != y.dtype or x.shape != y.shape or x.tobytes() != y.tobytes():
+            out.append(f"array {key} differs")
+    sa, sb = (read_summary(f, missing_ok=False) for f in (a, b))
     out += [f"summary {k}: {sa.get(k)!r} != {sb.get(k)!r}" for k in IDENTITY if sa.get(k) != sb.get(k)]
     return out
 
@@ -45,7 +42,7 @@ def main(argv: list[str]) -> int:
     differ = 0
     for a, b in zip(argv[::2], argv[1::2]):
         diffs = compare(Path(a), Path(b))
-        n = len(np.load(Path(a) / CEM_FILE).files)
+        n = len(read_cem_arrays(a))
         print(f"{a} vs {b}: " + ("identical" if not diffs else "; ".join(diffs)) + f" ({n} arrays)")
         differ += bool(diffs)
     return 1 if differ else 0

@@ -78,10 +78,12 @@ def write_summary(folder: PathLike, summary: dict[str, Any]) -> Path:
     return path
 
 
-def read_summary(folder: PathLike) -> dict[str, Any] | None:
-    """The ``summary.json`` of a run folder, or None when it has none."""
+def read_summary(folder: PathLike, missing_ok: bool = True) -> dict[str, Any] | None:
+    """The ``summary.json`` of a run folder; None when it has none (``missing_ok=False``: MissingFileError)."""
     path = Path(folder) / SUMMARY_FILE
     if not path.is_file():
+        if not missing_ok:
+            raise MissingFileError(f"no summary in {folder}: {path.name} is missing")
         return None
     return json.loads(path.read_text())
 

@@ -14,7 +14,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -28,7 +27,7 @@ from cem_lab.analysis.study_tables import distance_profile
 from cem_lab.causal.result import CEMResult
 from cem_lab.errors import InputError
 from cem_lab.io import PathLike
-from cem_lab.run_format import IMAGES_DIR, SUMMARY_FILE
+from cem_lab.run_format import IMAGES_DIR
 from cem_lab.viz.canvas import new_figure, save_figure
 from cem_lab.viz.cem_charts import draw_effect_colorbar, draw_pie
 from cem_lab.viz.cem_maps import cem_overlay, draw_roi_box, effect_range
@@ -287,8 +286,7 @@ def plot_teaser(df: pd.DataFrame, model: str, path: PathLike) -> str:
     for i, (_, r) in enumerate(chosen.iterrows()):
         folder = Path(r["folder"])
         res = CEMResult.load(folder)
-        summary = json.loads((folder / SUMMARY_FILE).read_text())
-        bound = float(summary.get("display_bound") or 1.0)
+        bound = float(res.meta.get("display_bound") or 1.0)  # res.meta is the run's summary.json
         degraded = np.asarray(Image.open(folder / IMAGES_DIR / "input.png").convert("RGB"))
         restored = np.asarray(Image.open(folder / IMAGES_DIR / "restored.png").convert("RGB"))
         h, w = res.output_shape
@@ -311,7 +309,7 @@ def plot_teaser(df: pd.DataFrame, model: str, path: PathLike) -> str:
         vmin, vmax = effect_range(res.effect, res.roi_mask)
         draw_effect_colorbar(fig, cax, bound, 1.2, vmin, vmax, "dB", fontsize=7)
         pie = fig.add_axes((0.02 + 3 * 0.245 + 0.02, top - height, 0.18, height))
-        counts = {k: int(v) for k, v in (summary.get("counts") or {}).items()}
+        counts = {k: int(v) for k, v in (res.meta.get("counts") or {}).items()}
         draw_pie(pie, counts, fontsize=7)
         pie.set_title(f"blocks by effect sign (n = {sum(counts.values())})", fontsize=9)
     fig.suptitle(f"{model}: one network, {n} tasks, one ROI ({unit})", fontsize=11, y=1 - 0.15 / fig_h, va="top")

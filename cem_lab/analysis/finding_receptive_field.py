@@ -6,7 +6,6 @@ them): per-model intervals, Spearman trends, one-axis comparisons read against t
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +26,7 @@ from cem_lab.analysis.finding_tables import (
     write_csv,
 )
 from cem_lab.analysis.findings import paired_table, rank_trend, verdict, with_locality
-from cem_lab.run_format import CEM_FILE, SUMMARY_FILE
+from cem_lab.run_format import read_cem_arrays, read_summary
 
 RF_METRICS = [
     "reach_max_px",
@@ -244,13 +243,12 @@ def receptive_field_finding(runs: pd.DataFrame, out: Path, figures: Path) -> dic
 def dependent_share(folder: str) -> float:
     """The share of the input pixels that the ROI depends on (the run's gradient-probe dependency region):
     1.0 means the image, not the network, bounds how far an effect can come from."""
-    s = json.loads((Path(folder) / SUMMARY_FILE).read_text())
+    s = read_summary(folder, missing_ok=False)
     dep = (s.get("dependency_region") or {}).get("dependent_pixels")
-    with np.load(Path(folder) / CEM_FILE) as z:
-        h, w = (int(v) for v in z["input_shape"])
+    h, w = (int(v) for v in read_cem_arrays(folder)["input_shape"])
     return float(dep) / (h * w) if dep is not None else float("nan")
 
 
 def _parameters_of(folder: str) -> float:
-    s = json.loads((Path(folder) / SUMMARY_FILE).read_text())
+    s = read_summary(folder, missing_ok=False)
     return float((s.get("model_info") or {}).get("parameters", np.nan))

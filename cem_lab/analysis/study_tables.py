@@ -29,7 +29,7 @@ import pandas as pd
 
 from cem_lab.analysis.study_stats import nested_bootstrap, paired_difference
 from cem_lab.errors import CemLabError
-from cem_lab.run_format import CEM_FILE, SUMMARY_FILE
+from cem_lab.run_format import read_cem_arrays, read_summary
 
 __all__ = [
     "STUDY_METRICS",
@@ -86,7 +86,7 @@ def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
 
 def run_settings(folder: Path) -> dict[str, Any]:
     """The flattened settings of a finished run (``summary.json``'s ``settings``), without the ROI."""
-    summary = json.loads((Path(folder) / SUMMARY_FILE).read_text())
+    summary = read_summary(folder, missing_ok=False)
     settings = {k: v for k, v in (summary.get("settings") or {}).items() if k not in _NOT_SETTINGS}
     flat = _flatten(settings)
     flat.pop("task", None)
@@ -98,11 +98,11 @@ def distance_profile(folder: Path, bin_px: float) -> dict[str, np.ndarray]:
     """The CE of one run by distance from the ROI centre (output px, block centres), in bins of ``bin_px``:
     ``mass_share`` (share of the run's total |CE| outside the ROI), ``positive`` and ``negative`` (sums),
     and ``mean_distance`` (the |CE|-weighted mean distance)."""
-    with np.load(Path(folder) / CEM_FILE, allow_pickle=False) as z:
-        effect, roi_mask = z["effect"].astype(np.float64), z["roi_mask"].astype(bool)
-        counts = z["counts"]
-        block, (h, w) = int(z["block"]), (int(v) for v in z["output_shape"])
-        top, left, size = (int(v) for v in z["roi"])
+    z = read_cem_arrays(folder)
+    effect, roi_mask = z["effect"].astype(np.float64), z["roi_mask"].astype(bool)
+    counts = z["counts"]
+    block, (h, w) = int(z["block"]), (int(v) for v in z["output_shape"])
+    top, left, size = (int(v) for v in z["roi"])
     rows, cols = effect.shape
     cy = (np.arange(rows) * block + np.minimum((np.arange(rows) + 1) * block, h)) / 2
     cx = (np.arange(cols) * block + np.minimum((np.arange(cols) + 1) * block, w)) / 2

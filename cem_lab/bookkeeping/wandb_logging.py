@@ -28,12 +28,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from cem_lab.errors import InputError
 from cem_lab.io import write_json
-from cem_lab.run_format import CEM_FILE, SUMMARY_FILE
+from cem_lab.run_format import FIGURES_DIR, read_cem_arrays, read_summary
 
 MARKER = "wandb.json"
 TABLE_COLUMNS = ["row", "col", "effect", "stderr", "n", "class", "roi"]
@@ -92,9 +91,9 @@ def block_rows(folder: Path) -> list[list[Any]]:
     def num(x: float) -> float | None:
         return None if not math.isfinite(float(x)) else float(x)
 
-    with np.load(folder / CEM_FILE, allow_pickle=False) as z:
-        effect, stderr, n = z["effect"], z["stderr"], z["counts"]
-        cls, roi = z["classification"], z["roi_mask"]
+    z = read_cem_arrays(folder)
+    effect, stderr, n = z["effect"], z["stderr"], z["counts"]
+    cls, roi = z["classification"], z["roi_mask"]
     rows = []
     for r in range(effect.shape[0]):
         for c in range(effect.shape[1]):
@@ -122,9 +121,9 @@ class WandbRun:
         import wandb  # lazy: an optional dependency (cem_lab[wandb]), for logger=wandb only
 
         folder = Path(folder)
-        summary = json.loads((folder / SUMMARY_FILE).read_text())
+        summary = read_summary(folder, missing_ok=False)
         data: dict[str, Any] = dict(metrics_from_summary(summary))
-        for png in sorted((folder / "figures").glob("*.png")):
+        for png in sorted((folder / FIGURES_DIR).glob("*.png")):
             data[f"figures/{png.stem}"] = wandb.Image(str(png))
         data["cem_blocks"] = wandb.Table(columns=TABLE_COLUMNS, data=block_rows(folder))
         self.run.log(data)

@@ -31,7 +31,7 @@ from omegaconf import DictConfig
 from cem_lab.bookkeeping import sweep_record
 from cem_lab.bookkeeping.clean_errors import USER_ERRORS, job_failed, run_cli
 from cem_lab.bookkeeping.run_folder import accept_run_folder, buffered_log, close_log_file
-from cem_lab.bookkeeping.run_index import DONE_FILE, finished_run, mark_done, state_status
+from cem_lab.bookkeeping.run_index import finished_run, mark_done, state_status
 from cem_lab.bookkeeping.test_hooks import interrupt_hook, wait_for_start
 from cem_lab.bookkeeping.wandb_logging import already_logged, wandb_run
 from cem_lab.causal.result import CEMResult
@@ -40,6 +40,7 @@ from cem_lab.compose.devices import device_lease
 from cem_lab.compose.prepare import compute, launch_rank, prepare
 from cem_lab.compose.resolvers import register_resolvers
 from cem_lab.folder_lock import FolderBusyError, hold_run_folder
+from cem_lab.run_format import DONE_FILE
 
 PROGRAM = "cem-lab"
 

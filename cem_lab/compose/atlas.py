@@ -13,10 +13,11 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from cem_lab.api import save_atlas
 from cem_lab.bookkeeping.run_folder import accept_run_folder, close_log_file
-from cem_lab.bookkeeping.run_index import DONE_FILE, identity_config, input_signatures, mark_done
+from cem_lab.bookkeeping.run_index import identity_config, input_signatures, mark_done
 from cem_lab.causal.atlas import AtlasError, prepare_atlas
 from cem_lab.compose.prepare import distributed_settings, prepare_kwargs
 from cem_lab.errors import InputError
+from cem_lab.run_format import DONE_FILE
 
 
 def is_atlas(cfg: DictConfig) -> bool:

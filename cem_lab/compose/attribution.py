@@ -29,11 +29,11 @@ from cem_lab.attribution.study_methods import (
 )
 from cem_lab.attribution.study_output import CEM_DIR, RESULT_JSON
 from cem_lab.bookkeeping.neutral_keys import ATTRIBUTION_NEUTRAL_KEYS
-from cem_lab.bookkeeping.run_index import DONE_FILE, identity_config
+from cem_lab.bookkeeping.run_index import identity_config
 from cem_lab.causal.errors import RunFolderError
 from cem_lab.compose.build import build_patch_bank
 from cem_lab.compose.prepare import prepare
-from cem_lab.run_format import CEM_FILE, STATE_FILE
+from cem_lab.run_format import CEM_FILE, DONE_FILE, STATE_FILE
 
 
 # --- settings ------------------------------------------------------------------------------------------
