@@ -14,6 +14,7 @@ there must keep ``test_replace_blocks_metric_matches_the_cem`` passing.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -78,7 +79,7 @@ def replace_blocks_metric(
     block: int = 8,
     intervention="lv",
     patch_bank=None,
-    sampler: str = "uniform",
+    sampler: Any = "uniform",
     metric="psnr",
     samples: int | None = None,
     seed: int = 0,

@@ -249,7 +249,7 @@ class CropReplacementMetric(BlockReplacementMetric):
 
 
 def replacement_metrics(
-    prepared, settings: Settings, *, sampler: str, make_patch_bank: Callable[[], Any]
+    prepared, settings: Settings, *, sampler: Any, make_patch_bank: Callable[[], Any]
 ) -> dict[str, Any]:
     """``metric_after(blocks)`` per faithfulness intervention, on the CEM job's model input (its
     crop for a local model): the job's own intervention (one replaced block = the CEM's draw of

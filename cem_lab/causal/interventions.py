@@ -127,10 +127,12 @@ class LVIntervention(Intervention):
         return self.task.intervene(inputs, context, self.content[idx], placements, self._noise_tensor(draws))
 
     def describe(self):
-        """Name, sampler and patch bank (source, size, patch size)."""
+        """Name, sampler (and its options, when not the defaults) and patch bank (source, size, patch size)."""
+        options = self.sampler.options() if hasattr(self.sampler, "options") else {}
         return {
             "name": self.name,
             "sampler": self.sampler.name,
+            **({"sampler_options": options} if options else {}),
             "bank": self.bank.source,
             "bank_size": len(self.bank),
             "patch_size": self.bank.patch_size,

@@ -10,6 +10,7 @@ estimators' counts (T_c, T_f, tol) and of the adaptive options are the estimator
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import difflib
 from collections.abc import Mapping
@@ -21,7 +22,7 @@ from cem_lab.causal.estimators import ADAPTIVE_DEFAULTS, COARSE, FINE, TOL, Esti
 from cem_lab.causal.interventions import BaselineIntervention, Intervention, make_intervention
 from cem_lab.errors import InputError
 from cem_lab.metrics import RoiMetric
-from cem_lab.patches import PatchBank
+from cem_lab.patches import SAMPLERS, PatchBank, PatchSampler
 
 #: default checkpoint cadence (seconds): a checkpoint costs a few milliseconds (BENCHMARKS.md), so a
 #: kill -9 loses at most this much work for well under 1 % of the run time
@@ -51,6 +52,37 @@ def _int(value: Any) -> bool:
 
 def _real(value: Any) -> bool:
     return isinstance(value, Real) and not isinstance(value, bool)
+
+
+#: each setting's check and the fix a refusal names: ``{key: (ok(value), "what it must be")}``
+_CHECKS: dict[str, tuple[Any, str]] = {
+    "block": (lambda v: _int(v) and v >= 1, "a positive number of output pixels"),
+    "coarse": (lambda v: _int(v) and v >= 1, "a positive integer (T_c)"),
+    "fine": (lambda v: _int(v) and v >= 1, "a positive integer (T_f)"),
+    "samples": (lambda v: v is None or (_int(v) and v >= 1), "a positive integer"),
+    "tol": (lambda v: _real(v) and v >= 0, "a number >= 0 (in the metric's unit)"),
+    "classification": (lambda v: v in CLASSIFICATIONS, f"one of {list(CLASSIFICATIONS)}"),
+    "intervention": (
+        lambda v: isinstance(v, Intervention) or v in ("lv", *BaselineIntervention.KINDS),
+        f"one of {['lv', *BaselineIntervention.KINDS]} or an Intervention",
+    ),
+    "sampler": (lambda v: isinstance(v, PatchSampler) or v in SAMPLERS, f"one of {list(SAMPLERS)} or a PatchSampler"),
+    "crop_border": (lambda v: _int(v) and v >= 0, "an integer >= 0"),
+    "test_y_channel": (lambda v: isinstance(v, bool), "true or false"),
+    "seed": (lambda v: _int(v), "an integer"),
+    "batch_size": (lambda v: _int(v) and v >= 1, "a positive integer"),
+    "forward_batch": (lambda v: v == "auto" or (_int(v) and v >= 1), "a positive integer or 'auto'"),
+    "mode": (lambda v: v in MODES, "'auto' (crop when the model is local) or 'full'"),
+    "crop_margin": (lambda v: _int(v) and v >= 0, "an integer >= 0 (input pixels)"),
+    "crop_multiple": (lambda v: _int(v) and v >= 1, "a positive integer"),
+    "verify": (lambda v: isinstance(v, bool), "true or false"),
+    "recompute": (
+        lambda v: v in RECOMPUTE,
+        "'roi_crop' (every item on the ROI's dependency crop), 'block_crop' (each item on the smallest "
+        "crop its block needs) or 'incremental' (a plain conv stack recomputed layer by layer only where "
+        "the block reaches)",
+    ),
+}
 
 
 @dataclass(frozen=True)
@@ -101,39 +133,8 @@ class CEMSettings:
     def __post_init__(self) -> None:
         if self.estimator is None:  # today's keyword default: the reference estimator
             object.__setattr__(self, "estimator", "coarse_to_fine")
-        fixes = {
-            "block": (_int(self.block) and self.block >= 1, "a positive number of output pixels"),
-            "coarse": (_int(self.coarse) and self.coarse >= 1, "a positive integer (T_c)"),
-            "fine": (_int(self.fine) and self.fine >= 1, "a positive integer (T_f)"),
-            "samples": (self.samples is None or (_int(self.samples) and self.samples >= 1), "a positive integer"),
-            "tol": (_real(self.tol) and self.tol >= 0, "a number >= 0 (in the metric's unit)"),
-            "classification": (self.classification in CLASSIFICATIONS, f"one of {list(CLASSIFICATIONS)}"),
-            "intervention": (
-                isinstance(self.intervention, Intervention) or self.intervention in ("lv", *BaselineIntervention.KINDS),
-                f"one of {['lv', *BaselineIntervention.KINDS]} or an Intervention",
-            ),
-            "crop_border": (_int(self.crop_border) and self.crop_border >= 0, "an integer >= 0"),
-            "test_y_channel": (isinstance(self.test_y_channel, bool), "true or false"),
-            "seed": (_int(self.seed), "an integer"),
-            "batch_size": (_int(self.batch_size) and self.batch_size >= 1, "a positive integer"),
-            "forward_batch": (
-                self.forward_batch == "auto" or (_int(self.forward_batch) and self.forward_batch >= 1),
-                "a positive integer or 'auto'",
-            ),
-            "mode": (self.mode in MODES, "'auto' (crop when the model is local) or 'full'"),
-            "crop_margin": (_int(self.crop_margin) and self.crop_margin >= 0, "an integer >= 0 (input pixels)"),
-            "crop_multiple": (_int(self.crop_multiple) and self.crop_multiple >= 1, "a positive integer"),
-            "verify": (isinstance(self.verify, bool), "true or false"),
-            "recompute": (
-                self.recompute in RECOMPUTE,
-                "'roi_crop' (every item on the ROI's dependency crop), 'block_crop' (each item on the smallest "
-                "crop its block needs) or 'incremental' (a plain conv stack recomputed layer by layer only where "
-                "the block reaches)",
-            ),
-        }
-        for key, (ok, fix) in fixes.items():
-            if not ok:
-                raise InputError(f"{key} must be {fix}, got {getattr(self, key)!r}")
+        for key in _CHECKS:
+            self._check_value(key, getattr(self, key))
         if not isinstance(self.estimator, Estimator) and self.estimator not in ESTIMATORS:
             raise EstimatorError(f"unknown estimator {self.estimator!r}; choose one of {list(ESTIMATORS)}")
         self._check_unused()
@@ -141,9 +142,24 @@ class CEMSettings:
         if isinstance(self.metric, str):
             self.make_metric()
 
+    @staticmethod
+    def _check_value(key: str, value: Any) -> None:
+        ok, fix = _CHECKS[key]
+        if not ok(value):
+            raise InputError(f"{key} must be {fix}, got {value!r}")
+
+    @classmethod
+    def check_values(cls, values: Mapping[str, Any]) -> None:
+        """Refuse an unknown key (with the closest known one) or a value of the wrong type or range, key by
+        key, before any object is built from them (the checks :class:`CEMSettings` itself makes)."""
+        cls._check_known(values)
+        for key, value in values.items():
+            if key in _CHECKS:
+                cls._check_value(key, value)
+
     def _check_unused(self) -> None:
         """An option the chosen estimator does not read, set to another value than its default, is refused."""
-        name = self.estimator if isinstance(self.estimator, str) else None
+        name = self.estimator_name
         if name != "adaptive":
             for key in ADAPTIVE_OPTIONS:
                 if getattr(self, key) != ADAPTIVE_DEFAULTS[key]:
@@ -167,9 +183,10 @@ class CEMSettings:
         return {k: getattr(self, k) for k in ADAPTIVE_OPTIONS}
 
     def make_estimator(self) -> Estimator:
-        """The estimator these settings describe (the object itself when one was given)."""
+        """The estimator these settings describe (a copy of the object when one was given: a job binds its
+        estimator to its own ROI, and the ROIs of an atlas must not share one)."""
         if isinstance(self.estimator, Estimator):
-            return self.estimator
+            return copy.deepcopy(self.estimator)
         if self.estimator == "coarse_to_fine":
             return make_estimator("coarse_to_fine", coarse=self.coarse, fine=self.fine, tol=self.tol)
         if self.estimator == "exhaustive":
@@ -181,10 +198,11 @@ class CEMSettings:
         return getattr(estimator, "tol", self.tol)
 
     def make_intervention(self, patch_bank=None) -> Intervention:
-        """The intervention (the object itself when one was given); "lv" draws from ``patch_bank``
+        """The intervention (a shallow copy of the object when one was given: a job binds it to its own
+        input and blocks, while the patch bank and the sampler stay shared); "lv" draws from ``patch_bank``
         (default: the embedded bank)."""
         if isinstance(self.intervention, Intervention):
-            return self.intervention
+            return copy.copy(self.intervention)
         if self.intervention == "lv" and patch_bank is None:
             patch_bank = PatchBank.embedded()
         return make_intervention(self.intervention, bank=patch_bank, sampler=self.sampler)
@@ -216,6 +234,11 @@ class CEMSettings:
     def from_mapping(cls, values: Mapping[str, Any]) -> CEMSettings:
         """Settings from a mapping of setting names (a config's ``cem`` node and the run-level keys);
         an unknown key is an error, never ignored."""
+        cls._check_known(values)
+        return cls(**dict(values))
+
+    @classmethod
+    def _check_known(cls, values: Mapping[str, Any]) -> None:
         known = set(cls.keys())
         unknown = sorted(k for k in values if k not in known)
         if unknown:
@@ -226,7 +249,6 @@ class CEMSettings:
                 for key in unknown
             ]
             raise InputError(f"unknown CEM setting {', '.join(hints)}: the settings are {sorted(known)}")
-        return cls(**dict(values))
 
     @classmethod
     def from_keywords(cls, estimator_options: Mapping[str, Any] | None = None, **values: Any) -> CEMSettings:

@@ -217,7 +217,7 @@ def prepare_attribution(cfg: DictConfig, folder: Path) -> AttributionPlan:
     metrics = replacement_metrics(
         prepared,
         settings,
-        sampler=cfg.cem.get("sampler", "uniform"),
+        sampler=prepared.job.cem_settings.sampler,  # the map's sampler (built from cem.sampler)
         make_patch_bank=lambda: build_patch_bank(cfg.patches),
     )
     timings = {"prepare_s": t1 - t0, "gradients_s": t2 - t1, "interventions_s": time.perf_counter() - t2}

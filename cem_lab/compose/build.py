@@ -25,23 +25,42 @@ from cem_lab.io import file_sha256
 from cem_lab.models.checkpoint import CheckpointError, load_model, load_weights
 from cem_lab.models.pretrained import catalogue_ids
 from cem_lab.models.zoo import ZooError, read_zoo_entry
+from cem_lab.tasks import Task, make_task
 from cem_lab.tasks.base import task_label
 
 log = logging.getLogger("cem_lab")
 
-#: the `cem` config keys of the adaptive estimator (conf/cem/adaptive.yaml)
 
-
-def instantiate_checked(node: Any) -> Any:
+def instantiate_checked(node: Any, key: str | None = None) -> Any:
     """``hydra.utils.instantiate``, with a user error raised by the target's constructor or loader
-    (unknown zoo name, bad knob, malformed patch bank) reported as itself, not wrapped by Hydra."""
+    (unknown zoo name, bad knob, malformed patch bank) reported as itself, not wrapped by Hydra.
+
+    With ``key`` (the node's place in the config, e.g. ``cem.estimator``), any other failure to build
+    the node (a ``_target_`` that does not import, a keyword the class does not take, a value of the
+    wrong type) is a user error too, naming the key and the target."""
     try:
         return instantiate(node)
     except InstantiationException as err:
         user = unwrap_user_error(err)
         if user is not None:
             raise user from None
-        raise
+        if key is None:
+            raise
+        target = node.get("_target_") if hasattr(node, "get") else None
+        cause = err.__cause__ if err.__cause__ is not None else err
+        reason = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
+        raise InputError(
+            f"{key}: cannot build {target or 'the object'} ({type(cause).__name__}: {reason}); check "
+            f"{key}._target_ and its keywords"
+        ) from None
+
+
+def build_node(value: Any, key: str) -> Any:
+    """A config value that may be an object's ``_target_`` node: the object built from it (checked as by
+    :func:`instantiate_checked`), else the value itself (a built-in's short name, e.g. ``cem.sampler=uniform``)."""
+    if isinstance(value, DictConfig) and "_target_" in value:
+        return instantiate_checked(value, key)
+    return value
 
 
 def build_model(cfg: DictConfig):
@@ -72,6 +91,20 @@ def build_model(cfg: DictConfig):
                 "sha256": file_sha256(ckpt),
             }
     return net
+
+
+def build_task(node: DictConfig) -> Task:
+    """The task of a `task` config: a ``_target_`` node (conf/task/), or the name form of configs written
+    before tasks had targets (``{name: dn, sigma: 50}``)."""
+    if "_target_" in node:
+        task = instantiate_checked(node, "task")
+    else:
+        task = make_task(**OmegaConf.to_container(node, resolve=True))  # type: ignore[arg-type]
+    if not isinstance(task, Task):
+        raise InputError(
+            f"task._target_ built a {type(task).__name__}, not a cem_lab.tasks.Task; point it at a Task subclass"
+        )
+    return task
 
 
 def build_patch_bank(cfg: DictConfig):

@@ -23,7 +23,9 @@ from cem_lab.causal.run import prepare_cem
 from cem_lab.causal.settings import CEMSettings
 from cem_lab.compose.build import (
     build_model,
+    build_node,
     build_patch_bank,
+    build_task,
     check_model_task,
     checkpoint_cadence,
     crop_input,
@@ -32,7 +34,9 @@ from cem_lab.compose.build import (
 )
 from cem_lab.models.embedded import embedded_demo_image
 from cem_lab.parallel.fabric import compute_cem_distributed
-from cem_lab.tasks import make_task
+
+#: the keys of the `cem` node that are objects' `_target_` nodes (or a built-in's short name)
+OBJECT_KEYS = ("estimator", "sampler", "intervention")
 
 
 @dataclass
@@ -61,8 +65,12 @@ def map_settings(cfg: DictConfig) -> CEMSettings:
     """The map's :class:`~cem_lab.causal.settings.CEMSettings` from a `cem-lab` config: the ``cem`` group
     (estimator, block, counts, intervention, sampler) and the run-level keys that change the map. A key
     the settings do not know (``+cem.fien=5``) is refused, never ignored; a value of the wrong type or
-    range is refused with the key named."""
-    values = dict(OmegaConf.to_container(cfg.cem, resolve=True))
+    range is refused with the key named.
+
+    ``cem.estimator``, ``cem.sampler`` and ``cem.intervention`` are ``_target_`` nodes (conf/cem/,
+    conf/sampler/, conf/intervention/; a user's own class is added the same way) and are built here;
+    a built-in's short name (``cem.intervention=zeros``) is still accepted."""
+    values = {k: v for k, v in OmegaConf.to_container(cfg.cem, resolve=True).items() if k not in OBJECT_KEYS}  # type: ignore[union-attr]
     run_keys = {
         "metric": "metric.name",
         "crop_border": "metric.crop_border",
@@ -73,13 +81,15 @@ def map_settings(cfg: DictConfig) -> CEMSettings:
     values.update(
         {key: OmegaConf.select(cfg, path) for key, path in run_keys.items() if OmegaConf.select(cfg, path) is not None}
     )
+    CEMSettings.check_values(values)  # the plain values first: a bad `cem.fine` is named as itself
+    values.update({key: build_node(cfg.cem[key], f"cem.{key}") for key in OBJECT_KEYS if key in cfg.cem})
     return CEMSettings.from_mapping(values)
 
 
 def prepare_kwargs(cfg: DictConfig, output_dir: Path):
     """The model, image, task and :func:`~cem_lab.causal.run.prepare_cem` keywords of ``cfg``,
     and the run keywords (output folder, figures, progress, checkpoint cadence)."""
-    task = make_task(**OmegaConf.to_container(cfg.task, resolve=True))
+    task = build_task(cfg.task)
     device = resolve_device(cfg.device)
     torch.manual_seed(cfg.seed)  # models without a checkpoint get a reproducible initialisation
     check_model_task(cfg.model, task)
@@ -90,7 +100,12 @@ def prepare_kwargs(cfg: DictConfig, output_dir: Path):
     roi = resolve_roi(cfg, image, task)
     model = build_model(cfg.model).to(device)
     settings = map_settings(cfg)
-    bank = build_patch_bank(cfg.patches) if settings.intervention == "lv" else None
+    # an intervention built from its node holds its own bank; the short name "lv" draws from `patches`
+    bank = (
+        build_patch_bank(cfg.patches)
+        if isinstance(settings.intervention, str) and settings.intervention == "lv"
+        else None
+    )
     every_s, every_items = checkpoint_cadence(cfg)
     kwargs = dict(
         degraded=cfg.degraded,

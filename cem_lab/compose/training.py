@@ -13,11 +13,12 @@ from hydra.errors import InstantiationException
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from cem_lab.bookkeeping.neutral_keys import TRAIN_NEUTRAL_KEYS
-from cem_lab.compose.build import build_model
+from cem_lab.compose.build import build_model, build_task
 from cem_lab.errors import CemLabError
 from cem_lab.models.checkpoint import CheckpointError, _import_target
 from cem_lab.run_format import CONFIG_FILE
 from cem_lab.tasks.base import task_label
+from cem_lab.tasks.factory import TASKS
 
 
 def _plain(value):
@@ -41,7 +42,7 @@ def build_tasks(cfg: DictConfig) -> tuple[list, bool]:
             specs = [specs]
         tasks = resolve_tasks(specs)
     else:
-        tasks = resolve_tasks(OmegaConf.to_container(cfg.task, resolve=True))
+        tasks = [build_task(cfg.task)]
     pre = cfg.data.get("pre_upsample")
     if pre is None:
         pre = len(tasks) > 1
@@ -232,6 +233,17 @@ _VOLATILE = ("train.steps", *TRAIN_NEUTRAL_KEYS)
 _ADDED_LATER = {"train.loss": "l1", "model.net.local_mlp": False}
 
 
+def _task_by_target(config: dict) -> dict:
+    """A stored config whose task is named (``task: {name: sr, scale: 4}``, written before tasks had a
+    ``_target_``) with the task's class instead, as configs are written now."""
+    task = config.get("task")
+    if isinstance(task, dict) and "_target_" not in task and task.get("name") in TASKS:
+        cls = TASKS[task["name"]]
+        rest = {k: v for k, v in task.items() if k != "name"}
+        config = {**config, "task": {"_target_": f"{cls.__module__}.{cls.__qualname__}", **rest}}
+    return config
+
+
 def _flat(node, prefix: str = "") -> dict:
     out = {}
     for key, value in (node or {}).items():
@@ -258,7 +270,7 @@ def check_same_settings(output_dir: Path, cfg: DictConfig) -> None:
             f"{stored_file} is not readable YAML ({err}); delete the run folder {output_dir} to train afresh"
         ) from err
     now = _flat(OmegaConf.to_container(cfg, resolve=True))
-    before = _flat(stored)
+    before = _flat(_task_by_target(stored))
     before.update({k: v for k, v in _ADDED_LATER.items() if k in now and k not in before})
     diffs = [
         f"{k}: {before.get(k)!r} there, {now.get(k)!r} now"

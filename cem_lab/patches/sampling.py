@@ -38,6 +38,11 @@ class PatchSampler(ABC):
     def draw(self, rng: np.random.Generator, block_sharpness: float, sample_index: int) -> int:
         """Bank index for draw ``sample_index`` of a block with sharpness ``block_sharpness``."""
 
+    def options(self) -> dict:
+        """The sampler's options that differ from their defaults (recorded beside its name in summary.json and
+        hashed into the run's fingerprint; a sampler at its defaults records its name only)."""
+        return {}
+
     def draw_many(self, rng: np.random.Generator, block_sharpness: float, count: int, start: int = 0) -> np.ndarray:
         """``count`` successive draws (sample indices ``start .. start+count-1``) as an int64 array."""
         return np.array([self.draw(rng, block_sharpness, start + i) for i in range(count)], dtype=np.int64)
@@ -65,8 +70,9 @@ class SharpnessMatchedSampler(PatchSampler):
     """
 
     name = "sharpness_matched"
+    DEFAULT_K = 100
 
-    def __init__(self, k: int = 100) -> None:
+    def __init__(self, k: int = DEFAULT_K) -> None:
         super().__init__()
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
             raise InputError(f"sharpness_matched: k must be a positive integer, got {k!r}")
@@ -120,6 +126,10 @@ class SharpnessMatchedSampler(PatchSampler):
         a, b = self.candidate_range(block_sharpness)
         return int(self._order[a + int(rng.integers(b - a))])
 
+    def options(self) -> dict:
+        """``k`` when it is not :attr:`DEFAULT_K`."""
+        return {} if self.k == self.DEFAULT_K else {"k": self.k}
+
     def __repr__(self) -> str:
         return f"SharpnessMatchedSampler(k={self.k})"
 
@@ -132,8 +142,9 @@ class StratifiedSampler(PatchSampler):
     """
 
     name = "stratified"
+    DEFAULT_STRATA = 5
 
-    def __init__(self, strata: int = 5) -> None:
+    def __init__(self, strata: int = DEFAULT_STRATA) -> None:
         super().__init__()
         if isinstance(strata, bool) or not isinstance(strata, (int, np.integer)) or strata < 1:
             raise InputError(f"stratified: strata must be a positive integer, got {strata!r}")
@@ -164,6 +175,10 @@ class StratifiedSampler(PatchSampler):
         s = int(sample_index) % self.n_strata
         lo, hi = int(self._bounds[s]), int(self._bounds[s + 1])
         return int(self._order[lo + int(rng.integers(hi - lo))])
+
+    def options(self) -> dict:
+        """``strata`` when it is not :attr:`DEFAULT_STRATA`."""
+        return {} if self.strata == self.DEFAULT_STRATA else {"strata": self.strata}
 
     def __repr__(self) -> str:
         return f"StratifiedSampler(strata={self.strata})"

@@ -269,7 +269,10 @@ def test_the_config_reuses_the_cem_lab_groups_and_its_settings_are_checked():
     from cem_lab.compose.attribution import read_settings
 
     cfg = _cfg(["task=sr", "cem=exhaustive"])
-    assert cfg.task.name == "sr" and cfg.cem.estimator == "exhaustive" and cfg.patches.patch_size == 8
+    assert cfg.task._target_.endswith("SuperResolutionTask") and cfg.cem.estimator._target_.endswith(
+        "ExhaustiveEstimator"
+    )
+    assert cfg.patches.patch_size == 8
     s = read_settings(cfg)
     assert s.methods == METHODS and s.interventions == INTERVENTIONS and s.steps == 16 and s.samples == 4
     assert s.lam == {"sigma_max": 1.2, "steps": 50, "batch_size": 8, "integration": "riemann_right"}

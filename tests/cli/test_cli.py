@@ -40,9 +40,12 @@ def _cfg(overrides):
 
 def test_default_config_composes_to_the_reference_settings():
     cfg = _cfg([])
-    assert cfg.cem.estimator == "coarse_to_fine"
+    assert cfg.cem.estimator._target_ == "cem_lab.causal.estimators.CoarseToFineEstimator"
     assert (cfg.cem.coarse, cfg.cem.fine, cfg.cem.tol, cfg.cem.block) == (3, 50, 0.01, 8)
-    assert cfg.task.name == "dn" and cfg.task.sigma == 50
+    assert (cfg.cem.estimator.coarse, cfg.cem.estimator.fine, cfg.cem.estimator.tol) == (3, 50, 0.01)
+    assert cfg.cem.intervention._target_ == "cem_lab.causal.interventions.LVIntervention"
+    assert cfg.cem.sampler._target_ == "cem_lab.patches.sampling.UniformSampler"
+    assert cfg.task._target_ == "cem_lab.tasks.denoise.DenoiseTask" and cfg.task.sigma == 50
     assert cfg.metric.name == "psnr" and cfg.metric.crop_border == 0 and not cfg.metric.test_y_channel
 
 
@@ -157,7 +160,7 @@ def test_experiment_presets_compose(preset):
 
 def test_config_groups_for_every_axis():
     cfg = _cfg(["sampler=stratified", "roi=[152,96,32]", "dataset=file", "image=x.png", "parallel=ddp_cpu"])
-    assert cfg.cem.sampler == "stratified" and cfg.roi == [152, 96, 32] and cfg.image == "x.png"
+    assert cfg.cem.sampler._target_.endswith("StratifiedSampler") and cfg.roi == [152, 96, 32] and cfg.image == "x.png"
     assert cfg.parallel.devices == 2 and cfg.parallel.accelerator == "cpu"
 
 

@@ -20,13 +20,14 @@ from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf
 from PIL import Image
 
+from cem_lab.causal.interventions import LVIntervention
 from cem_lab.compose import resolvers  # noqa: F401 (registers the resolvers the configs use)
-from cem_lab.compose.build import build_model, build_patch_bank
+from cem_lab.compose.build import build_model, build_patch_bank, build_task
 from cem_lab.compose.prepare import map_settings
 from cem_lab.models import DnCNN
 from cem_lab.models.checkpoint import save_weights
 from cem_lab.patches import PatchBank
-from cem_lab.tasks import make_task
+from cem_lab.tasks import Task
 
 CONF = Path(__file__).resolve().parents[2] / "conf"
 #: groups that configure how processes run, not objects: composed, not built
@@ -88,6 +89,7 @@ def fill(group: str, option: str, files: dict) -> list[str]:
         ("dataset", "file"): [f"image={files['image']}"],
         ("dataset", "pair"): [f"image={files['image']}", f"degraded={files['image']}", "task=dn"],
         ("dataset", "folder"): [f"folder.dir={files['folder']}"],
+        ("task", "custom"): ["task._target_=cem_lab.tasks.denoise.DenoiseTask", "+task.sigma=25"],
     }
     if group == "recipe":  # the paper-scale training grids read DIV2K from $DIV2K_HR or data.images
         return [f"data.images={files['folder']}"]
@@ -108,7 +110,9 @@ CASES = [
 
 
 def test_every_group_of_every_program_has_options():
-    assert {"model", "task", "patches", "cem", "sampler", "dataset", "parallel", "experiment"} <= set(groups_of("cem"))
+    assert {"model", "task", "patches", "cem", "sampler", "intervention", "dataset", "parallel", "experiment"} <= set(
+        groups_of("cem")
+    )
     assert len(CASES) > 60, len(CASES)
 
 
@@ -120,12 +124,16 @@ def test_option_composes_and_builds(config, group, option, files):
         return  # cem-train's groups are built by its own tests (a Lightning run per model)
     if group == "experiment" and OmegaConf.select(cfg, "data_dir") is not None:
         return  # presets on the reference data (../shared/data): composed, built by the study tests
-    task = make_task(**OmegaConf.to_container(cfg.task, resolve=True))
-    assert task.name == cfg.task.name
-    if config == "cem":
-        settings = map_settings(cfg)
-        assert settings.block == cfg.cem.block and settings.estimator == cfg.cem.estimator
-    if cfg.cem.intervention == "lv":
+    task = build_task(cfg.task)
+    assert isinstance(task, Task) and type(task).__qualname__ == cfg.task._target_.rsplit(".", 1)[-1]
+    settings = map_settings(cfg)
+    assert settings.block == cfg.cem.block
+    # the estimator, sampler and intervention nodes are built into objects of their _target_
+    for key, value in (("estimator", settings.estimator), ("intervention", settings.intervention)):
+        assert f"{type(value).__module__}.{type(value).__qualname__}" == cfg.cem[key]._target_, key
+    if isinstance(settings.intervention, LVIntervention):
+        assert len(settings.intervention.bank) > 0
+        assert type(settings.intervention.sampler).__qualname__ == cfg.cem.sampler._target_.rsplit(".", 1)[-1]
         assert len(build_patch_bank(cfg.patches)) > 0
     if group == "model" and option in HEAVY_MODELS:
         return

@@ -107,6 +107,14 @@ def test_resume_continues_from_the_checkpoint_and_matches_an_uninterrupted_run(t
     assert again["already_trained"] and again["module"] is None and again["steps"] == 20
     assert not (resumed / "logs" / "version_2").exists()
 
+    # a folder written before tasks had a _target_ (config.yaml: task: {name: sr, scale: 2}) is the same run
+    stored = yaml.safe_load((resumed / "config.yaml").read_text())
+    assert stored["task"] == {"_target_": "cem_lab.tasks.super_resolution.SuperResolutionTask", "scale": 2}
+    stored["task"] = {"name": "sr", "scale": 2}
+    (resumed / "config.yaml").write_text(yaml.safe_dump(stored))
+    old = run(_cfg(TINY + ["train.steps=20", "train.val_every=4", "train.schedule=none"]), resumed)
+    assert old["already_trained"] and old["steps"] == 20
+
     # the same folder with other settings is refused, finished or not: it would hand back (or
     # continue) the model trained with the old ones
     before = (resumed / "model.yaml").read_text()
