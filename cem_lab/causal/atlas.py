@@ -264,15 +264,31 @@ class AtlasJob:
         done: list[list[Stage]] = [[] for _ in range(k)]
         stages: list[Stage | None] = [j.estimator.first_stage(n) for j in self.jobs]
         step, partial, done_units = 0, None, 0
+        # the cost of the work of earlier processes on this atlas (from its checkpoint)
+        carried = {"forward_passes": 0.0, "run_s": 0.0, "sessions": 0.0}
         path = Path(folder) / ATLAS_STATE if folder is not None else None
         if path is not None and path.is_file():
-            step, stats, partial, done_units = self._load(path, fp)
+            step, stats, partial, done_units, cost = self._load(path, fp)
             for _ in range(step):  # replay the plan: every decision is a function of the saved statistics
                 for i, j in enumerate(self.jobs):
                     if stages[i] is not None:
                         done[i].append(stages[i])
                         stages[i] = j.estimator.next_stage(done[i], stats[i], j.baseline)
             self.notes.append(f"resumed from a checkpoint (step {step}, {done_units} items of it done)")
+            if cost is None:
+                self.notes.append("the checkpoint predates cost records: the forward passes count this process's only")
+            else:
+                carried.update(cost)
+        counted = any(s is not None for s in stages)  # a finished atlas read back adds no work to its cost
+
+        def run_cost() -> dict[str, float]:
+            if not counted:
+                return dict(carried)
+            return {
+                "forward_passes": carried["forward_passes"] + self.forward_passes,
+                "run_s": carried["run_s"] + time.perf_counter() - t0,
+                "sessions": carried["sessions"] + 1,
+            }
 
         def save(values):
             if path is None:
@@ -283,6 +299,7 @@ class AtlasJob:
                 "step": step,
                 "done_units": done_units,
                 "partial": values[:done_units],
+                **{f"cost/{key}": value for key, value in run_cost().items()},
             }
             for i in range(k):
                 for name, s in stats[i].items():
@@ -334,20 +351,24 @@ class AtlasJob:
                 stages[i] = j.estimator.next_stage(done[i], stats[i], j.baseline)
             step, done_units = step + 1, 0
             save(values)
+        cost = run_cost()
+        passes = int(cost["forward_passes"])
         results = []
         for i, j in enumerate(self.jobs):
             j.notes.extend(self.notes)
-            j.forward_passes = self.forward_passes  # shared: every ROI's run took these passes
+            j.forward_passes = passes  # shared: every ROI's run took these passes
             results.append(j._result(stats[i], j.fingerprint()))
         single = sum(int(sum(st.n_items for st in d)) for d in done)
         meta = {
             "fingerprint": fp,
-            "forward_passes": self.forward_passes,
+            "forward_passes": passes,  # over every process that worked on the atlas
             "forward_passes_separately": single,
-            "saving": single / max(1, self.forward_passes),
+            "saving": single / max(1, passes),
             "steps": step,
             "notes": self.notes,
-            "run_s": time.perf_counter() - t0,
+            "run_s": cost["run_s"],
+            "sessions": int(cost["sessions"]),
+            "this_session": {"forward_passes": self.forward_passes, "run_s": time.perf_counter() - t0},
             "model": self.jobs[0].model_name,
             "estimator": self.jobs[0].estimator.describe(),
         }
@@ -362,7 +383,12 @@ class AtlasJob:
         for i in range(len(self.jobs)):
             names = [str(s) for s in state.get(f"{i}/names", np.array([""])) if str(s)]
             stats.append({nm: BlockStats.from_state(state, f"{i}/{nm}/") for nm in names})
-        return int(state["step"]), stats, state["partial"], int(state["done_units"])
+        cost = (
+            {key: float(state[f"cost/{key}"]) for key in ("forward_passes", "run_s", "sessions")}
+            if "cost/sessions" in state
+            else None
+        )
+        return int(state["step"]), stats, state["partial"], int(state["done_units"]), cost
 
 
 def prepare_atlas(

@@ -32,6 +32,11 @@ class UnitExecutor:
         """The metric values of each unit (blocks, samples), in order, on every process."""
         raise NotImplementedError
 
+    def summed(self, counts: dict[str, int]) -> dict[str, int]:
+        """``counts`` (forward passes, pixels) summed over the processes that share the work (here: as given);
+        called by every process at the end of a run."""
+        return counts
+
 
 class LocalExecutor(UnitExecutor):
     """Every unit in this process, one after the other."""

@@ -28,7 +28,7 @@ from cem_lab.causal.interventions import draw_rng
 from cem_lab.causal.recompute import choose_recompute
 from cem_lab.causal.region import DependencyRegion, NoGradientError, dependency_region, verify_crop
 from cem_lab.causal.result import CEMResult
-from cem_lab.causal.resume import check_folder, compute_fingerprint
+from cem_lab.causal.resume import check_folder, compute_fingerprint, cost_record
 from cem_lab.causal.settings import DEFAULT_CHECKPOINT_S, CEMSettings
 from cem_lab.causal.stages import run_stages
 from cem_lab.errors import InputError
@@ -131,6 +131,8 @@ class CEMJob:
         self.forward_passes = 0
         self.pixels_pushed = 0
         self.checkpoints = 0
+        #: the run's cost over every process that worked on it (set by the stage loop; None: this process only)
+        self.cost: dict | None = None
         self.notes: list[str] = []
         self.timings: dict[str, float] = {}
         #: the recompute strategies' checks against the ROI crop (summary.json keys)
@@ -457,10 +459,15 @@ class CEMJob:
             "settings": self.settings(),
             "mode": self.mode,
             "notes": self.notes,
-            "forward_passes": self.forward_passes,
-            "timings": self.timings,
-            "checkpoints": self.checkpoints,
-            "pixels_pushed": self.pixels_pushed,
+            **cost_record(
+                {
+                    "forward_passes": self.forward_passes,
+                    "pixels_pushed": self.pixels_pushed,
+                    "checkpoints": self.checkpoints,
+                    "timings": dict(self.timings),
+                },
+                self.cost,
+            ),
             "device": str(dev) if dev.type != "cuda" else f"{dev} ({torch.cuda.get_device_name(dev)})",
             "torch": torch.__version__,
             "python": platform.python_version(),

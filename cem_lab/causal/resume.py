@@ -3,7 +3,9 @@
 The fingerprint hashes the run's settings (:meth:`CEMJob.settings <cem_lab.causal.job.CEMJob.settings>`,
 as JSON with sorted keys), the model's weights, the input (and ground truth) and the intervention's
 arrays (the patch bank). The state file (``state.npz``, :mod:`cem_lab.run_format`) holds the
-fingerprint, the stages done and the statistics of each; a run resumes only from its own.
+fingerprint, the stages done and the statistics of each, and the cost of the work so far (forward
+passes, pixels, seconds, over every process that worked on the run: :data:`COST_KEYS`); a run resumes
+only from its own.
 """
 
 from __future__ import annotations
@@ -23,6 +25,9 @@ from cem_lab.causal.estimators import BlockStats, Estimator, Stage
 from cem_lab.run_format import FORMAT_VERSION, read_state, state_path, write_state
 
 log = logging.getLogger("cem_lab")
+
+#: the cost a checkpoint carries from process to process (``cost/<key>`` in state.npz), summed over them
+COST_KEYS = ("forward_passes", "pixels_pushed", "checkpoints", "prepare_s", "run_s", "checkpoint_s")
 
 
 def _sha(*parts: bytes | str) -> str:
@@ -92,8 +97,10 @@ def save_state(
     done_items: int,
     filled: bool,
     stats: dict[str, BlockStats],
+    cost: dict[str, float] | None = None,
 ) -> None:
-    """Checkpoint: the stages done, the current one (None: complete), its progress and the statistics."""
+    """Checkpoint: the stages done, the current one (None: complete), its progress, the statistics and
+    ``cost`` (the :data:`COST_KEYS` and ``sessions`` so far, over every process)."""
     arrays: dict[str, Any] = {
         "fingerprint": fingerprint,
         "format_version": FORMAT_VERSION,
@@ -104,7 +111,19 @@ def save_state(
     }
     for name, s in stats.items():
         arrays.update(s.state(f"{name}/"))
+    for key, value in (cost or {}).items():
+        arrays[f"cost/{key}"] = value
     write_state(path, arrays)
+
+
+def carried_cost(state: dict[str, np.ndarray]) -> dict[str, float] | None:
+    """The cost a checkpoint records (the :data:`COST_KEYS` and ``sessions``), or None for a checkpoint
+    written before cem_lab recorded it."""
+    if "cost/sessions" not in state:
+        return None
+    out = {key: float(state[f"cost/{key}"]) for key in COST_KEYS if f"cost/{key}" in state}
+    out["sessions"] = float(state["cost/sessions"])
+    return out
 
 
 def restore(
@@ -126,3 +145,25 @@ def restore(
     if bool(state["complete"]):
         stage = None
     return stage, done, stats, int(state["done_items"]), bool(state["filled"])
+
+
+def cost_record(this_session: dict[str, Any], cost: dict[str, Any] | None) -> dict[str, Any]:
+    """summary.json's cost: ``forward_passes``, ``pixels_pushed``, ``checkpoints`` and ``timings`` of the
+    whole run (every process that worked on it, when it was resumed), ``sessions`` (how many of them),
+    ``cost_recorded_since_start`` (False when an older checkpoint did not record the work before it) and
+    ``this_session`` (the same counts for the launch that wrote the result: this process, or the processes
+    of one multi-device launch). ``cost``: the stage loop's record (``total``, ``recorded``); None: this
+    session's counts are the run's."""
+    if cost is None:
+        return this_session
+    total = cost["total"]
+    timings = {**this_session["timings"], **{k: round(total[k], 6) for k in ("prepare_s", "run_s", "checkpoint_s")}}
+    return {
+        "forward_passes": int(total["forward_passes"]),
+        "pixels_pushed": int(total["pixels_pushed"]),
+        "checkpoints": int(total["checkpoints"]),
+        "timings": timings,
+        "sessions": int(total["sessions"]),
+        "cost_recorded_since_start": bool(cost["recorded"]),
+        "this_session": this_session,
+    }

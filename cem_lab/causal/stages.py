@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from cem_lab.causal.estimators import BlockStats, Stage
 from cem_lab.causal.executors import BatchInfo, LocalExecutor, UnitExecutor
-from cem_lab.causal.resume import load_state, restore, save_state
+from cem_lab.causal.resume import COST_KEYS, carried_cost, load_state, restore, save_state
 from cem_lab.causal.settings import DEFAULT_CHECKPOINT_S, check_checkpoint_cadence
 from cem_lab.run_format import state_path
 
@@ -54,21 +54,54 @@ def run_stages(
     done_items = 0
     filled = False
     path = state_path(folder) if folder is not None else None
+    # the cost of the work before this process (from the checkpoint), and whether this process adds to it
+    carried: dict[str, float] = {**dict.fromkeys(COST_KEYS, 0.0), "sessions": 0.0}
+    counted, recorded = True, True
     if path is not None and path.is_file():
         state = load_state(path, fp)
         stage, done_stages, stats, done_items, filled = restore(state, job.estimator, n, job.baseline)
         last = str(state["stage_names"][-1])
-        log.info("resuming %s: stage %s, %d items done", path.parent, last or "-", done_items)
-        job.notes.append(f"resumed from a checkpoint (stage {last or 'done'}, {done_items} items done)")
+        record = carried_cost(state)
+        if record is None:
+            recorded = False
+            job.notes.append(
+                "the checkpoint was written before cem_lab recorded the cost of a run: the forward passes and "
+                "times count the work since then only"
+            )
+        else:
+            carried.update(record)
+        if stage is None:  # finished: the map is read back, nothing of it recomputed
+            counted = False
+            log.info("%s holds the finished map: reading it back (no intervention recomputed)", path.parent)
+        else:
+            log.info("resuming %s: stage %s, %d items done", path.parent, last or "-", done_items)
+            job.notes.append(f"resumed from a checkpoint (stage {last or 'done'}, {done_items} items done)")
     last_save, items_since_save = time.perf_counter(), 0
     job.checkpoints, job.timings["checkpoint_s"] = 0, 0.0
+
+    def this_session() -> dict[str, float]:
+        return {
+            "forward_passes": job.forward_passes,
+            "pixels_pushed": job.pixels_pushed,
+            "checkpoints": job.checkpoints,
+            "prepare_s": job.timings.get("prepare_s", 0.0),
+            "run_s": time.perf_counter() - t0,
+            "checkpoint_s": job.timings["checkpoint_s"],
+        }
+
+    def run_cost() -> dict[str, float]:
+        """The run's cost over every process that worked on it (this one included when it computed)."""
+        if not counted:
+            return dict(carried)
+        mine = this_session()
+        return {**{k: carried[k] + mine[k] for k in COST_KEYS}, "sessions": carried["sessions"] + 1}
 
     def save():
         if path is None or not main:
             return
         t_save = time.perf_counter()
-        save_state(path, fp, done_stages, stage, done_items, filled, stats)
         job.checkpoints += 1
+        save_state(path, fp, done_stages, stage, done_items, filled, stats, cost=run_cost())
         job.timings["checkpoint_s"] += time.perf_counter() - t_save
 
     in_update = False
@@ -133,5 +166,9 @@ def run_stages(
         if not in_update:
             save()
         raise
+    # with several processes, this session's passes are all of theirs (each prepared, each did a share)
+    counts = executor.summed({"forward_passes": job.forward_passes, "pixels_pushed": job.pixels_pushed})
+    job.forward_passes, job.pixels_pushed = counts["forward_passes"], counts["pixels_pushed"]
     job.timings["run_s"] = time.perf_counter() - t0
+    job.cost = {"total": run_cost(), "this_session": this_session(), "recorded": recorded}
     return job._result(stats, fp)

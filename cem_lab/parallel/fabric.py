@@ -60,6 +60,13 @@ class FabricExecutor(UnitExecutor):
             gathered = gathered[None]
         return [gathered[u % self.world, u // self.world, : len(units[u][0])] for u in range(len(units))]
 
+    def summed(self, counts):
+        """The counts of every process (each one's preparation and its share of the units), summed."""
+        keys = sorted(counts)
+        local = torch.tensor([float(counts[k]) for k in keys], dtype=torch.float64, device=self.fabric.device)
+        total = self.fabric.all_reduce(local, reduce_op="sum").cpu().tolist()
+        return {k: int(round(v)) for k, v in zip(keys, total)}
+
 
 LOG_FORMAT = "[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"
 

@@ -34,6 +34,11 @@ def test_two_ddp_processes_give_the_single_process_map(tmp_path, clean_image, sm
     np.testing.assert_array_equal(multi.stderr, single.stderr)
     np.testing.assert_array_equal(multi.classification, single.classification)
     assert (tmp_path / "ddp" / "cem.npz").is_file() and (tmp_path / "ddp" / "figures" / "cem_panel.png").is_file()
+    # the record counts both processes' passes: every unit (each padded to forward_batch, wherever it ran)
+    # and a preparation each; rank 0's alone would be about half
+    same_units = compute_cem(model, clean_image, "dn", (16, 16, 16), batch_size=batch_size, **kw).meta
+    preparation = multi.meta["forward_passes"] - same_units["forward_passes"]
+    assert 0 < preparation < same_units["forward_passes"] / 4, (multi.meta["forward_passes"], same_units)
 
 
 # --- a 256x256 image: the result (its images alone are ~390 KiB) is larger than a pipe's buffer ------
@@ -185,14 +190,14 @@ def test_rank_0_log_records_reach_the_log_file(tmp_path, clean_image, small_bank
     assert set(multi.images) == set(single.images)
     for k in single.images:
         np.testing.assert_array_equal(multi.images[k], single.images[k])
-    # each process counts its own forward passes, pixels (and checkpoints), and the run times differ
+    # the forward passes and pixels are both processes' (each prepares its own job), and the run times differ
     a, b = (
         json.loads(
             json.dumps(
                 {
                     k: v
                     for k, v in r.summary().items()
-                    if k not in ("forward_passes", "pixels_pushed", "timings", "checkpoints")
+                    if k not in ("forward_passes", "pixels_pushed", "timings", "checkpoints", "this_session")
                 }
             )
         )
