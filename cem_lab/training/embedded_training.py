@@ -3,9 +3,18 @@ Gaussian denoising at sigma 50.
 
 It is trained on CPU, on random crops of scikit-image's bundled colour pictures (astronaut, coffee,
 rocket, immunohistochemistry, hubble_deep_field, colorwheel) with random flips, degraded by
-``DenoiseTask(sigma=50).degrade`` (a fresh noise seed per batch), L1 loss, Adam (lr 2e-3) with a
-cosine schedule, He initialisation, batches of 16 crops of 48x48. ``chelsea`` is held out: a 256x256
-crop of the cat's face is the validation image and the embedded demo image.
+``DenoiseTask(sigma=50).degrade`` (a fresh noise seed per batch), L1 loss, Adam (lr 2e-3, betas
+(0.9, 0.999)) with ``CosineAnnealingLR`` (down to 2% of lr), He initialisation, batches of 16 crops of
+48x48. ``chelsea`` is held out: a 256x256 crop of the cat's face is the validation image and the
+embedded demo image.
+
+It trains through the project's one training loop, :class:`RestorationModule` under a
+``lightning.Trainer`` (the loop of ``cem-train``), with its own data recipe: :class:`EmbeddedBatches`
+serves whole batches drawn from one ``torch.Generator`` (crops, flips) and degraded with the seed
+``seed * 1_000_003 + step + 1``, and the module's ``scheduler`` hook supplies the recursive
+``CosineAnnealingLR``. The weights are bit for bit those of the plain-torch loop that made the
+committed ones (same initialisation, data, optimizer and schedule, same thread count), which
+``tests/training/test_embedded_training.py`` checks against a plain loop written out in full.
 
 The committed weights were made with::
 
@@ -17,18 +26,20 @@ The committed weights were made with::
 from __future__ import annotations
 
 import argparse
+import functools
 import shlex
 import sys
 import time
-from collections.abc import Sequence
+import warnings
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+import lightning as L
 import numpy as np
 import torch
-import torch.nn.functional as F
 from skimage import data
 from torch import Tensor, nn
-from tqdm import tqdm
+from torch.utils.data import DataLoader, IterableDataset
 
 from cem_lab.errors import InputError
 from cem_lab.images import from_uint8, to_uint8
@@ -43,6 +54,7 @@ from cem_lab.models.embedded import (
     embedded_demo_image,
 )
 from cem_lab.tasks.denoise import DenoiseTask
+from cem_lab.training.restoration_module import RestorationModule, describe_scheduler
 
 DEFAULT_STEPS = 800
 DEFAULT_BATCH = 16
@@ -94,6 +106,38 @@ def _batch(images: Sequence[Tensor], batch_size: int, patch: int, gen: torch.Gen
     return torch.stack(crops).contiguous()
 
 
+class EmbeddedBatches(IterableDataset):
+    """The embedded model's training data: ``steps`` ready batches ``{"input", "target", "task"}``.
+
+    Batch ``step`` (0-based) is :func:`_batch` (crops and flips from one ``torch.Generator`` seeded
+    with ``seed``, drawn batch after batch) degraded by ``task.degrade(clean, seed=seed * 1_000_003 +
+    step + 1)``: a fresh noise seed per batch. ``task`` is all zeros (one task). Each iteration starts
+    again from batch 0; use it with ``DataLoader(dataset, batch_size=None)`` (the batches are made
+    here) in the main process.
+    """
+
+    def __init__(
+        self, images: Sequence[Tensor], task: DenoiseTask, steps: int, batch_size: int, patch: int, seed: int = 0
+    ):
+        super().__init__()
+        self.images = list(images)
+        self.task = task
+        self.steps = int(steps)
+        self.batch_size = int(batch_size)
+        self.patch = int(patch)
+        self.seed = int(seed)
+
+    def __len__(self) -> int:
+        return self.steps
+
+    def __iter__(self) -> Iterator[dict[str, Tensor]]:
+        gen = torch.Generator().manual_seed(self.seed)
+        for step in range(self.steps):
+            clean = _batch(self.images, self.batch_size, self.patch, gen)
+            noisy = self.task.degrade(clean, seed=self.seed * 1_000_003 + step + 1)  # fresh noise per batch
+            yield {"input": noisy, "target": clean, "task": torch.zeros(self.batch_size, dtype=torch.long)}
+
+
 def init_weights(model: nn.Module, last_gain: float = 0.1) -> None:
     """He-normal convs with zero biases; the last conv scaled down so training starts near
     the identity (a residual DnCNN without batch norm learns much faster this way)."""
@@ -116,35 +160,48 @@ def train_embedded(
     command: str | None = None,
     progress: bool = True,
 ) -> dict:
-    """Train the embedded DnCNN, save weights + YAML at ``out``, return validation metrics."""
+    """Train the embedded DnCNN through :class:`RestorationModule` and a CPU ``lightning.Trainer``,
+    save weights + YAML at ``out``, return validation metrics."""
     out = Path(out)
     if steps < 1 or batch_size < 1:
         raise InputError(f"steps and batch_size must be positive, got {steps} and {batch_size}")
     if threads > 0:
         torch.set_num_threads(threads)
-    torch.manual_seed(seed)
-    gen = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)  # the initialisation is the only draw from the global generator
     task = DenoiseTask(sigma=EMBEDDED_SIGMA)
     images = _training_images()
     model = DnCNN(**EMBEDDED_ARCH)
     init_weights(model)
     model.train()
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps, eta_min=lr * 0.02)
+    scheduler = functools.partial(torch.optim.lr_scheduler.CosineAnnealingLR, T_max=steps, eta_min=lr * 0.02)
+    module = RestorationModule(
+        model, task, lr=lr, betas=(0.9, 0.999), weight_decay=0.0, max_steps=steps, loss="l1", scheduler=scheduler
+    )
+    batches = DataLoader(EmbeddedBatches(images, task, steps, batch_size, patch, seed), batch_size=None)
+    trainer = L.Trainer(
+        accelerator="cpu",
+        devices=1,
+        precision="32-true",
+        max_steps=steps,
+        max_epochs=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+        enable_progress_bar=progress,
+        num_sanity_val_steps=0,
+        limit_val_batches=0,
+        default_root_dir=str(out.parent),
+    )
     start = time.time()
-    bar = tqdm(range(steps), desc="training embedded DnCNN", disable=not progress)
-    running = None
-    for step in bar:
-        clean = _batch(images, batch_size, patch, gen)
-        noisy = task.degrade(clean, seed=seed * 1_000_003 + step + 1)  # fresh noise per batch
-        loss = F.l1_loss(model(noisy), clean)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
-        running = loss.item() if running is None else 0.95 * running + 0.05 * loss.item()
-        bar.set_postfix(l1=f"{running:.4f}")
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", ".*does not have many workers.*")
+        warnings.filterwarnings("ignore", ".*your dataloader is not resumable.*")
+        warnings.filterwarnings("ignore", ".*but have no `val_dataloader`.*")  # validate() measures it below
+        warnings.filterwarnings("ignore", ".*`IterableDataset` has `__len__` defined.*")  # one process
+        trainer.fit(module, train_dataloaders=batches)
     seconds = time.time() - start
+    if trainer.global_step != steps:
+        raise RuntimeError(f"the trainer stopped after {trainer.global_step} of {steps} steps")
     model.eval()
     metrics = validate(model, EMBEDDED_SIGMA, seed=0)
     if command is None:
@@ -163,9 +220,12 @@ def train_embedded(
             "loss": "l1",
             "optimizer": "adam",
             "schedule": "cosine",
+            "scheduler": describe_scheduler(scheduler),
             "seed": seed,
             "seconds": round(seconds, 1),
             "torch": str(torch.__version__),
+            "loop": "lightning",
+            "lightning": str(L.__version__),
         },
     }
     save_weights(

@@ -9,7 +9,11 @@
   ``"cosine"`` (from ``lr`` down to ``min_lr`` at ``max_steps``), ``"step"`` (times ``gamma`` at
   each of ``milestones``) or ``"none"``; an optional linear warm-up of ``warmup_steps``. The
   schedule is a function of the step and of the *current* ``max_steps``, so a run resumed with more
-  steps follows the longer schedule;
+  steps follows the longer schedule. Alternatively ``scheduler``, a callable ``optimizer -> torch
+  LR scheduler``, builds the scheduler (stepped once per optimizer step) in place of ``schedule``:
+  e.g. ``functools.partial(torch.optim.lr_scheduler.CosineAnnealingLR, T_max=800, eta_min=4e-5)``,
+  whose recursive lr values differ from the closed-form ``"cosine"`` in the last bits (the embedded
+  model is trained with it, :mod:`cem_lab.training.embedded_training`);
 * optional EMA of the weights (``ema_decay``): with it, validation and the exported weights use
   the averaged network. The decay warms up as ``min(ema_decay, (1 + n) / (10 + n))`` after n
   updates, so short runs are not dominated by the initial weights;
@@ -27,8 +31,9 @@ from __future__ import annotations
 
 import bisect
 import copy
+import functools
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +48,14 @@ from cem_lab.models.checkpoint import model_config, save_weights
 from cem_lab.tasks import Task
 from cem_lab.training.data import TaskSpec, pre_upsample_config, resolve_tasks, task_label
 
-__all__ = ["SCHEDULES", "RestorationModule", "resolve_task_weights", "schedule_factor", "trivial_baseline"]
+__all__ = [
+    "SCHEDULES",
+    "RestorationModule",
+    "describe_scheduler",
+    "resolve_task_weights",
+    "schedule_factor",
+    "trivial_baseline",
+]
 
 SCHEDULES = ("cosine", "step", "none")
 LOSSES = ("l1", "l2")
@@ -74,6 +86,16 @@ def schedule_factor(
     else:
         factor = 1.0
     return warm * factor
+
+
+def describe_scheduler(scheduler: Callable[..., Any]) -> str:
+    """A stable description of a scheduler factory for the metadata: ``module.Name(arguments)`` for a
+    ``functools.partial``, else ``module.Name`` (no memory addresses, unlike ``repr`` of a function)."""
+    if isinstance(scheduler, functools.partial):
+        args = [repr(a) for a in scheduler.args] + [f"{k}={v!r}" for k, v in scheduler.keywords.items()]
+        return f"{describe_scheduler(scheduler.func)}({', '.join(args)})"
+    named = scheduler if hasattr(scheduler, "__qualname__") else type(scheduler)
+    return f"{getattr(named, '__module__', '?')}.{named.__qualname__}"
 
 
 def resolve_task_weights(weights: Mapping[str, Any] | None, tasks: Sequence[Task]) -> list[float] | None:
@@ -117,6 +139,11 @@ class RestorationModule(L.LightningModule):
         lr, betas, weight_decay: Adam.
         schedule: ``"cosine"`` | ``"step"`` | ``"none"``; ``max_steps`` (cosine length),
             ``min_lr`` (cosine floor), ``milestones`` / ``gamma`` (step), ``warmup_steps``.
+        scheduler: ``None`` (use ``schedule``) or a callable ``optimizer -> torch LR scheduler``
+            that replaces ``schedule`` (and its ``min_lr``, ``milestones``, ``gamma``,
+            ``warmup_steps``); stepped once per optimizer step. It is not a hyper-parameter: it is
+            kept out of :attr:`hparams` (a run resumed from a checkpoint must pass it again) and
+            exported as ``training.scheduler`` (:func:`describe_scheduler`).
         ema_decay: ``None`` (off) or the EMA decay, e.g. 0.999.
         crop_border, test_y_channel: ``None`` = per-task BasicSR defaults (see module doc), or one
             value for every task.
@@ -146,6 +173,7 @@ class RestorationModule(L.LightningModule):
         pre_upsample: bool = False,
         loss: str = "l1",
         task_weights: Mapping[str, float] | None = None,
+        scheduler: Callable[[torch.optim.Optimizer], torch.optim.lr_scheduler.LRScheduler] | None = None,
     ):
         super().__init__()
         if loss not in LOSSES:
@@ -166,6 +194,8 @@ class RestorationModule(L.LightningModule):
             raise InputError(f"crop_border must be a non-negative integer or None, got {crop_border!r}")
         if warmup_steps < 0:
             raise InputError(f"warmup_steps must be >= 0, got {warmup_steps}")
+        if scheduler is not None and not callable(scheduler):
+            raise InputError(f"scheduler must be None or a callable optimizer -> LR scheduler, got {scheduler!r}")
         self.net = net
         self.loss = loss
         self.tasks: list[Task] = resolve_tasks(tasks)
@@ -185,6 +215,7 @@ class RestorationModule(L.LightningModule):
         self.milestones = [int(m) for m in milestones]
         self.gamma = float(gamma)
         self.warmup_steps = int(warmup_steps)
+        self.scheduler = scheduler
         self.ema_decay = None if ema_decay is None else float(ema_decay)
         self.crop_border = crop_border
         self.test_y_channel = test_y_channel
@@ -199,7 +230,7 @@ class RestorationModule(L.LightningModule):
         self._records: list[dict[str, Any]] = []
         #: the global step this fit started at (> 0 when resumed from a checkpoint)
         self.start_step = 0
-        self.save_hyperparameters(ignore=["net", "tasks"])
+        self.save_hyperparameters(ignore=["net", "tasks", "scheduler"])
         self.hparams["tasks"] = [t.describe() for t in self.tasks]  # type: ignore[index]
         if hasattr(net, "config") and callable(net.config):
             self.hparams["net"] = dict(net.config())  # type: ignore[index]
@@ -248,9 +279,16 @@ class RestorationModule(L.LightningModule):
         return loss
 
     def configure_optimizers(self) -> Any:
-        """Adam with a per-step LambdaLR of the configured schedule."""
+        """Adam with a per-step LambdaLR of the configured schedule, or the ``scheduler``'s when given."""
         opt = torch.optim.Adam(self.net.parameters(), lr=self.lr, betas=self.betas, weight_decay=self.weight_decay)
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, self._lr_factor)
+        if self.scheduler is None:
+            sched = torch.optim.lr_scheduler.LambdaLR(opt, self._lr_factor)
+        else:
+            sched = self.scheduler(opt)
+            if not isinstance(sched, torch.optim.lr_scheduler.LRScheduler):
+                raise InputError(
+                    f"scheduler must return a torch LR scheduler for the optimizer, got {type(sched).__name__}"
+                )
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step", "frequency": 1}}
 
     def _lr_factor(self, step: int) -> float:
@@ -385,7 +423,8 @@ class RestorationModule(L.LightningModule):
             "lr": self.lr,
             "betas": list(self.betas),
             "weight_decay": self.weight_decay,
-            "schedule": self.schedule,
+            "schedule": self.schedule if self.scheduler is None else "scheduler",
+            **({"scheduler": describe_scheduler(self.scheduler)} if self.scheduler is not None else {}),
             "max_steps": self.max_steps,
             "min_lr": self.min_lr,
             "milestones": self.milestones,
