@@ -104,6 +104,7 @@ RUN_COLUMNS: tuple[str, ...] = (
     "intervention",
     "sampler",
     "mode",
+    "roi_placement",
 )
 ZOO_COLUMNS: tuple[str, ...] = (
     "zoo",
@@ -310,6 +311,10 @@ def run_row(summary: Mapping[str, Any], folder: PathLike, run: str) -> dict[str,
         "intervention": _get(settings, "intervention", "name"),
         "sampler": _get(settings, "intervention", "sampler"),
         "mode": _get(summary, "mode"),
+        # a placed ROI's rule inputs (size, index, count, seed, align, margin), as JSON; NaN for a given ROI
+        "roi_placement": json.dumps((summary.get("roi_placement") or {}).get("inputs"), sort_keys=True)
+        if (summary.get("roi_placement") or {}).get("inputs")
+        else np.nan,
     }
     model = row["model"]
     row.update(zoo_info(model, label) if isinstance(model, str) else _empty_zoo())

@@ -198,6 +198,36 @@ def _check_pooling(df: pd.DataFrame, by: Sequence[str], per_unit: Sequence[str] 
         )
 
 
+def _why_missing(group: pd.DataFrame, condition: str, unit: str) -> str:
+    """Why ``condition`` has no run of ``unit``: its run of the same placed ROI (same image, placement index
+    and count) sits elsewhere because the placement's inputs differ (e.g. the candidates' grid followed
+    ``cem.block``), or it has no finished run of it at all."""
+    generic = "no finished run; see the skipped folders"
+    if "roi_placement" not in group.columns:
+        return generic
+    there = group[group["unit_key"] == unit]
+    placed = there["roi_placement"].dropna()
+    if placed.empty:
+        return generic
+    theirs = json.loads(placed.iloc[0])
+    image = there["image"].iloc[0]
+    mine = group[(group["condition"] == condition) & (group["image"] == image)].dropna(subset=["roi_placement"])
+    for _, run in mine.iterrows():
+        ours = json.loads(run["roi_placement"])
+        if (ours["index"], ours["count"]) != (theirs["index"], theirs["count"]):
+            continue
+        differ = {
+            k: (ours.get(k), theirs.get(k)) for k in sorted(set(ours) | set(theirs)) if ours.get(k) != theirs.get(k)
+        }
+        inputs = ", ".join(f"{k} {a} here, {b} there" for k, (a, b) in differ.items())
+        return (
+            f"its placed ROI {ours['index'] + 1} of {ours['count']} on {image} is at {run['roi']}, not {unit.split(' roi ')[-1]}: "
+            f"the placement's inputs differ ({inputs}); give every condition the same roi_place settings "
+            "(roi_place.align=N rather than block) to pair them"
+        )
+    return generic
+
+
 def study_statistics(
     runs: pd.DataFrame,
     by: Sequence[str] = ("model",),
@@ -237,7 +267,7 @@ def study_statistics(
         for c in conditions:
             lacking = [u for u in all_units if u not in per[c].index]
             for u in lacking:
-                missing.append(f"{task}: {c} lacks {u} (no finished run; see the skipped folders)")
+                missing.append(f"{task}: {c} lacks {u} ({_why_missing(group, c, u)})")
             sub = per[c]
             for col, label, unit in STUDY_METRICS:
                 iv = nested_bootstrap(

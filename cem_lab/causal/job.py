@@ -134,6 +134,8 @@ class CEMJob:
         #: the run's cost over every process that worked on it (set by the stage loop; None: this process only)
         self.cost: dict | None = None
         self.notes: list[str] = []
+        #: how the ROI was chosen when a rule chose it (summary.json's ``roi_placement``)
+        self.roi_placement: dict | None = None
         self.timings: dict[str, float] = {}
         #: the recompute strategies' checks against the ROI crop (summary.json keys)
         self.checks: dict[str, dict] = {}
@@ -477,6 +479,8 @@ class CEMJob:
             else max(1e-6, float(np.nanmax(np.abs(effect))) if np.isfinite(effect).any() else 1.0),
             "title": f"{self.model_name} | {self.task.name} | {self.image_name}",
         }
+        if self.roi_placement is not None:
+            meta["roi_placement"] = self.roi_placement
         if self.region is not None:
             meta["dependency_region"] = self.region.describe()
         if self.crop_check is not None:

@@ -5,8 +5,10 @@ number ``index`` of ``count`` on an image by a rule that depends only on the cle
 output-sized ground truth), the ROI size, the alignment and the seed, never on the model, so that
 every model of a study is mapped on the same ROIs (and so paired):
 
-1. candidates: every ROI position on the grid of ``align`` output pixels (the block size: ROIs
-   then cover whole blocks) that fits inside the image, at least ``margin`` pixels from its border;
+1. candidates: every ROI position on the grid of ``align`` output pixels that fits inside the image,
+   at least ``margin`` pixels from its border (``cem-lab`` aligns on the ROI size by default, so that
+   the ROIs cover whole blocks of any block size that divides it and do not move when a study compares
+   block sizes);
 2. texture of a candidate: the mean gradient magnitude of the image's luma (Sobel) inside it;
 3. the candidates are ranked by texture and cut into ``count`` strata of equal size (quantiles):
    stratum 0 holds the flattest positions, stratum ``count - 1`` the most textured;

@@ -60,10 +60,13 @@ def prepare_cem(
     model_name: str | None = None,
     blocks: Sequence[int] | None = None,
     full_output: Tensor | None = None,
+    roi_placement: dict | None = None,
     **keywords: Any,
 ) -> CEMJob:
     """The checked :class:`~cem_lab.causal.job.CEMJob` of :func:`compute_cem` (same arguments), with
-    nothing written.
+    nothing written. ``roi_placement``: how the ROI was chosen, when a rule chose it (recorded in
+    summary.json as ``roi_placement``: the rule and its inputs, so that a report can tell why two runs'
+    ROIs differ).
 
     ``settings``: a :class:`~cem_lab.causal.settings.CEMSettings`, or its fields as keywords
     (``block``, ``estimator``, ``coarse``, ``fine``, ``tol``, ... and ``estimator_options``, the
@@ -117,6 +120,7 @@ def prepare_cem(
     for note in notes:
         log.info("input: %s", note)
     job.notes[:0] = [f"input: {n}" for n in notes]
+    job.roi_placement = dict(roi_placement) if roi_placement else None
     return job
 
 

@@ -178,26 +178,42 @@ def crop_input(cfg: DictConfig, image: Any, name: str | None) -> tuple[Any, str 
     return arr[top : top + ch, left : left + cw].copy(), f"{base}_crop{top}_{left}_{ch}x{cw}"
 
 
-def resolve_roi(cfg: DictConfig, image: Any, task) -> Any:
+def resolve_roi(cfg: DictConfig, image: Any, task) -> tuple[Any, dict | None]:
     """``roi``: as given, or ``roi=placed``: ROI ``roi_place.index`` of ``roi_place.count`` by the seeded
-    texture-strata rule of :mod:`cem_lab.causal.roi_placement`, on the clean image at output size."""
+    texture-strata rule of :mod:`cem_lab.causal.roi_placement`, on the clean image at output size. Returns
+    the ROI and, for a placed one, the rule and its inputs (recorded in summary.json).
+
+    The candidates' grid (``roi_place.align``) is the ROI size by default, so the ROIs do not move when
+    a study compares block sizes; ``align=block`` follows ``cem.block`` (ROIs on the block grid of each
+    run, placed apart for runs of other blocks)."""
     roi = cfg.roi
     if not (isinstance(roi, str) and roi == "placed"):
-        return roi
+        return roi, None
     if image is None:
         raise InputError("roi=placed places ROIs on the clean image: give it (image=PATH), or give explicit rois")
     arr = load_image(image) if not hasattr(image, "shape") else np.asarray(image)
     arr = arr[: arr.shape[0] - arr.shape[0] % task.scale, : arr.shape[1] - arr.shape[1] % task.scale]
     rp = cfg.get("roi_place") or {}
-    placed = place_roi(
-        arr,
-        size=int(rp.get("size", 32)),
-        index=int(rp.get("index", 0)),
-        count=int(rp.get("count", 4)),
-        seed=int(rp.get("seed", 0)),
-        align=int(rp.get("align") or cfg.cem.block),
-        margin=int(rp.get("margin", 0)),
-    )
+    size = int(rp.get("size", 32))
+    align = rp.get("align")
+    if align == "block":
+        align = int(cfg.cem.block)
+    elif align is None:
+        align = size
+    elif isinstance(align, bool) or not isinstance(align, int) or align < 1:
+        raise InputError(
+            f"roi_place.align must be a positive number of output pixels, null (the ROI size) or block "
+            f"(cem.block), got {align!r}"
+        )
+    inputs = {
+        "size": size,
+        "index": int(rp.get("index", 0)),
+        "count": int(rp.get("count", 4)),
+        "seed": int(rp.get("seed", 0)),
+        "align": int(align),
+        "margin": int(rp.get("margin", 0)),
+    }
+    placed = place_roi(arr, **inputs)
     log.info(
         "roi=placed: ROI %d of %d (texture stratum %.1f..%.1f, this ROI %.1f) at %s",
         placed.index + 1,
@@ -206,4 +222,4 @@ def resolve_roi(cfg: DictConfig, image: Any, task) -> Any:
         placed.texture,
         placed.as_list(),
     )
-    return placed.as_list()
+    return placed.as_list(), {**placed.describe(), "inputs": inputs}

@@ -97,7 +97,7 @@ def prepare_kwargs(cfg: DictConfig, output_dir: Path):
     if image is None and cfg.degraded is None:
         image, name = embedded_demo_image(), "chelsea_256"
     image, name = crop_input(cfg, image, name)
-    roi = resolve_roi(cfg, image, task)
+    roi, placement = resolve_roi(cfg, image, task)
     model = build_model(cfg.model).to(device)
     settings = map_settings(cfg)
     # an intervention built from its node holds its own bank; the short name "lv" draws from `patches`
@@ -113,6 +113,7 @@ def prepare_kwargs(cfg: DictConfig, output_dir: Path):
         image_seed=cfg.image_seed,
         image_name=name,
         model_name=cfg.model.get("name") or getattr(model, "name", None),
+        roi_placement=placement,
         device=device,
         # the settings as keywords (the atlas and the Fabric executor take keywords)
         **{key: getattr(settings, key) for key in CEMSettings.keys()},

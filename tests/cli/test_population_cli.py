@@ -162,3 +162,37 @@ def test_a_study_sweep_over_images_and_placed_rois_reports_intervals_and_paired_
     # the same ROIs for both models: placement depends on the image only
     assert runs.groupby("image")["roi"].apply(lambda r: r.nunique()).max() == 2
     assert set(runs["image"]) == {"a.png", "b.png"}
+
+
+def test_placed_rois_stay_put_when_the_block_is_swept_and_the_report_says_why_units_do_not_pair(folders):
+    """roi=placed must not depend on a compared setting unless asked: by default the candidates' grid is the
+    ROI size, so a sweep over cem.block maps the same ROIs and the report pairs them. With
+    roi_place.align=block (asked) the ROIs move with the block, and the report names that as the reason the
+    units do not pair, instead of blaming runs that do not exist."""
+    work = folders / "work"
+    sweep = [
+        "-m",
+        *[a for a in SMALL if not a.startswith("cem.block")],
+        f"image={folders}/imgs/a.png",
+        "roi=placed",
+        "roi_place.count=2",
+        "roi_place.size=16",
+        "roi_place.index=0,1",
+        "cem.block=8,16",
+    ]
+    sweeps = work / "runs" / "sweeps" / "cem"
+    for name, extra in (("same", []), ("moved", ["roi_place.align=block"])):
+        p = _cli([*sweep, *extra, f"sweep_name={name}"], work)
+        assert p.returncode == 0, p.stderr[-3000:]
+    same = _cli(
+        [str(sweeps / "same"), "--by", "model,block", "--out", str(work / "r1")], work, program="cem_lab.cli.report"
+    )
+    assert same.returncode == 0, same.stderr[-3000:]
+    assert "lacks" not in same.stdout and "Paired differences" in same.stdout, same.stdout
+    moved = _cli(
+        [str(sweeps / "moved"), "--by", "model,block", "--out", str(work / "r2")], work, program="cem_lab.cli.report"
+    )
+    assert moved.returncode == 0, moved.stderr[-3000:]
+    lines = [ln for ln in moved.stdout.splitlines() if "lacks" in ln]
+    assert lines and all("the placement's inputs differ (align" in ln for ln in lines), moved.stdout
+    assert "no finished run" not in moved.stdout
