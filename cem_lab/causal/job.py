@@ -134,6 +134,7 @@ class CEMJob:
         #: the run's cost over every process that worked on it (set by the stage loop; None: this process only)
         self.cost: dict | None = None
         self.notes: list[str] = []
+        self._full_pass_s: float | None = None  # seconds of one full-image pass (for the log's estimates)
         #: how the ROI was chosen when a rule chose it (summary.json's ``roi_placement``)
         self.roi_placement: dict | None = None
         self.timings: dict[str, float] = {}
@@ -217,7 +218,10 @@ class CEMJob:
         if padded_first and full_output is not None:
             self._full_baseline(full_output)
         else:
+            log.info("preparing: the un-intervened output of the full %dx%d input (1 pass)", x.shape[-2], x.shape[-1])
+            t_full = time.perf_counter()
             self._full_baseline(self._forward(x, pad=padded_first))
+            self._full_pass_s = time.perf_counter() - t_full
         h, w = self.grid.input_h, self.grid.input_w
         self.crop = (0, h, 0, w)
         self.region: DependencyRegion | None = None
@@ -281,6 +285,7 @@ class CEMJob:
         return 1
 
     def _try_crop(self) -> None:
+        log.info("preparing: the input region the ROI depends on (a gradient probe)")
         try:
             self.region = region = dependency_region(
                 self.model,
@@ -355,6 +360,15 @@ class CEMJob:
         )
         full_with_base = torch.cat([self.ti.input, full_in])
         crop_with_base = torch.cat([self.ti.input[:, :, cy0:cy1, cx0:cx1], crop_in])
+        passes = len(full_with_base) + (0 if out_in is None else len(out_in))
+        about = f", about {passes * self._full_pass_s:.0f} s" if self._full_pass_s is not None else ""
+        log.info(
+            "preparing: checking the %dx%d crop against the full input (%d full-image passes%s)",
+            cy1 - cy0,
+            cx1 - cx0,
+            passes,
+            about,
+        )
         return verify_crop(
             self._roi_metric_full,
             lambda t: self._roi(self._forward(t), (cy0, cx0)),

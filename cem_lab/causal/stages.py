@@ -78,6 +78,7 @@ def run_stages(
             job.notes.append(f"resumed from a checkpoint (stage {last or 'done'}, {done_items} items done)")
     last_save, items_since_save = time.perf_counter(), 0
     job.checkpoints, job.timings["checkpoint_s"] = 0, 0.0
+    rate: float | None = None  # forward passes per second of the last stage, for the next one's estimate
 
     def this_session() -> dict[str, float]:
         return {
@@ -124,6 +125,9 @@ def run_stages(
                 save()
             sub = Stage(stage.name, act, stage.samples, stage.first_sample)
             total = sub.n_items
+            if main and total > done_items:
+                _log_stage_plan(stage.name, total - done_items, rate)
+            t_stage, passes_before = time.perf_counter(), job.forward_passes
             bar = tqdm(
                 total=total,
                 initial=done_items,
@@ -157,6 +161,8 @@ def run_stages(
                         on_batch(BatchInfo(stage.name, done_items, total, job.forward_passes))
             finally:
                 bar.close()
+            if job.forward_passes > passes_before:  # this stage's pass rate: the next stage's estimate
+                rate = (job.forward_passes - passes_before) / max(time.perf_counter() - t_stage, 1e-9)
             done_stages.append(stage)
             stage = job.estimator.next_stage(done_stages, stats, job.baseline)
             done_items, filled = 0, False
@@ -172,3 +178,12 @@ def run_stages(
     job.timings["run_s"] = time.perf_counter() - t0
     job.cost = {"total": run_cost(), "this_session": this_session(), "recorded": recorded}
     return job._result(stats, fp)
+
+
+def _log_stage_plan(name: str, items: int, rate: float | None) -> None:
+    """One line as a stage starts: its passes and, from the last stage's rate, how long it should take (the
+    run's remaining time when it is the last stage)."""
+    if rate:
+        log.info("stage %s: %d passes, about %.0f s at %.1f passes/s", name, items, items / rate, rate)
+    else:
+        log.info("stage %s: %d passes", name, items)

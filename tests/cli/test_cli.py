@@ -176,3 +176,24 @@ def test_ddp_inside_a_multirun(tmp_path, image_file):
     ref = np.load(next((tmp_path / "s").glob("runs/cem/*/cem.npz")))["effect_raw"]
     seed1 = [m for m in maps if "seed=1" in str(m)][0]
     np.testing.assert_array_equal(np.load(seed1)["effect_raw"], ref)
+
+
+def test_every_phase_of_a_map_says_what_it_does_before_it_does_it(tmp_path, image_file):
+    """No silent minute: the preparation's phases (the full-image pass, the dependency probe, the crop check
+    with its pass count and estimate) and each stage's passes are logged as they start, and a stage after
+    the first gets an estimate from the last one's rate (the run's remaining time, at the last stage)."""
+    p = _cli(SMALL + [f"image={image_file}", "cem.tol=0"], tmp_path)  # tol 0: every block goes to the fine stage
+    assert p.returncode == 0, p.stderr[-3000:]
+    lines = [ln.split(" - ", 1)[-1] for ln in p.stdout.splitlines() if "][cem_lab][INFO] - " in ln]  # the log: stdout
+    order = [
+        "preparing: the un-intervened output of the full",
+        "preparing: the input region the ROI depends on",
+        "preparing: checking the",
+        "stage coarse:",
+        "stage fine:",
+    ]
+    found = [next(i for i, ln in enumerate(lines) if ln.startswith(o)) for o in order]
+    assert found == sorted(found), lines
+    check = lines[found[2]]
+    assert "full-image passes, about" in check, check
+    assert " passes, about " in lines[found[4]] and "passes/s" in lines[found[4]], lines[found[4]]
