@@ -132,6 +132,11 @@ class CEMJob:
         self.pixels_pushed = 0
         self.checkpoints = 0
         self.notes: list[str] = []
+        partial = self.grid.partial_note()
+        if partial:
+            self.notes.append(partial)
+            if full_output is None:  # the ROI atlas's other ROIs share the first one's input: said once
+                log.warning(partial)
         self.timings: dict[str, float] = {}
         #: the recompute strategies' checks against the ROI crop (summary.json keys)
         self.checks: dict[str, dict] = {}
