@@ -92,6 +92,34 @@ def _cli(args, cwd):
     )
 
 
+def test_help_says_that_the_block_and_the_roi_are_in_output_pixels(tmp_path):
+    p = _cli(["--help"], tmp_path)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.startswith("cem-lab: one causal effect map")
+    flat = " ".join(p.stdout.split())
+    assert "cem.block=8 the side of a block in output pixels" in flat
+    assert "roi=[top,left,size] the region of interest, in output pixels" in flat
+    assert "== Configuration groups ==" in flat and "cem: adaptive, coarse_to_fine, exhaustive" in flat
+    assert not list(tmp_path.iterdir())  # help writes nothing
+
+
+def test_a_block_that_does_not_divide_the_image_is_said_in_the_log_and_the_notes(tmp_path, image_file):
+    p = _cli(SMALL + [f"image={image_file}", "cem.block=7"], tmp_path)  # 48 = 6 x 7 + 6
+    assert p.returncode == 0, p.stderr[-3000:]
+    line = "cem.block=7 does not divide the 48x48 output: 13 of the 49 blocks are partial"
+    assert (p.stdout + p.stderr).count(line) == 1
+    (folder,) = (tmp_path / "runs" / "cem").iterdir()
+    notes = json.loads((folder / "summary.json").read_text())["notes"]
+    assert [n for n in notes if n.startswith(line)] == [
+        f"{line} (the last row 6x7 px, the last column 7x6 px, the corner 6x6 px, height x width in output "
+        "pixels; their patches are cut to fit); a block size that divides the image avoids them"
+    ]
+    assert line in (folder / "cem.log").read_text()
+    # a block that divides the image says nothing
+    q = _cli(SMALL + [f"image={image_file}", "cem.block=8"], tmp_path)
+    assert q.returncode == 0 and "partial" not in q.stdout + q.stderr
+
+
 def test_cli_rejects_a_roi_outside_the_image(tmp_path, image_file):
     p = _cli(SMALL[:-2] + [f"image={image_file}", "roi=[40,40,16]", "progress=false"], tmp_path)
     assert p.returncode == 2
