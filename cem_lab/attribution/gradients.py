@@ -10,10 +10,15 @@
 Both are aggregated on the CEM block grid like :class:`~cem_lab.attribution.LAM`. Captum is an
 optional dependency (the ``dev`` extra of cem_lab); it is imported only by
 :class:`IntegratedGradients`.
+
+Integrated gradients are complete in the limit of many steps: the attributions sum to the objective's
+change from the baseline. When the sum misses that change by more than :data:`IG_COMPLETENESS_TOL` of it,
+the map says so (``meta["completeness_warning"]``, one log line) with the gap and the fix, more steps.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 
 import torch
@@ -24,6 +29,11 @@ from cem_lab.attribution._setup import forward_objective, grad_mode, setup
 from cem_lab.attribution.base import AttributionError, AttributionMap, make_map, zero_gradient_error
 from cem_lab.attribution.objective import ObjectiveLike
 from cem_lab.causal.interventions import gaussian_blur
+
+log = logging.getLogger("cem_lab")
+
+#: integrated gradients warn when their sum misses the objective's change by more than this share of it
+IG_COMPLETENESS_TOL = 0.01
 
 IG_METHODS = ("gausslegendre", "riemann_right", "riemann_left", "riemann_middle", "riemann_trapezoid")
 
@@ -156,6 +166,7 @@ class IntegratedGradients:
                 )
             raise zero_gradient_error(s.objective.name, s.objective.roi, "along the integrated-gradients path")
         label = baseline if isinstance(baseline, str) else "tensor" if isinstance(baseline, Tensor) else "constant"
+        delta_value = float(delta.detach().reshape(-1)[0])
         meta = {
             "baseline": label,
             "blur_sigma": float(blur_sigma) if label == "blur" else None,
@@ -164,7 +175,26 @@ class IntegratedGradients:
             "batch_size": batch_size,
             "objective": s.objective.describe(),
             "baseline_objective": base_value,
-            "delta": float(delta.detach().reshape(-1)[0]),
+            "delta": delta_value,
             "device": str(s.x.device),
         }
+        warning = completeness_warning(float(attr.sum()), s.value - base_value, steps)
+        if warning:
+            meta["completeness_warning"] = warning
+            log.warning(warning)
         return make_map(self.method, attr, s.objective.roi, block, s.scale, s.out_hw, s.objective.name, s.value, meta)
+
+
+def completeness_warning(attribution_sum: float, objective_change: float, steps: int) -> str | None:
+    """One line when integrated gradients' ``attribution_sum`` misses the ``objective_change`` from the
+    baseline by more than :data:`IG_COMPLETENESS_TOL` of it (None otherwise, or when it does not change)."""
+    if objective_change == 0:
+        return None
+    relative = abs(attribution_sum - objective_change) / abs(objective_change)
+    if relative <= IG_COMPLETENESS_TOL:
+        return None
+    return (
+        f"integrated gradients are {relative:.2%} off completeness (more than {IG_COMPLETENESS_TOL:.0%}): the "
+        f"attributions sum to {attribution_sum:.4g}, the objective changes by {objective_change:.4g} from the "
+        f"baseline; {steps} steps are too few for this model: raise them (attribution.ig.steps)"
+    )

@@ -277,6 +277,8 @@ def compute_attribution(plan: AttributionPlan, folder: Path) -> AttributionOutco
                     "objective_change": gap,
                     "relative_delta": a.meta["delta"] / gap if gap != 0 else None,
                 }
+                if a.meta.get("completeness_warning"):
+                    completeness[m]["warning"] = a.meta["completeness_warning"]
     gradients = {
         m: {k: v for k, v in a.meta.items() if k not in ("path_objective", "sigmas", "objective")}
         for m, a in plan.maps.items()

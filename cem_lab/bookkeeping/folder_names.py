@@ -3,7 +3,9 @@
 Both are stable (rerunning a command finds its folder), readable (the overrides themselves) and safe
 for file systems and shells: path values are cut to their file names, other characters become ``_``,
 and whenever anything was shortened a hash of the full overrides is appended, so that two different
-runs or sweeps never share a folder.
+runs or sweeps never share a folder. A user may name a run's folder instead (``run_name=NAME``: a short
+name of safe characters, checked here); whatever the name, the folder's own identity check refuses a run of
+other settings in it (its checkpoint's fingerprint, :mod:`cem_lab.causal.resume`).
 """
 
 from __future__ import annotations
@@ -16,10 +18,13 @@ from typing import Any
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
 from cem_lab.bookkeeping.neutral_keys import CEM_NEUTRAL_KEYS
+from cem_lab.errors import InputError
 
 #: the environment variable through which a sweep's name reaches its jobs (set by SweepProgress)
 SWEEP_ENV = "CEM_LAB_SWEEP_NAME"
 _UNSAFE = re.compile(r"[^A-Za-z0-9=,._+\-\[\]]+")
+#: a user's folder name (run_name=): letters, digits, '.', '_', '-'; no leading '.' or '-'; at most 100
+_USER_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,99}")
 
 
 def safe_name(text: str) -> str:
@@ -43,12 +48,27 @@ def shorten_value(value: str) -> str:
     return ",".join(pieces)
 
 
-def run_name(override_dirname: str) -> str:
-    """A folder name from the command-line overrides: stable, readable, filesystem-safe.
+def user_run_name(value: Any) -> str:
+    """``value`` (``run_name=``) as a folder name, refused unless it is 1 to 100 letters, digits, ``.``,
+    ``_`` or ``-`` that start with a letter, digit or ``_`` (no path, no shell or glob characters)."""
+    text = str(value)
+    if isinstance(value, bool) or not _USER_NAME.fullmatch(text):
+        raise InputError(
+            f"run_name={text!r} is not a safe folder name: use 1 to 100 letters, digits, '.', '_' or '-', "
+            "starting with a letter, digit or '_' (e.g. run_name=demo2_roi152)"
+        )
+    return text
+
+
+def run_name(override_dirname: str, explicit: Any = None) -> str:
+    """A folder name from the command-line overrides: stable, readable, filesystem-safe; or the user's
+    own ``explicit`` name (``run_name=``), checked by :func:`user_run_name`.
 
     Path values are shortened to their file name; whenever anything is shortened, a hash of
     the full overrides is appended so that two different runs never share a folder.
     """
+    if explicit not in (None, ""):
+        return user_run_name(explicit)
     if not override_dirname:
         return "default"
     parts = []
@@ -94,9 +114,20 @@ def sweep_name(overrides: list[str], exclude: tuple[str, ...] = CEM_NEUTRAL_KEYS
     return name
 
 
-def resolve_sweep_name(explicit: Any = None) -> str:
+def refuse_run_name_in_a_sweep(user_run: Any) -> None:
+    """Raise :class:`InputError` when a sweep is given ``run_name`` (``user_run``): it names one run's folder."""
+    if user_run not in (None, ""):
+        raise InputError(
+            f"run_name={user_run} names the folder of a single run; a sweep (-m) names its folder with "
+            "sweep_name=NAME and each job's folder from its overrides: drop run_name"
+        )
+
+
+def resolve_sweep_name(explicit: Any = None, user_run: Any = None) -> str:
     """The resolver ``cem_sweep_name`` (registered by :mod:`cem_lab.compose.resolvers`): ``sweep_name``
-    when set, else the name of the running sweep."""
+    when set, else the name of the running sweep. ``user_run``: the ``run_name`` of the config, which a
+    sweep refuses (it would give every job one folder)."""
+    refuse_run_name_in_a_sweep(user_run)
     if explicit not in (None, ""):
         return safe_name(str(explicit))
     return os.environ.get(SWEEP_ENV) or "default"

@@ -25,6 +25,7 @@ CEM_NEUTRAL_KEYS: tuple[str, ...] = (
     "launcher",
     "logger",
     "sweep_name",
+    "run_name",
     "parallel.devices",
     "parallel.accelerator",
     "parallel.num_nodes",

@@ -21,8 +21,11 @@ from typing import Any
 from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from cem_lab.bookkeeping.clean_errors import fail
+from cem_lab.bookkeeping.folder_names import refuse_run_name_in_a_sweep
+from cem_lab.errors import InputError
 from cem_lab.folder_lock import FolderLockError, check_writable
 from cem_lab.io import write_text
 from cem_lab.run_format import CONFIG_FILE
@@ -33,8 +36,8 @@ LOG_FORMAT = "[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"
 class CheckOutputFolder(Callback):
     """Refuse an output folder that cannot be written before Hydra creates anything in it.
 
-    ``on_run_start`` checks ``hydra.run.dir``, ``on_multirun_start`` ``hydra.sweep.dir``; the error
-    names the folder and the fix, in the CLI's one error form (Hydra turns an exception raised by a
+    ``on_run_start`` checks ``hydra.run.dir``, ``on_multirun_start`` ``hydra.sweep.dir`` (a name that its
+    resolver refuses, such as an unsafe ``run_name``, included); the error names the folder and the fix, in the CLI's one error form (Hydra turns an exception raised by a
     callback into a warning and goes on, so the callback ends the process itself).
     """
 
@@ -46,14 +49,21 @@ class CheckOutputFolder(Callback):
         self._check(config, "hydra.run.dir")
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        """Check ``hydra.sweep.dir``."""
+        """Check ``hydra.sweep.dir``; refuse a swept ``run_name`` (jobs are named from their overrides)."""
+        for override in OmegaConf.select(config, "hydra.overrides.task", default=None) or []:
+            key, _, value = str(override).partition("=")
+            if key.lstrip("+~") == "run_name":
+                try:
+                    refuse_run_name_in_a_sweep(value)
+                except InputError as err:
+                    fail(self.program, err)
         self._check(config, "hydra.sweep.dir")
 
     def _check(self, config: DictConfig, key: str) -> None:
         HydraConfig.instance().set_config(config)  # the folder's name interpolates ${hydra:...}
         try:
             check_writable(str(OmegaConf.select(config, key)))
-        except FolderLockError as err:
+        except (FolderLockError, OmegaConfBaseException) as err:  # the latter: a refused folder name (run_name=)
             fail(self.program, err)
 
 

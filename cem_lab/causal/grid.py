@@ -118,6 +118,27 @@ class BlockGrid:
     def __len__(self) -> int:
         return self.rows * self.cols
 
+    def partial_note(self) -> str | None:
+        """One line on the partial blocks when the block does not divide the image (None when it does):
+        how many there are and their sizes, in output pixels."""
+        rest_h, rest_w = self.input_h % self.block_in, self.input_w % self.block_in
+        if not rest_h and not rest_w:
+            return None
+        b, s = self.block, self.scale
+        sizes = []
+        if rest_h:
+            sizes.append(f"the last row {rest_h * s}x{b} px")
+        if rest_w:
+            sizes.append(f"the last column {b}x{rest_w * s} px")
+        if rest_h and rest_w:
+            sizes.append(f"the corner {rest_h * s}x{rest_w * s} px")
+        partial = (self.cols if rest_h else 0) + (self.rows if rest_w else 0) - (1 if rest_h and rest_w else 0)
+        return (
+            f"cem.block={b} does not divide the {self.input_h * s}x{self.input_w * s} output: {partial} of the "
+            f"{len(self)} blocks are partial ({', '.join(sizes)}, height x width in output pixels; their patches are "
+            f"cut to fit); a block size that divides the image avoids them"
+        )
+
     def box(self, index: int) -> tuple[int, int, int, int]:
         """(y0, y1, x0, x1) of block ``index`` in input pixels, clipped to the image."""
         r, c = divmod(int(index), self.cols)

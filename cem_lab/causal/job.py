@@ -137,6 +137,11 @@ class CEMJob:
         self._full_pass_s: float | None = None  # seconds of one full-image pass (for the log's estimates)
         #: how the ROI was chosen when a rule chose it (summary.json's ``roi_placement``)
         self.roi_placement: dict | None = None
+        partial = self.grid.partial_note()
+        if partial:
+            self.notes.append(partial)
+            if full_output is None:  # the ROI atlas's other ROIs share the first one's input: said once
+                log.warning(partial)
         self.timings: dict[str, float] = {}
         #: the recompute strategies' checks against the ROI crop (summary.json keys)
         self.checks: dict[str, dict] = {}

@@ -121,6 +121,7 @@ def report(outcome: AttributionOutcome) -> str:
             lines.append(
                 f"  {SHORT[key]} completeness: sum {_num(c['attribution_sum'], '.4g')} vs objective change "
                 f"{_num(c['objective_change'], '.4g')} (delta {_num(c['delta'], '.2e')})"
+                + ("; more than 1% off: raise attribution.ig.steps" if c.get("warning") else "")
             )
     figs = s.get("figures") or {}
     shown = ", ".join(str(folder / p) for p in figs.values())

@@ -22,7 +22,7 @@ from pathlib import Path
 from cem_lab.io import PathLike
 from cem_lab.models.checkpoint import CheckpointError
 from cem_lab.models.ffdnet_port import FFDNetDenoiser
-from cem_lab.models.ncnn.convert import convert_ncnn
+from cem_lab.models.ncnn.convert import cache_entry, convert_ncnn
 
 #: where converted networks are cached unless ``cache_dir`` / ``$CEM_LAB_CACHE`` says otherwise
 DEFAULT_CACHE = Path("~/.cache/cem_lab/pretrained")
@@ -253,6 +253,20 @@ def cache_folder(cache_dir: PathLike | None = None) -> Path:
         return Path(cache_dir).expanduser()
     env = os.environ.get("CEM_LAB_CACHE")
     return (Path(env).expanduser() / "pretrained") if env else DEFAULT_CACHE.expanduser()
+
+
+def cached_conversion(model_id: str, cache_dir: PathLike | None = None) -> bool | None:
+    """Whether the cache holds a verified conversion of the installed graph of ``model_id`` (the entry
+    :func:`load_pretrained` would load: same source digests and options; loading checks it again). None
+    when nothing is converted (FFDNet: the package's own torch weights) or the package is not installed."""
+    e = entry(model_id)
+    if e.loader != "ncnn" or package_version(e.package) is None:
+        return None
+    try:
+        param, weights = graph_files(e)
+    except CheckpointError:
+        return None
+    return cache_entry(param, weights, cache_folder(cache_dir), name=e.id, input_affine=e.input_affine).is_file()
 
 
 def load_pretrained(

@@ -117,6 +117,27 @@ def test_ig_through_captum_is_complete(small_input):
         assert amap.attribution.shape == (3, 24, 24) and amap.block_abs.shape == (6, 6)
 
 
+def test_ig_says_when_it_misses_completeness_by_more_than_one_percent(small_input, caplog):
+    """The embedded DnCNN (trained, so its gradient-magnitude objective is far from linear) with 2 steps
+    misses completeness by more than 1 %: the map records the gap and one warning line says it."""
+    pytest.importorskip("captum")
+    from cem_lab.attribution.gradients import completeness_warning
+    from cem_lab.models.embedded import load_embedded_model
+
+    assert completeness_warning(101.0, 100.0, 50) is None  # 1 % exactly: complete enough
+    assert completeness_warning(1.0, 0.0, 50) is None  # no change to attribute
+    text = completeness_warning(98.0, 100.0, 50)
+    assert text.startswith("integrated gradients are 2.00% off completeness (more than 1%)") and "50 steps" in text
+
+    model = load_embedded_model()
+    with caplog.at_level("WARNING", logger="cem_lab"):
+        amap = IntegratedGradients(model).attribute(small_input, Roi(8, 8, 8), block=4, steps=2, progress=False)
+    gap = amap.objective_value - amap.meta["baseline_objective"]
+    assert abs(amap.meta["delta"]) > 0.01 * abs(gap)
+    assert amap.meta["completeness_warning"] == completeness_warning(float(amap.attribution.sum()), gap, 2)
+    assert [r.getMessage() for r in caplog.records] == [amap.meta["completeness_warning"]]
+
+
 # --- LAM ----------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("integration", ["riemann_right", "trapezoid"])
 def test_lam_on_a_linear_model_equals_its_closed_form(small_input, integration):

@@ -451,3 +451,14 @@ def test_task_descriptions_round_trip():
         task_from_description({"name": "dn", "scale": 2, "sigma": 50})
     with pytest.raises(TaskError, match="bicubic"):
         task_from_description({"name": "sr", "scale": 4, "kernel": "gaussian"})
+
+
+def test_partial_blocks_are_counted_with_their_sizes_in_output_pixels():
+    assert BlockGrid(256, 256, 1, 8).partial_note() is None
+    assert BlockGrid(64, 64, 4, 16).partial_note() is None  # 16 output px = 4 input px, divides 64
+    note = BlockGrid(256, 256, 1, 7).partial_note()  # 256 = 36 x 7 + 4: a 37 x 37 grid
+    assert note.startswith("cem.block=7 does not divide the 256x256 output: 73 of the 1369 blocks are partial")
+    assert "the last row 4x7 px, the last column 7x4 px, the corner 4x4 px" in note
+    # SR x2, block 6 output px = 3 input px on a 21 x 20 input: 21 = 7 x 3 rows, 20 = 6 x 3 + 2 columns
+    note = BlockGrid(21, 20, 2, 6).partial_note()
+    assert "42x40 output: 7 of the 49 blocks are partial (the last column 6x4 px," in note

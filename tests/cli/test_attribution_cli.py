@@ -204,6 +204,20 @@ def test_a_cem_run_of_another_roi_is_refused_cleanly(tmp_path, cem_lab_run, imag
     assert (cem_lab_run / "cem.npz").is_file()  # the cem-lab run is only read
 
 
+def test_ig_too_few_steps_for_completeness_is_said_and_recorded(tmp_path, image_file):
+    """The embedded DnCNN (the default model) with 2 IG steps misses completeness by more than 1 %."""
+    folder = tmp_path / "run"
+    args = ["attribution.methods=[ig]", "attribution.faithfulness.interventions=[]", "figures=false"]
+    p = _cli(args + ["attribution.ig.steps=2", f"image={image_file}", "roi=[16,16,16]", "progress=false",
+                     f"hydra.run.dir={folder}"], tmp_path)  # fmt: skip
+    assert p.returncode == 0, p.stderr[-3000:]
+    out = p.stdout + p.stderr
+    assert out.count("integrated gradients are ") == 1 and "off completeness (more than 1%)" in out
+    ig = json.loads((folder / "attribution.json").read_text())["completeness"]["ig"]
+    assert abs(ig["relative_delta"]) > 0.01 and ig["warning"].startswith("integrated gradients are ")
+    assert "more than 1% off: raise attribution.ig.steps" in p.stdout
+
+
 def test_a_bad_roi_is_refused_cleanly_and_leaves_no_folder(tmp_path, image_file):
     work = tmp_path / "work"
     args = [a if not a.startswith("roi=") else "roi=[40,40,16]" for a in SMALL]

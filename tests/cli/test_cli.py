@@ -8,6 +8,7 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import assert_clean_refusal
 from hydra import compose, initialize_config_module
 from PIL import Image
 
@@ -90,6 +91,87 @@ def _cli(args, cwd):
     return subprocess.run(
         [sys.executable, "-m", "cem_lab.cli.cem", *args], cwd=cwd, capture_output=True, text=True, timeout=300
     )
+
+
+def test_help_says_that_the_block_and_the_roi_are_in_output_pixels(tmp_path):
+    p = _cli(["--help"], tmp_path)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.startswith("cem-lab: one causal effect map")
+    flat = " ".join(p.stdout.split())
+    assert "cem.block=8 the side of a block in output pixels" in flat
+    assert "roi=[top,left,size] the region of interest, in output pixels" in flat
+    assert "run_name=NAME names it runs/cem/NAME instead" in flat
+    assert "== Configuration groups ==" in flat and "cem: adaptive, coarse_to_fine, exhaustive" in flat
+    assert not list(tmp_path.iterdir())  # help writes nothing
+
+
+def test_a_block_that_does_not_divide_the_image_is_said_in_the_log_and_the_notes(tmp_path, image_file):
+    p = _cli(SMALL + [f"image={image_file}", "cem.block=7"], tmp_path)  # 48 = 6 x 7 + 6
+    assert p.returncode == 0, p.stderr[-3000:]
+    line = "cem.block=7 does not divide the 48x48 output: 13 of the 49 blocks are partial"
+    assert (p.stdout + p.stderr).count(line) == 1
+    (folder,) = (tmp_path / "runs" / "cem").iterdir()
+    notes = json.loads((folder / "summary.json").read_text())["notes"]
+    assert [n for n in notes if n.startswith(line)] == [
+        f"{line} (the last row 6x7 px, the last column 7x6 px, the corner 6x6 px, height x width in output "
+        "pixels; their patches are cut to fit); a block size that divides the image avoids them"
+    ]
+    assert line in (folder / "cem.log").read_text()
+    # a block that divides the image says nothing
+    q = _cli(SMALL + [f"image={image_file}", "cem.block=8"], tmp_path)
+    assert q.returncode == 0 and "partial" not in q.stdout + q.stderr
+
+
+def test_run_name_names_the_folder_and_its_identity_check_still_refuses_other_settings(tmp_path, image_file):
+    args = SMALL + [f"image={image_file}"]
+    first = _cli(args + ["run_name=demo_roi16"], tmp_path)
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert [p.name for p in (tmp_path / "runs" / "cem").iterdir()] == ["demo_roi16"]
+    folder = tmp_path / "runs" / "cem" / "demo_roi16"
+    summary, effect = (folder / "summary.json").read_text(), np.load(folder / "cem.npz")["effect"]
+    # the same command again reuses it; run_name does not change the map, so it is not part of its identity
+    again = _cli(args + ["run_name=demo_roi16"], tmp_path)
+    assert again.returncode == 0 and "already finished (skipped)" in again.stdout
+    # another map under the same name is refused by the folder's own check, and the folder is untouched
+    other = _cli(args + ["run_name=demo_roi16", "seed=1"], tmp_path)
+    assert_clean_refusal(other, "holds a run with other settings")
+    assert (folder / "summary.json").read_text() == summary
+    np.testing.assert_array_equal(np.load(folder / "cem.npz")["effect"], effect)
+    # without run_name the folder keeps its name from the overrides (existing folders are still found)
+    plain = _cli(args, tmp_path)
+    assert plain.returncode == 0, plain.stderr[-3000:]
+    with initialize_config_module(config_module="cem_lab.conf", version_base="1.3"):
+        named = run_name(
+            compose(config_name="cem", overrides=args, return_hydra_config=True).hydra.job.override_dirname
+        )
+    assert named.startswith("+model.net.depth=3,") and "run_name" not in named
+    assert sorted(p.name for p in (tmp_path / "runs" / "cem").iterdir()) == sorted(["demo_roi16", named])
+
+
+@pytest.mark.parametrize("name", ["../up", "a*b"])
+def test_an_unsafe_run_name_is_refused_in_one_line(tmp_path, name):
+    p = _cli([f"run_name={name}"], tmp_path)
+    assert_clean_refusal(p, "is not a safe folder name", "letters, digits")
+    assert not list(tmp_path.iterdir())
+
+
+def test_which_run_names_are_safe():
+    from cem_lab.bookkeeping.folder_names import user_run_name
+    from cem_lab.errors import InputError
+
+    for good in ["demo", "roi_152-96.v2", "_x", "7"]:
+        assert run_name("seed=1", good) == user_run_name(good) == good
+    for bad in ["../up", "a/b", "a*b", "a[1]", "a,b", ".hidden", "-x", "a b", "a" * 101, True]:
+        with pytest.raises(InputError, match="is not a safe folder name"):
+            user_run_name(bad)
+    assert run_name("seed=1", None) == run_name("seed=1") == "seed=1"  # no run_name: the name from the overrides
+
+
+@pytest.mark.parametrize("sweep", [["run_name=a", "seed=0,1"], ["run_name=a,b"]])
+def test_a_sweep_refuses_run_name(tmp_path, sweep):
+    p = _cli(["-m", *sweep], tmp_path)
+    assert_clean_refusal(p, "names the folder of a single run", "sweep_name=")
+    assert not list(tmp_path.iterdir())
 
 
 def test_cli_rejects_a_roi_outside_the_image(tmp_path, image_file):

@@ -4,6 +4,7 @@ real network through the CLI (converted from its ncnn graph into a temporary cac
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 
@@ -38,14 +39,43 @@ def test_a_missing_package_names_the_pip_command(monkeypatch):
         graph_files(entry("waifu2x-photo-x2"))
 
 
-def test_cem_pretrained_list_prints_the_catalogue():
+def _list(*args):
     p = subprocess.run(
-        [sys.executable, "-m", "cem_lab.cli.pretrained", "list"], capture_output=True, text=True, timeout=120
+        [sys.executable, "-m", "cem_lab.cli.pretrained", "list", *args], capture_output=True, text=True, timeout=120
     )
     assert p.returncode == 0, p.stderr
-    for model_id in CATALOGUE:
-        assert model_id in p.stdout
-    assert "trained for" in p.stdout
+    return p.stdout
+
+
+def _cached_column(out: str) -> dict[str, str]:
+    """id -> the ``cached`` cell of each row of the table (columns are separated by two spaces or more)."""
+    lines = out.splitlines()
+    head = re.split(r"\s{2,}", lines[0].strip())
+    rows = {}
+    for line in lines[2:]:
+        cells = re.split(r"\s{2,}", line.strip())
+        if cells[0] in CATALOGUE:
+            rows[cells[0]] = cells[head.index("cached")]
+    return rows
+
+
+def test_cem_pretrained_list_prints_the_catalogue_without_cutting_a_column(tmp_path):
+    out = _list("--cache-dir", str(tmp_path / "empty"))
+    assert out.splitlines()[0].split() == ["id", "task", "architecture", "objective", "cached", "package"]
+    for e in CATALOGUE.values():
+        assert e.id in out and e.architecture in out  # whole, ffdnet's long one included
+        assert f"trained for: {e.trained_for}" in out
+    # an empty cache: no conversion is cached; FFDNet converts nothing
+    cached = _cached_column(out)
+    assert set(cached) == set(CATALOGUE)
+    assert {cached[k] for k, e in CATALOGUE.items() if e.loader == "ncnn"} <= {"no", "-"} and cached[
+        "ffdnet-rgb"
+    ] == "-"
+    # --help promises only the columns there are
+    help_text = subprocess.run(
+        [sys.executable, "-m", "cem_lab.cli.pretrained", "--help"], capture_output=True, text=True, timeout=120
+    ).stdout
+    assert "cached" in help_text and "cached" in out.splitlines()[0]
 
 
 needs_waifu2x = pytest.mark.skipif(
@@ -64,6 +94,9 @@ def test_a_real_network_is_converted_once_and_mapped_through_the_cli(tmp_path, c
     agreement = info["conversion"]["agreement"]
     assert agreement["uint8_equal_share"] >= 0.999 and agreement["uint8_max_diff"] <= 2
     assert len(list(cache.glob("*.safetensors"))) == 1
+    # cem-pretrained list says so, for this network only
+    cached = _cached_column(_list("--cache-dir", str(cache)))
+    assert cached["waifu2x-photo-x2"] == "yes" and cached["waifu2x-photo-x2-noise1"] == "no"
     image = tmp_path / "img.png"
     Image.fromarray(clean_image[:32, :32]).save(image)
     cwd = tmp_path / "cwd"

@@ -57,6 +57,7 @@ __all__ = [
     "CacheFolderError",
     "ConversionError",
     "Tolerance",
+    "cache_entry",
     "convert_ncnn",
     "detect_output_kind",
     "family_input_affine",
@@ -166,6 +167,39 @@ class _CacheMiss(Exception):
 def _entry_paths(cache_dir: Path, name: str, key: str) -> tuple[Path, Path]:
     stem = f"{_safe_stem(name)}.{key}"
     return cache_dir / f"{stem}.safetensors", cache_dir / f"{stem}.json"
+
+
+def _affine(param_path: Path, name: str, input_affine: str | Sequence[float]) -> tuple[float, ...]:
+    if input_affine == "auto":
+        return family_input_affine(f"{param_path.stem} {name}")
+    return tuple(float(v) for v in input_affine)
+
+
+def _cache_key(sources: dict, residual: str | None, affine: Sequence[float], pad_mode: str) -> str:
+    """The cache key of a conversion: the converter version, both source digests and the wrapper options."""
+    options = json.dumps({"residual": residual, "input_affine": list(affine), "pad_mode": pad_mode})
+    text = f"{CONVERTER_VERSION}:{sources['param']}:{sources['bin']}:{options}"
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def cache_entry(
+    param_path: PathLike,
+    bin_path: PathLike | None,
+    cache_dir: PathLike,
+    *,
+    name: str | None = None,
+    residual: str | None = "auto",
+    input_affine: str | Sequence[float] = "auto",
+    pad_mode: str = "replicate",
+) -> Path:
+    """The ``.json`` that :func:`convert_ncnn` with these arguments reads and writes in ``cache_dir`` (it
+    exists once a verified conversion of these very source files has been cached; loading checks it again)."""
+    param_path = Path(param_path)
+    bin_path = Path(bin_path) if bin_path is not None else param_path.with_suffix(".bin")
+    name = name or param_path.stem
+    sources = {"param": file_sha256(param_path), "bin": file_sha256(bin_path)}
+    key = _cache_key(sources, residual, _affine(param_path, name, input_affine), pad_mode)
+    return _entry_paths(Path(cache_dir).expanduser(), name, key)[1]
 
 
 def _build_from_entry(meta: dict, weights_path: Path) -> NcnnSR:
@@ -338,14 +372,8 @@ def convert_ncnn(
             raise CheckpointError(f"ncnn file not found: {path}")
     sources = {"param": file_sha256(param_path), "bin": file_sha256(bin_path)}
     affine_source = "family rule" if input_affine == "auto" else "given"
-    affine = (
-        family_input_affine(f"{param_path.stem} {name}")
-        if input_affine == "auto"
-        else tuple(float(v) for v in input_affine)
-    )
-    options = json.dumps({"residual": residual, "input_affine": list(affine), "pad_mode": pad_mode})
-    key = hashlib.sha256(f"{CONVERTER_VERSION}:{sources['param']}:{sources['bin']}:{options}".encode())
-    key = key.hexdigest()[:16]
+    affine = _affine(param_path, name, input_affine)
+    key = _cache_key(sources, residual, affine, pad_mode)
     report: dict[str, Any] = {
         "name": name,
         "key": key,
