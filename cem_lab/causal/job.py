@@ -25,8 +25,15 @@ from cem_lab.causal.estimators import BlockStats, classify
 from cem_lab.causal.executors import BatchInfo, UnitExecutor
 from cem_lab.causal.grid import BlockGrid, GeometryError, Roi
 from cem_lab.causal.interventions import draw_rng
+from cem_lab.causal.memory import largest_forward_batch
 from cem_lab.causal.recompute import choose_recompute
-from cem_lab.causal.region import DependencyRegion, NoGradientError, dependency_region, verify_crop
+from cem_lab.causal.region import (
+    DependencyRegion,
+    NoGradientError,
+    check_blocks,
+    dependency_region,
+    verify_crop,
+)
 from cem_lab.causal.result import CEMResult
 from cem_lab.causal.resume import check_folder, compute_fingerprint, cost_record
 from cem_lab.causal.settings import DEFAULT_CHECKPOINT_S, CEMSettings
@@ -240,7 +247,7 @@ class CEMJob:
         self.base_crop = x[:, :, y0:y1, x0:x1].contiguous()
         self.ctx_crop = self.ti.crop_context(self.crop)
         if self.auto_forward_batch:
-            self.forward_batch = self._find_forward_batch(self.base_crop)
+            self.forward_batch = largest_forward_batch(self.model, self.base_crop, self.device)
             self.notes.append(f"forward_batch=auto: {self.forward_batch}")
         if self.mode == "full" and not padded_first:  # the baseline with the interventions' forward shape
             self._full_baseline(self._forward(x))
@@ -269,25 +276,6 @@ class CEMJob:
             ref = self.base_full_roi
         self.ref = self.metric.prepare(ref)
         self.baseline_full = float(self.metric(self.base_full_roi, self.ref)[0])
-
-    def _find_forward_batch(self, x: Tensor, start: int = 256) -> int:
-        """The largest forward batch (a power of two <= ``start``) that fits the device's memory.
-
-        On a CPU there is no memory limit to find: 8, the default.
-        """
-        if self.device.type != "cuda":
-            return 8
-        b = start
-        while b > 1:
-            try:
-                with torch.inference_mode():
-                    self.model(x.expand(b, -1, -1, -1).contiguous())
-                torch.cuda.synchronize(self.device)
-                return b
-            except torch.cuda.OutOfMemoryError:
-                torch.cuda.empty_cache()
-                b //= 2
-        return 1
 
     def _try_crop(self) -> None:
         log.info("preparing: the input region the ROI depends on (a gradient probe)")
@@ -334,21 +322,8 @@ class CEMJob:
         log.info(self.notes[-1])
 
     def _verify(self, region: DependencyRegion):
-        rng = np.random.default_rng([self.seed, 7919])
-        inside = self.grid.blocks_touching(region.crop)
-        inside = rng.choice(inside, size=min(4, len(inside)), replace=False)
+        inside, ring = check_blocks(self.grid, self.boxes, region.crop, self.seed)
         cy0, cy1, cx0, cx1 = region.crop
-        ring = set()
-        b = self.grid.block_in
-        for i in range(len(self.grid)):
-            y0, y1, x0, x1 = self.boxes[i]
-            outside = y1 <= cy0 or y0 >= cy1 or x1 <= cx0 or x0 >= cx1
-            near = y0 < cy1 + b and y1 > cy0 - b and x0 < cx1 + b and x1 > cx0 - b
-            if outside and near:
-                ring.add(i)
-        ring = sorted(ring)
-        if len(ring) > 8:
-            ring = list(rng.choice(ring, size=8, replace=False))
         full_box = (0, self.grid.input_h, 0, self.grid.input_w)
         full_in = self._build(inside, np.zeros(len(inside), dtype=int), full_box, self.ti.input, self.ti.context)
         crop_in = self._build(

@@ -208,3 +208,24 @@ def verify_crop(
     if not d_out <= atol:
         reasons.append(f"interventions outside the dependency region change the ROI output by {d_out:.3g}")
     return CropCheck(not reasons, d_crop, d_out, "; ".join(reasons))
+
+
+def check_blocks(grid, boxes, crop: tuple[int, int, int, int], seed: int) -> tuple[np.ndarray, list[int]]:
+    """The blocks a crop is checked on: up to 4 drawn among those the crop touches (their interventions
+    must give the same ROI output on the crop as on the full input) and up to 8 of the ring just outside
+    it (theirs must leave the ROI output unchanged), drawn by ``seed``."""
+    rng = np.random.default_rng([seed, 7919])
+    inside = grid.blocks_touching(crop)
+    inside = rng.choice(inside, size=min(4, len(inside)), replace=False)
+    cy0, cy1, cx0, cx1 = crop
+    b = grid.block_in
+    ring = []
+    for i in range(len(grid)):
+        y0, y1, x0, x1 = boxes[i]
+        outside = y1 <= cy0 or y0 >= cy1 or x1 <= cx0 or x0 >= cx1
+        near = y0 < cy1 + b and y1 > cy0 - b and x0 < cx1 + b and x1 > cx0 - b
+        if outside and near:
+            ring.append(i)
+    if len(ring) > 8:
+        ring = list(rng.choice(ring, size=8, replace=False))
+    return inside, ring
