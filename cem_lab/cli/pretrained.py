@@ -12,7 +12,7 @@ import json
 import sys
 from collections.abc import Sequence
 
-from cem_lab.bookkeeping.clean_errors import USER_ERRORS, fail
+from cem_lab.bookkeeping.clean_errors import USER_ERRORS, OneLineParser, fail, run_cli
 from cem_lab.models.pretrained import CATALOGUE, cache_folder, catalogue_ids, load_pretrained, package_version
 
 PROGRAM = "cem-pretrained"
@@ -56,9 +56,11 @@ def convert(ids: Sequence[str], cache_dir: str | None) -> list[dict]:
 
 def main(argv: Sequence[str] | None = None) -> None:
     """The console script ``cem-pretrained``."""
-    parser = argparse.ArgumentParser(
-        prog=PROGRAM, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    run_cli(lambda: _main(argv), PROGRAM)
+
+
+def _main(argv: Sequence[str] | None) -> None:
+    parser = OneLineParser(prog=PROGRAM, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("list", help="the catalogue")
     c = sub.add_parser("convert", help="convert, verify against the ncnn runtime and cache")
