@@ -26,7 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from cem_lab.bookkeeping.clean_errors import USER_ERRORS, fail, run_cli
 from cem_lab.compose.resolvers import register_resolvers
-from cem_lab.compose.training import build, check_same_settings
+from cem_lab.compose.training import build, build_trainer, check_same_settings
 from cem_lab.folder_lock import hold_run_folder, lend_to_child
 from cem_lab.io import write_text
 from cem_lab.run_format import CONFIG_FILE
@@ -89,12 +89,6 @@ def run(cfg: DictConfig, output_dir: Path, command: str | None = None) -> dict:
     ``validation`` (as in the exported YAML) and ``module`` (the trained RestorationModule; None
     when the run had already finished).
     """
-    # lazy: Lightning (seconds), only when a run starts
-    import lightning as L
-    from lightning.pytorch.loggers import (
-        CSVLogger,  # lazy: Lightning costs seconds at start-up; not for --help or a refusal
-    )
-
     output_dir = Path(output_dir)
     net, dm, module, tasks = build(cfg)  # checks everything; writes nothing
     check_same_settings(output_dir, cfg)
@@ -116,24 +110,7 @@ def run(cfg: DictConfig, output_dir: Path, command: str | None = None) -> dict:
         torch.set_float32_matmul_precision("high")
     ckpt = output_dir / CHECKPOINT
     last = _last_checkpoint_callback(ckpt)
-    tr = cfg.trainer
-    trainer = L.Trainer(  # before anything is written: a bad trainer setting fails here
-        max_steps=steps,
-        max_epochs=-1,
-        accelerator=tr.accelerator,
-        devices=tr.devices,
-        precision=tr.precision,
-        logger=CSVLogger(str(output_dir), name="logs"),
-        callbacks=[last],
-        enable_checkpointing=False,
-        enable_progress_bar=bool(tr.progress),
-        enable_model_summary=bool(tr.progress),
-        log_every_n_steps=int(tr.log_every),
-        num_sanity_val_steps=0,
-        check_val_every_n_epoch=1,
-        gradient_clip_val=cfg.train.grad_clip,
-        default_root_dir=str(output_dir),
-    )
+    trainer = build_trainer(cfg, output_dir, [last])  # before anything is written: a bad trainer setting fails here
     output_dir.mkdir(parents=True, exist_ok=True)
     write_text(output_dir / CONFIG_FILE, OmegaConf.to_yaml(cfg, resolve=True))
     resumed = ckpt.is_file()

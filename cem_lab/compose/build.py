@@ -19,6 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 from cem_lab.bookkeeping.clean_errors import unwrap_user_error
 from cem_lab.causal.roi_placement import place_roi
 from cem_lab.causal.settings import DEFAULT_CHECKPOINT_S, check_checkpoint_cadence
+from cem_lab.compose.devices import check_device
 from cem_lab.errors import InputError
 from cem_lab.images import load_image
 from cem_lab.io import file_sha256
@@ -113,10 +114,9 @@ def build_patch_bank(cfg: DictConfig):
 
 
 def resolve_device(name: Any) -> torch.device:
-    """``device``: as named, or for null / ``auto`` cuda when available, else cpu."""
-    if name in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    """``device``: as named, or for null / ``auto`` cuda when available, else cpu; a name that is not a
+    device, or a device this machine lacks, is refused with what it has (:func:`~cem_lab.compose.devices.check_device`)."""
+    return check_device(name)
 
 
 def checkpoint_cadence(cfg: DictConfig) -> tuple[float | None, int | None]:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from cem_lab.api import run_cem
@@ -32,6 +33,7 @@ from cem_lab.compose.build import (
     resolve_device,
     resolve_roi,
 )
+from cem_lab.compose.devices import check_accelerator
 from cem_lab.models.embedded import embedded_demo_image
 from cem_lab.parallel.fabric import compute_cem_distributed
 
@@ -54,11 +56,28 @@ class PreparedRun:
 
 def distributed_settings(cfg: DictConfig) -> dict | None:
     """The ``parallel`` settings when they spread one map over several processes (devices != 1 or
-    several nodes), else None (one process)."""
+    several nodes), else None (one process). Devices this machine does not have (``parallel=ddp_gpu``
+    without a GPU) are refused here, before anything is written."""
     dist = cfg.get("parallel") or {}
     if int(dist.get("devices", 1) or 1) == 1 and int(dist.get("num_nodes", 1) or 1) <= 1:
         return None
-    return OmegaConf.to_container(dist, resolve=True)
+    settings = OmegaConf.to_container(dist, resolve=True)
+    assert isinstance(settings, dict)
+    choice = _group_choice("parallel")
+    check_accelerator(
+        settings.get("accelerator", "auto"),
+        settings.get("devices"),
+        f"parallel={choice}: parallel" if choice else "parallel",
+        "use parallel=ddp_cpu (the map spread over CPU processes) or parallel=single (one process on `device`)",
+    )
+    return settings
+
+
+def _group_choice(group: str) -> str | None:
+    """The option of config group ``group`` this run was composed with (None outside a Hydra run)."""
+    if not HydraConfig.initialized():
+        return None
+    return HydraConfig.get().runtime.choices.get(group)
 
 
 def map_settings(cfg: DictConfig) -> CEMSettings:
@@ -130,9 +149,9 @@ def prepare_kwargs(cfg: DictConfig, output_dir: Path):
 def prepare(cfg: DictConfig, output_dir: Path) -> PreparedRun:
     """Build the task, model, patch bank and the CEM job of ``cfg`` and check them and the folder's
     checkpoint (another run's is refused): every refusal happens here, before anything is written."""
+    distributed = distributed_settings(cfg)  # devices this machine lacks: refused before the model is built
     model, image, task, kwargs, run_kwargs, roi = prepare_kwargs(cfg, output_dir)
     device = kwargs.pop("device")
-    distributed = distributed_settings(cfg)
     with _quiet("cem_lab") if distributed else nullcontext():
         # for several processes this is a check only: rank 0 prepares the job again and logs it
         job = prepare_cem(model, image, task, list(roi), device=device, **kwargs)
