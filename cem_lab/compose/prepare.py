@@ -80,15 +80,10 @@ def _group_choice(group: str) -> str | None:
     return HydraConfig.get().runtime.choices.get(group)
 
 
-def map_settings(cfg: DictConfig) -> CEMSettings:
-    """The map's :class:`~cem_lab.causal.settings.CEMSettings` from a `cem-lab` config: the ``cem`` group
-    (estimator, block, counts, intervention, sampler) and the run-level keys that change the map. A key
-    the settings do not know (``+cem.fien=5``) is refused, never ignored; a value of the wrong type or
-    range is refused with the key named.
-
-    ``cem.estimator``, ``cem.sampler`` and ``cem.intervention`` are ``_target_`` nodes (conf/cem/,
-    conf/sampler/, conf/intervention/; a user's own class is added the same way) and are built here;
-    a built-in's short name (``cem.intervention=zeros``) is still accepted."""
+def checked_values(cfg: DictConfig) -> dict:
+    """The plain values of the map's settings (the ``cem`` group's knobs and the run-level keys that change
+    the map, objects' nodes left out), each checked (:meth:`CEMSettings.check_values`): a key the
+    settings do not know or a value of the wrong type or range is refused, with the key named."""
     values = {k: v for k, v in OmegaConf.to_container(cfg.cem, resolve=True).items() if k not in OBJECT_KEYS}  # type: ignore[union-attr]
     run_keys = {
         "metric": "metric.name",
@@ -100,7 +95,20 @@ def map_settings(cfg: DictConfig) -> CEMSettings:
     values.update(
         {key: OmegaConf.select(cfg, path) for key, path in run_keys.items() if OmegaConf.select(cfg, path) is not None}
     )
-    CEMSettings.check_values(values)  # the plain values first: a bad `cem.fine` is named as itself
+    CEMSettings.check_values(values)
+    return values
+
+
+def map_settings(cfg: DictConfig) -> CEMSettings:
+    """The map's :class:`~cem_lab.causal.settings.CEMSettings` from a `cem-lab` config: the ``cem`` group
+    (estimator, block, counts, intervention, sampler) and the run-level keys that change the map. A key
+    the settings do not know (``+cem.fien=5``) is refused, never ignored; a value of the wrong type or
+    range is refused with the key named.
+
+    ``cem.estimator``, ``cem.sampler`` and ``cem.intervention`` are ``_target_`` nodes (conf/cem/,
+    conf/sampler/, conf/intervention/; a user's own class is added the same way) and are built here;
+    a built-in's short name (``cem.intervention=zeros``) is still accepted."""
+    values = checked_values(cfg)  # the plain values first: a bad `cem.fine` is named as itself
     values.update({key: build_node(cfg.cem[key], f"cem.{key}") for key in OBJECT_KEYS if key in cfg.cem})
     return CEMSettings.from_mapping(values)
 
@@ -108,8 +116,9 @@ def map_settings(cfg: DictConfig) -> CEMSettings:
 def prepare_kwargs(cfg: DictConfig, output_dir: Path):
     """The model, image, task and :func:`~cem_lab.causal.run.prepare_cem` keywords of ``cfg``,
     and the run keywords (output folder, figures, progress, checkpoint cadence)."""
-    task = build_task(cfg.task)
+    checked_values(cfg)  # a plain value (seed=x, cem.block=-1) is refused before anything is built
     device = resolve_device(cfg.device)
+    task = build_task(cfg.task)
     torch.manual_seed(cfg.seed)  # models without a checkpoint get a reproducible initialisation
     check_model_task(cfg.model, task)
     image, name = cfg.image, None
