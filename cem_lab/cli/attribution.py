@@ -50,6 +50,7 @@ from cem_lab.bookkeeping.clean_errors import job_failed, run_cli
 from cem_lab.bookkeeping.run_folder import accept_run_folder, buffered_log, close_log_file
 from cem_lab.compose.attribution import prepare_attribution
 from cem_lab.compose.devices import device_lease
+from cem_lab.compose.overrides import check_command_line
 from cem_lab.compose.resolvers import register_resolvers
 from cem_lab.folder_lock import hold_run_folder
 
@@ -140,6 +141,7 @@ def execute(cfg: DictConfig, folder: Path) -> AttributionOutcome:
     """Lock ``folder``, run, print the report."""
     folder = Path(folder)
     with buffered_log() as memory, hold_run_folder(folder, what=PROGRAM, command=command_line()):
+        check_command_line(cfg)  # a key added with + that nothing reads: refused before anything is read or written
         with device_lease(cfg.device) as device:
             if device != cfg.device:
                 cfg.device = device

@@ -37,6 +37,7 @@ from cem_lab.bookkeeping.wandb_logging import already_logged, wandb_run
 from cem_lab.causal.result import CEMResult
 from cem_lab.compose.atlas import execute_atlas, is_atlas
 from cem_lab.compose.devices import device_lease
+from cem_lab.compose.overrides import check_command_line
 from cem_lab.compose.prepare import compute, launch_rank, prepare
 from cem_lab.compose.resolvers import register_resolvers
 from cem_lab.folder_lock import FolderBusyError, hold_run_folder
@@ -144,6 +145,7 @@ def execute(
 
 
 def _execute_locked(cfg: DictConfig, folder: Path, memory, *, job_num: int | None, group: str | None) -> dict:
+    check_command_line(cfg)  # a key added with + that nothing reads: refused before anything is read or written
     if is_atlas(cfg):
         return execute_atlas(cfg, folder, memory)
     logger_cfg = cfg.get("logger") or {}

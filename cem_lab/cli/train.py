@@ -25,6 +25,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from cem_lab.bookkeeping.clean_errors import USER_ERRORS, fail, run_cli
+from cem_lab.compose.overrides import check_command_line
 from cem_lab.compose.resolvers import register_resolvers
 from cem_lab.compose.training import build, build_trainer, check_same_settings
 from cem_lab.folder_lock import hold_run_folder, lend_to_child
@@ -196,6 +197,7 @@ def _main(cfg: DictConfig) -> None:
     try:
         # one writer per run folder; a refused run leaves no folder (nothing is written before the checks)
         with hold_run_folder(folder, what="cem-train", command=_command()):
+            check_command_line(cfg)  # a key added with + that nothing reads: refused before anything is written
             # Lightning's multi-GPU launcher runs this command again in each extra process: those
             # processes write the same folder under this one's lock
             os.environ.update(lend_to_child(folder))
