@@ -29,7 +29,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from cem_lab.bookkeeping import sweep_record
-from cem_lab.bookkeeping.clean_errors import USER_ERRORS, job_failed, run_cli
+from cem_lab.bookkeeping.clean_errors import USER_ERRORS, job_failed, resumable, run_cli
 from cem_lab.bookkeeping.run_folder import accept_run_folder, buffered_log, close_log_file
 from cem_lab.bookkeeping.run_index import finished_run, mark_done, state_status
 from cem_lab.bookkeeping.test_hooks import interrupt_hook, wait_for_start
@@ -191,15 +191,17 @@ def _main(cfg: DictConfig) -> Any:
     multirun = hc.mode == RunMode.MULTIRUN
     job_num = int(hc.job.num) if multirun and hc.job.get("num") is not None else None
     group = Path(str(hc.sweep.dir)).name if multirun else None  # the sweep's name
-    try:
-        return execute(cfg, folder, job_num=job_num, group=group, record_errors=multirun)
-    except Exception as err:  # every failure of one job is recorded, the sweep goes on
-        return job_failed(PROGRAM, err, folder, multirun)
+    # Ctrl-C: the run (or sweep) folder keeps the work done so far, and the same command resumes it
+    with resumable(Path(str(hc.sweep.dir)) if multirun else folder):
+        try:
+            return execute(cfg, folder, job_num=job_num, group=group, record_errors=multirun)
+        except Exception as err:  # every failure of one job is recorded, the sweep goes on
+            return job_failed(PROGRAM, err, folder, multirun)
 
 
 def main() -> None:
     """The console script ``cem-lab``."""
-    run_cli(_main, PROGRAM)
+    run_cli(_main, PROGRAM, resumes=True)
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ import yaml
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from cem_lab.bookkeeping.clean_errors import USER_ERRORS, fail, run_cli
+from cem_lab.bookkeeping.clean_errors import USER_ERRORS, fail, resumable, run_cli
 from cem_lab.compose.overrides import check_command_line
 from cem_lab.compose.resolvers import register_resolvers
 from cem_lab.compose.training import build, build_trainer, check_same_settings
@@ -122,9 +122,14 @@ def run(cfg: DictConfig, output_dir: Path, command: str | None = None) -> dict:
         # the training sampler restarts an interrupted epoch at the checkpoint's step (data.py)
         warnings.filterwarnings("ignore", ".*your dataloader is not resumable.*")
         # our own checkpoint (optimizer, loops, hyper-parameters): a full, trusted load
-        trainer.fit(
-            module, datamodule=dm, ckpt_path=str(ckpt) if resumed else None, weights_only=False if resumed else None
-        )
+        try:
+            trainer.fit(
+                module, datamodule=dm, ckpt_path=str(ckpt) if resumed else None, weights_only=False if resumed else None
+            )
+        except SystemExit:
+            if trainer.interrupted:  # Lightning ends a Ctrl-C in fit with exit(1): reported as the interrupt it is
+                raise KeyboardInterrupt from None
+            raise
         if module.validation is None or module.validation["step"] != trainer.global_step:
             trainer.validate(module, datamodule=dm, verbose=False)
     seconds = time.time() - start
@@ -194,9 +199,16 @@ def _main(cfg: DictConfig) -> None:
     folder = Path(HydraConfig.get().runtime.output_dir)
     # Lightning's "lightning" logger has its own console handler: don't print its lines twice
     logging.getLogger("lightning").propagate = False
+    # Ctrl-C is reported in one line by run_cli (where the training is kept, how to resume), not twice
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(
+        lambda record: "Detected KeyboardInterrupt" not in record.getMessage()
+    )
     try:
         # one writer per run folder; a refused run leaves no folder (nothing is written before the checks)
-        with hold_run_folder(folder, what="cem-train", command=_command()):
+        with (
+            resumable(folder / CHECKPOINT.parent, saved="the training up to its last validation is saved in"),
+            hold_run_folder(folder, what="cem-train", command=_command()),
+        ):
             check_command_line(cfg)  # a key added with + that nothing reads: refused before anything is written
             # Lightning's multi-GPU launcher runs this command again in each extra process: those
             # processes write the same folder under this one's lock
@@ -209,7 +221,7 @@ def _main(cfg: DictConfig) -> None:
 
 def main() -> None:
     """The console script ``cem-train``."""
-    run_cli(_main, "cem-train")
+    run_cli(_main, "cem-train", resumes=True)
 
 
 if __name__ == "__main__":
