@@ -6,6 +6,7 @@
 - :mod:`~cem_lab.bookkeeping.sweep_record`: sweep folder names, per-job outcomes and error files, progress,
   ``sweep_summary.json``;
 - :mod:`~cem_lab.bookkeeping.wandb_logging`: W&B runs;
-- :mod:`~cem_lab.bookkeeping.clean_errors`: the one form of a user error of every CLI (process level);
+- :mod:`~cem_lab.bookkeeping.clean_errors`: the one form of a user error of every CLI, and its one line on
+  Ctrl-C (process level);
 - :mod:`~cem_lab.bookkeeping.test_hooks`: the testing aids that the environment switches on.
 """

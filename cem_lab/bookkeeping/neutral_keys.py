@@ -32,6 +32,7 @@ CEM_NEUTRAL_KEYS: tuple[str, ...] = (
     "parallel.strategy",
     "checkpoint.every_s",
     "checkpoint.every_items",
+    "model.allow_other_task",
 )
 
 #: `cem-attribution` (conf/attribution.yaml)
@@ -44,6 +45,7 @@ ATTRIBUTION_NEUTRAL_KEYS: tuple[str, ...] = (
     "sweep_name",
     "checkpoint.every_s",
     "checkpoint.every_items",
+    "model.allow_other_task",
 )
 
 #: `cem-train` (conf/train.yaml): how the training is shown and where it runs, not what it learns

@@ -46,10 +46,11 @@ from omegaconf import DictConfig
 
 from cem_lab.attribution.study import AttributionOutcome, compute_attribution
 from cem_lab.attribution.study_output import LOG_FILE, PROGRAM, SHORT, format_share
-from cem_lab.bookkeeping.clean_errors import job_failed, run_cli
+from cem_lab.bookkeeping.clean_errors import job_failed, resumable, run_cli
 from cem_lab.bookkeeping.run_folder import accept_run_folder, buffered_log, close_log_file
 from cem_lab.compose.attribution import prepare_attribution
 from cem_lab.compose.devices import device_lease
+from cem_lab.compose.overrides import check_command_line
 from cem_lab.compose.resolvers import register_resolvers
 from cem_lab.folder_lock import hold_run_folder
 
@@ -141,6 +142,7 @@ def execute(cfg: DictConfig, folder: Path) -> AttributionOutcome:
     """Lock ``folder``, run, print the report."""
     folder = Path(folder)
     with buffered_log() as memory, hold_run_folder(folder, what=PROGRAM, command=command_line()):
+        check_command_line(cfg)  # a key added with + that nothing reads: refused before anything is read or written
         with device_lease(cfg.device) as device:
             if device != cfg.device:
                 cfg.device = device
@@ -154,16 +156,18 @@ def _main(cfg: DictConfig) -> Any:
     hc = HydraConfig.get()
     folder = Path(hc.runtime.output_dir)
     multirun = hc.mode == RunMode.MULTIRUN
-    try:
-        execute(cfg, folder)
-        return {"status": "done", "folder": str(folder)}
-    except Exception as err:  # one job's failure is reported, the others go on
-        return job_failed(PROGRAM, err, folder, multirun)
+    # Ctrl-C: the folder keeps the CEM computed so far (checkpointed), and the same command resumes it
+    with resumable(Path(str(hc.sweep.dir)) if multirun else folder):
+        try:
+            execute(cfg, folder)
+            return {"status": "done", "folder": str(folder)}
+        except Exception as err:  # one job's failure is reported, the others go on
+            return job_failed(PROGRAM, err, folder, multirun)
 
 
 def main() -> None:
     """The console script ``cem-attribution``."""
-    run_cli(_main, PROGRAM)
+    run_cli(_main, PROGRAM, resumes=True)
 
 
 if __name__ == "__main__":

@@ -29,7 +29,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from cem_lab.bookkeeping import sweep_record
-from cem_lab.bookkeeping.clean_errors import USER_ERRORS, job_failed, run_cli
+from cem_lab.bookkeeping.clean_errors import USER_ERRORS, job_failed, resumable, run_cli
 from cem_lab.bookkeeping.run_folder import accept_run_folder, buffered_log, close_log_file
 from cem_lab.bookkeeping.run_index import finished_run, mark_done, state_status
 from cem_lab.bookkeeping.test_hooks import interrupt_hook, wait_for_start
@@ -37,6 +37,7 @@ from cem_lab.bookkeeping.wandb_logging import already_logged, wandb_run
 from cem_lab.causal.result import CEMResult
 from cem_lab.compose.atlas import execute_atlas, is_atlas
 from cem_lab.compose.devices import device_lease
+from cem_lab.compose.overrides import check_command_line
 from cem_lab.compose.prepare import compute, launch_rank, prepare
 from cem_lab.compose.resolvers import register_resolvers
 from cem_lab.folder_lock import FolderBusyError, hold_run_folder
@@ -144,6 +145,7 @@ def execute(
 
 
 def _execute_locked(cfg: DictConfig, folder: Path, memory, *, job_num: int | None, group: str | None) -> dict:
+    check_command_line(cfg)  # a key added with + that nothing reads: refused before anything is read or written
     if is_atlas(cfg):
         return execute_atlas(cfg, folder, memory)
     logger_cfg = cfg.get("logger") or {}
@@ -189,15 +191,17 @@ def _main(cfg: DictConfig) -> Any:
     multirun = hc.mode == RunMode.MULTIRUN
     job_num = int(hc.job.num) if multirun and hc.job.get("num") is not None else None
     group = Path(str(hc.sweep.dir)).name if multirun else None  # the sweep's name
-    try:
-        return execute(cfg, folder, job_num=job_num, group=group, record_errors=multirun)
-    except Exception as err:  # every failure of one job is recorded, the sweep goes on
-        return job_failed(PROGRAM, err, folder, multirun)
+    # Ctrl-C: the run (or sweep) folder keeps the work done so far, and the same command resumes it
+    with resumable(Path(str(hc.sweep.dir)) if multirun else folder):
+        try:
+            return execute(cfg, folder, job_num=job_num, group=group, record_errors=multirun)
+        except Exception as err:  # every failure of one job is recorded, the sweep goes on
+            return job_failed(PROGRAM, err, folder, multirun)
 
 
 def main() -> None:
     """The console script ``cem-lab``."""
-    run_cli(_main, PROGRAM)
+    run_cli(_main, PROGRAM, resumes=True)
 
 
 if __name__ == "__main__":

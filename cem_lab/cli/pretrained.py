@@ -14,7 +14,7 @@ import json
 import sys
 from collections.abc import Sequence
 
-from cem_lab.bookkeeping.clean_errors import USER_ERRORS, fail
+from cem_lab.bookkeeping.clean_errors import USER_ERRORS, OneLineParser, fail, run_cli
 from cem_lab.models.pretrained import (
     CATALOGUE,
     cache_folder,
@@ -85,9 +85,11 @@ def convert(ids: Sequence[str], cache_dir: str | None) -> list[dict]:
 
 def main(argv: Sequence[str] | None = None) -> None:
     """The console script ``cem-pretrained``."""
-    parser = argparse.ArgumentParser(
-        prog=PROGRAM, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    run_cli(lambda: _main(argv), PROGRAM)
+
+
+def _main(argv: Sequence[str] | None) -> None:
+    parser = OneLineParser(prog=PROGRAM, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     ls = sub.add_parser(
         "list", help="the catalogue: task, architecture, objective, whether its conversion is cached, package"

@@ -20,13 +20,15 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from cem_lab.bookkeeping.clean_errors import OneLineParser, run_cli
+
 __all__ = ["main"]
 
 PROG = "cem-report"
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog=PROG,
         description=__doc__.split("\n\n")[0],
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -70,7 +72,11 @@ def _error(message: str) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run ``cem-report``; returns the exit status (0 done, 2 bad input)."""
+    """Run ``cem-report``; returns the exit status (0 done, 2 bad input; Ctrl-C: one line, 130)."""
+    return run_cli(lambda: _report(argv), PROG)
+
+
+def _report(argv: Sequence[str] | None) -> int:
     args = _parser().parse_args(argv)
     if args.out is None:
         if len(args.paths) > 1:

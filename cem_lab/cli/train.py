@@ -24,9 +24,10 @@ import yaml
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from cem_lab.bookkeeping.clean_errors import USER_ERRORS, fail, run_cli
+from cem_lab.bookkeeping.clean_errors import USER_ERRORS, fail, resumable, run_cli
+from cem_lab.compose.overrides import check_command_line
 from cem_lab.compose.resolvers import register_resolvers
-from cem_lab.compose.training import build, check_same_settings
+from cem_lab.compose.training import build, build_trainer, check_same_settings
 from cem_lab.folder_lock import hold_run_folder, lend_to_child
 from cem_lab.io import write_text
 from cem_lab.run_format import CONFIG_FILE
@@ -89,12 +90,6 @@ def run(cfg: DictConfig, output_dir: Path, command: str | None = None) -> dict:
     ``validation`` (as in the exported YAML) and ``module`` (the trained RestorationModule; None
     when the run had already finished).
     """
-    # lazy: Lightning (seconds), only when a run starts
-    import lightning as L
-    from lightning.pytorch.loggers import (
-        CSVLogger,  # lazy: Lightning costs seconds at start-up; not for --help or a refusal
-    )
-
     output_dir = Path(output_dir)
     net, dm, module, tasks = build(cfg)  # checks everything; writes nothing
     check_same_settings(output_dir, cfg)
@@ -116,24 +111,7 @@ def run(cfg: DictConfig, output_dir: Path, command: str | None = None) -> dict:
         torch.set_float32_matmul_precision("high")
     ckpt = output_dir / CHECKPOINT
     last = _last_checkpoint_callback(ckpt)
-    tr = cfg.trainer
-    trainer = L.Trainer(  # before anything is written: a bad trainer setting fails here
-        max_steps=steps,
-        max_epochs=-1,
-        accelerator=tr.accelerator,
-        devices=tr.devices,
-        precision=tr.precision,
-        logger=CSVLogger(str(output_dir), name="logs"),
-        callbacks=[last],
-        enable_checkpointing=False,
-        enable_progress_bar=bool(tr.progress),
-        enable_model_summary=bool(tr.progress),
-        log_every_n_steps=int(tr.log_every),
-        num_sanity_val_steps=0,
-        check_val_every_n_epoch=1,
-        gradient_clip_val=cfg.train.grad_clip,
-        default_root_dir=str(output_dir),
-    )
+    trainer = build_trainer(cfg, output_dir, [last])  # before anything is written: a bad trainer setting fails here
     output_dir.mkdir(parents=True, exist_ok=True)
     write_text(output_dir / CONFIG_FILE, OmegaConf.to_yaml(cfg, resolve=True))
     resumed = ckpt.is_file()
@@ -144,9 +122,14 @@ def run(cfg: DictConfig, output_dir: Path, command: str | None = None) -> dict:
         # the training sampler restarts an interrupted epoch at the checkpoint's step (data.py)
         warnings.filterwarnings("ignore", ".*your dataloader is not resumable.*")
         # our own checkpoint (optimizer, loops, hyper-parameters): a full, trusted load
-        trainer.fit(
-            module, datamodule=dm, ckpt_path=str(ckpt) if resumed else None, weights_only=False if resumed else None
-        )
+        try:
+            trainer.fit(
+                module, datamodule=dm, ckpt_path=str(ckpt) if resumed else None, weights_only=False if resumed else None
+            )
+        except SystemExit:
+            if trainer.interrupted:  # Lightning ends a Ctrl-C in fit with exit(1): reported as the interrupt it is
+                raise KeyboardInterrupt from None
+            raise
         if module.validation is None or module.validation["step"] != trainer.global_step:
             trainer.validate(module, datamodule=dm, verbose=False)
     seconds = time.time() - start
@@ -216,9 +199,17 @@ def _main(cfg: DictConfig) -> None:
     folder = Path(HydraConfig.get().runtime.output_dir)
     # Lightning's "lightning" logger has its own console handler: don't print its lines twice
     logging.getLogger("lightning").propagate = False
+    # Ctrl-C is reported in one line by run_cli (where the training is kept, how to resume), not twice
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(
+        lambda record: "Detected KeyboardInterrupt" not in record.getMessage()
+    )
     try:
         # one writer per run folder; a refused run leaves no folder (nothing is written before the checks)
-        with hold_run_folder(folder, what="cem-train", command=_command()):
+        with (
+            resumable(folder / CHECKPOINT.parent, saved="the training up to its last validation is saved in"),
+            hold_run_folder(folder, what="cem-train", command=_command()),
+        ):
+            check_command_line(cfg)  # a key added with + that nothing reads: refused before anything is written
             # Lightning's multi-GPU launcher runs this command again in each extra process: those
             # processes write the same folder under this one's lock
             os.environ.update(lend_to_child(folder))
@@ -230,7 +221,7 @@ def _main(cfg: DictConfig) -> None:
 
 def main() -> None:
     """The console script ``cem-train``."""
-    run_cli(_main, "cem-train")
+    run_cli(_main, "cem-train", resumes=True)
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import math
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -29,6 +30,7 @@ from pathlib import Path
 import yaml
 from safetensors import safe_open
 
+from cem_lab.bookkeeping.clean_errors import OneLineParser, run_cli
 from cem_lab.compose.zoo_recipes import RECIPES, STUDIES, Recipe, select
 from cem_lab.folder_lock import LOCK_FILE, FolderBusyError, hold_run_folder, lend_to_child
 from cem_lab.models.zoo import ZOO_DIR, ZooError, read_zoo_entry
@@ -147,10 +149,21 @@ def _train_one(r: Recipe, run_dir: Path, zoo_dir: Path, head: str, extra: Sequen
         kept = _set_aside(run_dir)
         print(f"{head}: --force: the previous run folder is kept as {kept}", flush=True)
     print(f"{head}: {r.command}", flush=True)
-    proc = subprocess.run(cmd, env=lend_to_child(run_dir))
-    if proc.returncode != 0:
+    proc = subprocess.Popen(cmd, env=lend_to_child(run_dir))
+    try:
+        returncode = proc.wait()
+    except KeyboardInterrupt:
+        # Ctrl-C at a terminal reaches cem-train too; a signal to this process alone is passed on. Either
+        # way cem-train ends its step and keeps last.ckpt (at most a minute: then it is killed)
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        raise
+    if returncode != 0:
         raise ZooError(
-            f"cem-train exited with status {proc.returncode} (if its run folder "
+            f"cem-train exited with status {returncode} (if its run folder "
             f"holds other settings, `cem-zoo train --force {r.name}` retrains it "
             "from scratch and keeps the old folder)"
         )
@@ -231,7 +244,7 @@ def below_baseline(zoo_dir: Path = ZOO_DIR) -> list[str]:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``cem-zoo`` (list, train, table, heldout); returns the exit status: 0, 1 when a model failed, 2 on a usage
     error."""
-    parser = argparse.ArgumentParser(prog="cem-zoo", description=__doc__.split("\n\n")[0])
+    parser = OneLineParser(prog="cem-zoo", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="cmd", required=True)
     p_list = sub.add_parser("list", help="the recipes and which are in the package")
     p_list.add_argument("--study", choices=STUDIES)
@@ -261,7 +274,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_held.add_argument("names", nargs="*", help="recipe names (default: every exported model)")
     p_held.add_argument("--zoo-dir", type=Path, default=ZOO_DIR)
     args = parser.parse_args(argv)
+    # Ctrl-C: one line; `cem-zoo train` resumes each model from its last.ckpt and skips the exported ones
+    return run_cli(lambda: _run(args), "cem-zoo", resumes=args.cmd == "train")
+
+
+def _run(args: argparse.Namespace) -> int:
     try:
+        if args.cmd in ("table", "heldout") and not args.zoo_dir.is_dir():
+            raise ZooError(f"--zoo-dir {args.zoo_dir} is not a folder; give the folder of the exported models")
         if args.cmd == "list":
             for r in select(study=args.study):
                 mark = "in zoo" if exported(r) else "      "

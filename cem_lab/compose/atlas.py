@@ -15,6 +15,7 @@ from cem_lab.api import save_atlas
 from cem_lab.bookkeeping.run_folder import accept_run_folder, close_log_file
 from cem_lab.bookkeeping.run_index import identity_config, input_signatures, mark_done
 from cem_lab.causal.atlas import AtlasError, prepare_atlas
+from cem_lab.compose.devices import device_lease
 from cem_lab.compose.prepare import distributed_settings, prepare_kwargs
 from cem_lab.errors import InputError
 from cem_lab.run_format import DONE_FILE
@@ -65,19 +66,22 @@ def execute_atlas(cfg: DictConfig, folder: Path, memory) -> dict[str, Any]:
         return {"status": "skipped", "forward_passes": 0}
     if distributed_settings(cfg) is not None:
         raise AtlasError("the ROI atlas runs in one process: use parallel=single with roi=grid or a ROI list")
-    model, image, task, kwargs, run_kwargs, _ = prepare_kwargs(cfg, folder)
-    grid = cfg.get("roi_grid") or {}
-    atlas = prepare_atlas(
-        model, image, task, _rois(cfg), roi_size=int(grid.get("size", 32)), roi_stride=grid.get("stride"), **kwargs
-    )
-    atlas.check_folder(folder)
-    handler = accept_run_folder(cfg, folder, memory)
-    try:
-        res = atlas.run(folder, progress=run_kwargs["progress"], checkpoint_every=run_kwargs["checkpoint_every"])
-        save_atlas(res, folder, figures=run_kwargs["figures"])
-        mark_done(cfg, folder, res.meta["fingerprint"])
-    finally:
-        close_log_file(handler)
+    with device_lease(cfg.device) as device:  # device=free_gpu: a GPU no other job holds
+        if device != cfg.device:
+            cfg.device = device
+        model, image, task, kwargs, run_kwargs, _ = prepare_kwargs(cfg, folder)
+        grid = cfg.get("roi_grid") or {}
+        atlas = prepare_atlas(
+            model, image, task, _rois(cfg), roi_size=int(grid.get("size", 32)), roi_stride=grid.get("stride"), **kwargs
+        )
+        atlas.check_folder(folder)
+        handler = accept_run_folder(cfg, folder, memory)
+        try:
+            res = atlas.run(folder, progress=run_kwargs["progress"], checkpoint_every=run_kwargs["checkpoint_every"])
+            save_atlas(res, folder, figures=run_kwargs["figures"])
+            mark_done(cfg, folder, res.meta["fingerprint"])
+        finally:
+            close_log_file(handler)
     summary = json.loads((folder / "atlas.json").read_text())
     print(atlas_report(summary, folder), flush=True)
     return {"status": "done", "forward_passes": res.meta["forward_passes"]}

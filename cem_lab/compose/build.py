@@ -6,7 +6,9 @@ and the fix, before anything is written.
 
 from __future__ import annotations
 
+import inspect
 import logging
+import pkgutil
 from pathlib import Path
 from typing import Any
 
@@ -16,9 +18,10 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from cem_lab.bookkeeping.clean_errors import unwrap_user_error
+from cem_lab.bookkeeping.clean_errors import one_line, unwrap_user_error
 from cem_lab.causal.roi_placement import place_roi
 from cem_lab.causal.settings import DEFAULT_CHECKPOINT_S, check_checkpoint_cadence
+from cem_lab.compose.devices import check_device
 from cem_lab.errors import InputError
 from cem_lab.images import load_image
 from cem_lab.io import file_sha256
@@ -31,13 +34,15 @@ from cem_lab.tasks.base import task_label
 log = logging.getLogger("cem_lab")
 
 
-def instantiate_checked(node: Any, key: str | None = None) -> Any:
+def instantiate_checked(node: Any, key: str | None = None, *, calls_only: bool = False) -> Any:
     """``hydra.utils.instantiate``, with a user error raised by the target's constructor or loader
     (unknown zoo name, bad knob, malformed patch bank) reported as itself, not wrapped by Hydra.
 
     With ``key`` (the node's place in the config, e.g. ``cem.estimator``), any other failure to build
     the node (a ``_target_`` that does not import, a keyword the class does not take, a value of the
-    wrong type) is a user error too, naming the key and the target."""
+    wrong type) is a user error too, naming the key and the target; with ``calls_only`` only a target
+    that cannot be called as the node says (it does not import, or a keyword its signature does not
+    take) is, and a failure inside the target keeps its traceback (a model's constructor)."""
     try:
         return instantiate(node)
     except InstantiationException as err:
@@ -49,10 +54,35 @@ def instantiate_checked(node: Any, key: str | None = None) -> Any:
         target = node.get("_target_") if hasattr(node, "get") else None
         cause = err.__cause__ if err.__cause__ is not None else err
         reason = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
+        if calls_only:
+            mismatch = _call_mismatch(node)
+            if mismatch is None:
+                raise
+            raise InputError(
+                f"{key}: cannot call {target}: {mismatch}; check {key}._target_ and its keywords"
+            ) from None
         raise InputError(
             f"{key}: cannot build {target or 'the object'} ({type(cause).__name__}: {reason}); check "
             f"{key}._target_ and its keywords"
         ) from None
+
+
+def _call_mismatch(node: DictConfig) -> str | None:
+    """Why the ``_target_`` of ``node`` cannot be called with its keywords at all (it does not import, or
+    its signature does not take them), or None when it can (the failure was inside the call)."""
+    target = str(node.get("_target_"))
+    try:
+        obj = pkgutil.resolve_name(target)
+    except Exception as err:  # ImportError, AttributeError, or any error of the module's own import
+        return f"it does not import ({one_line(str(err)) or type(err).__name__})"
+    keywords = {str(k): None for k in node.keys() if not str(k).startswith("_")}
+    try:
+        inspect.signature(obj).bind(**keywords)
+    except TypeError as err:
+        return str(err)
+    except ValueError:  # no signature to read (a builtin)
+        return None
+    return None
 
 
 def build_node(value: Any, key: str) -> Any:
@@ -78,7 +108,7 @@ def build_model(cfg: DictConfig):
         )
     if cfg.get("net") is None:
         return load_model(cfg.path)
-    net = instantiate_checked(cfg.net)
+    net = instantiate_checked(cfg.net, "model.net", calls_only=True)
     ckpt = cfg.get("checkpoint")
     if ckpt:
         report = load_weights(net, ckpt)
@@ -113,10 +143,9 @@ def build_patch_bank(cfg: DictConfig):
 
 
 def resolve_device(name: Any) -> torch.device:
-    """``device``: as named, or for null / ``auto`` cuda when available, else cpu."""
-    if name in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    """``device``: as named, or for null / ``auto`` cuda when available, else cpu; a name that is not a
+    device, or a device this machine lacks, is refused with what it has (:func:`~cem_lab.compose.devices.check_device`)."""
+    return check_device(name)
 
 
 def checkpoint_cadence(cfg: DictConfig) -> tuple[float | None, int | None]:

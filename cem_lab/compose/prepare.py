@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from cem_lab.api import run_cem
@@ -32,6 +33,7 @@ from cem_lab.compose.build import (
     resolve_device,
     resolve_roi,
 )
+from cem_lab.compose.devices import check_accelerator
 from cem_lab.models.embedded import embedded_demo_image
 from cem_lab.parallel.fabric import compute_cem_distributed
 
@@ -54,22 +56,34 @@ class PreparedRun:
 
 def distributed_settings(cfg: DictConfig) -> dict | None:
     """The ``parallel`` settings when they spread one map over several processes (devices != 1 or
-    several nodes), else None (one process)."""
+    several nodes), else None (one process). Devices this machine does not have (``parallel=ddp_gpu``
+    without a GPU) are refused here, before anything is written."""
     dist = cfg.get("parallel") or {}
     if int(dist.get("devices", 1) or 1) == 1 and int(dist.get("num_nodes", 1) or 1) <= 1:
         return None
-    return OmegaConf.to_container(dist, resolve=True)
+    settings = OmegaConf.to_container(dist, resolve=True)
+    assert isinstance(settings, dict)
+    choice = _group_choice("parallel")
+    check_accelerator(
+        settings.get("accelerator", "auto"),
+        settings.get("devices"),
+        f"parallel={choice}: parallel" if choice else "parallel",
+        "use parallel=ddp_cpu (the map spread over CPU processes) or parallel=single (one process on `device`)",
+    )
+    return settings
 
 
-def map_settings(cfg: DictConfig) -> CEMSettings:
-    """The map's :class:`~cem_lab.causal.settings.CEMSettings` from a `cem-lab` config: the ``cem`` group
-    (estimator, block, counts, intervention, sampler) and the run-level keys that change the map. A key
-    the settings do not know (``+cem.fien=5``) is refused, never ignored; a value of the wrong type or
-    range is refused with the key named.
+def _group_choice(group: str) -> str | None:
+    """The option of config group ``group`` this run was composed with (None outside a Hydra run)."""
+    if not HydraConfig.initialized():
+        return None
+    return HydraConfig.get().runtime.choices.get(group)
 
-    ``cem.estimator``, ``cem.sampler`` and ``cem.intervention`` are ``_target_`` nodes (conf/cem/,
-    conf/sampler/, conf/intervention/; a user's own class is added the same way) and are built here;
-    a built-in's short name (``cem.intervention=zeros``) is still accepted."""
+
+def checked_values(cfg: DictConfig) -> dict:
+    """The plain values of the map's settings (the ``cem`` group's knobs and the run-level keys that change
+    the map, objects' nodes left out), each checked (:meth:`CEMSettings.check_values`): a key the
+    settings do not know or a value of the wrong type or range is refused, with the key named."""
     values = {k: v for k, v in OmegaConf.to_container(cfg.cem, resolve=True).items() if k not in OBJECT_KEYS}  # type: ignore[union-attr]
     run_keys = {
         "metric": "metric.name",
@@ -81,7 +95,20 @@ def map_settings(cfg: DictConfig) -> CEMSettings:
     values.update(
         {key: OmegaConf.select(cfg, path) for key, path in run_keys.items() if OmegaConf.select(cfg, path) is not None}
     )
-    CEMSettings.check_values(values)  # the plain values first: a bad `cem.fine` is named as itself
+    CEMSettings.check_values(values)
+    return values
+
+
+def map_settings(cfg: DictConfig) -> CEMSettings:
+    """The map's :class:`~cem_lab.causal.settings.CEMSettings` from a `cem-lab` config: the ``cem`` group
+    (estimator, block, counts, intervention, sampler) and the run-level keys that change the map. A key
+    the settings do not know (``+cem.fien=5``) is refused, never ignored; a value of the wrong type or
+    range is refused with the key named.
+
+    ``cem.estimator``, ``cem.sampler`` and ``cem.intervention`` are ``_target_`` nodes (conf/cem/,
+    conf/sampler/, conf/intervention/; a user's own class is added the same way) and are built here;
+    a built-in's short name (``cem.intervention=zeros``) is still accepted."""
+    values = checked_values(cfg)  # the plain values first: a bad `cem.fine` is named as itself
     values.update({key: build_node(cfg.cem[key], f"cem.{key}") for key in OBJECT_KEYS if key in cfg.cem})
     return CEMSettings.from_mapping(values)
 
@@ -89,8 +116,9 @@ def map_settings(cfg: DictConfig) -> CEMSettings:
 def prepare_kwargs(cfg: DictConfig, output_dir: Path):
     """The model, image, task and :func:`~cem_lab.causal.run.prepare_cem` keywords of ``cfg``,
     and the run keywords (output folder, figures, progress, checkpoint cadence)."""
-    task = build_task(cfg.task)
+    checked_values(cfg)  # a plain value (seed=x, cem.block=-1) is refused before anything is built
     device = resolve_device(cfg.device)
+    task = build_task(cfg.task)
     torch.manual_seed(cfg.seed)  # models without a checkpoint get a reproducible initialisation
     check_model_task(cfg.model, task)
     image, name = cfg.image, None
@@ -131,9 +159,9 @@ def prepare_kwargs(cfg: DictConfig, output_dir: Path):
 def prepare(cfg: DictConfig, output_dir: Path) -> PreparedRun:
     """Build the task, model, patch bank and the CEM job of ``cfg`` and check them and the folder's
     checkpoint (another run's is refused): every refusal happens here, before anything is written."""
+    distributed = distributed_settings(cfg)  # devices this machine lacks: refused before the model is built
     model, image, task, kwargs, run_kwargs, roi = prepare_kwargs(cfg, output_dir)
     device = kwargs.pop("device")
-    distributed = distributed_settings(cfg)
     with _quiet("cem_lab") if distributed else nullcontext():
         # for several processes this is a check only: rank 0 prepares the job again and logs it
         job = prepare_cem(model, image, task, list(roi), device=device, **kwargs)

@@ -1,5 +1,6 @@
 """The objects of a `cem-train` run (conf/train.yaml), built and checked with nothing written: the tasks,
-the network (its scale against the tasks'), the data module and the Lightning module (:func:`build`), and
+the network (its scale against the tasks'), the data module and the Lightning module (:func:`build`), the
+trainer (:func:`build_trainer`), and
 the check that a reused run folder holds a run of the same settings (:func:`check_same_settings`).
 The console script: :mod:`cem_lab.cli.train`."""
 
@@ -12,8 +13,10 @@ import yaml
 from hydra.errors import InstantiationException
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from cem_lab.bookkeeping.clean_errors import one_line
 from cem_lab.bookkeeping.neutral_keys import TRAIN_NEUTRAL_KEYS
 from cem_lab.compose.build import build_model, build_task
+from cem_lab.compose.devices import check_accelerator
 from cem_lab.errors import CemLabError
 from cem_lab.models.checkpoint import CheckpointError, _import_target
 from cem_lab.run_format import CONFIG_FILE
@@ -175,6 +178,12 @@ def build(cfg: DictConfig):
         RestorationModule,  # lazy: Lightning costs seconds at start-up; built only once the config is checked
     )
 
+    check_accelerator(
+        cfg.trainer.accelerator,
+        cfg.trainer.devices,
+        "trainer",
+        "use trainer.accelerator=cpu, or trainer.accelerator=auto (the best this machine has)",
+    )
     t = cfg.train
     tasks, pre = build_tasks(cfg)
     if isinstance(t.steps, bool) or not isinstance(t.steps, int) or t.steps < 1:
@@ -221,6 +230,39 @@ def build(cfg: DictConfig):
         task_weights=_plain(t.get("task_weights")),
     )
     return net, dm, module, tasks
+
+
+def build_trainer(cfg: DictConfig, output_dir: Path, callbacks: list):
+    """The Lightning ``Trainer`` of a run (``trainer`` and ``train`` settings), logging to ``output_dir``;
+    a setting Lightning refuses (``trainer.precision=64x``) is a user error, raised before anything is written."""
+    # lazy: Lightning (seconds), only once the settings are checked
+    import lightning as L
+    from lightning.fabric.utilities.exceptions import MisconfigurationException
+    from lightning.pytorch.loggers import CSVLogger
+
+    tr = cfg.trainer
+    try:
+        return L.Trainer(
+            max_steps=int(cfg.train.steps),
+            max_epochs=-1,
+            accelerator=tr.accelerator,
+            devices=tr.devices,
+            precision=tr.precision,
+            logger=CSVLogger(str(output_dir), name="logs"),
+            callbacks=callbacks,
+            enable_checkpointing=False,
+            enable_progress_bar=bool(tr.progress),
+            enable_model_summary=bool(tr.progress),
+            log_every_n_steps=int(tr.log_every),
+            num_sanity_val_steps=0,
+            check_val_every_n_epoch=1,
+            gradient_clip_val=cfg.train.grad_clip,
+            default_root_dir=str(output_dir),
+        )
+    except (MisconfigurationException, ValueError) as err:  # the constructor's checks of its arguments
+        raise TrainingError(
+            f"trainer: {one_line(str(err))} (check trainer.accelerator, trainer.devices and trainer.precision)"
+        ) from None
 
 
 #: settings that do not change the trained weights (the program's neutral keys): they may differ when a

@@ -8,6 +8,7 @@ import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from cem_lab.bookkeeping.clean_errors import did_you_mean
 from cem_lab.models.zoo import ZooError
 
 
@@ -167,7 +168,7 @@ STUDIES: tuple[str, ...] = ("receptive_field", "channel_attention", "multitask")
 def recipe(name: str) -> Recipe:
     """The recipe called ``name`` (a ZooError names the known ones)."""
     if name not in RECIPES:
-        raise ZooError(f"no zoo recipe named {name!r}; known: {', '.join(RECIPES)}")
+        raise ZooError(f"no zoo recipe named {name!r}{did_you_mean(name, RECIPES)}; known: {', '.join(RECIPES)}")
     return RECIPES[name]
 
 

@@ -1,0 +1,67 @@
+"""Ctrl-C during a map: one line that names the run folder and says the same command resumes, exit status 130,
+the work saved; the rerun finishes the map exactly as an uninterrupted run computes it."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+#: the embedded default, smaller (a few seconds of work), checkpointed every 16 items
+ARGS = ["progress=false", "figures=false", "cem.block=16", "cem.coarse=4", "cem.fine=12", "checkpoint.every_items=16"]
+FOLDER = Path("runs") / "cem" / "cem.block=16,cem.coarse=4,cem.fine=12"  # checkpoint.* does not name the folder
+
+
+def _command() -> list[str]:
+    return [sys.executable, "-m", "cem_lab.cli.cem", *ARGS]
+
+
+def _second_checkpoint(state: Path, proc: subprocess.Popen, timeout_s: float = 120.0) -> None:
+    """Wait until the map has saved work twice (the first save can come before any item is done)."""
+    deadline, first = time.monotonic() + timeout_s, None
+    while time.monotonic() < deadline and proc.poll() is None:
+        if state.is_file():
+            stamp = state.stat().st_mtime_ns
+            if first is None:
+                first = stamp
+            elif stamp != first:
+                return
+        time.sleep(0.05)
+    raise AssertionError(f"no second checkpoint in {state} (exit status {proc.poll()})")
+
+
+def test_ctrl_c_during_a_map_is_one_line_and_the_rerun_resumes_to_the_same_map(tmp_path):
+    reference = tmp_path / "reference"
+    reference.mkdir()
+    ref = subprocess.run(_command(), cwd=reference, capture_output=True, text=True, timeout=600)
+    assert ref.returncode == 0, ref.stderr[-3000:]
+
+    work = tmp_path / "work"
+    work.mkdir()
+    proc = subprocess.Popen(_command(), cwd=work, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        _second_checkpoint(work / FOLDER / "state.npz", proc)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, (proc.returncode, err[-3000:])
+    assert err.count("\n") == 1 and "Traceback" not in err, err
+    assert err.startswith("cem-lab: interrupted; the work done so far is saved in "), err
+    assert str(work / FOLDER) in err and "run the same command again to resume" in err, err
+    assert (work / FOLDER / "state.npz").is_file() and not (work / FOLDER / "cem.npz").exists()
+
+    again = subprocess.run(_command(), cwd=work, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    notes = json.loads((work / FOLDER / "summary.json").read_text())["notes"]
+    assert any(n.startswith("resumed from a checkpoint") for n in notes), notes
+    done, want = np.load(work / FOLDER / "cem.npz"), np.load(reference / FOLDER / "cem.npz")
+    assert sorted(done.files) == sorted(want.files)
+    for key in want.files:
+        assert np.array_equal(done[key], want[key]), key
