@@ -73,6 +73,7 @@ def run_stages(
         if stage is None:  # finished: the map is read back, nothing of it recomputed
             counted = False
             log.info("%s holds the finished map: reading it back (no intervention recomputed)", path.parent)
+            job.notes.append("read back from its finished checkpoint (no intervention recomputed)")
         else:
             log.info("resuming %s: stage %s, %d items done", path.parent, last or "-", done_items)
             job.notes.append(f"resumed from a checkpoint (stage {last or 'done'}, {done_items} items done)")

@@ -204,7 +204,9 @@ def test_cli_rerun_reuses_the_folder(tmp_path, image_file):
     (folders[0] / "done.json").unlink()  # without the record, the core resumes from state.npz
     third = _cli(args, tmp_path)
     assert third.returncode == 0, third.stderr
-    assert "resumed" in json.loads((folders[0] / "summary.json").read_text())["notes"][-1]
+    assert (
+        "read back from its finished checkpoint" in json.loads((folders[0] / "summary.json").read_text())["notes"][-1]
+    )
     np.testing.assert_array_equal(np.load(folders[0] / "cem.npz")["effect"], effect)
 
 

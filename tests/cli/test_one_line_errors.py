@@ -89,13 +89,38 @@ CEM_CASES = {
     ),
 }
 SKIPS = {"device cuda": no_cuda, "parallel ddp_gpu": no_cuda, "device mps": no_mps}
+#: one case per kind of mistake runs in the default suite (each case starts a real console script, a few seconds
+#: on the 2-core CI); the rest run with -m slow, and the rules behind them are unit-tested below
+FAST = {
+    "block not a number",
+    "seed not an integer",
+    "device cuda",
+    "parallel ddp_gpu",
+    "top-level key",
+    "added top-level key",
+    "model option",
+    "model keyword its class lacks",
+    "cem-lab unknown group option",
+    "cem-report missing folder",
+    "cem-attribution device",
+    "cem-pretrained unknown network",
+    "cem-train accelerator",
+    "cem-zoo unknown recipe",
+}
+SLOW = pytest.mark.slow
 CUDA_1 = pytest.mark.skipif(torch.cuda.device_count() > 1, reason="this machine has cuda:1")
 
 
 @pytest.mark.parametrize(
     "case",
     [
-        pytest.param(c, marks=[m for m in (SKIPS.get(c), CUDA_1 if c == "device cuda:1" else None) if m], id=c)
+        pytest.param(
+            c,
+            marks=[
+                m for m in (SKIPS.get(c), CUDA_1 if c == "device cuda:1" else None, None if c in FAST else SLOW) if m
+            ],
+            id=c,
+        )
         for c in CEM_CASES
     ],
 )
@@ -139,7 +164,14 @@ PROGRAMS = {
 
 @pytest.mark.parametrize(
     "case",
-    [pytest.param(c, marks=[no_cuda] if c == "cem-train accelerator" else [], id=c) for c in PROGRAM_CASES],
+    [
+        pytest.param(
+            c,
+            marks=[m for m in (no_cuda if c == "cem-train accelerator" else None, None if c in FAST else SLOW) if m],
+            id=c,
+        )
+        for c in PROGRAM_CASES
+    ],
 )
 def test_every_console_script_refuses_a_mistake_in_one_line(tmp_path, case):
     module, args, words = PROGRAM_CASES[case]

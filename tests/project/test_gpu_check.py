@@ -7,9 +7,12 @@ import json
 import math
 from pathlib import Path
 
+import pytest
+
 SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "gpu_check.py"
 
 
+@pytest.mark.slow  # 39 s on 2 cores: the script is run on a device machine, and its parts are tested in their rooms
 def test_the_device_check_runs_and_reports_every_figure(tmp_path):
     spec = importlib.util.spec_from_file_location("gpu_check", SCRIPT)
     mod = importlib.util.module_from_spec(spec)

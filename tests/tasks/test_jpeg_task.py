@@ -21,7 +21,6 @@ from cem_lab.tasks import (
     SuperResolutionTask,
     TaskError,
     crop_origin,
-    make_task,
     read_jpeg_settings,
     task_from_description,
     task_label,
@@ -250,8 +249,9 @@ def test_registry_description_label_and_config():
     from omegaconf import OmegaConf
 
     assert JpegTask(subsampling=0).subsampling == "4:4:4" and JpegTask(subsampling=2).mcu == (16, 16)
-    cfg = OmegaConf.to_container(OmegaConf.load(CONF_TASK))
-    task = make_task(**cfg)
+    from hydra.utils import instantiate
+
+    task = instantiate(OmegaConf.load(CONF_TASK))  # conf/task/jpeg.yaml names its class
     assert isinstance(task, JpegTask) and task.describe() == {
         "name": "jpeg",
         "scale": 1,
