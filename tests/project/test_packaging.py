@@ -1,13 +1,11 @@
-"""The package list of pyproject.toml is the package tree on disk.
-
-setuptools' discovery cannot be combined with the mapping of the top-level ``conf/`` into the package
-as ``cem_lab.conf``, so pyproject.toml lists the packages by hand; this test keeps that list equal to
-the folders under ``cem_lab/`` that hold an ``__init__.py``, so a new room is never left out of a wheel.
-"""
+"""The wheel holds every room and the configs: setuptools discovers the packages (every folder of ``cem_lab/``
+with an ``__init__.py``), and the Hydra configs live inside the package (``cem_lab/conf``, reached as ``conf/`` at
+the top of the checkout by a link), so a new room or config group is never left out of an install."""
 
 from __future__ import annotations
 
 import sys
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -20,16 +18,39 @@ else:  # pragma: no cover
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_every_package_on_disk_is_listed_and_nothing_else():
+def test_packages_are_discovered_not_listed():
     config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
-    listed = set(config["packages"])
-    on_disk = {
-        ".".join(p.parent.relative_to(ROOT).parts)
-        for p in (ROOT / "cem_lab").rglob("__init__.py")
-        if "__pycache__" not in p.parts and not p.parent.is_symlink()
-    }
-    mapped = set(config.get("package-dir", {}))
-    assert listed - mapped == on_disk, (
-        f"pyproject.toml [tool.setuptools] packages: add {sorted(on_disk - listed)}, remove {sorted(listed - mapped - on_disk)}"
+    assert config["packages"]["find"]["include"] == ["cem_lab*"] and "package-dir" not in config
+    assert (ROOT / "cem_lab" / "conf" / "__init__.py").is_file() and (
+        ROOT / "conf"
+    ).resolve() == ROOT / "cem_lab" / "conf"
+
+
+def test_the_wheel_holds_every_package_and_every_config(tmp_path):
+    import subprocess
+
+    p = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(tmp_path),
+            str(ROOT),
+        ],
+        capture_output=True,
+        text=True,
     )
-    assert (ROOT / config["package-dir"]["cem_lab.conf"] / "__init__.py").is_file()
+    assert p.returncode == 0, p.stderr[-2000:]
+    (wheel,) = tmp_path.glob("cem_lab-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    on_disk = {
+        p.relative_to(ROOT).as_posix()
+        for p in (ROOT / "cem_lab").rglob("*")
+        if p.suffix in (".py", ".yaml") and "__pycache__" not in p.parts
+    }
+    assert on_disk - names == set(), sorted(on_disk - names)[:10]
