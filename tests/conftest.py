@@ -15,6 +15,23 @@ needs_shared = pytest.mark.skipif(
 )
 
 
+def run_console(module: str, args, cwd, timeout: float = 600, **env: str):
+    """A console script run as a real process (``python -m cem_lab.cli.<module> ARGS`` in ``cwd``, with ``env``
+    added to this process's environment): its completed process, output captured."""
+    import os
+    import subprocess
+    import sys
+
+    return subprocess.run(
+        [sys.executable, "-m", f"cem_lab.cli.{module}", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **env},
+    )
+
+
 def assert_clean_refusal(p, *words, program: str = "cem-lab"):
     """A CLI refusal: exit 2, one ``<program>: error: ...`` message naming ``words``, no traceback."""
     assert p.returncode == 2, (p.returncode, p.stderr[-3000:])

@@ -11,11 +11,10 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
+from conftest import run_console
 from hydra import compose, initialize_config_module
 
 from cem_lab.causal.interventions import BaselineIntervention
@@ -167,9 +166,8 @@ def test_short_names_and_nodes_give_the_same_objects():
 
 
 def _cli(args, cwd, pythonpath):
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(pythonpath), os.environ.get("PYTHONPATH", "")])}
-    return subprocess.run(
-        [sys.executable, "-m", "cem_lab.cli.cem", *args], cwd=cwd, capture_output=True, text=True, timeout=300, env=env
+    return run_console(
+        "cem", args, cwd, PYTHONPATH=os.pathsep.join([str(pythonpath), os.environ.get("PYTHONPATH", "")])
     )
 
 

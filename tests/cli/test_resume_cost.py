@@ -1,5 +1,5 @@
 """A resumed run's records count all of its work: summary.json's forward passes, pixels and seconds are
-the run's over every process that worked on it, with this process's share beside them.
+the run's over every process that worked on it, with this session's share beside them.
 
 Through the real console script, on the embedded default's 256x256 image: a run interrupted (the test
 hook raises KeyboardInterrupt after some batches, as Ctrl-C would) and resumed must record the passes of
@@ -10,8 +10,8 @@ finished run must not change the record.
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
+
+from conftest import run_console
 
 from cem_lab.run_format import read_cem_arrays
 
@@ -19,16 +19,7 @@ ARGS = ["cem.fine=10", "progress=false", "figures=false"]
 
 
 def _cem(args, cwd, **env):
-    import os
-
-    return subprocess.run(
-        [sys.executable, "-m", "cem_lab.cli.cem", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env={**os.environ, **env},
-    )
+    return run_console("cem", args, cwd, **env)
 
 
 def _summary(folder):
