@@ -26,7 +26,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, NoReturn
 
-from hydra.errors import HydraException, InstantiationException, MissingConfigException
+from hydra.errors import HydraException, InstantiationException, MissingConfigException, OverrideParseException
 from omegaconf import DictConfig
 from omegaconf.errors import (
     ConfigAttributeError,
@@ -119,6 +119,14 @@ def error_message(err: BaseException) -> str:
         if text is not None:
             return text
     text = str(err).strip() or type(err).__name__
+    if isinstance(err, OverrideParseException):
+        override = getattr(err, "override", None)
+        shown = f" in {override}" if override else ""
+        # the usual cause: a value holding '=', ',' or brackets, such as a run folder's path, left unquoted
+        return one_line(
+            f"cannot read the override{shown} ({first_line(text)}); quote a value that holds '=', ',', "
+            "spaces or brackets, e.g. \"model.path='runs/train/model=edsr,task=sr/model.safetensors'\""
+        )
     if isinstance(err, InterpolationResolutionError):
         # a resolver's own error (an unknown standard image or zoo model): its message, not OmegaConf's wrapping
         text = re.sub(r"^\w+ raised while resolving interpolation: ", "", text.split("\n    full_key:")[0])

@@ -27,7 +27,7 @@ from omegaconf import DictConfig, OmegaConf
 from cem_lab.bookkeeping.clean_errors import USER_ERRORS, fail, resumable, run_cli
 from cem_lab.compose.overrides import check_command_line
 from cem_lab.compose.resolvers import register_resolvers
-from cem_lab.compose.training import build, build_trainer, check_same_settings
+from cem_lab.compose.training import build, build_trainer, check_same_settings, map_task_overrides
 from cem_lab.folder_lock import hold_run_folder, lend_to_child
 from cem_lab.io import write_text
 from cem_lab.run_format import CONFIG_FILE
@@ -105,6 +105,7 @@ def run(cfg: DictConfig, output_dir: Path, command: str | None = None) -> dict:
             "validation": done.get("validation"),
             "model_name": cfg.model.get("name"),
             "module": None,
+            "map_task": map_task_overrides(cfg),
         }
 
     if torch.cuda.is_available():
@@ -161,6 +162,7 @@ def run(cfg: DictConfig, output_dir: Path, command: str | None = None) -> dict:
         "validation": module.validation,
         "model_name": cfg.model.get("name"),
         "module": module,
+        "map_task": map_task_overrides(cfg),
     }
 
 
@@ -186,6 +188,9 @@ def report(summary: dict) -> str:
         images = sorted({r["image"] for r in v.get("images", [])})
         lines.append(f"  on {', '.join(images)} (step {v.get('step')})")
     lines.append(f"  weights: {summary['model']} (+ .yaml); checkpoint: {Path(summary['output_dir']) / CHECKPOINT}")
+    # the folder's name holds '=' and ',': the path goes to Hydra quoted
+    task = " ".join(summary.get("map_task") or [])
+    lines.append(f"  map it: cem-lab model=file \"model.path='{summary['model']}'\"" + (f" {task}" if task else ""))
     return "\n".join(lines)
 
 

@@ -326,3 +326,17 @@ def check_same_settings(output_dir: Path, cfg: DictConfig) -> None:
             "rerun it with its own settings, or give this one another folder "
             "(hydra.run.dir=...), or delete the old folder to train afresh"
         )
+
+
+def map_task_overrides(cfg: DictConfig) -> list[str]:
+    """The cem-lab overrides of the task a single-task model was trained on (none for several tasks)."""
+    if cfg.get("tasks"):
+        return []
+    d = dict(build_task(cfg.task).describe())
+    name = d.pop("name")
+    if name not in TASKS:
+        return []
+    d.pop("kernel", None)  # derived, not a setting
+    if name in ("dn", "dr"):
+        d.pop("scale", None)
+    return [f"task={name}", *(f"task.{k}={v}" for k, v in d.items())]

@@ -48,6 +48,8 @@ def _no_run_left(cwd: Path) -> None:
 
 # --- cem-lab: every mistake of the issue, each through the console script --------------------------------
 CEM_CASES = {
+    # a run folder's path (its name holds '=' and ',') given unquoted: Hydra's grammar error, with the fix
+    "unquoted path": (["model=file", "model.path=runs/train/model=edsr,task=sr/model.safetensors"], ["quote a value"]),
     # values of the wrong type (seed=x was a ValueError traceback from torch.manual_seed)
     "seed not an integer": (["seed=x"], ["seed", "integer", "'x'"]),
     "block not a number": (["cem.block=abc"], ["block", "'abc'"]),
@@ -92,6 +94,7 @@ SKIPS = {"device cuda": no_cuda, "parallel ddp_gpu": no_cuda, "device mps": no_m
 #: one case per kind of mistake runs in the default suite (each case starts a real console script, a few seconds
 #: on the 2-core CI); the rest run with -m slow, and the rules behind them are unit-tested below
 FAST = {
+    "unquoted path",
     "block not a number",
     "seed not an integer",
     "device cuda",

@@ -87,6 +87,9 @@ def test_smoke_training_exports_a_model_that_reloads_identically(tmp_path):
     with torch.no_grad():
         assert torch.equal(loaded(x), trained(x))
     assert "PSNR" in report(summary)
+    # the command that maps the model, its path quoted (run folder names hold '=' and ','), with the task
+    line = next(ln for ln in report(summary).splitlines() if "map it:" in ln)
+    assert f"cem-lab model=file \"model.path='{out / 'model.safetensors'}'\" task=sr task.scale=2" in line, line
 
 
 def test_resume_continues_from_the_checkpoint_and_matches_an_uninterrupted_run(tmp_path):
