@@ -66,7 +66,13 @@ _CHECKS: dict[str, tuple[Any, str]] = {
         lambda v: isinstance(v, Intervention) or v in ("lv", *BaselineIntervention.KINDS),
         f"one of {['lv', *BaselineIntervention.KINDS]} or an Intervention",
     ),
-    "sampler": (lambda v: isinstance(v, PatchSampler) or v in SAMPLERS, f"one of {list(SAMPLERS)} or a PatchSampler"),
+    "sampler": (
+        # a name as make_sampler reads it (any case, '-' for '_'), or a sampler object
+        lambda v: (
+            isinstance(v, PatchSampler) or (isinstance(v, str) and v.strip().lower().replace("-", "_") in SAMPLERS)
+        ),
+        f"one of {list(SAMPLERS)} or a PatchSampler",
+    ),
     "crop_border": (lambda v: _int(v) and v >= 0, "an integer >= 0"),
     "test_y_channel": (lambda v: isinstance(v, bool), "true or false"),
     "seed": (lambda v: _int(v), "an integer"),
