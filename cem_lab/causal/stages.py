@@ -103,6 +103,8 @@ def run_stages(
             return
         t_save = time.perf_counter()
         job.checkpoints += 1
+        # with several processes the saved passes are rank 0's (a collective here would stall the others);
+        # the summary at the end sums every process's
         save_state(path, fp, done_stages, stage, done_items, filled, stats, cost=run_cost())
         job.timings["checkpoint_s"] += time.perf_counter() - t_save
 

@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
@@ -21,7 +20,6 @@ from omegaconf import DictConfig, OmegaConf
 from cem_lab.bookkeeping.clean_errors import one_line, unwrap_user_error
 from cem_lab.causal.roi_placement import place_roi
 from cem_lab.causal.settings import DEFAULT_CHECKPOINT_S, check_checkpoint_cadence
-from cem_lab.compose.devices import check_device
 from cem_lab.errors import InputError
 from cem_lab.images import load_image
 from cem_lab.io import file_sha256
@@ -140,12 +138,6 @@ def build_task(node: DictConfig) -> Task:
 def build_patch_bank(cfg: DictConfig):
     """The patch bank of a `patches` config (conf/patches/)."""
     return instantiate_checked(cfg)
-
-
-def resolve_device(name: Any) -> torch.device:
-    """``device``: as named, or for null / ``auto`` cuda when available, else cpu; a name that is not a
-    device, or a device this machine lacks, is refused with what it has (:func:`~cem_lab.compose.devices.check_device`)."""
-    return check_device(name)
 
 
 def checkpoint_cadence(cfg: DictConfig) -> tuple[float | None, int | None]:

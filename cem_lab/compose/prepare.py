@@ -30,10 +30,9 @@ from cem_lab.compose.build import (
     check_model_task,
     checkpoint_cadence,
     crop_input,
-    resolve_device,
     resolve_roi,
 )
-from cem_lab.compose.devices import check_accelerator
+from cem_lab.compose.devices import check_accelerator, check_device
 from cem_lab.models.embedded import embedded_demo_image
 from cem_lab.parallel.fabric import compute_cem_distributed
 
@@ -99,7 +98,7 @@ def checked_values(cfg: DictConfig) -> dict:
     return values
 
 
-def map_settings(cfg: DictConfig) -> CEMSettings:
+def map_settings(cfg: DictConfig, values: dict | None = None) -> CEMSettings:
     """The map's :class:`~cem_lab.causal.settings.CEMSettings` from a `cem-lab` config: the ``cem`` group
     (estimator, block, counts, intervention, sampler) and the run-level keys that change the map. A key
     the settings do not know (``+cem.fien=5``) is refused, never ignored; a value of the wrong type or
@@ -107,8 +106,10 @@ def map_settings(cfg: DictConfig) -> CEMSettings:
 
     ``cem.estimator``, ``cem.sampler`` and ``cem.intervention`` are ``_target_`` nodes (conf/cem/,
     conf/sampler/, conf/intervention/; a user's own class is added the same way) and are built here;
-    a built-in's short name (``cem.intervention=zeros``) is still accepted."""
-    values = checked_values(cfg)  # the plain values first: a bad `cem.fine` is named as itself
+    a built-in's short name (``cem.intervention=zeros``) is still accepted. ``values``: the
+    :func:`checked_values` of ``cfg`` when the caller has them already."""
+    # the plain values first: a bad `cem.fine` is named as itself
+    values = dict(values) if values is not None else checked_values(cfg)
     values.update({key: build_node(cfg.cem[key], f"cem.{key}") for key in OBJECT_KEYS if key in cfg.cem})
     return CEMSettings.from_mapping(values)
 
@@ -116,8 +117,8 @@ def map_settings(cfg: DictConfig) -> CEMSettings:
 def prepare_kwargs(cfg: DictConfig, output_dir: Path):
     """The model, image, task and :func:`~cem_lab.causal.run.prepare_cem` keywords of ``cfg``,
     and the run keywords (output folder, figures, progress, checkpoint cadence)."""
-    checked_values(cfg)  # a plain value (seed=x, cem.block=-1) is refused before anything is built
-    device = resolve_device(cfg.device)
+    values = checked_values(cfg)  # a plain value (seed=x, cem.block=-1) is refused before anything is built
+    device = check_device(cfg.device)
     task = build_task(cfg.task)
     torch.manual_seed(cfg.seed)  # models without a checkpoint get a reproducible initialisation
     check_model_task(cfg.model, task)
@@ -127,7 +128,7 @@ def prepare_kwargs(cfg: DictConfig, output_dir: Path):
     image, name = crop_input(cfg, image, name)
     roi, placement = resolve_roi(cfg, image, task)
     model = build_model(cfg.model).to(device)
-    settings = map_settings(cfg)
+    settings = map_settings(cfg, values)
     # an intervention built from its node holds its own bank; the short name "lv" draws from `patches`
     bank = (
         build_patch_bank(cfg.patches)
