@@ -65,3 +65,47 @@ def test_ctrl_c_during_a_map_is_one_line_and_the_rerun_resumes_to_the_same_map(t
     assert sorted(done.files) == sorted(want.files)
     for key in want.files:
         assert np.array_equal(done[key], want[key]), key
+
+
+def _console_script(program: str) -> Path:
+    return Path(sys.executable).parent / program
+
+
+def test_every_console_script_points_at_the_guarded_launcher():
+    import tomllib
+
+    from cem_lab.cli.launch import PROGRAMS
+
+    scripts = tomllib.loads((Path(__file__).parents[2] / "pyproject.toml").read_text())["project"]["scripts"]
+    assert set(scripts) == set(PROGRAMS)
+    for program, target in scripts.items():
+        assert target == f"cem_lab.cli.launch:{program.replace('-', '_')}", (program, target)
+
+
+def test_ctrl_c_while_a_console_script_imports_is_one_line(tmp_path):
+    """Ctrl-C in a program's first second (torch, Hydra and Lightning still importing): one line, status 130,
+    nothing written; every console script."""
+    from cem_lab.cli.launch import PROGRAMS
+
+    missing = [p for p in PROGRAMS if not _console_script(p).is_file()]
+    if missing:
+        import pytest
+
+        pytest.skip(f"console scripts not installed beside {sys.executable}: {missing} (pip install -e .)")
+    procs = {}
+    for program in PROGRAMS:
+        cwd = tmp_path / program
+        cwd.mkdir()
+        args = {"cem-report": ["runs"], "cem-zoo": ["list"], "cem-pretrained": ["list"]}.get(program, [])
+        procs[program] = subprocess.Popen(
+            [str(_console_script(program)), *args], cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+    time.sleep(0.3)  # the interpreter is up, the program's imports are not done (they take seconds)
+    for proc in procs.values():
+        proc.send_signal(signal.SIGINT)
+    for program, proc in procs.items():
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode == 130, (program, proc.returncode, err[-3000:])
+        assert err.count("\n") == 1 and "Traceback" not in err, (program, err[-3000:])
+        assert err.startswith(f"{program}: interrupted"), (program, err)
+        assert not any((tmp_path / program).iterdir()), (program, list((tmp_path / program).iterdir()))

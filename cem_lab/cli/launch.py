@@ -1,0 +1,70 @@
+"""The console scripts' first step: import a program, then run it, with Ctrl-C answered in one line from the
+first moment.
+
+A program's module imports torch, Hydra and Lightning (one to three seconds) before its ``main`` can catch
+anything, so a Ctrl-C in those seconds used to end in a ``KeyboardInterrupt`` traceback. The console scripts
+of ``pyproject.toml`` point here instead: this module imports nothing heavy (``cem_lab``'s own top is lazy),
+imports the program inside a guard, and hands over to its ``main``, whose
+:func:`~cem_lab.bookkeeping.clean_errors.run_cli` answers Ctrl-C and user errors from then on.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from typing import Any
+
+#: the exit status of a program that Ctrl-C ended (128 + SIGINT); the same as clean_errors.INTERRUPTED_STATUS,
+#: not imported from there because that module imports Hydra
+INTERRUPTED_STATUS = 130
+
+#: console script -> the module whose ``main`` runs it
+PROGRAMS = {
+    "cem-lab": "cem_lab.cli.cem",
+    "cem-train": "cem_lab.cli.train",
+    "cem-zoo": "cem_lab.cli.zoo",
+    "cem-report": "cem_lab.cli.report",
+    "cem-attribution": "cem_lab.cli.attribution",
+    "cem-pretrained": "cem_lab.cli.pretrained",
+}
+
+
+def start(program: str) -> Any:
+    """Import ``program``'s module and run its ``main``; a Ctrl-C while it imports ends in one line (status 130),
+    before anything is written."""
+    try:
+        main = importlib.import_module(PROGRAMS[program]).main
+    except KeyboardInterrupt:
+        print(f"{program}: interrupted while starting; nothing was written", file=sys.stderr, flush=True)
+        raise SystemExit(INTERRUPTED_STATUS) from None
+    return main()
+
+
+def cem_lab() -> Any:
+    """``cem-lab``."""
+    return start("cem-lab")
+
+
+def cem_train() -> Any:
+    """``cem-train``."""
+    return start("cem-train")
+
+
+def cem_zoo() -> Any:
+    """``cem-zoo``."""
+    return start("cem-zoo")
+
+
+def cem_report() -> Any:
+    """``cem-report``."""
+    return start("cem-report")
+
+
+def cem_attribution() -> Any:
+    """``cem-attribution``."""
+    return start("cem-attribution")
+
+
+def cem_pretrained() -> Any:
+    """``cem-pretrained``."""
+    return start("cem-pretrained")
