@@ -19,7 +19,8 @@ launcher applies to every job's config, in whatever process or machine the job r
 Bookkeeping: the task function returns an outcome (``done``, ``resumed``, ``skipped``: already
 finished, or ``failed``); ``on_job_end`` stores it as ``<sweep dir>/.sweep/jobs/<job num>.json``
 (one file per job, so jobs in other processes or on other nodes of a shared file system never write
-the same file) and prints ``job i/N ... (done d, failed f, remaining r)``; ``on_multirun_end``
+the same file) and prints ``job i/N ... (done d, failed f, remaining r, about T left ...)``, T from the
+wall time per job that did work (skipped jobs do not count); ``on_multirun_end``
 prints the summary, writes ``<sweep dir>/sweep_summary.json`` and exits with status 1 when a job
 failed; a failed job also leaves ``error.txt`` in its own folder (:func:`record_error`). N is
 counted from the overrides the way Hydra's basic sweeper expands them (the product of the comma
@@ -127,13 +128,30 @@ def record_error(folder: Path, err: BaseException, user_error: bool) -> str:
 
 
 def _progress(config: DictConfig, num: int, what: str) -> str:
-    n = _total(config)
+    state = _read_json(_state_dir(config) / "sweep.json") or {}
+    n = state.get("jobs")
     c = _counts(_records(config))
     finished = c["done"] + c["resumed"] + c["skipped"]
     text = f"job {num + 1}/{n if n is not None else '?'} {what} (done {finished}, failed {c['failed']}"
     if n is not None:
-        text += f", remaining {max(0, n - finished - c['failed'])}"
+        remaining = max(0, n - finished - c["failed"])
+        text += f", remaining {remaining}"
+        worked = c["done"] + c["resumed"] + c["failed"]  # skipped jobs (finished before) cost nothing: not a rate
+        started = state.get("started_s")
+        if remaining and worked and isinstance(started, (int, float)):
+            left = (time.time() - started) / worked * remaining
+            text += f", about {_duration(left)} left at this sweep's pace"
     return text + ")"
+
+
+def _duration(seconds: float) -> str:
+    """``42s``, ``7m05s``, ``2h03m``."""
+    s = int(round(seconds))
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    return f"{s // 3600}h{s % 3600 // 60:02d}m"
 
 
 def _is_multirun(config: DictConfig) -> bool:
@@ -179,6 +197,7 @@ class SweepProgress(Callback):
                 "jobs": n,
                 "overrides": list(config.hydra.overrides.task),
                 "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                "started_s": time.time(),  # the sweep's pace (the jobs' ETA) is measured from here
             },
         )
         print(

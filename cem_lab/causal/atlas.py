@@ -240,6 +240,22 @@ class AtlasJob:
         union = np.unique(np.concatenate(pairs), axis=0) if pairs else np.zeros((0, 2), dtype=int)
         return items, union
 
+    def _most_items_after(self, stages: list[Stage | None]) -> int | None:
+        """At most how many full-image passes the steps after this one can ask for (None: an estimator does not
+        say): per block, the largest of the ROIs' bounds, as every ROI draws a block's samples from the same
+        sample indices."""
+        n = len(self.jobs[0].grid)
+        per_block = np.zeros(n, dtype=np.int64)
+        for job, stage in zip(self.jobs, stages):
+            if stage is None:
+                continue
+            for b in np.flatnonzero(job.selected).tolist():
+                bound = job.estimator.most_items_after(stage, np.array([b]), n)
+                if bound is None:
+                    return None
+                per_block[b] = max(per_block[b], bound)
+        return int(per_block.sum())
+
     def _metrics(self, blocks: np.ndarray, samples: np.ndarray) -> np.ndarray:
         """(items, ROIs) metric values of full-image interventions."""
         j0 = self.jobs[0]
@@ -323,11 +339,22 @@ class AtlasJob:
                 disable=not progress,
                 dynamic_ncols=True,
             )
-            last = time.perf_counter()
+            later = self._most_items_after(stages)
+            log.info(
+                "atlas step %d: %d full-image passes%s",
+                step + 1,
+                len(union) - done_units,
+                "" if later is None else f", then at most {later} in later steps" if later else " (the last step)",
+            )
+            last = t_step = time.perf_counter()
+            step_start = done_units
             try:
                 while done_units < len(union):
                     end = min(done_units + batch, len(union))
                     values[done_units:end] = self._metrics(union[done_units:end, 0], union[done_units:end, 1])
+                    rate = (end - step_start) / max(time.perf_counter() - t_step, 1e-9)
+                    if later:  # the bar's ETA is this step's; the whole atlas's, at most, beside it
+                        bar.set_postfix_str(f"run <= {tqdm.format_interval((len(union) - end + later) / rate)} left")
                     bar.update(end - done_units)
                     done_units = end
                     if checkpoint_every is not None and time.perf_counter() - last >= checkpoint_every:

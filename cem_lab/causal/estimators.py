@@ -138,6 +138,12 @@ class Estimator(ABC):
     def next_stage(self, done: list[Stage], stats: dict[str, BlockStats], baseline: float) -> Stage | None:
         """The stage after ``done``, from their statistics (by stage name) and M0; None when the plan is complete."""
 
+    def most_items_after(self, current: Stage, blocks: np.ndarray, n_blocks: int) -> int | None:
+        """At most how many items the stages after ``current`` can ask for, when only ``blocks`` (flat indices of
+        the ``n_blocks``) are computed: the run's remaining work for its overall ETA. None: no bound known (the
+        default, for an estimator that does not say)."""
+        return None
+
     @abstractmethod
     def estimate(self, stats: dict[str, BlockStats], baseline: float) -> Estimate:
         """The per-block CE from the finished stages' statistics (by stage name) and M0."""
@@ -164,6 +170,10 @@ class ExhaustiveEstimator(Estimator):
     def next_stage(self, done, stats, baseline):
         """None: one stage is all."""
         return None
+
+    def most_items_after(self, current, blocks, n_blocks):
+        """0: one stage is all."""
+        return 0
 
     def estimate(self, stats, baseline):
         """CE = M0 - mean of the single stage; no block declared zero."""
@@ -207,6 +217,10 @@ class CoarseToFineEstimator(Estimator):
         if len(done) == 1:
             return Stage("fine", np.flatnonzero(self.screened(stats["coarse"])), self.fine, self.coarse)
         return None
+
+    def most_items_after(self, current, blocks, n_blocks):
+        """During the coarse stage: ``fine`` draws for every block (all may be screened); then 0."""
+        return len(blocks) * self.fine if current.name == "coarse" else 0
 
     def estimate(self, stats, baseline):
         """CE from the fine draws for screened blocks, 0 (decided zero) for the others."""
@@ -410,6 +424,17 @@ class AdaptiveEstimator(Estimator):
             return None
         before = self.totals[len(rounds) - 1] if rounds else 0
         return Stage(f"fine{len(rounds) + 1}", blocks, self.totals[len(rounds)] - before, self.coarse + before)
+
+    def most_items_after(self, current, blocks, n_blocks):
+        """The ROI's reference stage (when due) and every round up to ``max_samples`` for each block that draws in
+        rounds."""
+        blocks = np.asarray(blocks, dtype=np.int64)
+        roi = int(self._roi(n_blocks)[blocks].sum())
+        rounds = len(blocks) - (roi if self.roi_blocks != "settle" else 0)
+        if current.name == "coarse":
+            return (roi * self.fine if self.roi_blocks == "reference" else 0) + rounds * self.totals[-1]
+        done = int(current.name[4:]) if current.name.startswith("fine") else 0
+        return rounds * (self.totals[-1] - (self.totals[done - 1] if done else 0))
 
     def estimate(self, stats, baseline):
         """CE from the pooled fine rounds (ROI blocks per ``roi_blocks``); 0 (decided zero) outside the screened set."""

@@ -108,6 +108,7 @@ def run_stages(
         save_state(path, fp, done_stages, stage, done_items, filled, stats, cost=run_cost())
         job.timings["checkpoint_s"] += time.perf_counter() - t_save
 
+    computed = np.flatnonzero(job.selected & job.active)  # the blocks that cost work: the run's overall ETA
     in_update = False
     try:
         while stage is not None:
@@ -128,9 +129,10 @@ def run_stages(
                 save()
             sub = Stage(stage.name, act, stage.samples, stage.first_sample)
             total = sub.n_items
+            later = job.estimator.most_items_after(stage, computed, n)
             if main and total > done_items:
-                _log_stage_plan(stage.name, total - done_items, rate)
-            t_stage, passes_before = time.perf_counter(), job.forward_passes
+                _log_stage_plan(stage.name, total - done_items, rate, later)
+            t_stage, passes_before, items_before = time.perf_counter(), job.forward_passes, done_items
             bar = tqdm(
                 total=total,
                 initial=done_items,
@@ -151,6 +153,11 @@ def run_stages(
                     in_update = True
                     for (blocks, _), v in zip(units, values):
                         st.update(blocks, v, job.baseline)
+                    if later:  # the bar's own ETA is the stage's; the run's is this stage's rest and later ones
+                        bar.set_postfix_str(
+                            _run_eta(total - end + later, (end - items_before) / (time.perf_counter() - t_stage)),
+                            refresh=False,
+                        )
                     bar.update(end - done_items)
                     items_since_save += end - done_items
                     done_items = end
@@ -183,10 +190,19 @@ def run_stages(
     return job._result(stats, fp)
 
 
-def _log_stage_plan(name: str, items: int, rate: float | None) -> None:
-    """One line as a stage starts: its passes and, from the last stage's rate, how long it should take (the
-    run's remaining time when it is the last stage)."""
-    if rate:
-        log.info("stage %s: %d passes, about %.0f s at %.1f passes/s", name, items, items / rate, rate)
+def _run_eta(items_left: int, rate: float) -> str:
+    """The bar's note of the whole run's time left, at most (later stages at their largest), at ``rate`` items/s."""
+    return f"run <= {tqdm.format_interval(items_left / rate)} left" if rate > 0 else ""
+
+
+def _log_stage_plan(name: str, items: int, rate: float | None, later: int | None) -> None:
+    """One line as a stage starts: its passes; from the last stage's rate, how long it should take; and what the
+    stages after it can add at most (the bar then shows the whole run's time left at most)."""
+    timing = f", about {items / rate:.0f} s at {rate:.1f} passes/s" if rate else ""
+    if later is None:
+        after = ""
+    elif later == 0:
+        after = " (the last stage)"
     else:
-        log.info("stage %s: %d passes", name, items)
+        after = f", then at most {later} in later stages (the bar shows the run's time left at most)"
+    log.info("stage %s: %d passes%s%s", name, items, timing, after)

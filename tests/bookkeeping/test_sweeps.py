@@ -217,6 +217,7 @@ def test_multirun_writes_one_folder_per_job(clean_sweep, workdir):
     s = _summary(folder)
     assert (s["jobs"], s["done"], s["skipped"], s["failed"]) == (4, 4, 0, 0)
     assert "job 4/4" in p.stdout + p.stderr and "remaining 0" in p.stdout + p.stderr
+    assert "remaining 1, about " in p.stdout + p.stderr and " left at this sweep's pace" in p.stdout + p.stderr
     assert any(np.abs(_arrays(j / "cem.npz")["effect_raw"]).max() > 0 for j in jobs)  # not a trivial map
 
 

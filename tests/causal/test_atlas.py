@@ -177,3 +177,37 @@ def test_cli_roi_grid_writes_one_atlas_folder_and_reuses_it(tmp_path, image64):
     )
     assert bad.returncode == 2 and "are the same" in bad.stderr
     assert not (tmp_path / "bad").exists()
+
+
+@pytest.mark.parametrize("estimator", ["coarse_to_fine", "adaptive"])
+def test_the_atlas_shows_the_whole_runs_time_left_and_its_bound_holds(image64, small_bank, estimator, caplog, capsys):
+    import logging
+    import re
+
+    opts = {"round_size": 4, "max_samples": 16} if estimator == "adaptive" else None
+    with caplog.at_level(logging.INFO, logger="cem_lab"):
+        compute_atlas(
+            ConvStack(depth=4),
+            image64,
+            "dn",
+            [[8, 8, 16], [16, 16, 16], [40, 24, 24]],
+            patch_bank=small_bank,
+            estimator=estimator,
+            estimator_options=opts,
+            progress=True,
+            **KW,
+        )
+    steps = [
+        m
+        for m in (
+            re.match(r"atlas step \d+: (\d+) full-image passes(?:, then at most (\d+))?", r.getMessage())
+            for r in caplog.records
+        )
+        if m
+    ]
+    passes = [int(m[1]) for m in steps]
+    bounds = [int(m[2] or 0) for m in steps]
+    assert len(steps) >= 2 and bounds[0] > 0, [r.getMessage() for r in caplog.records]
+    for i, bound in enumerate(bounds):
+        assert sum(passes[i + 1 :]) <= bound, (passes, bounds)
+    assert "run <= " in capsys.readouterr().err
