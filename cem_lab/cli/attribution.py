@@ -51,7 +51,7 @@ from cem_lab.bookkeeping.run_folder import accept_run_folder, buffered_log, clos
 from cem_lab.compose.attribution import prepare_attribution
 from cem_lab.compose.devices import device_lease
 from cem_lab.compose.overrides import check_command_line
-from cem_lab.compose.resolvers import register_resolvers
+from cem_lab.compose.resolvers import defaults_in_help, register_resolvers
 from cem_lab.folder_lock import hold_run_folder
 
 register_resolvers()  # before Hydra composes the config (the run folder's name)
@@ -167,7 +167,7 @@ def _main(cfg: DictConfig) -> Any:
 
 def main() -> None:
     """The console script ``cem-attribution``."""
-    run_cli(_main, PROGRAM, resumes=True)
+    run_cli(defaults_in_help(_main), PROGRAM, resumes=True)
 
 
 if __name__ == "__main__":

@@ -39,7 +39,7 @@ from cem_lab.compose.atlas import execute_atlas, is_atlas
 from cem_lab.compose.devices import device_lease
 from cem_lab.compose.overrides import check_command_line
 from cem_lab.compose.prepare import compute, launch_rank, prepare
-from cem_lab.compose.resolvers import register_resolvers
+from cem_lab.compose.resolvers import defaults_in_help, register_resolvers
 from cem_lab.folder_lock import FolderBusyError, hold_run_folder
 from cem_lab.run_format import DONE_FILE
 
@@ -201,7 +201,7 @@ def _main(cfg: DictConfig) -> Any:
 
 def main() -> None:
     """The console script ``cem-lab``."""
-    run_cli(_main, PROGRAM, resumes=True)
+    run_cli(defaults_in_help(_main), PROGRAM, resumes=True)
 
 
 if __name__ == "__main__":

@@ -10,6 +10,11 @@ module).
 
 from __future__ import annotations
 
+import io
+import re
+import sys
+from collections.abc import Callable
+from contextlib import redirect_stdout
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +66,37 @@ def setting_default(name: str) -> Any:
     if str(name) == "checkpoint_every_s":  # the run's checkpoint cadence, not a setting of the map
         return DEFAULT_CHECKPOINT_S
     return CEMSettings.default(str(name))
+
+
+_DEFAULT_REF = re.compile(r"\$\{cem_default:([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def show_defaults(text: str) -> str:
+    """``text`` (a config as ``--help`` prints it, unresolved) with every ``${cem_default:KEY}`` replaced by the
+    value it stands for, so that the help shows ``block: 8`` rather than the reference to where 8 is written."""
+
+    def value(match: re.Match) -> str:
+        v = setting_default(match[1])
+        return "null" if v is None else str(v).lower() if isinstance(v, bool) else str(v)
+
+    return _DEFAULT_REF.sub(value, text)
+
+
+def defaults_in_help(body: Callable[[], Any]) -> Callable[[], Any]:
+    """``body`` (a Hydra main) whose ``--help`` output shows the defaults' values (:func:`show_defaults`)."""
+
+    def run() -> Any:
+        if not {"--help", "-h"} & set(sys.argv[1:]):
+            return body()
+        out = io.StringIO()
+        try:
+            with redirect_stdout(out):
+                return body()
+        finally:
+            sys.stdout.write(show_defaults(out.getvalue()))
+            sys.stdout.flush()
+
+    return run
 
 
 def zoo_models(study: str, suffix: str = "") -> str:

@@ -102,6 +102,14 @@ def test_help_says_that_the_block_and_the_roi_are_in_output_pixels(tmp_path):
     assert "roi=[top,left,size] the region of interest, in output pixels" in flat
     assert "run_name=NAME names it runs/cem/NAME instead" in flat
     assert "== Configuration groups ==" in flat and "cem: adaptive, coarse_to_fine, exhaustive" in flat
+    # the config shows the defaults' values, not the references to where they are written
+    assert "${cem_default" not in p.stdout, [ln for ln in p.stdout.splitlines() if "cem_default" in ln]
+    from cem_lab.causal.settings import CEMSettings
+
+    assert (
+        f"  block: {CEMSettings.default('block')}\n" in p.stdout
+        and f"  tol: {CEMSettings.default('tol')}\n" in p.stdout
+    )
     assert not list(tmp_path.iterdir())  # help writes nothing
 
 
