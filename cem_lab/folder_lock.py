@@ -72,6 +72,9 @@ class FolderLock:
 
 
 _held: dict[str, FolderLock] = {}
+#: folders that :func:`check_writable` found missing (the topmost of a run folder's new ancestors, e.g. runs/ of
+#: a fresh clone): a refused run removes them again when they are left empty, so that it leaves nothing behind
+_fresh: set[Path] = set()
 _held_guard = threading.Lock()
 
 
@@ -230,12 +233,29 @@ def _release(lock: FolderLock, discard: bool) -> None:
                 lock.folder.rmdir()
             except OSError:
                 pass
+            else:
+                _remove_fresh_parents(lock.folder)
         else:
             _write_holder(fd, None)  # a clean release: an empty lock file names no holder
         fcntl.flock(fd, fcntl.LOCK_UN)
     finally:
         os.close(fd)
         lock._fd = None
+
+
+def _remove_fresh_parents(folder: Path) -> None:
+    """Remove the empty parents of ``folder`` up to the new ancestor that :func:`check_writable` saw missing."""
+    folder = Path(os.path.abspath(folder))
+    for root in [r for r in _fresh if r in folder.parents]:
+        parent = folder.parent
+        while True:
+            try:
+                parent.rmdir()  # only an empty folder goes
+            except OSError:
+                break
+            if parent == root:
+                break
+            parent = parent.parent
 
 
 @contextmanager
@@ -337,11 +357,13 @@ def check_writable(folder: str | Path) -> None:
     """Refuse (:class:`FolderLockError`) a folder that cannot be created or written, before anything
     starts: the folder itself if it exists, else its nearest existing parent. Writes nothing."""
     folder = Path(os.path.abspath(folder))
-    probe = folder
+    probe, missing = folder, None
     while not probe.exists():
         if probe.parent == probe:
             break
-        probe = probe.parent
+        probe, missing = probe.parent, probe
+    if missing is not None:
+        _fresh.add(missing)
     fix = "choose a folder you can write (hydra.run.dir=... for a run, hydra.sweep.dir=... for a sweep)"
     if not probe.is_dir():
         raise FolderLockError(f"cannot create the output folder {folder}: {probe} is a file, not a folder; {fix}")

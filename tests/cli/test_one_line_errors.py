@@ -44,6 +44,7 @@ def _no_run_left(cwd: Path) -> None:
     runs = cwd / "runs"
     left = [f for f in runs.rglob("*") if f.is_file()] if runs.exists() else []
     assert not left, left
+    assert not runs.exists(), sorted(runs.rglob("*"))  # not even the empty folders a fresh clone did not have
 
 
 # --- cem-lab: every mistake of the issue, each through the console script --------------------------------
