@@ -23,6 +23,8 @@ from cem_lab.causal.settings import DEFAULT_CHECKPOINT_S, check_checkpoint_caden
 from cem_lab.errors import InputError
 from cem_lab.images import load_image
 from cem_lab.io import file_sha256
+from cem_lab.models.authors.catalogue import AuthorsModelError
+from cem_lab.models.authors.catalogue import entry as authors_entry
 from cem_lab.models.checkpoint import CheckpointError, load_model, load_weights
 from cem_lab.models.pretrained import catalogue_ids
 from cem_lab.models.zoo import ZooError, read_zoo_entry
@@ -150,8 +152,12 @@ def checkpoint_cadence(cfg: DictConfig) -> tuple[float | None, int | None]:
 
 
 def check_model_task(model_cfg: DictConfig, task) -> None:
-    """A zoo model asked for a task it was not trained for is refused before anything is built (a study's
-    list of models run on one task must not silently hold a denoiser among super-resolvers)."""
+    """A zoo model (or a network of the paper's zoo) asked for a task it was not trained for is refused before
+    anything is built (a study's list of models run on one task must not silently hold a denoiser among
+    super-resolvers)."""
+    if "models.authors" in str(OmegaConf.select(model_cfg, "net._target_", default="")):
+        _check_authors_task(model_cfg, task)
+        return
     if model_cfg.get("id") is None or "zoo" not in str(OmegaConf.select(model_cfg, "net._target_", default="")):
         return
     try:
@@ -164,6 +170,20 @@ def check_model_task(model_cfg: DictConfig, task) -> None:
         raise InputError(
             f"zoo model {model_cfg.id!r} was trained for {', '.join(trained)}, not {want}: pick a model "
             f"of this task (cem-zoo list), or set model.allow_other_task=true to map it off its task anyway"
+        )
+
+
+def _check_authors_task(model_cfg: DictConfig, task) -> None:
+    try:
+        e = authors_entry(str(model_cfg.get("name")))
+    except AuthorsModelError:
+        return  # the loader names the known networks
+    want = str(task.describe().get("name"))
+    if want not in e.tasks and not model_cfg.get("allow_other_task", False):
+        raise InputError(
+            f"{e.name} was trained for {e.task} (scale {e.scale}), not {want}: "
+            f"pick a network of this task (docs/authors_zoo.md), or set model.allow_other_task=true to map it "
+            f"off its task anyway"
         )
 
 

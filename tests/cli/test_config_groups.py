@@ -73,7 +73,18 @@ def files(tmp_path_factory):
     plain = root / "compact_x2.pth"  # an official architecture spandrel detects (model=auto)
     compact = importlib.import_module("spandrel.architectures.Compact.__arch.SRVGG").SRVGGNetCompact
     torch.save(compact(num_in_ch=3, num_out_ch=3, num_feat=8, num_conv=2, upscale=2).state_dict(), plain)
-    return {"image": image, "folder": folder, "bank": bank, "model_file": model_file, "plain": plain}
+    authors = root / "authors_zoo"  # the paper's zoo folder: KAIR's colour DnCNN in the authors' file name
+    authors.mkdir()
+    kair = importlib.import_module("spandrel.architectures.DnCNN.__arch.network_dncnn").DnCNN
+    torch.save(kair(in_nc=3, out_nc=3, nc=64, nb=20, act_mode="R").state_dict(), authors / "dncnn_color_blind.pth")
+    return {
+        "image": image,
+        "folder": folder,
+        "bank": bank,
+        "model_file": model_file,
+        "plain": plain,
+        "authors": authors,
+    }
 
 
 def fill(group: str, option: str, files: dict) -> list[str]:
@@ -84,6 +95,7 @@ def fill(group: str, option: str, files: dict) -> list[str]:
         ("model", "custom"): ["model.net._target_=cem_lab.models.DnCNN", "+model.net.features=4", "+model.net.depth=3"],
         ("model", "zoo"): ["model.id=edsr_d2_w8_x4", "task=sr"],
         ("model", "pretrained"): ["model.id=waifu2x-photo-x2"],
+        ("model", "authors"): [f"model.dir={files['authors']}", "model.name=DnCNN", "task=dn"],
         ("patches", "npz"): [f"patches.path={files['bank']}"],
         ("patches", "folder"): [f"patches.folder={files['folder']}"],
         ("dataset", "file"): [f"image={files['image']}"],

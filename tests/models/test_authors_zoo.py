@@ -1,0 +1,148 @@
+"""The paper's own networks (the authors' model zoo, GitHub J-FHu/CEM) load by folder and name from files in the
+authors' layout and names, with the authors' keys and shapes; every mistake is one line before any compute.
+
+No real checkpoint can be downloaded here: the files are cem_lab's implementations (or spandrel's) with seeded
+random weights, written as the authors' files are (plain state dicts, BasicSR ``params``), under their names."""
+
+from __future__ import annotations
+
+import importlib
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import assert_clean_refusal, run_console
+
+from cem_lab.models.authors import AuthorsModelError, catalogue, coverage, entry, load_authors_model
+
+FIXTURES = Path(__file__).parent / "fixtures" / "authors_keys"
+OWN = [name for name, e in catalogue().items() if e.build == "own"]
+
+
+def _fixture(name: str) -> dict:
+    return json.loads((FIXTURES / f"{entry(name).fixture}.json").read_text())
+
+
+def _build(name: str) -> torch.nn.Module:
+    e = entry(name)
+    module, _, cls = e.arch.rpartition(".")
+    return getattr(importlib.import_module(module), cls)(**e.kwargs)
+
+
+def write_authors_file(name: str, folder: Path, seed: int = 0, net: torch.nn.Module | None = None) -> Path:
+    """``name``'s checkpoint as the authors publish it: its file name, its layout, seeded random weights."""
+    e = entry(name)
+    torch.manual_seed(seed)
+    if net is None:
+        net = _build(name)
+    state = net.state_dict()
+    layout = e.layout if isinstance(e.layout, str) else e.layout[0]
+    obj = {"params": state} if layout in ("params_ema|params", "params_only", "params_or_raw") else state
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.save(obj, folder / e.file)
+    return folder / e.file
+
+
+def test_the_catalogue_covers_the_authors_model_list():
+    cat = catalogue()
+    assert len(cat) == 90  # every MODEL_LIST name of J-FHu/CEM@5fd1d9b
+    counts = coverage()
+    assert sum(counts.values()) == 90 and counts["own"] + counts["spandrel"] >= 50, counts
+    for e in cat.values():
+        assert e.file and e.scale in (1, 4) and e.task in ("sr", "dn", "dr", "mixed"), e
+        if e.build == "own":
+            assert e.arch and e.fixture and e.parameters, e.name
+        if e.build == "none":
+            assert e.why, e.name
+
+
+@pytest.mark.parametrize("name", OWN)
+def test_own_implementations_have_the_authors_keys_shapes_and_parameters(name):
+    fx = _fixture(name)
+    net = _build(name)
+    got = [[k, list(v.shape)] for k, v in net.state_dict().items()]
+    assert got == fx["state_dict"], name
+    assert sum(p.numel() for p in net.parameters()) == fx["parameters"] == entry(name).parameters
+
+
+def test_a_name_not_in_the_zoo_names_the_nearest():
+    with pytest.raises(AuthorsModelError, match="did you mean 'EDSR-64-18' or 'EDSR-64-16'"):
+        entry("EDSR-64-17")
+
+
+def test_a_missing_folder_or_file_names_the_file_and_where_it_is_published(tmp_path):
+    with pytest.raises(AuthorsModelError, match=r"model\.dir=PATH .*EDSR-64-16_15000\.pth"):
+        load_authors_model("EDSR-64-16", None)
+    with pytest.raises(AuthorsModelError, match="is not a folder"):
+        load_authors_model("EDSR-64-16", tmp_path / "nowhere")
+    with pytest.raises(AuthorsModelError, match=r"needs EDSR-64-16_15000\.pth in .*github\.com/J-FHu/CEM"):
+        load_authors_model("EDSR-64-16", tmp_path)
+
+
+def _kair_dncnn(nb: int = 20) -> torch.nn.Module:
+    kair = importlib.import_module("spandrel.architectures.DnCNN.__arch.network_dncnn").DnCNN
+    return kair(in_nc=3, out_nc=3, nc=64, nb=nb, act_mode="R")
+
+
+def test_a_spandrel_network_loads_and_a_file_of_another_depth_is_refused(tmp_path):
+    write_authors_file("DnCNN", tmp_path / "good", net=_kair_dncnn())
+    net = load_authors_model("DnCNN", tmp_path / "good")
+    assert net.model_info["parameters"] == entry("DnCNN").parameters == _fixture("DnCNN")["parameters"]
+    assert net.model_info["name"] == "DnCNN" and net.model_info["build"] == "spandrel"
+    assert net(torch.rand(1, 3, 16, 16)).shape == (1, 3, 16, 16)
+    write_authors_file("DnCNN", tmp_path / "deep", net=_kair_dncnn(nb=17))
+    with pytest.raises(AuthorsModelError, match="parameters; DnCNN has 668,227"):
+        load_authors_model("DnCNN", tmp_path / "deep")
+
+
+def test_a_scale_the_network_does_not_serve_is_refused(tmp_path):
+    write_authors_file("DnCNN", tmp_path, net=_kair_dncnn())
+    with pytest.raises(AuthorsModelError, match="scale-1 network"):
+        load_authors_model("DnCNN", tmp_path, scale=4)
+
+
+def test_cli_maps_an_authors_network_by_folder_and_name(tmp_path):
+    write_authors_file("DnCNN", tmp_path / "zoo", net=_kair_dncnn())
+    args = [
+        "model=authors",
+        "model.name=DnCNN",
+        f"model.dir={tmp_path / 'zoo'}",
+        "task=dn",
+        "dataset=standard",
+        "standard.name=monarch",
+        "image_crop=64",
+        "roi=[24,24,16]",
+        "cem.block=16",
+        "cem.coarse=2",
+        "cem.fine=4",
+        "figures=false",
+        "progress=false",
+        "run_name=authors_dncnn",
+    ]
+    p = run_console("cem", args, tmp_path)
+    assert p.returncode == 0, p.stderr[-3000:]
+    folder = tmp_path / "runs" / "cem" / "authors_dncnn"
+    summary = json.loads((folder / "summary.json").read_text())
+    model = summary["model"] if "model" in summary else summary
+    text = json.dumps(model)
+    assert '"name": "DnCNN"' in text and "dncnn_color_blind.pth" in text and '"sha256"' in text
+    effect = np.load(folder / "cem.npz")["effect_raw"]
+    assert effect.shape == (4, 4) and np.isfinite(effect).all()
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (["model.name=EDSR-64-17", "task=sr"], ["'EDSR-64-16'", "did you mean"]),
+        (["model.name=RCAN_DN", "task=sr"], ["RCAN_DN was trained for dn", "model.allow_other_task=true"]),
+        (["model.name=EDSR-64-16", "task=dn"], ["EDSR-64-16 was trained for sr"]),
+        (["model.name=EDSR-64-16", "task=sr"], ["needs EDSR-64-16_15000.pth in", "J-FHu/CEM"]),
+    ],
+    ids=["unknown name", "dn network on sr", "sr network on dn", "file missing"],
+)
+def test_cli_refuses_each_mistake_in_one_line_before_any_compute(tmp_path, args, words):
+    p = run_console("cem", ["model=authors", f"model.dir={tmp_path}", *args], tmp_path)
+    assert_clean_refusal(p, *words)
+    assert not (tmp_path / "runs").exists()
