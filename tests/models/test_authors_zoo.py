@@ -125,9 +125,9 @@ def test_cli_maps_an_authors_network_by_folder_and_name(tmp_path):
     assert p.returncode == 0, p.stderr[-3000:]
     folder = tmp_path / "runs" / "cem" / "authors_dncnn"
     summary = json.loads((folder / "summary.json").read_text())
-    model = summary["model"] if "model" in summary else summary
-    text = json.dumps(model)
-    assert '"name": "DnCNN"' in text and "dncnn_color_blind.pth" in text and '"sha256"' in text
+    info = summary["model_info"]
+    assert summary["model"] == "DnCNN" and info["name"] == "DnCNN" and info["build"] == "spandrel"
+    assert info["checkpoint"].endswith("dncnn_color_blind.pth") and len(info["sha256"]) == 64
     effect = np.load(folder / "cem.npz")["effect_raw"]
     assert effect.shape == (4, 4) and np.isfinite(effect).all()
 
@@ -146,3 +146,95 @@ def test_cli_refuses_each_mistake_in_one_line_before_any_compute(tmp_path, args,
     p = run_console("cem", ["model=authors", f"model.dir={tmp_path}", *args], tmp_path)
     assert_clean_refusal(p, *words)
     assert not (tmp_path / "runs").exists()
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny inputs through big networks: one thread, no spinning against other workers
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("name", OWN)
+def test_every_own_network_loads_from_its_authors_file_by_folder_and_name(name, tmp_path, one_thread):
+    write_authors_file(name, tmp_path)
+    net = load_authors_model(name, tmp_path)
+    e = entry(name)
+    assert net.model_info["name"] == name and net.model_info["parameters"] == e.parameters
+    assert net.model_info["layout"] == ("plain" if e.layout == "plain" else "params")
+    assert net.scale == e.scale
+
+
+def test_a_checkpoint_of_another_width_is_refused_with_its_shapes(tmp_path):
+    e = entry("EDSR-64-16")
+    write_authors_file("EDSR-32-16", tmp_path)
+    (tmp_path / entry("EDSR-32-16").file).rename(tmp_path / e.file)
+    with pytest.raises(AuthorsModelError, match=r"tensors of other shapes \(.*: \[32, .*\] in the file, \[64, "):
+        load_authors_model("EDSR-64-16", tmp_path)
+
+
+def test_a_multi_task_network_on_sr_takes_the_bicubic_upsampled_lr_image(tmp_path, one_thread):
+    write_authors_file("SRResNet_mix", tmp_path)
+    net = load_authors_model("SRResNet_mix", tmp_path, scale=4)
+    x = torch.rand(1, 3, 8, 8)
+    with torch.no_grad():
+        y = net(x)
+        direct = net.net(torch.nn.functional.interpolate(x, size=(32, 32), mode="bicubic", align_corners=False))
+    assert net.scale == 4 and y.shape == (1, 3, 32, 32) and torch.equal(y, direct)
+    assert "bicubic-upsampled x4" in net.model_info["sr_input"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("name", "task"),
+    [
+        ("SRCNN", ["task=sr", "task.scale=4"]),
+        ("FSRCNN-48-6", ["task=sr", "task.scale=4"]),
+        ("EDSR-32-16", ["task=sr", "task.scale=4"]),
+        ("RCAN_pooling4", ["task=sr", "task.scale=4"]),
+        ("RCAN_DN", ["task=dn"]),
+        ("SRResNet_DR", ["task=dr"]),
+        ("SRResNet_mix", ["task=sr", "task.scale=4"]),
+    ],
+)
+def test_cli_maps_the_papers_networks(name, task, tmp_path):
+    write_authors_file(name, tmp_path / "zoo")
+    args = ["model=authors", f"model.name={name}", f"model.dir={tmp_path / 'zoo'}", *task, "dataset=standard"]
+    args += ["standard.name=monarch", "image_crop=64", "roi=[24,24,16]", "cem.block=16", "cem.coarse=2"]
+    args += ["cem.fine=3", "figures=false", "progress=false", "run_name=m"]
+    p = run_console("cem", args, tmp_path, OMP_NUM_THREADS="1")
+    assert p.returncode == 0, p.stderr[-3000:]
+    summary = json.loads((tmp_path / "runs" / "cem" / "m" / "summary.json").read_text())
+    assert summary["model_info"]["name"] == name and summary["model_info"]["parameters"] == entry(name).parameters
+    assert np.isfinite(np.load(tmp_path / "runs" / "cem" / "m" / "cem.npz")["effect_raw"]).all()
+
+
+def test_the_coverage_table_is_the_catalogues():
+    from cem_lab.models.authors.coverage import coverage_markdown
+
+    doc = Path(__file__).parents[2] / "docs" / "authors_zoo.md"
+    assert doc.read_text() == coverage_markdown(), "regenerate: python -m cem_lab.models.authors.coverage > " + str(doc)
+
+
+SPANDREL = [n for n, e in catalogue().items() if e.build == "spandrel" and e.fixture and n != "DnCNN"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", SPANDREL)
+def test_spandrel_networks_load_from_a_file_of_the_authors_keys_and_shapes(name, tmp_path, one_thread):
+    """A file with exactly the authors' keys and shapes (seeded random values; integer index buffers kept in
+    range) loads through spandrel with the architecture, scale and parameter count of its name."""
+    fx = _fixture(name)
+    gen = torch.Generator().manual_seed(0)
+    state = {}
+    for key, shape in fx["state_dict"]:
+        if key.endswith("relative_position_index"):
+            state[key] = torch.zeros(shape, dtype=torch.long)
+        else:
+            state[key] = torch.randn(shape, generator=gen) * 0.02
+    e = entry(name)
+    layout = e.layout if isinstance(e.layout, str) else e.layout[0]
+    torch.save({"params": state} if layout != "plain" else state, tmp_path / e.file)
+    net = load_authors_model(name, tmp_path)
+    assert net.model_info["parameters"] == e.parameters and net.model_info["build"] == "spandrel"

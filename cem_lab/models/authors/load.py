@@ -91,7 +91,7 @@ class AuthorsNetwork(nn.Module):
         self.net = net
         self.pre_upsample = int(pre_upsample)
         self.scale = int(scale) * self.pre_upsample
-        self.crop_multiple = max(1, int(getattr(net, "size_multiple", 1)))
+        self.crop_multiple = max(1, int(getattr(net, "crop_multiple", getattr(net, "size_multiple", 1))))
         self.model_info = record
         self.name = record["name"]
 
@@ -197,9 +197,9 @@ def load_authors_model(
         )
     if e.build == "spandrel":
         net.model_info["parameters"] = parameters
-        if pre > 1:
-            raise AuthorsModelError(f"{e.name} on SR x{want}: pre-upsampling a spandrel network is not supported yet")
-        return net.eval()
+        if pre == 1:
+            return net.eval()
+        record = net.model_info
     record["parameters"] = parameters
     if pre > 1:
         record["sr_input"] = f"the LR image bicubic-upsampled x{pre} by cem_lab (F.interpolate), as a scale-1 net"
