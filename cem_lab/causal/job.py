@@ -142,6 +142,9 @@ class CEMJob:
         self.cost: dict | None = None
         self.notes: list[str] = []
         self._full_pass_s: float | None = None  # seconds of one full-image pass (for the log's estimates)
+        #: seconds per intervention, from the last preparation pass of the interventions' shape (the first
+        #: stage's estimate, before any stage has a rate of its own)
+        self.item_s_estimate: float | None = None
         #: how the ROI was chosen when a rule chose it (summary.json's ``roi_placement``)
         self.roi_placement: dict | None = None
         partial = self.grid.partial_note()
@@ -249,13 +252,18 @@ class CEMJob:
         if self.auto_forward_batch:
             self.forward_batch = largest_forward_batch(self.model, self.base_crop, self.device)
             self.notes.append(f"forward_batch=auto: {self.forward_batch}")
+        t_item = time.perf_counter()
         if self.mode == "full" and not padded_first:  # the baseline with the interventions' forward shape
             self._full_baseline(self._forward(x))
+            self.item_s_estimate = (time.perf_counter() - t_item) / max(1, self.forward_batch)
         if self.mode == "crop":
             self.base_crop_roi = self._roi(self._forward(self.base_crop), (y0, x0))
+            self.item_s_estimate = (time.perf_counter() - t_item) / max(1, self.forward_batch)
             self.baseline = float(self.metric(self.base_crop_roi, self.ref)[0])
         else:
             self.baseline = self.baseline_full
+        if self.item_s_estimate is None and self._full_pass_s is not None:
+            self.item_s_estimate = self._full_pass_s
         active = np.zeros(len(self.grid), dtype=bool)
         active[self.grid.blocks_touching(self.crop)] = True
         self.active = active
@@ -296,6 +304,9 @@ class CEMJob:
             )
             self.notes.append(msg)
             log.info(msg)
+            return
+        if region.method == "memory_forecast":  # the probe itself would not fit in memory: full-image mode
+            self.notes.extend(region.notes)
             return
         if region.covers_input:
             msg = (

@@ -10,11 +10,18 @@ on the whole input and fall back to full-image mode.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 from torch import Tensor, nn
+
+from cem_lab.causal.memory import PeakMemory, available_bytes
+
+log = logging.getLogger("cem_lab")
+#: the share of the free memory a probe may be forecast to take before the whole input is taken instead
+MEMORY_SHARE = 0.7
 
 
 @dataclass
@@ -122,14 +129,23 @@ def dependency_region(
     was_training = model.training
     model.eval()
     grow = max(1, int(window))
+    used, pixels = None, 0  # the memory of the last window's probe, and its pixels: the next one's forecast
     try:
         while True:
             wy0, wy1 = max(0, ry0 - grow), min(h, ry1 + grow)
             wx0, wx1 = max(0, rx0 - grow), min(w, rx1 + grow)
             full = (wy0, wy1, wx0, wx1) == (0, h, 0, w)
+            need = None if used is None else used * (wy1 - wy0) * (wx1 - wx0) / pixels
+            free = available_bytes(x.device) if need is not None else None
+            if need is not None and free is not None and need > MEMORY_SHARE * free:
+                return _whole_input(
+                    h, w, ry0, ry1, rx0, rx1, probes, (pixels, used, need, free, (wy1 - wy0, wx1 - wx0))
+                )
             sub = x[..., wy0:wy1, wx0:wx1]
             roi_local = (y0 - wy0 * scale, y1 - wy0 * scale, x0 - wx0 * scale, x1 - wx0 * scale)
-            local = _probe(model, sub, roi_local, probes, seed).cpu().numpy()
+            with PeakMemory(x.device) as peak:
+                local = _probe(model, sub, roi_local, probes, seed).cpu().numpy()
+            used, pixels = peak.used, (wy1 - wy0) * (wx1 - wx0)
             if full:
                 break
             # a ring of the window that is not an image border must stay untouched
@@ -160,6 +176,27 @@ def dependency_region(
     cx0, cx1 = _expand(bx0, bx1, w, margin, multiple)
     return DependencyRegion(
         m, box, (cy0, cy1, cx0, cx1), probes=probes + 1, notes=[f"gradient probe on a {wy1 - wy0}x{wx1 - wx0} window"]
+    )
+
+
+def _whole_input(h, w, ry0, ry1, rx0, rx1, probes, forecast) -> DependencyRegion:
+    """The region when the next window's probe would not fit in memory: the whole input (full-image mode, whose
+    map is exact; only the speed-up of a crop is given up), with a note of the forecast."""
+    pixels, used, need, free, (nh, nw) = forecast
+    gib = 1024**3
+    note = (
+        f"the gradient probe of a {nh}x{nw} window would need about {need / gib:.1f} GiB (its last window's "
+        f"probe, {pixels} pixels, took {used / gib:.2f} GiB) and {free / gib:.1f} GiB are free: the ROI is taken "
+        "to depend on the whole input (full-image mode: the same map, without a crop's speed-up)"
+    )
+    log.warning(note)
+    return DependencyRegion(
+        np.ones((h, w), dtype=bool),
+        (0, h, 0, w),
+        (0, h, 0, w),
+        method="memory_forecast",
+        probes=probes + 1,
+        notes=[note],
     )
 
 

@@ -131,7 +131,9 @@ def run_stages(
             total = sub.n_items
             later = job.estimator.most_items_after(stage, computed, n)
             if main and total > done_items:
-                _log_stage_plan(stage.name, total - done_items, rate, later)
+                guess = getattr(job, "item_s_estimate", None)
+                first = rate is None and bool(guess)  # no stage ran yet: the preparation's passes give the rate
+                _log_stage_plan(stage.name, total - done_items, rate or (1 / guess if guess else None), later, first)
             t_stage, passes_before, items_before = time.perf_counter(), job.forward_passes, done_items
             bar = tqdm(
                 total=total,
@@ -190,15 +192,22 @@ def run_stages(
     return job._result(stats, fp)
 
 
+def _seconds(s: float) -> str:
+    """``42 s``, ``7.5 min``, ``20.3 h``: a duration a reader takes in at once."""
+    return f"{s:.0f} s" if s < 120 else f"{s / 60:.1f} min" if s < 7200 else f"{s / 3600:.1f} h"
+
+
 def _run_eta(items_left: int, rate: float) -> str:
     """The bar's note of the whole run's time left, at most (later stages at their largest), at ``rate`` items/s."""
     return f"run <= {tqdm.format_interval(items_left / rate)} left" if rate > 0 else ""
 
 
-def _log_stage_plan(name: str, items: int, rate: float | None, later: int | None) -> None:
-    """One line as a stage starts: its passes; from the last stage's rate, how long it should take; and what the
-    stages after it can add at most (the bar then shows the whole run's time left at most)."""
-    timing = f", about {items / rate:.0f} s at {rate:.1f} passes/s" if rate else ""
+def _log_stage_plan(name: str, items: int, rate: float | None, later: int | None, first: bool = False) -> None:
+    """One line as a stage starts: its passes; from the last stage's rate (``first``: the preparation's passes),
+    how long it should take; and what the stages after it can add at most (the bar then shows the whole run's
+    time left at most)."""
+    source = " (the preparation's rate)" if first else ""
+    timing = f", about {_seconds(items / rate)} at {rate:.3g} passes/s{source}" if rate else ""
     if later is None:
         after = ""
     elif later == 0:

@@ -289,3 +289,5 @@ def test_every_phase_of_a_map_says_what_it_does_before_it_does_it(tmp_path, imag
     check = lines[found[2]]
     assert "full-image passes, about" in check, check
     assert " passes, about " in lines[found[4]] and "passes/s" in lines[found[4]], lines[found[4]]
+    # the first stage too, at the rate of the preparation's last passes (no stage has run yet)
+    assert " passes, about " in lines[found[3]] and "(the preparation's rate)" in lines[found[3]], lines[found[3]]
