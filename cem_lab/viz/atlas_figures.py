@@ -28,8 +28,9 @@ def save_atlas_figure(path: str | Path, atlas) -> str:
     reach = np.array([r["reach_mean_px"] for r in rows])
     fig = new_figure(11, 7.6, dpi=100)
     panels = [
-        ("share of negative blocks", neg, "Blues", Normalize(0, max(1e-9, float(neg.max())))),
-        ("mean effective distance (output px)", reach, "viridis", Normalize(0, max(1e-9, float(reach.max())))),
+        # an all-zero panel keeps a readable 0..1 scale (a 0..1e-9 one printed an offset label and nothing else)
+        ("share of negative blocks", neg, "Blues", Normalize(0, float(neg.max()) or 1.0)),
+        ("mean effective distance (output px)", reach, "viridis", Normalize(0, float(reach.max()) or 1.0)),
     ]
     for i, (label, values, cmap, norm) in enumerate(panels):
         ax = fig.add_subplot(2, 2, 1 + i)
