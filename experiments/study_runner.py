@@ -12,6 +12,7 @@ each script's docstring.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -19,7 +20,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+#: where the runs, reports and results go: the checkout, or $CEM_LAB_STUDY_ROOT (the tests' own folder)
+ROOT = Path(os.environ.get("CEM_LAB_STUDY_ROOT") or Path(__file__).resolve().parents[1])
 SWEEPS = ROOT / "runs" / "sweeps" / "cem"
 RESULTS = ROOT / "experiments" / "results"
 
@@ -58,9 +60,11 @@ class Sweep:
     units: int = len(IMAGES) * 2  #: maps per model (images x ROIs x whatever else the args sweep)
     #: the overrides of the images and ROIs; None: :func:`population`, the findings' held-out population
     population: Sequence[str] | None = None
+    #: the key that names a model (model.id for the zoo and the catalogue, model.name for the paper's networks)
+    model_key: str = "model.id"
 
     def overrides(self, extra: Sequence[str] = ()) -> list[str]:
-        models = [f"model.id={','.join(self.models)}"] if self.models else []
+        models = [f"{self.model_key}={','.join(self.models)}"] if self.models else []
         pop = population() if self.population is None else list(self.population)
         return [*self.args, *models, *pop, f"sweep_name={self.name}", *extra]
 

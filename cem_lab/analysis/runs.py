@@ -27,6 +27,8 @@ import yaml
 from cem_lab.errors import InputError, MissingFileError
 from cem_lab.folder_lock import describe_holder, folder_holder
 from cem_lab.io import PathLike, file_signature
+from cem_lab.models.authors.catalogue import AuthorsModelError
+from cem_lab.models.authors.catalogue import entry as authors_entry
 from cem_lab.models.zoo import ZooError, read_zoo_entry
 from cem_lab.run_format import (
     CEM_FILE,
@@ -317,8 +319,33 @@ def run_row(summary: Mapping[str, Any], folder: PathLike, run: str) -> dict[str,
         else np.nan,
     }
     model = row["model"]
-    row.update(zoo_info(model, label) if isinstance(model, str) else _empty_zoo())
+    info = summary.get("model_info") or {}
+    if "authors_class" in info:  # a network of the paper's zoo (model=authors)
+        row.update(authors_info(str(info.get("name", model))))
+    else:
+        row.update(zoo_info(model, label) if isinstance(model, str) else _empty_zoo())
     return row
+
+
+def authors_info(name: str) -> dict[str, Any]:
+    """The study columns of a network of the paper's zoo (model=authors): its family, depth and width (from the
+    authors' name), attention variant, training regime and parameters, from cem_lab's catalogue of it."""
+    try:
+        e = authors_entry(name)
+    except AuthorsModelError:
+        return _empty_zoo()
+    s = e.study_attrs or {}
+    return {
+        **_empty_zoo(),
+        "study": s.get("study", np.nan),
+        "zoo_label": name,
+        "architecture": s.get("family", e.authors_class.rsplit(":", 1)[-1] if e.authors_class else np.nan),
+        "depth": s.get("depth", np.nan),
+        "width": s.get("width", np.nan),
+        "attention_variant": s.get("attention", np.nan),
+        "training": s.get("training", np.nan),
+        "parameters": e.parameters if e.parameters is not None else np.nan,
+    }
 
 
 # ----------------------------------------------------------------------------- zoo metadata

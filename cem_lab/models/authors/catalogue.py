@@ -50,6 +50,8 @@ class AuthorsEntry:
     note: str | None = None
     degradation: str | None = None
     parameters: int | None = None
+    #: what the paper's studies compare: family, depth and width (from the name), attention variant, training
+    study_attrs: dict[str, Any] = field(default_factory=dict)
 
     @property
     def tasks(self) -> tuple[str, ...]:
