@@ -257,3 +257,29 @@ def test_a_device_is_checked_against_the_machine(monkeypatch):
         check_device("free_gpu")
     check_accelerator("cpu", 2, "parallel", "")  # CPU processes: any number
     check_accelerator("auto", 1, "trainer", "")  # Lightning picks
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (["launcher=joblib", "hydra.launcher.n_jobs=0"], ["hydra.launcher.n_jobs=0", "nvidia-smi"]),
+        (["launcher=slurm", "hydra.launcher.partition=gpu"], ["launcher=slurm needs Slurm", "submitit_local"]),
+        (["device=free_gpu"], ["device=free_gpu: this machine has no CUDA device"]),
+        (["device=cpu,cuda"], ["device=cuda: this machine has no CUDA device"]),
+    ],
+    ids=["joblib n_jobs 0", "slurm without sbatch", "free_gpu without GPUs", "a swept device it lacks"],
+)
+def test_a_sweep_that_cannot_start_here_is_one_line_and_touches_nothing(tmp_path, args, words):
+    """Found in the README walk: these ended in joblib's or submitit's traceback after the sweep folder's records
+    were rewritten (a finished sweep of the same name included)."""
+    import shutil
+
+    if "slurm" in args[0] and shutil.which("sbatch"):
+        pytest.skip("this machine has Slurm")
+    import torch
+
+    if "cuda" in " ".join(args) and torch.cuda.is_available():
+        pytest.skip("this machine has a CUDA device")
+    p = _cli("cem", ["-m", *args, "task=dn,dr", "seed=0,1"], tmp_path)
+    assert_one_line_refusal(p, *words)
+    assert not (tmp_path / "runs").exists()
