@@ -33,6 +33,7 @@ from __future__ import annotations
 import difflib
 import errno
 import http.client
+import json
 import logging
 import os
 import pkgutil
@@ -205,8 +206,9 @@ def _content_range_start(value: str | None) -> int | None:
     return int(m.group(1)) if m else None
 
 
-def _download(e: Official, url: str, part: Path, target: Path, progress: bool) -> int:
-    """Fetch ``url`` into ``part``, continuing what it holds where the server allows; returns the size."""
+def _download(e: Official, url: str, part: Path, target: Path, progress: bool, again: bool = True) -> int:
+    """Fetch ``url`` into ``part``, continuing what it holds where the server allows; returns the size.
+    ``again``: whether an unusable partial answer may start the download over (once)."""
     have = part.stat().st_size if part.is_file() else 0
     headers = {"User-Agent": "cem_lab"}
     if have:
@@ -214,9 +216,9 @@ def _download(e: Official, url: str, part: Path, target: Path, progress: bool) -
     try:
         resp = urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=_TIMEOUT_S)
     except urllib.error.HTTPError as err:
-        if err.code == 416 and have:  # the range is past the end: the .part is whole or wrong; start again
+        if err.code == 416 and have and again:  # the range is past the end: the .part is whole or wrong
             part.unlink(missing_ok=True)
-            return _download(e, url, part, target, progress)
+            return _download(e, url, part, target, progress, again=False)
         raise _no_network(e, url, target, f"HTTP {err.code} {err.reason}") from None
     except (urllib.error.URLError, OSError, http.client.HTTPException) as err:
         reason = getattr(err, "reason", None) or err
@@ -224,7 +226,13 @@ def _download(e: Official, url: str, part: Path, target: Path, progress: bool) -
     with resp:
         length = resp.headers.get("Content-Length")
         remaining = int(length) if length and length.isdigit() else None
-        if have and resp.status == 206 and _content_range_start(resp.headers.get("Content-Range")) == have:
+        if resp.status == 206 and _content_range_start(resp.headers.get("Content-Range")) != have:
+            if not again:  # a part of the file that is not the part asked for
+                raise _no_network(e, url, target, "the server answered with another byte range than asked for")
+            part.unlink(missing_ok=True)
+            resp.close()
+            return _download(e, url, part, target, progress, again=False)
+        if resp.status == 206:
             mode, start = "ab", have
             log.info("resuming the download of %s at %d bytes", e.file, have)
         else:
@@ -308,6 +316,14 @@ def _check(e: Official, path: Path, shown: Path):
     return desc, record, digest
 
 
+def _noted_digest(note: Path) -> str | None:
+    """The sha256 that the download of a cached file recorded beside it (None: the file was put by hand)."""
+    try:
+        return json.loads(note.read_text(encoding="utf-8")).get("sha256")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
 def fetch_checkpoint(model_id: str, cache_dir: PathLike | None = None, progress: bool = True):
     """The checked checkpoint of ``model_id`` in the cache, downloaded first if it is not there.
 
@@ -326,12 +342,11 @@ def fetch_checkpoint(model_id: str, cache_dir: PathLike | None = None, progress:
     note = target.with_name(f"{e.file}.json")  # what the download recorded
     with _locked(folder / f".{e.file}.lock", e.file):
         if target.is_file():
-            how = "cached" if note.is_file() else "placed by hand"
             try:
-                desc, record, _ = _check(e, target, target)
+                desc, record, digest = _check(e, target, target)
             except OfficialModelError as err:
                 raise OfficialModelError(f"{err} (delete it to download it again)") from None
-            return target, desc, record, how
+            return target, desc, record, "cached" if _noted_digest(note) == digest else "placed by hand"
         part = target.with_name(f"{e.file}.part")
         log.info("downloading %s from %s into %s", e.id, url, folder)
         started = time.time()

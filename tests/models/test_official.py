@@ -178,6 +178,12 @@ def test_a_good_download_is_cached_and_reused_without_a_second_request(server):
     assert again.model_info["obtained"] == "cached" and again.model_info["sha256"] == GOOD_SHA
     assert len(server.requests) == 1
 
+    other = _compact_bytes(seed=1)  # the cached file replaced by hand: used, and said so
+    target.write_bytes(other)
+    info = load_official(COMPACT_ID, progress=False).model_info
+    assert info["obtained"] == "placed by hand" and info["sha256"] == hashlib.sha256(other).hexdigest()
+    assert len(server.requests) == 1
+
 
 @pytest.mark.parametrize("ranges", [True, False], ids=["resumed", "restarted"])
 def test_a_truncated_download_is_refused_never_cached_and_the_next_call_completes_it(server, ranges):
@@ -194,6 +200,14 @@ def test_a_truncated_download_is_refused_never_cached_and_the_next_call_complete
     assert net.model_info["sha256"] == GOOD_SHA and target.read_bytes() == GOOD
     assert server.requests == [(name, None), (name, f"bytes={half}-")]  # the second asks for the rest
     assert _leftovers(COMPACT_ID) == [name, f"{name}.json"]
+
+
+def test_a_part_file_the_server_cannot_continue_is_started_again(server):
+    part = cache_path(COMPACT_ID).with_name(f"{official.entry(COMPACT_ID).file}.part")
+    part.parent.mkdir(parents=True)
+    part.write_bytes(b"x" * (len(GOOD) + 10))  # longer than the file: the range is past its end (416)
+    assert load_official(COMPACT_ID, progress=False).model_info["sha256"] == GOOD_SHA
+    assert [r for _, r in server.requests] == [f"bytes={len(GOOD) + 10}-", None] and not part.exists()
 
 
 def test_a_file_whose_sha256_is_not_the_stated_one_is_refused_deleted_and_never_cached(server, monkeypatch):
