@@ -26,6 +26,7 @@ from cem_lab.io import file_sha256
 from cem_lab.models.authors.catalogue import AuthorsModelError
 from cem_lab.models.authors.catalogue import entry as authors_entry
 from cem_lab.models.checkpoint import CheckpointError, load_model, load_weights
+from cem_lab.models.official import catalogue_ids as official_ids
 from cem_lab.models.pretrained import catalogue_ids
 from cem_lab.models.zoo import ZooError, read_zoo_entry
 from cem_lab.tasks import Task, make_task
@@ -102,6 +103,11 @@ def build_model(cfg: DictConfig):
             "architecture, .pth/.pt/.ckpt/.safetensors; model=file: a cem_lab .safetensors)"
         )
     if "id" in cfg.keys() and OmegaConf.is_missing(cfg, "id"):
+        if "official" in str(OmegaConf.select(cfg, "net._target_", default="")):
+            raise CheckpointError(
+                f"model=official needs the checkpoint: model.id=NAME, one of {', '.join(official_ids())} "
+                "(python -m cem_lab.models.official says what each is)"
+            )
         raise CheckpointError(
             f"model=pretrained needs the network: model.id=NAME, one of {', '.join(catalogue_ids())} "
             "(cem-pretrained list says what each is)"

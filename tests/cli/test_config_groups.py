@@ -33,7 +33,7 @@ CONF = Path(__file__).resolve().parents[2] / "conf"
 #: groups that configure how processes run, not objects: composed, not built
 PROCESS_GROUPS = ("launcher", "logger", "parallel")
 #: options whose model is a network with real weights to convert or download (covered by their own tests)
-HEAVY_MODELS = {"pretrained"}
+HEAVY_MODELS = {"pretrained", "official"}  # official: a download (tests/models/test_official.py)
 
 
 def options(group: str) -> list[str]:
@@ -95,6 +95,7 @@ def fill(group: str, option: str, files: dict) -> list[str]:
         ("model", "custom"): ["model.net._target_=cem_lab.models.DnCNN", "+model.net.features=4", "+model.net.depth=3"],
         ("model", "zoo"): ["model.id=edsr_d2_w8_x4", "task=sr"],
         ("model", "pretrained"): ["model.id=waifu2x-photo-x2"],
+        ("model", "official"): ["model.id=realesr-general-x4v3", "task=sr", "task.scale=4"],
         ("model", "authors"): [f"model.dir={files['authors']}", "model.name=DnCNN", "task=dn"],
         ("patches", "npz"): [f"patches.path={files['bank']}"],
         ("patches", "folder"): [f"patches.folder={files['folder']}"],
