@@ -500,3 +500,18 @@ def test_each_op_matches_ncnn(case, tmp_path):
     z = NcnnRuntime(param, bin_).run(x)
     assert y.shape == z.shape and tuple(y.shape[1:]) == net.output_shape((3, 13, 11))
     assert float((y - z).abs().max()) < 1e-5
+
+
+def test_the_first_use_says_it_converts_and_a_cached_use_does_not(tmp_path, caplog):
+    """Found in the README walk: the first map of a catalogue network converted and checked it in silence."""
+    import logging
+
+    param, bin_ = _local_copy(tmp_path)
+    with caplog.at_level(logging.INFO, logger="cem_lab"):
+        convert_ncnn(param, bin_, tmp_path / "cache", check_size=24, compare_default=False)
+        first = [r.getMessage() for r in caplog.records if "first use" in r.getMessage()]
+        caplog.clear()
+        convert_ncnn(param, bin_, tmp_path / "cache", check_size=24, compare_default=False)
+        again = [r.getMessage() for r in caplog.records if "first use" in r.getMessage()]
+    assert len(first) == 1 and "checking it against the ncnn runtime and caching it in" in first[0], first
+    assert again == []

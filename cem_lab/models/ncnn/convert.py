@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import platform
 import re
@@ -65,6 +66,8 @@ __all__ = [
     "load_cached",
     "tool_versions",
 ]
+
+log = logging.getLogger("cem_lab")
 
 
 class ConversionError(CheckpointError):
@@ -420,6 +423,11 @@ def convert_ncnn(
         report["cache"]["lookup"] = report["cache"]["status"] = "disabled"
 
     started = time.perf_counter()
+    log.info(
+        "%s: first use: converting its ncnn graph to torch%s",
+        name,
+        f", checking it against the ncnn runtime and caching it in {cache_dir}" if verify and cache_dir else "",
+    )
     graph = read_ncnn(param_path, bin_path)
     sr, facts = _build_model(graph, residual, affine, pad_mode)
     facts.update(
