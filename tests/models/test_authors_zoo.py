@@ -19,6 +19,8 @@ from cem_lab.models.authors import AuthorsModelError, catalogue, coverage, entry
 
 FIXTURES = Path(__file__).parent / "fixtures" / "authors_keys"
 OWN = [name for name, e in catalogue().items() if e.build == "own"]
+#: the default suite builds the small ones; the 5M+ parameter networks (RCANs, wide EDSRs) run under -m slow
+OWN_CASES = [pytest.param(n, marks=pytest.mark.slow) if (entry(n).parameters or 0) > 5_000_000 else n for n in OWN]
 
 
 def _fixture(name: str) -> dict:
@@ -58,7 +60,7 @@ def test_the_catalogue_covers_the_authors_model_list():
             assert e.why, e.name
 
 
-@pytest.mark.parametrize("name", OWN)
+@pytest.mark.parametrize("name", OWN_CASES)
 def test_own_implementations_have_the_authors_keys_shapes_and_parameters(name):
     fx = _fixture(name)
     net = _build(name)
@@ -103,6 +105,7 @@ def test_a_scale_the_network_does_not_serve_is_refused(tmp_path):
         load_authors_model("DnCNN", tmp_path, scale=4)
 
 
+@pytest.mark.slow
 def test_cli_maps_an_authors_network_by_folder_and_name(tmp_path):
     write_authors_file("DnCNN", tmp_path / "zoo", net=_kair_dncnn())
     args = [
@@ -135,9 +138,9 @@ def test_cli_maps_an_authors_network_by_folder_and_name(tmp_path):
 @pytest.mark.parametrize(
     ("args", "words"),
     [
-        (["model.name=EDSR-64-17", "task=sr"], ["'EDSR-64-16'", "did you mean"]),
+        pytest.param(["model.name=EDSR-64-17", "task=sr"], ["'EDSR-64-16'", "did you mean"], marks=pytest.mark.slow),
         (["model.name=RCAN_DN", "task=sr"], ["RCAN_DN was trained for dn", "model.allow_other_task=true"]),
-        (["model.name=EDSR-64-16", "task=dn"], ["EDSR-64-16 was trained for sr"]),
+        pytest.param(["model.name=EDSR-64-16", "task=dn"], ["EDSR-64-16 was trained for sr"], marks=pytest.mark.slow),
         (["model.name=EDSR-64-16", "task=sr"], ["needs EDSR-64-16_15000.pth in", "J-FHu/CEM"]),
     ],
     ids=["unknown name", "dn network on sr", "sr network on dn", "file missing"],
@@ -156,7 +159,7 @@ def one_thread():
     torch.set_num_threads(before)
 
 
-@pytest.mark.parametrize("name", OWN)
+@pytest.mark.parametrize("name", OWN_CASES)
 def test_every_own_network_loads_from_its_authors_file_by_folder_and_name(name, tmp_path, one_thread):
     write_authors_file(name, tmp_path)
     net = load_authors_model(name, tmp_path)

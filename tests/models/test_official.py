@@ -246,6 +246,7 @@ def _child(cache: str, base: str, queue) -> None:
         queue.put(("error", repr(err), False))
 
 
+@pytest.mark.slow
 def test_two_processes_downloading_the_same_file_leave_one_good_copy(server, tmp_path):
     server.hold = True  # the first download holds the lock until both processes have asked for the file
     ctx = multiprocessing.get_context("spawn")
@@ -315,6 +316,7 @@ MAP = [
 ]
 
 
+@pytest.mark.slow
 def test_the_cli_maps_an_official_checkpoint_and_refuses_in_one_line_without_a_network(server, tmp_path):
     env = {"CEM_LAB_CACHE": str(tmp_path / "cache"), official.URL_BASE_ENV: f"http://127.0.0.1:{_closed_port()}"}
     p = _cem(["model=official", *MAP, f"hydra.run.dir={tmp_path / 'refused'}"], tmp_path, env)
