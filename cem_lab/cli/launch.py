@@ -11,12 +11,15 @@ imports the program inside a guard, and hands over to its ``main``, whose
 from __future__ import annotations
 
 import importlib
+import os
 import sys
-from typing import Any
 
 #: the exit status of a program that Ctrl-C ended (128 + SIGINT); the same as clean_errors.INTERRUPTED_STATUS,
 #: not imported from there because that module imports Hydra
 INTERRUPTED_STATUS = 130
+
+#: testing aid: a file this module creates once its Ctrl-C guard is in place (tests/cli/test_interrupt.py)
+READY_ENV = "CEM_LAB_TEST_LAUNCH_READY"
 
 #: console script -> the module whose ``main`` runs it
 PROGRAMS = {
@@ -29,10 +32,13 @@ PROGRAMS = {
 }
 
 
-def start(program: str) -> Any:
+def start(program: str) -> object:
     """Import ``program``'s module and run its ``main``; a Ctrl-C while it imports ends in one line (status 130),
     before anything is written."""
     try:
+        ready = os.environ.get(READY_ENV)
+        if ready:  # testing aid: the guard is in place (the program's imports come next)
+            open(ready, "w").close()  # noqa: SIM115 (an empty marker, closed at once)
         main = importlib.import_module(PROGRAMS[program]).main
     except KeyboardInterrupt:
         print(f"{program}: interrupted while starting; nothing was written", file=sys.stderr, flush=True)
@@ -40,31 +46,31 @@ def start(program: str) -> Any:
     return main()
 
 
-def cem_lab() -> Any:
+def cem_lab() -> object:
     """``cem-lab``."""
     return start("cem-lab")
 
 
-def cem_train() -> Any:
+def cem_train() -> object:
     """``cem-train``."""
     return start("cem-train")
 
 
-def cem_zoo() -> Any:
+def cem_zoo() -> object:
     """``cem-zoo``."""
     return start("cem-zoo")
 
 
-def cem_report() -> Any:
+def cem_report() -> object:
     """``cem-report``."""
     return start("cem-report")
 
 
-def cem_attribution() -> Any:
+def cem_attribution() -> object:
     """``cem-attribution``."""
     return start("cem-attribution")
 
 
-def cem_pretrained() -> Any:
+def cem_pretrained() -> object:
     """``cem-pretrained``."""
     return start("cem-pretrained")

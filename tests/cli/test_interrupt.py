@@ -92,16 +92,29 @@ def test_ctrl_c_while_a_console_script_imports_is_one_line(tmp_path):
         import pytest
 
         pytest.skip(f"console scripts not installed beside {sys.executable}: {missing} (pip install -e .)")
-    procs = {}
+    import os
+
+    from cem_lab.cli.launch import READY_ENV
+
+    procs, ready = {}, {}
     for program in PROGRAMS:
         cwd = tmp_path / program
         cwd.mkdir()
+        ready[program] = tmp_path / f"{program}.ready"
         args = {"cem-report": ["runs"], "cem-zoo": ["list"], "cem-pretrained": ["list"]}.get(program, [])
         procs[program] = subprocess.Popen(
-            [str(_console_script(program)), *args], cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+            [str(_console_script(program)), *args],
+            cwd=cwd,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, READY_ENV: str(ready[program])},
         )
-    time.sleep(0.3)  # the interpreter is up, the program's imports are not done (they take seconds)
-    for proc in procs.values():
+    for program, proc in procs.items():
+        # the guard is in place and the program's imports (torch, Hydra: seconds) have just begun
+        deadline = time.monotonic() + 120
+        while not ready[program].exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.005)
         proc.send_signal(signal.SIGINT)
     for program, proc in procs.items():
         _, err = proc.communicate(timeout=120)
