@@ -201,13 +201,20 @@ def interrupted_message(err: KeyboardInterrupt, resumes: bool) -> str:
     return "interrupted; run the same command again to resume" if resumes else "interrupted"
 
 
+#: set beside HYDRA_FULL_ERROR by :func:`run_cli`, so that a cem_lab program started by another (cem-zoo runs
+#: cem-train) knows the variable is not the user's and keeps its one-line errors and Ctrl-C line
+OWN_FULL_ERROR = "CEM_LAB_HYDRA_FULL_ERROR_SET"
+
+
 def run_cli(hydra_main: Callable[[], Any], program: str, *, resumes: bool = False) -> Any:
     """Run a CLI's body (a ``@hydra.main`` function, or any function): a user error ends the process in
     the one form (status 2); Ctrl-C in one line, ``<program>: interrupted; ...`` (status 130), which
     names the run folder that keeps the work when the body said so (:func:`resumable`), or says that
     the same command resumes (``resumes``: the program always does)."""
-    user_full = os.environ.get("HYDRA_FULL_ERROR")
-    os.environ["HYDRA_FULL_ERROR"] = "1"
+    # HYDRA_FULL_ERROR set by a cem_lab parent (cem-zoo runs cem-train) is not the user's wish for tracebacks
+    user_full = None if os.environ.get(OWN_FULL_ERROR) else os.environ.get("HYDRA_FULL_ERROR")
+    own_before = os.environ.get(OWN_FULL_ERROR)
+    os.environ["HYDRA_FULL_ERROR"] = os.environ[OWN_FULL_ERROR] = "1"
     try:
         return hydra_main()
     except KeyboardInterrupt as err:
@@ -221,10 +228,12 @@ def run_cli(hydra_main: Callable[[], Any], program: str, *, resumes: bool = Fals
             raise
         fail(program, user)
     finally:
-        if user_full is None:
-            os.environ.pop("HYDRA_FULL_ERROR", None)
-        else:
-            os.environ["HYDRA_FULL_ERROR"] = user_full
+        if own_before is None:
+            os.environ.pop(OWN_FULL_ERROR, None)
+            if user_full is None:
+                os.environ.pop("HYDRA_FULL_ERROR", None)
+            else:
+                os.environ["HYDRA_FULL_ERROR"] = user_full
 
 
 class OneLineParser(argparse.ArgumentParser):

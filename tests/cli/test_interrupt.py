@@ -122,3 +122,25 @@ def test_ctrl_c_while_a_console_script_imports_is_one_line(tmp_path):
         assert err.count("\n") == 1 and "Traceback" not in err, (program, err[-3000:])
         assert err.startswith(f"{program}: interrupted"), (program, err)
         assert not any((tmp_path / program).iterdir()), (program, list((tmp_path / program).iterdir()))
+
+
+def test_a_program_started_by_another_keeps_its_one_line(monkeypatch, capsys):
+    """Found in the README walk: cem-zoo train's child cem-train inherited the HYDRA_FULL_ERROR that cem-zoo's own
+    run_cli had set, took it for the user's and printed a 30-line traceback on Ctrl-C."""
+    import pytest
+
+    from cem_lab.bookkeeping.clean_errors import OWN_FULL_ERROR, run_cli
+
+    monkeypatch.setenv("HYDRA_FULL_ERROR", "1")
+    monkeypatch.setenv(OWN_FULL_ERROR, "1")  # as a cem_lab parent leaves them
+
+    def body():
+        raise KeyboardInterrupt
+
+    with pytest.raises(SystemExit) as ended:
+        run_cli(body, "cem-train", resumes=True)
+    assert ended.value.code == 130
+    assert capsys.readouterr().err == "cem-train: interrupted; run the same command again to resume\n"
+    monkeypatch.delenv(OWN_FULL_ERROR)  # the user's own HYDRA_FULL_ERROR still shows the traceback
+    with pytest.raises(KeyboardInterrupt):
+        run_cli(body, "cem-train", resumes=True)
