@@ -82,7 +82,13 @@ def _layout(sd: dict[str, torch.Tensor]) -> list[list[Any]]:
     return [[k, list(v.shape)] for k, v in sd.items()]
 
 
-@pytest.mark.parametrize("name", sorted(AUTHORS_ARGS))
+@pytest.mark.parametrize(
+    "name",
+    [
+        n if n in ("RCAN_no_ca", "RCAN_pooling4", "RCAN_DN", "SRResNet_DN") else pytest.param(n, marks=pytest.mark.slow)
+        for n in sorted(AUTHORS_ARGS)
+    ],
+)
 def test_authors_layout_and_output_size(name: str) -> None:
     fixture = json.loads((FIXTURES / f"{name}.json").read_text())
     model = _build(name)

@@ -74,7 +74,12 @@ def test_every_fixture_of_these_classes_is_covered() -> None:
     assert fixtures == {fixture for _, _, fixture in CASES.values()}
 
 
-@pytest.mark.parametrize("name", list(CASES))
+#: one network per architecture in the default suite; the rest of the width / depth sweeps run under -m slow
+#: (tests/models/test_authors_zoo.py checks every name's keys and parameters by default)
+DEFAULT_CASES = {"SRCNN", "FSRCNN", "FSRCNN-48-6", "EDSR", "EDSR-32-16", "LapSRN", "SRResNet", "PReNet"}
+
+
+@pytest.mark.parametrize("name", [n if n in DEFAULT_CASES else pytest.param(n, marks=pytest.mark.slow) for n in CASES])
 def test_layout_and_shapes_match_the_authors(name: str) -> None:
     fixture = _fixture(CASES[name][2])
     model = _build(name)
