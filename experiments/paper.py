@@ -32,7 +32,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch
-from study_runner import IMAGES, ROOT, SWEEPS, Sweep, population, run
+from study_runner import IMAGES, ROOT, SWEEPS, Sweep, _hms, population, run
 
 from cem_lab.io import write_text
 from cem_lab.models.authors import AuthorsModelError, entry, load_authors_model
@@ -166,11 +166,6 @@ def _forward_s(name: str, models: Path, task: str, device: str) -> float:
         if device.startswith("cuda"):
             torch.cuda.synchronize()
     return time.perf_counter() - t0
-
-
-def _hms(s: float) -> str:
-    s = int(round(s))
-    return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
 
 
 def plan(models: Path, study: str | None, device: str, measure: bool) -> int:
