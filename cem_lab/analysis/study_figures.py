@@ -16,6 +16,8 @@ and returns its path:
 from __future__ import annotations
 
 import math
+import re
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -49,12 +51,44 @@ def _check_rows(runs: pd.DataFrame, what: str) -> None:
         raise InputError(f"{what}: the run table is empty; collect finished runs first")
 
 
-def run_labels(runs: pd.DataFrame) -> pd.Series:
-    """A short label per run: the model name, with the run name where a model has several runs
-    on one task (other images, blocks or seeds)."""
+#: the run-table columns that tell apart several runs of one model on one task, in the order a label names them
+_LABEL_COLUMNS = ("image", "roi", "block", "seed", "estimator", "samples", "intervention")
+
+
+def _short(text: str, width: int = 26) -> str:
+    """``text`` cut in the middle to at most ``width`` characters (a panel title must not overrun its panel)."""
+    return text if len(text) <= width else text[: width // 2 - 1] + "\u2026" + text[-(width - width // 2) :]
+
+
+def _value(column: str, value) -> str:
+    if column == "image":  # the picture's name, without the crop that the other runs of a sweep share
+        return _short(re.sub(r"_crop\d.*$", "", Path(str(value)).stem), 16)
+    if column == "roi":
+        return "roi " + (",".join(map(str, value)) if isinstance(value, list | tuple) else str(value))
+    return f"{column} {value}"
+
+
+def run_labels(runs: pd.DataFrame, sep: str = "\n") -> pd.Series:
+    """A short label per run: the model name and, where a model has several runs on one task, what tells
+    them apart (the image, ROI, block, seed ... that vary among them), else the run name cut to fit a panel."""
     model = runs["model"].fillna(runs["run"]).astype(str)
-    dup = pd.Series(list(zip(model, runs["task_label"])), index=runs.index).duplicated(keep=False)
-    return model.where(~dup, model + " [" + runs["run"].astype(str) + "]")
+    keys = pd.Series(list(zip(model, runs["task_label"])), index=runs.index)
+    labels = model.copy()
+    for _, idx in keys.groupby(keys).groups.items():
+        if len(idx) < 2:
+            continue
+        group = runs.loc[idx]
+        varying = [
+            c for c in _LABEL_COLUMNS if c in group and group[c].map(lambda v: repr(v)).nunique(dropna=False) > 1
+        ]
+        for i in idx:
+            parts = [_value(c, runs.at[i, c]) for c in varying]
+            tail = " \u00b7 ".join(parts) if parts else _short(str(runs.at[i, "run"]))
+            labels[i] = f"{_short(model[i])}{sep}{tail}"
+    # two runs that still read the same (they differ only in a setting no column names): add the run name
+    dup = labels.duplicated(keep=False)
+    labels[dup] = labels[dup] + sep + runs.loc[dup, "run"].astype(str).map(_short)
+    return labels
 
 
 def _task_groups(runs: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
@@ -105,7 +139,7 @@ def plot_cem_grid(runs: pd.DataFrame, path: PathLike, ncols: int = 5) -> str:
         for ax, (idx, res) in zip(axes, items):
             ax.imshow(effect_to_rgb(res.effect, res.roi_mask, bound, _GAMMA), interpolation="nearest")
             _roi_box(ax, res.roi_mask)
-            ax.set_title(f"{labels[idx]}\n{name}", fontsize=8)
+            ax.set_title(labels[idx], fontsize=8)
         for ax in axes:
             ax.set_xticks([])
             ax.set_yticks([])
@@ -130,7 +164,7 @@ def plot_shares(runs: pd.DataFrame, path: PathLike) -> str:
     """Stacked horizontal bars of the positive / negative / zero block shares of each run, one panel per task."""
     _check_rows(runs, "plot_shares")
     groups = _task_groups(runs)
-    labels = run_labels(runs)
+    labels = run_labels(runs, sep=" \u00b7 ")
     longest = max(len(g) for _, g in groups)
     fig = new_figure(4.2 * len(groups) + 1.5, 0.35 * longest + 1.8, dpi=110)
     fig.set_layout_engine("constrained")

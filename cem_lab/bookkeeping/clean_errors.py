@@ -198,6 +198,8 @@ def interrupted_message(err: KeyboardInterrupt, resumes: bool) -> str:
     """What a program ended by Ctrl-C says: where its work is kept and how to resume, when it resumes."""
     if isinstance(err, Interrupted) and _holds_work(err.folder):
         return f"interrupted; {err.saved} {err.folder}: run the same command again to resume"
+    if isinstance(err, Interrupted) and resumes:  # stopped before its first save: a rerun is a fresh start
+        return "interrupted before anything was saved; the same command starts again from the beginning"
     return "interrupted; run the same command again to resume" if resumes else "interrupted"
 
 

@@ -60,6 +60,26 @@ def user_run_name(value: Any) -> str:
     return text
 
 
+def _items(override_dirname: str) -> list[str]:
+    """The overrides of Hydra's ``override_dirname`` (joined by ``,``), keeping a quoted value whole: a quoted path
+    may hold commas and ``=`` (a cem-train run folder's name), which must not read as further overrides."""
+    items, current, quote = [], [], None
+    for ch in override_dirname:
+        if quote is None and ch == ",":
+            items.append("".join(current))
+            current = []
+            continue
+        if ch in "'\"" and quote in (None, ch):
+            quote = None if quote == ch else ch
+        current.append(ch)
+    items.append("".join(current))
+    return items
+
+
+def _unquoted(value: str) -> str:
+    return value[1:-1] if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"" else value
+
+
 def run_name(override_dirname: str, explicit: Any = None) -> str:
     """A folder name from the command-line overrides: stable, readable, filesystem-safe; or the user's
     own ``explicit`` name (``run_name=``), checked by :func:`user_run_name`.
@@ -72,9 +92,10 @@ def run_name(override_dirname: str, explicit: Any = None) -> str:
     if not override_dirname:
         return "default"
     parts = []
-    for item in override_dirname.split(","):
+    for item in _items(override_dirname):
         key, sep, value = item.partition("=")
-        parts.append(f"{key}{sep}{shorten_value(value)}")
+        plain = _unquoted(value)  # a quoted value is one piece (a path whose folder names hold commas)
+        parts.append(f"{key}{sep}{shorten_value(plain) if plain == value else shorten_value(plain.replace(',', '_'))}")
     name = safe_name(",".join(parts))
     if name != override_dirname or len(name) > 200:
         name = with_digest(name, override_dirname, 200)

@@ -55,6 +55,7 @@ TRAIN_NEUTRAL_KEYS: tuple[str, ...] = (
     "trainer.devices",
     "trainer.log_every",
     "data.num_workers",
+    "train.checkpoint_every_min",
     "hydra.verbose",
 )
 

@@ -97,7 +97,8 @@ def _report(argv: Sequence[str] | None) -> int:
     print(f"skipped {len(skipped)} folder(s)" + (":" if skipped else ""))
     for s in skipped:
         print(f"  {s}")
-    print(f"report: {written['out_dir']} (runs.csv, runs.md, {len(written['figures'])} figure(s) in figures/)")
+    files = ["runs.csv", "runs.md"] + [Path(written[k]).name for k in ("study", "finding_md") if written.get(k)]
+    print(f"report: {written['out_dir']} ({', '.join(files)}, {len(written['figures'])} figure(s) in figures/)")
     print()
     print(Path(written["runs_md"]).read_text(), end="")
     if written.get("study"):

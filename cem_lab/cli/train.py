@@ -41,7 +41,7 @@ EXPORT = "model.safetensors"
 
 
 # ----------------------------------------------------------------------------- checkpoints
-def _last_checkpoint_callback(path: Path):
+def _last_checkpoint_callback(path: Path, every_min: float | None = None):
     # lazy: Lightning (seconds), only once the settings are checked
     import lightning as L
     from lightning.pytorch.trainer.states import (
@@ -49,10 +49,13 @@ def _last_checkpoint_callback(path: Path):
     )
 
     class LastCheckpoint(L.Callback):
-        """Writes ``last.ckpt`` (atomically) after each validation during fit."""
+        """Writes ``last.ckpt`` (atomically) after each validation during fit, and after the training step that
+        ends ``every_min`` minutes of training since the last write (so that Ctrl-C loses at most that, even
+        before the first validation of a long epoch). A checkpoint between steps resumes exactly (data.py)."""
 
         def __init__(self) -> None:
             self.saved_step: int | None = None
+            self._since = time.monotonic()
 
         def save(self, trainer: L.Trainer) -> None:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -60,6 +63,11 @@ def _last_checkpoint_callback(path: Path):
             trainer.save_checkpoint(tmp, weights_only=False)
             os.replace(tmp, path)
             self.saved_step = trainer.global_step
+            self._since = time.monotonic()
+
+        def on_train_batch_end(self, trainer: L.Trainer, *args) -> None:
+            if every_min is not None and time.monotonic() - self._since >= 60.0 * every_min:
+                self.save(trainer)
 
         def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
             if not trainer.sanity_checking and trainer.state.fn == TrainerFn.FITTING:
@@ -111,7 +119,8 @@ def run(cfg: DictConfig, output_dir: Path, command: str | None = None) -> dict:
     if torch.cuda.is_available():
         torch.set_float32_matmul_precision("high")
     ckpt = output_dir / CHECKPOINT
-    last = _last_checkpoint_callback(ckpt)
+    every = cfg.train.get("checkpoint_every_min")
+    last = _last_checkpoint_callback(ckpt, None if every is None else float(every))
     trainer = build_trainer(cfg, output_dir, [last])  # before anything is written: a bad trainer setting fails here
     output_dir.mkdir(parents=True, exist_ok=True)
     write_text(output_dir / CONFIG_FILE, OmegaConf.to_yaml(cfg, resolve=True))

@@ -121,10 +121,12 @@ def train(
     refused by ``cem-train`` (other settings) and the model is reported as failed."""
     recipes = list(recipes)
     failed: list[str] = []
+    in_zoo = busy = 0
     for i, r in enumerate(recipes, 1):
         head = f"[{i}/{len(recipes)}] {r.name}"
         if exported(r, zoo_dir) and not force:
             print(f"{head}: in the zoo already (same recipe), skipped", flush=True)
+            in_zoo += 1
             continue
         run_dir = runs / r.name
         try:
@@ -133,12 +135,18 @@ def train(
                 _train_one(r, run_dir, zoo_dir, head, extra, force)
         except FolderBusyError as err:
             print(f"{head}: skipped: {err}", flush=True)
+            busy += 1
             continue
         except ZooError as err:  # one failed model does not stop the others
             print(f"{head}: FAILED: {err}", flush=True)
             failed.append(r.name)
             continue
         print(f"{head}: exported in {time.perf_counter() - start:.0f} s", flush=True)
+    trained = len(recipes) - in_zoo - busy - len(failed)
+    line = f"cem-zoo train: {trained} trained, {in_zoo} already in the zoo (skipped"
+    line += "; --force retrains them)" if in_zoo else ")"
+    line += f", {busy} busy in another process" if busy else ""
+    print(f"{line}, {len(failed)} failed", flush=True)
     return failed
 
 

@@ -19,6 +19,7 @@ Any other new key (a new top-level key, or one under ``cem``, ``metric``, ``roi_
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 from typing import Any
 
 from hydra.core.hydra_config import HydraConfig
@@ -88,8 +89,24 @@ def _refuse(cfg: DictConfig, line: str, parts: list[str]) -> None:
     )
 
 
+def check_data_dir(cfg: DictConfig) -> None:
+    """An experiment that reads its files from ``data_dir`` (``${oc.env:CEM_LAB_DATA,...}``: the demo checkpoint,
+    the paper's patch bank) is refused in one line naming the variable when that folder does not exist."""
+    if "data_dir" not in cfg:
+        return
+    folder = Path(str(cfg.data_dir))
+    if not folder.is_dir():
+        raise InputError(
+            f"data_dir {folder} does not exist: this experiment reads its files (checkpoint, patch bank) from the "
+            "folder named by the environment variable CEM_LAB_DATA (default ../shared/data); set CEM_LAB_DATA=FOLDER "
+            "or data_dir=FOLDER"
+        )
+
+
 def check_command_line(cfg: DictConfig) -> None:
-    """:func:`check_added_keys` on the command line of the running Hydra app (nothing outside one)."""
+    """:func:`check_added_keys` on the command line of the running Hydra app (nothing outside one), and
+    :func:`check_data_dir`."""
+    check_data_dir(cfg)
     if not HydraConfig.initialized():
         return
     hc = HydraConfig.get()

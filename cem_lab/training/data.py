@@ -122,7 +122,10 @@ def find_images(folder: str | Path) -> list[Path]:
 
 
 def _to_chw_uint8(arr: np.ndarray) -> Tensor:
-    return torch.from_numpy(np.ascontiguousarray(arr)).permute(2, 0, 1).contiguous()
+    arr = np.ascontiguousarray(arr)
+    if not arr.flags.writeable:  # a read-only decode (PIL, a memory map): torch wants memory it may write
+        arr = arr.copy()
+    return torch.from_numpy(arr).permute(2, 0, 1).contiguous()
 
 
 def _to_float(img: Tensor) -> Tensor:

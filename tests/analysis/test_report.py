@@ -302,3 +302,33 @@ def test_cli_module_exits_2_on_a_missing_path(tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.startswith("cem-report: error:") and "does not exist" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_run_labels_name_what_tells_a_models_runs_apart():
+    """Several runs of one model on one task (a sweep over images and ROIs) are labelled by the image and ROI that
+    vary, never by their long run-folder names (which overprinted each other in cem_grid.png)."""
+    long = "dataset=standard,image_crop=256,model.id=edsr_d2_w16_x4,model=zoo,roi=placed,roi_place.index={i}"
+    runs = pd.DataFrame(
+        {
+            "model": ["edsr_d2_w16_x4"] * 3 + ["edsr_d8_w16_x4", "solo"],
+            "task_label": ["sr_x4"] * 5,
+            "image": ["barbara_crop159_223_256x256", "barbara_crop159_223_256x256", "kodim23_crop1_2_256x256"] * 1
+            + ["monarch", "monarch"],
+            "roi": ["160 192 32", "160 0 32", "160 192 32", "0 0 32", "0 0 32"],
+            "block": [8] * 5,
+            "run": [long.format(i=i) for i in range(5)],
+        }
+    )
+    labels = sf.run_labels(runs)
+    assert labels.tolist()[:3] == [
+        "edsr_d2_w16_x4\nbarbara \u00b7 roi 160 192 32",
+        "edsr_d2_w16_x4\nbarbara \u00b7 roi 160 0 32",
+        "edsr_d2_w16_x4\nkodim23 \u00b7 roi 160 192 32",
+    ]
+    assert labels[3] == "edsr_d8_w16_x4" and labels[4] == "solo"  # one run of a model: its name alone
+    assert all(len(line) <= 40 for label in labels for line in label.split("\n"))
+    # runs that differ only in a setting no column names keep apart by their (shortened) run names
+    twins = runs.iloc[[0, 0]].reset_index(drop=True)
+    twins["run"] = ["a" * 40 + "1", "a" * 40 + "2"]
+    twin_labels = sf.run_labels(twins, sep=" | ")
+    assert twin_labels.nunique() == 2 and all(len(t) < 80 for t in twin_labels)

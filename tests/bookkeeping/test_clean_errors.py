@@ -41,8 +41,11 @@ def test_ctrl_c_names_the_folder_that_keeps_the_work(tmp_path, capsys):
             (folder / LOCK_FILE).write_text("")
             _interrupt()
 
-    code, err = _end(capsys, body, resumes=True)  # only the lock: nothing kept
-    assert (code, err) == (130, "prog: interrupted; run the same command again to resume\n")
+    code, err = _end(capsys, body, resumes=True)  # only the lock: nothing kept, and the line does not promise a resume
+    assert (code, err) == (
+        130,
+        "prog: interrupted before anything was saved; the same command starts again from the beginning\n",
+    )
     (folder / "state.npz").write_bytes(b"")
 
     def again():

@@ -84,6 +84,14 @@ def test_run_names_come_from_overrides():
     assert run_name("") == "default"
     assert run_name("model=dncnn,roi=[1,2,3]") == "model=dncnn,roi=[1,2,3]"
     assert "/" not in run_name("image=/data/x.png")
+    # found in the README walk: a quoted path through a cem-train run folder (whose name holds ',' and '=') was
+    # split into fake overrides (`...,train.steps=model.safetensors_,...`); it is one value, cut to its file name
+    trained = "'runs/train/model.net.depth=4,model=edsr,task.scale=4,train.steps=1500/model.safetensors'"
+    name = run_name(f"model.path={trained},model=file,task.scale=4,task=sr")
+    assert name.startswith("model.path=model.safetensors,model=file,task.scale=4,task=sr-"), name
+    assert run_name(f"model.path={trained},model=file") != run_name(
+        f"model.path={trained.replace('4', '8')},model=file"
+    )
 
 
 def _cli(args, cwd):
@@ -248,6 +256,16 @@ def test_experiment_presets_compose(preset):
         assert cfg.patches.path.endswith("div2k_patches8.npz") and cfg.cem.fine == 50 and cfg.task.sigma == 50
     else:
         assert len(cfg.hydra.sweeper.params) >= 1
+
+
+def test_an_experiment_without_its_data_folder_names_cem_lab_data(tmp_path):
+    """Found in the README walk: `cem-lab experiment=demo_dn` without the data folder said only "checkpoint not
+    found: ../shared/data/dncnn_color_blind.pth", with no word of the variable that names the folder."""
+    from conftest import run_console
+
+    p = run_console("cem", ["experiment=demo_dn"], tmp_path, CEM_LAB_DATA=str(tmp_path / "nowhere"))
+    assert_clean_refusal(p, "CEM_LAB_DATA", str(tmp_path / "nowhere"))
+    assert not any(tmp_path.iterdir()), list(tmp_path.iterdir())  # nothing written
 
 
 def test_config_groups_for_every_axis():

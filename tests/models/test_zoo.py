@@ -198,7 +198,7 @@ def test_cem_cli_runs_a_zoo_model_by_name(tmp_path):
 
 
 # ----------------------------------------------------------------------------- cem-zoo itself
-def test_export_and_table_from_a_tiny_run(tmp_path):
+def test_export_and_table_from_a_tiny_run(tmp_path, capsys):
     """A training run exported into a zoo folder is found by name and tabulated."""
     from cem_lab.cli.zoo import train
 
@@ -232,8 +232,14 @@ def test_export_and_table_from_a_tiny_run(tmp_path):
     assert "`tiny_edsr_x2`" in table and "sr_x2" in table and "held-out PSNR" in table
     held = entry["heldout"]["tasks"]["sr_x2"]  # measured on the held-out pool at export
     assert held["images"] == 5 and len(held["per_image"]) == 5 and f"| {held['psnr']:.2f} |" in table
-    # a second call skips it; a changed recipe is not "exported"
+    assert (
+        capsys.readouterr().out.splitlines()[-1] == "cem-zoo train: 1 trained, 0 already in the zoo (skipped), 1 failed"
+    )
+    # a second call skips it, and says how to retrain (found in the README walk: a study all in the zoo did nothing
+    # with no word of --force); a changed recipe is not "exported"
     assert train([r], runs=tmp_path / "runs", zoo_dir=zoo) == []
+    last = capsys.readouterr().out.splitlines()[-1]
+    assert last == "cem-zoo train: 0 trained, 1 already in the zoo (skipped; --force retrains them), 0 failed", last
     changed = Recipe(r.name, r.study, r.overrides + ("train.lr=1e-3",))
     assert not exported(changed, zoo)
     # its finished run folder holds the old settings: refused (not handed back as the new model)

@@ -135,6 +135,44 @@ def test_resume_continues_from_the_checkpoint_and_matches_an_uninterrupted_run(t
     assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
 
 
+def test_ctrl_c_before_the_first_validation_keeps_the_steps_of_the_last_minutes(tmp_path, monkeypatch):
+    """Found in the README walk: a long first epoch (paper_edsr validates at step 5000) lost every step on Ctrl-C
+    while the program said "resume". last.ckpt is now also written every train.checkpoint_every_min minutes of
+    training, and the resumed run ends with the weights of an uninterrupted one."""
+    import lightning as L
+
+    from cem_lab.cli import train as train_cli
+
+    class CtrlCAtStep7(L.Callback):
+        def on_train_batch_start(self, trainer, *args):
+            if trainer.global_step == 7:
+                raise KeyboardInterrupt
+
+    built = train_cli.build_trainer
+
+    def with_ctrl_c(cfg, output_dir, callbacks):
+        return built(cfg, output_dir, [*callbacks, CtrlCAtStep7()])
+
+    settings = TINY + ["train.steps=10", "train.val_every=100", "train.schedule=none"]
+    monkeypatch.setattr(train_cli, "build_trainer", with_ctrl_c)
+    out = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt):  # every step ends a "minute": a checkpoint after each
+        run(_cfg([*settings, "train.checkpoint_every_min=0"]), out)
+    assert torch.load(out / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)["global_step"] == 7
+
+    never = tmp_path / "never"
+    with pytest.raises(KeyboardInterrupt):  # only at validations (the old behaviour): nothing to resume from
+        run(_cfg([*settings, "train.checkpoint_every_min=null"]), never)
+    assert not (never / "checkpoints" / "last.ckpt").exists()
+
+    monkeypatch.setattr(train_cli, "build_trainer", built)
+    resumed = run(_cfg([*settings, "train.checkpoint_every_min=0"]), out)  # a neutral key: the same run folder
+    assert resumed["resumed_from"] == 7 and resumed["steps"] == 10
+    straight = run(_cfg(settings), tmp_path / "straight")
+    a, b = resumed["module"].net.state_dict(), straight["module"].net.state_dict()
+    assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+
+
 # ----------------------------------------------------------------------------- data
 @pytest.mark.parametrize(
     ("tasks", "crop", "in_side"),
