@@ -95,7 +95,10 @@ def prepare_cem(
     if image_seed is None:
         image_seed = seed_from_name(name) if task.name == "dr" else 0
     if degraded is not None:
-        deg = _read_input(degraded, "degraded input" if not isinstance(degraded, (str, Path)) else str(degraded), notes)
+        where = "degraded input" if not isinstance(degraded, (str, Path)) else str(degraded)
+        deg = _read_input(degraded, where, notes)
+        # recorded in summary.json's notes: which file the model was given (the task's degradation is not applied)
+        notes.append(f"the model's input is {where}, as given (the task's own degradation is not applied)")
         if clean is not None and tuple(clean.shape[-2:]) != (deg.shape[-2] * task.scale, deg.shape[-1] * task.scale):
             clean = _to_scale(clean, task.scale, "image", notes)
         task_input = task.prepare(clean, image_seed, degraded=deg)
@@ -104,6 +107,8 @@ def prepare_cem(
             raise InputError("give an image (the clean ground truth) or a degraded input")
         clean = _to_scale(clean, task.scale, "image", notes)
         task_input = task.prepare(clean, image_seed)
+    for note in notes:  # before the preparation (minutes for a large network): the user learns of it first
+        log.info("input: %s", note)
     job = CEMJob(
         model,
         task,
@@ -117,8 +122,6 @@ def prepare_cem(
         blocks=blocks,
         full_output=full_output,
     )
-    for note in notes:
-        log.info("input: %s", note)
     job.notes[:0] = [f"input: {n}" for n in notes]
     job.roi_placement = dict(roi_placement) if roi_placement else None
     return job

@@ -19,6 +19,8 @@ def test_own_noisy_input_with_ground_truth(clean_image, small_bank):
     assert (res.images["input"] == noisy).all(), "the user's input is used as given, not re-degraded"
     assert (res.images["target"] == clean_image).all()
     assert res.effect.shape == (6, 6)
+    # the run records that the model was given the user's file (found in the README walk: summary.json said not)
+    assert any("the model's input is degraded input, as given" in n for n in res.meta["notes"]), res.meta["notes"]
 
 
 def test_own_rainy_input_takes_the_rain_layer_from_the_difference(clean_image, small_bank):
@@ -52,3 +54,16 @@ def test_ground_truth_free_output_change_map(clean_image, small_bank):
     assert (res.effect >= 0).all() and res.effect.max() > 0
     assert res.unit == "grey levels"
     assert "target" not in res.images
+
+
+def test_the_notes_on_the_input_come_before_the_preparation(clean_image, small_bank, caplog):
+    """Found in the README walk: "grey image converted to RGB" was logged after minutes of preparation."""
+    import logging
+
+    grey = clean_image[..., 0]
+    with caplog.at_level(logging.INFO, logger="cem_lab"):
+        compute_cem(ConvStack(depth=3), grey, "dn", (16, 16, 16), patch_bank=small_bank, **KW)
+    lines = [r.getMessage() for r in caplog.records]
+    first_note = next(i for i, m in enumerate(lines) if m.startswith("input:") and "replicated" in m)
+    first_prep = next(i for i, m in enumerate(lines) if m.startswith("preparing"))
+    assert first_note < first_prep, lines
