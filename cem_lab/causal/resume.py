@@ -73,8 +73,8 @@ def load_state(path: Path, fingerprint: str) -> dict[str, np.ndarray]:
         ) from err
     if str(state.get("fingerprint")) != fingerprint:
         raise RunFolderError(
-            f"{path.parent} holds a run with other settings, model, image or patch bank; use another "
-            "output folder, or delete that folder to start over"
+            f"{path.parent} holds a run with other settings, model, image or patch bank; give this run another "
+            "folder (run_name=NAME, or output_dir= in Python), or delete that folder to start over"
         )
     return state
 

@@ -150,7 +150,7 @@ def test_run_name_names_the_folder_and_its_identity_check_still_refuses_other_se
     assert again.returncode == 0 and "already finished (skipped)" in again.stdout
     # another map under the same name is refused by the folder's own check, and the folder is untouched
     other = _cli(args + ["run_name=demo_roi16", "seed=1"], tmp_path)
-    assert_clean_refusal(other, "holds a run with other settings")
+    assert_clean_refusal(other, "holds a run with other settings", "run_name=NAME")
     assert (folder / "summary.json").read_text() == summary
     np.testing.assert_array_equal(np.load(folder / "cem.npz")["effect"], effect)
     # without run_name the folder keeps its name from the overrides (existing folders are still found)
