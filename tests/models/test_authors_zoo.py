@@ -16,6 +16,7 @@ import torch
 from conftest import assert_clean_refusal, run_console
 
 from cem_lab.models.authors import AuthorsModelError, catalogue, coverage, entry, load_authors_model
+from cem_lab.models.authors.catalogue import file_key
 
 FIXTURES = Path(__file__).parent / "fixtures" / "authors_keys"
 OWN = [name for name, e in catalogue().items() if e.build == "own"]
@@ -40,8 +41,8 @@ def write_authors_file(name: str, folder: Path, seed: int = 0, net: torch.nn.Mod
     if net is None:
         net = _build(name)
     state = net.state_dict()
-    layout = e.layout if isinstance(e.layout, str) else e.layout[0]
-    obj = {"params": state} if layout in ("params_ema|params", "params_only", "params_or_raw") else state
+    key = file_key(e)
+    obj = {key: state} if key else state
     folder.mkdir(parents=True, exist_ok=True)
     torch.save(obj, folder / e.file)
     return folder / e.file
@@ -237,7 +238,7 @@ def test_spandrel_networks_load_from_a_file_of_the_authors_keys_and_shapes(name,
         else:
             state[key] = torch.randn(shape, generator=gen) * 0.02
     e = entry(name)
-    layout = e.layout if isinstance(e.layout, str) else e.layout[0]
-    torch.save({"params": state} if layout != "plain" else state, tmp_path / e.file)
+    key = file_key(e)
+    torch.save({key: state} if key else state, tmp_path / e.file)
     net = load_authors_model(name, tmp_path)
     assert net.model_info["parameters"] == e.parameters and net.model_info["build"] == "spandrel"

@@ -51,3 +51,30 @@ def test_standins_plan_tiny_run_and_a_report_marked_as_stand_ins(tmp_path):
 def test_an_unknown_name_is_refused_with_the_nearest(tmp_path):
     p = _paper(["plan", "--models", str(tmp_path), "--names", "EDSR-64-17"], tmp_path)
     assert p.returncode != 0 and "did you mean" in p.stderr and "Traceback" not in p.stderr, p.stderr[-2000:]
+
+
+def _mprnet_dr_standin(tmp_path: Path) -> Path:
+    models = tmp_path / "models"
+    p = _paper(["standins", "--models", str(models), "--study", "demo", "--names", "MPRNet_DR"], tmp_path)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert [f.name for f in models.glob("*.pth")] == ["MPRNet_deraining.pth"]
+    return models
+
+
+def test_the_demo_plan_lists_mprnet_dr_as_present_with_its_licence(tmp_path):
+    pytest.importorskip("spandrel_extra_arches")  # the extra-arches extra builds MPRNet_DR
+    models = _mprnet_dr_standin(tmp_path)
+    p = _paper(["plan", "--models", str(models), "--study", "demo", "--names", "MPRNet_DR"], tmp_path)
+    assert p.returncode == 0, p.stderr[-3000:]
+    line = next(ln for ln in p.stdout.splitlines() if "MPRNet_DR" in ln)
+    assert "present    3,637,249 parameters" in line and "non-commercial" in line  # not "not loadable here"
+
+
+@pytest.mark.slow
+def test_a_tiny_demo_run_maps_mprnet_dr(tmp_path):
+    pytest.importorskip("spandrel_extra_arches")
+    models = _mprnet_dr_standin(tmp_path)
+    p = _paper(["run", "--models", str(models), "--study", "demo", "--names", "MPRNet_DR", "--tiny"], tmp_path)
+    assert p.returncode == 0, (p.stdout[-2000:], p.stderr[-3000:])
+    maps = list((tmp_path / "runs" / "sweeps" / "cem" / "study_paper_demo_dr_tiny").glob("*/cem.npz"))
+    assert len(maps) == 1

