@@ -3,7 +3,7 @@ their checkpoints (their Google Drive folder, downloaded as ``CEM_Demo/ModelZoo/
 
     python experiments/paper.py plan --models FOLDER            # present / missing checkpoints, passes, time
     python experiments/paper.py run --models FOLDER device=cuda  # every study (resumable); --study NAME for one
-    python experiments/paper.py report                           # tables and figures per study (cem-report)
+    python experiments/paper.py report                           # tables, figures and the finding per study
 
 Studies (names as in the authors' MODEL_LIST; docs/authors_zoo.md says how each loads):
   receptive_field    FSRCNN-{16..128}-6 and FSRCNN-48-{2..16}, EDSR-64-{10..24} and EDSR-{32..256}-16 (SR x4)
@@ -11,7 +11,8 @@ Studies (names as in the authors' MODEL_LIST; docs/authors_zoo.md says how each 
   multitask          SRResNet / RCAN / SwinIR trained on one task against *_mix and *_MIO, on SR, DN and DR
   demo               the authors' demo configs: SR (EDSR, SRResNet), DN (DnCNN, RCAN_DN), DR (SRResNet_DR, MPRNet_DR)
 over the held-out population (monarch, barbara, kodim23: 256 px crops, the size of the authors' demo images,
-x two placed ROIs) at the paper's settings (block 8, T_c 3, T_f 50), with the statistics of cem-report.
+x two placed ROIs) at the paper's settings (block 8, T_c 3, T_f 50), with the statistics of cem-report; the first
+three also get their finding's page (``cem-report --finding NAME``: tables, figures and a verdict).
 MPRNet_DR needs ``pip install 'cem_lab[extra-arches]'`` (code for non-commercial use only): ``plan`` says so
 where it is missing, and ``run`` leaves it out.
 
@@ -85,6 +86,8 @@ STUDIES = {
 }
 #: a run of the paths only: one image, one ROI, a 64 px crop, a coarse estimator
 TINY = ["image_crop=64", "roi_place.size=16", "cem.block=16", "cem.coarse=2", "cem.fine=3"]
+#: the studies that are one of the paper's findings (``cem-report --finding NAME``, of the same name)
+FINDINGS = ("receptive_field", "channel_attention", "multitask")
 
 
 #: ``--names``: only these networks of the chosen studies (None: all)
@@ -282,9 +285,19 @@ def _standin_runs(folder: Path) -> bool:
     return False
 
 
+def _cem_report(folders: list[Path], out: Path, finding: str | None) -> subprocess.CompletedProcess:
+    if out.exists():
+        shutil.rmtree(out)
+    cmd = [sys.executable, "-m", "cem_lab.cli.report", *map(str, folders), "--out", str(out)]
+    return subprocess.run(
+        [*cmd, *(["--finding", finding] if finding else [])], cwd=ROOT, capture_output=True, text=True
+    )
+
+
 def report(study: str | None, tiny: bool) -> int:
-    """cem-report per study over its sweep folders, into reports/paper_<study>/, under a banner when the runs are
-    of stand-ins."""
+    """cem-report per study over its sweep folders, into reports/paper_<study>/, with the study's finding page
+    (finding_<study>.md) where it is one of the paper's findings; under a banner, and with every figure stamped,
+    when the runs are of stand-ins. A finding the runs cannot make (too few networks) is said in paper.md."""
     rc = 0
     for s in STUDIES if study is None else [study]:
         folders = [SWEEPS / f"study_paper_{suffix}{'_tiny' if tiny else ''}" for _, suffix, _, _ in _names(s)]
@@ -293,10 +306,12 @@ def report(study: str | None, tiny: bool) -> int:
             print(f"{s}: no runs yet (python experiments/paper.py run --study {s})", file=sys.stderr)
             continue
         out = REPORTS / f"paper_{s}{'_tiny' if tiny else ''}"
-        if out.exists():
-            shutil.rmtree(out)
-        cmd = [sys.executable, "-m", "cem_lab.cli.report", *map(str, folders), "--out", str(out)]
-        proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+        finding = s if s in FINDINGS else None
+        proc = _cem_report(folders, out, finding)
+        refused = ""
+        if finding and proc.returncode == 2:  # a user error: the runs do not hold the finding's networks
+            refused = (proc.stderr.strip().splitlines() or ["cem-report refused it"])[-1]
+            proc = _cem_report(folders, out, None)
         if proc.returncode != 0:
             print(proc.stdout[-3000:] + proc.stderr[-3000:], file=sys.stderr)
             rc = proc.returncode
@@ -308,7 +323,15 @@ def report(study: str | None, tiny: bool) -> int:
             if standin
             else ""
         )
-        body = "\n\n".join((out / f).read_text() for f in ("study.md", "runs.md") if (out / f).is_file())
+        finding_md = out / f"finding_{finding}.md"
+        if finding_md.is_file():
+            write_text(finding_md, banner + finding_md.read_text())
+        elif finding:
+            print(f"{s}: no finding page: {refused}", file=sys.stderr)
+        pages = [*([finding_md.name] if finding_md.is_file() else []), "study.md", "runs.md"]
+        body = "\n\n".join((out / f).read_text().removeprefix(banner) for f in pages if (out / f).is_file())
+        if refused:
+            body = f"The finding's page (finding_{finding}.md) was not written: {refused}\n\n{body}"
         if standin:
             for png in sorted((out / "figures").glob("*.png")):
                 _stamp(png)

@@ -44,6 +44,7 @@ __all__ = [
 ]
 
 _FAMILY_COLOURS = {"FSRCNN": "tab:blue", "EDSR": "tab:red"}
+_TRAINING_COLOURS = {"single-task": "tab:purple", "mixed": "tab:orange", "multi-in-one": "tab:green"}
 
 
 def _err(ax, x, mean, low, high, **kw):
@@ -141,7 +142,8 @@ def plot_attention_contrast(
     metrics: Sequence[str] = ("share_positive", "total_positive_effect", "reach_max_px", "baseline_metric"),
 ) -> str:
     """Per metric, each attention variant's paired difference from no attention (variant - none) with its
-    95 % interval, SR and DN side by side; ``con`` is the attention-contrast table."""
+    95 % interval, SR and DN side by side (a task without a difference, e.g. DN of the authors' zoo, is left
+    out); ``con`` is the attention-contrast table."""
     metrics = [m for m in metrics if m in set(con["metric"])]
     fig = new_figure(3.4 * len(metrics), 3.4, dpi=110)
     fig.set_layout_engine("constrained")
@@ -151,6 +153,8 @@ def plot_attention_contrast(
         y = np.arange(len(t))
         for off, task, colour in ((-0.15, "sr", "tab:red"), (0.15, "dn", "tab:blue")):
             mean, lo, hi = t[f"{task}_mean"], t[f"{task}_low"], t[f"{task}_high"]
+            if not np.isfinite(mean.to_numpy(float)).any():
+                continue
             xerr = np.vstack([mean - lo, hi - mean])
             ax.errorbar(
                 mean,
@@ -176,17 +180,19 @@ def plot_multitask_pairs(
     path: PathLike,
     metrics: Sequence[str] = ("total_positive_effect", "ce_mean_distance_px", "near_mass_share", "baseline_metric"),
 ) -> str:
-    """Per metric, mixed minus single-task with its 95 % interval, one row per (family, task); ``paired`` is
-    the paired table of the multi-task finding."""
+    """Per metric, mixed minus single-task with its 95 % interval, one row per (family, task) (and training, when
+    ``paired`` has that column: the authors' mixed and multi-in-one networks); ``paired`` is the paired table of
+    the multi-task finding."""
     metrics = [m for m in metrics if m in set(paired["metric"])]
-    rows = paired[["task", "family"]].drop_duplicates().reset_index(drop=True)
+    keys = ["task", "family", *(["training"] if "training" in paired.columns else [])]
+    rows = paired[keys].drop_duplicates().reset_index(drop=True)
     fig = new_figure(3.2 * len(metrics), 0.35 * len(rows) + 1.6, dpi=110)
     fig.set_layout_engine("constrained")
     axes = np.atleast_1d(fig.subplots(1, len(metrics), sharey=True))
     colours = {"sr": "tab:red", "dn": "tab:blue", "dr": "tab:green"}
     for ax, m in zip(axes, metrics):
         for i, r in rows.iterrows():
-            t = paired[(paired["task"] == r["task"]) & (paired["family"] == r["family"]) & (paired["metric"] == m)]
+            t = paired[(paired[keys] == r[keys]).all(axis=1) & (paired["metric"] == m)]
             if not len(t):
                 continue
             mean, lo, hi = float(t["mean"].iloc[0]), float(t["low"].iloc[0]), float(t["high"].iloc[0])
@@ -202,14 +208,17 @@ def plot_multitask_pairs(
         ax.axvline(0, color="black", linewidth=0.7)
         ax.set_title(f"{m}\n(mixed - single)", fontsize=9)
         ax.set_yticks(range(len(rows)))
-        ax.set_yticklabels([f"{r.family} {r.task}" for r in rows.itertuples()], fontsize=8)
+        ax.set_yticklabels(
+            [" ".join(str(r[k]) for k in ["family", "task", *keys[2:]]) for _, r in rows.iterrows()], fontsize=8
+        )
     fig.suptitle("multi-task: paired differences, mixed minus single-task (95 %)", fontsize=10)
     return save_figure(fig, path)
 
 
 def plot_multitask_profiles(df: pd.DataFrame, path: PathLike, bin_px: float = 8.0) -> str:
-    """The share of |CE| by distance from the ROI centre (bins of ``bin_px``), single-task vs mixed, one panel
-    per family and task: the mean over units with a min-max band."""
+    """The share of |CE| by distance from the ROI centre (bins of ``bin_px``), single-task vs mixed (vs
+    multi-in-one), by the ``training`` column, one panel per family and task: the mean over units with a min-max
+    band."""
     tasks = list(dict.fromkeys(df["task"]))
     fams = list(dict.fromkeys(df["architecture"]))
     fig = new_figure(3.3 * len(tasks), 2.6 * len(fams), dpi=110)
@@ -219,25 +228,26 @@ def plot_multitask_profiles(df: pd.DataFrame, path: PathLike, bin_px: float = 8.
         for j, task in enumerate(tasks):
             ax = axes[i, j]
             g = df[(df["architecture"] == fam) & (df["task"] == task)]
-            for model, sub in g.groupby("model", sort=False):
+            for _model, sub in g.groupby("model", sort=False):
                 profs = [distance_profile(Path(f), bin_px) for f in sub["folder"]]
                 n = max(len(p["mass_share"]) for p in profs)
                 mat = np.vstack([np.pad(p["mass_share"], (0, n - len(p["mass_share"]))) for p in profs])
                 centres = (np.arange(n) + 0.5) * bin_px
                 last = int(np.max(np.nonzero(mat.any(axis=0))[0], initial=0)) + 2
-                mixed = str(model).endswith("_mixed")
+                training = str(sub["training"].iloc[0])
+                colour = _TRAINING_COLOURS.get(training, "tab:purple")
                 ax.plot(
                     centres[:last],
                     mat.mean(axis=0)[:last],
-                    color="tab:orange" if mixed else "tab:purple",
-                    label="mixed" if mixed else "single-task",
+                    color=colour,
+                    label=training if training in _TRAINING_COLOURS else "single-task",
                 )
                 ax.fill_between(
                     centres[:last],
                     mat.min(axis=0)[:last],
                     mat.max(axis=0)[:last],
                     alpha=0.15,
-                    color="tab:orange" if mixed else "tab:purple",
+                    color=colour,
                 )
             ax.set_title(f"{fam} on {task}", fontsize=9)
             ax.set_xlabel("distance from the ROI centre (px)", fontsize=8)

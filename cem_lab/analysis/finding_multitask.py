@@ -1,7 +1,9 @@
 """Finding 3: multi-task training pushes a network toward local information.
 
-From single-task and mixed (``<family>_mixed``) zoo models: per (family, task) the paired difference in the
-size of the effect and in its locality, beside the PSNR gap; figures and the teaser.
+From single-task and mixed networks of one family, of cem_lab's zoo (``<family>_mixed``) or of the authors'
+(``*_mix``, and the multi-in-one ``*_MIO``), told apart by the run table's ``training`` column (single-task /
+mixed / multi-in-one), never by names: per (family, task) the paired difference in the size of the effect and
+in its locality, beside the PSNR gap; figures and the teaser.
 """
 
 from __future__ import annotations
@@ -9,19 +11,24 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from cem_lab.analysis import finding_figures as ff
 from cem_lab.analysis.finding_tables import (
+    NO_HELDOUT,
+    SOURCE_NAMES,
     FindingError,
     heldout,
     interval_text,
     markdown_table,
     pair_cells,
+    study_networks,
     units_line,
     write_csv,
 )
 from cem_lab.analysis.findings import paired_table, verdict, with_locality
+from cem_lab.analysis.runs import SOURCE_AUTHORS
 
 MT_METRICS = [
     "total_positive_effect",
@@ -31,24 +38,26 @@ MT_METRICS = [
     "near_mass_share",
     "baseline_metric",
 ]
+#: the ``training`` of the networks compared with the single-task ones, in the order of the tables
+OTHER_TRAINING = ("mixed", "multi-in-one")
 
 
 def multitask_finding(runs: pd.DataFrame, out: Path, figures: Path) -> dict[str, Any]:
-    """Finding 3 from single-task and mixed zoo models: paired differences per (family, task) in the size and
-    the locality of the effect, figures (and the teaser), markdown and verdict."""
+    """Finding 3 from single-task and mixed (or multi-in-one) networks of cem_lab's zoo or of the authors':
+    paired differences per (family, task) in the size and the locality of the effect, figures (and the teaser),
+    markdown and verdict."""
     df = with_locality(runs)
-    df = df[df["zoo"] == True]  # noqa: E712
+    df, source = study_networks(df, "multitask")
+    authors = source == SOURCE_AUTHORS
     rows, cmp_rows = [], []
     support = contradict = total = 0
     order = {"sr": 0, "dn": 1, "dr": 2}
     for task, t in sorted(df.groupby("task", sort=False), key=lambda kv: order.get(kv[0], 9)):
-        for arch, g in t.groupby("architecture", sort=False):
-            single = [m for m in dict.fromkeys(g["model"]) if not str(m).endswith("_mixed")]
-            mixed = [m for m in dict.fromkeys(g["model"]) if str(m).endswith("_mixed")]
-            if not single or not mixed:
-                continue
-            p = paired_table(g, [(single[0], mixed[0])], MT_METRICS)
+        for (arch, kind), g, single, mixed in _pairs(t):
+            p = paired_table(g, [(single, mixed)], MT_METRICS)
             p["task"], p["family"] = task, arch
+            if authors:
+                p["training"] = kind
             rows.append(p)
             c = {m: pair_cells(p, m) for m in MT_METRICS}
             closer = c["ce_mean_distance_px"]["excl"] and c["ce_mean_distance_px"]["mean"] < 0
@@ -69,13 +78,14 @@ def multitask_finding(runs: pd.DataFrame, out: Path, figures: Path) -> dict[str,
                 if weaker
                 else "no difference found"
             )
-            ho_s, ho_m = heldout(single[0], task), heldout(mixed[0], task)
+            ho_s, ho_m = heldout(single, task), heldout(mixed, task)
             cmp_rows.append(
                 {
                     "task": task,
                     "family": arch,
-                    "single": single[0],
-                    "mixed": mixed[0],
+                    **({"training": kind} if authors else {}),
+                    "single": single,
+                    "mixed": mixed,
                     "sum of positive CE (mixed - single, dB)": interval_text(
                         *c["total_positive_effect"][["mean", "low", "high"]]
                     ),
@@ -83,14 +93,15 @@ def multitask_finding(runs: pd.DataFrame, out: Path, figures: Path) -> dict[str,
                     "CE mass share within 32 px": interval_text(*c["near_mass_share"][["mean", "low", "high"]]),
                     "effective distance (px)": interval_text(*c["reach_max_px"][["mean", "low", "high"]]),
                     "ROI PSNR gap (dB)": interval_text(*c["baseline_metric"][["mean", "low", "high"]], 3),
-                    "held-out PSNR gap (dB)": f"{ho_m['psnr'] - ho_s['psnr']:+.2f}",
+                    "held-out PSNR gap (dB)": np.nan if authors else f"{ho_m['psnr'] - ho_s['psnr']:+.2f}",
                     "reading": reading,
                 }
             )
     if not rows:
         raise FindingError(
-            "multitask: needs single-task and mixed (<family>_mixed) zoo models on a task. Run "
-            "python experiments/multitask.py run"
+            "multitask: needs single-task and mixed (or multi-in-one) networks of one family on a task (the "
+            "training column: cem_lab's <family>_mixed zoo models, the authors' *_mix and *_MIO). Run "
+            "python experiments/multitask.py run (or experiments/paper.py run --study multitask)"
         )
     paired = pd.concat(rows, ignore_index=True)
     files = {"paired": write_csv(paired, out / "finding_multitask_paired.csv")}
@@ -109,6 +120,15 @@ def multitask_finding(runs: pd.DataFrame, out: Path, figures: Path) -> dict[str,
         figs["teaser"] = ff.plot_teaser(df, teaser_model, figures / "teaser.png")
     md = [
         "## Finding 3: multi-task training pushes a network toward local information\n",
+        *(
+            [
+                f"Study networks: {SOURCE_NAMES[source]}; each single-task network is paired with the mixed (*_mix) "
+                "and the multi-in-one (*_MIO) network of its family (column training; the column mixed names the "
+                f"network it is paired with). {NO_HELDOUT}\n"
+            ]
+            if authors
+            else []
+        ),
         f"{units_line(df)}.\n",
         f"**Verdict: {v}.** Rule: each (family, task) pair of single-task and mixed models is paired by unit. The "
         "size of the effect (sum of positive CE) falls when a network is weaker as well as when it is more local, so "
@@ -125,19 +145,34 @@ def multitask_finding(runs: pd.DataFrame, out: Path, figures: Path) -> dict[str,
         f"![CE maps](figures/{Path(figs['finding_mt_cem_grid']).name})\n",
     ]
     if "teaser" in figs:
+        why = (
+            f"The teaser shows the authors' mixed network with maps on the most tasks, {teaser_model}"
+            if authors
+            else "No network of the pretrained catalogue restores all three tasks (waifu2x: SR and JPEG; FFDNet: DN; "
+            f"none derains), so the teaser shows the project's mixed network with maps on the most tasks, {teaser_model}"
+        )
         md.append(
-            f"### The teaser: {teaser_model} on every task it was trained for\n\nNo network of the pretrained "
-            "catalogue restores all three tasks (waifu2x: SR and JPEG; FFDNet: DN; none derains), so the teaser "
-            f"shows the project's mixed network with maps on the most tasks, {teaser_model}, on one ROI (the "
+            f"### The teaser: {teaser_model} on every task it was trained for\n\n{why}, on one ROI (the "
             "unit with the largest median sum of positive CE).\n\n"
             f"![teaser](figures/{Path(figs['teaser']).name})\n"
         )
     return {"markdown": "\n".join(md), "verdict": v, "files": files, "figures": figs}
 
 
+def _pairs(t: pd.DataFrame):
+    """Per family of the runs ``t`` of one task and per training in :data:`OTHER_TRAINING` it has beside a
+    single-task network: ((family, training), the family's runs, the single-task model, the other model)."""
+    for arch, g in t.groupby("architecture", sort=False):
+        single = list(dict.fromkeys(g[g["training"] == "single-task"]["model"]))
+        for kind in OTHER_TRAINING:
+            other = list(dict.fromkeys(g[g["training"] == kind]["model"]))
+            if single and other:
+                yield (arch, kind), g, single[0], other[0]
+
+
 def _teaser_model(df: pd.DataFrame) -> str | None:
     """The mixed model with maps on the most tasks (the one network that restores SR, DN and DR)."""
-    mixed = df[df["model"].astype(str).str.endswith("_mixed")]
+    mixed = df[df["training"] == "mixed"]
     if not len(mixed):
         return None
     n = mixed.groupby("model")["task"].nunique()

@@ -1,7 +1,9 @@
 """Finding 1: more input information (a larger receptive field) does not always help.
 
-From the zoo's FSRCNN and EDSR families over depth x width (and any real network of the catalogue beside
-them): per-model intervals, Spearman trends, one-axis comparisons read against the held-out PSNR, figures.
+From the FSRCNN and EDSR families over depth x width, of cem_lab's zoo or of the authors' zoo (the paper's
+FSRCNN-{w}-{d} and EDSR-{w}-{d}; the rows come from the run table's ``source``, ``architecture``, ``depth`` and
+``width``, never from names), and any real network beside them: per-model intervals, Spearman trends, one-axis
+comparisons read against the held-out PSNR (the authors' networks have none: the ROI PSNR stands in), figures.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ import pandas as pd
 from cem_lab.analysis import finding_figures as ff
 from cem_lab.analysis.finding_tables import (
     LABELS,
+    NO_HELDOUT,
+    SOURCE_NAMES,
     FindingError,
     heldout,
     heldout_gap,
@@ -22,12 +26,16 @@ from cem_lab.analysis.finding_tables import (
     markdown_table,
     pair_cells,
     per_model_intervals,
+    study_networks,
     units_line,
     write_csv,
 )
 from cem_lab.analysis.findings import paired_table, rank_trend, verdict, with_locality
+from cem_lab.analysis.runs import SOURCE_AUTHORS
 from cem_lab.run_format import read_cem_arrays, read_summary
 
+#: the swept families (the run table's ``architecture``)
+RF_FAMILIES = ("FSRCNN", "EDSR")
 RF_METRICS = [
     "reach_max_px",
     "share_negative",
@@ -39,15 +47,20 @@ RF_METRICS = [
 
 
 def receptive_field_finding(runs: pd.DataFrame, out: Path, figures: Path) -> dict[str, Any]:
-    """Finding 1 from the zoo's FSRCNN and EDSR families (and any real network beside them): per-model
-    intervals, rank trends, one-axis comparisons against the held-out PSNR, figures, markdown and verdict."""
+    """Finding 1 from the FSRCNN and EDSR families of cem_lab's zoo or of the authors' (and any real network
+    beside them): per-model intervals, rank trends, one-axis comparisons against the held-out PSNR (the ROI PSNR
+    for the authors' networks, which have no held-out record), figures, markdown and verdict."""
     df = with_locality(runs)
     df["dependent_share"] = [dependent_share(f) for f in df["folder"]]
-    zoo = df[(df["zoo"] == True) & df["architecture"].isin(["FSRCNN", "EDSR"])].copy()  # noqa: E712
+    swept = df["architecture"].isin(RF_FAMILIES) & df["depth"].notna() & df["width"].notna()
+    zoo, source = study_networks(df[swept], "receptive_field")
+    zoo = zoo.copy()
+    authors = source == SOURCE_AUTHORS
     if zoo["model"].nunique() < 3:
         raise FindingError(
-            "receptive_field: needs the FSRCNN and EDSR families of the zoo (at least 3 models); "
-            f"found {sorted(zoo['model'].unique())}. Run python experiments/receptive_field.py run"
+            "receptive_field: needs the FSRCNN and EDSR families of the zoo or of the authors' zoo (FSRCNN-{w}-{d}, "
+            f"EDSR-{{w}}-{{d}}; at least 3 models); found {sorted(zoo['model'].unique())}. Run python "
+            "experiments/receptive_field.py run (or experiments/paper.py run --study receptive_field)"
         )
     models = list(dict.fromkeys(zoo["model"]))
     per = per_model_intervals(zoo, models, RF_METRICS)
@@ -116,6 +129,9 @@ def receptive_field_finding(runs: pd.DataFrame, out: Path, figures: Path) -> dic
         ho = heldout_gap(a, b, "sr")
         ho_down = ho is not None and ho.excludes_zero and ho.mean < 0
         ho_up = ho is not None and ho.excludes_zero and ho.mean > 0
+        if authors and ho is None:  # no held-out record: the ROI PSNR of the mapped units, paired by unit
+            ho_down = psnr["excl"] and psnr["mean"] < 0
+            ho_up = psnr["excl"] and psnr["mean"] > 0
         if more_reach:
             informative += 1
             support += bool(ho_down)
@@ -184,21 +200,29 @@ def receptive_field_finding(runs: pd.DataFrame, out: Path, figures: Path) -> dic
             "ROI PSNR (dB)": interval_text(
                 r["baseline_metric_mean"], r["baseline_metric_low"], r["baseline_metric_high"], 4
             ),
-            "held-out PSNR (gain), dB": f"{r['heldout_psnr_db']:.2f} ({r['heldout_gain_db']:+.2f})",
+            "held-out PSNR (gain), dB": np.nan
+            if authors
+            else f"{r['heldout_psnr_db']:.2f} ({r['heldout_gain_db']:+.2f})",
             "input the ROI depends on": f"{100 * r['dependent_share']:.0f} %",
         }
 
     tr = trends.assign(**{"rho [95 %]": [interval_text(r.rho, r.low, r.high, 2) for r in trends.itertuples()]})
     tr["y"] = tr["y"].map(LABELS)
+    psnr_rule = (
+        "ROI PSNR (of the mapped units, paired by unit: it stands in for the held-out PSNR, which these networks lack)"
+        if authors
+        else "held-out PSNR (the zoo's record on five whole photographs no zoo model saw, paired by photograph)"
+    )
     md = [
         "## Finding 1: more input information (a larger receptive field) does not always help\n",
+        *([f"Study networks: {SOURCE_NAMES[source]}. {NO_HELDOUT}\n"] if authors else []),
         f"{units_line(zoo)}.\n",
         f"**Verdict: {v}.** Rule: each one-axis comparison (deepest vs shallowest at a width, widest vs "
         f"narrowest at a depth) whose effective distance grows (interval above 0) is informative; it supports the "
-        f"finding when the network's held-out PSNR (the zoo's record on five whole photographs no zoo model saw, "
-        f"paired by photograph) falls (interval below 0) and contradicts it when it rises (interval above 0); the "
-        f"ROI PSNR of the mapped units stands beside it. Informative: {informative} of {len(comparisons)}; "
-        f"supporting: {support}; contradicting: {contradict}.\n",
+        f"finding when the network's {psnr_rule} falls (interval below 0) and contradicts it when it rises "
+        f"(interval above 0)"
+        + ("" if authors else "; the ROI PSNR of the mapped units stands beside it")
+        + f". Informative: {informative} of {len(comparisons)}; supporting: {support}; contradicting: {contradict}.\n",
         "### Per model\n",
         markdown_table(pd.DataFrame([row_of(r) for _, r in per.iterrows()])),
         "### Rank correlations across models (Spearman's rho)\n",

@@ -1,5 +1,6 @@
-"""The parts the three findings share: labels, per-model intervals, the zoo's held-out records, table cells,
-markdown tables and CSV files (:mod:`cem_lab.analysis.finding_reports` writes the findings)."""
+"""The parts the three findings share: labels, the study networks (cem_lab's zoo or the authors'), per-model
+intervals, the zoo's held-out records, table cells, markdown tables and CSV files
+(:mod:`cem_lab.analysis.finding_reports` writes the findings)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from cem_lab.analysis.runs import _zoo_entry
+from cem_lab.analysis.runs import SOURCE_AUTHORS, SOURCE_ZOO, STUDY_SOURCES, _zoo_entry
 from cem_lab.analysis.study_stats import nested_bootstrap, paired_difference
 from cem_lab.errors import CemLabError
 from cem_lab.io import atomic_path
@@ -28,6 +29,28 @@ LABELS = {
 
 class FindingError(CemLabError, ValueError):
     """The runs do not hold the study the finding needs (names what is missing)."""
+
+
+#: the study networks' sources, as the reports name them
+SOURCE_NAMES = {SOURCE_ZOO: "cem_lab's zoo", SOURCE_AUTHORS: "the authors' zoo (the paper's own networks)"}
+#: the one sentence a finding says when its networks are the authors': cem_lab holds no held-out record of them
+NO_HELDOUT = (
+    "The authors' networks have no held-out record in cem_lab (that record is of cem_lab's own zoo, on five whole "
+    "photographs no zoo model saw), so their held-out PSNR cells are NaN."
+)
+
+
+def study_networks(df: pd.DataFrame, finding: str) -> tuple[pd.DataFrame, str]:
+    """The rows of ``df`` whose networks carry the study columns (``source`` cem_lab's zoo or the authors'), and
+    that source; runs of both zoos at once are refused (their training differs: report each apart)."""
+    sub = df[df["source"].isin(STUDY_SOURCES)]
+    sources = list(dict.fromkeys(sub["source"]))
+    if len(sources) > 1:
+        raise FindingError(
+            f"{finding}: the runs hold study networks of both {SOURCE_NAMES[SOURCE_ZOO]} and "
+            f"{SOURCE_NAMES[SOURCE_AUTHORS]}; they were trained apart: report each one's runs on its own"
+        )
+    return sub, (sources[0] if sources else SOURCE_ZOO)
 
 
 # ----------------------------------------------------------------------------- helpers

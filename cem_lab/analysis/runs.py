@@ -7,7 +7,10 @@ each with a one-line reason. Nothing here recomputes a CEM; it reads the files o
 
 When a run's model is a name of the embedded zoo, the zoo's metadata (study, architecture, depth,
 width, attention variant, training regime, validation PSNR on the run's task, parameters) are
-added as columns.
+added as columns; a network of the paper's own zoo (``model=authors``) gets the same columns from
+cem_lab's catalogue of it (no validation PSNR: cem_lab holds no record of those networks). ``source``
+says where a network comes from: :data:`SOURCE_ZOO` (cem_lab's zoo), :data:`SOURCE_AUTHORS` (the
+paper's zoo) or ``"other"``; the findings take their study networks from the first two.
 """
 
 from __future__ import annotations
@@ -46,6 +49,9 @@ __all__ = [
     "RUN_MARKERS",
     "REPORT_MARKER",
     "RUN_COLUMNS",
+    "SOURCE_AUTHORS",
+    "SOURCE_ZOO",
+    "STUDY_SOURCES",
     "ZOO_COLUMNS",
     "SkippedRun",
     "collect_runs",
@@ -108,8 +114,13 @@ RUN_COLUMNS: tuple[str, ...] = (
     "mode",
     "roi_placement",
 )
+#: ``source`` of a network of cem_lab's own trained zoo, and of one of the paper's (the authors') zoo
+SOURCE_ZOO, SOURCE_AUTHORS = "zoo", "authors"
+#: the sources whose networks carry the study columns (family, depth, width, attention, training)
+STUDY_SOURCES: tuple[str, ...] = (SOURCE_ZOO, SOURCE_AUTHORS)
 ZOO_COLUMNS: tuple[str, ...] = (
     "zoo",
+    "source",
     "study",
     "zoo_label",
     "architecture",
@@ -333,10 +344,11 @@ def authors_info(name: str) -> dict[str, Any]:
     try:
         e = authors_entry(name)
     except AuthorsModelError:
-        return _empty_zoo()
+        return {**_empty_zoo(), "source": SOURCE_AUTHORS}
     s = e.study_attrs or {}
     return {
         **_empty_zoo(),
+        "source": SOURCE_AUTHORS,
         "study": s.get("study", np.nan),
         "zoo_label": name,
         "architecture": s.get("family", e.authors_class.rsplit(":", 1)[-1] if e.authors_class else np.nan),
@@ -350,7 +362,7 @@ def authors_info(name: str) -> dict[str, Any]:
 
 # ----------------------------------------------------------------------------- zoo metadata
 def _empty_zoo() -> dict[str, Any]:
-    return {**{k: np.nan for k in ZOO_COLUMNS}, "zoo": False}
+    return {**{k: np.nan for k in ZOO_COLUMNS}, "zoo": False, "source": "other"}
 
 
 @cache
@@ -394,6 +406,7 @@ def zoo_info(name: str, label: str) -> dict[str, Any]:
     val = val_tasks.get(label) or {}
     return {
         "zoo": True,
+        "source": SOURCE_ZOO,
         "study": _get(entry, "zoo", "study"),
         "zoo_label": _get(entry, "zoo", "label"),
         "architecture": str(model.get("_target_", "")).rsplit(".", 1)[-1] or np.nan,

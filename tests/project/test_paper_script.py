@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 SCRIPT = Path(__file__).resolve().parents[2] / "experiments" / "paper.py"
@@ -78,3 +79,90 @@ def test_a_tiny_demo_run_maps_mprnet_dr(tmp_path):
     assert p.returncode == 0, (p.stdout[-2000:], p.stderr[-3000:])
     maps = list((tmp_path / "runs" / "sweeps" / "cem" / "study_paper_demo_dr_tiny").glob("*/cem.npz"))
     assert len(maps) == 1
+
+
+# ----------------------------------------------------------------------------- the three findings on stand-ins
+#: a subset of each finding's networks: 3 FSRCNN + 3 EDSR (a depth and a width comparison in each family),
+#: every RCAN attention variant, SRResNet single-task on SR and DN with *_mix and *_MIO
+RF_NAMES = "FSRCNN-48-2,FSRCNN-48-12,FSRCNN-16-6,EDSR-64-10,EDSR-64-16,EDSR-32-16"
+MT_NAMES = "SRResNet,SRResNet_DN,SRResNet_mix,SRResNet_MIO"
+
+
+@pytest.fixture(scope="module")
+def finding_reports(tmp_path_factory) -> Path:
+    """Stand-ins, tiny runs of the three studies through cem-lab, and their reports (once for the module)."""
+    root = tmp_path_factory.mktemp("paper_findings")
+    models = root / "models"
+    ca = "RCAN,RCAN_half_ca,RCAN_no_ca,RCAN_pooling4,RCAN_pooling16,RCAN_pooling2x2,RCAN_pooling3x3"
+    for args in (
+        ["standins", "--models", str(models), "--names", f"{RF_NAMES},{ca},{MT_NAMES}"],
+        ["run", "--tiny", "--models", str(models), "--study", "channel_attention"],
+        ["run", "--tiny", "--models", str(models), "--study", "receptive_field", "--names", RF_NAMES],
+        ["run", "--tiny", "--models", str(models), "--study", "multitask", "--names", MT_NAMES],
+        ["report", "--tiny"],
+    ):
+        p = _paper(args, root)
+        assert p.returncode == 0, (args, p.stdout[-2000:], p.stderr[-3000:])
+    return root / "reports"
+
+
+def _finding_page(reports: Path, study: str) -> str:
+    text = (reports / f"paper_{study}_tiny" / f"finding_{study}.md").read_text()
+    assert text.startswith("> **STAND-INS: these maps are of random-weight networks"), text[:300]
+    assert "**Verdict: " in text and "Study networks: the authors' zoo" in text
+    paper = (reports / f"paper_{study}_tiny" / "paper.md").read_text()
+    assert paper.count("**STAND-INS:") == 1 and text.split("\n", 2)[2][:200] in paper  # the finding leads paper.md
+    return text
+
+
+@pytest.mark.slow
+def test_the_receptive_field_finding_on_the_authors_families(finding_reports):
+    from cem_lab.analysis.finding_tables import NO_HELDOUT
+
+    text = _finding_page(finding_reports, "receptive_field")
+    assert "## Finding 1" in text and NO_HELDOUT in text
+    per = pd.read_csv(finding_reports / "paper_receptive_field_tiny" / "finding_receptive_field_models.csv")
+    assert set(per["model"]) == set(RF_NAMES.split(",")) and set(per["architecture"]) == {"FSRCNN", "EDSR"}
+    assert per["heldout_psnr_db"].isna().all()
+    paired = pd.read_csv(finding_reports / "paper_receptive_field_tiny" / "finding_receptive_field_paired.csv")
+    assert {(a, b) for a, b in zip(paired["a"], paired["b"])} == {
+        ("FSRCNN-48-2", "FSRCNN-48-12"),
+        ("EDSR-64-10", "EDSR-64-16"),
+        ("EDSR-32-16", "EDSR-64-16"),
+    }
+    assert (finding_reports / "paper_receptive_field_tiny" / "figures" / "finding_rf_trends.png").is_file()
+
+
+@pytest.mark.slow
+def test_the_channel_attention_finding_says_the_sr_dn_contrast_is_unavailable(finding_reports):
+    text = _finding_page(finding_reports, "channel_attention")
+    assert "## Finding 2" in text and "**The SR - DN contrast is unavailable:**" in text
+    folder = finding_reports / "paper_channel_attention_tiny"
+    con = pd.read_csv(folder / "finding_channel_attention_contrast.csv")
+    assert set(con["variant"]) == {"global", "half", "local4", "local16", "adaptive2", "adaptive3"}
+    assert con["dn_mean"].isna().all() and con["sr_mean"].notna().all()
+    per = pd.read_csv(folder / "finding_channel_attention_models.csv")
+    assert dict(zip(per["model"], per["variant"])) == {
+        "RCAN": "global",
+        "RCAN_half_ca": "half",
+        "RCAN_no_ca": "none",
+        "RCAN_pooling4": "local4",
+        "RCAN_pooling16": "local16",
+        "RCAN_pooling2x2": "adaptive2",
+        "RCAN_pooling3x3": "adaptive3",
+    }
+    assert set(per["task"]) == {"sr"} and (folder / "figures" / "finding_ca_contrast.png").is_file()
+
+
+@pytest.mark.slow
+def test_the_multitask_finding_pairs_single_task_with_mix_and_mio(finding_reports):
+    text = _finding_page(finding_reports, "multitask")
+    assert "## Finding 3" in text and "held-out PSNR cells are NaN" in text
+    comp = pd.read_csv(finding_reports / "paper_multitask_tiny" / "finding_multitask_comparisons.csv")
+    assert list(zip(comp["task"], comp["family"], comp["training"], comp["single"], comp["mixed"])) == [
+        ("sr", "SRResNet", "mixed", "SRResNet", "SRResNet_mix"),
+        ("sr", "SRResNet", "multi-in-one", "SRResNet", "SRResNet_MIO"),
+        ("dn", "SRResNet", "mixed", "SRResNet_DN", "SRResNet_mix"),
+        ("dn", "SRResNet", "multi-in-one", "SRResNet_DN", "SRResNet_MIO"),
+    ]
+    assert comp["held-out PSNR gap (dB)"].isna().all()
