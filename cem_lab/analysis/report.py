@@ -41,7 +41,7 @@ MARKDOWN_COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("reach_mean_px", "reach mean (px)", "{:.1f}"),
     ("reach_max_px", "reach max (px)", "{:.1f}"),
     ("val_psnr", "val PSNR (dB)", "{:.2f}"),
-    ("study", "study", "{}"),
+    ("study", "model made for study", "{}"),  # the zoo study a network belongs to, not the sweep
 )
 
 
