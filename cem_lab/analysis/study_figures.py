@@ -21,12 +21,14 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from matplotlib.lines import Line2D
 from matplotlib.patches import Rectangle
+from matplotlib.ticker import MaxNLocator
 
 from cem_lab.causal.result import CEMResult
 from cem_lab.errors import InputError
 from cem_lab.io import PathLike
-from cem_lab.viz.canvas import new_figure, save_figure
+from cem_lab.viz.canvas import new_figure, save_figure, text_inches
 from cem_lab.viz.cem_charts import PIE_COLORS
 from cem_lab.viz.cem_maps import TASK_BOUNDS, effect_mappable, effect_to_rgb
 
@@ -43,6 +45,13 @@ __all__ = [
 
 _GAMMA = 1.2  # the power mapping of the single-run figures
 _SHARES = ("positive", "negative", "zero")
+_MARKERS = "osD^v<>phX*P"
+
+
+def _colour(k: int) -> str:
+    return f"C{k % 10}"
+
+
 _REGIME_COLORS = {"single-task": "#4c72b0", "mixed": "#dd8452"}
 
 
@@ -68,12 +77,13 @@ def _value(column: str, value) -> str:
     return f"{column} {value}"
 
 
-def run_labels(runs: pd.DataFrame, sep: str = "\n") -> pd.Series:
-    """A short label per run: the model name and, where a model has several runs on one task, what tells
-    them apart (the image, ROI, block, seed ... that vary among them), else the run name cut to fit a panel."""
+def _label_parts(runs: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
+    """Per run its model name (cut to fit a panel) and what tells it apart from the model's other runs on the
+    task (the image, ROI, block, seed ... that vary among them, else its cut run name; "" for a model's only run)."""
     model = runs["model"].fillna(runs["run"]).astype(str)
     keys = pd.Series(list(zip(model, runs["task_label"])), index=runs.index)
-    labels = model.copy()
+    tails = [[] for _ in range(len(runs))]
+    pos = {i: k for k, i in enumerate(runs.index)}
     for _, idx in keys.groupby(keys).groups.items():
         if len(idx) < 2:
             continue
@@ -82,13 +92,43 @@ def run_labels(runs: pd.DataFrame, sep: str = "\n") -> pd.Series:
             c for c in _LABEL_COLUMNS if c in group and group[c].map(lambda v: repr(v)).nunique(dropna=False) > 1
         ]
         for i in idx:
-            parts = [_value(c, runs.at[i, c]) for c in varying]
-            tail = " \u00b7 ".join(parts) if parts else _short(str(runs.at[i, "run"]))
-            labels[i] = f"{_short(model[i])}{sep}{tail}"
+            tails[pos[i]] = [_value(c, runs.at[i, c]) for c in varying] or [_short(str(runs.at[i, "run"]))]
     # two runs that still read the same (they differ only in a setting no column names): add the run name
-    dup = labels.duplicated(keep=False)
-    labels[dup] = labels[dup] + sep + runs.loc[dup, "run"].astype(str).map(_short)
-    return labels
+    heads = model.map(_short)
+    joined = pd.Series([" \u00b7 ".join(t) for t in tails], index=runs.index)
+    dup = (heads + "|" + joined).duplicated(keep=False)
+    for i in runs.index[dup]:
+        tails[pos[i]] = tails[pos[i]] + [_short(str(runs.at[i, "run"]))]
+    return heads, pd.Series(tails, index=runs.index)
+
+
+def _join_parts(parts: list[str], width: int) -> str:
+    """``parts`` joined by " \u00b7 ", a new line started where a line would pass ``width`` characters."""
+    lines: list[str] = []
+    for part in parts:
+        if lines and len(lines[-1]) + 3 + len(part) <= width:
+            lines[-1] += " \u00b7 " + part
+        else:
+            lines.append(part)
+    return "\n".join(lines)
+
+
+def run_labels(runs: pd.DataFrame, sep: str = "\n", width: int = 30) -> pd.Series:
+    """A short label per run: the model name and, where a model has several runs on one task, what tells
+    them apart (the image, ROI, block, seed ... that vary among them), else the run name cut to fit a panel.
+
+    With ``sep="\n"`` (a panel title) the distinguishing part is wrapped at ``width`` characters."""
+    heads, tails = _label_parts(runs)
+    out = []
+    for i in runs.index:
+        parts = tails[i]
+        if not parts:
+            out.append(heads[i])
+        elif sep == "\n":
+            out.append(heads[i] + "\n" + _join_parts(parts, width))
+        else:
+            out.append(sep.join([heads[i], " \u00b7 ".join(parts)]))
+    return pd.Series(out, index=runs.index)
 
 
 def _task_groups(runs: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
@@ -145,7 +185,8 @@ def plot_cem_grid(runs: pd.DataFrame, path: PathLike, ncols: int = 5) -> str:
             ax.set_yticks([])
         for ax in axes[len(items) :]:
             ax.set_visible(False)
-        sub.suptitle(f"{name}: causal effect maps (colour range \u00b1{bound:g} {unit}, ROI green)", fontsize=10)
+        brk = "\n" if ncols < 3 else " "  # a narrow grid: the title on two lines, inside the canvas
+        sub.suptitle(f"{name}: causal effect maps{brk}(colour range \u00b1{bound:g} {unit}, ROI green)", fontsize=10)
         cbar = sub.colorbar(
             effect_mappable(bound, _GAMMA),
             ax=axes[: len(items)].tolist(),
@@ -161,14 +202,17 @@ def plot_cem_grid(runs: pd.DataFrame, path: PathLike, ncols: int = 5) -> str:
 
 # ----------------------------------------------------------------------------- (b) shares
 def plot_shares(runs: pd.DataFrame, path: PathLike) -> str:
-    """Stacked horizontal bars of the positive / negative / zero block shares of each run, one panel per task."""
+    """Stacked horizontal bars of the positive / negative / zero block shares of each run, one panel per task;
+    the figure is as wide as its run labels need, the legend above the panels."""
     _check_rows(runs, "plot_shares")
     groups = _task_groups(runs)
     labels = run_labels(runs, sep=" \u00b7 ")
     longest = max(len(g) for _, g in groups)
-    fig = new_figure(4.2 * len(groups) + 1.5, 0.35 * longest + 1.8, dpi=110)
-    fig.set_layout_engine("constrained")
-    axes = np.atleast_1d(fig.subplots(1, len(groups), squeeze=False)).ravel()
+    fig = new_figure(1.0, 1.0, dpi=110)
+    label_w = [text_inches(fig, labels[g.index], 8) for _, g in groups]
+    fig.set_size_inches(sum(w + 3.3 for w in label_w) + 0.3, 0.3 * longest + 2.0)
+    fig.set_layout_engine("constrained", w_pad=0.06, wspace=0.05)
+    axes = np.atleast_1d(fig.subplots(1, len(groups), squeeze=False, width_ratios=[w + 3.3 for w in label_w])).ravel()
     for ax, (task, g) in zip(axes, groups):
         y = np.arange(len(g))
         left = np.zeros(len(g))
@@ -177,11 +221,11 @@ def plot_shares(runs: pd.DataFrame, path: PathLike) -> str:
             ax.barh(y, values, left=left, color=PIE_COLORS[kind], label=kind, edgecolor="white", linewidth=0.5)
             left += np.nan_to_num(values)
         ax.set_yticks(y, labels[g.index].tolist(), fontsize=8)
-        ax.invert_yaxis()
+        ax.set_ylim(len(g) - 0.5, -0.5)
         ax.set_xlim(0, 1)
         ax.set_xlabel("share of blocks outside the ROI")
         ax.set_title(task)
-    axes[-1].legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
+    fig.legend(*axes[0].get_legend_handles_labels(), loc="outside lower center", ncol=3, fontsize=8, frameon=False)
     fig.suptitle("blocks by effect sign")
     return save_figure(fig, path)
 
@@ -190,41 +234,63 @@ def plot_shares(runs: pd.DataFrame, path: PathLike) -> str:
 def plot_reach_vs_psnr(runs: pd.DataFrame, path: PathLike) -> str:
     """Mean reach (px) of the effective blocks against the validation PSNR of the model on the task,
     one marker per run and one panel per task; a panel where some run has no zoo PSNR uses the ROI
-    metric before intervention instead (and says so on its axis)."""
+    metric before intervention instead (and says so on its axis).
+
+    A run is told by its colour (the model) and its marker (what tells a model's runs apart: image, ROI ...),
+    both keyed in a legend beside the panel; no text is written among the points, where labels overprinted."""
     _check_rows(runs, "plot_reach_vs_psnr")
     groups = _task_groups(runs)
-    labels = run_labels(runs)
-    fig = new_figure(4.3 * len(groups), 3.8, dpi=110)
+    heads, tails = _label_parts(runs)
+    tails = tails.map(lambda t: " \u00b7 ".join(t))
+    fig = new_figure(1.0, 1.0, dpi=110)
+    panels = []
+    for task, g in groups:
+        models = list(dict.fromkeys(heads[g.index]))
+        kinds = [t for t in dict.fromkeys(tails[g.index]) if t]
+        if len(kinds) > len(_MARKERS):  # too many to key: one marker for all
+            kinds = []
+        handles = [Line2D([], [], color=_colour(k), marker="o", linestyle="", label=m) for k, m in enumerate(models)]
+        handles += [
+            Line2D([], [], color="0.4", marker=_MARKERS[k], linestyle="", label=t, markerfacecolor="none")
+            for k, t in enumerate(kinds)
+        ]
+        panels.append((task, g, models, kinds, handles))
+    legend_w = [text_inches(fig, [h.get_label() for h in p[-1]], 7) + 0.45 for p in panels]
+    fig.set_size_inches(sum(3.9 + w for w in legend_w) + 0.2, max(3.8, 0.17 * max(len(p[-1]) for p in panels) + 1.6))
     fig.set_layout_engine("constrained")
-    axes = np.atleast_1d(fig.subplots(1, len(groups), squeeze=False)).ravel()
-    markers = "osD^v<>phX*"
-    for ax, (task, g) in zip(axes, groups):
+    axes = np.atleast_1d(fig.subplots(1, len(groups), squeeze=False, width_ratios=[3.9 + w for w in legend_w])).ravel()
+    for ax, (task, g, models, kinds, handles) in zip(axes, panels):
         use_val = g["val_psnr"].notna().all()
-        x = g["val_psnr"] if use_val else g["baseline_metric"]
-        families = g["architecture"].fillna("not in zoo").astype(str)
-        for k, fam in enumerate(sorted(families.unique())):
-            sel = families == fam
-            ax.scatter(
-                x[sel].astype(float),
-                g.loc[sel, "reach_mean_px"].astype(float),
-                marker=markers[k % len(markers)],
-                s=36,
-                label=fam,
-            )
+        x = (g["val_psnr"] if use_val else g["baseline_metric"]).astype(float)
         for idx in g.index:
-            ax.annotate(
-                labels[idx],
-                (float(x[idx]), float(g.at[idx, "reach_mean_px"])),
-                fontsize=6,
-                xytext=(3, 3),
-                textcoords="offset points",
+            k = models.index(heads[idx])
+            m = _MARKERS[kinds.index(tails[idx])] if tails[idx] in kinds else "o"
+            ax.scatter(
+                [x[idx]],
+                [float(g.at[idx, "reach_mean_px"])],
+                marker=m,
+                s=40,
+                facecolors="none" if kinds else _colour(k),
+                edgecolors=_colour(k),
+                linewidths=1.4,
             )
         unit = g["unit"].iloc[0]
         ax.set_xlabel("validation PSNR (dB)" if use_val else f"ROI {g['metric'].iloc[0]} before intervention ({unit})")
         ax.set_ylabel("mean reach of effective blocks (px)")
         ax.set_title(task)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7, frameon=False, loc="best")
+        ax.xaxis.set_major_locator(MaxNLocator(5))
+        ax.legend(
+            handles=handles,
+            fontsize=7,
+            frameon=False,
+            loc="upper left",
+            bbox_to_anchor=(1.02, 1.0),
+            borderaxespad=0.0,
+            title="colour: model" + ("\nmarker: run" if kinds else ""),
+            title_fontsize=7,
+            alignment="left",
+        )
     return save_figure(fig, path)
 
 
@@ -330,6 +396,6 @@ def plot_single_vs_mixed(runs: pd.DataFrame, path: PathLike) -> str:
         ax.set_xticks(x, [f"{a}\n{t}" for a, t in groups.itertuples(index=False)], fontsize=8)
         ax.set_title(title, fontsize=10)
         ax.grid(axis="y", alpha=0.3)
-    axes[0].legend(fontsize=8, frameon=False)
+    fig.legend(*axes[0].get_legend_handles_labels(), loc="outside lower center", ncol=2, fontsize=8, frameon=False)
     fig.suptitle("single-task vs mixed-task training")
     return save_figure(fig, path)

@@ -97,7 +97,8 @@ def run_settings(folder: Path) -> dict[str, Any]:
 def distance_profile(folder: Path, bin_px: float) -> dict[str, np.ndarray]:
     """The CE of one run by distance from the ROI centre (output px, block centres), in bins of ``bin_px``:
     ``mass_share`` (share of the run's total |CE| outside the ROI), ``positive`` and ``negative`` (sums),
-    and ``mean_distance`` (the |CE|-weighted mean distance)."""
+    ``blocks`` (how many block centres outside the ROI fall in each bin) and ``mean_distance`` (the
+    |CE|-weighted mean distance)."""
     z = read_cem_arrays(folder)
     effect, roi_mask = z["effect"].astype(np.float64), z["roi_mask"].astype(bool)
     counts = z["counts"]
@@ -120,8 +121,24 @@ def distance_profile(folder: Path, bin_px: float) -> dict[str, np.ndarray]:
         "mass_share": share,
         "positive": np.bincount(idx, weights=np.where(e > 0, e, 0), minlength=nb),
         "negative": np.bincount(idx, weights=np.where(e < 0, e, 0), minlength=nb),
+        "blocks": np.bincount(idx, minlength=nb),
         "mean_distance": float((mag * d).sum() / total) if total > 0 else 0.0,
     }
+
+
+def profile_bin_px(block: float, roi_size: float, bins_per_roi: int = 12) -> float:
+    """The bin width of a distance profile: the block size divided by 1 to 4, so that the ROI's size spans
+    about ``bins_per_roi`` bins. Most of the CE lies within a block or two of the ROI, and the block centres
+    there sit at a few distinct distances: bins of one block left the profile of a 32 px ROI with 8 px
+    blocks three bins with any effect; a third of a block separates those distances (>= 6 bins)."""
+    k = int(np.clip(np.ceil(bins_per_roi * block / max(float(roi_size), 1.0)), 1, 4))
+    return float(block) / k
+
+
+def _roi_size(roi: Any) -> float:
+    """The size of a run table's ROI (``"top left size"`` or a sequence)."""
+    values = roi if isinstance(roi, list | tuple | np.ndarray) else str(roi).replace(",", " ").split()
+    return float(values[-1])
 
 
 # ----------------------------------------------------------------------------- the study
@@ -254,9 +271,11 @@ def study_statistics(
             f"--reference {reference!r} is not a condition of these runs; they are: "
             f"{', '.join(dict.fromkeys(df['condition']))}"
         )
-    blocks = df["block"].astype(float)
-    bin_px = float(blocks.max())
-    profiles = {f: distance_profile(Path(f), bin_px) for f in df["folder"]}
+    bin_px = {  # per task: its blocks and ROIs
+        task: profile_bin_px(float(g["block"].astype(float).max()), min(_roi_size(r) for r in g["roi"]))
+        for task, g in df.groupby("task_label", sort=False)
+    }
+    profiles = {f: distance_profile(Path(f), bin_px[t]) for f, t in zip(df["folder"], df["task_label"])}
     df["ce_mean_distance_px"] = [profiles[f]["mean_distance"] for f in df["folder"]]
     summary_rows, pair_rows, profile_rows, missing = [], [], [], []
     for task, group in df.groupby("task_label", sort=False):
@@ -294,11 +313,15 @@ def study_statistics(
                 for q in ("mass_share", "positive", "negative")
             }
             edges = max((profiles[f]["edges"] for f in sub["folder"]), key=len)
+            # bins that hold no block centre outside the ROI (inside the ROI; gaps of the block grid) say nothing
+            held = np.any(np.vstack([_pad(profiles[f]["blocks"], len(edges) - 1) for f in sub["folder"]]) > 0, axis=0)
             images = list(sub["image"].astype(str))
             for q, mat in stack.items():
                 width = mat.shape[1]
                 last = int(np.max(np.nonzero(np.any(mat != 0, axis=0))[0], initial=0)) + 1
                 for b in range(min(width, max(last, 1))):
+                    if not held[b]:
+                        continue
                     iv = nested_bootstrap(mat[:, b], images, level=level, resamples=min(resamples, 2000), seed=seed)
                     profile_rows.append(
                         {

@@ -14,6 +14,7 @@ import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.text import Text
 from PIL import Image
 
 from cem_lab.io import PathLike, atomic_path
@@ -24,6 +25,16 @@ def new_figure(width: float, height: float, dpi: int = 120) -> Figure:
     fig = Figure(figsize=(width, height), dpi=dpi)
     FigureCanvasAgg(fig)
     return fig
+
+
+def text_inches(fig: Figure, texts, fontsize: float) -> float:
+    """The width in inches of the widest of ``texts`` (the longest line of each) at ``fontsize``, as ``fig`` draws
+    them: for sizing a figure to its labels, so that a layout engine never has to squeeze the axes away."""
+    renderer = fig.canvas.get_renderer()
+    widths = [
+        Text(0, 0, str(t), fontsize=fontsize, figure=fig).get_window_extent(renderer).width / fig.dpi for t in texts
+    ]
+    return max(widths, default=0.0)
 
 
 def add_axes_in(fig: Figure, left: float, bottom: float, width: float, height: float) -> Axes:
