@@ -154,10 +154,9 @@ def _study(runs: pd.DataFrame, out: Path, by: Sequence[str], reference: Any, exp
             table.to_csv(tmp, index=False)
     write_text(out / _STUDY_FILES[3], study_markdown(res))
     fig_dir = out / "figures"
-    figures = {
-        "study_intervals": plot_study_intervals(res.summary, fig_dir / "study_intervals.png"),
-        "distance_profile": plot_distance_profile(res.profile, fig_dir / "distance_profile.png"),
-    }
+    figures = {"study_intervals": plot_study_intervals(res.summary, fig_dir / "study_intervals.png")}
+    if len(res.profile):  # no block outside any ROI: no profile to draw (the tables say so), not a failed report
+        figures["distance_profile"] = plot_distance_profile(res.profile, fig_dir / "distance_profile.png")
     return {
         "study": str(out / _STUDY_FILES[3]),
         "study_summary_csv": str(out / _STUDY_FILES[0]),

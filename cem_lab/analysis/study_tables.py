@@ -319,6 +319,8 @@ def study_statistics(
             for q, mat in stack.items():
                 width = mat.shape[1]
                 last = int(np.max(np.nonzero(np.any(mat != 0, axis=0))[0], initial=0)) + 1
+                # a map without effect still has its first bin of blocks (a profile of zeros, not no profile)
+                last = max(last, int(np.argmax(held)) + 1 if held.any() else 0)
                 for b in range(min(width, max(last, 1))):
                     if not held[b]:
                         continue

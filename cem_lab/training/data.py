@@ -121,7 +121,7 @@ def find_images(folder: str | Path) -> list[Path]:
     return files
 
 
-def _to_chw_uint8(arr: np.ndarray) -> Tensor:
+def to_chw_uint8(arr: np.ndarray) -> Tensor:
     arr = np.ascontiguousarray(arr)
     if not arr.flags.writeable:  # a read-only decode (PIL, a memory map): torch wants memory it may write
         arr = arr.copy()
@@ -347,11 +347,11 @@ class RestorationDataModule(L.LightningDataModule):
         if self.pool is not None:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", UserWarning)  # grey pictures replicated to RGB
-                train = [(n, _to_chw_uint8(standard_image(n))) for n in image_pool(self.pool)]
-            return train, [(EMBEDDED_VAL_NAME, _to_chw_uint8(embedded_demo_image()))]
+                train = [(n, to_chw_uint8(standard_image(n))) for n in image_pool(self.pool)]
+            return train, [(EMBEDDED_VAL_NAME, to_chw_uint8(embedded_demo_image()))]
         if self.images_dir is None:
-            train = [(n, _to_chw_uint8(getattr(data, n)())) for n in TRAIN_IMAGES]
-            val = [(EMBEDDED_VAL_NAME, _to_chw_uint8(embedded_demo_image()))]
+            train = [(n, to_chw_uint8(getattr(data, n)())) for n in TRAIN_IMAGES]
+            val = [(EMBEDDED_VAL_NAME, to_chw_uint8(embedded_demo_image()))]
             return train, val
         files = find_images(self.images_dir)
         if len(files) <= self.val_images:
@@ -360,7 +360,7 @@ class RestorationDataModule(L.LightningDataModule):
                 "are held out for validation (data.val_images), so at least "
                 f"{self.val_images + 1} are needed"
             )
-        loaded = [(f.name, _to_chw_uint8(load_image(f))) for f in files]
+        loaded = [(f.name, to_chw_uint8(load_image(f))) for f in files]
         return loaded[: -self.val_images], loaded[-self.val_images :]
 
     def setup(self, stage: str | None = None) -> None:

@@ -31,6 +31,7 @@ from cem_lab.models.zoo import ZOO_DIR, load_zoo_model, read_zoo_entry
 from cem_lab.standard_images import image_pool, standard_image
 from cem_lab.tasks import Task, crop_to_scale, make_task, task_from_description
 from cem_lab.tasks.base import task_label
+from cem_lab.training.data import to_chw_uint8
 from cem_lab.training.restoration_module import RestorationModule, trivial_baseline
 
 __all__ = ["HELDOUT_POOL", "evaluate_network", "evaluate_zoo_model", "pool_images", "summarise"]
@@ -45,7 +46,7 @@ def pool_images(pool: str = HELDOUT_POOL, names: Sequence[str] | None = None) ->
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # a grey picture replicated to RGB
             arr = standard_image(name)
-        out.append((name, torch.from_numpy(np.ascontiguousarray(arr)).permute(2, 0, 1)[None].float() / 255.0))
+        out.append((name, to_chw_uint8(arr)[None].float() / 255.0))
     return out
 
 
