@@ -198,6 +198,7 @@ def test_cem_cli_runs_a_zoo_model_by_name(tmp_path):
 
 
 # ----------------------------------------------------------------------------- cem-zoo itself
+@pytest.mark.slow  # 46 s: three trainings and two held-out measures; the zoo CLI, table and held-out record stay in the default suite
 def test_export_and_table_from_a_tiny_run(tmp_path, capsys):
     """A training run exported into a zoo folder is found by name and tabulated."""
     from cem_lab.cli.zoo import train

@@ -143,6 +143,7 @@ def test_two_processes_on_a_256_image_exit_and_give_the_single_process_map(tmp_p
     assert single.counts.sum() > 0
 
 
+@pytest.mark.slow  # 21 s; the two-process 256 px map and its exit stay in the default suite
 def test_two_processes_without_output_dir_return_the_single_process_result(tmp_path, single_256):
     pytest.importorskip("lightning")
     import tempfile

@@ -59,6 +59,7 @@ def test_every_notebook_is_tested_and_stored_without_outputs():
         assert all(not c.outputs for c in nb.cells if c.cell_type == "code"), f"{path.name}: clear its outputs"
 
 
+@pytest.mark.slow  # 55 s (it computes the embedded default map); the three study notebooks run in the default suite
 def test_quickstart_runs_on_what_the_package_ships(tmp_path, monkeypatch):
     before = _repo_files()
     execute("quickstart", tmp_path, monkeypatch)
@@ -74,8 +75,14 @@ def test_quickstart_runs_on_what_the_package_ships(tmp_path, monkeypatch):
     "study,build,figures",
     [
         ("receptive_field", _rf, ["nb_rf_trends.png", "nb_rf_reach_vs_params.png"]),
-        ("channel_attention", lambda root: _ca(root, sr_gain=4, dn_gain=0), ["nb_ca_contrast.png"]),
-        ("multitask", lambda root: _mt(root, "local"), ["nb_mt_pairs.png"]),
+        # 11 s each; the receptive-field notebook keeps the path in the default suite
+        pytest.param(
+            "channel_attention",
+            lambda root: _ca(root, sr_gain=4, dn_gain=0),
+            ["nb_ca_contrast.png"],
+            marks=pytest.mark.slow,
+        ),
+        pytest.param("multitask", lambda root: _mt(root, "local"), ["nb_mt_pairs.png"], marks=pytest.mark.slow),
     ],
 )
 def test_a_study_notebook_redraws_a_population_of_run_folders(tmp_path, monkeypatch, study, build, figures):
