@@ -38,6 +38,8 @@ from pathlib import Path
 import torch
 from study_runner import IMAGES, ROOT, SWEEPS, Sweep, _hms, population, run
 
+from cem_lab.compose.devices import check_device
+from cem_lab.errors import InputError
 from cem_lab.io import write_text
 from cem_lab.models.authors import AuthorsEntry, AuthorsModelError, entry, load_authors_model
 from cem_lab.models.authors.catalogue import PACKAGES, file_key
@@ -193,6 +195,13 @@ def plan(models: Path, study: str | None, device: str, measure: bool) -> int:
     if not models.is_dir():
         print(f"paper.py: --models {models} is not a folder (the authors' CEM_Demo/ModelZoo/models/)", file=sys.stderr)
         return 2
+    if measure:  # a device this machine lacks: one line before any network is read (not a failure per network)
+        try:
+            check_device(device)
+        except InputError as err:
+            said = str(err).split(": ", 1)[-1].replace("device=", "--device ")
+            print(f"paper.py: --device {device}: {said}", file=sys.stderr)
+            return 2
     blocks = (CROP // 8) ** 2
     passes = blocks * (3 + 50)  # every block through the coarse and the fine stage: a map's most
     units = len(IMAGES) * 2

@@ -54,6 +54,18 @@ def test_an_unknown_name_is_refused_with_the_nearest(tmp_path):
     assert p.returncode != 0 and "did you mean" in p.stderr and "Traceback" not in p.stderr, p.stderr[-2000:]
 
 
+def test_plan_on_a_device_this_machine_lacks_is_one_line(tmp_path):
+    """Found in the README walk: `plan --measure --device cuda` on a machine without one printed "cannot run:
+    RuntimeError: Found no NVIDIA driver" for each network and then "at most 0m00s on cuda" in all."""
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a CUDA device: --device cuda is not a mistake here")
+    p = _paper(["plan", "--models", str(tmp_path), "--measure", "--device", "cuda"], tmp_path)
+    assert p.returncode == 2 and p.stdout == "", (p.stdout, p.stderr)
+    assert p.stderr.startswith("paper.py: --device cuda: this machine has no CUDA device") and p.stderr.count("\n") == 1
+
+
 def _mprnet_dr_standin(tmp_path: Path) -> Path:
     models = tmp_path / "models"
     p = _paper(["standins", "--models", str(models), "--study", "demo", "--names", "MPRNet_DR"], tmp_path)
