@@ -366,7 +366,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--measure", action="store_true", help="plan: time one forward pass of each present network")
     ap.add_argument("--parallel", type=int, default=1, help="run: maps at once (joblib); default 1")
     ap.add_argument("--names", help="only these networks of the studies, comma-separated (e.g. EDSR-32-16,RCAN)")
-    args = ap.parse_args(argv)
+    args = ap.parse_intermixed_args(argv)  # key=value overrides before or after the options
     global ONLY
     if args.names:
         ONLY = {n.strip() for n in args.names.split(",") if n.strip()}

@@ -108,6 +108,28 @@ def plan(study: str, sweeps: Sequence[Sweep], parallel: int = 2, describe: str =
     return left
 
 
+def _device_refused(extra: Sequence[str]) -> str | None:
+    """Why the ``device=`` of the overrides cannot run on this machine (cem-lab's own words), or None."""
+    import torch
+
+    from cem_lab.compose.devices import check_device
+    from cem_lab.errors import InputError
+
+    for e in extra:
+        key, _, value = e.partition("=")
+        if key.lstrip("+") != "device":
+            continue
+        if value == "free_gpu":
+            if not torch.cuda.is_available():
+                return "device=free_gpu: this machine has no CUDA device; use device=cpu"
+            continue
+        try:
+            check_device(value)
+        except InputError as err:
+            return str(err)
+    return None
+
+
 def run(
     study: str,
     sweeps: Sequence[Sweep],
@@ -116,6 +138,10 @@ def run(
     describe: str = FINDINGS_POPULATION,
 ) -> int:
     """Every sweep in turn (finished jobs skipped), with progress and an ETA across the study."""
+    refused = _device_refused(extra)
+    if refused:  # before the plan and any sweep folder: one line, as cem-lab itself says it
+        print(f"{study}: error: {refused}", file=sys.stderr)
+        return 2
     plan(study, sweeps, parallel, describe)
     launcher = (
         []
@@ -160,7 +186,7 @@ def main(
     ap.add_argument("cmd", choices=("plan", "run", "report", "all"))
     ap.add_argument("overrides", nargs="*", help="key=value overrides for every job (e.g. device=cuda)")
     ap.add_argument("--parallel", type=int, default=2, help="jobs at once (joblib launcher); default 2")
-    args = ap.parse_args(argv)
+    args = ap.parse_intermixed_args(argv)  # key=value overrides before or after the options
     if args.cmd == "plan":
         plan(study, sweeps, args.parallel, describe)
         return 0

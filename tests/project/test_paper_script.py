@@ -66,6 +66,21 @@ def test_plan_on_a_device_this_machine_lacks_is_one_line(tmp_path):
     assert p.stderr.startswith("paper.py: --device cuda: this machine has no CUDA device") and p.stderr.count("\n") == 1
 
 
+def test_run_takes_overrides_after_the_options_and_checks_the_device_first(tmp_path):
+    """Found in the README walk: `paper.py run --models FOLDER device=cuda` (the README's line) ended in argparse's
+    "unrecognized arguments: device=cuda"; and a device this machine lacks is refused before any sweep starts."""
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a CUDA device: device=cuda is not a mistake here")
+    models = tmp_path / "models"
+    assert _paper(["standins", "--models", str(models), "--names", "FSRCNN-48-2"], tmp_path).returncode == 0
+    p = _paper(["run", "--models", str(models), "device=cuda", "--names", "FSRCNN-48-2"], tmp_path)
+    assert p.returncode == 2 and "unrecognized arguments" not in p.stderr, p.stderr
+    assert p.stderr.startswith("paper: error: device=cuda: this machine has no CUDA device"), p.stderr
+    assert not (tmp_path / "runs").exists()
+
+
 def _mprnet_dr_standin(tmp_path: Path) -> Path:
     models = tmp_path / "models"
     p = _paper(["standins", "--models", str(models), "--study", "demo", "--names", "MPRNet_DR"], tmp_path)
