@@ -34,13 +34,28 @@ def _build(name: str) -> torch.nn.Module:
     return getattr(importlib.import_module(module), cls)(**e.kwargs)
 
 
+def fixture_state(name: str, seed: int = 0) -> dict[str, torch.Tensor]:
+    """A state dict with exactly the authors' keys and shapes of ``name`` (its fixture), seeded random values;
+    integer index buffers (SwinIR's relative position indices) kept in range."""
+    gen = torch.Generator().manual_seed(seed)
+    state = {}
+    for key, shape in _fixture(name)["state_dict"]:
+        if key.endswith("relative_position_index"):
+            state[key] = torch.zeros(shape, dtype=torch.long)
+        else:
+            state[key] = torch.randn(shape, generator=gen) * 0.02
+    return state
+
+
 def write_authors_file(name: str, folder: Path, seed: int = 0, net: torch.nn.Module | None = None) -> Path:
-    """``name``'s checkpoint as the authors publish it: its file name, its layout, seeded random weights."""
+    """``name``'s checkpoint as the authors publish it: its file name, its layout, seeded random weights (a network
+    spandrel builds: its fixture's keys and shapes)."""
     e = entry(name)
     torch.manual_seed(seed)
-    if net is None:
-        net = _build(name)
-    state = net.state_dict()
+    if net is None and e.arch is None and e.fixture:
+        state = fixture_state(name, seed)
+    else:
+        state = (net if net is not None else _build(name)).state_dict()
     key = file_key(e)
     obj = {key: state} if key else state
     folder.mkdir(parents=True, exist_ok=True)
@@ -200,6 +215,10 @@ def test_a_multi_task_network_on_sr_takes_the_bicubic_upsampled_lr_image(tmp_pat
         ("RCAN_DN", ["task=dn"]),
         ("SRResNet_DR", ["task=dr"]),
         ("SRResNet_mix", ["task=sr", "task.scale=4"]),
+        ("SRResNet", ["task=sr", "task.scale=4"]),
+        ("SwinIR", ["task=sr", "task.scale=4"]),
+        ("SwinIR_DN", ["task=dn"]),
+        ("SwinIR_MIO", ["task=dr"]),
     ],
 )
 def test_cli_maps_the_papers_networks(name, task, tmp_path):
@@ -229,16 +248,23 @@ SPANDREL = [n for n, e in catalogue().items() if e.build == "spandrel" and e.fix
 def test_spandrel_networks_load_from_a_file_of_the_authors_keys_and_shapes(name, tmp_path, one_thread):
     """A file with exactly the authors' keys and shapes (seeded random values; integer index buffers kept in
     range) loads through spandrel with the architecture, scale and parameter count of its name."""
-    fx = _fixture(name)
-    gen = torch.Generator().manual_seed(0)
-    state = {}
-    for key, shape in fx["state_dict"]:
-        if key.endswith("relative_position_index"):
-            state[key] = torch.zeros(shape, dtype=torch.long)
-        else:
-            state[key] = torch.randn(shape, generator=gen) * 0.02
     e = entry(name)
-    key = file_key(e)
-    torch.save({key: state} if key else state, tmp_path / e.file)
+    write_authors_file(name, tmp_path)
     net = load_authors_model(name, tmp_path)
     assert net.model_info["parameters"] == e.parameters and net.model_info["build"] == "spandrel"
+
+
+@pytest.mark.slow
+def test_cli_maps_an_authors_network_at_the_papers_size_and_settings(tmp_path):
+    """A 256 px picture, a 32 px ROI, block 8, T_c 3, T_f 50 (the paper's demo settings), through the CLI."""
+    write_authors_file("FSRCNN-48-6", tmp_path / "zoo")
+    args = ["model=authors", "model.name=FSRCNN-48-6", f"model.dir={tmp_path / 'zoo'}", "task=sr", "task.scale=4"]
+    args += ["dataset=standard", "standard.name=monarch", "image_crop=256", "roi=[112,112,32]", "cem.block=8"]
+    args += ["cem.coarse=3", "cem.fine=50", "figures=false", "progress=false", "run_name=paper_size"]
+    p = run_console("cem", args, tmp_path)
+    assert p.returncode == 0, p.stderr[-3000:]
+    folder = tmp_path / "runs" / "cem" / "paper_size"
+    summary = json.loads((folder / "summary.json").read_text())
+    assert summary["settings"]["estimator"]["fine"] == 50 and summary["block"] == 8
+    effect = np.load(folder / "cem.npz")["effect_raw"]
+    assert effect.shape == (32, 32) and np.isfinite(effect[~np.isnan(effect)]).all()
