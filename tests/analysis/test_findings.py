@@ -252,8 +252,9 @@ def test_the_bootstrap_rank_correlation_is_spearmans_rho_row_by_row():
 @pytest.mark.parametrize(
     "study,build,expected",
     [
-        ("channel_attention", lambda root: _ca(root, 4, 0), "reproduced"),
-        ("multitask", lambda root: _mt(root, "local"), "reproduced"),
+        # 5 s and 10 s; the receptive-field notebook keeps the path in the default suite
+        pytest.param("channel_attention", lambda root: _ca(root, 4, 0), "reproduced", marks=pytest.mark.slow),
+        pytest.param("multitask", lambda root: _mt(root, "local"), "reproduced", marks=pytest.mark.slow),
         ("receptive_field", _rf, "inconclusive"),
     ],
 )
