@@ -108,6 +108,40 @@ class CEMResult:
         out.update({k: v for k, v in self.meta.items() if k not in out})
         return out
 
+    def to_frame(self):
+        """The map as a pandas DataFrame, one row per block of the grid: ``row``, ``col``, the block's box in output
+        pixels (``top``, ``left``, ``bottom``, ``right``), ``effect`` (thresholded, metric units), ``effect_raw``,
+        ``stderr``, ``ci_low``, ``ci_high``, ``n`` (samples), ``class`` (+1 helps the ROI, -1 hurts it, 0 none),
+        ``in_roi``, ``computed`` and ``distance_px`` (block centre to ROI centre, output pixels): for a table or a
+        plot of one's own (``df.pivot(index="row", columns="col", values="effect")`` is the map)."""
+        import pandas as pd  # lazy: the causal core needs it only here
+
+        rows, cols = self.grid_shape
+        h, w = self.output_shape
+        r, c = np.meshgrid(np.arange(rows), np.arange(cols), indexing="ij")
+        top, left = r * self.block, c * self.block
+        bottom, right = np.minimum(top + self.block, h), np.minimum(left + self.block, w)
+        cy, cx = self.roi.top + self.roi.size / 2, self.roi.left + self.roi.size / 2
+        frame = {
+            "row": r,
+            "col": c,
+            "top": top,
+            "left": left,
+            "bottom": bottom,
+            "right": right,
+            "effect": self.effect,
+            "effect_raw": self.effect_raw,
+            "stderr": self.stderr,
+            "ci_low": self.ci_low,
+            "ci_high": self.ci_high,
+            "n": self.counts,
+            "class": self.classification.astype(np.int8),
+            "in_roi": self.roi_mask,
+            "computed": self.computed,
+            "distance_px": np.hypot((top + bottom) / 2 - cy, (left + right) / 2 - cx),
+        }
+        return pd.DataFrame({k: np.asarray(v).ravel() for k, v in frame.items()})
+
     # --- persistence -------------------------------------------------------------------------
     def save(self, folder) -> Path:
         """Write images/, cem.npz and summary.json atomically (:mod:`cem_lab.run_format`); the
