@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 
 from cem_lab.analysis.study_stats import nested_bootstrap, paired_difference
+from cem_lab.causal.grid import Roi, block_distances
 from cem_lab.errors import CemLabError
 from cem_lab.run_format import read_cem_arrays, read_summary
 
@@ -103,11 +104,7 @@ def distance_profile(folder: Path, bin_px: float) -> dict[str, np.ndarray]:
     effect, roi_mask = z["effect"].astype(np.float64), z["roi_mask"].astype(bool)
     counts = z["counts"]
     block, (h, w) = int(z["block"]), (int(v) for v in z["output_shape"])
-    top, left, size = (int(v) for v in z["roi"])
-    rows, cols = effect.shape
-    cy = (np.arange(rows) * block + np.minimum((np.arange(rows) + 1) * block, h)) / 2
-    cx = (np.arange(cols) * block + np.minimum((np.arange(cols) + 1) * block, w)) / 2
-    dist = np.hypot(cy[:, None] - (top + size / 2), cx[None, :] - (left + size / 2))
+    dist = block_distances(effect.shape, block, (h, w), Roi(*(int(v) for v in z["roi"])))
     keep = ~roi_mask & (counts > 0)
     e, d = effect[keep], dist[keep]
     edges = np.arange(0.0, float(np.hypot(h, w)) + bin_px, bin_px)

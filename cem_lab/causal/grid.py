@@ -68,6 +68,16 @@ class Roi:
             )
 
 
+def block_distances(grid_shape: tuple[int, int], block: int, output_shape: tuple[int, int], roi: Roi) -> np.ndarray:
+    """(rows, cols) distances in output pixels from each block's centre (a partial edge block: the centre of what
+    it covers) to the centre of ``roi``."""
+    rows, cols = grid_shape
+    h, w = output_shape
+    cy = (np.arange(rows) * block + np.minimum((np.arange(rows) + 1) * block, h)) / 2
+    cx = (np.arange(cols) * block + np.minimum((np.arange(cols) + 1) * block, w)) / 2
+    return np.hypot(cy[:, None] - (roi.top + roi.size / 2), cx[None, :] - (roi.left + roi.size / 2))
+
+
 @dataclass(frozen=True)
 class BlockGrid:
     """Square blocks of ``block`` output pixels (``block // scale`` input pixels).

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from cem_lab.causal.grid import Roi
+from cem_lab.causal.grid import Roi, block_distances
 from cem_lab.images import load_image, save_image
 from cem_lab.run_format import (
     FORMAT_VERSION,
@@ -64,9 +64,9 @@ class CEMResult:
         c = self.classification[outside]
         return {"positive": int((c > 0).sum()), "negative": int((c < 0).sum()), "zero": int((c == 0).sum())}
 
-    def _block_center(self, r: int, c: int) -> tuple[float, float]:
-        h, w = self.output_shape
-        return (r * self.block + min((r + 1) * self.block, h)) / 2, (c * self.block + min((c + 1) * self.block, w)) / 2
+    def block_distances(self) -> np.ndarray:
+        """(rows, cols) distances (output pixels) from each block's centre to the ROI's centre."""
+        return block_distances(self.grid_shape, self.block, self.output_shape, self.roi)
 
     def summary(self) -> dict[str, Any]:
         """The numbers of summary.json: counts and shares per class, total and extreme effects, reach (output pixels),
@@ -98,10 +98,8 @@ class CEMResult:
             out["effect_min"] = {"value": float(eff[rmin, cmin]), "block": [int(rmin), int(cmin)]}
             out["effect_range"] = float(eff[rmax, cmax] - eff[rmin, cmin])
         # how far effects reach: distance (output pixels) from the ROI centre to effective blocks
-        cy, cx = self.roi.top + self.roi.size / 2, self.roi.left + self.roi.size / 2
-        rr, cc = np.nonzero((self.classification != 0) & outside)
-        if len(rr):
-            d = [np.hypot(*(np.subtract(self._block_center(r, c), (cy, cx)))) for r, c in zip(rr, cc)]
+        d = self.block_distances()[(self.classification != 0) & outside]
+        if len(d):
             out["reach_px"] = {"max": float(np.max(d)), "mean": float(np.mean(d))}
         else:
             out["reach_px"] = {"max": 0.0, "mean": 0.0}
@@ -121,7 +119,6 @@ class CEMResult:
         r, c = np.meshgrid(np.arange(rows), np.arange(cols), indexing="ij")
         top, left = r * self.block, c * self.block
         bottom, right = np.minimum(top + self.block, h), np.minimum(left + self.block, w)
-        cy, cx = self.roi.top + self.roi.size / 2, self.roi.left + self.roi.size / 2
         frame = {
             "row": r,
             "col": c,
@@ -138,7 +135,7 @@ class CEMResult:
             "class": self.classification.astype(np.int8),
             "in_roi": self.roi_mask,
             "computed": self.computed,
-            "distance_px": np.hypot((top + bottom) / 2 - cy, (left + right) / 2 - cx),
+            "distance_px": self.block_distances(),
         }
         return pd.DataFrame({k: np.asarray(v).ravel() for k, v in frame.items()})
 
