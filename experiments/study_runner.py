@@ -109,22 +109,17 @@ def plan(study: str, sweeps: Sequence[Sweep], parallel: int = 2, describe: str =
 
 
 def _device_refused(extra: Sequence[str]) -> str | None:
-    """Why the ``device=`` of the overrides cannot run on this machine (cem-lab's own words), or None."""
-    import torch
-
-    from cem_lab.compose.devices import check_device
+    """Why a ``device=`` of the overrides cannot run on this machine (cem-lab's own words), or None."""
+    from cem_lab.compose.sweep_checks import check_job_device
     from cem_lab.errors import InputError
 
     for e in extra:
-        key, _, value = e.partition("=")
-        if key.lstrip("+") != "device":
-            continue
-        if value == "free_gpu":
-            if not torch.cuda.is_available():
-                return "device=free_gpu: this machine has no CUDA device; use device=cpu"
+        key, _, values = e.partition("=")
+        if key.lstrip("+~") != "device":
             continue
         try:
-            check_device(value)
+            for value in values.split(","):  # a sweep over devices: each of them
+                check_job_device(value.strip())
         except InputError as err:
             return str(err)
     return None

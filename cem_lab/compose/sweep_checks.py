@@ -48,14 +48,20 @@ def _swept_values(config: DictConfig, key: str) -> list[str]:
     return [] if value is None else [str(value)]
 
 
+def check_job_device(value: str) -> None:
+    """Refuse a ``device`` value that a job (of a sweep, of a study script) could not run on here: a device this
+    machine lacks, or ``free_gpu`` without a CUDA device."""
+    if value == FREE_GPU:
+        if not torch.cuda.is_available():
+            check_device(value)  # raises: no CUDA device here, with the machine's devices and the fix
+    elif value not in ("null", "auto", "None"):
+        check_device(value)
+
+
 def check_devices(config: DictConfig) -> None:
     """Refuse a device that this machine lacks, for every value the sweep gives ``device``."""
     for value in _swept_values(config, "device"):
-        if value == FREE_GPU:
-            if not torch.cuda.is_available():
-                check_device(value)  # raises: no CUDA device here, with the machine's devices and the fix
-        elif value not in ("null", "auto", "None"):
-            check_device(value)
+        check_job_device(value)
 
 
 class CheckSweep(Callback):
