@@ -41,8 +41,8 @@ from study_runner import IMAGES, ROOT, SWEEPS, Sweep, _hms, population, run
 from cem_lab.compose.devices import check_device
 from cem_lab.errors import InputError
 from cem_lab.io import write_text
-from cem_lab.models.authors import AuthorsEntry, AuthorsModelError, entry, load_authors_model
-from cem_lab.models.authors.catalogue import PACKAGES, file_key
+from cem_lab.models.authors import AuthorsModelError, entry, load_authors_model
+from cem_lab.models.authors.catalogue import file_key, missing_package
 
 #: the file that marks a folder of random-weight stand-ins (written by ``standins``)
 STANDIN_MARK = "STAND-INS.txt"
@@ -138,13 +138,6 @@ def _stamp(png: Path) -> None:
     plt.close(fig)
 
 
-def _package_missing(e: AuthorsEntry) -> str | None:
-    """Why ``e`` cannot load here for want of its optional package (spandrel-extra-arches), or None."""
-    if e.package is None or importlib.util.find_spec(PACKAGES[e.package][0]) is not None:
-        return None
-    return f"needs {e.package}: pip install 'cem_lab[{PACKAGES[e.package][1]}]' ({e.licence})"
-
-
 def sweeps(models: Path, study: str | None = None, tiny: bool = False) -> list[Sweep]:
     """The cem-lab sweeps of the studies over the networks whose files are in ``models`` (and that cem_lab builds
     here: an optional package it needs is installed)."""
@@ -153,7 +146,7 @@ def sweeps(models: Path, study: str | None = None, tiny: bool = False) -> list[S
         present = [
             n
             for n in names
-            if entry(n).build != "none" and not _package_missing(entry(n)) and (models / entry(n).file).is_file()
+            if entry(n).build != "none" and not missing_package(entry(n)) and (models / entry(n).file).is_file()
         ]
         if not present:
             continue
@@ -223,8 +216,8 @@ def plan(models: Path, study: str | None, device: str, measure: bool) -> int:
             if not path.is_file():
                 print(f"  {n:18s} MISSING {e.file}")
                 continue
-            if _package_missing(e):
-                print(f"  {n:18s} present, not loadable here: {_package_missing(e)}")
+            if missing_package(e):
+                print(f"  {n:18s} present, not loadable here: {missing_package(e)}")
                 continue
             line = f"  {n:18s} present  {e.parameters or 0:>11,} parameters"
             if e.package:

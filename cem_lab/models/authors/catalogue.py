@@ -8,6 +8,7 @@ one naming the nearest. :func:`coverage` counts what loads and how.
 from __future__ import annotations
 
 import difflib
+import importlib.util
 from collections import Counter
 from dataclasses import dataclass, field
 from functools import cache
@@ -93,6 +94,24 @@ def entry(name: str) -> AuthorsEntry:
         f"model.name={name!r} is not in the paper's model zoo{hint} (the {len(known)} names of the authors' "
         f"MODEL_LIST, with how cem_lab loads each: docs/authors_zoo.md)"
     )
+
+
+def package_need(e: AuthorsEntry) -> str:
+    """What ``e`` needs beyond spandrel, its licence and the install line (``e.package`` set)."""
+    extra = PACKAGES[str(e.package)][1]
+    return f"needs {e.package} (its {e.spandrel} code is under the {e.licence}): pip install 'cem_lab[{extra}]'"
+
+
+def missing_package(e: AuthorsEntry) -> str | None:
+    """:func:`package_need` when the package ``e`` needs beyond spandrel is not installed here, else None."""
+    if e.package is None:
+        return None
+    try:
+        if importlib.util.find_spec(PACKAGES[e.package][0]) is not None:
+            return None
+    except (ImportError, ValueError):  # a broken install: as good as none
+        pass
+    return package_need(e)
 
 
 def file_key(e: AuthorsEntry) -> str | None:

@@ -27,7 +27,15 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from cem_lab.io import PathLike, file_sha256
-from cem_lab.models.authors.catalogue import AUTHORS_REPO, PACKAGES, AuthorsEntry, AuthorsModelError, entry
+from cem_lab.models.authors.catalogue import (
+    AUTHORS_REPO,
+    PACKAGES,
+    AuthorsEntry,
+    AuthorsModelError,
+    entry,
+    missing_package,
+    package_need,
+)
 from cem_lab.models.by_path import DetectedNetwork, _spandrel, _strip_module_prefix
 from cem_lab.models.checkpoint import CheckpointError, read_checkpoint
 
@@ -127,14 +135,13 @@ def _package(e: AuthorsEntry):
     """The module of the package ``e`` needs beyond spandrel (None if none); its absence is one line naming the fix."""
     if e.package is None:
         return None
-    module, extra = PACKAGES[e.package]
     try:
-        return importlib.import_module(module)
-    except ImportError as err:
-        raise AuthorsModelError(
-            f"{e.name} needs {e.package} (its {e.spandrel} code is under the {e.licence}), which is not installed "
-            f"({err}): pip install 'cem_lab[{extra}]'"
-        ) from None
+        if missing_package(e) is None:
+            return importlib.import_module(PACKAGES[e.package][0])
+        why = "not installed"
+    except ImportError as err:  # installed, but it does not import
+        why = str(err)
+    raise AuthorsModelError(f"{e.name} {package_need(e)} ({why})")
 
 
 def _build_spandrel(
