@@ -139,6 +139,18 @@ class CEMResult:
         }
         return pd.DataFrame({k: np.asarray(v).ravel() for k, v in frame.items()})
 
+    def plot(self, ax=None, kind: str = "panel", range="paper"):  # noqa: A002 - the setting's own name
+        """Draw the map and return the matplotlib figure: ``kind="panel"`` (input, restored with the ROI and a
+        zoomed inset, the map with its colour bar, the pie: the run folder's cem_panel), ``"overlay"`` (the
+        map on the degraded input, ROI in green) or ``"pie"`` (blocks outside the ROI by effect sign), the
+        last two into ``ax`` when given. ``range``: ``"paper"`` (the task's fixed colour range), ``"auto"``
+        (the largest |CE|) or a number. A figure is shown by Jupyter as the cell's value; ``fig.savefig``
+        writes it. Needs matplotlib, which the core itself never imports (:mod:`cem_lab.viz.result_figures`)."""
+        from cem_lab.viz.result_figures import plot_result  # lazy: figures stay outside the plain-PyTorch core
+        from cem_lab.viz.style import FigureStyle
+
+        return plot_result(self, ax=ax, kind=kind, style=FigureStyle(range=range))
+
     # --- persistence -------------------------------------------------------------------------
     def save(self, folder) -> Path:
         """Write images/, cem.npz and summary.json atomically (:mod:`cem_lab.run_format`); the

@@ -1,4 +1,5 @@
-"""Figures without global state: a figure with its own Agg canvas, axes placed in inches, atomic PNG writes.
+"""Figures without global state: a figure with its own Agg canvas, axes placed in inches, atomic writes in
+the formats of the current style (:mod:`cem_lab.viz.style`).
 
 Every file is written atomically (:func:`cem_lab.io.atomic_path`) and made readable (0644).
 Figures are built with :class:`matplotlib.figure.Figure` and :class:`FigureCanvasAgg` directly,
@@ -18,6 +19,7 @@ from matplotlib.text import Text
 from PIL import Image
 
 from cem_lab.io import PathLike, atomic_path
+from cem_lab.viz.style import current_style
 
 
 def new_figure(width: float, height: float, dpi: int = 120) -> Figure:
@@ -44,11 +46,27 @@ def add_axes_in(fig: Figure, left: float, bottom: float, width: float, height: f
 
 
 def save_figure(fig: Figure, path: PathLike) -> str:
-    """Write ``fig`` as a PNG to ``path`` atomically (mode 0644, white background); return the path."""
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", facecolor="white")
-        _make_readable(tmp)
-    return str(path)
+    """Write ``fig`` at ``path`` in each format of the current style (:func:`cem_lab.viz.style.use_style`;
+    PNG by default), each file atomically (mode 0644, white background): ``path``'s suffix is replaced by the
+    format's. Returns the path of the first format's file."""
+    style = current_style()
+    written = []
+    for fmt in style.formats:
+        target = Path(path).with_suffix(f".{fmt}")
+        with atomic_path(target) as tmp:
+            # metadata without a date: a redrawn vector figure is byte-identical, so a paper's repository
+            # sees no change where nothing changed
+            fig.savefig(tmp, format=fmt, facecolor="white", dpi=style.dpi or "figure", metadata=_METADATA[fmt])
+            _make_readable(tmp)
+        written.append(str(target))
+    return written[0]
+
+
+_METADATA: dict[str, dict] = {
+    "png": {"Software": "cem_lab (matplotlib)"},
+    "pdf": {"Creator": "cem_lab (matplotlib)", "CreationDate": None},
+    "svg": {"Creator": "cem_lab (matplotlib)", "Date": None},
+}
 
 
 def save_png(image: np.ndarray, path: PathLike) -> str:
