@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,7 @@ from cem_lab.attribution.faithfulness import deletion_curve, insertion_curve, ra
 from cem_lab.attribution.study_methods import Settings
 from cem_lab.attribution.study_output import CEM_DIR, FORMAT_VERSION, PROGRAM, save_figures, write_results
 from cem_lab.causal.run import run_cem
+from cem_lab.viz.style import FigureStyle  # plain settings (no matplotlib)
 
 SHARE_LEVELS = (0.5, 0.9)
 
@@ -59,7 +61,7 @@ class _Table:
 class AttributionPlan:
     """A run whose every input has been built and checked, with nothing written yet."""
 
-    figures: bool  #: the config's ``figures``
+    figures: FigureStyle  #: the config's ``figures`` (``figures.draw``: whether any are drawn)
     progress: bool  #: the config's ``progress``
     config: dict  #: the config's identity (written as ``config`` in attribution.json)
     settings: Settings
@@ -130,12 +132,12 @@ def compute_attribution(plan: AttributionPlan, folder: Path) -> AttributionOutco
         t0 = time.perf_counter()
         if cem is None:
             kw = plan.prepared.kwargs
-            from cem_lab.viz import draw_run_figures  # lazy: matplotlib, only when the CEM is computed here
+            from cem_lab.viz.result_figures import draw_run_figures  # lazy: matplotlib, when the CEM is computed
 
             cem = run_cem(
                 job,
                 folder / CEM_DIR,
-                on_saved=draw_run_figures if plan.figures else None,
+                on_saved=partial(draw_run_figures, style=plan.figures) if plan.figures.draw else None,
                 progress=bool(plan.progress),
                 checkpoint_every=kw["checkpoint_every"],
                 checkpoint_every_items=kw["checkpoint_every_items"],
@@ -285,19 +287,22 @@ def compute_attribution(plan: AttributionPlan, folder: Path) -> AttributionOutco
     }
 
     figures: dict[str, str] = {}
-    if plan.figures:
+    if plan.figures.draw:
         t0 = time.perf_counter()
-        figures = save_figures(
-            folder / "figures",
-            plan,
-            cem,
-            abs_maps,
-            arrays,
-            corr,
-            shares,
-            curves_fig,
-            {n: faith[n]["baseline_metric"] for n in faith},
-        )
+        from cem_lab.viz.style import use_style  # lazy: matplotlib, only when figures are drawn
+
+        with use_style(plan.figures):
+            figures = save_figures(
+                folder / "figures",
+                plan,
+                cem,
+                abs_maps,
+                arrays,
+                corr,
+                shares,
+                curves_fig,
+                {n: faith[n]["baseline_metric"] for n in faith},
+            )
         timings["figures_s"] = time.perf_counter() - t0
 
     rows, cols = job.grid.shape

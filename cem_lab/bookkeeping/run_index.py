@@ -26,6 +26,7 @@ from cem_lab.bookkeeping.neutral_keys import CEM_NEUTRAL_KEYS, drop_keys
 from cem_lab.images import is_image_file
 from cem_lab.io import file_signature, write_json
 from cem_lab.run_format import CEM_FILE, DONE_FILE, STATE_FILE, SUMMARY_FILE
+from cem_lab.viz.style import FigureStyle
 
 #: the figure whose absence makes a finished run asked for figures go to the core (which draws them)
 PANEL_FILE = "figures/cem_panel.png"
@@ -102,7 +103,8 @@ def finished_run(cfg: DictConfig, folder: Path) -> dict | None:
         return None
     if done.get("config") != identity_config(cfg) or done.get("inputs") != input_signatures(cfg):
         return None
-    if cfg.get("figures") and not (folder / PANEL_FILE).is_file():
+    style = FigureStyle.from_setting(cfg.get("figures"))
+    if style.draw and not all((folder / PANEL_FILE).with_suffix(f".{f}").is_file() for f in style.formats):
         return None
     return summary
 

@@ -98,8 +98,8 @@ def report(result, folder: Path, skipped: bool = False) -> str:
         lines.append(f"  nothing computed now; the map was computed earlier{when}: mode {s['mode']}, {work}")
     else:
         lines.append(f"  mode {s['mode']}, {work}")
-    panel = folder / "figures" / "cem_panel.png"
-    lines.append(f"  figures: {panel}" if panel.is_file() else "  figures: none (figures=false)")
+    panels = [p for p in (folder / "figures" / f"cem_panel.{f}" for f in ("png", "pdf", "svg")) if p.is_file()]
+    lines.append(f"  figures: {', '.join(map(str, panels))}" if panels else "  figures: none (figures=false)")
     return "\n".join(lines)
 
 

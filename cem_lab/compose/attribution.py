@@ -34,6 +34,7 @@ from cem_lab.causal.errors import RunFolderError
 from cem_lab.compose.build import build_patch_bank
 from cem_lab.compose.prepare import prepare
 from cem_lab.run_format import CEM_FILE, DONE_FILE, STATE_FILE
+from cem_lab.viz.style import FigureStyle
 
 
 # --- settings ------------------------------------------------------------------------------------------
@@ -222,7 +223,7 @@ def prepare_attribution(cfg: DictConfig, folder: Path) -> AttributionPlan:
     )
     timings = {"prepare_s": t1 - t0, "gradients_s": t2 - t1, "interventions_s": time.perf_counter() - t2}
     return AttributionPlan(
-        figures=bool(cfg.figures),
+        figures=FigureStyle.from_setting(cfg.figures),
         progress=bool(cfg.progress),
         config=identity(cfg),
         settings=settings,

@@ -35,6 +35,7 @@ from cem_lab.compose.build import (
 from cem_lab.compose.devices import check_accelerator, check_device
 from cem_lab.models.embedded import embedded_demo_image
 from cem_lab.parallel.fabric import compute_cem_distributed
+from cem_lab.viz.style import FigureStyle
 
 #: the keys of the `cem` node that are objects' `_target_` nodes (or a built-in's short name)
 OBJECT_KEYS = ("estimator", "sampler", "intervention")
@@ -118,6 +119,7 @@ def prepare_kwargs(cfg: DictConfig, output_dir: Path):
     """The model, image, task and :func:`~cem_lab.causal.run.prepare_cem` keywords of ``cfg``,
     and the run keywords (output folder, figures, progress, checkpoint cadence)."""
     values = checked_values(cfg)  # a plain value (seed=x, cem.block=-1) is refused before anything is built
+    figures = FigureStyle.from_setting(cfg.figures)  # figures.format=jpg too
     device = check_device(cfg.device)
     task = build_task(cfg.task)
     torch.manual_seed(cfg.seed)  # models without a checkpoint get a reproducible initialisation
@@ -149,7 +151,7 @@ def prepare_kwargs(cfg: DictConfig, output_dir: Path):
     )
     run_kwargs = dict(
         output_dir=output_dir,
-        figures=cfg.figures,
+        figures=figures,
         progress=cfg.progress,
         checkpoint_every=every_s,
         checkpoint_every_items=every_items,

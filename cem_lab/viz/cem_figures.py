@@ -140,8 +140,8 @@ def _inset_corner(roi: tuple[int, int, int], h: int, w: int) -> tuple[float, flo
     """The (x, y) axes fraction of the inset's lower-left corner: the image corner farthest from the ROI."""
     top, left, size = roi
     cy, cx = top + size / 2, left + size / 2
-    x = 0.02 if cx > w / 2 else 0.56
-    y = 0.56 if cy > h / 2 else 0.02  # imshow's y axis runs downwards: axes y 0.56 is the image's top half
+    x = 0.02 if cx > w / 2 else 0.6
+    y = 0.6 if cy > h / 2 else 0.02  # imshow's y axis runs downwards: axes y 0.56 is the image's top half
     return x, y
 
 
@@ -154,7 +154,7 @@ def draw_roi_inset(ax: Axes, restored: np.ndarray, roi: tuple[int, int, int]) ->
     c0, c1 = max(left - size, 0), min(left + 2 * size, w)
     crop = draw_roi_box(restored[r0:r1, c0:c1], (top - r0, left - c0, size), thickness=1)
     x, y = _inset_corner(roi, h, w)
-    inset = ax.inset_axes((x, y, 0.42, 0.42))
+    inset = ax.inset_axes((x, y, 0.38, 0.38))
     inset.imshow(crop, interpolation="nearest", aspect="equal")
     inset.set_xticks([])
     inset.set_yticks([])

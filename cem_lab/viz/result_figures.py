@@ -87,18 +87,27 @@ def plot_result(result, ax: Axes | None = None, kind: str = "panel", style: Figu
             return cem_figures.panel_figure(
                 d, counts, result.meta.get("title", ""), result.baseline_metric, result.unit
             )
+        note = faint_note([d["effect"]], [d["roi_mask"]], d["bound"], result.unit, fix='range="auto"')
         own = ax is None
-        fig, ax = _target(ax, 3.6, 4.3, (0.1, 0.85, 3.4, 3.0))
+        lift = 0.3 if note and own else 0.0  # room for the note under the colour bar
+        fig, ax = _target(ax, 3.6, 4.3 + lift, (0.1, 0.85 + lift, 3.4, 3.0))
         ax.imshow(d["overlay"], interpolation="antialiased")
         ax.set_xticks([])
         ax.set_yticks([])
         ax.set_title(f"causal effect map\n({cem_figures.range_words(d['bound'], result.unit, d['range'])})")
-        note = faint_note([d["effect"]], [d["roi_mask"]], d["bound"], result.unit, fix='range="auto"')
         if own:
-            cax = add_axes_in(fig, 0.45, 0.4, 2.7, 0.14)
+            cax = add_axes_in(fig, 0.45, 0.4 + lift, 2.7, 0.14)
             draw_effect_colorbar(fig, cax, d["bound"], 1.2, d["vmin"], d["vmax"], result.unit)
             if note:
-                fig.text(0.5, 0.03, textwrap.fill(note, 60), ha="center", va="bottom", fontsize=6.5, color="#a00000")
+                fig.text(
+                    0.5,
+                    0.04 / fig.get_figheight(),
+                    textwrap.fill(note, 60),
+                    ha="center",
+                    va="bottom",
+                    fontsize=6.5,
+                    color="#a00000",
+                )
         elif note:
             ax.set_xlabel(textwrap.fill(note, 44), fontsize=6.5, color="#a00000")
         return fig

@@ -218,3 +218,27 @@ def test_the_distance_profile_has_enough_bins(sweep):
         assert sizes.min() >= 4 and sizes.max() >= 6, (task, sizes.to_dict())
     assert profile_bin_px(8, 32) == pytest.approx(8 / 3)  # the walk's sweep: 8 bins with CE instead of 3
     assert profile_bin_px(8, 16) == 2 and profile_bin_px(4, 64) == 4 and profile_bin_px(16, 8) == 4
+
+
+def _figure_run(written) -> Path:
+    runs = written["runs"]
+    return Path(runs[(runs["model"] == "fsrcnn_d4_w32_x4")]["folder"].iloc[-1])
+
+
+@pytest.mark.parametrize(
+    "kind,range_",
+    [("panel", "paper"), ("panel", 1000.0), ("overlay", "auto"), ("overlay", 1000.0), ("pie", "paper")],
+)
+def test_result_plot_is_readable(sweep, kind, range_):
+    """``CEMResult.plot`` in each kind, and with a colour range so wide that the faint-map note is drawn."""
+    from cem_lab.causal.result import CEMResult
+
+    res = CEMResult.load(_figure_run(sweep[0]))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        fig = res.plot(kind=kind, range=range_)
+        problems = layout_problems(fig)
+    assert not problems, f"{kind} {range_}:\n" + "\n".join(problems)
+    texts = [t.get_text() for t in _drawn_texts(fig)[0]]
+    faint = [t for t in texts if "a tenth of the range" in t]
+    assert bool(faint) == (range_ == 1000.0 and kind != "pie"), texts
