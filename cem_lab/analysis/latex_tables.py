@@ -96,7 +96,7 @@ def _table(columns: Sequence[str], align: str, rows: Sequence[Sequence[str]], ca
         "\\toprule",
         " & ".join(columns) + " \\\\",
         "\\midrule",
-        *(" & ".join(r) + " \\\\" for r in rows),
+        *(" & ".join(_guard(r)) + " \\\\" for r in rows),
         "\\bottomrule",
         "\\end{tabular}",
         f"\\caption{{{caption}}}",
@@ -104,6 +104,12 @@ def _table(columns: Sequence[str], align: str, rows: Sequence[Sequence[str]], ca
         "\\end{table}",
     ]
     return "\n".join(lines) + "\n"
+
+
+def _guard(row: Sequence[str]) -> list[str]:
+    """A row whose first cell starts with ``[``: braced, or LaTeX would read it as the previous line's
+    ``\\\\[length]`` (or ``\\midrule[width]``)."""
+    return [("{}" + row[0]) if row and row[0].startswith("[") else row[0], *row[1:]] if row else []
 
 
 # ----------------------------------------------------------------------------- the study
@@ -181,6 +187,7 @@ def paired_latex(paired: pd.DataFrame, level: float = 0.95, summary: pd.DataFram
         return ""
     units = summary if summary is not None else paired
     out = []
+    n_units = {t: _task_units(g) for t, g in units.groupby("task", sort=False)} if "n_units" in units.columns else {}
     for task, group in paired.groupby("task", sort=False):
         metrics = _metrics(group)
         task_units = units[units["task"] == task] if "task" in units.columns else units
@@ -207,11 +214,11 @@ def paired_latex(paired: pd.DataFrame, level: float = 0.95, summary: pd.DataFram
                     ),
                 ]
             )
+        of = n_units.get(task, int(group["n_units"].max()))
         caption = (
-            f"{latex_escape(task)}: paired differences, b minus a over the units both have: the mean over images "
-            f"[{_percent(level)} nested-bootstrap interval over images, ROIs resampled within them]; "
-            f"{STAR} the interval excludes 0; up to {int(group['n_units'].max())} unit(s) (image $\\times$ ROI) "
-            "a pair."
+            f"{latex_escape(task)}: paired differences, b minus a over the units (image $\\times$ ROI) both have, "
+            f"of the {of} unit(s) of the task: the mean over images [{_percent(level)} nested-bootstrap interval "
+            f"over images, ROIs resampled within them]; {STAR} the interval excludes 0."
         )
         out.append(_table(columns, "llrr" + "r" * len(metrics), rows, caption, _label("tab", "paired", task)))
     return "\n".join(out)
@@ -225,10 +232,12 @@ def _truth(v: Any) -> bool:
 def study_latex(result: StudyResult) -> str:
     """``study.tex``: the study's tables as :func:`cem_lab.analysis.study_tables.study_markdown` gives them
     (per task the conditions, then the paired differences), as booktabs tables."""
-    parts = [summary_latex(result.summary, result.level, result.by)]
-    paired = paired_latex(result.paired, result.level, result.summary)
-    if paired:
-        parts.append(paired)
+    parts = []
+    for task, summary in result.summary.groupby("task", sort=False):
+        parts.append(summary_latex(summary, result.level, result.by))
+        if len(result.paired):
+            paired = paired_latex(result.paired[result.paired["task"] == task], result.level, summary)
+            parts += [paired] if paired else []
     return PREAMBLE + "\n" + "\n".join(parts)
 
 
@@ -249,6 +258,8 @@ def runs_latex(runs: pd.DataFrame, caption: str | None = None) -> str:
     run; a column empty for every run is left out."""
     cols = [c for c in MARKDOWN_COLUMNS if c[0] in runs.columns and runs[c[0]].notna().any()]
     rows = [[_run_cell(row[c], f) for c, _, f in cols] for _, row in runs.iterrows()]
+    units = list(dict.fromkeys(runs["unit"].dropna().astype(str))) if "unit" in runs.columns else []
+    headers = [f"{h} ({units[0]})" if c == "baseline_metric" and len(units) == 1 else h for c, h, _ in cols]
     numeric = [pd.api.types.is_numeric_dtype(runs[c]) and not pd.api.types.is_bool_dtype(runs[c]) for c, _, _ in cols]
     text = (
         caption
@@ -258,7 +269,7 @@ def runs_latex(runs: pd.DataFrame, caption: str | None = None) -> str:
         PREAMBLE
         + "\n"
         + _table(
-            [latex_escape(h) for _, h, _ in cols],
+            [latex_escape(h) for h in headers],
             "".join("r" if n else "l" for n in numeric),
             rows,
             latex_escape(text),
