@@ -143,7 +143,8 @@ def faithfulness_summary(rows: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
-def _f(v: float, pct: bool = False) -> str:
+def faithfulness_number(v: float, pct: bool = False) -> str:
+    """A faithfulness number as its tables write it: 4 decimals (a share: a percentage), ``-`` when not finite."""
     if not np.isfinite(v):
         return "-"
     return f"{v:.1%}" if pct else f"{v:.4f}"
@@ -158,10 +159,14 @@ def faithfulness_markdown(summary: pd.DataFrame) -> str:
     ]
     for r in summary.itertuples():
         lines.append(
-            f"| {r.intervention} | {r.method} | {r.runs} | {_f(r.deletion_drop)} [{_f(r.deletion_drop_lo)}, "
-            f"{_f(r.deletion_drop_hi)}] | {_f(r.insertion_gain)} [{_f(r.insertion_gain_lo)}, {_f(r.insertion_gain_hi)}] | "
-            f"{_f(r.share_best_deletion, pct=True)} | "
-            + ("-" if r.method == "cem" else f"{_f(r.minus_cem)} [{_f(r.minus_cem_lo)}, {_f(r.minus_cem_hi)}]")
-            + f" | {_f(r.rank_correlation_with_cem)} |"
+            f"| {r.intervention} | {r.method} | {r.runs} | {faithfulness_number(r.deletion_drop)} [{faithfulness_number(r.deletion_drop_lo)}, "
+            f"{faithfulness_number(r.deletion_drop_hi)}] | {faithfulness_number(r.insertion_gain)} [{faithfulness_number(r.insertion_gain_lo)}, {faithfulness_number(r.insertion_gain_hi)}] | "
+            f"{faithfulness_number(r.share_best_deletion, pct=True)} | "
+            + (
+                "-"
+                if r.method == "cem"
+                else f"{faithfulness_number(r.minus_cem)} [{faithfulness_number(r.minus_cem_lo)}, {faithfulness_number(r.minus_cem_hi)}]"
+            )
+            + f" | {faithfulness_number(r.rank_correlation_with_cem)} |"
         )
     return "\n".join(lines) + "\n"

@@ -37,6 +37,7 @@ __all__ = [
     "StudyError",
     "StudyResult",
     "distance_profile",
+    "format_number",
     "run_settings",
     "study_markdown",
     "study_statistics",
@@ -379,7 +380,8 @@ def _pad(v: np.ndarray, n: int) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------- markdown
-def _fmt(v: float) -> str:
+def format_number(v: float) -> str:
+    """A statistic as the study's tables write it: 3 decimals, 1 from 100 on, ``n/a`` when not finite."""
     if not np.isfinite(v):
         return "n/a"
     return f"{v:.3f}" if abs(v) < 100 else f"{v:.1f}"
@@ -387,8 +389,8 @@ def _fmt(v: float) -> str:
 
 def _iv(row: pd.Series) -> str:
     if not np.isfinite(row["low"]):
-        return f"{_fmt(row['mean'])} [n/a]"
-    return f"{_fmt(row['mean'])} [{_fmt(row['low'])}, {_fmt(row['high'])}]"
+        return f"{format_number(row['mean'])} [n/a]"
+    return f"{format_number(row['mean'])} [{format_number(row['low'])}, {format_number(row['high'])}]"
 
 
 def study_markdown(result: StudyResult) -> str:

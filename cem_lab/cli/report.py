@@ -2,6 +2,7 @@
 
     cem-report runs/sweeps/cem/my_sweep                    # report in runs/sweeps/cem/my_sweep/report
     cem-report runs/cem runs/sweeps/cem --out reports/all  # several paths: --out is required
+    cem-report runs/sweeps/cem/my_sweep --latex            # the tables as booktabs LaTeX too (*.tex)
 
 Each PATH is a run folder or any folder above run folders (searched recursively). The report
 holds runs.csv, runs.md, skipped.txt (folders that are not finished runs, with the reason) and
@@ -10,7 +11,9 @@ with runs on several units) also gets study.md and its tables: per condition the
 nested-bootstrap interval (images resampled, ROIs within them) of the block shares, the CE sums, the
 effective distance and the ROI metric; paired differences between conditions over the units both have;
 and the CE profile by distance. Runs of different settings are not pooled (they are listed; --by names
-what to compare, e.g. --by model,block).
+what to compare, e.g. --by model,block). --latex also writes the tables as booktabs LaTeX a paper can
+\\input as they are (runs.tex, study.tex, faithfulness.tex; \\usepackage{booktabs} is all they need).
+From Python, cem_lab.analysis.report.read_report(FOLDER) gives a report's tables back as DataFrames.
 """
 
 from __future__ import annotations
@@ -63,6 +66,11 @@ def _parser() -> argparse.ArgumentParser:
         choices=("receptive_field", "channel_attention", "multitask"),
         help="add one of the paper's findings: its tables, figures and verdict (finding_NAME.md)",
     )
+    parser.add_argument(
+        "--latex",
+        action="store_true",
+        help="also write the tables as booktabs LaTeX: runs.tex, study.tex and faithfulness.tex when the report has them",
+    )
     return parser
 
 
@@ -89,7 +97,9 @@ def _report(argv: Sequence[str] | None) -> int:
 
     by = [k.strip() for k in args.by.split(",") if k.strip()] if args.by else None
     try:
-        written = write_report(args.paths, args.out, by=by, reference=args.reference, finding=args.finding)
+        written = write_report(
+            args.paths, args.out, by=by, reference=args.reference, finding=args.finding, latex=args.latex
+        )
     except (ValueError, OSError) as err:
         return _error(str(err))
     skipped = written["skipped"]
@@ -97,7 +107,8 @@ def _report(argv: Sequence[str] | None) -> int:
     print(f"skipped {len(skipped)} folder(s)" + (":" if skipped else ""))
     for s in skipped:
         print(f"  {s}")
-    files = ["runs.csv", "runs.md"] + [Path(written[k]).name for k in ("study", "finding_md") if written.get(k)]
+    named = ("runs_tex", "study", "study_tex", "faithfulness_tex", "finding_md")
+    files = ["runs.csv", "runs.md"] + [Path(written[k]).name for k in named if written.get(k)]
     print(f"report: {written['out_dir']} ({', '.join(files)}, {len(written['figures'])} figure(s) in figures/)")
     print()
     print(Path(written["runs_md"]).read_text(), end="")
