@@ -119,7 +119,7 @@ def prepare_kwargs(cfg: DictConfig, output_dir: Path):
     """The model, image, task and :func:`~cem_lab.causal.run.prepare_cem` keywords of ``cfg``,
     and the run keywords (output folder, figures, progress, checkpoint cadence)."""
     values = checked_values(cfg)  # a plain value (seed=x, cem.block=-1) is refused before anything is built
-    figures = FigureStyle.from_setting(cfg.figures)  # figures.format=jpg too
+    figures = FigureStyle.from_setting(cfg.figures).as_setting()  # figures.format=jpg too; plain for Fabric
     device = check_device(cfg.device)
     task = build_task(cfg.task)
     torch.manual_seed(cfg.seed)  # models without a checkpoint get a reproducible initialisation

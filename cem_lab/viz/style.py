@@ -148,6 +148,10 @@ class FigureStyle:
             draw=bool(value.get("draw", True)),
         )
 
+    def as_setting(self) -> dict[str, Any]:
+        """The style as the plain mapping of the ``figures`` setting (what crosses to spawned processes)."""
+        return {"draw": self.draw, "format": list(self.formats), "dpi": self.dpi, "range": self.range}
+
     def bound(self, paper_bound: float, effects: Iterable[np.ndarray], roi_masks: Iterable[np.ndarray] | None = None):
         """The colour bound of CE maps drawn together: the task's ``paper_bound``, the largest |CE| outside the
         ROIs (``auto``; the paper bound when every effect is 0), or the number asked for."""
