@@ -186,16 +186,23 @@ def _colorbar_block(
     ``words`` beneath; returns the bottom of the block."""
     bar_top = top - 0.12  # room for the triangles above the bar
     cax = add_axes_in(fig, left, bar_top - 0.13, width, 0.13)
-    draw_effect_colorbar(fig, cax, bound, _GAMMA, vmin, vmax, unit, fontsize=fontsize)
+    cbar = draw_effect_colorbar(fig, cax, bound, _GAMMA, vmin, vmax, unit, fontsize=fontsize)
+    shown = _rounded(bound)  # an auto range is the largest |CE|: 1.62, not 1.61577
+    cbar.set_ticklabels([f"\u2212{shown:g} {unit}".strip(), f"0 {unit}".strip(), f"+{shown:g} {unit}".strip()])
     below = bar_top - 0.13 - fontsize * _LINE - 0.06  # under the tick labels
     fig_w, fig_h = fig.get_size_inches()
     fig.text((left + width / 2) / fig_w, below / fig_h, words, ha="center", va="top", fontsize=fontsize)
     return below - _text_height(words, fontsize)
 
 
+def _rounded(bound: float) -> float:
+    """``bound`` to three significant digits, as its labels show it."""
+    return float(f"{bound:.3g}")
+
+
 def _range_lines(fig: Figure, bound: float, unit: str, range_: Any, width: float) -> str:
     """:func:`range_words`, on two lines at its comma when one line is wider than ``width`` inches."""
-    words = range_words(bound, unit, range_)
+    words = range_words(_rounded(bound), unit, range_)
     return words if text_inches(fig, [words], _SMALL_PT) <= width else words.replace(", ", ",\n", 1)
 
 
@@ -261,7 +268,9 @@ def overlay_row(
     row_w = sum(cols) + gap * (len(cols) - 1)
     vmin = min(m["vmin"] for m in maps)
     vmax = max(m["vmax"] for m in maps)
-    words = f"causal effect ({unit}), {range_words(bound, unit, style.range)}\n{_minmax_words(vmin, vmax, unit)}"
+    words = (
+        f"causal effect ({unit}), {range_words(_rounded(bound), unit, style.range)}\n{_minmax_words(vmin, vmax, unit)}"
+    )
     note = faint_note([g["effect"] for g in grids], [g["roi_mask"] for g in grids], bound, unit, fix=fix)
     bar_w = min(max(2.6, 0.6 * row_w), 4.2)
     fig_w = 2 * _MARGIN + max(row_w, bar_w, text_inches(fig, words.split("\n"), _SMALL_PT) + 0.1)
@@ -373,7 +382,9 @@ def teaser(
         fig.text(0.5, (fig_h - _MARGIN) / fig_h, title, ha="center", va="top", fontsize=10)
 
     top = fig_h - _MARGIN - title_h
-    for (task, result, d, bound), (bw, bh), (titles, words, note, counts, head, body) in zip(drawn, boxes, layouts):
+    for row, ((task, result, d, bound), (bw, bh), (titles, words, note, counts, head, body)) in enumerate(
+        zip(drawn, boxes, layouts)
+    ):
         img_top = top - head
         y = img_top - (panel_height + bh) / 2  # the panel centred in the row's image band
         fig.text(
@@ -385,7 +396,7 @@ def teaser(
             va="center",
             fontsize=10,
             fontweight="bold",
-            color=task_colour(task),
+            color=task_colour(re.split(r"[\s_]", task.strip())[0] if task.strip() else "", row),
         )
         x = _MARGIN + label_w
         axes = []
