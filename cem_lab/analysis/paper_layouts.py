@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from cem_lab.analysis.runs import collect_runs
+from cem_lab.analysis.runs import collect_runs, find_run_folders, read_run
 from cem_lab.causal.result import CEMResult
 from cem_lab.errors import InputError
 from cem_lab.io import PathLike
@@ -58,11 +58,11 @@ def find_runs(paths: Sequence[PathLike]) -> FoundRuns:
         raise InputError("no run given: name run folders or folders above them")
     tables, skipped = [], []
     for path in paths:
+        if find_run_folders([path]) == [Path(path).resolve()]:  # a run folder itself: it must be finished
+            summary, reason = read_run(path)
+            if summary is None:
+                raise InputError(f"{path} is not a finished run ({reason}); give a finished run folder")
         table, skips = collect_runs([path])
-        here = Path(path).resolve()
-        for s in skips:
-            if Path(s.folder).resolve() == here:
-                raise InputError(f"{path} is not a finished run ({s.reason}); give a finished run folder")
         tables.append(table)
         skipped += [str(s) for s in skips]
     table = pd.concat(tables, ignore_index=True).drop_duplicates("folder").reset_index(drop=True)
