@@ -20,17 +20,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from matplotlib.colors import to_rgb
-from PIL import Image
 
 from cem_lab.analysis.study_figures import plot_cem_grid
 from cem_lab.analysis.study_tables import distance_profile
 from cem_lab.causal.result import CEMResult
 from cem_lab.errors import InputError
 from cem_lab.io import PathLike
-from cem_lab.run_format import IMAGES_DIR
 from cem_lab.viz.canvas import new_figure, save_figure
-from cem_lab.viz.cem_charts import draw_effect_colorbar, draw_pie
-from cem_lab.viz.cem_maps import cem_overlay, draw_roi_box, effect_range
+from cem_lab.viz.paper_figures import teaser
 
 __all__ = [
     "chosen_unit",
@@ -280,7 +277,7 @@ def plot_unit_grid(
 
 def plot_teaser(df: pd.DataFrame, model: str, path: PathLike) -> str:
     """One network on each of its tasks (rows), on one unit: degraded input | restored with the ROI |
-    causal effect map with its colour bar | pie of the blocks by effect sign."""
+    causal effect map with its colour bar | pie of the blocks by effect sign (:func:`~cem_lab.viz.paper_figures.teaser`)."""
     runs = df[df["model"] == model]
     unit = chosen_unit(runs[runs["task"] == runs["task"].iloc[0]])
     key = runs["image"].astype(str) + " roi " + runs["roi"].astype(str)
@@ -289,38 +286,7 @@ def plot_teaser(df: pd.DataFrame, model: str, path: PathLike) -> str:
     chosen = runs[key == unit].drop_duplicates("task")
     order = {"sr": 0, "dn": 1, "dr": 2}
     chosen = chosen.sort_values("task", key=lambda s: s.map(lambda t: order.get(t, 9)))
-    n = len(chosen)
-    head_in, row_in, img_in = 0.6, 3.3, 2.5
-    fig_h = head_in + row_in * n
-    fig = new_figure(12.5, fig_h, dpi=72)  # photographs inside: kept small for the repository
-    for i, (_, r) in enumerate(chosen.iterrows()):
-        folder = Path(r["folder"])
-        res = CEMResult.load(folder)
-        bound = float(res.meta.get("display_bound") or 1.0)  # res.meta is the run's summary.json
-        degraded = np.asarray(Image.open(folder / IMAGES_DIR / "input.png").convert("RGB"))
-        restored = np.asarray(Image.open(folder / IMAGES_DIR / "restored.png").convert("RGB"))
-        h, w = res.output_shape
-        roi = (int(res.roi.top), int(res.roi.left), int(res.roi.size))
-        overlay = cem_overlay(res.effect, res.roi_mask, roi, res.block, (h, w), degraded, bound)
-        top = 1 - (head_in + i * row_in + 0.35) / fig_h
-        height = img_in / fig_h
-        panels = [
-            (degraded, f"{r['task_label']}: degraded input {degraded.shape[0]}x{degraded.shape[1]}"),
-            (draw_roi_box(restored, roi), f"restored, ROI PSNR {res.baseline_metric:.2f} dB"),
-            (overlay, f"causal effect map (\u00b1{bound:g} dB)"),
-        ]
-        for k, (img, title) in enumerate(panels):
-            ax = fig.add_axes((0.02 + k * 0.245, top - height, 0.22, height))
-            ax.imshow(img)
-            ax.set_title(title, fontsize=9)
-            ax.set_xticks([])
-            ax.set_yticks([])
-        cax = fig.add_axes((0.02 + 2 * 0.245 + 0.02, top - height - 0.2 / fig_h, 0.18, 0.12 / fig_h))
-        vmin, vmax = effect_range(res.effect, res.roi_mask)
-        draw_effect_colorbar(fig, cax, bound, 1.2, vmin, vmax, "dB", fontsize=7)
-        pie = fig.add_axes((0.02 + 3 * 0.245 + 0.02, top - height, 0.18, height))
-        counts = {k: int(v) for k, v in (res.meta.get("counts") or {}).items()}
-        draw_pie(pie, counts, fontsize=7)
-        pie.set_title(f"blocks by effect sign (n = {sum(counts.values())})", fontsize=9)
-    fig.suptitle(f"{model}: one network, {n} tasks, one ROI ({unit})", fontsize=11, y=1 - 0.15 / fig_h, va="top")
+    results = {str(r["task_label"]): CEMResult.load(Path(r["folder"])) for _, r in chosen.iterrows()}
+    title = f"{model}: one network, {len(results)} tasks, one ROI ({unit})"
+    fig = teaser(results, title=title, dpi=72)  # photographs inside: kept small for the repository
     return save_figure(fig, path)

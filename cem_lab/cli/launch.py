@@ -27,6 +27,7 @@ PROGRAMS = {
     "cem-train": "cem_lab.cli.train",
     "cem-zoo": "cem_lab.cli.zoo",
     "cem-report": "cem_lab.cli.report",
+    "cem-figure": "cem_lab.cli.figure",
     "cem-attribution": "cem_lab.cli.attribution",
     "cem-pretrained": "cem_lab.cli.pretrained",
 }
@@ -64,6 +65,11 @@ def cem_zoo() -> object:
 def cem_report() -> object:
     """``cem-report``."""
     return start("cem-report")
+
+
+def cem_figure() -> object:
+    """``cem-figure``."""
+    return start("cem-figure")
 
 
 def cem_attribution() -> object:

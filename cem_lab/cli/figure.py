@@ -1,0 +1,147 @@
+"""``cem-figure``: the paper's figure layouts from finished CEM run folders (no map is recomputed).
+
+    cem-figure row runs/cem/edsr_dn runs/cem/rcan_dn --out figs/rf_row.pdf --range auto
+    cem-figure row runs/sweeps/cem/ca_dn --out figs/ca.png --labels "none,CA,SA" --context
+    cem-figure teaser runs/cem/edsr_sr runs/cem/edsr_dn runs/cem/edsr_dr --out figs/teaser.pdf
+    cem-figure pie runs/cem/edsr_dn runs/cem/rcan_dn --out figs/pies.svg
+    cem-figure panel runs/cem/edsr_dn --out figs/edsr_dn_panel.png --dpi 300
+
+Layouts: row (one row of models on one task, one colour bar: the receptive-field and channel-attention
+figures), teaser (one network over its tasks, a row per task), pie (the pies of several runs side by side),
+panel (one run's panel). Each RUN is a run folder or a folder above run folders (their finished runs, in
+order). --out's suffix gives the format unless --format names several (png, pdf, svg). One line is printed
+per file written. Labels are the runs' model names unless --labels gives one per run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from cem_lab.bookkeeping.clean_errors import OneLineParser, run_cli
+
+__all__ = ["main"]
+
+PROG = "cem-figure"
+_FORMATS = ("png", "pdf", "svg")  # the formats of cem_lab.viz.style.FORMATS (not imported: --help stays light)
+_HELP = {
+    "row": "one row of models on one task, one shared colour bar",
+    "teaser": "one network over its tasks, a row per task (input, restored, map, pie)",
+    "pie": "the pies of several runs side by side, one legend",
+    "panel": "one run's panel (input, restored with the ROI, map, pie)",
+}
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = OneLineParser(
+        prog=PROG,
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=__doc__.split("\n\n", 1)[1],
+    )
+    layouts = parser.add_subparsers(dest="layout", required=True, metavar="LAYOUT", parser_class=OneLineParser)
+    for name, text in _HELP.items():
+        sub = layouts.add_parser(name, help=text, description=text)
+        sub.add_argument("runs", nargs="+", type=Path, metavar="RUN", help="a run folder or a folder above run folders")
+        sub.add_argument("--out", type=Path, required=True, metavar="FILE", help="the figure's file (suffix: format)")
+        sub.add_argument(
+            "--format",
+            default=None,
+            metavar="FMTS",
+            help="comma-separated formats, each written beside --out (png, pdf, svg; default: --out's suffix)",
+        )
+        sub.add_argument("--dpi", type=int, default=None, metavar="N", help="resolution of the pixels (30 to 2400)")
+        sub.add_argument(
+            "--range",
+            default="paper",
+            metavar="RANGE",
+            help="colour range of the maps: paper (the task's fixed bound), auto (the largest |CE|) or a number",
+        )
+        if name in ("row", "pie"):
+            sub.add_argument("--labels", default=None, metavar="A,B,...", help="one label per run (default: model)")
+            sub.add_argument("--mixed-tasks", action="store_true", help="let the runs be of several tasks")
+        if name in ("row", "pie", "teaser"):
+            sub.add_argument("--title", default="", help="a title above the figure")
+        if name == "row":
+            sub.add_argument(
+                "--context",
+                action="store_true",
+                help="first columns: the degraded input with the ROI and the ground truth around the ROI",
+            )
+    return parser
+
+
+def _error(message: str) -> int:
+    print(f"{PROG}: error: {message}", file=sys.stderr)
+    return 2
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``cem-figure``; returns the exit status (0 done, 2 bad input; Ctrl-C: one line, 130)."""
+    return run_cli(lambda: _figure(argv), PROG)
+
+
+def _formats(args: argparse.Namespace) -> tuple[str, ...] | str:
+    """The formats asked for, or the error message."""
+    if args.format is not None:
+        formats = tuple(f.strip().lower().lstrip(".") for f in args.format.split(",") if f.strip())
+        bad = [f for f in formats if f not in _FORMATS]
+        if not formats or bad:
+            return f"--format {args.format!r}: each format must be one of {', '.join(_FORMATS)}, e.g. --format png,pdf"
+        return formats
+    suffix = args.out.suffix.lower().lstrip(".")
+    if not suffix:
+        return ("png",)
+    if suffix not in _FORMATS:
+        return (
+            f"--out {args.out}: the suffix .{suffix} is not a figure format ({', '.join(_FORMATS)}); e.g. --out fig.pdf"
+        )
+    return (suffix,)
+
+
+def _figure(argv: Sequence[str] | None) -> int:
+    args = _parser().parse_args(argv)
+    formats = _formats(args)
+    if isinstance(formats, str):
+        return _error(formats)
+    for run in args.runs:
+        if not run.exists():
+            return _error(f"{run} does not exist; give a run folder or a folder above run folders")
+    labels = None
+    if getattr(args, "labels", None) is not None:
+        labels = [s.strip() for s in args.labels.split(",")]
+        if not all(labels):
+            return _error(f"--labels {args.labels!r} has an empty label; give one non-empty label per run")
+    if args.range.strip().lower() not in ("paper", "auto"):
+        try:
+            number = float(args.range)
+        except ValueError:
+            number = -1.0
+        if not number > 0 or number == float("inf"):
+            return _error(f"--range {args.range!r}: give paper, auto or a number > 0 (in the map's unit)")
+    if args.dpi is not None and not 30 <= args.dpi <= 2400:
+        return _error(f"--dpi {args.dpi}: give a resolution from 30 to 2400")
+    # lazy: matplotlib, pandas and torch load only once the arguments are good (not for --help)
+    from cem_lab.analysis.paper_layouts import write_figure
+    from cem_lab.viz.style import FigureStyle
+
+    style = FigureStyle(formats=formats, dpi=args.dpi, range=args.range)
+    written = write_figure(
+        args.layout,
+        args.runs,
+        args.out,
+        labels=labels,
+        style=style,
+        mixed_tasks=getattr(args, "mixed_tasks", False),
+        context=getattr(args, "context", False),
+        title=getattr(args, "title", ""),
+    )
+    for path in written:
+        print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
