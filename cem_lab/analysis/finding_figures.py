@@ -28,6 +28,7 @@ from cem_lab.errors import InputError
 from cem_lab.io import PathLike
 from cem_lab.viz.canvas import new_figure, save_figure
 from cem_lab.viz.paper_figures import teaser
+from cem_lab.viz.style import CATEGORICAL, TRAINING_COLOURS, task_colour
 
 __all__ = [
     "chosen_unit",
@@ -40,8 +41,7 @@ __all__ = [
     "plot_unit_grid",
 ]
 
-_FAMILY_COLOURS = {"FSRCNN": "tab:blue", "EDSR": "tab:red"}
-_TRAINING_COLOURS = {"single-task": "tab:purple", "mixed": "tab:orange", "multi-in-one": "tab:green"}
+_FAMILY_COLOURS = {"FSRCNN": CATEGORICAL[0], "EDSR": CATEGORICAL[5]}  # the zoo's receptive-field families
 
 
 def _err(ax, x, mean, low, high, **kw):
@@ -70,7 +70,7 @@ def plot_rf_trends(per: pd.DataFrame, path: PathLike) -> str:
                 * (sorted(per[per["architecture"] == arch]["width"].unique()).index(width) + 1)
                 / per[per["architecture"] == arch]["width"].nunique()
             )
-            base = np.array(to_rgb(_FAMILY_COLOURS.get(arch, "tab:gray")))
+            base = np.array(to_rgb(_FAMILY_COLOURS.get(arch, CATEGORICAL[7])))
             colour = tuple(1 - shade * (1 - base))
             _err(
                 ax,
@@ -102,7 +102,7 @@ def plot_rf_reach_vs_params(per: pd.DataFrame, real: pd.DataFrame, path: PathLik
             g["reach_max_px_mean"],
             g["reach_max_px_low"],
             g["reach_max_px_high"],
-            color=_FAMILY_COLOURS.get(arch, "tab:gray"),
+            color=_FAMILY_COLOURS.get(arch, CATEGORICAL[7]),
             linestyle="none",
             label=arch,
         )
@@ -148,7 +148,7 @@ def plot_attention_contrast(
     for ax, m in zip(axes, metrics):
         t = con[con["metric"] == m].reset_index(drop=True)
         y = np.arange(len(t))
-        for off, task, colour in ((-0.15, "sr", "tab:red"), (0.15, "dn", "tab:blue")):
+        for off, task, colour in ((-0.15, "sr", task_colour("sr")), (0.15, "dn", task_colour("dn"))):
             mean, lo, hi = t[f"{task}_mean"], t[f"{task}_low"], t[f"{task}_high"]
             if not np.isfinite(mean.to_numpy(float)).any():
                 continue
@@ -186,7 +186,6 @@ def plot_multitask_pairs(
     fig = new_figure(3.2 * len(metrics), 0.35 * len(rows) + 1.6, dpi=110)
     fig.set_layout_engine("constrained")
     axes = np.atleast_1d(fig.subplots(1, len(metrics), sharey=True))
-    colours = {"sr": "tab:red", "dn": "tab:blue", "dr": "tab:green"}
     for ax, m in zip(axes, metrics):
         for i, r in rows.iterrows():
             t = paired[(paired[keys] == r[keys]).all(axis=1) & (paired["metric"] == m)]
@@ -200,7 +199,7 @@ def plot_multitask_pairs(
                 fmt="o",
                 markersize=3,
                 capsize=2,
-                color=colours.get(r["task"], "black"),
+                color=task_colour(r["task"]),
             )
         ax.axvline(0, color="black", linewidth=0.7)
         ax.set_title(f"{m}\n(mixed - single)", fontsize=9)
@@ -232,12 +231,12 @@ def plot_multitask_profiles(df: pd.DataFrame, path: PathLike, bin_px: float = 8.
                 centres = (np.arange(n) + 0.5) * bin_px
                 last = int(np.max(np.nonzero(mat.any(axis=0))[0], initial=0)) + 2
                 training = str(sub["training"].iloc[0])
-                colour = _TRAINING_COLOURS.get(training, "tab:purple")
+                colour = TRAINING_COLOURS.get(training, TRAINING_COLOURS["single-task"])
                 ax.plot(
                     centres[:last],
                     mat.mean(axis=0)[:last],
                     color=colour,
-                    label=training if training in _TRAINING_COLOURS else "single-task",
+                    label=training if training in TRAINING_COLOURS else "single-task",
                 )
                 ax.fill_between(
                     centres[:last],

@@ -31,6 +31,7 @@ import pandas as pd
 from cem_lab.analysis.runs import REPORT_MARKER, RUN_MARKERS, collect_runs
 from cem_lab.errors import InputError, MissingFileError
 from cem_lab.io import PathLike, atomic_path, write_json, write_text
+from cem_lab.viz.style import FORMATS, FigureStyle  # plain settings (no matplotlib)
 
 __all__ = ["MARKDOWN_COLUMNS", "REPORT_TABLES", "markdown_table", "read_report", "write_report"]
 
@@ -204,6 +205,7 @@ def write_report(
     reference: str | None = None,
     finding: str | None = None,
     latex: bool = False,
+    style: FigureStyle | None = None,
 ) -> dict[str, Any]:
     """Read the finished runs under ``paths`` and write the report into ``out_dir``.
 
@@ -215,6 +217,8 @@ def write_report(
     verdict (:mod:`cem_lab.analysis.finding_reports`): ``finding_md``, ``finding_verdict``.
     ``latex`` adds the tables as booktabs LaTeX (:mod:`cem_lab.analysis.latex_tables`): ``runs_tex``,
     ``study_tex`` and ``faithfulness_tex`` (each None when not written; a stale one is removed).
+    ``style`` (:class:`~cem_lab.viz.style.FigureStyle`): the figures' formats, dpi, colour range of the map
+    grids and a run-label template; a figure file of another format or of a figure not drawn is removed.
 
     Returns what it wrote: ``out_dir``, ``runs_csv``, ``runs_md``, ``skipped_txt`` (None when no
     folder was skipped), ``report_json``, ``figures`` (name -> path), and what it read: ``runs``
@@ -234,6 +238,11 @@ def write_report(
                 f"write the report into a subfolder (e.g. {p / 'report'}) or elsewhere"
             )
     runs, skipped = collect_runs(paths, exclude=[out])
+    style = style or FigureStyle()
+    if style.label:
+        from cem_lab.analysis.study_figures import template_fields  # lazy: matplotlib
+
+        template_fields(runs, style.label)  # an unknown field is refused before anything is written
     out.mkdir(parents=True, exist_ok=True)
     written: dict[str, Any] = {"out_dir": str(out)}
     with atomic_path(out / "runs.csv") as tmp:
@@ -258,21 +267,26 @@ def write_report(
         written["skipped_txt"] = None
     written.update(_faithfulness(paths, out, latex))
     fig_dir = out / "figures"
-    written["figures"] = _figures(runs, fig_dir)
-    written.update(_study(runs, out, tuple(by) if by else ("model",), reference, explicit=by is not None, latex=latex))
-    written["figures"].update(written.pop("study_figures"))
-    if finding:
-        from cem_lab.analysis.finding_reports import (
-            finding_report,  # lazy: matplotlib and scipy.stats, only with --finding
-        )
+    from cem_lab.viz.style import use_style  # lazy: matplotlib, only once the report draws
 
-        res = finding_report(finding, runs, out)
-        written["figures"].update(res["figures"])
-        written["finding_md"] = res["files"]["markdown"]
-        written["finding_verdict"] = res["verdict"]
-    keep = {Path(p).name for p in written["figures"].values()}
-    for stale in fig_dir.glob("*.png"):
-        if stale.name not in keep:
+    with use_style(style):
+        written["figures"] = _figures(runs, fig_dir)
+        explicit = by is not None
+        written.update(_study(runs, out, tuple(by) if by else ("model",), reference, explicit=explicit, latex=latex))
+        written["figures"].update(written.pop("study_figures"))
+        if finding:
+            from cem_lab.analysis.finding_reports import (
+                finding_report,  # lazy: matplotlib and scipy.stats, only with --finding
+            )
+
+            res = finding_report(finding, runs, out)
+            written["figures"].update(res["figures"])
+            written["finding_md"] = res["files"]["markdown"]
+            written["finding_verdict"] = res["verdict"]
+    keep = {Path(p).stem for p in written["figures"].values()}
+    for stale in fig_dir.glob("*"):
+        fmt = stale.suffix.lstrip(".")
+        if fmt in FORMATS and (stale.stem not in keep or fmt not in style.formats):
             stale.unlink()
     write_json(
         out / REPORT_MARKER,

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 import re
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -25,12 +26,14 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Rectangle
 from matplotlib.ticker import MaxNLocator
 
+from cem_lab.analysis.study_tables import run_settings
 from cem_lab.causal.result import CEMResult
 from cem_lab.errors import InputError
 from cem_lab.io import PathLike
 from cem_lab.viz.canvas import new_figure, save_figure, text_inches
 from cem_lab.viz.cem_charts import PIE_COLORS
 from cem_lab.viz.cem_maps import TASK_BOUNDS, effect_mappable, effect_to_rgb
+from cem_lab.viz.style import TRAINING_COLOURS, categorical, current_style, faint_note
 
 __all__ = [
     "depth_width_families",
@@ -48,11 +51,7 @@ _SHARES = ("positive", "negative", "zero")
 _MARKERS = "osD^v<>phX*P"
 
 
-def _colour(k: int) -> str:
-    return f"C{k % 10}"
-
-
-_REGIME_COLORS = {"single-task": "#4c72b0", "mixed": "#dd8452"}
+_colour = categorical  # a model's colour: the project's colour-blind-safe palette
 
 
 def _check_rows(runs: pd.DataFrame, what: str) -> None:
@@ -113,11 +112,61 @@ def _join_parts(parts: list[str], width: int) -> str:
     return "\n".join(lines)
 
 
+_FIELD = re.compile(r"\{([^{}]+)\}")
+
+
+def template_fields(runs: pd.DataFrame, template: str) -> dict[str, pd.Series]:
+    """The value of each ``{field}`` of a label ``template`` per run: a run-table column (``model``, ``block``,
+    ``image``, ``roi``, ``seed`` ...) or a setting of the run (``estimator.fine``, ``intervention.name`` ...).
+    An unknown field is refused in one line that lists what there is."""
+    fields = list(dict.fromkeys(_FIELD.findall(template)))
+    if not fields:
+        raise InputError(f"--label {template!r} names no field; e.g. --label '{{model}} b{{block}}'")
+    out: dict[str, pd.Series] = {}
+    settings = None
+    for f in fields:
+        if f in runs.columns:
+            out[f] = runs[f]
+            continue
+        if settings is None:
+            settings = [run_settings(Path(folder)) for folder in runs["folder"]]
+        if any(f"setting:{f}" in s for s in settings):
+            out[f] = pd.Series([s.get(f"setting:{f}") for s in settings], index=runs.index)
+            continue
+        known = sorted({k[8:] for s in settings for k in s})
+        raise InputError(
+            f"--label field {{{f}}} is neither a run-table column nor a setting of these runs; columns: "
+            f"{', '.join(map(str, runs.columns))}; settings: {', '.join(known)}"
+        )
+    return out
+
+
+def _fill(template: str, values: dict[str, object]) -> str:
+    def one(m: re.Match) -> str:
+        v = values[m.group(1)]
+        if v is None or (isinstance(v, float) and math.isnan(v)):
+            return "?"
+        if isinstance(v, float) and v.is_integer():
+            return str(int(v))
+        return str(v)
+
+    return _FIELD.sub(one, template)
+
+
 def run_labels(runs: pd.DataFrame, sep: str = "\n", width: int = 30) -> pd.Series:
     """A short label per run: the model name and, where a model has several runs on one task, what tells
     them apart (the image, ROI, block, seed ... that vary among them), else the run name cut to fit a panel.
+    Within ``use_style(FigureStyle(label="{model} b{block}"))`` (``cem-report --label``) the label is that
+    template filled per run (:func:`template_fields`).
 
     With ``sep="\n"`` (a panel title) the distinguishing part is wrapped at ``width`` characters."""
+    template = current_style().label
+    if template:
+        fields = template_fields(runs, template)
+        labels = [_fill(template, {f: v[i] for f, v in fields.items()}) for i in runs.index]
+        if sep == "\n":
+            labels = [textwrap.fill(t, width, break_on_hyphens=False) or t for t in labels]
+        return pd.Series(labels, index=runs.index)
     heads, tails = _label_parts(runs)
     out = []
     for i in runs.index:
@@ -167,14 +216,16 @@ def plot_cem_grid(runs: pd.DataFrame, path: PathLike, ncols: int = 5) -> str:
     groups = []
     for (task, name, unit), g in runs.groupby(["task", "task_label", "unit"], sort=True, dropna=False):
         results = [CEMResult.load(f) for f in g["folder"]]
-        bound = _grid_bound(str(task), str(unit), [r.effect for r in results])
-        groups.append((str(name), str(unit), bound, list(zip(g.index, results))))
-    ncols = max(1, min(ncols, max(len(items) for *_, items in groups)))
-    heights = [math.ceil(len(items) / ncols) for *_, items in groups]
+        effects, masks = [r.effect for r in results], [r.roi_mask for r in results]
+        bound = current_style().bound(_grid_bound(str(task), str(unit), effects), effects, masks)
+        note = faint_note(effects, masks, bound, str(unit), fix="cem-report --range auto")
+        groups.append((str(name), str(unit), bound, list(zip(g.index, results)), note))
+    ncols = max(1, min(ncols, max(len(g[3]) for g in groups)))
+    heights = [math.ceil(len(g[3]) / ncols) for g in groups]
     fig = new_figure(2.3 * ncols + 0.4, sum(2.5 * h + 0.9 for h in heights), dpi=110)
     fig.set_layout_engine("constrained")
     subfigs = np.atleast_1d(fig.subfigures(len(groups), 1, height_ratios=[2.5 * h + 0.9 for h in heights]))
-    for sub, (name, unit, bound, items), h in zip(subfigs, groups, heights):
+    for sub, (name, unit, bound, items, note), h in zip(subfigs, groups, heights):
         axes = np.atleast_1d(sub.subplots(h, ncols, squeeze=False)).ravel()
         for ax, (idx, res) in zip(axes, items):
             ax.imshow(effect_to_rgb(res.effect, res.roi_mask, bound, _GAMMA), interpolation="nearest")
@@ -186,7 +237,8 @@ def plot_cem_grid(runs: pd.DataFrame, path: PathLike, ncols: int = 5) -> str:
         for ax in axes[len(items) :]:
             ax.set_visible(False)
         brk = "\n" if ncols < 3 else " "  # a narrow grid: the title on two lines, inside the canvas
-        sub.suptitle(f"{name}: causal effect maps{brk}(colour range \u00b1{bound:g} {unit}, ROI green)", fontsize=10)
+        head = f"{name}: causal effect maps{brk}(colour range \u00b1{bound:.3g} {unit}, ROI green)"
+        sub.suptitle(head + ("\n" + textwrap.fill(note, 14 * ncols + 10) if note else ""), fontsize=10)
         cbar = sub.colorbar(
             effect_mappable(bound, _GAMMA),
             ax=axes[: len(items)].tolist(),
@@ -392,7 +444,7 @@ def plot_single_vs_mixed(runs: pd.DataFrame, path: PathLike) -> str:
         for k, regime in enumerate(("single-task", "mixed")):
             sel = pairs[pairs["training"] == regime].set_index(["architecture", "task_label"])[col]
             values = [float(sel.get((a, t), np.nan)) for a, t in groups.itertuples(index=False)]
-            ax.bar(x + (k - 0.5) * width, values, width, label=regime, color=_REGIME_COLORS[regime])
+            ax.bar(x + (k - 0.5) * width, values, width, label=regime, color=TRAINING_COLOURS[regime])
         ax.set_xticks(x, [f"{a}\n{t}" for a, t in groups.itertuples(index=False)], fontsize=8)
         ax.set_title(title, fontsize=10)
         ax.grid(axis="y", alpha=0.3)

@@ -21,11 +21,12 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from cem_lab.bookkeeping.clean_errors import OneLineParser, run_cli
+from cem_lab.cli.figure_options import add_figure_options, figure_style
+from cem_lab.errors import InputError
 
 __all__ = ["main"]
 
 PROG = "cem-figure"
-_FORMATS = ("png", "pdf", "svg")  # the formats of cem_lab.viz.style.FORMATS (not imported: --help stays light)
 _HELP = {
     "row": "one row of models on one task, one shared colour bar",
     "teaser": "one network over its tasks, a row per task (input, restored, map, pie)",
@@ -46,19 +47,7 @@ def _parser() -> argparse.ArgumentParser:
         sub = layouts.add_parser(name, help=text, description=text)
         sub.add_argument("runs", nargs="+", type=Path, metavar="RUN", help="a run folder or a folder above run folders")
         sub.add_argument("--out", type=Path, required=True, metavar="FILE", help="the figure's file (suffix: format)")
-        sub.add_argument(
-            "--format",
-            default=None,
-            metavar="FMTS",
-            help="comma-separated formats, each written beside --out (png, pdf, svg; default: --out's suffix)",
-        )
-        sub.add_argument("--dpi", type=int, default=None, metavar="N", help="resolution of the pixels (30 to 2400)")
-        sub.add_argument(
-            "--range",
-            default="paper",
-            metavar="RANGE",
-            help="colour range of the maps: paper (the task's fixed bound), auto (the largest |CE|) or a number",
-        )
+        add_figure_options(sub, "--out's suffix")
         if name in ("row", "pie"):
             sub.add_argument("--labels", default=None, metavar="A,B,...", help="one label per run (default: model)")
             sub.add_argument("--mixed-tasks", action="store_true", help="let the runs be of several tasks")
@@ -83,29 +72,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     return run_cli(lambda: _figure(argv), PROG)
 
 
-def _formats(args: argparse.Namespace) -> tuple[str, ...] | str:
-    """The formats asked for, or the error message."""
-    if args.format is not None:
-        formats = tuple(f.strip().lower().lstrip(".") for f in args.format.split(",") if f.strip())
-        bad = [f for f in formats if f not in _FORMATS]
-        if not formats or bad:
-            return f"--format {args.format!r}: each format must be one of {', '.join(_FORMATS)}, e.g. --format png,pdf"
-        return formats
-    suffix = args.out.suffix.lower().lstrip(".")
-    if not suffix:
-        return ("png",)
-    if suffix not in _FORMATS:
-        return (
-            f"--out {args.out}: the suffix .{suffix} is not a figure format ({', '.join(_FORMATS)}); e.g. --out fig.pdf"
-        )
-    return (suffix,)
-
-
 def _figure(argv: Sequence[str] | None) -> int:
     args = _parser().parse_args(argv)
-    formats = _formats(args)
-    if isinstance(formats, str):
-        return _error(formats)
+    try:
+        style = figure_style(args, out=args.out)
+    except InputError as err:
+        return _error(str(err))
     for run in args.runs:
         if not run.exists():
             return _error(f"{run} does not exist; give a run folder or a folder above run folders")
@@ -114,20 +86,9 @@ def _figure(argv: Sequence[str] | None) -> int:
         labels = [s.strip() for s in args.labels.split(",")]
         if not all(labels):
             return _error(f"--labels {args.labels!r} has an empty label; give one non-empty label per run")
-    if args.range.strip().lower() not in ("paper", "auto"):
-        try:
-            number = float(args.range)
-        except ValueError:
-            number = -1.0
-        if not number > 0 or number == float("inf"):
-            return _error(f"--range {args.range!r}: give paper, auto or a number > 0 (in the map's unit)")
-    if args.dpi is not None and not 30 <= args.dpi <= 2400:
-        return _error(f"--dpi {args.dpi}: give a resolution from 30 to 2400")
     # lazy: matplotlib, pandas and torch load only once the arguments are good (not for --help)
     from cem_lab.analysis.paper_layouts import write_figure
-    from cem_lab.viz.style import FigureStyle
 
-    style = FigureStyle(formats=formats, dpi=args.dpi, range=args.range)
     written = write_figure(
         args.layout,
         args.runs,

@@ -3,6 +3,7 @@
     cem-report runs/sweeps/cem/my_sweep                    # report in runs/sweeps/cem/my_sweep/report
     cem-report runs/cem runs/sweeps/cem --out reports/all  # several paths: --out is required
     cem-report runs/sweeps/cem/my_sweep --latex            # the tables as booktabs LaTeX too (*.tex)
+    cem-report runs/sweeps/cem/my_sweep --format png,pdf --label '{model} b{block}'  # vector figures, own labels
 
 Each PATH is a run folder or any folder above run folders (searched recursively). The report
 holds runs.csv, runs.md, skipped.txt (folders that are not finished runs, with the reason) and
@@ -13,6 +14,9 @@ effective distance and the ROI metric; paired differences between conditions ove
 and the CE profile by distance. Runs of different settings are not pooled (they are listed; --by names
 what to compare, e.g. --by model,block). --latex also writes the tables as booktabs LaTeX a paper can
 \\input as they are (runs.tex, study.tex, faithfulness.tex; \\usepackage{booktabs} is all they need).
+--format png,pdf,svg writes each figure in each format, --dpi sets the pixels of PNGs, --range the colour
+range of the map grids (paper: the task's fixed bound, auto: the largest |CE|, or a number), --label the
+run labels (run-table columns and settings in braces).
 From Python, cem_lab.analysis.report.read_report(FOLDER) gives a report's tables back as DataFrames.
 """
 
@@ -24,6 +28,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from cem_lab.bookkeeping.clean_errors import OneLineParser, run_cli
+from cem_lab.cli.figure_options import add_figure_options, figure_style
+from cem_lab.errors import InputError
 
 __all__ = ["main"]
 
@@ -60,6 +66,14 @@ def _parser() -> argparse.ArgumentParser:
         metavar="CONDITION",
         help="pair every condition with this one only (default: every pair)",
     )
+    add_figure_options(parser, "png")
+    parser.add_argument(
+        "--label",
+        default=None,
+        metavar="TEMPLATE",
+        help="run labels in the figures from run-table columns and settings, e.g. --label '{model} b{block}' "
+        "(default: the model and what tells its runs apart)",
+    )
     parser.add_argument(
         "--finding",
         default=None,
@@ -93,12 +107,22 @@ def _report(argv: Sequence[str] | None) -> int:
     for path in args.paths:
         if not path.exists():
             return _error(f"{path} does not exist; give a run folder or a folder above run folders")
+    try:
+        style = figure_style(args, label=args.label)
+    except InputError as err:
+        return _error(str(err))
     from cem_lab.analysis.report import write_report  # lazy: matplotlib and pandas, not for --help or a bad argument
 
     by = [k.strip() for k in args.by.split(",") if k.strip()] if args.by else None
     try:
         written = write_report(
-            args.paths, args.out, by=by, reference=args.reference, finding=args.finding, latex=args.latex
+            args.paths,
+            args.out,
+            by=by,
+            reference=args.reference,
+            finding=args.finding,
+            latex=args.latex,
+            style=style,
         )
     except (ValueError, OSError) as err:
         return _error(str(err))

@@ -61,7 +61,7 @@ def draw_effect_colorbar(
     black triangles above the bar at the actual min / max (clipped to the bar)."""
     cbar = fig.colorbar(effect_mappable(bound, gamma), cax=cax, orientation="horizontal")
     cbar.set_ticks([-bound, 0.0, bound])
-    cbar.set_ticklabels([f"\u2212{bound:g} {unit}".strip(), f"0 {unit}".strip(), f"+{bound:g} {unit}".strip()])
+    cbar.set_ticklabels([f"\u2212{bound:.3g} {unit}".strip(), f"0 {unit}".strip(), f"+{bound:.3g} {unit}".strip()])
     cax.tick_params(labelsize=fontsize, length=3)
     cax.axvline(0.0, color="black", linewidth=0.8)
     above = offset_copy(cax.get_xaxis_transform(), fig=fig, y=4, units="points")
@@ -90,7 +90,7 @@ def save_colorbar(path: PathLike, vmin: float, vmax: float, bound: float, gamma:
     fig = new_figure(6.0, 1.25, dpi=120)
     cax = add_axes_in(fig, 1.05, 0.45, 3.9, 0.3)
     draw_effect_colorbar(fig, cax, bound, gamma, vmin, vmax, unit)
-    cax.set_title(f"causal effect ({unit}), colour range \u00b1{bound:g}", fontsize=9, pad=10)
+    cax.set_title(f"causal effect ({unit}), colour range \u00b1{bound:.3g}", fontsize=9, pad=10)
     cax.text(
         -0.03, 0.5, f"min\n{format_effect(vmin, unit)}", transform=cax.transAxes, ha="right", va="center", fontsize=8
     )

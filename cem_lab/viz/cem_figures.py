@@ -133,7 +133,7 @@ def checked_arrays(
 def range_words(bound: float, unit: str, range_: Any) -> str:
     """The colour range of a map in words: its bound and where it came from (``figures.range``)."""
     how = {"paper": "the task's fixed range", "auto": "auto: largest |CE|"}.get(range_, "set by figures.range")
-    return f"colour range \u00b1{bound:g} {unit}, {how}"
+    return f"colour range \u00b1{bound:.3g} {unit}, {how}"
 
 
 def _inset_corner(roi: tuple[int, int, int], h: int, w: int) -> tuple[float, float]:

@@ -396,7 +396,7 @@ def teaser(
             va="center",
             fontsize=10,
             fontweight="bold",
-            color=task_colour(re.split(r"[\s_]", task.strip())[0] if task.strip() else "", row),
+            color=task_colour(task, row),
         )
         x = _MARGIN + label_w
         axes = []

@@ -19,6 +19,7 @@ from matplotlib.ticker import MaxNLocator
 from cem_lab.errors import InputError
 from cem_lab.io import PathLike
 from cem_lab.viz.canvas import new_figure, save_figure, text_inches
+from cem_lab.viz.style import task_colour
 
 __all__ = ["plot_distance_profile", "plot_study_intervals"]
 
@@ -44,7 +45,7 @@ def plot_study_intervals(summary: pd.DataFrame, path: PathLike, metrics: Sequenc
     fig.set_size_inches(2.6 * len(metrics) + text_inches(fig, names, 7) + 0.4, 0.32 * len(rows) + 1.4)
     fig.set_layout_engine("constrained")
     axes = np.atleast_1d(fig.subplots(1, len(metrics), squeeze=False, sharey=True)).ravel()
-    colours = {t: c for t, c in zip(tasks, ("#4c72b0", "#dd8452", "#55a868", "#c44e52", "#8172b3", "#937860"))}
+    colours = {t: task_colour(t, k) for k, t in enumerate(tasks)}
     y = np.arange(len(rows))
     for ax, metric in zip(axes, metrics):
         sub = summary[summary["metric"] == metric].set_index(["task", "condition"])

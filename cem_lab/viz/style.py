@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import re
 from collections.abc import Iterable, Iterator, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -34,12 +35,16 @@ from cem_lab.errors import InputError
 __all__ = [
     "CATEGORICAL",
     "FORMATS",
+    "OPTION_NAMES",
+    "SETTING_NAMES",
     "TASK_COLOURS",
     "THEME",
+    "TRAINING_COLOURS",
     "FigureStyle",
     "categorical",
     "current_style",
     "faint_note",
+    "task_colour",
     "use_style",
 ]
 
@@ -85,36 +90,54 @@ def categorical(k: int) -> str:
 
 
 def task_colour(task: str, k: int = 0) -> str:
-    """The colour of ``task`` (``sr``, ``dn`` ...; a label such as ``sr x4`` counts by its first word), else the
-    ``k``-th categorical colour."""
-    return TASK_COLOURS.get(str(task).split()[0].lower() if str(task).strip() else "", categorical(k))
+    """The colour of ``task`` (``sr``, ``dn`` ...; a label such as ``sr x4`` or ``sr_x4`` counts by its first
+    word), else the ``k``-th categorical colour."""
+    words = re.split(r"[\s_]+", str(task).strip().lower())
+    return TASK_COLOURS.get(words[0] if words else "", categorical(k))
+
+
+#: one colour per training regime (the multi-task study), the same in every figure
+TRAINING_COLOURS: dict[str, str] = {
+    "single-task": CATEGORICAL[0],
+    "mixed": CATEGORICAL[1],
+    "multi-in-one": CATEGORICAL[2],
+}
 
 
 @dataclass(frozen=True)
 class FigureStyle:
     """How figures are written: ``formats`` (png, pdf, svg; the first is the one a report links), ``dpi``
     (None: each figure's own; the layout is in inches, so the dpi changes the pixels, not the layout), and
-    ``range``, the colour range of CE maps (``"paper"``, ``"auto"`` or a positive number)."""
+    ``range``, the colour range of CE maps (``"paper"``, ``"auto"`` or a positive number); ``label``, a template
+    for the run labels of report figures."""
 
     formats: tuple[str, ...] = ("png",)
     dpi: int | None = None
     range: str | float = "paper"
     draw: bool = field(default=True, compare=False)
+    #: a report's run labels from a template of run-table columns and settings (``"{model} b{block}"``;
+    #: ``cem-report --label``); None: the model and what tells its runs apart
+    label: str | None = None
 
     def __post_init__(self) -> None:
-        formats = tuple(dict.fromkeys(str(f).strip().lower().lstrip(".") for f in self.formats))
-        bad = [f for f in formats if f not in FORMATS]
-        if not formats or bad:
-            raise InputError(
-                f"figures.format {', '.join(bad) or '(empty)'} is not one of {', '.join(FORMATS)}; "
-                "e.g. figures.format=[png,pdf]"
-            )
-        object.__setattr__(self, "formats", formats)
-        if self.dpi is not None:
-            if isinstance(self.dpi, bool) or not isinstance(self.dpi, (int, float)) or not 30 <= self.dpi <= 2400:
-                raise InputError(f"figures.dpi must be a number from 30 to 2400 (or null), got {self.dpi!r}")
-            object.__setattr__(self, "dpi", int(self.dpi))
-        object.__setattr__(self, "range", _check_range(self.range))
+        object.__setattr__(self, "formats", _check_formats(self.formats, SETTING_NAMES))
+        object.__setattr__(self, "dpi", _check_dpi(self.dpi, SETTING_NAMES))
+        object.__setattr__(self, "range", _check_range(self.range, SETTING_NAMES))
+
+    @classmethod
+    def from_options(
+        cls, formats: Any, dpi: Any, range: Any, label: str | None = None, names: Mapping[str, str] | None = None
+    ) -> FigureStyle:  # noqa: A002 - the option's own name
+        """The style of a command's options (``--format png,pdf --dpi 300 --range auto --label ...``), a bad value
+        refused in one line that names the option as ``names`` spell it (default: :data:`OPTION_NAMES`)."""
+        names = OPTION_NAMES if names is None else names
+        formats = formats.split(",") if isinstance(formats, str) else formats
+        return cls(
+            formats=_check_formats(formats, names),
+            dpi=_check_dpi(dpi, names),
+            range=_check_range(range, names),
+            label=label or None,
+        )
 
     @classmethod
     def from_setting(cls, value: Any) -> FigureStyle:
@@ -163,7 +186,38 @@ class FigureStyle:
         return float(self.range)
 
 
-def _check_range(value: Any) -> str | float:
+#: how the ``figures`` setting names its keys, and how a command's options name them (in refusals)
+SETTING_NAMES: dict[str, str] = {"format": "figures.format", "dpi": "figures.dpi", "range": "figures.range"}
+OPTION_NAMES: dict[str, str] = {"format": "--format", "dpi": "--dpi", "range": "--range"}
+
+
+def _example(names: Mapping[str, str], key: str, value: str) -> str:
+    name = names[key]
+    return f"{name} {value}" if name.startswith("--") else f"{name}={value}"
+
+
+def _check_formats(formats: Any, names: Mapping[str, str]) -> tuple[str, ...]:
+    formats = tuple(dict.fromkeys(str(f).strip().lower().lstrip(".") for f in (formats or ()) if str(f).strip()))
+    bad = [f for f in formats if f not in FORMATS]
+    if not formats or bad:
+        raise InputError(
+            f"{names['format']} {', '.join(bad) or '(empty)'} is not one of {', '.join(FORMATS)}; "
+            f"e.g. {_example(names, 'format', '[png,pdf]' if names['format'].startswith('figures') else 'png,pdf')}"
+        )
+    return formats
+
+
+def _check_dpi(dpi: Any, names: Mapping[str, str]) -> int | None:
+    if dpi is None:
+        return None
+    if isinstance(dpi, bool) or not isinstance(dpi, (int, float)) or not 30 <= dpi <= 2400:
+        raise InputError(
+            f"{names['dpi']} must be a number from 30 to 2400, got {dpi!r}; e.g. {_example(names, 'dpi', '300')}"
+        )
+    return int(dpi)
+
+
+def _check_range(value: Any, names: Mapping[str, str]) -> str | float:
     if isinstance(value, str) and value.strip().lower() in ("paper", "auto"):
         return value.strip().lower()
     try:
@@ -172,7 +226,7 @@ def _check_range(value: Any) -> str | float:
         number = math.nan
     if isinstance(value, bool) or not (math.isfinite(number) and number > 0):
         raise InputError(
-            f"figures.range must be paper (the task's fixed bound), auto (the largest |CE|) or a number > 0, "
+            f"{names['range']} must be paper (the task's fixed bound), auto (the largest |CE|) or a number > 0, "
             f"got {value!r}"
         )
     return number
@@ -205,7 +259,7 @@ def faint_note(
     peak = largest_effect(effects, roi_masks)
     if peak >= 0.1 * bound:
         return ""
-    return f"every |CE| below {0.1 * bound:g} {unit}, a tenth of the range (max {peak:.2g} {unit}): {fix}"
+    return f"every |CE| below {0.1 * bound:.3g} {unit}, a tenth of the range (max {peak:.2g} {unit}): {fix}"
 
 
 _STYLE: ContextVar[FigureStyle | None] = ContextVar("cem_lab_figure_style", default=None)

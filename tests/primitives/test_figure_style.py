@@ -111,7 +111,7 @@ def test_plot_returns_a_figure_and_draws_into_a_given_axes(result):
         peak = largest_effect([result.effect], [result.roi_mask])
         assert "\u00b11 dB" in title  # DN: the paper's range
         result.plot(ax=axes[0], kind="overlay", range="auto")
-        assert f"\u00b1{peak:g} dB" in axes[0].get_title()
+        assert f"\u00b1{peak:.3g} dB" in axes[0].get_title()
     finally:
         plt.close(fig)
     with pytest.raises(InputError, match="figure of its own"):
