@@ -16,6 +16,7 @@ is one :class:`~cem_lab.errors.InputError` naming the fix, raised before anythin
 
 from __future__ import annotations
 
+import fnmatch
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +24,7 @@ from pathlib import Path
 import pandas as pd
 
 from cem_lab.analysis.runs import collect_runs, find_run_folders, read_run
+from cem_lab.analysis.study_tables import run_settings
 from cem_lab.causal.result import CEMResult
 from cem_lab.errors import InputError
 from cem_lab.io import PathLike
@@ -31,7 +33,7 @@ from cem_lab.viz.paper_figures import overlay_row, pie_row, teaser
 from cem_lab.viz.result_figures import plot_result
 from cem_lab.viz.style import FigureStyle, use_style
 
-__all__ = ["LAYOUTS", "FoundRuns", "find_runs", "write_figure"]
+__all__ = ["LAYOUTS", "FoundRuns", "find_runs", "select_runs", "write_figure"]
 
 #: the layouts :func:`write_figure` draws
 LAYOUTS: tuple[str, ...] = ("row", "teaser", "pie", "panel")
@@ -67,6 +69,38 @@ def find_runs(paths: Sequence[PathLike]) -> FoundRuns:
         skipped += [str(s) for s in skips]
     table = pd.concat(tables, ignore_index=True).drop_duplicates("folder").reset_index(drop=True)
     return FoundRuns(table, tuple(dict.fromkeys(skipped)))
+
+
+def select_runs(table: pd.DataFrame, where: Sequence[str]) -> pd.DataFrame:
+    """The runs of ``table`` that match every ``KEY=PATTERN`` of ``where``: KEY a run-table column (``model``,
+    ``image``, ``roi``, ``block`` ...) or a setting of the runs (``estimator.fine``), PATTERN a shell-style glob
+    (``image=monarch*``, ``model=rcan_*``). A bad condition, or one that no run matches, is refused in one line
+    that lists what there is."""
+    for cond in where:
+        key, sep, pattern = str(cond).partition("=")
+        key, pattern = key.strip(), pattern.strip()
+        if not sep or not key or not pattern:
+            raise InputError(f"--where {cond!r}: give KEY=PATTERN, e.g. --where 'image=monarch*'")
+        if key in table.columns:
+            values = table[key].astype(str)
+        else:
+            settings = [run_settings(Path(f)) for f in table["folder"]]
+            if not any(f"setting:{key}" in st for st in settings):
+                known = sorted({k[8:] for st in settings for k in st})
+                raise InputError(
+                    f"--where {key}: neither a run-table column nor a setting of these runs; columns: "
+                    f"{', '.join(map(str, table.columns))}; settings: {', '.join(known)}"
+                )
+            values = pd.Series([str(st.get(f"setting:{key}")) for st in settings], index=table.index)
+        keep = values.map(lambda v, pat=pattern: fnmatch.fnmatchcase(v, pat))
+        if not keep.any():
+            shown = list(dict.fromkeys(values))
+            raise InputError(
+                f"--where {key}={pattern}: no run matches; its values here are "
+                f"{', '.join(shown[:12])}{' ...' if len(shown) > 12 else ''}"
+            )
+        table = table[keep]
+    return table.reset_index(drop=True)
 
 
 def _name(row: pd.Series) -> str:
@@ -124,18 +158,20 @@ def write_figure(
     mixed_tasks: bool = False,
     context: bool = False,
     title: str = "",
+    where: Sequence[str] = (),
 ) -> list[str]:
     """Draw ``layout`` (:data:`LAYOUTS`) of the finished runs under ``paths`` and write it at ``out`` (its suffix
     replaced by each format of ``style``; default PNG); returns the files written. ``labels``: one per run
     instead of the model names (row and pie); ``mixed_tasks``: let a row or pie hold several tasks; ``context``:
-    a row starts with the degraded input and the ground truth around the ROI; ``title`` above the figure."""
+    a row starts with the degraded input and the ground truth around the ROI; ``title`` above the figure;
+    ``where``: keep only the runs that match (:func:`select_runs`; ``["image=monarch*", "roi=48 *"]``)."""
     if layout not in LAYOUTS:
         raise InputError(f"layout {layout!r} is not one of {', '.join(LAYOUTS)}")
     style = style or FigureStyle()
     out = Path(out)
     if out.is_dir():
         raise InputError(f"{out} is a folder; give a file name for the figure, e.g. {out / (layout + '.pdf')}")
-    table = find_runs(paths).table
+    table = select_runs(find_runs(paths).table, where)
     if layout == "panel":
         if len(table) != 1:
             raise InputError(

@@ -5,12 +5,14 @@
     cem-figure teaser runs/cem/edsr_sr runs/cem/edsr_dn runs/cem/edsr_dr --out figs/teaser.pdf
     cem-figure pie runs/cem/edsr_dn runs/cem/rcan_dn --out figs/pies.svg
     cem-figure panel runs/cem/edsr_dn --out figs/edsr_dn_panel.png --dpi 300
+    cem-figure row runs/sweeps/cem/study_ca_dn --where 'image=monarch*' --where 'roi=48 *' --out figs/ca_dn.pdf
 
 Layouts: row (one row of models on one task, one colour bar: the receptive-field and channel-attention
 figures), teaser (one network over its tasks, a row per task), pie (the pies of several runs side by side),
 panel (one run's panel). Each RUN is a run folder or a folder above run folders (their finished runs, in
 order). --out's suffix gives the format unless --format names several (png, pdf, svg). One line is printed
-per file written. Labels are the runs' model names unless --labels gives one per run.
+per file written. Labels are the runs' model names unless --labels gives one per run. --where picks runs out
+of a sweep by a run-table column (model, image, roi, block ...) or a setting, matched as a shell glob.
 """
 
 from __future__ import annotations
@@ -48,6 +50,13 @@ def _parser() -> argparse.ArgumentParser:
         sub.add_argument("runs", nargs="+", type=Path, metavar="RUN", help="a run folder or a folder above run folders")
         sub.add_argument("--out", type=Path, required=True, metavar="FILE", help="the figure's file (suffix: format)")
         add_figure_options(sub, "--out's suffix")
+        sub.add_argument(
+            "--where",
+            action="append",
+            default=[],
+            metavar="KEY=GLOB",
+            help="keep the runs whose run-table column or setting matches (repeatable), e.g. --where 'image=monarch*'",
+        )
         if name in ("row", "pie"):
             sub.add_argument("--labels", default=None, metavar="A,B,...", help="one label per run (default: model)")
             sub.add_argument("--mixed-tasks", action="store_true", help="let the runs be of several tasks")
@@ -98,6 +107,7 @@ def _figure(argv: Sequence[str] | None) -> int:
         mixed_tasks=getattr(args, "mixed_tasks", False),
         context=getattr(args, "context", False),
         title=getattr(args, "title", ""),
+        where=args.where,
     )
     for path in written:
         print(path)

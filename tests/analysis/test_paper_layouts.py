@@ -181,7 +181,22 @@ def test_cem_figure_refuses_bad_input_in_one_line_and_writes_nothing(runs, tmp_p
     _refused(["panel", str(runs), "--out", str(out / "e.png")], capsys, "a panel is one run")
     _refused(["row", str(runs / "dn_edsr"), "--out", str(out / "f.jpg")], capsys, ".jpg", "png, pdf, svg")
     _refused(["row", str(runs / "dn_edsr"), "--range", "wide", "--out", str(out / "g.png")], capsys, "--range")
+    _refused(["row", str(runs), "--where", "task=jpeg", "--out", str(out / "h.png")], capsys, "no run matches", "dn, sr")
+    _refused(["row", str(runs), "--where", "widht=3", "--out", str(out / "i.png")], capsys, "widht", "columns: run")
+    _refused(["row", str(runs), "--where", "task", "--out", str(out / "j.png")], capsys, "KEY=PATTERN")
     assert not out.exists()
+
+
+def test_where_picks_runs_out_of_a_folder_by_column_or_setting(runs, tmp_path, capsys):
+    from cem_lab.analysis.paper_layouts import find_runs, select_runs
+
+    table = find_runs([runs]).table
+    dn = select_runs(table, ["task=dn"])
+    assert len(dn) == len(DN) and set(dn["task"]) == {"dn"}
+    assert list(select_runs(table, ["task=dn", "model=*rcan*"])["model"]) == [RUNS["dn_rcan"][0]]
+    assert len(select_runs(table, ["estimator.samples=2"])) == len(table)  # a setting of the runs
+    out = tmp_path / "dn_row.png"
+    assert main(["row", str(runs), "--where", "task=dn", "--out", str(out)]) == 0 and out.is_file()
 
 
 def test_an_unfinished_run_folder_is_named(runs, tmp_path):
