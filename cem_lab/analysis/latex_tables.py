@@ -5,7 +5,7 @@ Each function returns the text of one ``.tex`` file: a comment line saying what 
 ``\\toprule`` / ``\\midrule`` / ``\\bottomrule``, a caption and a label). The numbers are written with
 the same digits as the markdown tables (:func:`cem_lab.analysis.study_tables.format_number`,
 :func:`cem_lab.analysis.attribution_tables.faithfulness_number`, the formats of
-:data:`cem_lab.analysis.report.MARKDOWN_COLUMNS`), and every name is escaped (model names such as
+:data:`cem_lab.analysis.runs_markdown.MARKDOWN_COLUMNS`), and every name is escaped (model names such as
 ``fsrcnn_d2_w16_x4`` hold underscores).
 
 * :func:`study_latex`: per task, the per-condition table (mean [low, high] per metric, with the images
@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from cem_lab.analysis.attribution_tables import faithfulness_number
-from cem_lab.analysis.report import MARKDOWN_COLUMNS
+from cem_lab.analysis.runs_markdown import MARKDOWN_COLUMNS
 from cem_lab.analysis.study_tables import STUDY_METRICS, StudyResult, format_number
 
 __all__ = [

@@ -29,49 +29,12 @@ from typing import Any
 import pandas as pd
 
 from cem_lab.analysis.runs import REPORT_MARKER, RUN_MARKERS, collect_runs
+from cem_lab.analysis.runs_markdown import MARKDOWN_COLUMNS, markdown_table
 from cem_lab.errors import InputError, MissingFileError
 from cem_lab.io import PathLike, atomic_path, write_json, write_text
 from cem_lab.viz.style import FORMATS, FigureStyle  # plain settings (no matplotlib)
 
 __all__ = ["MARKDOWN_COLUMNS", "REPORT_TABLES", "markdown_table", "read_report", "write_report"]
-
-#: the columns of runs.md: (column, header, format)
-MARKDOWN_COLUMNS: tuple[tuple[str, str, str], ...] = (
-    ("run", "run", "{}"),
-    ("model", "model", "{}"),
-    ("task_label", "task", "{}"),
-    ("image", "image", "{}"),
-    ("block", "block", "{:g}"),
-    ("baseline_metric", "ROI metric", "{:.2f}"),
-    ("share_positive", "positive", "{:.1%}"),
-    ("share_negative", "negative", "{:.1%}"),
-    ("share_zero", "zero", "{:.1%}"),
-    ("total_positive_effect", "sum +", "{:.2f}"),
-    ("total_negative_effect", "sum \u2212", "{:.2f}"),
-    ("reach_mean_px", "reach mean (px)", "{:.1f}"),
-    ("reach_max_px", "reach max (px)", "{:.1f}"),
-    ("val_psnr", "val PSNR (dB)", "{:.2f}"),
-    ("study", "model made for study", "{}"),  # the zoo study a network belongs to, not the sweep
-)
-
-
-def _cell(value: Any, fmt: str) -> str:
-    if value is None or (isinstance(value, float) and pd.isna(value)):
-        return ""
-    try:
-        text = fmt.format(value)
-    except (ValueError, TypeError):
-        text = str(value)
-    return text.replace("|", "\\|").replace("\n", " ")
-
-
-def markdown_table(runs: pd.DataFrame) -> str:
-    """The key columns of the run table as a markdown table (empty cells for missing values)."""
-    cols = [c for c in MARKDOWN_COLUMNS if c[0] in runs.columns]
-    lines = ["| " + " | ".join(h for _, h, _ in cols) + " |", "|" + "---|" * len(cols)]
-    for _, row in runs.iterrows():
-        lines.append("| " + " | ".join(_cell(row[c], f) for c, _, f in cols) + " |")
-    return "\n".join(lines) + "\n"
 
 
 def _slug(text: str) -> str:
