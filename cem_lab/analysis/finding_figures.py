@@ -129,7 +129,8 @@ def plot_rf_reach_vs_params(per: pd.DataFrame, real: pd.DataFrame, path: PathLik
     ax.set_xlim(right=ax.get_xlim()[1] * 4)  # room for the catalogue labels at the right end
     ax.set_xlabel("parameters")
     ax.set_ylabel("effective distance (px)")
-    ax.legend(fontsize=7)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7)
     return save_figure(fig, path)
 
 
@@ -249,7 +250,10 @@ def plot_multitask_profiles(df: pd.DataFrame, path: PathLike, bin_px: float = 8.
             ax.set_xlabel("distance from the ROI centre (px)", fontsize=8)
             if j == 0:
                 ax.set_ylabel("share of |CE|", fontsize=8)
-            ax.legend(fontsize=7)
+            if len(g):
+                ax.legend(fontsize=7)
+            else:  # a network not mapped on this task: say so instead of an empty frame
+                ax.text(0.5, 0.5, "no runs", transform=ax.transAxes, ha="center", va="center", color="0.4")
     fig.suptitle("where the effect is: share of |CE| by distance (mean over units; band: min-max)", fontsize=10)
     return save_figure(fig, path)
 
@@ -266,9 +270,12 @@ def plot_unit_grid(
     df: pd.DataFrame, path: PathLike, models: Sequence[str], ncols: int = 6, by_task: bool = False
 ) -> str:
     """The CE maps of ``models`` on :func:`chosen_unit` (one row group per task)."""
+    df = df[df["model"].isin(list(models))]  # the unit shown is one these models were mapped on
+    if not len(df):
+        raise InputError(f"plot_unit_grid: no run of {list(models)[:3]}...")
     unit = chosen_unit(df)
     key = df["image"].astype(str) + " roi " + df["roi"].astype(str)
-    sub = df[(key == unit) & df["model"].isin(list(models))]
+    sub = df[key == unit]
     if not len(sub):
         raise InputError(f"plot_unit_grid: no run of {list(models)[:3]}... on {unit}")
     return plot_cem_grid(sub, path, ncols=ncols)

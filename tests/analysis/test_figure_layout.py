@@ -242,3 +242,34 @@ def test_result_plot_is_readable(sweep, kind, range_):
     texts = [t.get_text() for t in _drawn_texts(fig)[0]]
     faint = [t for t in texts if "a tenth of the range" in t]
     assert bool(faint) == (range_ == 1000.0 and kind != "pie"), texts
+
+
+@pytest.fixture(scope="module")
+def finding_figures(sweep, tmp_path_factory):
+    """The figures of the receptive-field and multi-task findings drawn for the sweep (name -> Figure)."""
+    from cem_lab.analysis.finding_reports import finding_report
+
+    out = tmp_path_factory.mktemp("layout_findings")
+    caught = _Caught()
+    with pytest.MonkeyPatch.context() as mp:
+        _catching(caught, mp)
+        with warnings.catch_warnings(record=True) as rec:
+            warnings.simplefilter("always")
+            drawn = {}
+            for name in ("receptive_field", "multitask"):
+                drawn.update(finding_report(name, sweep[0]["runs"], out)["figures"])
+            caught.warnings = [w for w in rec if issubclass(w.category, UserWarning)]
+    figures = {}
+    for saved, fig in caught.figures.items():
+        for name in drawn:
+            if name in saved:
+                figures[name] = fig
+    return drawn, figures, caught.warnings
+
+
+def test_the_findings_figures_are_readable(finding_figures):
+    drawn, figures, caught = finding_figures
+    assert len(drawn) >= 4 and set(drawn) <= set(figures), (sorted(drawn), sorted(figures))
+    assert not caught, [f"{w.category.__name__}: {w.message} ({Path(w.filename).name}:{w.lineno})" for w in caught]
+    problems = {name: layout_problems(fig) for name, fig in figures.items()}
+    assert not any(problems.values()), {k: v for k, v in problems.items() if v}

@@ -181,7 +181,9 @@ def test_cem_figure_refuses_bad_input_in_one_line_and_writes_nothing(runs, tmp_p
     _refused(["panel", str(runs), "--out", str(out / "e.png")], capsys, "a panel is one run")
     _refused(["row", str(runs / "dn_edsr"), "--out", str(out / "f.jpg")], capsys, ".jpg", "png, pdf, svg")
     _refused(["row", str(runs / "dn_edsr"), "--range", "wide", "--out", str(out / "g.png")], capsys, "--range")
-    _refused(["row", str(runs), "--where", "task=jpeg", "--out", str(out / "h.png")], capsys, "no run matches", "dn, sr")
+    _refused(
+        ["row", str(runs), "--where", "task=jpeg", "--out", str(out / "h.png")], capsys, "no run matches", "dn, sr"
+    )
     _refused(["row", str(runs), "--where", "widht=3", "--out", str(out / "i.png")], capsys, "widht", "columns: run")
     _refused(["row", str(runs), "--where", "task", "--out", str(out / "j.png")], capsys, "KEY=PATTERN")
     assert not out.exists()
