@@ -7,8 +7,17 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import assert_clean_refusal, run_console
 from test_study_stats import ROIS, _write_run
+
+from cem_lab.cli.report import main
+
+
+def _refused(args, capsys, *words) -> None:
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("cem-report: error: ") and len(err.strip().splitlines()) == 1, err
+    for w in words:
+        assert w in err, (w, err)
 
 
 @pytest.fixture(scope="module")
@@ -21,11 +30,10 @@ def runs_dir(tmp_path_factory):
     return root
 
 
-def test_formats_range_and_labels_reach_every_report_figure(runs_dir):
+def test_formats_range_and_labels_reach_every_report_figure(runs_dir, capsys):
     out = runs_dir / "report"
     args = [str(runs_dir / "runs"), "--out", str(out), "--format", "pdf,svg", "--range", "auto"]
-    p = run_console("report", [*args, "--label", "{model}: {image} b{block}"], runs_dir)
-    assert p.returncode == 0, p.stderr[-2000:]
+    assert main([*args, "--label", "{model}: {image} b{block}"]) == 0, capsys.readouterr().err
     files = json.loads((out / "report.json").read_text())["files"]["figures"]
     assert {"cem_grid", "shares", "study_intervals"} <= set(files)
     for name, path in files.items():
@@ -37,22 +45,18 @@ def test_formats_range_and_labels_reach_every_report_figure(runs_dir):
     assert "rcan_dn: kodim23 b8" in svg  # the template's label, kept as text
     assert "\u00b10.2 dB" in svg  # auto: the largest |CE| outside the ROIs (-0.2 dB), not DN's 1 dB
     # other formats: the PDFs removed; a range so wide that every map is faint says so
-    p = run_console(
-        "report", [str(runs_dir / "runs"), "--out", str(out), "--format", "png,svg", "--range", "5"], runs_dir
-    )
-    assert p.returncode == 0, p.stderr[-2000:]
+    assert main([str(runs_dir / "runs"), "--out", str(out), "--format", "png,svg", "--range", "5"]) == 0
     left = sorted(f.name for f in (out / "figures").iterdir())
     assert left and all(f.endswith((".png", ".svg")) for f in left), left
     grid = (out / "figures" / "cem_grid.svg").read_text()
     assert "a tenth of the range" in grid and "\u00b15 dB" in grid
 
 
-def test_an_unknown_label_field_or_format_is_refused_before_anything_is_written(runs_dir):
+def test_an_unknown_label_field_or_format_is_refused_before_anything_is_written(runs_dir, capsys):
     out = runs_dir / "refused"
-    p = run_console("report", [str(runs_dir / "runs"), "--out", str(out), "--label", "{model} {widht}"], runs_dir)
-    assert_clean_refusal(p, "{widht}", "estimator.fine", program="cem-report")
-    p = run_console("report", [str(runs_dir / "runs"), "--out", str(out), "--format", "png,jpg"], runs_dir)
-    assert_clean_refusal(p, "--format jpg", "png, pdf, svg", program="cem-report")
-    p = run_console("report", [str(runs_dir / "runs"), "--out", str(out), "--range", "-1"], runs_dir)
-    assert_clean_refusal(p, "--range", program="cem-report")
+    runs = str(runs_dir / "runs")
+    _refused([runs, "--out", str(out), "--label", "{model} {widht}"], capsys, "{widht}", "estimator.fine")
+    _refused([runs, "--out", str(out), "--format", "png,jpg"], capsys, "--format jpg", "png, pdf, svg")
+    _refused([runs, "--out", str(out), "--range", "-1"], capsys, "--range")
+    _refused([runs, "--out", str(out), "--dpi", "5"], capsys, "--dpi", "30 to 2400")
     assert not out.exists()
