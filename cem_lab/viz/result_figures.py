@@ -7,6 +7,7 @@ shaped like it), so viz stays below the causal core: the core never draws, its c
 
 from __future__ import annotations
 
+import sys
 import textwrap
 from pathlib import Path
 from typing import Any
@@ -74,6 +75,7 @@ def plot_result(result, ax: Axes | None = None, kind: str = "panel", style: Figu
         raise InputError(f"kind={kind!r} is not one of {', '.join(PLOT_KINDS)}")
     if kind == "panel" and ax is not None:
         raise InputError('kind="panel" draws a figure of its own (four panels); pass ax=None, or kind="overlay"')
+    _show_in_notebooks()
     with use_style(style):
         arrays = _arrays(result)
         counts = check_counts(result.block_counts())
@@ -111,6 +113,22 @@ def plot_result(result, ax: Axes | None = None, kind: str = "panel", style: Figu
         elif note:
             ax.set_xlabel(textwrap.fill(note, 44), fontsize=6.5, color="#a00000")
         return fig
+
+
+def _show_in_notebooks() -> None:
+    """Let IPython / Jupyter show a returned figure as an image: the figures here are built without pyplot (no
+    global state), and IPython registers its PNG formatter for figures only once pyplot's inline backend is
+    on, so a bare figure would print as ``<Figure size ...>``. Registering the formatter is what
+    ``%matplotlib inline`` does for figures; outside IPython nothing happens."""
+    ipython = sys.modules.get("IPython")
+    shell = ipython.get_ipython() if ipython is not None else None
+    if shell is None:
+        return
+    from IPython.core.pylabtools import print_figure
+
+    png = shell.display_formatter.formatters["image/png"]
+    if Figure not in png.type_printers:
+        png.for_type(Figure, lambda fig: print_figure(fig, "png", bbox_inches="tight"))
 
 
 def _target(ax: Axes | None, width: float, height: float, box: tuple[float, float, float, float]):

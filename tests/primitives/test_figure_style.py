@@ -127,3 +127,16 @@ def test_the_causal_core_does_not_load_matplotlib():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
+
+
+def test_a_returned_figure_shows_as_an_image_in_ipython(result):
+    """Jupyter shows the cell's value by IPython's formatters; a figure built without pyplot has none until
+    plot() registers it (else the notebook prints ``<Figure size ...>``)."""
+    shell_mod = pytest.importorskip("IPython.core.interactiveshell", reason="IPython (the notebooks extra)")
+    shell = shell_mod.InteractiveShell.instance()
+    try:
+        fig = result.plot(kind="pie")
+        data, _ = shell.display_formatter.format(fig)
+        assert "image/png" in data and len(data["image/png"]) > 1000
+    finally:
+        shell_mod.InteractiveShell.clear_instance()
