@@ -8,6 +8,7 @@
 - :class:`Saliency` and :class:`IntegratedGradients` (Captum's IG);
 - the ROI objective they differentiate (:class:`RoiObjective`: LAM's gradient magnitude, or
   ``"roi_sum"``);
+- LAM's diffusion index of any map (:func:`diffusion_index`, from the Gini coefficient :func:`gini`);
 - deletion / insertion curves, Spearman rank correlation and the sign test of any block map
   (LAM, IG, saliency or a CE map), given a ``metric_after(blocks)`` callable
   (:func:`replace_blocks_metric` builds one from cem_lab's interventions).
@@ -16,6 +17,7 @@ Part of the core: no Lightning, Hydra or W&B. Captum is needed only by Integrate
 """
 
 from cem_lab.attribution.base import AttributionError, AttributionMap, aggregate_blocks, rank_blocks
+from cem_lab.attribution.diffusion import diffusion_index, gini
 from cem_lab.attribution.faithfulness import (
     Curve,
     RankCorrelation,
@@ -39,6 +41,8 @@ __all__ = [
     "RankCorrelation",
     "SignTest",
     "curve_auc",
+    "diffusion_index",
+    "gini",
     "deletion_curve",
     "insertion_curve",
     "rank_blocks",
