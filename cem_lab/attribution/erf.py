@@ -300,7 +300,7 @@ def effective_receptive_field(
     )
     maps, values = [], []
     scale, out_hw = 1, (0, 0)
-    bar = tqdm(inputs, desc="ERF", unit="image", disable=not progress, dynamic_ncols=True)
+    bar = tqdm(inputs, desc="ERF", unit="image", disable=not progress, dynamic_ncols=True, delay=2.0)
     with grad_mode():
         for k, x in enumerate(bar):
             if task is not None:
