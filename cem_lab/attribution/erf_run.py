@@ -200,8 +200,23 @@ def cem_reach_interval(runs: list[dict]) -> tuple[float, float, float, int]:
     return bootstrap_interval([r["max"] for r in runs])
 
 
-def _triple(entry: dict) -> tuple[float, float, float]:
-    return tuple(float("nan") if entry[k] is None else float(entry[k]) for k in ("mean", "low", "high"))
+def _triple(entry: dict | None) -> tuple[float, float, float]:
+    entry = entry or {}
+    return tuple(float("nan") if entry.get(k) is None else float(entry[k]) for k in ("mean", "low", "high"))
+
+
+def reach_numbers(summary: dict, label: str | None = None) -> dict:
+    """The keywords of :class:`cem_lab.viz.erf_figures.ReachPoint` from an ``erf.json`` summary (or
+    :func:`run_erf`'s): label, the 50 % and 99 % mass radii and the CEM's effective distance (NaN without one),
+    each ``(mean, low, high)``. For a figure of several networks: one ``erf.json`` each, then
+    ``save_reach_figure(path, [ReachPoint(**reach_numbers(json.load(...))) for ...])``."""
+    radii = summary["mass_radius_px"]
+    return {
+        "label": label or summary.get("model", "model"),
+        "radius_50": _triple(radii.get("50")),
+        "radius_99": _triple(radii.get("99")),
+        "cem_reach": _triple(summary.get("cem_effective_distance_px")),
+    }
 
 
 def _figures(plan: ERFPlan, res: ERFResult, summary: dict) -> dict[str, str]:
@@ -222,10 +237,7 @@ def _figures(plan: ERFPlan, res: ERFResult, summary: dict) -> dict[str, str]:
             title=title,
         )
         if plan.cem_runs:
-            radii = summary["mass_radius_px"]
-            point = ReachPoint(
-                plan.model_name, _triple(radii["50"]), _triple(radii["99"]), cem_reach_interval(plan.cem_runs)[:3]
-            )
+            point = ReachPoint(**reach_numbers(summary, plan.model_name))
             figures["reach"] = save_reach_figure(plan.out / "figures" / REACH_FIGURE, [point], title=title)
     return {k: str(Path(v).relative_to(plan.out)) for k, v in figures.items()}
 

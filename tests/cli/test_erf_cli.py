@@ -50,6 +50,12 @@ def test_cem_erf_writes_its_numbers_and_figures(tmp_path):
     for f in ("erf.png", "erf.svg", "reach.png", "reach.svg"):
         assert (out / "figures" / f).is_file(), f
     assert s["figures"] == {"erf": "figures/erf.png", "reach": "figures/reach.png"}
+    # erf.json holds what a figure of several networks needs
+    from cem_lab.attribution.erf_run import reach_numbers
+
+    r = reach_numbers(s)
+    assert r["label"] == "embedded_dncnn" and r["cem_reach"][0] == pytest.approx(11.3)
+    assert 0 < r["radius_50"][0] <= r["radius_99"][0] == pytest.approx(s["mass_radius_px"]["99"]["mean"])
 
 
 @pytest.mark.parametrize(
