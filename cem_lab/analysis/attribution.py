@@ -6,7 +6,9 @@ A run folder holds (format version 1):
   objective values, LAM / IG completeness deltas, the AUC of every deletion / insertion curve
   (``faithfulness[intervention]["methods"][method]``), the Spearman rank correlation of every pair
   of methods (``rank_correlation["lam~cem"]``), the CEM's sign test per intervention, the share of
-  the image each map marks (``shares_marked[method]["50"]`` / ``["90"]``), the figures;
+  the image each map marks (``shares_marked[method]["50"]`` / ``["90"]``), LAM's diffusion index of each map
+  (``diffusion_index[method]["blocks"]`` outside the ROI, ``["pixels"]`` for the gradient methods; absent in
+  runs written before it; :mod:`cem_lab.attribution.diffusion`), the figures;
 - ``attribution.npz``: per method ``<method>/block_abs``, ``<method>/block_signed`` (rows, cols),
   ``<method>/pixel_map`` (h, w) and ``<method>/ranking``; per curve
   ``curves/<intervention>/<method>/<deletion|insertion>/{counts,fractions,values}``; per sign test
@@ -65,6 +67,14 @@ class AttributionRun:
     def auc(self, intervention: str, method: str, kind: str = "deletion") -> float:
         """The area under a deletion or insertion curve (NaN when the run could not compute it)."""
         value = self.summary["faithfulness"][intervention]["methods"][method][f"{kind}_auc"]
+        return float("nan") if value is None else float(value)
+
+    def diffusion_index(self, method: str, where: str = "blocks") -> float:
+        """LAM's diffusion index of ``method``'s map: ``where="blocks"`` (outside the ROI) or ``"pixels"``;
+        NaN when the run has none (the CEM's pixels, a run written before the index, a map without mass)."""
+        if where not in ("blocks", "pixels"):
+            raise InputError(f"where must be 'blocks' or 'pixels', got {where!r}")
+        value = (self.summary.get("diffusion_index") or {}).get(method, {}).get(where)
         return float("nan") if value is None else float(value)
 
     def rank_correlation(self, a: str, b: str) -> float:

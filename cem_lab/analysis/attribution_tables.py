@@ -7,8 +7,12 @@ area under the deletion curve (how far the metric falls, on average over the cur
 method's highest-ranked blocks are replaced first: larger = the ranking finds the blocks the ROI
 needs), and ``insertion_gain`` = the insertion curve's area minus its start (larger = better).
 Over runs, per intervention and method: the mean of each with a 95 % t-interval, the share of
-runs where the method's deletion drop is the largest of all methods, and the paired difference of
-its drop from the CEM's (mean and 95 % t-interval over the runs that have both).
+runs where the method's deletion drop is the largest of all methods, the paired difference of
+its drop from the CEM's (mean and 95 % t-interval over the runs that have both), and LAM's diffusion
+index of the method's map (``diffusion_index``: of the block map outside the ROI, every method on the
+same grid; ``diffusion_index_pixels``: of the per-pixel map, gradient methods only; mean and 95 %
+t-interval over runs; :mod:`cem_lab.attribution.diffusion`). Runs written before the index have none
+(NaN, left out of its mean).
 """
 
 from __future__ import annotations
@@ -39,6 +43,8 @@ ROW_COLUMNS = (
     "deletion_drop",
     "insertion_gain",
     "rank_correlation_with_cem",
+    "diffusion_index",
+    "diffusion_index_pixels",
 )
 
 
@@ -72,6 +78,7 @@ def faithfulness_rows(folders: Sequence[PathLike]) -> pd.DataFrame:
     for folder in map(Path, folders):
         s = json.loads((folder / RESULT_JSON).read_text())
         rc = s.get("rank_correlation", {})
+        di = s.get("diffusion_index") or {}
         for inter, f in (s.get("faithfulness") or {}).items():
             base = _num(f.get("baseline_metric", s.get("baseline_metric")))
             for method, m in f.get("methods", {}).items():
@@ -91,6 +98,8 @@ def faithfulness_rows(folders: Sequence[PathLike]) -> pd.DataFrame:
                         "deletion_drop": base - dele,
                         "insertion_gain": ins - _num(m.get("insertion_start")),
                         "rank_correlation_with_cem": 1.0 if method == "cem" else _num(corr.get("rho")),
+                        "diffusion_index": _num((di.get(method) or {}).get("blocks")),
+                        "diffusion_index_pixels": _num((di.get(method) or {}).get("pixels")),
                     }
                 )
     return pd.DataFrame(rows, columns=list(ROW_COLUMNS))
@@ -135,6 +144,9 @@ def faithfulness_summary(rows: pd.DataFrame) -> pd.DataFrame:
             if g["rank_correlation_with_cem"].notna().any()
             else float("nan"),
         }
+        for col in ("diffusion_index", "diffusion_index_pixels"):
+            v = _mean_ci(g[col].to_numpy(float)) if col in g else (float("nan"),) * 3
+            entry.update({col: v[0], f"{col}_lo": v[1], f"{col}_hi": v[2]})
         cem = rows[(rows["intervention"] == inter) & (rows["method"] == "cem")].set_index("key")["deletion_drop"]
         paired = g.set_index("key")["deletion_drop"].sub(cem).dropna()
         p = _mean_ci(paired.to_numpy(float))
@@ -154,8 +166,8 @@ def faithfulness_markdown(summary: pd.DataFrame) -> str:
     """The summary as a Markdown table: mean [95 % interval] per column."""
     lines = [
         "| intervention | method | runs | deletion drop (dB) | insertion gain (dB) | best deletion | "
-        "drop minus CEM's (dB) | rank corr. with CEM |",
-        "|---|---|---|---|---|---|---|---|",
+        "drop minus CEM's (dB) | rank corr. with CEM | diffusion index (blocks) |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in summary.itertuples():
         lines.append(
@@ -167,6 +179,18 @@ def faithfulness_markdown(summary: pd.DataFrame) -> str:
                 if r.method == "cem"
                 else f"{faithfulness_number(r.minus_cem)} [{faithfulness_number(r.minus_cem_lo)}, {faithfulness_number(r.minus_cem_hi)}]"
             )
-            + f" | {faithfulness_number(r.rank_correlation_with_cem)} |"
+            + f" | {faithfulness_number(r.rank_correlation_with_cem)} | {diffusion_text(r)} |"
         )
     return "\n".join(lines) + "\n"
+
+
+def diffusion_text(r) -> str:
+    """A summary row's diffusion index (blocks outside the ROI) as ``mean [low, high]``, one decimal; ``-`` when
+    the runs have none."""
+    mean = getattr(r, "diffusion_index", float("nan"))
+    if not np.isfinite(mean):
+        return "-"
+    lo, hi = getattr(r, "diffusion_index_lo", float("nan")), getattr(r, "diffusion_index_hi", float("nan"))
+    if not (np.isfinite(lo) and np.isfinite(hi)):
+        return f"{mean:.1f}"
+    return f"{mean:.1f} [{lo:.1f}, {hi:.1f}]"

@@ -284,6 +284,16 @@ def _faith_interval(mean: float, low: float, high: float) -> str:
     return f"{m} [{_number(faithfulness_number(low))},\\,{_number(faithfulness_number(high))}]"
 
 
+def _diffusion_cell(r) -> str:
+    mean = getattr(r, "diffusion_index", float("nan"))
+    if not np.isfinite(mean):
+        return "--"
+    lo, hi = getattr(r, "diffusion_index_lo", float("nan")), getattr(r, "diffusion_index_hi", float("nan"))
+    if not (np.isfinite(lo) and np.isfinite(hi)):
+        return _number(f"{mean:.1f}")
+    return f"{_number(f'{mean:.1f}')} [{_number(f'{lo:.1f}')},\\,{_number(f'{hi:.1f}')}]"
+
+
 def faithfulness_latex(summary: pd.DataFrame, attribution_runs: int | None = None) -> str:
     """``faithfulness.tex``: the faithfulness summary (:func:`cem_lab.analysis.attribution_tables.
     faithfulness_summary` or ``faithfulness_summary.csv``), the columns and digits of ``faithfulness.md``."""
@@ -296,6 +306,7 @@ def faithfulness_latex(summary: pd.DataFrame, attribution_runs: int | None = Non
         "best deletion",
         "drop minus CEM's (dB)",
         "rank corr.\\ with CEM",
+        "diffusion index",
     ]
     rows = []
     for r in summary.itertuples():
@@ -309,6 +320,7 @@ def faithfulness_latex(summary: pd.DataFrame, attribution_runs: int | None = Non
                 latex_escape(faithfulness_number(r.share_best_deletion, pct=True)),
                 "--" if r.method == "cem" else _faith_interval(r.minus_cem, r.minus_cem_lo, r.minus_cem_hi),
                 _number(faithfulness_number(r.rank_correlation_with_cem)),
+                _diffusion_cell(r),
             ]
         )
     over = f" over {attribution_runs} cem-attribution run(s)" if attribution_runs is not None else ""
@@ -316,6 +328,7 @@ def faithfulness_latex(summary: pd.DataFrame, attribution_runs: int | None = Non
         f"Faithfulness{over}: mean [95\\,\\% $t$-interval over runs]; deletion drop: the ROI metric minus the "
         "area under the deletion curve; insertion gain: the insertion curve's area minus its start; best "
         "deletion: the share of runs where the method's drop is the largest; the paired difference of its "
-        "drop from the CEM's."
+        "drop from the CEM's; diffusion index: LAM's DI, (1 $-$ Gini) $\\times$ 100 of the block map outside the ROI "
+        "(larger: more spread)."
     )
-    return PREAMBLE + "\n" + _table(columns, "llrrrrrr", rows, caption, "tab:faithfulness")
+    return PREAMBLE + "\n" + _table(columns, "llrrrrrrr", rows, caption, "tab:faithfulness")

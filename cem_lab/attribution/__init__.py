@@ -8,6 +8,9 @@
 - :class:`Saliency` and :class:`IntegratedGradients` (Captum's IG);
 - the ROI objective they differentiate (:class:`RoiObjective`: LAM's gradient magnitude, or
   ``"roi_sum"``);
+- the effective receptive field of a ROI over a population of images (:func:`effective_receptive_field`:
+  per-image |gradient| maps, area ratios and mass radii with intervals);
+- LAM's diffusion index of any map (:func:`diffusion_index`, from the Gini coefficient :func:`gini`);
 - deletion / insertion curves, Spearman rank correlation and the sign test of any block map
   (LAM, IG, saliency or a CE map), given a ``metric_after(blocks)`` callable
   (:func:`replace_blocks_metric` builds one from cem_lab's interventions).
@@ -16,6 +19,8 @@ Part of the core: no Lightning, Hydra or W&B. Captum is needed only by Integrate
 """
 
 from cem_lab.attribution.base import AttributionError, AttributionMap, aggregate_blocks, rank_blocks
+from cem_lab.attribution.diffusion import diffusion_index, gini
+from cem_lab.attribution.erf import ERFResult, effective_receptive_field
 from cem_lab.attribution.faithfulness import (
     Curve,
     RankCorrelation,
@@ -39,6 +44,10 @@ __all__ = [
     "RankCorrelation",
     "SignTest",
     "curve_auc",
+    "diffusion_index",
+    "effective_receptive_field",
+    "ERFResult",
+    "gini",
     "deletion_curve",
     "insertion_curve",
     "rank_blocks",

@@ -26,6 +26,7 @@ import numpy as np
 from tqdm import tqdm
 
 from cem_lab.attribution.base import AttributionError
+from cem_lab.attribution.diffusion import diffusion_index
 from cem_lab.attribution.faithfulness import deletion_curve, insertion_curve, rank_correlation, sign_test
 from cem_lab.attribution.study_methods import Settings
 from cem_lab.attribution.study_output import CEM_DIR, FORMAT_VERSION, PROGRAM, save_figures, write_results
@@ -109,6 +110,20 @@ def marked_shares(block_abs: np.ndarray, roi_mask: np.ndarray, levels=SHARE_LEVE
         k = int(np.searchsorted(c, q * total * (1 - 1e-12), side="left")) + 1
         out[key] = min(k, v.size) / v.size
     return out
+
+
+def diffusion_indices(abs_maps: dict[str, np.ndarray], maps: dict[str, Any], roi_mask: np.ndarray) -> dict:
+    """LAM's diffusion index per method (:mod:`cem_lab.attribution.diffusion`): ``blocks``, of the absolute
+    block map outside the ROI (every method, the same grid); ``pixels``, of ``|pixel_map|`` over the whole
+    input as LAM computes it (the gradient methods; None for the CEM, whose map has no pixels below its blocks)."""
+    outside = ~np.asarray(roi_mask, dtype=bool)
+    return {
+        m: {
+            "blocks": diffusion_index(np.asarray(a, dtype=np.float64)[outside]),
+            "pixels": diffusion_index(maps[m].pixel_map) if m in maps else None,
+        }
+        for m, a in abs_maps.items()
+    }
 
 
 @dataclass
@@ -264,6 +279,7 @@ def compute_attribution(plan: AttributionPlan, folder: Path) -> AttributionOutco
             except AttributionError:
                 corr[f"{a}~{b}"] = {"rho": None, "pvalue": None, "n": 0}
     shares = {m: marked_shares(abs_maps[m], roi_mask) for m in s.methods}
+    diffusion = diffusion_indices(abs_maps, plan.maps, roi_mask)
 
     objective, completeness = {}, {}
     if plan.maps:
@@ -341,6 +357,7 @@ def compute_attribution(plan: AttributionPlan, folder: Path) -> AttributionOutco
         "completeness": completeness,
         "gradients": gradients,
         "shares_marked": shares,
+        "diffusion_index": diffusion,
         "faithfulness": faith,
         "rank_correlation": corr,
         "sign_test": signs,

@@ -108,6 +108,13 @@ def report(outcome: AttributionOutcome) -> str:
         lines.append("  rank correlation (Spearman, |map|, outside the ROI): " + ", ".join(parts))
     marks = [f"{SHORT[m]} {format_share(v['50'])}/{format_share(v['90'])}" for m, v in s["shares_marked"].items()]
     lines.append("  share of the image marked (blocks holding 50%/90% of the mass): " + ", ".join(marks))
+    if s.get("diffusion_index"):
+        di = [
+            f"{SHORT[m]} {_num(v['blocks'], '.1f')}"
+            + (f" ({_num(v['pixels'], '.1f')} per pixel)" if v["pixels"] is not None else "")
+            for m, v in s["diffusion_index"].items()
+        ]
+        lines.append("  diffusion index (LAM's DI, blocks outside the ROI): " + ", ".join(di))
     if s["sign_test"]:
         parts = []
         for name, t in s["sign_test"].items():

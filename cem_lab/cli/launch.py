@@ -30,6 +30,7 @@ PROGRAMS = {
     "cem-figure": "cem_lab.cli.figure",
     "cem-attribution": "cem_lab.cli.attribution",
     "cem-pretrained": "cem_lab.cli.pretrained",
+    "cem-erf": "cem_lab.cli.erf",
 }
 
 
@@ -80,3 +81,8 @@ def cem_attribution() -> object:
 def cem_pretrained() -> object:
     """``cem-pretrained``."""
     return start("cem-pretrained")
+
+
+def cem_erf() -> object:
+    """``cem-erf``."""
+    return start("cem-erf")

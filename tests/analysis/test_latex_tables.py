@@ -217,7 +217,7 @@ def test_faithfulness_and_runs_tables_are_well_formed():
             )
     summary = faithfulness_summary(pd.DataFrame(rows))
     (t,) = _check(faithfulness_latex(summary, 3))
-    assert t["spec"] == list("llrrrrrr") and "3 cem-attribution run(s)" in t["caption"]
+    assert t["spec"] == list("llrrrrrrr") and "3 cem-attribution run(s)" in t["caption"]
     cem, lam = t["rows"]
     assert lam[1] == "lam\\_x" and cem[6] == "--" and lam[5] == "33.3\\%"
     assert _interval(lam[3])[0] == round(summary.loc[1, "deletion_drop"], 4)

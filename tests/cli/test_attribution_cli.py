@@ -148,6 +148,17 @@ def test_an_attribution_run_writes_its_numbers_and_figures(computed):
     for m, sh in s["shares_marked"].items():
         assert 0 < sh["50"] <= sh["90"] <= 1, (m, sh)
         assert round(sh["50"] * 32) == pytest.approx(sh["50"] * 32)
+    # LAM's diffusion index of every map: blocks outside the ROI for all, pixels for the gradient methods
+    from cem_lab.attribution.diffusion import diffusion_index
+
+    for m in METHODS:
+        di = s["diffusion_index"][m]
+        assert di["blocks"] == pytest.approx(diffusion_index(run.block_map(m)[~roi_mask]))
+        assert 100 / 32 <= di["blocks"] <= 100 and run.diffusion_index(m) == pytest.approx(di["blocks"])
+        if m == "cem":
+            assert di["pixels"] is None and np.isnan(run.diffusion_index(m, "pixels"))
+        else:
+            assert di["pixels"] == pytest.approx(diffusion_index(run.pixel_map(m)))
 
     # sign test: replacing one block with the CEM's own intervention and draws is the CEM's estimate
     negative = np.flatnonzero((effect < 0).ravel() & ~roi_mask.ravel())
@@ -333,13 +344,17 @@ def test_cem_report_tabulates_the_faithfulness_of_attribution_runs(tmp_path, com
     summary = pd.read_csv(w["faithfulness_summary_csv"])
     assert set(summary.method) == set(METHODS) and (summary.runs == 1).all()
     assert "| lv | cem | 1 |" in Path(w["faithfulness_md"]).read_text()
+    lam_row = summary[(summary.intervention == "lv") & (summary.method == "lam")].iloc[0]
+    assert lam_row.diffusion_index == pytest.approx(s["diffusion_index"]["lam"]["blocks"])
+    assert lam_row.diffusion_index_pixels == pytest.approx(s["diffusion_index"]["lam"]["pixels"])
+    assert f"| {lam_row.diffusion_index:.1f} |" in Path(w["faithfulness_md"]).read_text()
     assert json.loads((tmp_path / "report" / "report.json").read_text())["files"]["faithfulness_md"]
 
 
 def test_faithfulness_over_runs_has_intervals_wins_and_the_paired_difference_with_the_cem():
     import pandas as pd
 
-    from cem_lab.analysis.attribution_tables import faithfulness_summary
+    from cem_lab.analysis.attribution_tables import faithfulness_markdown, faithfulness_summary
 
     rows = []
     for k, (cem, lam) in enumerate([(0.5, 0.3), (0.7, 0.4), (0.6, 0.8)]):
@@ -362,6 +377,20 @@ def test_faithfulness_over_runs_has_intervals_wins_and_the_paired_difference_wit
     assert s.loc["lam", "share_best_deletion"] == pytest.approx(1 / 3)
     assert s.loc["lam", "minus_cem"] == pytest.approx(((0.3 - 0.5) + (0.4 - 0.7) + (0.8 - 0.6)) / 3)
     assert s.loc["lam", "paired_runs"] == 3 and s.loc["lam", "rank_correlation_with_cem"] == 0.5
+    # rows of runs written before the diffusion index: no DI, a dash in the table
+    assert np.isnan(s.loc["lam", "diffusion_index"])
+    assert faithfulness_markdown(s.reset_index()).splitlines()[2].endswith("| - |")
+    # with it: mean and t-interval over runs, in the table's last column
+    for r, di in zip(rows, [40.0, 42.0, 60.0, 62.0, 50.0, 52.0]):
+        r["diffusion_index"] = di
+    s = faithfulness_summary(pd.DataFrame(rows)).set_index("method")
+    assert s.loc["cem", "diffusion_index"] == pytest.approx(50.0)
+    assert s.loc["lam", "diffusion_index"] == pytest.approx(52.0)
+    half = 4.302653 * 10.0 / np.sqrt(3)  # t(0.975, 2) * sd / sqrt(n), sd of 40, 60, 50 = 10
+    assert s.loc["cem", "diffusion_index_lo"] == pytest.approx(50.0 - half, rel=1e-5)
+    assert s.loc["cem", "diffusion_index_hi"] == pytest.approx(50.0 + half, rel=1e-5)
+    line = faithfulness_markdown(s.reset_index()).splitlines()[2]
+    assert line.endswith(f"| 50.0 [{50 - half:.1f}, {50 + half:.1f}] |"), line
 
 
 def test_the_attribution_study_preset_sweeps_three_images_and_two_rois():

@@ -111,6 +111,7 @@ FAST = {
     "cem-pretrained unknown network",
     "cem-train accelerator",
     "cem-zoo unknown recipe",
+    "cem-erf roi outside",
 }
 SLOW = pytest.mark.slow
 CUDA_1 = pytest.mark.skipif(torch.cuda.device_count() > 1, reason="this machine has cuda:1")
@@ -158,6 +159,7 @@ PROGRAM_CASES = {
     "cem-zoo unknown recipe": ("zoo", ["train", "edsr_d4_w16"], ["did you mean 'edsr_d4_w16_x4'"]),
     "cem-zoo unknown command": ("zoo", ["frob"], ["'frob'", "--help"]),
     "cem-zoo missing zoo folder": ("zoo", ["table", "--zoo-dir", "nowhere"], ["--zoo-dir nowhere", "not a folder"]),
+    "cem-erf roi outside": ("erf", ["--roi", "250,250,16"], ["--roi 250,250,16", "256x256", "[0, 240]"]),
 }
 PROGRAMS = {
     "cem": "cem-lab",
@@ -167,6 +169,7 @@ PROGRAMS = {
     "pretrained": "cem-pretrained",
     "train": "cem-train",
     "zoo": "cem-zoo",
+    "erf": "cem-erf",
 }
 
 
