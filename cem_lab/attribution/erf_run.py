@@ -180,6 +180,9 @@ def plan_erf(
     if the_task is not None and size % the_task.scale:
         raise AttributionError(f"--size {size} is not a multiple of the SR scale {the_task.scale}")
     out_size = size if the_task is not None else size * scale
+    if roi is None and cem_runs:  # the ROI of the CEM it is compared with
+        summary = read_summary(cem_runs[0]) if Path(cem_runs[0]).is_dir() else None
+        roi = tuple(summary["roi"]) if summary and summary.get("roi") else None
     if roi is None:
         s = min(16, out_size)
         roi = ((out_size - s) // 2, (out_size - s) // 2, s)

@@ -25,8 +25,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from cem_lab.bookkeeping.clean_errors import OneLineParser, run_cli
+from cem_lab.cli.figure_options import add_figure_options, figure_style
 from cem_lab.errors import InputError
-from cem_lab.viz.style import FORMATS, FigureStyle  # plain settings: numpy only, no matplotlib
+from cem_lab.viz.style import FigureStyle  # plain settings: numpy only, no matplotlib
 
 __all__ = ["main"]
 
@@ -46,7 +47,12 @@ def _parser() -> argparse.ArgumentParser:
         "--images", nargs="+", default=["embedded"], metavar="IMAGE", help="files, 'embedded' or standard images"
     )
     parser.add_argument("--size", type=int, default=256, metavar="N", help="centre crop of every image (default 256)")
-    parser.add_argument("--roi", default=None, metavar="TOP,LEFT,SIZE", help="output pixels (default: centred, 16)")
+    parser.add_argument(
+        "--roi",
+        default=None,
+        metavar="TOP,LEFT,SIZE",
+        help="output pixels (default: --cem-run's ROI, else centred, 16)",
+    )
     parser.add_argument("--task", default="dn", help="dn (default) | sr | dr | none")
     parser.add_argument("--sigma", type=float, default=50.0, help="dn: noise level, 0..255 scale (default 50)")
     parser.add_argument("--point", default="centre", help="centre (the ROI's centre pixel; default) | roi")
@@ -55,10 +61,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--cem-run", action="append", default=[], metavar="DIR", help="a cem-lab run of the same ROI")
     parser.add_argument("--out", type=Path, default=None, metavar="DIR", help="default runs/erf/<model>_<task>")
     parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: where the model is, cpu)")
-    parser.add_argument(
-        "--format", default="png", metavar="FMTS", help=f"comma-separated figure formats ({', '.join(FORMATS)})"
-    )
-    parser.add_argument("--dpi", type=int, default=None, metavar="N", help="resolution of the pixels (30 to 2400)")
+    add_figure_options(parser, "png", colour_range=False)
     parser.add_argument("--no-figures", action="store_true", help="write the numbers only")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
@@ -90,7 +93,7 @@ def _erf(argv: Sequence[str] | None) -> int:
     args = _parser().parse_args(argv)
     try:
         roi = parse_roi(args.roi) if args.roi is not None else None
-        style = FigureStyle.from_options(args.format, args.dpi, "paper")
+        style = figure_style(args)
     except InputError as err:
         return _error(str(err))
     if args.no_figures:

@@ -1,4 +1,4 @@
-"""The figure options that cem-report and cem-figure share (--format, --dpi, --range), read into one
+"""The figure options that cem-report, cem-figure and cem-erf share (--format, --dpi, --range), read into one
 :class:`~cem_lab.viz.style.FigureStyle`: the options are declared and checked in one place."""
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ from cem_lab.viz.style import FORMATS, FigureStyle  # plain settings: numpy only
 __all__ = ["add_figure_options", "figure_style"]
 
 
-def add_figure_options(parser: argparse.ArgumentParser, format_default: str) -> None:
-    """Add --format, --dpi and --range to ``parser``; ``format_default`` says in --help what an absent
-    --format means."""
+def add_figure_options(parser: argparse.ArgumentParser, format_default: str, colour_range: bool = True) -> None:
+    """Add --format, --dpi and (``colour_range``: for figures of CE maps) --range to ``parser``;
+    ``format_default`` says in --help what an absent --format means."""
     parser.add_argument(
         "--format",
         default=None,
@@ -22,6 +22,8 @@ def add_figure_options(parser: argparse.ArgumentParser, format_default: str) -> 
         help=f"comma-separated figure formats ({', '.join(FORMATS)}; default: {format_default})",
     )
     parser.add_argument("--dpi", type=int, default=None, metavar="N", help="resolution of the pixels (30 to 2400)")
+    if not colour_range:
+        return
     parser.add_argument(
         "--range",
         default="paper",
@@ -42,4 +44,4 @@ def figure_style(args: argparse.Namespace, out: Path | None = None, label: str |
                 f"--out {out}: the suffix .{suffix} is not a figure format ({', '.join(FORMATS)}); e.g. --out fig.pdf"
             )
         formats = suffix or "png"
-    return FigureStyle.from_options(formats, args.dpi, args.range, label=label)
+    return FigureStyle.from_options(formats, args.dpi, getattr(args, "range", "paper"), label=label)

@@ -19,7 +19,7 @@ def test_cem_erf_writes_its_numbers_and_figures(tmp_path):
     (cem / "summary.json").write_text(json.dumps({"roi": [20, 20, 8], "reach_px": {"max": 11.3, "mean": 6.0}}))
     p = run_console(
         "erf",
-        ["--size", "48", "--roi", "20,20,8", "--images", "embedded", "astronaut", "--draws", "2"]
+        ["--size", "48", "--images", "embedded", "astronaut", "--draws", "2"]  # the ROI: --cem-run's
         + ["--cem-run", str(cem), "--out", str(out), "--quiet", "--format", "png,svg"],
         tmp_path,
         timeout=300,
