@@ -25,7 +25,7 @@ from cem_lab.analysis.paper_layouts import find_runs
 from cem_lab.io import write_text
 
 GALLERY = RESULTS / "gallery"
-DPI = "60"  # small PNGs for the repository; the layouts are in inches, so a paper's --dpi 300 only adds pixels
+DPI = "80"  # small PNGs for the repository; the layouts are in inches, so a paper's --dpi 300 only adds pixels
 
 
 def _rel(path: Path) -> str:
@@ -54,68 +54,51 @@ def _unit(sweep: Path) -> tuple[str, str]:
 
 
 def main() -> int:
-    need = ["study_mt_sr", "study_mt_dn", "study_mt_dr", "study_ca_sr", "study_ca_dn"]
+    need = ["study_mt_sr", "study_mt_dn", "study_mt_dr"]
     missing = [s for s in need if not (SWEEPS / s).is_dir()]
     if missing:
         print(
-            f"gallery: no sweep {', '.join(missing)} under {SWEEPS}; run the multitask and channel_attention "
-            "studies first (python experiments/multitask.py run)",
+            f"gallery: no sweep {', '.join(missing)} under {SWEEPS}; run the multi-task study first "
+            "(python experiments/multitask.py run; python experiments/channel_attention.py run for its rows)",
             file=sys.stderr,
         )
         return 2
+    ca = all((SWEEPS / f"study_ca_{t}").is_dir() for t in ("sr", "dn"))  # the rows' preferred example
     GALLERY.mkdir(parents=True, exist_ok=True)
     for old in GALLERY.glob("*.png"):
         old.unlink()
-    sw = {s: _rel(SWEEPS / s) for s in need}
-    out = {k: _rel(GALLERY / f"{k}.png") for k in ("panel", "teaser", "ca_sr_row", "ca_dn_row", "mt_dn_pies")}
+    sw = {s: _rel(SWEEPS / s) for s in need + (["study_ca_sr", "study_ca_dn"] if ca else [])}
+    rows = ["ca_sr_row", "ca_dn_row"] if ca else ["mt_sr_row", "mt_dn_row"]
+    out = {k: _rel(GALLERY / f"{k}.png") for k in ("panel", "teaser", "mt_dn_pies", *rows)}
     image, roi = _unit(SWEEPS / "study_mt_dn")
     where = ["--where", f"image={image}", "--where", f"roi={roi}"]
     cmds = {
         "panel": _run(
-            [
-                "cem-figure",
-                "panel",
-                sw["study_mt_dn"],
-                "--where",
-                "model=rcan_dn",
-                *where,
-                "--out",
-                out["panel"],
-                "--dpi",
-                DPI,
-            ]
+            ["cem-figure", "panel", sw["study_mt_dn"], "--where", "model=rcan_dn", *where]
+            + ["--out", out["panel"], "--dpi", DPI]
         ),
         "teaser": _run(
-            [
-                "cem-figure",
-                "teaser",
-                sw["study_mt_sr"],
-                sw["study_mt_dn"],
-                sw["study_mt_dr"],
-                "--where",
-                "model=srresnet_mixed",
-                *where,
-                "--out",
-                out["teaser"],
-                "--dpi",
-                DPI,
-            ]
+            ["cem-figure", "teaser", sw["study_mt_sr"], sw["study_mt_dn"], sw["study_mt_dr"]]
+            + ["--where", "model=srresnet_mixed", *where, "--out", out["teaser"], "--dpi", DPI]
         ),
         "mt_dn_pies": _run(["cem-figure", "pie", sw["study_mt_dn"], *where, "--out", out["mt_dn_pies"], "--dpi", DPI]),
     }
-    ca_image, ca_roi = _unit(SWEEPS / "study_ca_dn")
-    ca_where = ["--where", f"image={ca_image}", "--where", f"roi={ca_roi}"]
-    for task in ("sr", "dn"):
-        key = f"ca_{task}_row"
-        cmds[key] = _run(
-            ["cem-figure", "row", sw[f"study_ca_{task}"], *ca_where, "--context", "--out", out[key], "--dpi", DPI]
-        )
+    prefix = "study_ca" if ca else "study_mt"
+    row_image, row_roi = _unit(SWEEPS / f"{prefix}_dn")
+    row_where = ["--where", f"image={row_image}", "--where", f"roi={row_roi}"]
+    for key, task in zip(rows, ("sr", "dn")):
+        cmds["rows"] = cmds.get("rows", []) + [
+            _run(
+                ["cem-figure", "row", sw[f"{prefix}_{task}"], *row_where, "--context", "--out", out[key]]
+                + ["--dpi", DPI]
+            )
+        ]
     report = ROOT / "runs" / "reports" / "gallery_mt_dn"
     cmds["report"] = _run(["cem-report", sw["study_mt_dn"], "--out", _rel(report), "--dpi", DPI, "--latex"])
     for name in ("cem_grid", "shares", "study_intervals", "distance_profile", "reach_vs_psnr"):
         shutil.copyfile(report / "figures" / f"{name}.png", GALLERY / f"report_{name}.png")
     latex = (report / "study.tex").read_text().split("\\end{table}")[0] + "\\end{table}\n"
-    write_text(ROOT / "experiments" / "figures.md", _markdown(cmds, out, latex))
+    write_text(ROOT / "experiments" / "figures.md", _markdown(cmds, out, rows, latex, ca))
     print(f"wrote experiments/figures.md and {len(list(GALLERY.glob('*.png')))} PNGs in {_rel(GALLERY)}")
     return 0
 
@@ -124,8 +107,15 @@ def _img(path: str, alt: str) -> str:
     return f"![{alt}]({Path(path).relative_to('experiments')})"
 
 
-def _markdown(cmds: dict[str, str], out: dict[str, str], latex: str) -> str:
+def _markdown(cmds: dict, out: dict[str, str], rows: list[str], latex: str, ca: bool) -> str:
     g = "results/gallery"
+    which = (
+        "Here the channel-attention variants of RCAN on SR and on DN, the paper's contrast"
+        if ca
+        else "Here the multi-task study's networks on SR and on DN"
+    )
+    row_cmds = "\n".join(cmds["rows"])
+    row_imgs = "\n\n".join(_img(out[k], k.replace("_", " ")) for k in rows)
     return f"""# Figure gallery: the paper's figures and cem_lab's counterparts
 
 Each section names a kind of figure that the paper (Hu et al., "Interpreting Low-level Vision Models with
@@ -164,16 +154,13 @@ One network on SR, DN and DR, one row per task: input, restored with the ROI, th
 
 One map per model on one unit, the model above it, its ROI PSNR beneath, one colour bar for the row (so the
 colours compare); `--context` starts the row with the degraded input and the ground truth around the ROI.
-Here the channel-attention variants of RCAN on SR and on DN, the paper's contrast:
+{which}:
 
 ```bash
-{cmds["ca_sr_row"]}
-{cmds["ca_dn_row"]}
+{row_cmds}
 ```
 
-{_img(out["ca_sr_row"], "RCAN variants on SR")}
-
-{_img(out["ca_dn_row"], "RCAN variants on DN")}
+{row_imgs}
 
 ## Pies side by side (the multi-task figures)
 

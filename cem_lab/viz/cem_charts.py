@@ -44,7 +44,7 @@ def check_counts(counts: Mapping[str, int]) -> dict[str, int]:
 def format_effect(value: float, unit: str) -> str:
     """An effect as text with its sign and unit: ``0 dB``, ``+1.25 dB``, ``\u22120.50 dB``."""
     text = "0" if value == 0 else f"{value:+.2f}".replace("-", "\u2212")
-    return f"{text} {unit}".strip()
+    return f"{text}\u00a0{unit}" if unit else text  # a no-break space: a wrapped label keeps "+5.16 dB" whole
 
 
 def draw_effect_colorbar(
@@ -118,7 +118,7 @@ def draw_pie(ax: Axes, counts: Mapping[str, int], fontsize: float = 9) -> None:
     text_colors = {"positive": "white", "negative": "white", "zero": "black"}
 
     def pct(share: float) -> str:
-        return f"{share:.1f}%" if share >= 4.0 else ""
+        return f"{share:.1f}%" if share >= 7.0 else ""
 
     wedges, _, autotexts = ax.pie(
         sizes,

@@ -146,13 +146,15 @@ def _inset_corner(roi: tuple[int, int, int], h: int, w: int) -> tuple[float, flo
 
 
 def draw_roi_inset(ax: Axes, restored: np.ndarray, roi: tuple[int, int, int]) -> Axes:
-    """A zoomed inset of the ROI and its neighbourhood (one ROI size around it) on ``ax`` (the restored image),
+    """A zoomed inset of the ROI and its neighbourhood (half an ROI size around it) on ``ax`` (the restored image),
     in the image corner farthest from the ROI, framed, with the ROI outlined."""
     h, w = restored.shape[:2]
     top, left, size = roi
-    r0, r1 = max(top - size, 0), min(top + 2 * size, h)
-    c0, c1 = max(left - size, 0), min(left + 2 * size, w)
-    crop = draw_roi_box(restored[r0:r1, c0:c1], (top - r0, left - c0, size), thickness=1)
+    half = max(size // 2, 4)
+    r0, r1 = max(top - half, 0), min(top + size + half, h)
+    c0, c1 = max(left - half, 0), min(left + size + half, w)
+    # the box about 1/32 of the crop thick, so that it stays a line when the inset is drawn small
+    crop = draw_roi_box(restored[r0:r1, c0:c1], (top - r0, left - c0, size), thickness=max(1, (r1 - r0) // 32))
     x, y = _inset_corner(roi, h, w)
     inset = ax.inset_axes((x, y, 0.38, 0.38))
     inset.imshow(crop, interpolation="nearest", aspect="equal")

@@ -361,7 +361,7 @@ def teaser(
             fit_label(fig, f"degraded input ({d['degraded'].shape[0]}\u00d7{d['degraded'].shape[1]})", col, _TITLE_PT),
             fit_label(fig, f"restored, ROI PSNR {float(result.baseline_metric):.2f} {unit}", col, _TITLE_PT),
             fit_label(fig, "causal effect map", col, _TITLE_PT),
-            fit_label(fig, f"blocks by effect sign (n = {sum(counts.values())})", pie_col, _TITLE_PT),
+            fit_label(fig, f"blocks by effect sign\n(n = {sum(counts.values())})", pie_col, _TITLE_PT),
         ]
         words = (
             fit_label(fig, _range_lines(fig, bound, unit, style.range, col), col, _SMALL_PT)
