@@ -119,8 +119,8 @@ def _markdown(cmds: dict, out: dict[str, str], rows: list[str], latex: str, ca: 
     return f"""# Figure gallery: the paper's figures and cem_lab's counterparts
 
 Each section names a kind of figure that the paper (Hu et al., "Interpreting Low-level Vision Models with
-Causal Effect Maps", TPAMI 2025) draws with CEM results, the command that draws cem_lab's counterpart, and
-that figure. Made by `python experiments/gallery.py` from the run folders of the embedded studies
+Causal Effect Maps", TPAMI 2025) and its authors' repository show with CEM results (the method doc's sections 5
+and 6 list what a run and each study report), the command that draws cem_lab's counterpart, and that figure. Made by `python experiments/gallery.py` from the run folders of the embedded studies
 (`python experiments/multitask.py run`, `python experiments/channel_attention.py run`): small networks trained
 here on 128 px crops, at the paper's estimator settings (block 8, T_c 3, T_f 50). They show what the figures
 look like, not the paper's numbers; the findings with their intervals are in `experiments/results/*.md`.
@@ -129,7 +129,7 @@ small (a paper takes `--format pdf` or `--dpi 300`; the layout is in inches, so 
 
 ## One map: input, restored image with the ROI, the map with its colour bar, the pie
 
-The paper's basic figure: the degraded input, the restored image with the ROI box (with a zoomed inset here),
+What every map reports: the degraded input, the restored image with the ROI box (a zoomed inset added here),
 the causal effect map (red helps the ROI, blue hurts it, the ROI green; the task's fixed colour range, the
 actual min / max marked on the colour bar) and the pie of positive / negative / zero blocks. Every `cem-lab`
 run draws it (`figures/cem_panel.png`); from run folders:
@@ -142,7 +142,8 @@ run draws it (`figures/cem_panel.png`); from run folders:
 
 ## Teaser: one network over several tasks
 
-One network on SR, DN and DR, one row per task: input, restored with the ROI, the map, the pie.
+One network on SR, DN and DR, one row per task: input, restored with the ROI, the map, the pie (the authors'
+repository shows its teaser this way, `teaser_CEM.png`).
 
 ```bash
 {cmds["teaser"]}

@@ -92,10 +92,11 @@ def _label_parts(runs: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
         ]
         for i in idx:
             tails[pos[i]] = [_value(c, runs.at[i, c]) for c in varying] or [_short(str(runs.at[i, "run"]))]
-    # two runs that still read the same (they differ only in a setting no column names): add the run name
+    # two runs of one task that still read the same (they differ only in a setting no column names): add the
+    # run name (one network's runs on several tasks are told apart by the task's own panel group)
     heads = model.map(_short)
     joined = pd.Series([" \u00b7 ".join(t) for t in tails], index=runs.index)
-    dup = (heads + "|" + joined).duplicated(keep=False)
+    dup = (heads + "|" + joined + "|" + runs["task_label"].astype(str)).duplicated(keep=False)  # per task's panels
     for i in runs.index[dup]:
         tails[pos[i]] = tails[pos[i]] + [_short(str(runs.at[i, "run"]))]
     return heads, pd.Series(tails, index=runs.index)

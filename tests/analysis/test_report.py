@@ -332,3 +332,6 @@ def test_run_labels_name_what_tells_a_models_runs_apart():
     twins["run"] = ["a" * 40 + "1", "a" * 40 + "2"]
     twin_labels = sf.run_labels(twins, sep=" | ")
     assert twin_labels.nunique() == 2 and all(len(t) < 80 for t in twin_labels)
+    # one network on several tasks (a mixed-task model in each task's panel group): its name alone in each
+    mixed = runs.iloc[[3, 3, 3]].reset_index(drop=True).assign(task_label=["sr_x4", "dn_s50", "dr_medium"])
+    assert sf.run_labels(mixed).tolist() == ["edsr_d8_w16_x4"] * 3
