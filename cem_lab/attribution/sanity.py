@@ -369,9 +369,9 @@ def method_maps(
 
     def gradient(cls, options):
         def run(model, x):
-            return cls(model).attribute(
-                x, roi, block=block, objective=objective, channels=channels, **options
-            ).block_abs
+            return (
+                cls(model).attribute(x, roi, block=block, objective=objective, channels=channels, **options).block_abs
+            )
 
         return run
 
@@ -447,7 +447,9 @@ def randomisation_check(
     if not 0 < topk_share <= 1:
         raise AttributionError(f"topk_share must be in (0, 1], got {topk_share}")
     if not isinstance(model, nn.Module):
-        raise AttributionError(f"the randomisation check needs a torch nn.Module (its layers), got {type(model).__name__}")
+        raise AttributionError(
+            f"the randomisation check needs a torch nn.Module (its layers), got {type(model).__name__}"
+        )
     if not images:
         raise AttributionError("give at least one image")
     roi = Roi.parse(roi)

@@ -98,7 +98,9 @@ def plan_sanity(
         raise AttributionError(f"--size {size}: give at least 8 pixels")
     bad = [m for m in methods if m not in METHODS]
     if bad or not methods:
-        raise AttributionError(f"--methods {','.join(methods)}: choose among {','.join(METHODS)} (e.g. lam,ig,saliency)")
+        raise AttributionError(
+            f"--methods {','.join(methods)}: choose among {','.join(METHODS)} (e.g. lam,ig,saliency)"
+        )
     if mode not in MODES:
         raise AttributionError(f"--mode {mode!r}: choose cascading or independent")
     if randomise not in RANDOMISE:

@@ -61,7 +61,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--steps", type=int, default=50, help="LAM and IG path points (default 50)")
     parser.add_argument("--cem-samples", type=int, default=2, metavar="N", help="cem: draws per block (default 2)")
     parser.add_argument("--seed", type=int, default=0, help="degradation and randomisation seed")
-    parser.add_argument("--out", type=Path, default=None, metavar="DIR", help="default runs/sanity/<model>_<task>_<mode>")
+    parser.add_argument(
+        "--out", type=Path, default=None, metavar="DIR", help="default runs/sanity/<model>_<task>_<mode>"
+    )
     parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: where the model is, cpu)")
     add_figure_options(parser, "png", colour_range=False)
     parser.add_argument("--no-figures", action="store_true", help="write the numbers only")
@@ -142,7 +144,9 @@ def _sanity(argv: Sequence[str] | None) -> int:
         verdict = s["verdicts"].get(m)
         tag = "" if verdict is None else (" PASSES" if verdict["passes"] else " FAILS")
         print(f"  {m}: at the last step {text}{tag}")
-    print(f"  wrote {out / 'sanity.json'}, {out / 'sanity.npz'}" + "".join(f", {out / f}" for f in s["figures"].values()))
+    print(
+        f"  wrote {out / 'sanity.json'}, {out / 'sanity.npz'}" + "".join(f", {out / f}" for f in s["figures"].values())
+    )
     return 0
 
 

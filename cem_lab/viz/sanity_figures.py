@@ -102,8 +102,14 @@ def save_sanity_figure(
                 if r == 0:
                     ax.set_title(labels[step], fontsize=6.5)
                 if c == 0:
-                    fig.text(1.12 / fig_w, ((mrows - 1 - r) * cell + 0.1 + cell * 0.46) / fig_h, method, ha="right",
-                             va="center", fontsize=7)
+                    fig.text(
+                        1.12 / fig_w,
+                        ((mrows - 1 - r) * cell + 0.1 + cell * 0.46) / fig_h,
+                        method,
+                        ha="right",
+                        va="center",
+                        fontsize=7,
+                    )
     if title:
         fig.text(0.5, 1.0 - 0.08 / fig_h, title, ha="center", va="top", fontsize=9)
     return save_figure(fig, path)
