@@ -155,3 +155,15 @@ def test_bad_input_is_refused_before_any_map():
         _check(TwoConv(), mode="top_down")
     with pytest.raises(AttributionError, match="unknown method"):
         _check(TwoConv(), methods=("gradcam",))
+
+
+def test_the_cem_is_recomputed_too_and_needs_a_task():
+    with pytest.raises(AttributionError, match="needs the task"):
+        _check(TwoConv(), methods=("cem",))
+    net = DeadBranch()
+    res = randomisation_check(
+        net, [_image(0)], ROI, methods=("cem",), block=8, task="dn", cem_samples=1, progress=False
+    )
+    assert res.maps["cem"].shape == (1, 4, 3, 3)
+    np.testing.assert_array_equal(res.maps["cem"][0, 0], res.maps["cem"][0, 1])  # the dead branch: same CE map
+    assert not np.array_equal(res.maps["cem"][0, 0], res.maps["cem"][0, 2])  # conv2 random: another map
