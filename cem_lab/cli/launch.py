@@ -31,6 +31,7 @@ PROGRAMS = {
     "cem-attribution": "cem_lab.cli.attribution",
     "cem-pretrained": "cem_lab.cli.pretrained",
     "cem-erf": "cem_lab.cli.erf",
+    "cem-sanity": "cem_lab.cli.sanity",
 }
 
 
@@ -86,3 +87,8 @@ def cem_pretrained() -> object:
 def cem_erf() -> object:
     """``cem-erf``."""
     return start("cem-erf")
+
+
+def cem_sanity() -> object:
+    """``cem-sanity``."""
+    return start("cem-sanity")

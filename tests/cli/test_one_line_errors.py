@@ -112,6 +112,7 @@ FAST = {
     "cem-train accelerator",
     "cem-zoo unknown recipe",
     "cem-erf roi outside",
+    "cem-sanity unknown method",
 }
 SLOW = pytest.mark.slow
 CUDA_1 = pytest.mark.skipif(torch.cuda.device_count() > 1, reason="this machine has cuda:1")
@@ -160,6 +161,7 @@ PROGRAM_CASES = {
     "cem-zoo unknown command": ("zoo", ["frob"], ["'frob'", "--help"]),
     "cem-zoo missing zoo folder": ("zoo", ["table", "--zoo-dir", "nowhere"], ["--zoo-dir nowhere", "not a folder"]),
     "cem-erf roi outside": ("erf", ["--roi", "250,250,16"], ["--roi 250,250,16", "256x256", "[0, 240]"]),
+    "cem-sanity unknown method": ("sanity", ["--methods", "lam,gradcam"], ["--methods lam,gradcam", "saliency"]),
 }
 PROGRAMS = {
     "cem": "cem-lab",
@@ -170,6 +172,7 @@ PROGRAMS = {
     "train": "cem-train",
     "zoo": "cem-zoo",
     "erf": "cem-erf",
+    "sanity": "cem-sanity",
 }
 
 
