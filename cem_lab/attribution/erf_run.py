@@ -28,22 +28,16 @@ from torch import nn
 
 from cem_lab.attribution.base import AttributionError
 from cem_lab.attribution.erf import AREA_LEVELS, RADIUS_LEVELS, ERFResult, bootstrap_interval, effective_receptive_field
+from cem_lab.attribution.probe_inputs import json_safe, probe_inputs
 from cem_lab.causal.grid import Roi
-from cem_lab.images import load_image
 from cem_lab.io import write_json, write_npz
 from cem_lab.run_format import read_summary
-from cem_lab.standard_images import list_standard_images, standard_image
 from cem_lab.tasks.base import Task
-from cem_lab.tasks.denoise import DenoiseTask
-from cem_lab.tasks.derain import DerainTask
-from cem_lab.tasks.super_resolution import SuperResolutionTask
 from cem_lab.viz.style import FigureStyle  # plain settings (no matplotlib)
 
 PROGRAM = "cem-erf"
 FORMAT_VERSION = 1
 RESULT_JSON, RESULT_NPZ, FIGURE, REACH_FIGURE = "erf.json", "erf.npz", "erf.png", "reach.png"
-TASKS = ("dn", "sr", "dr", "none")
-EMBEDDED = "embedded"
 
 
 @dataclass
@@ -66,68 +60,6 @@ class ERFPlan:
 
 
 # --- the plan ----------------------------------------------------------------------------------------------
-def load_network(model: str, model_path: str | None) -> tuple[nn.Module, str]:
-    """The embedded DnCNN (``model="embedded"``) or the checkpoint at ``model_path`` (spandrel detects its
-    architecture), with its name."""
-    if model_path is not None:
-        from cem_lab.models.by_path import load_detected  # lazy: spandrel imports torchvision
-
-        net = load_detected(model_path)
-        return net, Path(model_path).stem
-    if model != EMBEDDED:
-        raise AttributionError(
-            f"--model {model!r}: cem-erf loads --model embedded (the embedded DnCNN) or a checkpoint file with "
-            "--model-path FILE"
-        )
-    from cem_lab.models.embedded import load_embedded_model
-
-    return load_embedded_model(), "embedded_dncnn"
-
-
-def read_images(specs: list[str], size: int) -> list[tuple[str, np.ndarray]]:
-    """Each spec (``embedded``, a standard image's name, or a file) as a centre crop of ``size`` x ``size``."""
-    from cem_lab.models.embedded import embedded_demo_image
-
-    out = []
-    for spec in specs:
-        if spec == EMBEDDED:
-            arr, name = embedded_demo_image(), "embedded"
-        elif not Path(spec).exists() and spec in list_standard_images():
-            arr, name = standard_image(spec), spec
-        else:
-            if not Path(spec).is_file():
-                raise AttributionError(
-                    f"--images {spec}: no such file and no standard image of that name; give a file, 'embedded' "
-                    f"or one of {', '.join(list_standard_images())}"
-                )
-            arr, name = load_image(spec), Path(spec).stem
-        h, w = arr.shape[:2]
-        if h < size or w < size:
-            raise AttributionError(
-                f"--images {spec} is {h}x{w}, smaller than --size {size}; give a smaller --size or a larger image"
-            )
-        top, left = (h - size) // 2, (w - size) // 2
-        out.append((name, np.ascontiguousarray(arr[top : top + size, left : left + size])))
-    return out
-
-
-def make_erf_task(name: str, model_scale: int, sigma: float) -> Task | None:
-    """The task that degrades the clean crops into model inputs (None: the crops are the inputs)."""
-    if name not in TASKS:
-        raise AttributionError(f"--task {name!r}: choose one of {', '.join(TASKS)}")
-    if name == "none":
-        return None
-    if name == "sr":
-        if model_scale == 1:
-            raise AttributionError(
-                "--task sr: the model does not upscale (scale 1); use --task dn, dr or none for a restoration model"
-            )
-        return SuperResolutionTask(model_scale)
-    if model_scale != 1:
-        raise AttributionError(f"--task {name}: the model upscales x{model_scale}; use --task sr")
-    return DenoiseTask(sigma) if name == "dn" else DerainTask()
-
-
 def read_cem_reach(folders: list[str], roi: Roi) -> list[dict]:
     """The effective distance (``reach_px``) of each finished `cem-lab` run, refused unless its ROI is ``roi``."""
     out = []
@@ -163,38 +95,17 @@ def plan_erf(
     progress: bool = True,
 ) -> ERFPlan:
     """Every input built and checked (module docstring); raises :class:`AttributionError` (one line) otherwise."""
-    if size < 8:
-        raise AttributionError(f"--size {size}: give at least 8 pixels")
     if draws < 1:
         raise AttributionError(f"--draws {draws}: give at least 1 (degradation draws per image)")
     if point not in ("centre", "roi"):
         raise AttributionError(f"--point {point!r}: choose centre or roi")
-    if task not in TASKS:
-        raise AttributionError(f"--task {task!r}: choose one of {', '.join(TASKS)}")
-    if task == "dn" and not sigma > 0:
-        raise AttributionError(f"--sigma {sigma}: the noise level must be positive (0..255 scale)")
-    crops = read_images(images, size)
-    net, name = load_network(model, model_path)
-    scale = int(getattr(net, "scale", 1) or 1)
-    the_task = make_erf_task(task, scale, sigma)
-    if the_task is not None and size % the_task.scale:
-        raise AttributionError(f"--size {size} is not a multiple of the SR scale {the_task.scale}")
-    out_size = size if the_task is not None else size * scale
     if roi is None and cem_runs:  # the ROI of the CEM it is compared with
         summary = read_summary(cem_runs[0]) if Path(cem_runs[0]).is_dir() else None
         roi = tuple(summary["roi"]) if summary and summary.get("roi") else None
-    if roi is None:
-        s = min(16, out_size)
-        roi = ((out_size - s) // 2, (out_size - s) // 2, s)
-    r = Roi.parse(roi)
-    if r.size < 1 or r.top < 0 or r.left < 0 or r.top + r.size > out_size or r.left + r.size > out_size:
-        raise AttributionError(
-            f"--roi {r.top},{r.left},{r.size} does not lie inside the {out_size}x{out_size} model output (output "
-            f"pixels); TOP and LEFT must be in [0, {out_size - max(r.size, 1)}]"
-        )
-    runs = read_cem_reach(cem_runs, r)
-    expanded = [(f"{n}#{k}" if draws > 1 else n, a) for n, a in crops for k in range(draws)]
-    return ERFPlan(net, name, the_task, expanded, r, point, seed, draws, Path(out), style, runs, device, progress)
+    p = probe_inputs(PROGRAM, model, model_path, images, size, roi, task, sigma)
+    runs = read_cem_reach(cem_runs, p.roi)
+    expanded = [(f"{n}#{k}" if draws > 1 else n, a) for n, a in p.crops for k in range(draws)]
+    return ERFPlan(p.net, p.name, p.task, expanded, p.roi, point, seed, draws, Path(out), style, runs, device, progress)
 
 
 # --- the run -----------------------------------------------------------------------------------------------
@@ -289,17 +200,6 @@ def run_erf(plan: ERFPlan) -> dict[str, Any]:
         "figures": figures,
         "timings": {"erf_s": compute_s, "total_s": time.perf_counter() - t0},
     }
-    summary = _finite(summary)
+    summary = json_safe(summary)
     write_json(plan.out / RESULT_JSON, summary)
     return summary
-
-
-def _finite(value: Any) -> Any:
-    """JSON-safe: NaN and infinities become None."""
-    if isinstance(value, dict):
-        return {str(k): _finite(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite(v) for v in value]
-    if isinstance(value, float) and not np.isfinite(value):
-        return None
-    return value

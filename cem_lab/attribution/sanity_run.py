@@ -25,7 +25,7 @@ import numpy as np
 from torch import nn
 
 from cem_lab.attribution.base import AttributionError, check_block
-from cem_lab.attribution.erf_run import EMBEDDED, TASKS, _finite, load_network, make_erf_task, read_images
+from cem_lab.attribution.probe_inputs import json_safe, probe_inputs
 from cem_lab.attribution.sanity import (
     MEASURES,
     METHODS,
@@ -94,8 +94,6 @@ def plan_sanity(
     progress: bool = True,
 ) -> SanityPlan:
     """Every input built and checked (module docstring); raises :class:`AttributionError` (one line) otherwise."""
-    if size < 8:
-        raise AttributionError(f"--size {size}: give at least 8 pixels")
     bad = [m for m in methods if m not in METHODS]
     if bad or not methods:
         raise AttributionError(
@@ -105,37 +103,14 @@ def plan_sanity(
         raise AttributionError(f"--mode {mode!r}: choose cascading or independent")
     if randomise not in RANDOMISE:
         raise AttributionError(f"--randomise {randomise!r}: choose reset or gaussian")
-    if task not in TASKS:
-        raise AttributionError(f"--task {task!r}: choose one of {', '.join(TASKS)}")
-    if task == "dn" and not sigma > 0:
-        raise AttributionError(f"--sigma {sigma}: the noise level must be positive (0..255 scale)")
     if steps < 1:
         raise AttributionError(f"--steps {steps}: give at least 1 (LAM and IG path points)")
     if cem_samples < 1:
         raise AttributionError(f"--cem-samples {cem_samples}: give at least 1 (draws per block)")
     if "cem" in methods and task == "none":
         raise AttributionError("--methods cem needs a --task (its interventions are the task's): dn, sr or dr")
-    if model_path is None and model != EMBEDDED:
-        raise AttributionError(
-            f"--model {model!r}: cem-sanity loads --model embedded (the embedded DnCNN) or a checkpoint file with "
-            "--model-path FILE"
-        )
-    crops = read_images(images, size)
-    net, name = load_network(model, model_path)
-    scale = int(getattr(net, "scale", 1) or 1)
-    the_task = make_erf_task(task, scale, sigma)
-    if the_task is not None and size % the_task.scale:
-        raise AttributionError(f"--size {size} is not a multiple of the SR scale {the_task.scale}")
-    out_size = size if the_task is not None else size * scale
-    if roi is None:
-        s = min(16, out_size)
-        roi = ((out_size - s) // 2, (out_size - s) // 2, s)
-    r = Roi.parse(roi)
-    if r.size < 1 or r.top < 0 or r.left < 0 or r.top + r.size > out_size or r.left + r.size > out_size:
-        raise AttributionError(
-            f"--roi {r.top},{r.left},{r.size} does not lie inside the {out_size}x{out_size} model output (output "
-            f"pixels); TOP and LEFT must be in [0, {out_size - max(r.size, 1)}]"
-        )
+    p = probe_inputs(PROGRAM, model, model_path, images, size, roi, task, sigma)
+    net, name, the_task, crops, r, scale = p.net, p.name, p.task, p.crops, p.roi, p.scale
     inputs = []
     for k, (_, arr) in enumerate(crops):
         clean = from_uint8(arr)
@@ -253,6 +228,6 @@ def run_sanity(plan: SanityPlan) -> dict[str, Any]:
         "timings": {"check_s": compute_s, "total_s": time.perf_counter() - t0},
     }
     summary["settings"]["steps"] = plan.steps
-    summary = _finite(summary)
+    summary = json_safe(summary)
     write_json(plan.out / RESULT_JSON, summary)
     return summary

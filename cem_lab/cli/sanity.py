@@ -28,9 +28,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from cem_lab.bookkeeping.clean_errors import OneLineParser, run_cli
-from cem_lab.cli.figure_options import add_figure_options, figure_style
+from cem_lab.cli.probe_options import add_output_options, add_probe_options, checked_probe_options, model_name
 from cem_lab.errors import InputError
-from cem_lab.viz.style import FigureStyle  # plain settings: numpy only, no matplotlib
 
 __all__ = ["main"]
 
@@ -44,15 +43,7 @@ def _parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=__doc__.split("\n\n", 1)[1],
     )
-    parser.add_argument("--model", default="embedded", help="embedded (the embedded DnCNN; default)")
-    parser.add_argument("--model-path", default=None, metavar="FILE", help="a checkpoint; spandrel detects the network")
-    parser.add_argument(
-        "--images", nargs="+", default=["embedded"], metavar="IMAGE", help="files, 'embedded' or standard images"
-    )
-    parser.add_argument("--size", type=int, default=256, metavar="N", help="centre crop of every image (default 256)")
-    parser.add_argument("--roi", default=None, metavar="TOP,LEFT,SIZE", help="output pixels (default: centred, 16)")
-    parser.add_argument("--task", default="dn", help="dn (default) | sr | dr | none")
-    parser.add_argument("--sigma", type=float, default=50.0, help="dn: noise level, 0..255 scale (default 50)")
+    add_probe_options(parser, roi_default="centred, 16")
     parser.add_argument("--methods", default="lam,ig,saliency", help="comma-separated: lam, ig, saliency, cem")
     parser.add_argument("--mode", default="cascading", help="cascading (default) | independent")
     parser.add_argument("--block", type=int, default=8, help="CEM block in output pixels (default 8)")
@@ -61,31 +52,13 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--steps", type=int, default=50, help="LAM and IG path points (default 50)")
     parser.add_argument("--cem-samples", type=int, default=2, metavar="N", help="cem: draws per block (default 2)")
     parser.add_argument("--seed", type=int, default=0, help="degradation and randomisation seed")
-    parser.add_argument(
-        "--out", type=Path, default=None, metavar="DIR", help="default runs/sanity/<model>_<task>_<mode>"
-    )
-    parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: where the model is, cpu)")
-    add_figure_options(parser, "png", colour_range=False)
-    parser.add_argument("--no-figures", action="store_true", help="write the numbers only")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_output_options(parser, "runs/sanity/<model>_<task>_<mode>")
     return parser
 
 
 def _error(message: str) -> int:
     print(f"{PROG}: error: {message}", file=sys.stderr)
     return 2
-
-
-def parse_roi(text: str) -> tuple[int, int, int]:
-    """``TOP,LEFT,SIZE`` -> three integers, refused in one line otherwise."""
-    parts = [p.strip() for p in str(text).replace(" ", ",").split(",") if p.strip()]
-    try:
-        values = tuple(int(p) for p in parts)
-    except ValueError:
-        values = ()
-    if len(values) != 3 or values[2] < 1 or min(values) < 0:
-        raise InputError(f"--roi {text!r}: give TOP,LEFT,SIZE as three non-negative integers, e.g. --roi 120,120,16")
-    return values  # type: ignore[return-value]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -96,20 +69,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _sanity(argv: Sequence[str] | None) -> int:
     args = _parser().parse_args(argv)
     try:
-        roi = parse_roi(args.roi) if args.roi is not None else None
-        style = figure_style(args)
+        roi, style = checked_probe_options(args)
     except InputError as err:
         return _error(str(err))
-    if args.no_figures:
-        style = FigureStyle(formats=style.formats, dpi=style.dpi, draw=False)
-    if args.model_path is not None and not Path(args.model_path).is_file():
-        return _error(f"--model-path {args.model_path}: no such file; give a checkpoint (.pth, .pt, .safetensors)")
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     layers = [n.strip() for n in args.layers.split(",") if n.strip()] if args.layers else None
     # lazy: torch and the models load only once the arguments are good (not for --help)
     from cem_lab.attribution.sanity_run import plan_sanity, run_sanity
 
-    name = Path(args.model_path).stem if args.model_path else args.model
+    name = model_name(args)
     out = args.out if args.out is not None else Path("runs") / "sanity" / f"{name}_{args.task}_{args.mode}"
     plan = plan_sanity(
         model=args.model,

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from conftest import assert_clean_refusal, run_console
 
-from cem_lab.cli.erf import main, parse_roi
+from cem_lab.cli.erf import main
+from cem_lab.cli.probe_options import parse_roi
 from cem_lab.errors import InputError
 
 
