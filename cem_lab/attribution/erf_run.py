@@ -28,10 +28,11 @@ from torch import nn
 
 from cem_lab.attribution.base import AttributionError
 from cem_lab.attribution.erf import AREA_LEVELS, RADIUS_LEVELS, ERFResult, bootstrap_interval, effective_receptive_field
-from cem_lab.attribution.probe_inputs import json_safe, probe_inputs
+from cem_lab.attribution.probe_inputs import clear_outputs, json_safe, probe_inputs
 from cem_lab.causal.grid import Roi
+from cem_lab.errors import CemLabError
 from cem_lab.io import write_json, write_npz
-from cem_lab.run_format import read_summary
+from cem_lab.run_format import read_cem_arrays, read_summary
 from cem_lab.tasks.base import Task
 from cem_lab.viz.style import FigureStyle  # plain settings (no matplotlib)
 
@@ -60,13 +61,23 @@ class ERFPlan:
 
 
 # --- the plan ----------------------------------------------------------------------------------------------
-def read_cem_reach(folders: list[str], roi: Roi) -> list[dict]:
-    """The effective distance (``reach_px``) of each finished `cem-lab` run, refused unless its ROI is ``roi``."""
+def read_cem_reach(folders: list[str], roi: Roi, out_size: int) -> list[dict]:
+    """The effective distance (``reach_px``) of each finished `cem-lab` run, refused unless it maps the same ROI
+    on an output of the same size (``out_size`` square: the ROI's numbers name another place otherwise)."""
     out = []
     for f in folders:
         summary = read_summary(f) if Path(f).is_dir() else None
         if summary is None or "reach_px" not in summary:
             raise AttributionError(f"--cem-run {f}: not a finished cem-lab run folder (no summary.json with reach_px)")
+        try:
+            shape = tuple(int(v) for v in read_cem_arrays(f)["output_shape"][:2])
+        except (CemLabError, KeyError) as err:
+            raise AttributionError(f"--cem-run {f}: not a finished cem-lab run folder ({err})") from None
+        if shape != (out_size, out_size):
+            raise AttributionError(
+                f"--cem-run {f} maps a {shape[0]}x{shape[1]} output, this ERF a {out_size}x{out_size} one, so the "
+                "same ROI numbers would be another place; give --size (and images) to match the run, or another run"
+            )
         if list(summary.get("roi", [])) != roi.as_list():
             raise AttributionError(
                 f"--cem-run {f} maps the ROI {summary.get('roi')}, this ERF the ROI {roi.as_list()}; give --roi "
@@ -103,7 +114,7 @@ def plan_erf(
         summary = read_summary(cem_runs[0]) if Path(cem_runs[0]).is_dir() else None
         roi = tuple(summary["roi"]) if summary and summary.get("roi") else None
     p = probe_inputs(PROGRAM, model, model_path, images, size, roi, task, sigma)
-    runs = read_cem_reach(cem_runs, p.roi)
+    runs = read_cem_reach(cem_runs, p.roi, size if p.task is not None else size * p.scale)
     expanded = [(f"{n}#{k}" if draws > 1 else n, a) for n, a in p.crops for k in range(draws)]
     return ERFPlan(p.net, p.name, p.task, expanded, p.roi, point, seed, draws, Path(out), style, runs, device, progress)
 
@@ -158,6 +169,7 @@ def _figures(plan: ERFPlan, res: ERFResult, summary: dict) -> dict[str, str]:
 
 def run_erf(plan: ERFPlan) -> dict[str, Any]:
     """Compute the ERF of the plan and write its files (module docstring); returns erf.json's contents."""
+    clear_outputs(plan.out, RESULT_JSON, (FIGURE, REACH_FIGURE))
     t0 = time.perf_counter()
     res = effective_receptive_field(
         plan.model,

@@ -6,6 +6,7 @@ output. :func:`probe_inputs` builds and checks them all; every refusal is one li
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,8 +22,19 @@ from cem_lab.tasks.base import Task
 from cem_lab.tasks.denoise import DenoiseTask
 from cem_lab.tasks.derain import DerainTask
 from cem_lab.tasks.super_resolution import SuperResolutionTask
+from cem_lab.viz.style import FORMATS  # plain settings (no matplotlib)
 
-__all__ = ["EMBEDDED", "TASKS", "ProbeInputs", "json_safe", "load_network", "make_task", "probe_inputs", "read_images"]
+__all__ = [
+    "EMBEDDED",
+    "TASKS",
+    "ProbeInputs",
+    "clear_outputs",
+    "json_safe",
+    "load_network",
+    "make_task",
+    "probe_inputs",
+    "read_images",
+]
 
 TASKS = ("dn", "sr", "dr", "none")
 EMBEDDED = "embedded"
@@ -141,6 +153,16 @@ def make_task(name: str, model_scale: int, sigma: float) -> Task | None:
     if model_scale != 1:
         raise AttributionError(f"--task {name}: the model upscales x{model_scale}; use --task sr")
     return DenoiseTask(sigma) if name == "dn" else DerainTask()
+
+
+def clear_outputs(out: Path, result_json: str, figures: Sequence[str]) -> None:
+    """Before a probe writes into ``out``: remove its finished marker (``result_json``, written last) and its
+    figures in every format, so that an interrupted or narrower rerun never leaves an earlier run's files
+    passing for its own."""
+    (out / result_json).unlink(missing_ok=True)
+    for name in figures:
+        for fmt in FORMATS:
+            (out / "figures" / Path(name).with_suffix(f".{fmt}").name).unlink(missing_ok=True)
 
 
 def json_safe(value: Any) -> Any:

@@ -159,11 +159,11 @@ def randomise_layer(model: nn.Module, name: str, *, seed: int, index: int, how: 
     own = dict(module.named_parameters(recurse=False))
     if not own:
         raise AttributionError(f"layer {name!r} owns no parameters; give a layer from the network's layer list")
-    device = next(iter(own.values())).device
     new: dict[str, Tensor] = {}
     if how == "reset" and hasattr(module, "reset_parameters"):
         scratch = copy.deepcopy(module)
-        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        # every CUDA device's generator is restored too: torch.manual_seed seeds them all
+        with torch.random.fork_rng(devices=list(range(torch.cuda.device_count()))):
             torch.manual_seed(int(seed) * 1_000_003 + int(index))
             scratch.reset_parameters()
         new = {k: v.detach() for k, v in scratch.named_parameters(recurse=False)}
@@ -308,8 +308,9 @@ class SanityResult:
         return out
 
     def verdict(self, method: str) -> dict[str, Any] | None:
-        """Cascading mode: whether ``method`` passes (module docstring), with the numbers it rests on."""
-        if self.mode != "cascading" or not self.steps:
+        """Cascading mode: whether ``method`` passes (module docstring), with the numbers it rests on; None when
+        the last step leaves some layer trained (``layers=`` a subset): the rule is about a fully random network."""
+        if self.mode != "cascading" or not self.steps or set(self.steps) != set(self.layers):
             return None
         last = self.intervals(method)
         final = {m: last[m][-1] for m in MEASURES}

@@ -25,7 +25,7 @@ import numpy as np
 from torch import nn
 
 from cem_lab.attribution.base import AttributionError, check_block
-from cem_lab.attribution.probe_inputs import json_safe, probe_inputs
+from cem_lab.attribution.probe_inputs import clear_outputs, json_safe, probe_inputs
 from cem_lab.attribution.sanity import (
     MEASURES,
     METHODS,
@@ -182,6 +182,7 @@ def _figure(plan: SanityPlan, res: SanityResult, summary: dict) -> dict[str, str
 
 def run_sanity(plan: SanityPlan) -> dict[str, Any]:
     """Run the check of the plan and write its files (module docstring); returns sanity.json's contents."""
+    clear_outputs(plan.out, RESULT_JSON, (FIGURE,))
     t0 = time.perf_counter()
     res = randomisation_check(
         plan.model,

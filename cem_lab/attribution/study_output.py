@@ -53,6 +53,7 @@ def save_figures(folder: Path, plan, cem, abs_maps, arrays, corr, shares, curves
     # lazy: matplotlib (start-up time), only when figures are drawn
     from cem_lab.viz.attribution_figures import MapPanel, save_attribution_panel, save_deletion_curves, symmetric_bound
     from cem_lab.viz.cem_maps import TASK_BOUNDS  # lazy: matplotlib, only when figures are drawn
+    from cem_lab.viz.style import current_style
 
     job, s = plan.job, plan.settings
     roi_mask = np.asarray(job.roi_mask, dtype=bool)
@@ -70,7 +71,8 @@ def save_figures(folder: Path, plan, cem, abs_maps, arrays, corr, shares, curves
             )
         if m == "cem":
             values = np.asarray(cem.effect, dtype=np.float64)
-            bound = float(cem.meta.get("display_bound") or TASK_BOUNDS.get(job.task.name, 1.0))
+            paper = float(cem.meta.get("display_bound") or TASK_BOUNDS.get(job.task.name, 1.0))
+            bound = current_style().bound(paper, [values], [cem.roi_mask])  # figures.range
             unit = cem.unit
             label = f"CEM ({cem.metric})"
         else:

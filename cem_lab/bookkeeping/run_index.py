@@ -26,7 +26,7 @@ from cem_lab.bookkeeping.neutral_keys import CEM_NEUTRAL_KEYS, drop_keys
 from cem_lab.images import is_image_file
 from cem_lab.io import file_signature, write_json
 from cem_lab.run_format import CEM_FILE, DONE_FILE, STATE_FILE, SUMMARY_FILE
-from cem_lab.viz.style import FigureStyle
+from cem_lab.viz.style import STYLE_FILE, FigureStyle
 
 #: the figure whose absence makes a finished run asked for figures go to the core (which draws them)
 PANEL_FILE = "figures/cem_panel.png"
@@ -106,6 +106,8 @@ def finished_run(cfg: DictConfig, folder: Path) -> dict | None:
     style = FigureStyle.from_setting(cfg.get("figures"))
     if style.draw and not all((folder / PANEL_FILE).with_suffix(f".{f}").is_file() for f in style.formats):
         return None
+    if style.draw and _read_json(folder / PANEL_FILE.rsplit("/", 1)[0] / STYLE_FILE) != style.as_setting():
+        return None  # drawn in another style (figures.range, dpi ...): the core redraws them from the result
     return summary
 
 

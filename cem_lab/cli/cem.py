@@ -42,6 +42,7 @@ from cem_lab.compose.prepare import compute, launch_rank, prepare
 from cem_lab.compose.resolvers import defaults_in_help, register_resolvers
 from cem_lab.folder_lock import FolderBusyError, hold_run_folder
 from cem_lab.run_format import DONE_FILE
+from cem_lab.viz.style import FORMATS  # plain settings (no matplotlib)
 
 PROGRAM = "cem-lab"
 
@@ -98,7 +99,7 @@ def report(result, folder: Path, skipped: bool = False) -> str:
         lines.append(f"  nothing computed now; the map was computed earlier{when}: mode {s['mode']}, {work}")
     else:
         lines.append(f"  mode {s['mode']}, {work}")
-    panels = [p for p in (folder / "figures" / f"cem_panel.{f}" for f in ("png", "pdf", "svg")) if p.is_file()]
+    panels = [p for p in (folder / "figures" / f"cem_panel.{f}" for f in FORMATS) if p.is_file()]
     lines.append(f"  figures: {', '.join(map(str, panels))}" if panels else "  figures: none (figures=false)")
     return "\n".join(lines)
 

@@ -11,7 +11,8 @@ log scale with the high-contribution area ratios (the fewest pixels holding 20/3
 and their 95 % bootstrap intervals over images (and draws). Each image (a file, `embedded`, or a standard image
 such as chelsea) is centre-cropped to --size and degraded by --task (dn: Gaussian noise of --sigma; sr: bicubic
 down by the model's scale; dr: synthetic rain; none: the crop is the model input). --roi TOP,LEFT,SIZE is in
-output pixels (default: a 16-pixel ROI at the centre). --cem-run gives finished cem-lab runs of the same ROI:
+output pixels (default: --cem-run's ROI, else a 16-pixel ROI at the centre). --cem-run gives finished cem-lab
+runs of the same ROI on an output of the same size:
 their effective distance (reach_px max) is drawn against the ERF's 50 / 99 % mass radii (figures/reach.png).
 Writes erf.npz, figures/erf.png and erf.json (last) in --out (default runs/erf/<model>_<task>).
 From Python: cem_lab.attribution.effective_receptive_field(model, images, roi).

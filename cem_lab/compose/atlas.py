@@ -19,6 +19,7 @@ from cem_lab.compose.devices import device_lease
 from cem_lab.compose.prepare import distributed_settings, prepare_kwargs
 from cem_lab.errors import InputError
 from cem_lab.run_format import DONE_FILE
+from cem_lab.viz.style import FORMATS  # plain settings (no matplotlib)
 
 
 def is_atlas(cfg: DictConfig) -> bool:
@@ -91,7 +92,7 @@ def atlas_report(summary: dict, folder: Path, skipped: bool = False) -> str:
     """The console lines of a finished atlas (``skipped``: reused, nothing computed now)."""
     neg, reach = summary["share_negative"], summary["reach_mean_px"]
     head = f"ROI atlas already finished (skipped) in {folder}" if skipped else f"ROI atlas written to {folder}"
-    fig = folder / "figures" / "atlas.png"
+    figs = [p for p in (folder / "figures" / f"atlas.{fmt}" for fmt in FORMATS) if p.is_file()]
     return "\n".join(
         [
             head,
@@ -102,6 +103,6 @@ def atlas_report(summary: dict, folder: Path, skipped: bool = False) -> str:
             f"  mean effective distance over ROIs: median {reach['median']:.1f} px (IQR {reach['q25']:.1f} to "
             f"{reach['q75']:.1f}, max {reach['max']:.1f})",
             f"  per-ROI maps: {folder / 'rois'}",
-            f"  figures: {fig}" if fig.is_file() else "  figures: none (figures=false)",
+            f"  figures: {', '.join(map(str, figs))}" if figs else "  figures: none (figures=false)",
         ]
     )

@@ -16,12 +16,12 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from cem_lab.errors import InputError
-from cem_lab.io import PathLike
+from cem_lab.io import PathLike, write_json
 from cem_lab.run_format import FIGURES_DIR
 from cem_lab.viz import cem_figures
 from cem_lab.viz.canvas import add_axes_in, new_figure
 from cem_lab.viz.cem_charts import check_counts, draw_effect_colorbar, draw_pie
-from cem_lab.viz.style import FigureStyle, faint_note, use_style
+from cem_lab.viz.style import STYLE_FILE, FigureStyle, faint_note, use_style
 
 __all__ = ["PLOT_KINDS", "draw_run_figures", "plot_result", "save_result_figures"]
 
@@ -46,8 +46,10 @@ def _arrays(result) -> dict[str, Any]:
 def save_result_figures(result, folder: PathLike, style: FigureStyle | None = None) -> dict[str, str]:
     """Draw the figures of a CEM result (a :class:`~cem_lab.causal.result.CEMResult`, read by its
     attributes only) into ``folder`` (a run folder's ``figures/``) in ``style``; ``{name: path}`` as
-    :func:`~cem_lab.viz.cem_figures.save_cem_figures`."""
-    return cem_figures.save_cem_figures(
+    :func:`~cem_lab.viz.cem_figures.save_cem_figures`. ``style.json`` beside them records the style, so that a
+    rerun asking for another one redraws them (:func:`cem_lab.bookkeeping.run_index.finished_run`)."""
+    style = style or FigureStyle()
+    written = cem_figures.save_cem_figures(
         folder,
         **_arrays(result),
         counts=result.block_counts(),
@@ -56,6 +58,8 @@ def save_result_figures(result, folder: PathLike, style: FigureStyle | None = No
         unit=result.unit,
         style=style,
     )
+    write_json(Path(folder) / STYLE_FILE, style.as_setting())
+    return written
 
 
 def draw_run_figures(result, run_folder: PathLike, style: FigureStyle | None = None) -> dict[str, str]:

@@ -35,6 +35,7 @@ from cem_lab.errors import InputError
 __all__ = [
     "CATEGORICAL",
     "FORMATS",
+    "STYLE_FILE",
     "OPTION_NAMES",
     "SETTING_NAMES",
     "TASK_COLOURS",
@@ -50,6 +51,9 @@ __all__ = [
 
 #: the file formats a figure can be written in
 FORMATS: tuple[str, ...] = ("png", "pdf", "svg")
+
+#: beside a run's figures: the style they were drawn in (:meth:`FigureStyle.as_setting`)
+STYLE_FILE = "style.json"
 
 #: Okabe & Ito's colour-blind-safe qualitative palette (black left out: it is the axes' colour), for every
 #: colour that is not the CE scale (models, tasks, training regimes)
@@ -81,6 +85,7 @@ THEME: dict[str, Any] = {
     "pdf.fonttype": 42,
     "ps.fonttype": 42,
     "svg.fonttype": "none",
+    "svg.hashsalt": "cem_lab",  # ids without a random salt: a redrawn SVG is byte-identical
 }
 
 
@@ -197,6 +202,8 @@ def _example(names: Mapping[str, str], key: str, value: str) -> str:
 
 
 def _check_formats(formats: Any, names: Mapping[str, str]) -> tuple[str, ...]:
+    if isinstance(formats, str):  # "pdf" or "png,pdf", not its letters
+        formats = formats.split(",")
     formats = tuple(dict.fromkeys(str(f).strip().lower().lstrip(".") for f in (formats or ()) if str(f).strip()))
     bad = [f for f in formats if f not in FORMATS]
     if not formats or bad:

@@ -18,6 +18,9 @@ def test_cem_erf_writes_its_numbers_and_figures(tmp_path):
     cem = tmp_path / "cem_run"  # a finished cem-lab run's summary is all cem-erf reads of it
     cem.mkdir()
     (cem / "summary.json").write_text(json.dumps({"roi": [20, 20, 8], "reach_px": {"max": 11.3, "mean": 6.0}}))
+    from cem_lab.run_format import write_cem_arrays
+
+    write_cem_arrays(cem, {"output_shape": np.array([48, 48])})  # the output it mapped: the ERF's own size
     p = run_console(
         "erf",
         ["--size", "48", "--images", "embedded", "astronaut", "--draws", "2"]  # the ROI: --cem-run's
@@ -92,3 +95,20 @@ def test_parse_roi():
     assert parse_roi("1,2,3") == (1, 2, 3) and parse_roi(" 4 5 6") == (4, 5, 6)
     with pytest.raises(InputError):
         parse_roi("1,2,0")
+
+
+def test_a_cem_run_of_another_output_size_is_refused(tmp_path, capsys, monkeypatch):
+    """The same ROI numbers on a 64x64 map and a 48x48 crop are two places: no comparison is drawn."""
+    from cem_lab.run_format import write_cem_arrays
+
+    cem = tmp_path / "cem_run"
+    cem.mkdir()
+    (cem / "summary.json").write_text(json.dumps({"roi": [20, 20, 8], "reach_px": {"max": 11.3, "mean": 6.0}}))
+    write_cem_arrays(cem, {"output_shape": np.array([64, 64])})
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exit_:
+        main(["--size", "48", "--cem-run", str(cem), "--quiet"])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert "64x64 output" in err and "48x48" in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "runs").exists()

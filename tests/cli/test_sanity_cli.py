@@ -28,15 +28,15 @@ def test_cem_sanity_writes_its_numbers_and_figure(tmp_path):
     assert s["images"] == ["embedded", "astronaut"] and s["methods"] == ["saliency", "lam"]
     z = np.load(out / "sanity.npz")
     assert z["maps_saliency"].shape == (2, 4, 12, 12) and z["similarity_lam"].shape == (2, 3, 3)
-    # the json's numbers are those of the npz, and the verdict follows the stated rule
+    # the json's numbers are those of the npz; three of eight layers randomised: no verdict (the rule is about a
+    # fully random network)
     for m in ("saliency", "lam"):
         for j, measure in enumerate(z["measures"]):
             for k in range(3):
                 entry = s["similarity"][m][str(measure)][k]
                 assert entry["mean"] == pytest.approx(z[f"similarity_{m}"][:, k, j].mean())
                 assert entry["low"] <= entry["mean"] <= entry["high"]
-        v = s["verdicts"][m]
-        assert v["passes"] == (s["similarity"][m]["spearman"][-1]["high"] < 0.5)
+        assert s["verdicts"][m] is None
     assert s["figures"] == {"sanity": "figures/sanity.png"} and (out / "figures" / "sanity.png").is_file()
 
 
