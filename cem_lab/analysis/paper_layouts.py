@@ -28,7 +28,7 @@ from cem_lab.analysis.study_tables import run_settings
 from cem_lab.causal.result import CEMResult
 from cem_lab.errors import InputError
 from cem_lab.io import PathLike
-from cem_lab.viz.canvas import save_figure
+from cem_lab.viz.canvas import figure_path, save_figure
 from cem_lab.viz.paper_figures import overlay_row, pie_row, teaser
 from cem_lab.viz.result_figures import plot_result
 from cem_lab.viz.style import FigureStyle, use_style
@@ -190,7 +190,7 @@ def write_figure(
     results = [CEMResult.load(f) for f in table["folder"]]
     with use_style(style):
         if layout == "panel":
-            fig = plot_result(results[0], kind="panel")
+            fig = plot_result(results[0], kind="panel", fix="--range auto")
         elif layout == "teaser":
             model = _name(table.iloc[0])
             results_by_task = dict(zip(table["task_label"].astype(str), results))
@@ -201,4 +201,4 @@ def write_figure(
         else:
             fig = pie_row(results, names, title=title)
         save_figure(fig, out)
-    return [str(out.with_suffix(f".{fmt}")) for fmt in style.formats]
+    return [str(figure_path(out, fmt)) for fmt in style.formats]

@@ -13,7 +13,8 @@ Layout of a report folder (every file written atomically; a rerun replaces it cl
                       (cem_lab.analysis.latex_tables), each when its markdown is written
     skipped.txt       the folders that are not finished runs, one per line with the reason
     report.json       what was read and written (also marks the folder as a report: never searched for runs)
-    figures/*.png     cem_grid, shares, reach_vs_psnr, depth_width_<family>_<task>, single_vs_mixed
+    figures/          cem_grid, shares, reach_vs_psnr, depth_width_<family>_<task>, single_vs_mixed (PNG, or the
+                      formats of --format)
 
 :func:`read_report` gives a finished report's tables back as DataFrames (nothing is recomputed).
 """

@@ -28,10 +28,10 @@ from torch import nn
 
 from cem_lab.attribution.base import AttributionError
 from cem_lab.attribution.erf import AREA_LEVELS, RADIUS_LEVELS, ERFResult, bootstrap_interval, effective_receptive_field
-from cem_lab.attribution.probe_inputs import clear_outputs, json_safe, probe_inputs
+from cem_lab.attribution.probe_inputs import clear_outputs, probe_inputs
 from cem_lab.causal.grid import Roi
 from cem_lab.errors import CemLabError
-from cem_lab.io import write_json, write_npz
+from cem_lab.io import json_safe, write_json, write_npz
 from cem_lab.run_format import read_cem_arrays, read_summary
 from cem_lab.tasks.base import Task
 from cem_lab.viz.style import FigureStyle  # plain settings (no matplotlib)

@@ -9,7 +9,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 from torch import nn
@@ -29,7 +28,6 @@ __all__ = [
     "TASKS",
     "ProbeInputs",
     "clear_outputs",
-    "json_safe",
     "load_network",
     "make_task",
     "probe_inputs",
@@ -163,14 +161,3 @@ def clear_outputs(out: Path, result_json: str, figures: Sequence[str]) -> None:
     for name in figures:
         for fmt in FORMATS:
             (out / "figures" / Path(name).with_suffix(f".{fmt}").name).unlink(missing_ok=True)
-
-
-def json_safe(value: Any) -> Any:
-    """``value`` with NaN and infinities as None (JSON has neither), dict keys as strings."""
-    if isinstance(value, dict):
-        return {str(k): json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [json_safe(v) for v in value]
-    if isinstance(value, float) and not np.isfinite(value):
-        return None
-    return value

@@ -25,7 +25,7 @@ import numpy as np
 from torch import nn
 
 from cem_lab.attribution.base import AttributionError, check_block
-from cem_lab.attribution.probe_inputs import clear_outputs, json_safe, probe_inputs
+from cem_lab.attribution.probe_inputs import clear_outputs, probe_inputs
 from cem_lab.attribution.sanity import (
     MEASURES,
     METHODS,
@@ -38,7 +38,7 @@ from cem_lab.attribution.sanity import (
 )
 from cem_lab.causal.grid import Roi
 from cem_lab.images import from_uint8
-from cem_lab.io import write_json, write_npz
+from cem_lab.io import json_safe, write_json, write_npz
 from cem_lab.tasks.base import Task
 from cem_lab.viz.style import FigureStyle  # plain settings (no matplotlib)
 

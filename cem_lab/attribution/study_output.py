@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from cem_lab.images import to_uint8
-from cem_lab.io import write_json, write_npz
+from cem_lab.io import json_safe, write_json, write_npz
 
 PROGRAM = "cem-attribution"
 FORMAT_VERSION = 1
@@ -28,24 +27,9 @@ def write_results(folder: Path, arrays: dict, summary: dict) -> dict:
     """``attribution.npz`` and then ``attribution.json`` (last: its presence marks a finished run);
     returns the summary as written (JSON-safe)."""
     write_npz(folder / RESULT_NPZ, **arrays)
-    summary = _finite(summary)
+    summary = json_safe(summary)
     write_json(folder / RESULT_JSON, summary)
     return summary
-
-
-def _finite(value: Any) -> Any:
-    """JSON-safe: NaN and infinities become None, numpy scalars Python numbers."""
-    if isinstance(value, dict):
-        return {str(k): _finite(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return _finite(value.tolist())
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
 
 
 def save_figures(folder: Path, plan, cem, abs_maps, arrays, corr, shares, curves, baselines) -> dict[str, str]:

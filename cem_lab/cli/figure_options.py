@@ -1,4 +1,4 @@
-"""The figure options that cem-report, cem-figure and cem-erf share (--format, --dpi, --range), read into one
+"""The figure options that cem-report, cem-figure, cem-erf and cem-sanity share (--format, --dpi, --range), read into one
 :class:`~cem_lab.viz.style.FigureStyle`: the options are declared and checked in one place."""
 
 from __future__ import annotations

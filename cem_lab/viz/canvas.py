@@ -19,7 +19,7 @@ from matplotlib.text import Text
 from PIL import Image
 
 from cem_lab.io import PathLike, atomic_path
-from cem_lab.viz.style import current_style
+from cem_lab.viz.style import FORMATS, current_style
 
 
 def new_figure(width: float, height: float, dpi: int = 120) -> Figure:
@@ -45,14 +45,23 @@ def add_axes_in(fig: Figure, left: float, bottom: float, width: float, height: f
     return fig.add_axes((left / fw, bottom / fh, width / fw, height / fh))
 
 
+def figure_path(path: PathLike, fmt: str) -> Path:
+    """``path`` as a file of format ``fmt``: its suffix replaced when it names a format (``fig.png``), else the
+    format appended (``rcan_s0.5`` -> ``rcan_s0.5.pdf``, not ``rcan_s0.pdf``)."""
+    path = Path(path)
+    if path.suffix.lstrip(".").lower() in FORMATS:
+        return path.with_suffix(f".{fmt}")
+    return path.with_name(f"{path.name}.{fmt}")
+
+
 def save_figure(fig: Figure, path: PathLike) -> str:
     """Write ``fig`` at ``path`` in each format of the current style (:func:`cem_lab.viz.style.use_style`;
     PNG by default), each file atomically (mode 0644, white background): ``path``'s suffix is replaced by the
-    format's. Returns the path of the first format's file."""
+    format's (:func:`figure_path`). Returns the path of the first format's file."""
     style = current_style()
     written = []
     for fmt in style.formats:
-        target = Path(path).with_suffix(f".{fmt}")
+        target = figure_path(path, fmt)
         with atomic_path(target) as tmp:
             # metadata without a date: a redrawn vector figure is byte-identical, so a paper's repository
             # sees no change where nothing changed

@@ -132,7 +132,7 @@ def checked_arrays(
 
 def range_words(bound: float, unit: str, range_: Any) -> str:
     """The colour range of a map in words: its bound and where it came from (``figures.range``)."""
-    how = {"paper": "the task's fixed range", "auto": "auto: largest |CE|"}.get(range_, "set by figures.range")
+    how = {"paper": "the task's fixed range", "auto": "auto: largest |CE|"}.get(range_, "a range set by hand")
     return f"colour range \u00b1{bound:.3g} {unit}, {how}"
 
 
@@ -167,10 +167,12 @@ def draw_roi_inset(ax: Axes, restored: np.ndarray, roi: tuple[int, int, int]) ->
     return inset
 
 
-def panel_figure(d: Mapping[str, Any], counts: Mapping[str, int], title: str, roi_psnr, unit: str) -> Figure:
+def panel_figure(
+    d: Mapping[str, Any], counts: Mapping[str, int], title: str, roi_psnr, unit: str, fix: str = "figures.range=auto"
+) -> Figure:
     """Degraded input | restored with ROI box and inset | overlay with colour bar | pie, laid out in inches."""
     degraded, restored_box, overlay, bound = d["degraded"], d["restored_box"], d["overlay"], d["bound"]
-    note = faint_note([d["effect"]], [d["roi_mask"]], bound, unit)
+    note = faint_note([d["effect"]], [d["roi_mask"]], bound, unit, fix=fix)  # fix: how the caller widens it
     h, w = overlay.shape[:2]
     aspect = w / h
     pw = float(np.clip(3.4 * aspect, 2.2, 5.0))  # image panel width (inches)

@@ -69,12 +69,15 @@ def draw_run_figures(result, run_folder: PathLike, style: FigureStyle | None = N
     return save_result_figures(result, Path(run_folder) / FIGURES_DIR, style=style)
 
 
-def plot_result(result, ax: Axes | None = None, kind: str = "panel", style: FigureStyle | None = None) -> Figure:
+def plot_result(
+    result, ax: Axes | None = None, kind: str = "panel", style: FigureStyle | None = None, fix: str = 'range="auto"'
+) -> Figure:
     """Draw ``result`` and return the figure: ``kind="panel"`` (the run folder's cem_panel: input, restored
     with the ROI and its inset, the map with its colour bar, the pie; a figure of its own, so ``ax`` must be
     None), ``"overlay"`` (the map on the degraded input, ROI in green, range and min / max in the title) or
     ``"pie"`` (the blocks outside the ROI by effect sign), drawn into ``ax`` when given (e.g. one of a
-    pyplot grid) or a new figure. ``style`` sets the colour range (``FigureStyle(range="auto")``)."""
+    pyplot grid) or a new figure. ``style`` sets the colour range (``FigureStyle(range="auto")``); ``fix``: how a
+    faint map's note tells the caller to widen the range (``--range auto`` for a command)."""
     if kind not in PLOT_KINDS:
         raise InputError(f"kind={kind!r} is not one of {', '.join(PLOT_KINDS)}")
     if kind == "panel" and ax is not None:
@@ -93,7 +96,7 @@ def plot_result(result, ax: Axes | None = None, kind: str = "panel", style: Figu
             return cem_figures.panel_figure(
                 d, counts, result.meta.get("title", ""), result.baseline_metric, result.unit
             )
-        note = faint_note([d["effect"]], [d["roi_mask"]], d["bound"], result.unit, fix='range="auto"')
+        note = faint_note([d["effect"]], [d["roi_mask"]], d["bound"], result.unit, fix=fix)
         own = ax is None
         lift = 0.3 if note and own else 0.0  # room for the note under the colour bar
         fig, ax = _target(ax, 3.6, 4.3 + lift, (0.1, 0.85 + lift, 3.4, 3.0))

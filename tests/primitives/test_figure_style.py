@@ -140,3 +140,12 @@ def test_a_returned_figure_shows_as_an_image_in_ipython(result):
         assert "image/png" in data and len(data["image/png"]) > 1000
     finally:
         shell_mod.InteractiveShell.clear_instance()
+
+
+def test_a_figure_path_keeps_a_dotted_name():
+    from cem_lab.viz.canvas import figure_path
+
+    assert figure_path("figs/row.png", "pdf").name == "row.pdf"
+    assert figure_path("figs/rcan_s0.5", "pdf").name == "rcan_s0.5.pdf"  # not rcan_s0.pdf
+    assert figure_path("figs/teaser", "svg").name == "teaser.svg"
+    assert FigureStyle(formats="png,pdf").formats == ("png", "pdf")  # a string of formats, not its letters
