@@ -164,6 +164,7 @@ def test_a_study_sweep_over_images_and_placed_rois_reports_intervals_and_paired_
     assert set(runs["image"]) == {"a.png", "b.png"}
 
 
+@pytest.mark.slow  # 30 s; the study sweep test above covers placed ROIs and the report by default
 def test_placed_rois_stay_put_when_the_block_is_swept_and_the_report_says_why_units_do_not_pair(folders):
     """roi=placed must not depend on a compared setting unless asked: by default the candidates' grid is the
     ROI size, so a sweep over cem.block maps the same ROIs and the report pairs them. With

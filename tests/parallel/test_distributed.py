@@ -11,6 +11,7 @@ from conftest import ConvStack
 from cem_lab import compute_cem
 
 
+@pytest.mark.slow  # 11 s; the 256 px two-process test and the CLI's cover the same equality by default
 @pytest.mark.parametrize("batch_size", [3])
 def test_two_ddp_processes_give_the_single_process_map(tmp_path, clean_image, small_bank, batch_size):
     pytest.importorskip("lightning")
@@ -162,6 +163,7 @@ def test_two_processes_without_output_dir_return_the_single_process_result(tmp_p
             np.testing.assert_array_equal(m["image_" + k], v, err_msg=k)
 
 
+@pytest.mark.slow  # 15 s: a third two-process run, for its log file only
 def test_rank_0_log_records_reach_the_log_file(tmp_path, clean_image, small_bank):
     pytest.importorskip("lightning")
     import json
