@@ -273,6 +273,7 @@ def test_a_failing_job_does_not_stop_the_sweep(workdir):
 
 
 @needs_wandb
+@pytest.mark.slow  # 9 s: W&B is an optional extra
 def test_wandb_offline_run_holds_figures_and_table(workdir, tmp_path):
     mode = ["logger.mode=offline"] if _has_api_key() else []  # else chosen automatically: no key
     args = ["-m", *[a for a in SMALL if a != "figures=false"], "sweep_name=wb", "logger=wandb", *mode]

@@ -138,6 +138,7 @@ def test_a_block_that_does_not_divide_the_image_is_said_in_the_log_and_the_notes
     assert q.returncode == 0 and "partial" not in q.stdout + q.stderr
 
 
+@pytest.mark.slow  # 19 s: three CLI runs; run folder names and identity are covered by the rerun tests
 def test_run_name_names_the_folder_and_its_identity_check_still_refuses_other_settings(tmp_path, image_file):
     args = SMALL + [f"image={image_file}"]
     first = _cli(args + ["run_name=demo_roi16"], tmp_path)
@@ -226,6 +227,7 @@ def test_cli_rerun_reuses_the_folder(tmp_path, image_file):
     np.testing.assert_array_equal(np.load(folders[0] / "cem.npz")["effect"], effect)
 
 
+@pytest.mark.slow  # 22 s; the 256 px two-process test (tests/parallel) gives the same equality by default
 def test_cli_two_processes_give_the_single_process_map(tmp_path, image_file):
     args = SMALL + [f"image={image_file}"]
     one = _cli(args, tmp_path / "one")

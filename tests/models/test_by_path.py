@@ -284,6 +284,7 @@ def test_cli_refuses_a_network_of_another_scale_before_any_compute(tmp_path, sma
     assert not list((tmp_path / "cwd").glob("runs/cem/*/cem.npz"))
 
 
+@pytest.mark.slow  # 12 s: two CLI starts for two refusals the loader tests check in process
 def test_cli_refuses_a_grey_network_and_an_unknown_file(tmp_path, small_image):
     torch.manual_seed(0)
     grey = _save(_arch("DnCNN", "DnCNN")(in_nc=1, out_nc=1, nc=8, nb=8, act_mode="R"), tmp_path, "plain")
