@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from cem_lab.analysis.attribution_tables import faithfulness_number
-from cem_lab.analysis.runs_markdown import MARKDOWN_COLUMNS
+from cem_lab.analysis.runs_markdown import MARKDOWN_COLUMNS, format_cell
 from cem_lab.analysis.study_tables import STUDY_METRICS, StudyResult, format_number
 
 __all__ = [
@@ -243,12 +243,9 @@ def study_latex(result: StudyResult) -> str:
 
 # ----------------------------------------------------------------------------- the runs
 def _run_cell(value: Any, fmt: str) -> str:
-    if value is None or (isinstance(value, float) and pd.isna(value)):
+    text = format_cell(value, fmt)
+    if not text:
         return ""
-    try:
-        text = fmt.format(value)
-    except (ValueError, TypeError):
-        text = str(value)
     numeric = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
     return _number(latex_escape(text)) if numeric else latex_escape(text)
 

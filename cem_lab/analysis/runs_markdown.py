@@ -7,7 +7,7 @@ from typing import Any
 
 import pandas as pd
 
-__all__ = ["MARKDOWN_COLUMNS", "markdown_table"]
+__all__ = ["MARKDOWN_COLUMNS", "format_cell", "markdown_table"]
 
 #: the columns of runs.md: (column, header, format)
 MARKDOWN_COLUMNS: tuple[tuple[str, str, str], ...] = (
@@ -29,14 +29,19 @@ MARKDOWN_COLUMNS: tuple[tuple[str, str, str], ...] = (
 )
 
 
-def _cell(value: Any, fmt: str) -> str:
+def format_cell(value: Any, fmt: str) -> str:
+    """A run-table value as its column's format writes it (``""`` when missing; as text when the format does
+    not fit), before any markup's escaping: runs.md and runs.tex take their cells from here."""
     if value is None or (isinstance(value, float) and pd.isna(value)):
         return ""
     try:
-        text = fmt.format(value)
+        return fmt.format(value)
     except (ValueError, TypeError):
-        text = str(value)
-    return text.replace("|", "\\|").replace("\n", " ")
+        return str(value)
+
+
+def _cell(value: Any, fmt: str) -> str:
+    return format_cell(value, fmt).replace("|", "\\|").replace("\n", " ")
 
 
 def markdown_table(runs: pd.DataFrame) -> str:
