@@ -1,5 +1,5 @@
-"""What the gradient probes (`cem-erf`, `cem-sanity`) read alike: the network (the embedded DnCNN, or a
-checkpoint through spandrel), the images (the embedded 256x256 image, cem_lab's standard images by name, or
+"""What the probes (`cem-erf`, `cem-sanity`, `cem-channels`) read alike: the network (the embedded DnCNN, a zoo
+model by name, or a checkpoint through spandrel), the images (the embedded 256x256 image, cem_lab's standard images by name, or
 files) centre-cropped, the task that degrades them into model inputs, and the ROI, checked against the model's
 output. :func:`probe_inputs` builds and checks them all; every refusal is one line
 (:class:`~cem_lab.attribution.base.AttributionError`), raised before any gradient is computed."""
@@ -68,11 +68,6 @@ def probe_inputs(
         raise AttributionError(f"--task {task!r}: choose one of {', '.join(TASKS)}")
     if task == "dn" and not sigma > 0:
         raise AttributionError(f"--sigma {sigma}: the noise level must be positive (0..255 scale)")
-    if model_path is None and model != EMBEDDED:
-        raise AttributionError(
-            f"--model {model!r}: {program} loads --model embedded (the embedded DnCNN) or a checkpoint file with "
-            "--model-path FILE"
-        )
     crops = read_images(images, size)
     net, name = load_network(model, model_path)
     scale = int(getattr(net, "scale", 1) or 1)
@@ -93,20 +88,25 @@ def probe_inputs(
 
 
 def load_network(model: str, model_path: str | None) -> tuple[nn.Module, str]:
-    """The embedded DnCNN (``model="embedded"``) or the checkpoint at ``model_path`` (spandrel detects its
-    architecture), with its name."""
+    """The embedded DnCNN (``model="embedded"``), a model of cem_lab's zoo by name, or the checkpoint at
+    ``model_path`` (spandrel detects its architecture), with its name."""
     if model_path is not None:
         from cem_lab.models.by_path import load_detected  # lazy: spandrel imports torchvision
 
         net = load_detected(model_path)
         return net, Path(model_path).stem
-    if model != EMBEDDED:
-        raise AttributionError(
-            f"--model {model!r}: give --model embedded (the embedded DnCNN) or a checkpoint file with --model-path FILE"
-        )
-    from cem_lab.models.embedded import load_embedded_model
+    if model == EMBEDDED:
+        from cem_lab.models.embedded import load_embedded_model
 
-    return load_embedded_model(), "embedded_dncnn"
+        return load_embedded_model(), "embedded_dncnn"
+    from cem_lab.models.zoo import load_zoo_model, zoo_names
+
+    if model in zoo_names():
+        return load_zoo_model(model), model
+    raise AttributionError(
+        f"--model {model!r}: give --model embedded (the embedded DnCNN), a zoo model's name (cem-zoo list) or a "
+        "checkpoint file with --model-path FILE"
+    )
 
 
 def read_images(specs: list[str], size: int) -> list[tuple[str, np.ndarray]]:

@@ -32,6 +32,7 @@ PROGRAMS = {
     "cem-pretrained": "cem_lab.cli.pretrained",
     "cem-erf": "cem_lab.cli.erf",
     "cem-sanity": "cem_lab.cli.sanity",
+    "cem-channels": "cem_lab.cli.channels",
 }
 
 
@@ -92,3 +93,8 @@ def cem_erf() -> object:
 def cem_sanity() -> object:
     """``cem-sanity``."""
     return start("cem-sanity")
+
+
+def cem_channels() -> object:
+    """``cem-channels``."""
+    return start("cem-channels")

@@ -1,4 +1,4 @@
-"""The options that the gradient probes (cem-erf, cem-sanity) share: the network, the images, the task and the
+"""The options that the probes (cem-erf, cem-sanity, cem-channels) share: the network, the images, the task and the
 ROI they probe (:func:`add_probe_options`), where and how they write (:func:`add_output_options`), and their
 checks before anything is loaded (:func:`checked_probe_options`): declared and checked in one place."""
 
@@ -16,7 +16,11 @@ __all__ = ["add_output_options", "add_probe_options", "checked_probe_options", "
 
 def add_probe_options(parser: argparse.ArgumentParser, roi_default: str = "centred, 16") -> None:
     """--model, --model-path, --images, --size, --roi, --task, --sigma."""
-    parser.add_argument("--model", default="embedded", help="embedded (the embedded DnCNN; default)")
+    parser.add_argument(
+        "--model",
+        default="embedded",
+        help="embedded (the embedded DnCNN; default) or a zoo model's name (cem-zoo list)",
+    )
     parser.add_argument("--model-path", default=None, metavar="FILE", help="a checkpoint; spandrel detects the network")
     parser.add_argument(
         "--images", nargs="+", default=["embedded"], metavar="IMAGE", help="files, 'embedded' or standard images"

@@ -162,6 +162,7 @@ PROGRAM_CASES = {
     "cem-zoo missing zoo folder": ("zoo", ["table", "--zoo-dir", "nowhere"], ["--zoo-dir nowhere", "not a folder"]),
     "cem-erf roi outside": ("erf", ["--roi", "250,250,16"], ["--roi 250,250,16", "256x256", "[0, 240]"]),
     "cem-sanity unknown method": ("sanity", ["--methods", "lam,gradcam"], ["--methods lam,gradcam", "saliency"]),
+    "cem-channels unknown layer": ("channels", ["--layer", "nope", "--value", "zeros"], ["layer 'nope'", "model.0"]),
 }
 PROGRAMS = {
     "cem": "cem-lab",
@@ -173,6 +174,7 @@ PROGRAMS = {
     "zoo": "cem-zoo",
     "erf": "cem-erf",
     "sanity": "cem-sanity",
+    "channels": "cem-channels",
 }
 
 
