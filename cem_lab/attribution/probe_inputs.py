@@ -1,5 +1,5 @@
 """What the probes (`cem-erf`, `cem-sanity`, `cem-channels`) read alike: the network (the embedded DnCNN, a zoo
-model by name, or a checkpoint through spandrel), the images (the embedded 256x256 image, cem_lab's standard images by name, or
+or pretrained-catalogue model by name, or a checkpoint through spandrel), the images (the embedded 256x256 image, cem_lab's standard images by name, or
 files) centre-cropped, the task that degrades them into model inputs, and the ROI, checked against the model's
 output. :func:`probe_inputs` builds and checks them all; every refusal is one line
 (:class:`~cem_lab.attribution.base.AttributionError`), raised before any gradient is computed."""
@@ -88,8 +88,9 @@ def probe_inputs(
 
 
 def load_network(model: str, model_path: str | None) -> tuple[nn.Module, str]:
-    """The embedded DnCNN (``model="embedded"``), a model of cem_lab's zoo by name, or the checkpoint at
-    ``model_path`` (spandrel detects its architecture), with its name."""
+    """The embedded DnCNN (``model="embedded"``), a model of cem_lab's zoo or of the pretrained catalogue by name
+    (converted and verified at first use, then cached), or the checkpoint at ``model_path`` (spandrel detects its
+    architecture), with its name."""
     if model_path is not None:
         from cem_lab.models.by_path import load_detected  # lazy: spandrel imports torchvision
 
@@ -103,9 +104,13 @@ def load_network(model: str, model_path: str | None) -> tuple[nn.Module, str]:
 
     if model in zoo_names():
         return load_zoo_model(model), model
+    from cem_lab.models.pretrained import CATALOGUE, load_pretrained
+
+    if model in CATALOGUE:
+        return load_pretrained(model), model
     raise AttributionError(
-        f"--model {model!r}: give --model embedded (the embedded DnCNN), a zoo model's name (cem-zoo list) or a "
-        "checkpoint file with --model-path FILE"
+        f"--model {model!r}: give --model embedded (the embedded DnCNN), a zoo model's name (cem-zoo list), a "
+        "pretrained catalogue network's (cem-pretrained list) or a checkpoint file with --model-path FILE"
     )
 
 

@@ -19,7 +19,7 @@ def add_probe_options(parser: argparse.ArgumentParser, roi_default: str = "centr
     parser.add_argument(
         "--model",
         default="embedded",
-        help="embedded (the embedded DnCNN; default) or a zoo model's name (cem-zoo list)",
+        help="embedded (the embedded DnCNN; default), a zoo model's (cem-zoo list) or a catalogue network's name (cem-pretrained list)",
     )
     parser.add_argument("--model-path", default=None, metavar="FILE", help="a checkpoint; spandrel detects the network")
     parser.add_argument(
