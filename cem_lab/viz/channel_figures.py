@@ -65,7 +65,12 @@ def save_channel_figure(
     fig_w = plot_w + 1.2
     per_line = int((fig_w - 0.3) * 72 / (0.56 * 8))  # characters of 8 pt text per line, with a margin
     note = f"; {left_out} middle channels not drawn" if left_out else ""
-    legend = "red: helps the ROI, blue: hurts it, grey: interval holds 0; bars: 95 % intervals, dots: images" + note
+    has_ci = bool((np.isfinite(low[shown]) & np.isfinite(high[shown])).any())
+    has_dots = per_image is not None and np.asarray(per_image).shape[0] > 1
+    legend = "red: helps the ROI, blue: hurts it" + (", grey: interval holds 0" if has_ci else ", grey: no effect")
+    legend += "; whiskers: 95 % intervals" if has_ci else ""
+    legend += "; dots: the images" if has_dots else ""
+    legend += note
     head = textwrap.wrap(title, per_line) if title else []
     sub = textwrap.wrap(legend, int(per_line * 8 / 7))
     head_h = 0.25 + 0.16 * len(head) + 0.14 * len(sub)
@@ -81,7 +86,7 @@ def save_channel_figure(
         ax.errorbar(
             x[ok], m, yerr=[m - lo[ok], hi[ok] - m], fmt="none", ecolor="black", elinewidth=0.8, capsize=1.5, zorder=3
         )
-    if per_image is not None and np.asarray(per_image).shape[0] > 1:
+    if has_dots:
         for row in np.asarray(per_image, dtype=np.float64)[:, shown]:
             ax.scatter(x, row, s=5, color="black", alpha=0.45, linewidths=0, zorder=4)
     ax.axhline(0, color="black", linewidth=0.6, zorder=1)
