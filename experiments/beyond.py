@@ -12,7 +12,8 @@ and the numbers of ``experiments/results/beyond.md``.
 (the sigmoid's output, ``body.G.body.B.body.3.squeeze``): each weight set to its value under another image of
 the population (the study's other images, same crop size and positions; every donor once). The statistic of a
 unit is the summed |CE| over the weights of all four blocks (dB): how much the ROI depends on what the attention
-computes from this image. Per task: its mean over the images (the two ROIs of an image averaged first) with a
+computes from this image; divided by the unit's summed |CE| of its input map (the study's run), a scale-free
+share (the two tasks' dB measure different quantities). Per task: its mean over the images (the two ROIs of an image averaged first) with a
 95 % bootstrap interval over the images; SR minus DN paired by image and ROI. Each map checkpoints in
 ``runs/beyond/channels/`` and a rerun resumes there.
 
@@ -60,6 +61,7 @@ def _unit(folder: Path) -> dict:
         "roi": s["roi"],
         "roi_index": (s.get("roi_placement") or {}).get("index"),
         "reach_px": s.get("reach_px"),
+        "cem_total": float(s.get("total_positive_effect", 0.0)) + abs(float(s.get("total_negative_effect", 0.0))),
         "input": TaskInput(x, y),
     }
 
@@ -154,6 +156,7 @@ def channels() -> int:
                         "donors": [v["image"] for v in donors],
                         "layers": per_layer,
                         "sum_abs": float(sum(p["sum_abs"] for p in per_layer)),
+                        "cem_total": u["cem_total"],
                         "baseline": per_layer[0]["baseline"] if per_layer else None,
                     }
                 )

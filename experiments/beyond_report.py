@@ -5,6 +5,7 @@ small PNGs into ``experiments/results/beyond/``."""
 from __future__ import annotations
 
 import json
+import shutil
 from collections import defaultdict
 from pathlib import Path
 
@@ -38,16 +39,20 @@ def channel_tables(record: dict) -> tuple[str, dict]:
     )
     lines = [
         "| variant | SR x4: sum \\|CE\\| (dB) | DN s50: sum \\|CE\\| (dB) | SR - DN (dB, paired) "
+        "| share of the input map's \\|CE\\| (%): SR / DN | SR - DN share (points, paired) "
         "| weights with \\|CE\\| >= 0.01 dB: SR / DN | Spearman(first order, CE), median: SR / DN |",
-        "|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|",
     ]
     numbers = {}
     for v in variants:
-        cells, frac, spear = {}, {}, {}
+        cells, frac, spear, share, shares = {}, {}, {}, {}, {}
         per = {}
         for task in ("sr", "dn"):
             sub = [r for r in rows if r["variant"] == v and r["task"] == task]
             per[task] = {(r["image"].split("_")[0], r["roi_index"]): r["sum_abs"] for r in sub}
+            share[task] = {(r["image"].split("_")[0], r["roi_index"]): 100 * r["sum_abs"] / r["cem_total"] for r in sub}
+            sm, slo, shi, _ = _interval(sub, lambda r: 100 * r["sum_abs"] / r["cem_total"])
+            shares[task] = _fmt(sm, slo, shi)
             m, lo, hi, n = _interval(sub, lambda r: r["sum_abs"])
             cells[task] = _fmt(m, lo, hi)
             effects = (
@@ -66,8 +71,12 @@ def channel_tables(record: dict) -> tuple[str, dict]:
         )
         m, lo, hi = iv.mean, iv.low, iv.high
         numbers[(v, "diff")] = (m, lo, hi, iv.n_images)
+        siv = paired_difference(
+            np.array([share["sr"][k] for k in keys]), np.array([share["dn"][k] for k in keys]), [k[0] for k in keys]
+        )
         lines.append(
-            f"| {v} | {cells['sr']} | {cells['dn']} | {_fmt(m, lo, hi)} | {frac['sr']} / {frac['dn']} "
+            f"| {v} | {cells['sr']} | {cells['dn']} | {_fmt(m, lo, hi)} | {shares['sr']} / {shares['dn']} "
+            f"| {_fmt(siv.mean, siv.low, siv.high)} | {frac['sr']} / {frac['dn']} "
             f"| {spear['sr']} / {spear['dn']} |"
         )
     return "\n".join(lines), numbers
@@ -175,6 +184,81 @@ def erf_figure(points: list[dict]) -> None:
     save_figure(fig, RESULTS / "erf_vs_cem_reach.png")
 
 
+def partial_spearman(trained: np.ndarray, other: np.ndarray, roi: list[int], block: int) -> tuple[float, float]:
+    """Spearman of ``|trained|`` and ``|other|`` over their support (ROI blocks left out, as cem-sanity does),
+    with the blocks' distance to the ROI centre partialled out; and the trained map's own Spearman with
+    distance (how much of its ranking the receptive field's geometry alone gives)."""
+    from scipy.stats import spearmanr
+
+    rows, cols = trained.shape
+    yy, xx = np.mgrid[0:rows, 0:cols]
+    top, left, size = roi
+    cy, cx = (top + size / 2) / block - 0.5, (left + size / 2) / block - 0.5
+    dist = np.hypot(yy - cy, xx - cx)
+    inside = np.zeros_like(trained, dtype=bool)
+    inside[top // block : (top + size) // block, left // block : (left + size) // block] = True
+    a, b = np.abs(trained), np.abs(other)
+    keep = ((a != 0) | (b != 0)) & ~inside
+    x, y, d = a[keep], b[keep], dist[keep]
+    rxy, rxd, ryd = (float(spearmanr(u, v).statistic) for u, v in ((x, y), (x, d), (y, d)))
+    return (rxy - rxd * ryd) / np.sqrt(max((1 - rxd**2) * (1 - ryd**2), 1e-12)), rxd
+
+
+def di_table(folders: list[Path]) -> str:
+    """LAM's diffusion index ((1 - Gini) x 100) of each method's block map outside the ROI, trained and fully
+    randomised, from the sanity checks' maps: mean [min, max] over the images."""
+    from cem_lab.attribution.diffusion import diffusion_index
+
+    lines = [
+        "| network | method | DI, trained (%) | DI, every layer random (%) |",
+        "|---|---|---|---|",
+    ]
+    for folder in folders:
+        summary = json.loads((folder / "sanity.json").read_text())
+        z = np.load(folder / "sanity.npz")
+        top, left, size = (int(v) for v in z["roi"])
+        block = int(z["block"])
+        for method in summary["verdicts"]:
+            maps = z[f"maps_{method}"].astype(np.float64)
+            outside = np.ones(maps.shape[-2:], dtype=bool)
+            outside[top // block : (top + size) // block, left // block : (left + size) // block] = False
+            cells = []
+            for step in (0, -1):
+                di = np.array([diffusion_index(m[step][outside]) for m in maps])
+                cells.append(f"{di.mean():.1f} [{di.min():.1f}, {di.max():.1f}]")
+            lines.append(f"| {summary['model']} | {method} | {cells[0]} | {cells[1]} |")
+    return "\n".join(lines)
+
+
+def sanity_table(folder: Path) -> str:
+    """The check's own measures at the fully randomised step (cem-sanity's json) and, from its npz, the
+    distance-controlled Spearman, per method: mean [min, max] over the images."""
+    summary = json.loads((folder / "sanity.json").read_text())
+    z = np.load(folder / "sanity.npz")
+    roi, block = [int(v) for v in z["roi"]], int(z["block"])
+    lines = [
+        "| method | Spearman of \\|values\\| | SSIM | top-k overlap | verdict (Spearman < 0.5) "
+        "| Spearman with distance partialled out | trained map vs distance (Spearman) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for method, v in summary["verdicts"].items():
+        maps = z[f"maps_{method}"]
+        part = [partial_spearman(m[0], m[-1], roi, block) for m in maps]
+        p = np.array([x[0] for x in part])
+        dd = np.array([x[1] for x in part])
+
+        def cell(e):
+            return f"{e['mean']:.2f} [{e['low']:.2f}, {e['high']:.2f}]"
+
+        lines.append(
+            f"| {method} | {cell(v['spearman'])} | {cell(v['ssim'])} | {cell(v['topk'])} | "
+            f"{'passes' if v['passes'] else 'fails'} | {p.mean():.2f} [{p.min():.2f}, {p.max():.2f}] "
+            f"| {dd.mean():.2f} [{dd.min():.2f}, {dd.max():.2f}] |"
+        )
+    t = summary["timings"]["total_s"]
+    return "\n".join(lines) + f"\n\n{summary['model']}: {len(summary['layers'])} layers, {t:.0f} s"
+
+
 def report() -> int:
     ch = OUT / "channels.json"
     if ch.is_file():
@@ -186,6 +270,17 @@ def report() -> int:
         channel_figure(record, numbers)
     else:
         print(f"{ch}: none yet (python experiments/beyond.py channels)")
+    for name in ("sanity_dncnn", "sanity_waifu2x"):
+        folder = OUT / name
+        if (folder / "sanity.json").is_file():
+            print(f"\n## {name}\n")
+            print(sanity_table(folder))
+            RESULTS.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(folder / "figures" / "sanity.png", RESULTS / f"{name}.png")
+    done = [OUT / n for n in ("sanity_dncnn", "sanity_waifu2x") if (OUT / n / "sanity.json").is_file()]
+    if done:
+        print("\n## diffusion index\n")
+        print(di_table(done))
     ef = OUT / "erf.json"
     if ef.is_file():
         record = json.loads(ef.read_text())

@@ -1,6 +1,8 @@
 """The causal core: block grid, interventions, estimators, dependency region, settings, recompute
-strategies, resume state, job, executors, result and the ROI atlas (no figures: :mod:`cem_lab.api`)."""
+strategies, resume state, job, executors, result and the ROI atlas, and the causal effects of a layer's channels
+(no figures: :mod:`cem_lab.api`)."""
 
+from cem_lab.causal.channels import ChannelError, ChannelJob, ChannelResult, layer_outputs
 from cem_lab.causal.errors import ModelOutputError, RunFolderError
 from cem_lab.causal.estimators import (
     AdaptiveEstimator,
@@ -50,6 +52,10 @@ __all__ = [
     "UnitExecutor",
     "CEMSettings",
     "CEMJob",
+    "ChannelError",
+    "ChannelJob",
+    "ChannelResult",
+    "layer_outputs",
     "ModelOutputError",
     "RunFolderError",
     "compute_cem",
