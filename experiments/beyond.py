@@ -177,6 +177,7 @@ def erf(folders: list[str]) -> int:
             str(f) for s in ("study_rf_zoo", "study_rf_real_x4", "study_rf_real_x2") for f in _run_folders(SWEEPS / s)
         ]
         folders += [str(f) for f in sorted((ROOT / "runs" / "pretrained").glob("*")) if (f / "done.json").is_file()]
+    folders = [str(f) for f in folders if (Path(f) / "done.json").is_file()]  # finished runs only
     rows, nets, t0 = [], {}, time.perf_counter()
     for f in folders:
         u = _unit(Path(f))
@@ -186,7 +187,7 @@ def erf(folders: list[str]) -> int:
         radii = res.mass_radii(RADIUS_LEVELS)[0]
         rows.append(
             {
-                "folder": str(Path(f).relative_to(ROOT)),
+                "folder": str(Path(f).resolve().relative_to(ROOT)),
                 "model": u["model"],
                 "image": u["image"],
                 "roi": u["roi"],
