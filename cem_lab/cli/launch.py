@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import signal
 import sys
 
 #: the exit status of a program that Ctrl-C ended (128 + SIGINT); the same as clean_errors.INTERRUPTED_STATUS,
@@ -39,14 +40,27 @@ PROGRAMS = {
 def start(program: str) -> object:
     """Import ``program``'s module and run its ``main``; a Ctrl-C while it imports ends in one line (status 130),
     before anything is written."""
+    interrupted = []
+
+    def on_sigint(_signum, _frame):
+        # remembered as well as raised: a library that swallows KeyboardInterrupt in its own imports (a bare
+        # ``except:`` around an optional import) must not turn a Ctrl-C into a run
+        interrupted.append(True)
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGINT, on_sigint)
     try:
         ready = os.environ.get(READY_ENV)
         if ready:  # testing aid: the guard is in place (the program's imports come next)
             open(ready, "w").close()  # noqa: SIM115 (an empty marker, closed at once)
         main = importlib.import_module(PROGRAMS[program]).main
     except KeyboardInterrupt:
+        interrupted.append(True)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if interrupted:
         print(f"{program}: interrupted while starting; nothing was written", file=sys.stderr, flush=True)
-        raise SystemExit(INTERRUPTED_STATUS) from None
+        raise SystemExit(INTERRUPTED_STATUS)
     return main()
 
 

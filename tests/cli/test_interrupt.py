@@ -116,12 +116,18 @@ def test_ctrl_c_while_a_console_script_imports_is_one_line(tmp_path):
         while not ready[program].exists() and proc.poll() is None and time.monotonic() < deadline:
             time.sleep(0.005)
         proc.send_signal(signal.SIGINT)
-    for program, proc in procs.items():
-        _, err = proc.communicate(timeout=120)
-        assert proc.returncode == 130, (program, proc.returncode, err[-3000:])
-        assert err.count("\n") == 1 and "Traceback" not in err, (program, err[-3000:])
-        assert err.startswith(f"{program}: interrupted"), (program, err)
-        assert not any((tmp_path / program).iterdir()), (program, list((tmp_path / program).iterdir()))
+    try:
+        for program, proc in procs.items():
+            _, err = proc.communicate(timeout=120)
+            assert proc.returncode == 130, (program, proc.returncode, err[-3000:])
+            assert err.count("\n") == 1 and "Traceback" not in err, (program, err[-3000:])
+            assert err.startswith(f"{program}: interrupted"), (program, err)
+            assert not any((tmp_path / program).iterdir()), (program, list((tmp_path / program).iterdir()))
+    finally:  # a program that missed its Ctrl-C must not go on computing beside the rest of the suite
+        for proc in procs.values():
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
 
 
 def test_a_program_started_by_another_keeps_its_one_line(monkeypatch, capsys):
