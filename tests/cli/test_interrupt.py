@@ -24,6 +24,12 @@ def _command() -> list[str]:
     return [sys.executable, "-m", "cem_lab.cli.cem", *ARGS]
 
 
+def _ctrl_c_on() -> None:
+    """In the child: Ctrl-C as a terminal gives it, even when this test runs with SIGINT ignored (a job started
+    in the background by a shell without job control ignores it, and its children inherit that)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _first_checkpoint(state: Path, proc: subprocess.Popen, timeout_s: float = 120.0) -> None:
     """Wait until the map has saved work once (it is then inside its stages)."""
     deadline = time.monotonic() + timeout_s
@@ -46,7 +52,9 @@ def test_ctrl_c_during_a_map_is_one_line_and_the_rerun_resumes_to_the_same_map(t
     # the middle of the map however slowly or quickly this machine runs it (a loaded machine once let the map
     # finish between its last checkpoint and the signal)
     env = {**os.environ, INTERRUPT_ENV: "3:hang"}
-    proc = subprocess.Popen(_command(), cwd=work, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    proc = subprocess.Popen(
+        _command(), cwd=work, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, preexec_fn=_ctrl_c_on
+    )
     try:
         _first_checkpoint(work / FOLDER / "state.npz", proc)
         proc.send_signal(signal.SIGINT)
@@ -111,6 +119,7 @@ def test_ctrl_c_while_a_console_script_imports_is_one_line(tmp_path):
             stderr=subprocess.PIPE,
             text=True,
             env={**os.environ, READY_ENV: str(ready[program])},
+            preexec_fn=_ctrl_c_on,
         )
     for program, proc in procs.items():
         # the guard is in place and the program's imports (torch, Hydra: seconds) have just begun
