@@ -48,7 +48,9 @@ def start(program: str) -> object:
         interrupted.append(True)
         raise KeyboardInterrupt
 
-    previous = signal.signal(signal.SIGINT, on_sigint)
+    previous = signal.getsignal(signal.SIGINT)
+    if previous is not signal.SIG_IGN:  # a program started with Ctrl-C ignored (nohup, a background job) keeps it so
+        signal.signal(signal.SIGINT, on_sigint)
     try:
         ready = os.environ.get(READY_ENV)
         if ready:  # testing aid: the guard is in place (the program's imports come next)
