@@ -3,8 +3,9 @@
 - :class:`RoiCropRecompute` (default): every item runs on the ROI's dependency crop (or the whole
   image in full mode).
 - :class:`BlockCropRecompute`: each item runs on the smallest crop its block needs.
-- :class:`IncrementalRecompute`: a plain conv stack recomputed layer by layer only where the block
-  reaches (:mod:`cem_lab.causal.incremental`).
+- :class:`IncrementalRecompute`: every layer recomputed only where the block reaches: a plain conv
+  stack by :mod:`cem_lab.causal.incremental`, any other local network traced to ATen operations by
+  :mod:`cem_lab.causal.local_graph`.
 
 A strategy is chosen by :func:`choose_recompute` once the job's crop is known: it may decline (with
 the reason as a note) or fail its check against the ROI crop, and then the job runs on the ROI
@@ -23,6 +24,8 @@ from torch import Tensor
 
 from cem_lab.causal.errors import ModelOutputError
 from cem_lab.causal.incremental import IncrementalChain, NotAChain, changed_outside, conv_chain
+from cem_lab.causal.local_graph import LocalGraph, NotLocal
+from cem_lab.causal.window_rules import ConvRule
 
 if TYPE_CHECKING:
     from cem_lab.causal.job import CEMJob
@@ -239,28 +242,51 @@ class BlockCropRecompute(Recompute):
 
 
 class IncrementalRecompute(Recompute):
-    """Incremental recompute (:mod:`cem_lab.causal.incremental`): each layer of a plain conv stack is
-    recomputed only on the window an intervention can have changed, from the cached un-intervened
-    activations."""
+    """Incremental recompute: each layer is recomputed only on the window an intervention can have
+    changed, from the cached un-intervened activations. A plain conv stack (``conv_chain()``, or an
+    ``nn.Sequential``) runs on :class:`~cem_lab.causal.incremental.IncrementalChain`; any other
+    network is traced (:class:`~cem_lab.causal.local_graph.LocalGraph`), and declined, with the
+    operation named, where it is not local."""
 
     name = "incremental"
     check_key = "incremental_check"
+    #: the graph path is declined when a block's recompute would cost more than this share of the crop's
+    MAX_WORK_SHARE = 0.8
 
     def __init__(self) -> None:
         self.chain: IncrementalChain | None = None
+        self.graph: LocalGraph | None = None
+        self.rows: dict[int, int] = {}
 
     def prepare(self, job):
-        """Build the incremental chain on the ROI crop; declines for a scale other than 1 or a model that is not a conv
-        stack."""
-        if job.scale != 1:
-            return f"the model is x{job.scale} (incremental recompute follows same-size conv stacks)"
-        try:
-            units, residual = conv_chain(job.model)
-        except NotAChain as e:
-            return f"{job.model_name} is not a plain conv stack ({e})"
+        """Build the incremental chain (or the traced graph and its plan for every active block) on the ROI crop;
+        declines for a model with a global operation on the way to the ROI, or when there is nothing to save."""
         y0, y1, x0, x1 = job.roi.box
-        crop_roi = (y0 - job.crop[0], y1 - job.crop[0], x0 - job.crop[2], x1 - job.crop[2])
-        self.chain = IncrementalChain(units, residual, job.base_crop, crop_roi)
+        s = job.scale
+        crop_roi = (y0 - job.crop[0] * s, y1 - job.crop[0] * s, x0 - job.crop[2] * s, x1 - job.crop[2] * s)
+        if s == 1:
+            try:
+                units, residual = conv_chain(job.model)
+            except NotAChain:
+                pass
+            else:
+                self.chain = IncrementalChain(units, residual, job.base_crop, crop_roi)
+                return None
+        try:
+            self.graph = LocalGraph(job.model, job.base_crop, crop_roi)
+            blocks = np.flatnonzero(job.active)
+            self.rows = {int(b): i for i, b in enumerate(blocks.tolist())}
+            self.graph.plan(np.array([p.dst for p in job._placements(blocks, job.crop)], dtype=np.int64).reshape(-1, 4))
+        except NotLocal as e:
+            self.graph = None
+            return f"{job.model_name} is not local all the way to the ROI: {e}"
+        share, _ = self.graph.work()
+        if share > self.MAX_WORK_SHARE:
+            self.graph = None
+            return (
+                f"a block's change reaches {share:.0%} of the crop's convolution work ({job.model_name}'s reach "
+                "against the crop): nothing to save"
+            )
         return None
 
     def verify(self, job):
@@ -269,11 +295,15 @@ class IncrementalRecompute(Recompute):
         rng = np.random.default_rng([job.seed, 15485863])
         cand = np.flatnonzero(job.active)
         pick = np.array(sorted(rng.choice(cand, size=min(8, len(cand)), replace=False).tolist()))
-        return against_crop(job, pick, self)
+        try:
+            return against_crop(job, pick, self)
+        except (RuntimeError, ValueError, IndexError) as e:  # an op run on whole tensors that assumed batch 1
+            first = (str(e).strip().splitlines() or [""])[0][:160]
+            return {"ok": False, "max_diff": float("nan"), "atol": CHECK_ATOL, "blocks": pick.tolist(), "error": first}
 
     def roi_outputs(self, job, blocks, samples):
-        """Recompute the ROI outputs layer by layer; raises :class:`ModelOutputError` if an intervention leaks outside
-        its block."""
+        """Recompute the ROI outputs window by window; raises :class:`ModelOutputError` if an intervention leaks
+        outside its block."""
         x = job._build(blocks, samples, job.crop, job.base_crop, job.ctx_crop)
         boxes = [p.dst for p in job._placements(blocks, job.crop)]
         if changed_outside(x, job.base_crop, boxes):
@@ -281,12 +311,33 @@ class IncrementalRecompute(Recompute):
                 f"the {job.intervention.name} intervention changed input pixels outside its block, which "
                 "incremental recompute assumes it never does; run with recompute=roi_crop"
             )
-        out = self.chain.roi_outputs(x, boxes, chunk=job.forward_batch)
+        if self.chain is not None:
+            out = self.chain.roi_outputs(x, boxes, chunk=job.forward_batch)
+            job.pixels_pushed += int(round(sum(self.chain.pixels(b) for b in boxes)))
+        else:
+            out = self._graph_outputs(job, x, blocks)
         job.forward_passes += len(blocks)
-        job.pixels_pushed += int(round(sum(self.chain.pixels(b) for b in boxes)))
         if not torch.isfinite(out).all():
             raise ModelOutputError(job._not_finite("in the ROI"))
         return out
+
+    def _graph_outputs(self, job, x: Tensor, blocks) -> Tensor:
+        """Items ``forward_batch`` at a time, the last chunk padded with copies of its first item (one shape
+        per node whatever the batch)."""
+        rows = [self.rows[int(b)] for b in blocks]
+        chunk = job.forward_batch
+        parts = []
+        for i in range(0, len(rows), chunk):
+            r = rows[i : i + chunk]
+            xi = x[i : i + chunk]
+            real = len(r)
+            if real < chunk:
+                r = r + [r[0]] * (chunk - real)
+                xi = torch.cat([xi, xi[:1].expand(chunk - real, -1, -1, -1)])
+            parts.append(self.graph.roi_outputs(xi, r)[:real])
+        share, _ = self.graph.work()  # the crop's pixels, in proportion to the convolution work done
+        job.pixels_pushed += int(round(share * (job.crop[1] - job.crop[0]) * (job.crop[3] - job.crop[2]) * len(rows)))
+        return torch.cat(parts) if len(parts) > 1 else parts[0]
 
     def declined(self, why):
         """A note naming ``recompute=incremental`` and ``why``."""
@@ -294,18 +345,27 @@ class IncrementalRecompute(Recompute):
 
     def mismatch(self, check):
         """A note with the incremental outputs' largest difference from the ROI crop's and the blocks checked."""
+        if check.get("error"):
+            return self.declined(f"it failed on blocks {check['blocks']} ({check['error']})")
         return self.declined(
             f"incremental and ROI-crop outputs differ by {check['max_diff']:.3g} (> {check['atol']:g}) "
             f"on blocks {check['blocks']}"
         )
 
     def used(self, job):
-        """A note with the number of conv layers, the reach and the pixels recomputed per layer."""
-        chain = self.chain
+        """A note with the layers followed, the reach and the work recomputed per item."""
+        crop = f"{job.crop[1] - job.crop[0]}x{job.crop[3] - job.crop[2]} crop"
+        if self.chain is not None:
+            chain = self.chain
+            return (
+                f"incremental recompute: {len(chain.units)} conv layers, reach {chain.reach} px; an item recomputes "
+                f"{chain.pixels((0, job.block, 0, job.block)):.0f} px per layer on average instead of the {crop}"
+            )
+        share, pixels = self.graph.work()
+        convs = sum(isinstance(r, ConvRule) for r in self.graph.rules.values())
         return (
-            f"incremental recompute: {len(chain.units)} conv layers, reach {chain.reach} px; an item recomputes "
-            f"{chain.pixels((0, job.block, 0, job.block)):.0f} px per layer on average instead of the "
-            f"{job.crop[1] - job.crop[0]}x{job.crop[3] - job.crop[2]} crop"
+            f"incremental recompute (traced graph): {len(self.graph.order)} operations, {convs} convolutions; an item "
+            f"recomputes {share:.0%} of the {crop}'s convolution work ({pixels:.0f} input px per convolution)"
         )
 
 

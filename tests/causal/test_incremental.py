@@ -1,6 +1,7 @@
 """Incremental recompute (recompute=incremental): a plain conv stack recomputed layer by layer on the
 windows an intervention can reach gives the ROI-crop outputs and map, independent of the batch size,
-checked before it is trusted; models that are not such a stack fall back with a note that says why."""
+checked before it is trusted; other local models are traced (test_local_graph.py), and models with a
+global operation fall back with a note that names it."""
 
 from __future__ import annotations
 
@@ -97,15 +98,8 @@ def test_incremental_maps_equal_roi_crop_maps_and_do_not_depend_on_the_batch_siz
     assert any(n.startswith("incremental recompute: 6 conv layers") for n in a.meta["notes"])
 
 
-@pytest.mark.parametrize(
-    "model, words",
-    [
-        (lambda: GlobalAttention(), "not a plain conv stack"),
-        (lambda: ConvStack(depth=3), "does not declare conv_chain"),
-    ],
-)
-def test_models_that_are_not_conv_stacks_fall_back_with_a_reason(clean_image, small_bank, model, words):
-    m = model()
+def test_a_global_model_falls_back_with_the_operation_named(clean_image, small_bank):
+    m, words = GlobalAttention(), "a reduction over the spatial axes (aten::mean.dim) at conftest.py"
     ref = compute_cem(m, clean_image, "dn", (16, 16, 16), patch_bank=small_bank, **KW)
     res = compute_cem(m, clean_image, "dn", (16, 16, 16), patch_bank=small_bank, recompute="incremental", **KW)
     note = [n for n in res.meta["notes"] if n.startswith("incremental recompute (recompute=incremental) not used")]
@@ -127,14 +121,16 @@ def test_conv_chain_names_what_breaks_the_chain():
     assert len(units) == 4 and residual == -1
 
 
-def test_an_sr_model_falls_back(small_bank):
+def test_other_local_models_are_traced_instead(small_bank):
+    """A model that is no conv stack (x2, an upsampled skip and a pixel shuffle) runs on the traced graph
+    (tests/causal/test_local_graph.py checks that path node by node)."""
     from cem_lab.tasks import make_task
 
     model = ConvStack(depth=3, scale=2)
     res = compute_cem(
         model, _image(64), make_task("sr", scale=2), (16, 16, 16), patch_bank=small_bank, recompute="incremental", **KW
     )
-    assert any("is x2" in n for n in res.meta["notes"]), res.meta["notes"]
+    assert any(n.startswith("incremental recompute (traced graph)") for n in res.meta["notes"]), res.meta["notes"]
 
 
 @pytest.mark.slow

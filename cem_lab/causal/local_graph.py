@@ -1,0 +1,372 @@
+"""Exact incremental recompute of any local network, traced to ATen operations.
+
+An intervention changes the input only inside its block. Through a local operation (convolution of
+any kernel, stride and dilation, transposed convolution, pixel (un)shuffle, integer-factor
+upsampling, pads and crops, elementwise layers, residual adds and multiplies, channel
+concatenation), a change confined to a window of the inputs is confined to a computable window of
+the output (:mod:`cem_lab.causal.window_rules`). So the network is traced once
+(``make_fx``, functionalised, so in-place layers are pure), run once on the un-intervened crop with
+every node's value kept, and an intervened item then recomputes each node only on its window, from
+its inputs' windows pasted into their cached un-intervened values. The ROI keeps its un-intervened
+output wherever the last window does not reach.
+
+Windows are planned for every block at once (:meth:`LocalGraph.plan`), with one size per node for
+all blocks (a window is moved inside the tensor rather than cut at its edge; a larger window is as
+exact), so items batch into one shape per node whatever their block. A node whose window covers its
+whole output is no longer tracked: it and what follows run on whole tensors, and so may be any
+operation. An operation without a rule that is reached by a partial window (a global pooling, an
+attention, a reshape) ends it: :class:`NotLocal` names the node and the line of the model's code.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor, fx, nn
+
+from cem_lab.causal.window_rules import ConvRule, Rule, rule_for
+
+
+class NotLocal(ValueError):
+    """The model has an operation that incremental recompute cannot follow (named in the message)."""
+
+
+def trace(model: nn.Module, x: Tensor) -> fx.GraphModule:
+    """``model`` as a graph of ATen operations, traced on ``x`` (control flow follows ``x``)."""
+    from torch.func import functionalize
+    from torch.fx.experimental.proxy_tensor import make_fx
+
+    try:
+        with torch.no_grad():
+            return make_fx(functionalize(model), record_stack_traces=True)(x)
+    except Exception as e:  # noqa: BLE001 - any failure to trace means: not followed, say why
+        first = (str(e).strip().splitlines() or [""])[0][:200]
+        raise NotLocal(f"it could not be traced to ATen operations ({type(e).__name__}: {first})") from None
+
+
+_FRAME = re.compile(r'File "([^"]+)", line (\d+), in [^\n]*\n\s*([^\n]*)')
+
+
+def where(node: fx.Node) -> str:
+    """The line of the model's own code that made ``node`` (the last frame outside torch)."""
+    frames = _FRAME.findall(node.meta.get("stack_trace", "") or "")
+    own = [f for f in frames if "/torch/" not in f[0] and "/cem_lab/causal/" not in f[0]]
+    if not own:
+        return node.name
+    path, line, code = own[-1]
+    return f"{path.rsplit('/', 1)[-1]}:{line} `{code.strip()}`"
+
+
+def _nodes_in(arg) -> list[fx.Node]:
+    if isinstance(arg, fx.Node):
+        return [arg]
+    if isinstance(arg, (list, tuple)):
+        return [n for a in arg for n in _nodes_in(a)]
+    return []
+
+
+def _extent(v) -> tuple[int, int] | None:
+    if isinstance(v, (tuple, list)):
+        v = v[0] if v else None
+    return tuple(v.shape[-2:]) if isinstance(v, Tensor) and v.dim() == 4 else None
+
+
+def _fit(lo: np.ndarray, hi: np.ndarray, size: int, inside: bool) -> tuple[np.ndarray, np.ndarray]:
+    """One length for every row: the longest span (at most ``size`` when kept ``inside`` the tensor,
+    where spans are moved in rather than cut)."""
+    n = int((hi - lo).max())
+    if inside:
+        n = min(n, size)
+        lo = np.clip(lo, 0, size - n)
+    return lo, lo + n
+
+
+@dataclass
+class NodePlan:
+    """Where one node is recomputed for every block: its window (B, 4) in its own pixels, the
+    spans of its spatial inputs (B, 4) and where its window starts in what the op returns."""
+
+    window: np.ndarray
+    full: bool
+    needs: dict[fx.Node, np.ndarray]
+    offset: np.ndarray  # (B, 2): window start minus the first computed element, per axis
+
+
+class LocalGraph:
+    """A traced network, its un-intervened values on one crop, and intervened ROI outputs computed
+    window by window.
+
+    ``base``: the un-intervened crop (1, C, H, W); ``roi``: (y0, y1, x0, x1) in the pixels of the
+    model's output on that crop."""
+
+    def __init__(self, model: nn.Module, base: Tensor, roi: tuple[int, int, int, int]):
+        self.gm = trace(model, base)
+        graph = self.gm.graph
+        inputs = [n for n in graph.nodes if n.op == "placeholder"]
+        if len(inputs) != 1:
+            raise NotLocal(f"its traced graph has {len(inputs)} inputs")
+        self.input = inputs[0]
+        self.values = self._run(base)
+        (out,) = [n for n in graph.nodes if n.op == "output"]
+        res = out.args[0]
+        while isinstance(res, (tuple, list)):
+            res = res[0]
+        if not isinstance(res, fx.Node) or _extent(self.values[res]) is None:
+            raise NotLocal("its output is not an image")
+        self.out = res
+        self.roi = roi
+        ahead = {self.input}
+        for n in graph.nodes:
+            if n.op == "call_function" and any(a in ahead for a in _nodes_in((n.args, n.kwargs))):
+                ahead.add(n)
+        behind = {res}
+        for n in reversed(list(graph.nodes)):
+            if n in behind:
+                behind.update(_nodes_in((n.args, n.kwargs)))
+        self.tainted = (ahead & behind) - {self.input}
+        self.order = [n for n in graph.nodes if n in self.tainted]
+        if res not in self.tainted:
+            raise NotLocal("its output does not depend on its input")
+        self.rules: dict[fx.Node, Rule | str] = {
+            n: rule_for(n, self.values, self.tainted | {self.input}) for n in self.order
+        }
+        self.users = {n: [u for u in n.users if u in self.tainted] for n in [self.input, *self.order]}
+        self._canvas: dict[tuple, Tensor] = {}
+        self.plans: dict[fx.Node, NodePlan] = {}
+
+    def _run(self, x: Tensor) -> dict[fx.Node, object]:
+        values: dict[fx.Node, object] = {}
+
+        class Keep(fx.Interpreter):
+            def run_node(self, n):
+                values[n] = super().run_node(n)
+                return values[n]
+
+        with torch.inference_mode():
+            Keep(self.gm).run(x)
+        return values
+
+    # ------------------------------------------------------------------ planning
+    def plan(self, boxes: np.ndarray) -> None:
+        """Plan every node's window for interventions inside ``boxes`` (B, 4: y0, y1, x0, x1 of the
+        crop); raises :class:`NotLocal` at the first operation a partial window reaches that has no
+        rule."""
+        boxes = np.asarray(boxes, dtype=np.int64)
+        h, w = self.values[self.input].shape[-2:]
+        win = {
+            self.input: np.stack(
+                [*_fit(boxes[:, 0], boxes[:, 1], h, True), *_fit(boxes[:, 2], boxes[:, 3], w, True)], 1
+            )
+        }
+        full = {self.input: False}
+        plans: dict[fx.Node, NodePlan] = {}
+        for n in self.order:
+            rule = self.rules[n]
+            srcs = [a for a in _nodes_in((n.args, n.kwargs)) if a is self.input or a in self.tainted]
+            ext = _extent(self.values[n])
+            if isinstance(rule, Rule) and rule.kind == "getitem":
+                win[n], full[n] = win[srcs[0]], full[srcs[0]]
+                plans[n] = NodePlan(win[n], full[n], {}, np.zeros((len(boxes), 2), np.int64))
+                continue
+            if all(full[s] for s in srcs) or ext is None:
+                if not all(full[s] for s in srcs):
+                    raise NotLocal(f"{n.target} at {where(n)} does not return an image")
+                whole = np.tile(np.array([0, ext[0], 0, ext[1]] if ext else [0, 0, 0, 0]), (len(boxes), 1))
+                win[n], full[n] = whole, True
+                plans[n] = NodePlan(whole, True, {}, np.zeros((len(boxes), 2), np.int64))
+                continue
+            if isinstance(rule, str):
+                raise NotLocal(f"{rule} at {where(n)}")
+            if rule.kind == "cat":
+                spatial = list(n.args[0])
+            else:
+                spatial = [n.args[i] for i in rule.spatial_args if isinstance(n.args[i], fx.Node)]
+            changed = [s for s in spatial if s in win]
+            cols = []
+            for axis in (0, 1):
+                spans = [(win[s][:, 2 * axis], win[s][:, 2 * axis + 1]) for s in changed]
+                lo, hi = rule.changed(spans, axis)
+                cols += list(_fit(np.maximum(lo, 0), np.minimum(hi, ext[axis]), ext[axis], True))
+            window = np.stack(cols, 1)
+            is_full = bool(
+                (window[:, 0] == 0).all()
+                and (window[:, 1] == ext[0]).all()
+                and (window[:, 2] == 0).all()
+                and (window[:, 3] == ext[1]).all()
+            )
+            needs, offset = {}, np.zeros((len(boxes), 2), np.int64)
+            for s in spatial:
+                sext = _extent(self.values[s])
+                ncols = []
+                for axis in (0, 1):
+                    lo, hi = rule.need((window[:, 2 * axis], window[:, 2 * axis + 1]), axis)
+                    lo, hi = _fit(lo, hi, sext[axis], rule.fill is None)
+                    ncols += [lo, hi]
+                    offset[:, axis] = window[:, 2 * axis] - rule.origin((lo, hi), axis)
+                needs[s] = np.stack(ncols, 1)
+            win[n], full[n] = window, is_full
+            plans[n] = NodePlan(window, is_full, needs, offset)
+        self.plans = plans
+        self._canvas.clear()
+
+    def work(self, per_block: bool = False):
+        """Convolution work of the plan relative to the whole crop (multiply-adds, averaged over
+        blocks), and the input pixels an item pushes through a convolution, on average."""
+        done = whole = pixels = 0.0
+        convs = 0
+        for n in self.order:
+            rule, p = self.rules[n], self.plans.get(n)
+            if not isinstance(rule, ConvRule) or p is None:
+                continue
+            wt = self.values[n.args[1]]
+            per_px = wt[0].numel() * wt.shape[0]
+            out_h, out_w = _extent(self.values[n])
+            size = (p.window[0, 1] - p.window[0, 0]) * (p.window[0, 3] - p.window[0, 2])
+            need = p.needs.get(n.args[0])
+            done += per_px * size
+            whole += per_px * out_h * out_w
+            pixels += 0 if need is None else (need[0, 1] - need[0, 0]) * (need[0, 3] - need[0, 2])
+            convs += 1
+        return (done / whole if whole else 1.0), (pixels / convs if convs else 0.0)
+
+    # ------------------------------------------------------------------ execution
+    def _padded(self, node: fx.Node, fill: float, margin: int) -> Tensor:
+        key = (node, fill, margin)
+        if key not in self._canvas:
+            v = self.values[node]
+            self._canvas[key] = torch.nn.functional.pad(v, (margin,) * 4, value=fill) if margin else v
+        return self._canvas[key]
+
+    def _gather(self, src: fx.Node, need: np.ndarray, fill: float | None, x: Tensor, vals: dict) -> Tensor:
+        """``src`` on the spans ``need`` (N, 4) for each item: the item's own values where it changed them,
+        the un-intervened ones elsewhere, ``fill`` outside the tensor."""
+        h, w = _extent(self.values[src])
+        m = int(max(0, -need[:, 0].min(), -need[:, 2].min(), need[:, 1].max() - h, need[:, 3].max() - w))
+        fill = 0.0 if fill is None else fill
+        if src is self.input or self.plans.get(src, None) is not None and self.plans[src].full:
+            own = x if src is self.input else vals[src]
+            canvas = torch.nn.functional.pad(own, (m,) * 4, value=fill) if m else own
+            return _cut(canvas, need + m, per_item=True)
+        canvas = self._padded(src, fill, m)
+        out = _cut(canvas, need + m, per_item=False)
+        if src in self.tainted:
+            wnd = self.plans[src].window[self._rows]
+            return _paste(out, vals[src], wnd - need[:, [0, 0, 2, 2]])
+        return out
+
+    def roi_outputs(self, x: Tensor, rows: Sequence[int]) -> Tensor:
+        """ROI outputs of intervened crops ``x`` (N, C, H, W); item i is planned as block row ``rows[i]``."""
+        self._rows = np.asarray(rows)
+        vals: dict[fx.Node, object] = {}
+        left = {n: len(self.users[n]) for n in self.users}
+        with torch.inference_mode():
+            for n in self.order:
+                p = self.plans[n]
+                rule = self.rules[n]
+                if isinstance(rule, Rule) and rule.kind == "getitem":
+                    vals[n] = vals[n.args[0]][n.args[1]]
+                elif p.full and not p.needs:
+                    vals[n] = self._run_whole(n, x, vals)
+                else:
+                    needs = {s: sp[self._rows] for s, sp in p.needs.items()}
+                    gathered = {s: self._gather(s, sp, rule.fill, x, vals) for s, sp in needs.items()}
+
+                    def val(a, gathered=gathered, vals=vals):
+                        return gathered[a] if a in gathered else self._value(a, vals)
+
+                    args, kwargs = _map(n.args, val), _map(n.kwargs, val)
+                    res = rule.run(n.target, list(args), dict(kwargs))
+                    size = p.window[0, [1, 3]] - p.window[0, [0, 2]]
+                    vals[n] = _crop(res, p.offset[self._rows], size)
+                for s in _nodes_in((n.args, n.kwargs)):
+                    if s in left:
+                        left[s] -= 1
+                        if left[s] == 0 and s is not self.out:
+                            vals.pop(s, None)
+            y0, y1, x0, x1 = self.roi
+            out = self.values[self.out][:, :, y0:y1, x0:x1].expand(len(self._rows), -1, -1, -1)
+            wnd = self.plans[self.out].window[self._rows]
+            return _paste(out, vals[self.out], wnd - np.array([y0, y0, x0, x0])).contiguous()
+
+    def _value(self, a: fx.Node, vals: dict):
+        if a is self.input:
+            raise NotLocal("the input is read whole by an operation")  # never reached: plans send it gathered
+        return vals[a] if a in vals else self.values[a]
+
+    def _run_whole(self, n: fx.Node, x: Tensor, vals: dict):
+        def val(a):
+            if a is self.input:
+                return x
+            return vals[a] if a in self.tainted else self.values[a]
+
+        return n.target(*_map(n.args, val), **_map(n.kwargs, val))
+
+
+def _map(tree, fn):
+    if isinstance(tree, fx.Node):
+        return fn(tree)
+    if isinstance(tree, (list, tuple)):
+        return type(tree)(_map(t, fn) for t in tree)
+    if isinstance(tree, dict):
+        return {k: _map(v, fn) for k, v in tree.items()}
+    return tree
+
+
+def _take(t: Tensor, ys: np.ndarray, xs: np.ndarray, h: int, w: int) -> Tensor:
+    """``t[i or 0, :, ys[i]:ys[i]+h, xs[i]:xs[i]+w]`` for every i, as one (N, C, h, w) tensor (slices
+    and one stack: faster here than indexing a sliding-window view at the batch sizes used)."""
+    one = t.shape[0] == 1
+    return torch.stack(
+        [t[0 if one else i, :, y : y + h, x : x + w] for i, (y, x) in enumerate(zip(ys.tolist(), xs.tolist()))]
+    )
+
+
+def _cut(canvas: Tensor, spans: np.ndarray, per_item: bool) -> Tensor:
+    """``canvas[i or 0, :, y0:y1, x0:x1]`` over the rows of ``spans`` (all one size); a view where
+    every row is the same span of one canvas."""
+    y0, y1, x0, x1 = spans[0].tolist()
+    if (spans == spans[0]).all():
+        part = canvas[:, :, y0:y1, x0:x1]
+        return part if per_item else part.expand(len(spans), -1, -1, -1)
+    return _take(canvas if per_item else canvas[:1], spans[:, 0], spans[:, 2], y1 - y0, x1 - x0)
+
+
+def _paste(dst: Tensor, src: Tensor, at: np.ndarray) -> Tensor:
+    """``dst`` with ``src[i]`` written over ``dst[i]`` with its corner at ``at[i]`` (rows of y0, y1, x0,
+    x1 relative to ``dst``), the part that falls inside ``dst``; a new tensor (``dst`` may be a view)."""
+    hd, wd = dst.shape[-2:]
+    h, w = src.shape[-2:]
+    oy, ox = at[:, 0], at[:, 2]
+    if (oy == oy[0]).all() and (ox == ox[0]).all():
+        a, b = int(oy[0]), int(ox[0])
+        y0, x0, y1, x1 = max(0, -a), max(0, -b), min(h, hd - a), min(w, wd - b)
+        if y0 == 0 and x0 == 0 and y1 - y0 == hd and x1 - x0 == wd and a == 0 and b == 0:
+            return src if (h, w) == (hd, wd) else src[:, :, :hd, :wd]
+        out = dst.clone(memory_format=torch.contiguous_format)
+        if y0 < y1 and x0 < x1:
+            out[:, :, a + y0 : a + y1, b + x0 : b + x1] = src[:, :, y0:y1, x0:x1]
+        return out
+    out = dst.clone(memory_format=torch.contiguous_format)
+    for i, (a, b) in enumerate(zip(oy.tolist(), ox.tolist())):  # offsets differ per item
+        y0, x0, y1, x1 = max(0, -a), max(0, -b), min(h, hd - a), min(w, wd - b)
+        if y0 < y1 and x0 < x1:
+            out[i, :, a + y0 : a + y1, b + x0 : b + x1] = src[i, :, y0:y1, x0:x1]
+    return out
+
+
+def _crop(res, offset: np.ndarray, size: np.ndarray):
+    """The window (``size`` from ``offset`` per item) of what an operation returned (each image of a
+    tuple)."""
+    if isinstance(res, (tuple, list)):
+        return type(res)(_crop(r, offset, size) if isinstance(r, Tensor) and r.dim() == 4 else r for r in res)
+    hh, ww = int(size[0]), int(size[1])
+    if (offset == offset[0]).all():
+        oy, ox = offset[0].tolist()
+        if oy == 0 and ox == 0 and res.shape[-2] == hh and res.shape[-1] == ww:
+            return res
+        return res[:, :, oy : oy + hh, ox : ox + ww]
+    return _take(res, offset[:, 0], offset[:, 1], hh, ww)
