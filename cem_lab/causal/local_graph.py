@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from torch import Tensor, fx, nn
 
+from cem_lab.causal.memory import available_bytes
 from cem_lab.causal.window_rules import ConvRule, Rule, rule_for
 
 
@@ -59,6 +60,21 @@ def where(node: fx.Node) -> str:
         return node.name
     path, line, code = own[-1]
     return f"{path.rsplit('/', 1)[-1]}:{line} `{code.strip()}`"
+
+
+def _size(n: int) -> str:
+    return f"{n / 2**30:.1f} GiB" if n >= 2**30 else f"{n / 2**20:.0f} MiB"
+
+
+def _cache_bytes(graph: fx.Graph) -> int:
+    """Bytes of every intermediate value of ``graph`` (from the shapes recorded when it was traced)."""
+    total = 0
+    for n in graph.nodes:
+        vals = n.meta.get("val")
+        for v in vals if isinstance(vals, (tuple, list)) else [vals]:
+            if isinstance(v, Tensor):
+                total += v.numel() * v.element_size()
+    return total
 
 
 def _nodes_in(arg) -> list[fx.Node]:
@@ -110,6 +126,13 @@ class LocalGraph:
         if len(inputs) != 1:
             raise NotLocal(f"its traced graph has {len(inputs)} inputs")
         self.input = inputs[0]
+        self.cache_bytes = _cache_bytes(graph)
+        free = available_bytes(base.device)
+        if free is not None and self.cache_bytes > free // 4:
+            raise NotLocal(
+                f"its {len(graph.nodes)} intermediate maps on this crop need {_size(self.cache_bytes)}, more than a "
+                f"quarter of the {_size(free)} free"
+            )
         self.values = self._run(base)
         (out,) = [n for n in graph.nodes if n.op == "output"]
         res = out.args[0]

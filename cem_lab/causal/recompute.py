@@ -297,6 +297,8 @@ class IncrementalRecompute(Recompute):
         pick = np.array(sorted(rng.choice(cand, size=min(8, len(cand)), replace=False).tolist()))
         try:
             return against_crop(job, pick, self)
+        except ModelOutputError:  # the user's input or model is at fault: said as it is
+            raise
         except (RuntimeError, ValueError, IndexError) as e:  # an op run on whole tensors that assumed batch 1
             first = (str(e).strip().splitlines() or [""])[0][:160]
             return {"ok": False, "max_diff": float("nan"), "atol": CHECK_ATOL, "blocks": pick.tolist(), "error": first}

@@ -285,3 +285,12 @@ def test_sr_maps_equal_the_roi_crop_maps_and_do_not_depend_on_the_batch(small_ba
     np.testing.assert_array_equal(a.classification, ref.classification)
     np.testing.assert_allclose(a.effect_raw, ref.effect_raw, atol=1e-3)
     assert a.meta["pixels_pushed"] < ref.meta["pixels_pushed"]
+
+
+def test_it_declines_when_the_cached_maps_would_not_fit_in_memory(monkeypatch):
+    import cem_lab.causal.local_graph as lg
+
+    monkeypatch.setattr(lg, "available_bytes", lambda device: 4 * 2**20)  # 4 MiB free
+    model = SRResNet(width=16, depth=4, scale=2).eval()
+    with pytest.raises(NotLocal, match=r"intermediate maps on this crop need \d+ MiB, more than a quarter of the 4 MiB free"):
+        LocalGraph(model, torch.rand(1, 3, 64, 64), (0, 16, 0, 16))
