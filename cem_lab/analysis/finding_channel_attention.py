@@ -27,7 +27,7 @@ from cem_lab.analysis.finding_tables import (
     units_line,
     write_csv,
 )
-from cem_lab.analysis.findings import attention_contrast, paired_table, verdict, with_locality
+from cem_lab.analysis.findings import attention_contrast, paired_table, significant, verdict, with_locality
 from cem_lab.analysis.runs import SOURCE_AUTHORS
 
 CA_METRICS = ["share_positive", "total_positive_effect", "reach_max_px", "ce_mean_distance_px", "baseline_metric"]
@@ -65,15 +65,28 @@ def channel_attention_finding(runs: pd.DataFrame, out: Path, figures: Path) -> d
     )
     per["variant"] = per["model"].map(variant_of)
     files["per_model"] = write_csv(per, out / "finding_channel_attention_models.csv")
-    support = contradict = total = 0
-    for _, r in con[  # without DN runs no comparison of the rule can be made
+    # the tests the verdict reads, Holm-corrected together: per compared row, the SR and DN differences and
+    # their contrast (without DN runs no comparison of the rule can be made)
+    rows = con[
         con["variant"].isin(GLOBAL_VARIANTS) & con["metric"].isin(["share_positive", "total_positive_effect"]) & with_dn
-    ].iterrows():
-        total += 1
-        sr_excl = r["sr_low"] > 0 or r["sr_high"] < 0
-        dn_excl = r["dn_low"] > 0 or r["dn_high"] < 0
-        support += bool(r["contrast_excludes_zero"] and not dn_excl)
-        contradict += bool(dn_excl and not sr_excl)
+    ]
+    tests = {}
+    for i, r in rows.iterrows():
+        for part in ("sr", "dn", "contrast"):
+            tests[(i, part)] = (r[f"{part}_mean"], r[f"{part}_p"])
+
+    def decide(correct: bool):
+        sig = significant(tests, correct=correct)
+        n_sup = n_con = 0
+        for i in rows.index:
+            n_sup += bool(sig[(i, "contrast")] and not sig[(i, "dn")])
+            n_con += bool(sig[(i, "dn")] and not sig[(i, "sr")])
+        return n_sup, n_con
+
+    total = len(rows)
+    support, contradict = decide(correct=True)
+    raw = decide(correct=False)
+    v_raw = verdict(*raw, total)
     v = verdict(support, contradict, total)
     figs = {
         "finding_ca_contrast": ff.plot_attention_contrast(con, figures / "finding_ca_contrast.png"),
@@ -123,8 +136,12 @@ def channel_attention_finding(runs: pd.DataFrame, out: Path, figures: Path) -> d
         f"**Verdict: {v}.** Rule: for each variant that pools over the whole image ({', '.join(GLOBAL_VARIANTS)}) "
         "and each of the positive share and the sum of positive CE, a comparison supports the finding when the "
         "contrast (SR difference minus DN difference, each against the no-attention RCAN on the same units) "
-        "excludes 0 while the DN difference does not; it contradicts it when the DN difference excludes 0 while "
-        f"the SR difference does not. Comparisons: {total}; supporting: {support}; contradicting: {contradict}. "
+        "differs from 0 while the DN difference does not; it contradicts it when the DN difference differs from 0 "
+        'while the SR difference does not. A difference counts when its test rejects "no difference" at a '
+        f"family-wise error rate of 5 % over the {len(tests)} tests the rule reads (Holm's step-down; p from the "
+        f"bootstrap, as the intervals). Comparisons: {total}; supporting: {support}; contradicting: {contradict}. "
+        f"Without the correction (each 95 % interval alone) the rule would say {v_raw} ({raw[0]} supporting, "
+        f"{raw[1]} contradicting). "
         "The two tasks' effects are in dB of different quantities (a x4 upscale vs a sigma 50 denoise), so the "
         "shares, not the dB sums, are the comparable scale.\n",
         *no_contrast,

@@ -27,7 +27,7 @@ from cem_lab.analysis.finding_tables import (
     units_line,
     write_csv,
 )
-from cem_lab.analysis.findings import paired_table, verdict, with_locality
+from cem_lab.analysis.findings import paired_table, significant, verdict, with_locality
 from cem_lab.analysis.runs import SOURCE_AUTHORS
 
 MT_METRICS = [
@@ -49,8 +49,7 @@ def multitask_finding(runs: pd.DataFrame, out: Path, figures: Path) -> dict[str,
     df = with_locality(runs)
     df, source = study_networks(df, "multitask")
     authors = source == SOURCE_AUTHORS
-    rows, cmp_rows = [], []
-    support = contradict = total = 0
+    rows, found = [], []
     order = {"sr": 0, "dn": 1, "dr": 2}
     for task, t in sorted(df.groupby("task", sort=False), key=lambda kv: order.get(kv[0], 9)):
         for (arch, kind), g, single, mixed in _pairs(t):
@@ -59,17 +58,23 @@ def multitask_finding(runs: pd.DataFrame, out: Path, figures: Path) -> dict[str,
             if authors:
                 p["training"] = kind
             rows.append(p)
-            c = {m: pair_cells(p, m) for m in MT_METRICS}
-            closer = c["ce_mean_distance_px"]["excl"] and c["ce_mean_distance_px"]["mean"] < 0
-            nearer = c["near_mass_share"]["excl"] and c["near_mass_share"]["mean"] > 0
-            farther = (c["ce_mean_distance_px"]["excl"] and c["ce_mean_distance_px"]["mean"] > 0) or (
-                c["near_mass_share"]["excl"] and c["near_mass_share"]["mean"] < 0
-            )
-            weaker = c["total_positive_effect"]["excl"] and c["total_positive_effect"]["mean"] < 0
-            total += 1
-            support += bool((closer or nearer) and not farther)
-            contradict += bool(farther and not (closer or nearer))
-            reading = (
+            found.append((task, arch, kind, single, mixed, {m: pair_cells(p, m) for m in MT_METRICS}))
+    # the tests the readings read, Holm-corrected together: per pair, the two locality measures (the verdict)
+    # and the size of the effect (the reading "weaker")
+    read = ("ce_mean_distance_px", "near_mass_share", "total_positive_effect")
+    tests = {(i, m): (c[m]["mean"], c[m]["p"]) for i, (*_, c) in enumerate(found) for m in read}
+
+    def decide(correct: bool):
+        sig = significant(tests, correct=correct)
+        n_sup = n_con = 0
+        readings = []
+        for i in range(len(found)):
+            closer, nearer = sig[(i, "ce_mean_distance_px")] < 0, sig[(i, "near_mass_share")] > 0
+            farther = sig[(i, "ce_mean_distance_px")] > 0 or sig[(i, "near_mass_share")] < 0
+            weaker = sig[(i, "total_positive_effect")] < 0
+            n_sup += bool((closer or nearer) and not farther)
+            n_con += bool(farther and not (closer or nearer))
+            readings.append(
                 "more local"
                 if (closer or nearer) and not farther
                 else "less local"
@@ -78,25 +83,32 @@ def multitask_finding(runs: pd.DataFrame, out: Path, figures: Path) -> dict[str,
                 if weaker
                 else "no difference found"
             )
-            ho_s, ho_m = heldout(single, task), heldout(mixed, task)
-            cmp_rows.append(
-                {
-                    "task": task,
-                    "family": arch,
-                    **({"training": kind} if authors else {}),
-                    "single": single,
-                    "mixed": mixed,
-                    "sum of positive CE (mixed - single, dB)": interval_text(
-                        *c["total_positive_effect"][["mean", "low", "high"]]
-                    ),
-                    "CE-weighted mean distance (px)": interval_text(*c["ce_mean_distance_px"][["mean", "low", "high"]]),
-                    "CE mass share within 32 px": interval_text(*c["near_mass_share"][["mean", "low", "high"]]),
-                    "effective distance (px)": interval_text(*c["reach_max_px"][["mean", "low", "high"]]),
-                    "ROI PSNR gap (dB)": interval_text(*c["baseline_metric"][["mean", "low", "high"]], 3),
-                    "held-out PSNR gap (dB)": np.nan if authors else f"{ho_m['psnr'] - ho_s['psnr']:+.2f}",
-                    "reading": reading,
-                }
-            )
+        return n_sup, n_con, readings
+
+    total = len(found)
+    support, contradict, readings = decide(correct=True)
+    raw = decide(correct=False)
+    cmp_rows = []
+    for (task, arch, kind, single, mixed, c), reading in zip(found, readings):
+        ho_s, ho_m = heldout(single, task), heldout(mixed, task)
+        cmp_rows.append(
+            {
+                "task": task,
+                "family": arch,
+                **({"training": kind} if authors else {}),
+                "single": single,
+                "mixed": mixed,
+                "sum of positive CE (mixed - single, dB)": interval_text(
+                    *c["total_positive_effect"][["mean", "low", "high"]]
+                ),
+                "CE-weighted mean distance (px)": interval_text(*c["ce_mean_distance_px"][["mean", "low", "high"]]),
+                "CE mass share within 32 px": interval_text(*c["near_mass_share"][["mean", "low", "high"]]),
+                "effective distance (px)": interval_text(*c["reach_max_px"][["mean", "low", "high"]]),
+                "ROI PSNR gap (dB)": interval_text(*c["baseline_metric"][["mean", "low", "high"]], 3),
+                "held-out PSNR gap (dB)": np.nan if authors else f"{ho_m['psnr'] - ho_s['psnr']:+.2f}",
+                "reading": reading,
+            }
+        )
     if not rows:
         raise FindingError(
             "multitask: needs single-task and mixed (or multi-in-one) networks of one family on a task (the "
@@ -108,6 +120,7 @@ def multitask_finding(runs: pd.DataFrame, out: Path, figures: Path) -> dict[str,
     comparisons = pd.DataFrame(cmp_rows)
     files["comparisons"] = write_csv(comparisons, out / "finding_multitask_comparisons.csv")
     v = verdict(support, contradict, total)
+    v_raw = verdict(raw[0], raw[1], total)
     figs = {
         "finding_mt_pairs": ff.plot_multitask_pairs(paired, figures / "finding_mt_pairs.png"),
         "finding_mt_profiles": ff.plot_multitask_profiles(df, figures / "finding_mt_profiles.png"),
@@ -134,8 +147,11 @@ def multitask_finding(runs: pd.DataFrame, out: Path, figures: Path) -> dict[str,
         "size of the effect (sum of positive CE) falls when a network is weaker as well as when it is more local, so "
         "locality is read from measures that do not scale with it: the CE-weighted mean distance and the share of "
         "the |CE| mass within 32 px of the ROI centre. A pair supports the finding when either moves toward the "
-        "ROI (interval excludes 0) and neither moves away; it contradicts it the other way round. Pairs: "
-        f"{total}; supporting: {support}; contradicting: {contradict}. The PSNR gap of each pair (ROI, paired; "
+        "ROI and neither moves away; it contradicts it the other way round. A move counts when its test rejects "
+        f'"no difference" at a family-wise error rate of 5 % over the {len(tests)} tests the readings read (Holm\'s '
+        f"step-down; p from the bootstrap, as the intervals). Pairs: {total}; supporting: {support}; contradicting: "
+        f"{contradict}. Without the correction (each 95 % interval alone) the rule would say {v_raw} ({raw[0]} "
+        f"supporting, {raw[1]} contradicting). The PSNR gap of each pair (ROI, paired; "
         "held-out, the zoo's record on five whole photographs) stands beside it: a mixed model that restores less "
         "well is a weaker network, whatever its map.\n",
         "### Single-task vs mixed (mixed - single, paired by unit)\n",

@@ -138,6 +138,14 @@ def units_line(df: pd.DataFrame) -> str:
 
 
 def pair_cells(t: pd.DataFrame, metric: str) -> pd.Series:
-    """The ``mean``, ``low``, ``high`` and ``excl`` (interval excludes 0) of ``metric`` in a paired table."""
+    """The ``mean``, ``low``, ``high``, ``excl`` (interval excludes 0) and ``p`` of ``metric`` in a paired table."""
     row = t[t["metric"] == metric].iloc[0]
-    return pd.Series({"mean": row["mean"], "low": row["low"], "high": row["high"], "excl": bool(row["excludes_zero"])})
+    return pd.Series(
+        {
+            "mean": row["mean"],
+            "low": row["low"],
+            "high": row["high"],
+            "excl": bool(row["excludes_zero"]),
+            "p": row.get("p", float("nan")),
+        }
+    )

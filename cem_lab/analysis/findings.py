@@ -13,7 +13,9 @@ that statistics *across* models (a rank correlation, a contrast) keep the pairin
   on SR, on DN, and the contrast of the two (SR minus DN).
 - :func:`locality`: per run, the measures of *where* the effect is that do not scale with its size:
   the CE-weighted mean distance and the share of the |CE| mass within a radius of the ROI centre.
-- :func:`verdict`: reproduced / not reproduced / inconclusive from intervals, with the rule written out.
+- :func:`holm` / :func:`significant`: which of the tests a verdict reads reject "no difference" at a
+  family-wise error rate of 5 % (Holm's step-down over all of them), and in which direction.
+- :func:`verdict`: reproduced / not reproduced / inconclusive from those, with the rule written out.
 """
 
 from __future__ import annotations
@@ -34,9 +36,12 @@ __all__ = [
     "LOCALITY_RADIUS_PX",
     "UnitMatrix",
     "attention_contrast",
+    "FAMILY_ALPHA",
+    "holm",
     "locality",
     "paired_table",
     "rank_trend",
+    "significant",
     "unit_matrix",
     "verdict",
     "with_locality",
@@ -273,6 +278,9 @@ def attention_contrast(
                     "contrast_low": iv_c.low,
                     "contrast_high": iv_c.high,
                     "contrast_excludes_zero": iv_c.excludes_zero,
+                    "sr_p": iv_s.p,
+                    "dn_p": iv_d.p,
+                    "contrast_p": iv_c.p,
                     "n_images": min(iv_s.n_images, iv_d.n_images),
                     "n_units": iv_s.n_units + iv_d.n_units,
                 }
@@ -280,10 +288,42 @@ def attention_contrast(
     return pd.DataFrame(rows)
 
 
+#: the family-wise error rate of a study's verdict: the chance that any test it reads rejects a true "no
+#: difference" (so the chance of "reproduced" or "not reproduced" where nothing differs) is at most this
+FAMILY_ALPHA = 0.05
+
+
+def holm(p: Sequence[float], alpha: float = FAMILY_ALPHA) -> np.ndarray:
+    """Holm's step-down procedure: which of the tests with p-values ``p`` are rejected at family-wise error
+    rate ``alpha`` (the smallest p against alpha / m, the next against alpha / (m - 1), ... until one is not
+    rejected). A NaN p (no interval: one image) is never rejected and counts in m."""
+    p = np.asarray(p, dtype=np.float64)
+    m = len(p)
+    out = np.zeros(m, dtype=bool)
+    order = np.argsort(np.where(np.isnan(p), np.inf, p), kind="stable")
+    for rank, i in enumerate(order):
+        if not np.isfinite(p[i]) or p[i] > alpha / (m - rank):
+            break
+        out[i] = True
+    return out
+
+
+def significant(tests: Mapping, alpha: float = FAMILY_ALPHA, correct: bool = True) -> dict:
+    """``tests``: key -> (estimate, p). Returns key -> +1 / -1 (rejected, with the estimate's sign) or 0,
+    Holm-corrected over all of ``tests`` (``correct=False``: each test alone at ``alpha``)."""
+    keys = list(tests)
+    p = [float(tests[k][1]) for k in keys]
+    rejected = holm(p, alpha) if correct else np.array([np.isfinite(x) and x <= alpha for x in p], dtype=bool)
+    return {k: int(np.sign(tests[k][0])) if r else 0 for k, r in zip(keys, rejected)}
+
+
 def verdict(supporting: int, contradicting: int, total: int) -> str:
-    """The rule of every study's verdict: *reproduced* when the intervals support the claim in at least
-    one comparison it predicts and contradict it in none; *not reproduced* when they contradict it in some
-    and support it in none; else (none excludes 0, or both ways) *inconclusive*."""
+    """The rule of every study's verdict: *reproduced* when the tests support the claim in at least one
+    comparison it predicts and contradict it in none; *not reproduced* when they contradict it in some and
+    support it in none; else (no test rejects, or both ways) *inconclusive*. The studies count a test as
+    rejecting by :func:`significant` (Holm over every test the verdict reads), so that with no difference
+    anywhere either verdict other than *inconclusive* comes at most :data:`FAMILY_ALPHA` of the time
+    (``tests/analysis/test_verdict_multiplicity.py`` checks it on populations with no effect)."""
     if total == 0:
         return "inconclusive"
     if supporting and not contradicting:

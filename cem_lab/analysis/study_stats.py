@@ -13,6 +13,12 @@ taken at ``alpha'`` with ``Phi^-1(1 - alpha'/2) = sqrt(n / (n - 1)) * t_{n-1}(1 
 restores the coverage of the t interval for near-normal means and keeps the bootstrap's shape for
 skewed ones. ``tests/analysis/test_study_stats.py`` checks the coverage on synthetic maps.
 
+p-values: :attr:`Interval.p` is the two-sided p-value of "the mean is 0" that matches the interval:
+the estimate over its bootstrap standard error, with the same small-sample expansion, against a t
+distribution with n - 1 degrees of freedom (so that p < 1 - level where a near-normal interval
+excludes 0). The studies' verdicts correct these for the number of comparisons they read
+(:func:`cem_lab.analysis.findings.holm`).
+
 Paired differences: for two models the difference is taken per unit first (the runs use the same
 intervention draws, seeded by (seed, block, sample), so the noise of the draws cancels: common random
 numbers) and then bootstrapped the same nested way.
@@ -29,6 +35,7 @@ from cem_lab.errors import InputError
 
 __all__ = [
     "Interval",
+    "bootstrap_p",
     "contrast_of_differences",
     "expanded_alpha",
     "image_means",
@@ -47,6 +54,8 @@ class Interval:
     n_images: int
     n_units: int
     level: float
+    #: two-sided p-value of "the mean is 0", consistent with the interval (module doc); NaN without one
+    p: float = float("nan")
 
     @property
     def excludes_zero(self) -> bool:
@@ -61,6 +70,7 @@ class Interval:
             f"{prefix}high": self.high,
             f"{prefix}n_images": self.n_images,
             f"{prefix}n_units": self.n_units,
+            f"{prefix}p": self.p,
         }
 
     def __str__(self) -> str:
@@ -77,6 +87,22 @@ def expanded_alpha(alpha: float, n: int) -> float:
         return float("nan")
     z = np.sqrt(n / (n - 1)) * stats.t.ppf(1 - alpha / 2, n - 1)
     return float(2 * stats.norm.sf(z))
+
+
+def bootstrap_p(point: float, boot: np.ndarray, n: int, expanded: bool = True) -> float:
+    """Two-sided p-value of "the mean is 0" from a bootstrap of the mean of ``n`` groups: ``point`` over
+    the bootstrap standard error (times sqrt(n / (n - 1)) when ``expanded``), against t with n - 1
+    degrees of freedom. 1 when the estimate is exactly 0; 0 when every draw equals it and it is not."""
+    from scipy import stats  # lazy, as in expanded_alpha
+
+    if n < 2:
+        return float("nan")
+    se = float(np.std(boot, ddof=1)) * (np.sqrt(n / (n - 1)) if expanded else 1.0)
+    if point == 0:
+        return 1.0
+    if se == 0:
+        return 0.0
+    return float(2 * stats.t.sf(abs(point) / se, n - 1))
 
 
 def _groups(values: np.ndarray, images: Sequence) -> list[np.ndarray]:
@@ -135,7 +161,7 @@ def nested_bootstrap(
     alpha = 1.0 - level
     a = expanded_alpha(alpha, n) if expanded else alpha
     low, high = np.quantile(boot, [a / 2, 1 - a / 2])
-    return Interval(point, float(low), float(high), n, n_units, level)
+    return Interval(point, float(low), float(high), n, n_units, level, bootstrap_p(point, boot, n, expanded))
 
 
 def paired_difference(
@@ -196,4 +222,4 @@ def contrast_of_differences(
     boot = resample(g1, pick1) - resample(g2, pick2)
     a = expanded_alpha(1.0 - level, min(n1, n2))
     low, high = np.quantile(boot, [a / 2, 1 - a / 2])
-    return Interval(point, float(low), float(high), min(n1, n2), units, level)
+    return Interval(point, float(low), float(high), min(n1, n2), units, level, bootstrap_p(point, boot, min(n1, n2)))
