@@ -54,8 +54,10 @@ NOTES = """
 - **Weaker, not more local.** The mixed networks restore DN worse than their single-task twins on
   every family (ROI PSNR -1.37 to -3.31 dB, every interval below 0; held-out -0.81 to -2.24 dB), and
   SwinLite's mixed model on DN and DR draws less from its context (sum of positive CE -3.21 [-6.28,
-  -0.472] and -2.31 [-5.52, -0.409] dB) without any shift in where it draws it from. A smaller map of
-  a worse network is not a more local one; this is why the rule reads the normalised measures.
+  -0.472] and -2.31 [-5.52, -0.409] dB, each 95 % interval below 0, though not past Holm's correction
+  over the 27 tests of the table's readings, which say "no difference found") without any shift in where
+  it draws it from. A smaller map of a worse network is not a more local one; this is why the rule reads
+  the normalised measures.
 - **The one exception goes the other way.** The mixed RCAN on DR draws from far away: half of its
   |CE| mass lies beyond 32 px (near share 0.498, against 0.999 for the DR-only RCAN), its CE-weighted
   mean distance is +23.3 [-0.417, 39.7] px and 28 % of its blocks hurt the ROI (the teaser's DR row:

@@ -48,7 +48,8 @@ RRDB = Sweep(
 )
 
 
-#: read from the tables of the report (python experiments/receptive_field.py report, 2026-12-01)
+#: read from the tables of the report (python experiments/receptive_field.py report, 2026-12-01; the verdict's
+#: multiplicity correction, 2026-12-07)
 NOTES = """
 - **What the verdict says.** Depth buys reach in both families (Spearman's rho of depth with the
   effective distance: FSRCNN 0.97 [0.52, 0.97], EDSR 0.86 [0.045, 0.97]); width does not. Only 2 of
@@ -56,8 +57,13 @@ NOTES = """
   widths 16 and 32). In one of them the extra reach costs quality: FSRCNN d16 w32 reaches +7.41 [3.95,
   11.2] px further than d2 w32, has more harmful blocks (negative share +0.025 [0.00417, 0.05]) and is
   worse on the held-out photographs (-0.174 [-0.34, -0.0708] dB) and on the ROIs (-0.574 [-2.84,
-  -0.0509] dB). No comparison has more reach with better PSNR. By the stated rule: reproduced, on one
-  comparison; the evidence is thin and specific to the deep FSRCNNs.
+  -0.0509] dB). No comparison has more reach with better PSNR. Read alone at 5 % each, that is one
+  supporting comparison and the rule would say reproduced; but the rule reads 28 tests (reach and PSNR
+  of 14 comparisons), and with Holm's correction to a family-wise 5 % not even the reach gains stand
+  out from 0 at this population of 6 units: the verdict is inconclusive. One supporting comparison in 14
+  is about what chance gives: on simulated populations with the reach effect but no PSNR effect, the
+  uncorrected rule says "reproduced" 15 to 17 % of the time and the corrected one never in 200
+  (tests/analysis/test_verdict_multiplicity.py). The evidence is thin and specific to the deep FSRCNNs.
 - **More reach comes with more negative effect.** Across the 24 models, the effective distance ranks
   with the negative share (rho 0.75 [0.22, 0.9]) and with a more negative sum of harmful CE (-0.77
   [-0.9, -0.21]); within FSRCNN, depth ranks with the negative share (0.75 [0.11, 0.95]).

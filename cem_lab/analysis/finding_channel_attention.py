@@ -140,7 +140,7 @@ def channel_attention_finding(runs: pd.DataFrame, out: Path, figures: Path) -> d
         'while the SR difference does not. A difference counts when its test rejects "no difference" at a '
         f"family-wise error rate of 5 % over the {len(tests)} tests the rule reads (Holm's step-down; p from the "
         f"bootstrap, as the intervals). Comparisons: {total}; supporting: {support}; contradicting: {contradict}. "
-        f"Without the correction (each 95 % interval alone) the rule would say {v_raw} ({raw[0]} supporting, "
+        f"Without the correction (each test alone at 5 %) the rule would say {v_raw} ({raw[0]} supporting, "
         f"{raw[1]} contradicting). "
         "The two tasks' effects are in dB of different quantities (a x4 upscale vs a sigma 50 denoise), so the "
         "shares, not the dB sums, are the comparable scale.\n",

@@ -150,7 +150,7 @@ def multitask_finding(runs: pd.DataFrame, out: Path, figures: Path) -> dict[str,
         "ROI and neither moves away; it contradicts it the other way round. A move counts when its test rejects "
         f'"no difference" at a family-wise error rate of 5 % over the {len(tests)} tests the readings read (Holm\'s '
         f"step-down; p from the bootstrap, as the intervals). Pairs: {total}; supporting: {support}; contradicting: "
-        f"{contradict}. Without the correction (each 95 % interval alone) the rule would say {v_raw} ({raw[0]} "
+        f"{contradict}. Without the correction (each test alone at 5 %) the rule would say {v_raw} ({raw[0]} "
         f"supporting, {raw[1]} contradicting). The PSNR gap of each pair (ROI, paired; "
         "held-out, the zoo's record on five whole photographs) stands beside it: a mixed model that restores less "
         "well is a weaker network, whatever its map.\n",

@@ -241,7 +241,7 @@ def receptive_field_finding(runs: pd.DataFrame, out: Path, figures: Path) -> dic
         + f'. A change counts when its test rejects "no difference" at a family-wise error rate of 5 % over the '
         f"{len(tests)} tests the rule reads (Holm's step-down; p from the bootstrap, as the intervals). "
         f"Informative: {informative} of {len(comparisons)}; supporting: {support}; contradicting: {contradict}. "
-        f"Without the correction (each 95 % interval alone) the rule would say {v_raw} ({raw[2]} informative, "
+        f"Without the correction (each test alone at 5 %) the rule would say {v_raw} ({raw[2]} informative, "
         f"{raw[0]} supporting, {raw[1]} contradicting).\n",
         "### Per model\n",
         markdown_table(pd.DataFrame([row_of(r) for _, r in per.iterrows()])),
