@@ -16,6 +16,8 @@ rounding, which the check bounds.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -38,6 +40,24 @@ BLOCK_CROP_STEP = 8
 BLOCK_CROP_MAX_SHARE = 0.7
 #: largest |difference| from the ROI crop's outputs a strategy's check accepts
 CHECK_ATOL = 1e-4
+#: CPU threads of incremental recompute's many small operations. Split over threads, each waits for the
+#: others; with one other busy process on two cores, the DnCNN demo's incremental run took 116 s on 2
+#: threads and 12.7 s on 1 (BENCHMARKS.md, "Incremental recompute under contention")
+INCREMENTAL_CPU_THREADS = 1
+
+
+@contextmanager
+def cpu_threads(device: torch.device, n: int) -> Iterator[None]:
+    """Run the block with ``n`` intra-op threads on a CPU (at most the current number), as before after it."""
+    before = torch.get_num_threads()
+    if device.type != "cpu" or n >= before:
+        yield
+        return
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def _round_up(lo: int, hi: int, lim_lo: int, lim_hi: int, step: int) -> tuple[int, int]:
@@ -313,11 +333,12 @@ class IncrementalRecompute(Recompute):
                 f"the {job.intervention.name} intervention changed input pixels outside its block, which "
                 "incremental recompute assumes it never does; run with recompute=roi_crop"
             )
-        if self.chain is not None:
-            out = self.chain.roi_outputs(x, boxes, chunk=job.forward_batch)
-            job.pixels_pushed += int(round(sum(self.chain.pixels(b) for b in boxes)))
-        else:
-            out = self._graph_outputs(job, x, blocks)
+        with cpu_threads(job.device, INCREMENTAL_CPU_THREADS):
+            if self.chain is not None:
+                out = self.chain.roi_outputs(x, boxes, chunk=job.forward_batch)
+                job.pixels_pushed += int(round(sum(self.chain.pixels(b) for b in boxes)))
+            else:
+                out = self._graph_outputs(job, x, blocks)
         job.forward_passes += len(blocks)
         if not torch.isfinite(out).all():
             raise ModelOutputError(job._not_finite("in the ROI"))

@@ -154,3 +154,32 @@ def test_on_the_real_dncnn_at_256_incremental_outputs_equal_the_crop_outputs():
     b = RoiCropRecompute().roi_outputs(job, blocks, samples)
     assert float((a - b).abs().max()) < 1e-4
     assert job.recompute.chain.pixels((20, 28, 20, 28)) < 0.3 * 72 * 72
+
+
+def test_incremental_recompute_runs_on_one_cpu_thread_and_restores_the_count(small_bank, monkeypatch):
+    """Its many small operations run on one thread (robust when another process shares the cores: see
+    BENCHMARKS.md); the caller's thread count is back afterwards."""
+    job = prepare_cem(
+        DnCNN(features=8, depth=4),
+        _image(64),
+        "dn",
+        (24, 24, 16),
+        block=8,
+        patch_bank=small_bank,
+        seed=3,
+        recompute="incremental",
+    )
+    assert job.recompute.name == "incremental", job.notes
+    seen = []
+    run = job.recompute.chain.roi_outputs
+    monkeypatch.setattr(
+        job.recompute.chain, "roi_outputs", lambda *a, **k: seen.append(torch.get_num_threads()) or run(*a, **k)
+    )
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        blocks = np.flatnonzero(job.active)[:4]
+        job.recompute.roi_outputs(job, blocks, np.zeros(4, dtype=int))
+        assert seen == [1] and torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
