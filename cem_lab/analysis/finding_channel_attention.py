@@ -27,7 +27,14 @@ from cem_lab.analysis.finding_tables import (
     units_line,
     write_csv,
 )
-from cem_lab.analysis.findings import attention_contrast, paired_table, significant, verdict, with_locality
+from cem_lab.analysis.findings import (
+    attention_contrast,
+    detectable_text,
+    paired_table,
+    significant,
+    verdict,
+    with_locality,
+)
 from cem_lab.analysis.runs import SOURCE_AUTHORS
 
 CA_METRICS = ["share_positive", "total_positive_effect", "reach_max_px", "ce_mean_distance_px", "baseline_metric"]
@@ -87,6 +94,17 @@ def channel_attention_finding(runs: pd.DataFrame, out: Path, figures: Path) -> d
     support, contradict = decide(correct=True)
     raw = decide(correct=False)
     v_raw = verdict(*raw, total)
+    power = ""
+    if len(rows):
+        n_img = int(min(sr["image"].nunique(), dn["image"].nunique()))
+        parts = []
+        for metric, label, unit in (
+            ("share_positive", "positive share", ""),
+            ("total_positive_effect", "sum of positive CE", " dB"),
+        ):
+            r = rows[rows["metric"] == metric]
+            parts.append((f"{label} contrast", list((r["contrast_high"] - r["contrast_low"]) / 2), unit))
+        power = detectable_text(parts, n_img, len(tests))
     v = verdict(support, contradict, total)
     figs = {
         "finding_ca_contrast": ff.plot_attention_contrast(con, figures / "finding_ca_contrast.png"),
@@ -141,7 +159,7 @@ def channel_attention_finding(runs: pd.DataFrame, out: Path, figures: Path) -> d
         f"family-wise error rate of 5 % over the {len(tests)} tests the rule reads (Holm's step-down; p from the "
         f"bootstrap, as the intervals). Comparisons: {total}; supporting: {support}; contradicting: {contradict}. "
         f"Without the correction (each test alone at 5 %) the rule would say {v_raw} ({raw[0]} supporting, "
-        f"{raw[1]} contradicting). "
+        f"{raw[1]} contradicting). {power} "
         "The two tasks' effects are in dB of different quantities (a x4 upscale vs a sigma 50 denoise), so the "
         "shares, not the dB sums, are the comparable scale.\n",
         *no_contrast,

@@ -27,7 +27,7 @@ from cem_lab.analysis.finding_tables import (
     units_line,
     write_csv,
 )
-from cem_lab.analysis.findings import paired_table, significant, verdict, with_locality
+from cem_lab.analysis.findings import detectable_text, paired_table, significant, verdict, with_locality
 from cem_lab.analysis.runs import SOURCE_AUTHORS
 
 MT_METRICS = [
@@ -121,6 +121,18 @@ def multitask_finding(runs: pd.DataFrame, out: Path, figures: Path) -> dict[str,
     files["comparisons"] = write_csv(comparisons, out / "finding_multitask_comparisons.csv")
     v = verdict(support, contradict, total)
     v_raw = verdict(raw[0], raw[1], total)
+    power = detectable_text(
+        [
+            (
+                "CE-weighted mean distance",
+                [(c["ce_mean_distance_px"]["high"] - c["ce_mean_distance_px"]["low"]) / 2 for *_, c in found],
+                " px",
+            ),
+            ("near share", [(c["near_mass_share"]["high"] - c["near_mass_share"]["low"]) / 2 for *_, c in found], ""),
+        ],
+        int(df["image"].nunique()),
+        len(tests),
+    )
     figs = {
         "finding_mt_pairs": ff.plot_multitask_pairs(paired, figures / "finding_mt_pairs.png"),
         "finding_mt_profiles": ff.plot_multitask_profiles(df, figures / "finding_mt_profiles.png"),
@@ -151,7 +163,7 @@ def multitask_finding(runs: pd.DataFrame, out: Path, figures: Path) -> dict[str,
         f'"no difference" at a family-wise error rate of 5 % over the {len(tests)} tests the readings read (Holm\'s '
         f"step-down; p from the bootstrap, as the intervals). Pairs: {total}; supporting: {support}; contradicting: "
         f"{contradict}. Without the correction (each test alone at 5 %) the rule would say {v_raw} ({raw[0]} "
-        f"supporting, {raw[1]} contradicting). The PSNR gap of each pair (ROI, paired; "
+        f"supporting, {raw[1]} contradicting). {power} The PSNR gap of each pair (ROI, paired; "
         "held-out, the zoo's record on five whole photographs) stands beside it: a mixed model that restores less "
         "well is a weaker network, whatever its map.\n",
         "### Single-task vs mixed (mixed - single, paired by unit)\n",

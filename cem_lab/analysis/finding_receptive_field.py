@@ -30,7 +30,7 @@ from cem_lab.analysis.finding_tables import (
     units_line,
     write_csv,
 )
-from cem_lab.analysis.findings import paired_table, rank_trend, significant, verdict, with_locality
+from cem_lab.analysis.findings import detectable_text, paired_table, rank_trend, significant, verdict, with_locality
 from cem_lab.analysis.runs import SOURCE_AUTHORS
 from cem_lab.run_format import read_cem_arrays, read_summary
 
@@ -176,6 +176,14 @@ def receptive_field_finding(runs: pd.DataFrame, out: Path, figures: Path) -> dic
     comparisons = pd.DataFrame(cmp_rows)
     v = verdict(support, contradict, informative)
     v_raw = verdict(raw[0], raw[1], raw[2])
+    n_img = int(zoo["image"].nunique())
+    hw_reach = [(c[3]["high"] - c[3]["low"]) / 2 for c in cells]
+    hw_gap = [(c[6].high - c[6].low) / 2 for c in cells if c[6] is not None]
+    hw_roi = [(c[5]["high"] - c[5]["low"]) / 2 for c in cells]
+    power = detectable_text([("effective distance", hw_reach, " px"), ("ROI PSNR", hw_roi, " dB")], n_img, len(tests))
+    if hw_gap:
+        ho_n = min(c[6].n_images for c in cells if c[6] is not None)
+        power += " " + detectable_text([("held-out PSNR", hw_gap, " dB")], ho_n, len(tests), "the held-out record")
 
     # the real networks (any model that is not of the two zoo families)
     real = df[~df["model"].isin(models)]
@@ -242,7 +250,7 @@ def receptive_field_finding(runs: pd.DataFrame, out: Path, figures: Path) -> dic
         f"{len(tests)} tests the rule reads (Holm's step-down; p from the bootstrap, as the intervals). "
         f"Informative: {informative} of {len(comparisons)}; supporting: {support}; contradicting: {contradict}. "
         f"Without the correction (each test alone at 5 %) the rule would say {v_raw} ({raw[2]} informative, "
-        f"{raw[0]} supporting, {raw[1]} contradicting).\n",
+        f"{raw[0]} supporting, {raw[1]} contradicting). {power}\n",
         "### Per model\n",
         markdown_table(pd.DataFrame([row_of(r) for _, r in per.iterrows()])),
         "### Rank correlations across models (Spearman's rho)\n",

@@ -37,6 +37,8 @@ __all__ = [
     "UnitMatrix",
     "attention_contrast",
     "FAMILY_ALPHA",
+    "detectable",
+    "detectable_text",
     "holm",
     "locality",
     "paired_table",
@@ -315,6 +317,41 @@ def significant(tests: Mapping, alpha: float = FAMILY_ALPHA, correct: bool = Tru
     p = [float(tests[k][1]) for k in keys]
     rejected = holm(p, alpha) if correct else np.array([np.isfinite(x) and x <= alpha for x in p], dtype=bool)
     return {k: int(np.sign(tests[k][0])) if r else 0 for k, r in zip(keys, rejected)}
+
+
+def detectable(
+    halfwidths: Sequence[float], n_images: int, tests: int, alpha: float = FAMILY_ALPHA
+) -> tuple[float, float]:
+    """How small a difference a study's population can call: the median half-width of its 95 % intervals
+    (``halfwidths``, one per test of a measure), and that half-width at the level of Holm's strictest step
+    (alpha / ``tests``), scaled by the ratio of the t quantiles with ``n_images`` - 1 degrees of freedom
+    (the intervals' small-sample form). NaN when there is no interval."""
+    from scipy import stats  # lazy, as in study_stats
+
+    hw = np.asarray([h for h in halfwidths if np.isfinite(h)], dtype=np.float64)
+    if not len(hw) or n_images < 2:
+        return float("nan"), float("nan")
+    med = float(np.median(hw))
+    df = n_images - 1
+    ratio = stats.t.ppf(1 - alpha / (2 * max(tests, 1)), df) / stats.t.ppf(1 - alpha / 2, df)
+    return med, float(med * ratio)
+
+
+def detectable_text(
+    parts: Sequence[tuple[str, Sequence[float], str]], n_images: int, tests: int, what: str = "this population"
+) -> str:
+    """One sentence from :func:`detectable` for each (measure, half-widths, unit) of ``parts``."""
+    said = []
+    for name, hws, unit in parts:
+        med, holm_hw = detectable(hws, n_images, tests)
+        if np.isfinite(med):
+            said.append(f"{name} +/-{med:.3g}{unit} (+/-{holm_hw:.3g}{unit} at Holm's strictest step)")
+    if not said:
+        return ""
+    return (
+        f"Smallest difference {what} ({n_images} images) can call, as the median half-width of the "
+        f"95 % intervals: {'; '.join(said)}."
+    )
 
 
 def verdict(supporting: int, contradicting: int, total: int) -> str:

@@ -65,3 +65,16 @@ def test_without_the_effect_the_corrected_rule_decides_at_most_its_level(images,
     assert decided <= FAMILY_ALPHA + 2 * np.sqrt(FAMILY_ALPHA * (1 - FAMILY_ALPHA) / runs)
     uncorrected = [_null_population_verdict(rng, 14, images, rois, False) for _ in range(runs)]
     assert sum(v != "inconclusive" for v in uncorrected) / runs > 2 * FAMILY_ALPHA
+
+
+def test_the_smallest_detectable_difference_grows_with_the_tests_and_shrinks_with_the_images():
+    from scipy import stats
+
+    from cem_lab.analysis.findings import detectable
+
+    assert detectable([1.0, 2.0, 3.0, np.nan], n_images=3, tests=1) == pytest.approx((2.0, 2.0))
+    med, holm_hw = detectable([1.0, 2.0, 3.0], n_images=3, tests=28)
+    assert holm_hw == pytest.approx(2.0 * stats.t.ppf(1 - 0.05 / 56, 2) / stats.t.ppf(0.975, 2))
+    assert holm_hw > 5 * med  # three images, 28 tests: a difference must be over 5 times the 95 % half-width
+    assert detectable([2.0], n_images=40, tests=28)[1] < 1.7 * 2.0  # forty images: less than twice
+    assert np.isnan(detectable([], n_images=3, tests=2)[0])
