@@ -43,7 +43,11 @@ def _null_population_verdict(rng, comparisons: int, images: int, rois: int, corr
         for what in ("reach", "psnr"):
             img = rng.normal(0, 1.0, size=images)  # image-level noise shared by the ROIs of an image
             a = np.repeat(img, rois) + rng.normal(0, 0.5, size=images * rois)
-            b = np.repeat(img, rois) + rng.normal(0, 0.5, size=images * rois) + rng.normal(0, 0.7, size=images).repeat(rois)
+            b = (
+                np.repeat(img, rois)
+                + rng.normal(0, 0.5, size=images * rois)
+                + rng.normal(0, 0.7, size=images).repeat(rois)
+            )
             if what == "reach":
                 b += 4.0  # deeper networks do reach farther
             iv = paired_difference(b, a, labels, resamples=400, seed=c)

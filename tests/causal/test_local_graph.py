@@ -292,5 +292,7 @@ def test_it_declines_when_the_cached_maps_would_not_fit_in_memory(monkeypatch):
 
     monkeypatch.setattr(lg, "available_bytes", lambda device: 4 * 2**20)  # 4 MiB free
     model = SRResNet(width=16, depth=4, scale=2).eval()
-    with pytest.raises(NotLocal, match=r"intermediate maps on this crop need \d+ MiB, more than a quarter of the 4 MiB free"):
+    with pytest.raises(
+        NotLocal, match=r"intermediate maps on this crop need \d+ MiB, more than a quarter of the 4 MiB free"
+    ):
         LocalGraph(model, torch.rand(1, 3, 64, 64), (0, 16, 0, 16))
