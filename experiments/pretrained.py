@@ -295,8 +295,8 @@ def report(ids) -> None:
         "full passes of 25 s, some 16 days on this CPU: a GPU job.",
         "- **Times.** The forward times come from `python experiments/pretrained.py time`, run alone on the "
         "machine. The maps' wall times below ran while other jobs shared the two cores (up to three at once), "
-        "so they are upper bounds. realsr-df2k-x4's map was interrupted and resumed from its checkpoint: its "
-        "pass count and time are those of the resumed process only.",
+        "so they are upper bounds (the maps of 2026-12-07 shared the cores with the project's tests and "
+        "benchmarks).",
         "",
     ]
     lines += ["", "## One causal effect map per network", ""]

@@ -3,7 +3,8 @@
 - ``CEM_LAB_TEST_INTERRUPT=[JOB:]BATCHES[:hang]`` raises KeyboardInterrupt (as Ctrl-C would) after
   BATCHES batches of the multirun job number JOB (0-based; without ``JOB:``, of any run), to test that
   an interrupted sweep resumes exactly; with ``:hang`` the run stops there for good instead (after a
-  checkpoint), to be killed (``kill -9``) by a test.
+  checkpoint), to be killed (``kill -9``) by a test. A Slurm job that was requeued
+  (``SLURM_RESTART_COUNT`` > 0) is never stopped again, so that a test can requeue it mid-map.
 - ``CEM_LAB_TEST_START_GATE=<path>``: a run writes ``<path>.<pid>.ready`` and waits until ``<path>``
   exists before it takes its run folder's lock, so that a test can release two runs into one folder
   at the same moment.
@@ -25,7 +26,7 @@ def interrupt_hook(job_num: int | None) -> Callable | None:
     """The ``on_batch`` hook of ``CEM_LAB_TEST_INTERRUPT`` for multirun job ``job_num``; None when unset
     or meant for another job."""
     spec = os.environ.get(INTERRUPT_ENV, "").strip()
-    if not spec:
+    if not spec or os.environ.get("SLURM_RESTART_COUNT", "0").strip() not in ("", "0"):
         return None
     parts = spec.split(":")
     hang = parts[-1] == "hang"
