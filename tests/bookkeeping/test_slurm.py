@@ -39,6 +39,11 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _pids(name: str) -> list[int]:
+    out = subprocess.run(["pgrep", "-f", name], capture_output=True, text=True, check=False).stdout
+    return [int(p) for p in out.split()]
+
+
 def _munge_works() -> bool:
     return subprocess.run("munge -n | unmunge", shell=True, capture_output=True, check=False).returncode == 0
 
@@ -98,6 +103,7 @@ def cluster(tmp_path_factory):
         )
     )
     env = {**os.environ, "SLURM_CONF": str(conf)}
+    steps_before = set(_pids("slurmstepd"))
     subprocess.run(["slurmctld", "-c"], env=env, check=True)
     subprocess.run(["slurmd"], env=env, check=True)
     state = ""
@@ -112,7 +118,14 @@ def cluster(tmp_path_factory):
             pytest.fail(f"the test cluster's node is {state!r}, not idle:\n{logs}")
         yield env
     finally:
+        for _ in range(60):  # let the jobs' step daemons finish before the cluster goes
+            if not subprocess.run(["squeue", "-h"], env=env, capture_output=True, text=True).stdout.strip():
+                break
+            time.sleep(0.5)
         subprocess.run(["scontrol", "shutdown"], env=env, check=False, capture_output=True)
+        time.sleep(1.0)
+        for pid in set(_pids("slurmstepd")) - steps_before:  # none of this cluster's processes outlives it
+            subprocess.run(["kill", "-9", str(pid)], check=False)
         if started_munge is not None and started_munge.is_file():
             subprocess.run(["kill", started_munge.read_text().strip()], check=False)
 
