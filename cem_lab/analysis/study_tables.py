@@ -306,11 +306,12 @@ def study_statistics(
                     }
                 )
             # the distance profile, each bin with its band
+            # runs of images of other sizes reach other distances: every profile on the longest run's bins
+            edges = max((profiles[f]["edges"] for f in sub["folder"]), key=len)
             stack = {
-                q: np.vstack([_pad(profiles[f][q], len(profiles[f]["edges"]) - 1) for f in sub["folder"]])
+                q: np.vstack([_pad(profiles[f][q], len(edges) - 1) for f in sub["folder"]])
                 for q in ("mass_share", "positive", "negative")
             }
-            edges = max((profiles[f]["edges"] for f in sub["folder"]), key=len)
             # bins that hold no block centre outside the ROI (inside the ROI; gaps of the block grid) say nothing
             held = np.any(np.vstack([_pad(profiles[f]["blocks"], len(edges) - 1) for f in sub["folder"]]) > 0, axis=0)
             images = list(sub["image"].astype(str))

@@ -107,9 +107,10 @@ def _settings(block=8, fine=50, seed=0):
     }
 
 
-def _write_run(folder, model, image, roi, n_negative, psnr, block=8, fine=50, seed=0, far=False):
-    """A 64x64 DN map: ``n_negative`` blocks of -0.2 dB next to the ROI (or in the far corner), the rest +0.1."""
-    g = 64 // block
+def _write_run(folder, model, image, roi, n_negative, psnr, block=8, fine=50, seed=0, far=False, size=64):
+    """A ``size`` x ``size`` DN map: ``n_negative`` blocks of -0.2 dB next to the ROI (or in the far corner), the
+    rest +0.1."""
+    g = size // block
     effect = np.full((g, g), 0.1)
     roi_obj = Roi(*roi)
     mask = np.zeros((g, g), bool)
@@ -135,8 +136,8 @@ def _write_run(folder, model, image, roi, n_negative, psnr, block=8, fine=50, se
         roi=roi_obj,
         block=block,
         scale=1,
-        input_shape=(64, 64),
-        output_shape=(64, 64),
+        input_shape=(size, size),
+        output_shape=(size, size),
         baseline_metric=psnr,
         meta={
             "model": model,
@@ -186,6 +187,20 @@ def test_study_finds_the_built_in_difference_and_not_a_false_one(two_models):
     assert "Paired differences" in md and "| b | a |" in md and "*" in md
     prof = res.profile[(res.profile["condition"] == "a") & (res.profile["quantity"] == "mass_share")]
     assert prof["mean"].sum() == pytest.approx(1.0)
+
+
+def test_images_of_other_sizes_pool_on_the_longest_profile(tmp_path):
+    """Runs whose images reach farther from the ROI (a larger image) have more distance bins: the study
+    pools every profile on the longest one (a sweep over photographs of several sizes)."""
+    for i, size in enumerate((64, 96, 64, 128)):
+        _write_run(tmp_path / "a" / f"{i}", "a", f"im{i}.png", ROIS[0], 3, 25.0, size=size)
+        _write_run(tmp_path / "b" / f"{i}", "b", f"im{i}.png", ROIS[0], 5, 24.0, size=size)
+    runs, skipped = collect_runs([tmp_path])
+    assert not skipped and len(runs) == 8
+    res = study_statistics(runs, resamples=500)
+    prof = res.profile[(res.profile["condition"] == "a") & (res.profile["quantity"] == "mass_share")]
+    assert prof["mean"].sum() == pytest.approx(1.0)
+    assert prof["bin_high"].max() > 64  # the 128 px image's far bins are there
 
 
 def test_distance_profile_moves_with_the_effects(tmp_path):
