@@ -277,6 +277,7 @@ class IncrementalRecompute(Recompute):
         self.chain: IncrementalChain | None = None
         self.graph: LocalGraph | None = None
         self.rows: dict[int, int] = {}
+        self.share = 1.0
 
     def prepare(self, job):
         """Build the incremental chain (or the traced graph and its plan for every active block) on the ROI crop;
@@ -301,6 +302,7 @@ class IncrementalRecompute(Recompute):
             self.graph = None
             return f"{job.model_name} is not local all the way to the ROI: {e}"
         share, _ = self.graph.work()
+        self.share = share
         if share > self.MAX_WORK_SHARE:
             self.graph = None
             return (
@@ -358,8 +360,10 @@ class IncrementalRecompute(Recompute):
                 r = r + [r[0]] * (chunk - real)
                 xi = torch.cat([xi, xi[:1].expand(chunk - real, -1, -1, -1)])
             parts.append(self.graph.roi_outputs(xi, r)[:real])
-        share, _ = self.graph.work()  # the crop's pixels, in proportion to the convolution work done
-        job.pixels_pushed += int(round(share * (job.crop[1] - job.crop[0]) * (job.crop[3] - job.crop[2]) * len(rows)))
+        # the crop's pixels, in proportion to the convolution work done (planned once, in prepare)
+        job.pixels_pushed += int(
+            round(self.share * (job.crop[1] - job.crop[0]) * (job.crop[3] - job.crop[2]) * len(rows))
+        )
         return torch.cat(parts) if len(parts) > 1 else parts[0]
 
     def declined(self, why):
