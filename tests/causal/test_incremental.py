@@ -64,6 +64,9 @@ def _image(size: int) -> np.ndarray:
     ],
 )
 def test_incremental_outputs_equal_the_crop_outputs_on_every_block(small_bank, model, roi):
+    torch.manual_seed(
+        0
+    )  # the same random weights every run (an unlucky draw has outputs large enough to round above 1e-5)
     m = model()
     job = prepare_cem(m, _image(96), "dn", roi, block=8, patch_bank=small_bank, seed=3, recompute="incremental")
     assert job.recompute.name == "incremental", job.notes
