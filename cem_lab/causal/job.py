@@ -333,41 +333,36 @@ class CEMJob:
         log.info(self.notes[-1])
 
     def _verify(self, region: DependencyRegion):
-        inside, ring = check_blocks(self.grid, self.boxes, region.crop, self.seed)
+        groups, outside = check_blocks(self.grid, self.boxes, region.crop, self.seed)
         cy0, cy1, cx0, cx1 = region.crop
         full_box = (0, self.grid.input_h, 0, self.grid.input_w)
-        full_in = self._build(inside, np.zeros(len(inside), dtype=int), full_box, self.ti.input, self.ti.context)
-        crop_in = self._build(
-            inside,
-            np.zeros(len(inside), dtype=int),
-            region.crop,
-            self.ti.input[:, :, cy0:cy1, cx0:cx1],
-            self.ti.crop_context(region.crop),
-        )
-        out_in = (
-            self._build(np.array(ring), np.zeros(len(ring), dtype=int), full_box, self.ti.input, self.ti.context)
-            if ring
-            else None
-        )
-        full_with_base = torch.cat([self.ti.input, full_in])
-        crop_with_base = torch.cat([self.ti.input[:, :, cy0:cy1, cx0:cx1], crop_in])
-        passes = len(full_with_base) + (0 if out_in is None else len(out_in))
+        crop_base = self.ti.input[:, :, cy0:cy1, cx0:cx1]
+        crop_ctx = self.ti.crop_context(region.crop)
+        full_in = torch.cat([self._build_joint(g, full_box, self.ti.input, self.ti.context) for g in groups])
+        crop_in = torch.cat([self._build_joint(g, region.crop, crop_base, crop_ctx) for g in groups])
+        out_in = self._build_joint(outside, full_box, self.ti.input, self.ti.context) if len(outside) else None
+        passes = len(full_in) + (0 if out_in is None else 1)
         about = f", about {passes * self._full_pass_s:.0f} s" if self._full_pass_s is not None else ""
         log.info(
-            "preparing: checking the %dx%d crop against the full input (%d full-image passes%s)",
+            "preparing: checking the %dx%d crop against the full input (%d full-image passes%s: %d blocks "
+            "inside it, every block outside it)",
             cy1 - cy0,
             cx1 - cx0,
             passes,
             about,
+            sum(len(g) for g in groups),
         )
-        return verify_crop(
+        check = verify_crop(
             self._roi_metric_full,
             lambda t: self._roi(self._forward(t), (cy0, cx0)),
-            full_with_base,
-            crop_with_base,
+            full_in,
+            crop_in,
             out_in,
             self.base_full_roi,
+            crop_base,
         )
+        check.blocks_inside, check.blocks_outside = sum(len(g) for g in groups), len(outside)
+        return check
 
     # --- interventions ---------------------------------------------------------------------------
     def _placements(self, blocks: Sequence[int], crop) -> list[Placement]:
@@ -385,6 +380,15 @@ class CEMJob:
         return self.intervention.apply(
             inputs, context, self._placements(blocks, crop), draws, origin=(crop[0], crop[2])
         )
+
+    def _build_joint(self, blocks, crop, base: Tensor, context) -> Tensor:
+        """One input with every block of ``blocks`` intervened (sample 0 of each), applied one after another
+        in the order given: (1, C, h, w)."""
+        x = base.clone()
+        for b in blocks:
+            draw = self.intervention.draw(draw_rng(self.seed, int(b), 0), int(b), 0)
+            x = self.intervention.apply(x, context, self._placements([b], crop), [draw], origin=(crop[0], crop[2]))
+        return x
 
     def _metrics(self, blocks: np.ndarray, samples: np.ndarray) -> np.ndarray:
         roi = self.recompute.roi_outputs(self, blocks, samples)

@@ -185,6 +185,34 @@ def test_crop_mode_equals_full_image_mode_on_a_conv_stack(clean_image, small_ban
     assert (full.effect[0, :] == 0).all() and (full.effect[:, 0] == 0).all()
 
 
+class _FarGate(torch.nn.Module):
+    """A 3x3 convolution plus the mean of the image's top-left 8x8 corner, read through a detached path:
+    the ROI depends on that far corner, and the gradient probe cannot see it."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv = torch.nn.Conv2d(3, 3, 3, padding=1)
+
+    def forward(self, x):
+        return self.conv(x) + x[..., :8, :8].detach().mean()
+
+
+def test_crop_check_catches_a_dependency_the_gradient_probe_cannot_see(clean_image, small_bank):
+    """Every block outside the crop is intervened in the check, so a dependency far from the ROI (the image's
+    corner, not the ring next to the crop) sends the run to the whole image, whose map shows it."""
+    model = _FarGate().eval()
+    kw = dict(block=8, patch_bank=small_bank, estimator="exhaustive", samples=1, progress=False)
+    res = compute_cem(model, clean_image, "dn", (32, 32, 8), mode="auto", **kw)
+    check = res.meta["crop_check"]
+    assert not check["ok"] and check["max_outside_intervention_diff"] > 1e-4, check
+    assert check["blocks_outside"] > 8 and check["full_passes"] == 3
+    assert res.meta["mode"] == "full"
+    full = compute_cem(model, clean_image, "dn", (32, 32, 8), mode="full", **kw)
+    np.testing.assert_array_equal(res.effect, full.effect)
+    assert res.effect[0, 0] != 0  # the corner block's effect, which a crop would have set to 0
+
+
 def test_crop_equivalence_for_super_resolution(clean_image, small_bank):
     model = ConvStack(depth=3, width=6, scale=4)
     kw = dict(block=8, patch_bank=small_bank, coarse=2, fine=4, progress=False)
