@@ -226,6 +226,9 @@ class CEMJob:
     # --- preparation -----------------------------------------------------------------------------
     def _prepare(self, full_output: Tensor | None = None) -> None:
         t0 = time.perf_counter()
+        #: seconds of this process's preparation by part: the full-image pass, the gradient probe, the crop's
+        #: check, the recompute strategy's preparation and check
+        self.prep_parts: dict[str, float] = {}
         x = self.ti.input
         # in crop mode no map value is read from a full-image pass: it runs unpadded (one image, not
         # forward_batch); in full mode it is taken again below with the interventions' forward shape
@@ -237,6 +240,7 @@ class CEMJob:
             t_full = time.perf_counter()
             self._full_baseline(self._forward(x, pad=padded_first))
             self._full_pass_s = time.perf_counter() - t_full
+            self.prep_parts["full_pass_s"] = self._full_pass_s
         h, w = self.grid.input_h, self.grid.input_w
         self.crop = (0, h, 0, w)
         self.region: DependencyRegion | None = None
@@ -267,7 +271,10 @@ class CEMJob:
         active = np.zeros(len(self.grid), dtype=bool)
         active[self.grid.blocks_touching(self.crop)] = True
         self.active = active
+        t_rc = time.perf_counter()
         self.recompute = choose_recompute(self, self.cem_settings.recompute)
+        if self.recompute.name != "roi_crop" or self.cem_settings.recompute != "roi_crop":
+            self.prep_parts["recompute_check_s"] = time.perf_counter() - t_rc
         self.timings["prepare_s"] = time.perf_counter() - t0
 
     def _full_baseline(self, full_out: Tensor) -> None:
@@ -287,6 +294,7 @@ class CEMJob:
 
     def _try_crop(self) -> None:
         log.info("preparing: the input region the ROI depends on (a gradient probe)")
+        t_probe = time.perf_counter()
         try:
             self.region = region = dependency_region(
                 self.model,
@@ -305,6 +313,7 @@ class CEMJob:
             self.notes.append(msg)
             log.info(msg)
             return
+        self.prep_parts["probe_s"] = time.perf_counter() - t_probe
         if region.method == "memory_forecast":  # the probe itself would not fit in memory: full-image mode
             self.notes.extend(region.notes)
             return
@@ -317,7 +326,9 @@ class CEMJob:
             log.info(msg)
             return
         if self.verify:
+            t_check = time.perf_counter()
             check = self._verify(region)
+            self.prep_parts["crop_check_s"] = time.perf_counter() - t_check
             self.crop_check = check
             if not check.ok:
                 msg = f"crop verification failed ({check.reason}): full-image mode"
@@ -337,31 +348,44 @@ class CEMJob:
         cy0, cy1, cx0, cx1 = region.crop
         full_box = (0, self.grid.input_h, 0, self.grid.input_w)
         crop_base = self.ti.input[:, :, cy0:cy1, cx0:cx1]
+        # input k: group k inside the crop (sample 0) and every block outside it (sample k: other content per input)
+        full_in = torch.cat(
+            [
+                self._build_joint(
+                    outside,
+                    full_box,
+                    self._build_joint(g, full_box, self.ti.input, self.ti.context),
+                    self.ti.context,
+                    k,
+                )
+                for k, g in enumerate(groups)
+            ]
+        )
+        # the crop's inputs built on the crop, as the map builds them (so the check covers that path too)
         crop_ctx = self.ti.crop_context(region.crop)
-        full_in = torch.cat([self._build_joint(g, full_box, self.ti.input, self.ti.context) for g in groups])
         crop_in = torch.cat([self._build_joint(g, region.crop, crop_base, crop_ctx) for g in groups])
-        out_in = self._build_joint(outside, full_box, self.ti.input, self.ti.context) if len(outside) else None
-        passes = len(full_in) + (0 if out_in is None else 1)
-        about = f", about {passes * self._full_pass_s:.0f} s" if self._full_pass_s is not None else ""
+        about = f", about {len(full_in) * self._full_pass_s:.0f} s" if self._full_pass_s is not None else ""
+        n_in = sum(len(g) for g in groups)
         log.info(
-            "preparing: checking the %dx%d crop against the full input (%d full-image passes%s: %d blocks "
-            "inside it, every block outside it)",
+            "preparing: checking the %dx%d crop against the full input (%d full-image passes%s: %d blocks inside "
+            "it and all %d outside it intervened)",
             cy1 - cy0,
             cx1 - cx0,
-            passes,
+            len(full_in),
             about,
-            sum(len(g) for g in groups),
+            n_in,
+            len(outside),
         )
         check = verify_crop(
             self._roi_metric_full,
             lambda t: self._roi(self._forward(t), (cy0, cx0)),
             full_in,
             crop_in,
-            out_in,
             self.base_full_roi,
             crop_base,
+            lambda: self._build_joint(outside, full_box, self.ti.input, self.ti.context),
         )
-        check.blocks_inside, check.blocks_outside = sum(len(g) for g in groups), len(outside)
+        check.blocks_inside, check.blocks_outside = n_in, len(outside)
         return check
 
     # --- interventions ---------------------------------------------------------------------------
@@ -381,12 +405,12 @@ class CEMJob:
             inputs, context, self._placements(blocks, crop), draws, origin=(crop[0], crop[2])
         )
 
-    def _build_joint(self, blocks, crop, base: Tensor, context) -> Tensor:
-        """One input with every block of ``blocks`` intervened (sample 0 of each), applied one after another
-        in the order given: (1, C, h, w)."""
+    def _build_joint(self, blocks, crop, base: Tensor, context, sample: int = 0) -> Tensor:
+        """``base`` with every block of ``blocks`` intervened (draw ``sample`` of each), applied one after
+        another in the order given: (1, C, h, w)."""
         x = base.clone()
         for b in blocks:
-            draw = self.intervention.draw(draw_rng(self.seed, int(b), 0), int(b), 0)
+            draw = self.intervention.draw(draw_rng(self.seed, int(b), sample), int(b), sample)
             x = self.intervention.apply(x, context, self._placements([b], crop), [draw], origin=(crop[0], crop[2]))
         return x
 
@@ -494,6 +518,8 @@ class CEMJob:
             meta["dependency_region"] = self.region.describe()
         if self.crop_check is not None:
             meta["crop_check"] = self.crop_check.describe()
+        # this process's preparation, by part (prepare_s above is the run's, summed over its sessions)
+        meta["preparation_parts_s"] = {k: round(v, 6) for k, v in self.prep_parts.items()}
         meta.update(self.checks)  # block_crop_check / incremental_check
         return CEMResult(
             effect.reshape(shape),

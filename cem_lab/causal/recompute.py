@@ -16,6 +16,7 @@ rounding, which the check bounds.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
@@ -40,9 +41,11 @@ BLOCK_CROP_STEP = 8
 BLOCK_CROP_MAX_SHARE = 0.7
 #: largest |difference| from the ROI crop's outputs a strategy's check accepts
 CHECK_ATOL = 1e-4
-#: CPU threads of incremental recompute's many small operations. Split over threads, each waits for the
-#: others; with one other busy process on two cores, the DnCNN demo's incremental run took 116 s on 2
-#: threads and 12.7 s on 1 (BENCHMARKS.md, "Incremental recompute under contention")
+#: CPU threads of incremental recompute's many small operations when the choice is not measured. Split over
+#: threads, each waits for the others; with one other busy process on two cores, the DnCNN demo's
+#: incremental run took 116 s on 2 threads and 12.7 s on 1 (BENCHMARKS.md, "Incremental recompute under
+#: contention"); on a quiet machine 2 threads are faster. So the job times its check's items on 1 thread and
+#: on all of torch's, and keeps the faster (:meth:`IncrementalRecompute.choose_threads`).
 INCREMENTAL_CPU_THREADS = 1
 
 
@@ -278,6 +281,8 @@ class IncrementalRecompute(Recompute):
         self.graph: LocalGraph | None = None
         self.rows: dict[int, int] = {}
         self.share = 1.0
+        #: CPU threads of the small operations (chosen by measurement in verify)
+        self.threads = INCREMENTAL_CPU_THREADS
 
     def prepare(self, job):
         """Build the incremental chain (or the traced graph and its plan for every active block) on the ROI crop;
@@ -318,12 +323,32 @@ class IncrementalRecompute(Recompute):
         cand = np.flatnonzero(job.active)
         pick = np.array(sorted(rng.choice(cand, size=min(8, len(cand)), replace=False).tolist()))
         try:
-            return against_crop(job, pick, self)
+            check = against_crop(job, pick, self)
         except ModelOutputError:  # the user's input or model is at fault: said as it is
             raise
         except (RuntimeError, ValueError, IndexError) as e:  # an op run on whole tensors that assumed batch 1
             first = (str(e).strip().splitlines() or [""])[0][:160]
             return {"ok": False, "max_diff": float("nan"), "atol": CHECK_ATOL, "blocks": pick.tolist(), "error": first}
+        if check["ok"]:
+            check["threads"] = self.choose_threads(job, pick)
+        return check
+
+    def choose_threads(self, job, pick: np.ndarray) -> dict[str, Any]:
+        """Time the check's items once more on 1 CPU thread and on all of torch's, and keep the faster for the
+        run: on a quiet machine the small operations gain from a second thread, beside a busy process they
+        lose much more (each thread waits for a core). Returns the choice and the seconds per item of each."""
+        most = torch.get_num_threads()
+        if job.device.type != "cpu" or most <= 1 or len(pick) == 0:
+            return {"chosen": self.threads if job.device.type == "cpu" else None}
+        zeros = np.zeros(len(pick), dtype=int)
+        seconds = {}
+        for n in (most, 1):
+            self.threads = n
+            t = time.perf_counter()
+            self.roi_outputs(job, pick, zeros)
+            seconds[n] = (time.perf_counter() - t) / len(pick)
+        self.threads = min(seconds, key=seconds.get)
+        return {"chosen": self.threads, "item_s": {str(n): round(v, 6) for n, v in seconds.items()}}
 
     def roi_outputs(self, job, blocks, samples):
         """Recompute the ROI outputs window by window; raises :class:`ModelOutputError` if an intervention leaks
@@ -335,7 +360,7 @@ class IncrementalRecompute(Recompute):
                 f"the {job.intervention.name} intervention changed input pixels outside its block, which "
                 "incremental recompute assumes it never does; run with recompute=roi_crop"
             )
-        with cpu_threads(job.device, INCREMENTAL_CPU_THREADS):
+        with cpu_threads(job.device, self.threads):
             if self.chain is not None:
                 out = self.chain.roi_outputs(x, boxes, chunk=job.forward_batch)
                 job.pixels_pushed += int(round(sum(self.chain.pixels(b) for b in boxes)))
@@ -382,17 +407,20 @@ class IncrementalRecompute(Recompute):
     def used(self, job):
         """A note with the layers followed, the reach and the work recomputed per item."""
         crop = f"{job.crop[1] - job.crop[0]}x{job.crop[3] - job.crop[2]} crop"
+        threads = f", on {self.threads} CPU thread{'s' if self.threads > 1 else ''}" if job.device.type == "cpu" else ""
         if self.chain is not None:
             chain = self.chain
             return (
                 f"incremental recompute: {len(chain.units)} conv layers, reach {chain.reach} px; an item recomputes "
                 f"{chain.pixels((0, job.block, 0, job.block)):.0f} px per layer on average instead of the {crop}"
+                f"{threads}"
             )
         share, pixels = self.graph.work()
         convs = sum(isinstance(r, ConvRule) for r in self.graph.rules.values())
         return (
             f"incremental recompute (traced graph): {len(self.graph.order)} operations, {convs} convolutions; an item "
             f"recomputes {share:.0%} of the {crop}'s convolution work ({pixels:.0f} input px per convolution)"
+            f"{threads}"
         )
 
 
