@@ -174,6 +174,59 @@ class LocalGraph:
         return values
 
     # ------------------------------------------------------------------ planning
+    def demand(self) -> dict[fx.Node, np.ndarray | None]:
+        """Per node, the box (y0, y1, x0, x1) of its values that the ROI output can read, None where it may read
+        all of them. Walked back from the ROI: a node's inputs are needed where the rule reads them to compute
+        its own demanded box; an operation without a rule, or not on an image, reads its inputs whole.
+
+        A window need only be exact inside its node's demand: an intervention's change outside it never
+        reaches the ROI. So late layers recompute the change's window cut to the ROI grown by the reach left,
+        not the whole change (the far side of a block's change, which no ROI pixel reads)."""
+        y0, y1, x0, x1 = self.roi
+        dem: dict[fx.Node, np.ndarray | None] = {self.out: np.array([y0, y1, x0, x1], dtype=np.int64)}
+
+        def add(src: fx.Node, box: np.ndarray | None) -> None:
+            if src is not self.input and src not in self.tainted:
+                return
+            if box is None or _extent(self.values[src]) is None:
+                dem[src] = None
+            elif src not in dem:
+                dem[src] = box
+            elif dem[src] is not None:
+                old = dem[src]
+                dem[src] = np.array(
+                    [min(old[0], box[0]), max(old[1], box[1]), min(old[2], box[2]), max(old[3], box[3])]
+                )
+
+        for n in reversed(self.order):
+            box = dem.get(n, None) if n in dem else None
+            rule = self.rules[n]
+            srcs = _nodes_in((n.args, n.kwargs))
+            if isinstance(rule, Rule) and rule.kind == "getitem":
+                for src in srcs:
+                    add(src, box)
+                continue
+            if box is None or isinstance(rule, str) or _extent(self.values[n]) is None:
+                for src in srcs:
+                    add(src, None)
+                continue
+            spatial = list(n.args[0]) if rule.kind == "cat" else [n.args[i] for i in rule.spatial_args]
+            spatial = [a for a in spatial if isinstance(a, fx.Node)]
+            for src in srcs:
+                if src not in spatial:
+                    add(src, None)
+                    continue
+                sext = _extent(self.values[src])
+                if sext is None:
+                    add(src, None)
+                    continue
+                need = []
+                for axis in (0, 1):
+                    lo, hi = rule.need((box[2 * axis : 2 * axis + 1], box[2 * axis + 1 : 2 * axis + 2]), axis)
+                    need += [max(0, int(lo[0])), min(sext[axis], int(hi[0]))]
+                add(src, np.array(need, dtype=np.int64))
+        return dem
+
     def plan(self, boxes: np.ndarray) -> None:
         """Plan every node's window for interventions inside ``boxes`` (B, 4: y0, y1, x0, x1 of the
         crop); raises :class:`NotLocal` at the first operation a partial window reaches that has no
@@ -187,6 +240,7 @@ class LocalGraph:
         }
         full = {self.input: False}
         plans: dict[fx.Node, NodePlan] = {}
+        demand = self.demand()
         for n in self.order:
             rule = self.rules[n]
             srcs = [a for a in _nodes_in((n.args, n.kwargs)) if a is self.input or a in self.tainted]
@@ -210,10 +264,16 @@ class LocalGraph:
                 spatial = [n.args[i] for i in rule.spatial_args if isinstance(n.args[i], fx.Node)]
             changed = [s for s in spatial if s in win]
             cols = []
+            box = demand.get(n)
             for axis in (0, 1):
                 spans = [(win[s][:, 2 * axis], win[s][:, 2 * axis + 1]) for s in changed]
                 lo, hi = rule.changed(spans, axis)
-                cols += list(_fit(np.maximum(lo, 0), np.minimum(hi, ext[axis]), ext[axis], True))
+                lo, hi = np.maximum(lo, 0), np.minimum(hi, ext[axis])
+                if box is not None:  # exact only where the ROI reads (a change elsewhere never reaches it)
+                    lo, hi = np.maximum(lo, box[2 * axis]), np.minimum(hi, box[2 * axis + 1])
+                    empty = hi <= lo  # this change does not reach the ROI through here: any 1-pixel window
+                    lo, hi = np.where(empty, box[2 * axis], lo), np.where(empty, box[2 * axis] + 1, hi)
+                cols += list(_fit(lo, hi, ext[axis], True))
             window = np.stack(cols, 1)
             is_full = bool(
                 (window[:, 0] == 0).all()

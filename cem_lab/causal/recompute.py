@@ -330,25 +330,52 @@ class IncrementalRecompute(Recompute):
             first = (str(e).strip().splitlines() or [""])[0][:160]
             return {"ok": False, "max_diff": float("nan"), "atol": CHECK_ATOL, "blocks": pick.tolist(), "error": first}
         if check["ok"]:
-            check["threads"] = self.choose_threads(job, pick)
+            check["threads"] = self.choose_threads(job)
         return check
 
-    def choose_threads(self, job, pick: np.ndarray) -> dict[str, Any]:
-        """Time the check's items once more on 1 CPU thread and on all of torch's, and keep the faster for the
-        run: on a quiet machine the small operations gain from a second thread, beside a busy process they
-        lose much more (each thread waits for a core). Returns the choice and the seconds per item of each."""
+    def choose_threads(self, job) -> dict[str, Any]:
+        """Keep 1 CPU thread for the run's small operations, or all of torch's when a convolution of the run's
+        typical shape (the model's largest, on a window of the average size an item recomputes, a batch of
+        ``forward_batch``) is faster on all of them every time of three: on a quiet machine the small
+        operations gain from a second thread; beside a busy process each thread waits for a core, and the run
+        took 14x longer on two threads than on one. The probe stops at the first slower time, so that it costs
+        milliseconds quiet and about one waited-for operation when busy. Returns the choice and the seconds."""
         most = torch.get_num_threads()
-        if job.device.type != "cpu" or most <= 1 or len(pick) == 0:
+        if job.device.type != "cpu" or most <= 1:
             return {"chosen": self.threads if job.device.type == "cpu" else None}
-        zeros = np.zeros(len(pick), dtype=int)
-        seconds = {}
-        for n in (most, 1):
-            self.threads = n
-            t = time.perf_counter()
-            self.roi_outputs(job, pick, zeros)
-            seconds[n] = (time.perf_counter() - t) / len(pick)
-        self.threads = min(seconds, key=seconds.get)
-        return {"chosen": self.threads, "item_s": {str(n): round(v, 6) for n, v in seconds.items()}}
+        convs = [m for m in job.model.modules() if isinstance(m, torch.nn.Conv2d) and m.groups == 1]
+        if convs:
+            conv = max(convs, key=lambda m: m.weight.numel())
+            weight, bias = conv.weight.detach(), None if conv.bias is None else conv.bias.detach()
+        else:  # a network without nn.Conv2d modules: a 64-channel 3x3 stand-in
+            weight, bias = torch.rand(64, 64, 3, 3, device=job.device), None
+        if self.chain is not None:
+            pixels = self.chain.pixels((0, job.grid.block_in, 0, job.grid.block_in))
+        else:
+            pixels = self.graph.work()[1]
+        side = int(min(128, max(8, round(float(np.sqrt(max(pixels, 1.0)))))))
+        x = torch.rand(job.forward_batch, weight.shape[1], side, side, device=job.device, dtype=weight.dtype)
+
+        def once(n: int) -> float:
+            with cpu_threads(job.device, n), torch.inference_mode():
+                t = time.perf_counter()
+                torch.nn.functional.conv2d(x, weight, bias)
+                return time.perf_counter() - t
+
+        once(1)  # warm-up
+        one = sorted(once(1) for _ in range(3))[1]
+        many: list[float] = []
+        for _ in range(3):
+            many.append(once(most))
+            if many[-1] >= one:
+                break
+        self.threads = most if len(many) == 3 and max(many) < one else 1
+        return {
+            "chosen": self.threads,
+            "probe": f"conv {tuple(weight.shape)} on {tuple(x.shape)}",
+            "seconds_1": round(one, 6),
+            f"seconds_{most}": [round(v, 6) for v in many],
+        }
 
     def roi_outputs(self, job, blocks, samples):
         """Recompute the ROI outputs window by window; raises :class:`ModelOutputError` if an intervention leaks

@@ -161,10 +161,12 @@ def test_on_the_real_dncnn_at_256_incremental_outputs_equal_the_crop_outputs():
 
 @pytest.mark.parametrize("slow_on", [2, 1])
 def test_incremental_recompute_keeps_the_thread_count_it_measured_faster(small_bank, monkeypatch, slow_on):
-    """Its many small operations run on the thread count whose timed items were faster (1 beside a busy
+    """Its many small operations run on the thread count whose probe convolution was faster (1 beside a busy
     process, all of torch's on a quiet machine: simulated here by slowing one count down); the caller's
     count is back afterwards, and the choice is recorded with the check."""
     import time
+
+    from cem_lab.causal import recompute as rc
 
     before = torch.get_num_threads()
     torch.set_num_threads(2)
@@ -181,22 +183,29 @@ def test_incremental_recompute_keeps_the_thread_count_it_measured_faster(small_b
         )
         assert job.recompute.name == "incremental", job.notes
         assert job.checks["incremental_check"]["threads"]["chosen"] in (1, 2)
-        seen = []
-        run = job.recompute.chain.roi_outputs
+        conv = torch.nn.functional.conv2d
+        probes = []
 
         def timed(*a, **k):
-            seen.append(torch.get_num_threads())
-            if seen[-1] == slow_on:
-                time.sleep(0.05)
-            return run(*a, **k)
+            probes.append(torch.get_num_threads())
+            if probes[-1] == slow_on:
+                time.sleep(0.02)
+            return conv(*a, **k)
 
-        monkeypatch.setattr(job.recompute.chain, "roi_outputs", timed)
+        monkeypatch.setattr(torch.nn.functional, "conv2d", timed)
+        choice = job.recompute.choose_threads(job)
+        monkeypatch.setattr(torch.nn.functional, "conv2d", conv)
+        assert choice["chosen"] == 3 - slow_on and torch.get_num_threads() == 2
+        # slower on 2 threads: the probe stops at the first 2-thread time (1 warm-up + 3 timed on 1 thread)
+        assert probes == ([1, 1, 1, 1, 2] if slow_on == 2 else [1, 1, 1, 1, 2, 2, 2])
+        seen = []
+        run = job.recompute.chain.roi_outputs
+        monkeypatch.setattr(
+            job.recompute.chain, "roi_outputs", lambda *a, **k: seen.append(torch.get_num_threads()) or run(*a, **k)
+        )
         blocks = np.flatnonzero(job.active)[:4]
-        choice = job.recompute.choose_threads(job, blocks)
-        assert seen == [2, 1] and torch.get_num_threads() == 2
-        assert choice["chosen"] == 3 - slow_on and set(choice["item_s"]) == {"1", "2"}
-        seen.clear()
         job.recompute.roi_outputs(job, blocks, np.zeros(4, dtype=int))
         assert seen == [3 - slow_on] and torch.get_num_threads() == 2
+        assert rc.INCREMENTAL_CPU_THREADS == 1  # the default before the probe, and where it cannot run
     finally:
         torch.set_num_threads(before)
