@@ -52,9 +52,10 @@ def main(argv=None) -> None:
         f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, {args.threads} threads"
     )
     print(
-        "| machine | recompute | wall s | prepare s | map s | passes | max abs delta CE vs crop (dB) | classes equal |"
+        "| machine | recompute | wall s | prepare s | map s | passes | threads | max abs delta CE vs crop (dB) "
+        "| classes equal |"
     )
-    print("|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|")
     for condition in ("quiet", "one busy process"):
         busy = None
         if condition != "quiet":
@@ -75,7 +76,8 @@ def main(argv=None) -> None:
                     extra = "- | -"
                 print(
                     f"| {condition} | {rc} | {wall:.1f} | {tm['prepare_s']:.1f} | {tm['run_s']:.1f} | "
-                    f"{r.meta['forward_passes']} | {extra} |",
+                    f"{r.meta['forward_passes']} | {r.meta.get('incremental_check', {}).get('threads', {}).get('chosen', args.threads)} "
+                    f"| {extra} |",
                     flush=True,
                 )
         finally:

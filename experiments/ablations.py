@@ -440,7 +440,7 @@ def cmd_report() -> int:
         parts.append(
             f"## {title}\n\n{len(runs)} finished maps, {passes:,} forward passes, {seconds / 60:.1f} min of "
             "map computation in all (the runs' own timings, on the 2 CPU cores of this machine, shared with "
-            "a training job).\n"
+            "the session's other work: upper bounds).\n"
         )
         found: list[str] = []
         for factor, ref in refs.items():

@@ -24,12 +24,14 @@ from cem_lab.causal.errors import ModelOutputError
 from cem_lab.causal.estimators import BlockStats, classify
 from cem_lab.causal.executors import BatchInfo, UnitExecutor
 from cem_lab.causal.grid import BlockGrid, GeometryError, Roi
+from cem_lab.causal.incremental import NotAChain, conv_chain
 from cem_lab.causal.interventions import draw_rng
 from cem_lab.causal.memory import largest_forward_batch
 from cem_lab.causal.recompute import choose_recompute
 from cem_lab.causal.region import (
     DependencyRegion,
     NoGradientError,
+    chain_region,
     check_blocks,
     dependency_region,
     verify_crop,
@@ -229,6 +231,8 @@ class CEMJob:
         #: seconds of this process's preparation by part: the full-image pass, the gradient probe, the crop's
         #: check, the recompute strategy's preparation and check
         self.prep_parts: dict[str, float] = {}
+        #: the un-intervened crop's ROI output and the seconds of the crop check's one chunk (reused as M0 and rate)
+        self._check_chunk: tuple[Tensor, float] | None = None
         x = self.ti.input
         # in crop mode no map value is read from a full-image pass: it runs unpadded (one image, not
         # forward_batch); in full mode it is taken again below with the interventions' forward shape
@@ -260,7 +264,12 @@ class CEMJob:
         if self.mode == "full" and not padded_first:  # the baseline with the interventions' forward shape
             self._full_baseline(self._forward(x))
             self.item_s_estimate = (time.perf_counter() - t_item) / max(1, self.forward_batch)
-        if self.mode == "crop":
+        if self.mode == "crop" and self._check_chunk is not None and not self.auto_forward_batch:
+            # the crop check's chunk ran the un-intervened crop first, in the interventions' forward shape
+            self.base_crop_roi, chunk_s = self._check_chunk
+            self.item_s_estimate = chunk_s / max(1, self.forward_batch)
+            self.baseline = float(self.metric(self.base_crop_roi, self.ref)[0])
+        elif self.mode == "crop":
             self.base_crop_roi = self._roi(self._forward(self.base_crop), (y0, x0))
             self.item_s_estimate = (time.perf_counter() - t_item) / max(1, self.forward_batch)
             self.baseline = float(self.metric(self.base_crop_roi, self.ref)[0])
@@ -293,26 +302,40 @@ class CEMJob:
         self.baseline_full = float(self.metric(self.base_full_roi, self.ref)[0])
 
     def _try_crop(self) -> None:
-        log.info("preparing: the input region the ROI depends on (a gradient probe)")
         t_probe = time.perf_counter()
         try:
-            self.region = region = dependency_region(
-                self.model,
-                self.ti.input,
+            units, _ = conv_chain(self.model) if self.scale == 1 else (None, 0)
+        except NotAChain:
+            units = None
+        if units is not None:  # a declared stride-1 conv stack: its reach is its kernels' summed radii
+            self.region = region = chain_region(
+                sum(u.radius for u in units),
+                (self.grid.input_h, self.grid.input_w),
                 self.roi.box,
-                self.scale,
-                seed=self.seed,
-                margin=self.crop_margin,
-                multiple=self.crop_multiple,
+                self.crop_margin,
+                self.crop_multiple,
             )
-        except NoGradientError:
-            msg = (
-                f"the dependency probe needs gradients and {self.model_name} gives none (it runs under "
-                "torch.no_grad, detaches its output, or is not torch): full-image mode"
-            )
-            self.notes.append(msg)
-            log.info(msg)
-            return
+            log.info("preparing: %s", region.notes[0])
+        else:
+            log.info("preparing: the input region the ROI depends on (a gradient probe)")
+            try:
+                self.region = region = dependency_region(
+                    self.model,
+                    self.ti.input,
+                    self.roi.box,
+                    self.scale,
+                    seed=self.seed,
+                    margin=self.crop_margin,
+                    multiple=self.crop_multiple,
+                )
+            except NoGradientError:
+                msg = (
+                    f"the dependency probe needs gradients and {self.model_name} gives none (it runs under "
+                    "torch.no_grad, detaches its output, or is not torch): full-image mode"
+                )
+                self.notes.append(msg)
+                log.info(msg)
+                return
         self.prep_parts["probe_s"] = time.perf_counter() - t_probe
         if region.method == "memory_forecast":  # the probe itself would not fit in memory: full-image mode
             self.notes.extend(region.notes)
@@ -348,7 +371,7 @@ class CEMJob:
         cy0, cy1, cx0, cx1 = region.crop
         full_box = (0, self.grid.input_h, 0, self.grid.input_w)
         crop_base = self.ti.input[:, :, cy0:cy1, cx0:cx1]
-        # input k: group k inside the crop (sample 0) and every block outside it (sample k: other content per input)
+        # input k: group k inside the crop (sample 0) and every block outside it (sample k)
         full_in = torch.cat(
             [
                 self._build_joint(
@@ -367,7 +390,7 @@ class CEMJob:
         about = f", about {len(full_in) * self._full_pass_s:.0f} s" if self._full_pass_s is not None else ""
         n_in = sum(len(g) for g in groups)
         log.info(
-            "preparing: checking the %dx%d crop against the full input (%d full-image passes%s: %d blocks inside "
+            "preparing: checking the %dx%d crop against the full input (%d full-image pass(es)%s: %d blocks inside "
             "it and all %d outside it intervened)",
             cy1 - cy0,
             cx1 - cx0,
@@ -376,9 +399,17 @@ class CEMJob:
             n_in,
             len(outside),
         )
+
+        def crop_rois(t: Tensor) -> Tensor:
+            t0 = time.perf_counter()
+            out = self._roi(self._forward(t), (cy0, cx0))
+            if len(t) <= self.forward_batch:  # one chunk, the base first: the map's M0 and the rate of its chunks
+                self._check_chunk = (out[:1], time.perf_counter() - t0)
+            return out
+
         check = verify_crop(
             self._roi_metric_full,
-            lambda t: self._roi(self._forward(t), (cy0, cx0)),
+            crop_rois,
             full_in,
             crop_in,
             self.base_full_roi,

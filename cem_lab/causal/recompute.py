@@ -322,6 +322,7 @@ class IncrementalRecompute(Recompute):
         rng = np.random.default_rng([job.seed, 15485863])
         cand = np.flatnonzero(job.active)
         pick = np.array(sorted(rng.choice(cand, size=min(8, len(cand)), replace=False).tolist()))
+        threads = self.choose_threads(job)  # first, so that the check's items run as the map's will
         try:
             check = against_crop(job, pick, self)
         except ModelOutputError:  # the user's input or model is at fault: said as it is
@@ -329,8 +330,7 @@ class IncrementalRecompute(Recompute):
         except (RuntimeError, ValueError, IndexError) as e:  # an op run on whole tensors that assumed batch 1
             first = (str(e).strip().splitlines() or [""])[0][:160]
             return {"ok": False, "max_diff": float("nan"), "atol": CHECK_ATOL, "blocks": pick.tolist(), "error": first}
-        if check["ok"]:
-            check["threads"] = self.choose_threads(job)
+        check["threads"] = threads
         return check
 
     def choose_threads(self, job) -> dict[str, Any]:

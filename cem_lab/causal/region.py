@@ -184,6 +184,27 @@ def dependency_region(
     )
 
 
+def chain_region(
+    reach: int,
+    shape: tuple[int, int],
+    roi_box_in: tuple[int, int, int, int],
+    margin: int = 0,
+    multiple: int = 1,
+) -> DependencyRegion:
+    """The region of a declared stride-1 convolution chain (scale 1): the ROI grown by the chain's reach, the
+    summed radii of its kernels. A pixel further away cannot reach the ROI through such a stack, so no gradient
+    probe is needed; the crop is checked against the full input all the same."""
+    h, w = shape
+    y0, y1, x0, x1 = roi_box_in
+    box = (max(0, y0 - reach), min(h, y1 + reach), max(0, x0 - reach), min(w, x1 + reach))
+    m = np.zeros((h, w), dtype=bool)
+    m[box[0] : box[1], box[2] : box[3]] = True
+    cy0, cy1 = _expand(box[0], box[1], h, margin, multiple)
+    cx0, cx1 = _expand(box[2], box[3], w, margin, multiple)
+    note = f"the model's declared convolution chain reaches {reach} px: the ROI grown by that (no gradient probe)"
+    return DependencyRegion(m, box, (cy0, cy1, cx0, cx1), method="conv_chain", probes=0, notes=[note])
+
+
 def _whole_input(h, w, ry0, ry1, rx0, rx1, probes, forecast) -> DependencyRegion:
     """The region when the next window's probe would not fit in memory: the whole input (full-image mode, whose
     map is exact; only the speed-up of a crop is given up), with a note of the forecast."""
@@ -270,21 +291,19 @@ def verify_crop(
 
 
 def check_blocks(grid, boxes, crop: tuple[int, int, int, int], seed: int) -> tuple[list[np.ndarray], np.ndarray]:
-    """The blocks a crop is checked on, drawn by ``seed``: two groups of up to 4 among the blocks the crop
-    touches, and every block outside the crop. The check builds two inputs, each with one group and every
-    outside block intervened (other draws in each), and their ROI outputs on the crop must equal those on
-    the full input: the crop then computes what the full image does for changes inside it, and nothing
-    outside it reaches the ROI.
+    """The blocks a crop is checked on, drawn by ``seed``: up to 8 among the blocks the crop touches (one group),
+    and every block outside the crop. The check builds one input with all of them intervened, and its ROI
+    output on the crop must equal the full input's: the crop then computes what the full image does for
+    changes inside it, and nothing outside it reaches the ROI.
 
-    Intervening jointly costs two full-image passes whatever the image's size and checks every block outside
+    Intervening jointly costs one full-image pass whatever the image's size and checks every block outside
     the crop, where a check of single blocks could only afford a sample of those next to it (a dependency
     the gradient probe cannot see, through a detached or integer-valued path, can come from anywhere).
     """
     rng = np.random.default_rng([seed, 7919])
     inside = grid.blocks_touching(crop)
     inside = rng.choice(inside, size=min(8, len(inside)), replace=False)
-    groups = [g for g in np.array_split(inside, 2) if len(g)]
     cy0, cy1, cx0, cx1 = crop
     b = np.asarray(boxes[: len(grid)], dtype=np.int64).reshape(-1, 4)
     outside = (b[:, 1] <= cy0) | (b[:, 0] >= cy1) | (b[:, 3] <= cx0) | (b[:, 2] >= cx1)
-    return groups, np.flatnonzero(outside)
+    return [inside], np.flatnonzero(outside)
