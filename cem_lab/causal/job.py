@@ -390,11 +390,12 @@ class CEMJob:
         about = f", about {len(full_in) * self._full_pass_s:.0f} s" if self._full_pass_s is not None else ""
         n_in = sum(len(g) for g in groups)
         log.info(
-            "preparing: checking the %dx%d crop against the full input (%d full-image pass(es)%s: %d blocks inside "
+            "preparing: checking the %dx%d crop against the full input (%d full-image pass%s%s: %d blocks inside "
             "it and all %d outside it intervened)",
             cy1 - cy0,
             cx1 - cx0,
             len(full_in),
+            "" if len(full_in) == 1 else "es",
             about,
             n_in,
             len(outside),

@@ -201,7 +201,10 @@ def chain_region(
     m[box[0] : box[1], box[2] : box[3]] = True
     cy0, cy1 = _expand(box[0], box[1], h, margin, multiple)
     cx0, cx1 = _expand(box[2], box[3], w, margin, multiple)
-    note = f"the model's declared convolution chain reaches {reach} px: the ROI grown by that (no gradient probe)"
+    note = (
+        f"the input region the ROI depends on: the ROI grown by {reach} px, the reach of the model's declared "
+        "convolution chain (no gradient probe)"
+    )
     return DependencyRegion(m, box, (cy0, cy1, cx0, cx1), method="conv_chain", probes=0, notes=[note])
 
 

@@ -58,6 +58,11 @@ def start(program: str) -> object:
         main = importlib.import_module(PROGRAMS[program]).main
     except KeyboardInterrupt:
         interrupted.append(True)
+    except BaseException:
+        # a Ctrl-C that a library's import turned into another error (seen once in CI: a RecursionError from a
+        # half-imported module's lazy attribute lookup) is still the user's interruption, said in one line
+        if not interrupted:
+            raise
     finally:
         signal.signal(signal.SIGINT, previous)
     if interrupted:
