@@ -121,12 +121,16 @@ def test_ctrl_c_while_a_console_script_imports_is_one_line(tmp_path):
             env={**os.environ, READY_ENV: str(ready[program])},
             preexec_fn=_ctrl_c_on,
         )
-    for program, proc in procs.items():
-        # the guard is in place and the program's imports (torch, Hydra: seconds) have just begun
-        deadline = time.monotonic() + 120
-        while not ready[program].exists() and proc.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.005)
-        proc.send_signal(signal.SIGINT)
+    # each program gets its Ctrl-C as soon as its guard is in place and its imports (torch, Hydra: a second or
+    # more) have just begun; all are watched at once, since on a fast machine a program's imports can end while
+    # the others are being waited for (seen in CI: cem-report had run to its argument error)
+    pending, deadline = dict(procs), time.monotonic() + 120
+    while pending and time.monotonic() < deadline:
+        for program, proc in list(pending.items()):
+            if ready[program].exists() or proc.poll() is not None:
+                proc.send_signal(signal.SIGINT)
+                del pending[program]
+        time.sleep(0.001)
     try:
         for program, proc in procs.items():
             _, err = proc.communicate(timeout=120)
