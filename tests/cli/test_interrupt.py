@@ -106,13 +106,17 @@ def test_ctrl_c_while_a_console_script_imports_is_one_line(tmp_path):
         pytest.skip(f"console scripts not installed beside {sys.executable}: {missing} (pip install -e .)")
     from cem_lab.cli.launch import READY_ENV
 
+    # one program at a time: started, given its Ctrl-C as soon as its guard is in place (its imports, torch and
+    # Hydra, a second or more, have just begun), then read. Started all at once on two busy cores, this test's
+    # own process could wait longer for a core than cem-report's imports took (seen in CI: it had run to its
+    # argument error before the signal)
     procs, ready = {}, {}
     for program in PROGRAMS:
         cwd = tmp_path / program
         cwd.mkdir()
         ready[program] = tmp_path / f"{program}.ready"
         args = {"cem-report": ["runs"], "cem-zoo": ["list"], "cem-pretrained": ["list"]}.get(program, [])
-        procs[program] = subprocess.Popen(
+        proc = procs[program] = subprocess.Popen(
             [str(_console_script(program)), *args],
             cwd=cwd,
             stdout=subprocess.PIPE,
@@ -121,16 +125,11 @@ def test_ctrl_c_while_a_console_script_imports_is_one_line(tmp_path):
             env={**os.environ, READY_ENV: str(ready[program])},
             preexec_fn=_ctrl_c_on,
         )
-    # each program gets its Ctrl-C as soon as its guard is in place and its imports (torch, Hydra: a second or
-    # more) have just begun; all are watched at once, since on a fast machine a program's imports can end while
-    # the others are being waited for (seen in CI: cem-report had run to its argument error)
-    pending, deadline = dict(procs), time.monotonic() + 120
-    while pending and time.monotonic() < deadline:
-        for program, proc in list(pending.items()):
-            if ready[program].exists() or proc.poll() is not None:
-                proc.send_signal(signal.SIGINT)
-                del pending[program]
-        time.sleep(0.001)
+        deadline = time.monotonic() + 120
+        while not ready[program].exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.001)
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=120)
     try:
         for program, proc in procs.items():
             _, err = proc.communicate(timeout=120)
