@@ -282,7 +282,7 @@ class CEMJob:
         self.active = active
         t_rc = time.perf_counter()
         self.recompute = choose_recompute(self, self.cem_settings.recompute)
-        if self.recompute.name != "roi_crop" or self.cem_settings.recompute != "roi_crop":
+        if self.cem_settings.recompute != "roi_crop":
             self.prep_parts["recompute_check_s"] = time.perf_counter() - t_rc
         self.timings["prepare_s"] = time.perf_counter() - t0
 
@@ -367,37 +367,24 @@ class CEMJob:
         log.info(self.notes[-1])
 
     def _verify(self, region: DependencyRegion):
-        groups, outside = check_blocks(self.grid, self.boxes, region.crop, self.seed)
+        inside, outside = check_blocks(self.grid, self.boxes, region.crop, self.seed)
         cy0, cy1, cx0, cx1 = region.crop
         full_box = (0, self.grid.input_h, 0, self.grid.input_w)
         crop_base = self.ti.input[:, :, cy0:cy1, cx0:cx1]
-        # input k: group k inside the crop (sample 0) and every block outside it (sample k)
-        full_in = torch.cat(
-            [
-                self._build_joint(
-                    outside,
-                    full_box,
-                    self._build_joint(g, full_box, self.ti.input, self.ti.context),
-                    self.ti.context,
-                    k,
-                )
-                for k, g in enumerate(groups)
-            ]
+        # one input: the blocks drawn inside the crop and every block outside it, all intervened
+        full_in = self._build_joint(
+            outside, full_box, self._build_joint(inside, full_box, self.ti.input, self.ti.context), self.ti.context
         )
-        # the crop's inputs built on the crop, as the map builds them (so the check covers that path too)
-        crop_ctx = self.ti.crop_context(region.crop)
-        crop_in = torch.cat([self._build_joint(g, region.crop, crop_base, crop_ctx) for g in groups])
-        about = f", about {len(full_in) * self._full_pass_s:.0f} s" if self._full_pass_s is not None else ""
-        n_in = sum(len(g) for g in groups)
+        # what the crop holds of it, built on the crop as the map builds its inputs (so the check covers that too)
+        crop_in = self._build_joint(inside, region.crop, crop_base, self.ti.crop_context(region.crop))
+        about = f", about {self._full_pass_s:.0f} s" if self._full_pass_s is not None else ""
         log.info(
-            "preparing: checking the %dx%d crop against the full input (%d full-image pass%s%s: %d blocks inside "
-            "it and all %d outside it intervened)",
+            "preparing: checking the %dx%d crop against the full input (1 full-image pass%s: %d blocks inside it "
+            "and all %d outside it intervened)",
             cy1 - cy0,
             cx1 - cx0,
-            len(full_in),
-            "" if len(full_in) == 1 else "es",
             about,
-            n_in,
+            len(inside),
             len(outside),
         )
 
@@ -417,7 +404,7 @@ class CEMJob:
             crop_base,
             lambda: self._build_joint(outside, full_box, self.ti.input, self.ti.context),
         )
-        check.blocks_inside, check.blocks_outside = n_in, len(outside)
+        check.blocks_inside, check.blocks_outside = len(inside), len(outside)
         return check
 
     # --- interventions ---------------------------------------------------------------------------
@@ -437,12 +424,12 @@ class CEMJob:
             inputs, context, self._placements(blocks, crop), draws, origin=(crop[0], crop[2])
         )
 
-    def _build_joint(self, blocks, crop, base: Tensor, context, sample: int = 0) -> Tensor:
-        """``base`` with every block of ``blocks`` intervened (draw ``sample`` of each), applied one after
-        another in the order given: (1, C, h, w)."""
+    def _build_joint(self, blocks, crop, base: Tensor, context) -> Tensor:
+        """``base`` with every block of ``blocks`` intervened (draw 0 of each), applied one after another in the
+        order given: (1, C, h, w)."""
         x = base.clone()
         for b in blocks:
-            draw = self.intervention.draw(draw_rng(self.seed, int(b), sample), int(b), sample)
+            draw = self.intervention.draw(draw_rng(self.seed, int(b), 0), int(b), 0)
             x = self.intervention.apply(x, context, self._placements([b], crop), [draw], origin=(crop[0], crop[2]))
         return x
 

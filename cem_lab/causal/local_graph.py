@@ -199,7 +199,7 @@ class LocalGraph:
                 )
 
         for n in reversed(self.order):
-            box = dem.get(n, None) if n in dem else None
+            box = dem.get(n)
             rule = self.rules[n]
             srcs = _nodes_in((n.args, n.kwargs))
             if isinstance(rule, Rule) and rule.kind == "getitem":

@@ -44,8 +44,8 @@ CHECK_ATOL = 1e-4
 #: CPU threads of incremental recompute's many small operations when the choice is not measured. Split over
 #: threads, each waits for the others; with one other busy process on two cores, the DnCNN demo's
 #: incremental run took 116 s on 2 threads and 12.7 s on 1 (BENCHMARKS.md, "Incremental recompute under
-#: contention"); on a quiet machine 2 threads are faster. So the job times its check's items on 1 thread and
-#: on all of torch's, and keeps the faster (:meth:`IncrementalRecompute.choose_threads`).
+#: contention"); on a quiet machine 2 threads are faster. So the job times one convolution of the run's shape
+#: on 1 thread and on all of torch's, and keeps the faster (:meth:`IncrementalRecompute.choose_threads`).
 INCREMENTAL_CPU_THREADS = 1
 
 

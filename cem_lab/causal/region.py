@@ -293,9 +293,9 @@ def verify_crop(
     return CropCheck(False, d_crop, d_out, reason, full_passes=passes)
 
 
-def check_blocks(grid, boxes, crop: tuple[int, int, int, int], seed: int) -> tuple[list[np.ndarray], np.ndarray]:
-    """The blocks a crop is checked on, drawn by ``seed``: up to 8 among the blocks the crop touches (one group),
-    and every block outside the crop. The check builds one input with all of them intervened, and its ROI
+def check_blocks(grid, boxes, crop: tuple[int, int, int, int], seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """The blocks a crop is checked on, drawn by ``seed``: up to 8 among the blocks the crop touches, and every
+    block outside the crop. The check builds one input with all of them intervened, and its ROI
     output on the crop must equal the full input's: the crop then computes what the full image does for
     changes inside it, and nothing outside it reaches the ROI.
 
@@ -309,4 +309,4 @@ def check_blocks(grid, boxes, crop: tuple[int, int, int, int], seed: int) -> tup
     cy0, cy1, cx0, cx1 = crop
     b = np.asarray(boxes[: len(grid)], dtype=np.int64).reshape(-1, 4)
     outside = (b[:, 1] <= cy0) | (b[:, 0] >= cy1) | (b[:, 3] <= cx0) | (b[:, 2] >= cx1)
-    return [inside], np.flatnonzero(outside)
+    return inside, np.flatnonzero(outside)
