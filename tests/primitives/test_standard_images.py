@@ -31,10 +31,22 @@ needs_sklearn = pytest.mark.skipif(
 )
 
 
+HAS_PYWT = importlib.util.find_spec("pywt") is not None
+needs_pywt = pytest.mark.skipif(
+    not HAS_PYWT, reason="PyWavelets is not installed (pip install PyWavelets): its ascent picture cannot be checked"
+)
+_NEEDS = {"sporco": needs_sporco, "scikit-learn": needs_sklearn, "PyWavelets": needs_pywt}
+
+
 def _param(name):
-    package = STANDARD_IMAGES[name].package
-    marks = [needs_sporco] if package == "sporco" else [needs_sklearn] if package == "scikit-learn" else []
-    return pytest.param(name, marks=marks, id=name)
+    mark = _NEEDS.get(STANDARD_IMAGES[name].package)
+    return pytest.param(name, marks=[mark] if mark else [], id=name)
+
+
+@pytest.fixture(autouse=True)
+def _own_cache(tmp_path_factory, monkeypatch):
+    """Pictures stored as arrays are written to this module's own cache, not the user's."""
+    monkeypatch.setenv("CEM_LAB_CACHE", str(tmp_path_factory.getbasetemp() / "cem_lab_cache"))
 
 
 @pytest.mark.parametrize("name", [_param(n) for n in STANDARD_IMAGES])
@@ -50,8 +62,58 @@ def test_every_catalogued_image_loads_with_its_stated_size(name):
         assert (arr[..., 0] == arr[..., 1]).all() and (arr[..., 1] == arr[..., 2]).all()
     else:
         assert not notes
-    assert standard_image_path(name).name == entry.file.split("/")[-1]
+    if entry.format == "NPZ":  # written once to a PNG in the cache, which is what a run reads
+        assert standard_image_path(name).suffix == ".png"
+    else:
+        assert standard_image_path(name).name == entry.file.split("/")[-1]
     assert entry.origin and entry.content and entry.licence
+
+
+@needs_pywt
+def test_an_array_stored_picture_is_written_exactly_once_to_the_cache(tmp_path, monkeypatch):
+    import os
+
+    import pywt.data
+
+    from cem_lab.standard_images import image_cache_folder
+
+    monkeypatch.setenv("CEM_LAB_CACHE", str(tmp_path / "cache"))
+    png = standard_image_path("ascent")
+    assert png.parent == image_cache_folder() == tmp_path / "cache" / "standard_images"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        np.testing.assert_array_equal(standard_image("ascent")[..., 0], pywt.data.ascent())
+    written = png.stat().st_mtime_ns
+    assert standard_image_path("ascent") == png and png.stat().st_mtime_ns == written  # not rewritten
+    assert [p.name for p in png.parent.iterdir()] == [png.name]  # no temporary file left
+    os.utime(png, ns=(0, 0))  # older than the package's file: written again
+    standard_image_path("ascent")
+    assert png.stat().st_mtime_ns > 0
+
+
+@needs_pywt
+def test_an_unwritable_cache_is_one_line_naming_the_fix(tmp_path, monkeypatch):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    monkeypatch.setenv("CEM_LAB_CACHE", str(blocker))  # the cache's folder cannot be made under a file
+    with pytest.raises(DatasetError, match=r"not writable.*set \$CEM_LAB_CACHE") as err:
+        standard_image_path("ascent")
+    assert "\n" not in str(err.value)
+
+
+@needs_pywt
+def test_another_array_under_a_name_is_refused(monkeypatch, tmp_path):
+    from cem_lab import standard_images
+
+    monkeypatch.setenv("CEM_LAB_CACHE", str(tmp_path))
+    entry = standard_images.STANDARD_IMAGES["ascent"]
+    monkeypatch.setitem(
+        standard_images.STANDARD_IMAGES,
+        "ascent",
+        standard_images.StandardImage(**{**entry.__dict__, "size": (256, 256)}),
+    )
+    with pytest.raises(DatasetError, match=r"shape \(512, 512\).*uint8 256x256"):
+        standard_image_path("ascent")
 
 
 @pytest.mark.parametrize("name", [n for n, e in STANDARD_IMAGES.items() if e.package == "scikit-image"])
@@ -129,7 +191,7 @@ def test_the_pools_are_disjoint_and_catalogued():
             assert n in STANDARD_IMAGES, n
             assert n not in seen, f"{n} is in both {seen.get(n)} and {pool}"
             seen[n] = pool
-    assert set(image_pool("heldout")) == set(list_standard_images("sporco"))
+    assert set(list_standard_images("sporco")) | {"ascent"} == set(image_pool("heldout"))
     assert len(image_pool("train")) >= 15
     with pytest.raises(DatasetError, match="unknown image pool 'test'.*train, heldout, validation"):
         image_pool("test")
