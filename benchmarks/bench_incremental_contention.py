@@ -8,8 +8,10 @@ core busy (a loop of float32 matrix products on as many threads as torch uses), 
 
 Job: KAIR's colour blind DnCNN, demo_2.png (256 x 256), DN sigma 50, ROI (152, 96, 32), block 8,
 coarse-to-fine T_c = 3, T_f = 10, seed 0, the DIV2K patch bank. Reported per row: wall time, its
-preparation and map parts, forward passes, and for incremental recompute the largest |delta CE|
-from the ROI crop's map of the same condition and whether the classes are equal.
+preparation (and its share of the wall time) and map parts, forward passes, the path the map ran on
+(incremental recompute is kept only when no slower than the crop on its check) with its CPU threads as
+probed, and for incremental recompute the largest |delta CE| from the ROI crop's map of the same
+condition and whether the classes are equal.
 """
 
 from __future__ import annotations
@@ -52,10 +54,10 @@ def main(argv=None) -> None:
         f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, {args.threads} threads"
     )
     print(
-        "| machine | recompute | wall s | prepare s | map s | passes | threads | max abs delta CE vs crop (dB) "
-        "| classes equal |"
+        "| machine | recompute | ran on | wall s | prepare s | share | map s | passes | threads | "
+        "max abs delta CE vs crop (dB) | classes equal |"
     )
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for condition in ("quiet", "one busy process"):
         busy = None
         if condition != "quiet":
@@ -74,9 +76,15 @@ def main(argv=None) -> None:
                     extra = f"{d:.2g} | {same}"
                 else:
                     extra = "- | -"
+                used = ran_on(r)
+                threads = (
+                    r.meta["incremental_check"]["threads"]["chosen"]
+                    if used == "incremental"
+                    else r.meta.get("crop_threads", {}).get("chosen", args.threads)
+                )
                 print(
-                    f"| {condition} | {rc} | {wall:.1f} | {tm['prepare_s']:.1f} | {tm['run_s']:.1f} | "
-                    f"{r.meta['forward_passes']} | {r.meta.get('incremental_check', {}).get('threads', {}).get('chosen', args.threads)} "
+                    f"| {condition} | {rc} | {used} | {wall:.1f} | {tm['prepare_s']:.1f} | "
+                    f"{tm['prepare_s'] / wall:.0%} | {tm['run_s']:.1f} | {r.meta['forward_passes']} | {threads} "
                     f"| {extra} |",
                     flush=True,
                 )
@@ -84,6 +92,14 @@ def main(argv=None) -> None:
             if busy is not None:
                 busy.kill()
                 busy.wait()
+
+
+def ran_on(r) -> str:
+    """The path the map ran on: incremental recompute, or the ROI crop (also where incremental was declined)."""
+    notes = r.meta["notes"]
+    if any(n.startswith("incremental recompute") and "not used" not in n for n in notes):
+        return "incremental"
+    return "roi_crop"
 
 
 if __name__ == "__main__":

@@ -6,6 +6,9 @@ mapped both ways in one process on a 64 x 64 input (SR x4 of monarch's 256 x 256
 (112, 112, 32), block 8, coarse-to-fine T_c = 3, T_f = 10, seed 0, the embedded patch bank::
 
     python benchmarks/bench_incremental_graph.py [--models edsr_d2_w16_x4,...] [--threads 2] [--fine 10] [--blocks N]
+        [--busy]
+
+``--busy``: both ways beside a second process that keeps every core busy (bench_incremental_contention.py's).
 
 Per model: wall seconds each way, the convolution work an item recomputes (share of the crop's), the
 forward pixels pushed, the largest |delta CE| between the two maps (float rounding) and whether the
@@ -17,6 +20,8 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import subprocess
+import sys
 import time
 
 import numpy as np
@@ -46,6 +51,7 @@ def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--models", default=",".join(MODELS))
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--busy", action="store_true", help="beside a second CPU-bound process")
     p.add_argument("--fine", type=int, default=10)
     p.add_argument(
         "--blocks",
@@ -67,33 +73,52 @@ def main(argv=None) -> None:
         f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, {args.threads} threads"
     )
     print(
-        "| model | crop s | incremental s | speed-up | work share | incr. threads | pixels (crop / incr.) "
-        "| max abs delta CE (dB) | classes equal |"
+        "| model | crop s | recompute=incremental s | speed-up | ran on | work share | threads (crop / incr.) "
+        "| pixels (crop / incr.) | max abs delta CE (dB) | classes equal |"
     )
-    print("|---|---|---|---|---|---|---|---|---|")
-    for name in args.models.split(","):
-        model = _load(name).eval()
-        task = make_task("sr", scale=4)
-        res, wall = {}, {}
-        for rc in ("roi_crop", "incremental"):
-            t = time.perf_counter()
-            res[rc] = compute_cem(model, image, task, (112, 112, 32), recompute=rc, **kw)
-            wall[rc] = time.perf_counter() - t
-        a, b = res["roi_crop"], res["incremental"]
-        used = [n for n in b.meta["notes"] if n.startswith("incremental recompute")]
-        share = "-"
-        if used and "not used" in used[0]:
-            share = "declined: " + used[0].split("not used: ", 1)[1][:120]
-        elif used and "of the" in used[0]:
-            share = used[0].split("recomputes ", 1)[1].split(" of", 1)[0]
-        d = float(np.nanmax(np.abs(a.effect_raw - b.effect_raw)))
-        print(
-            f"| {name} | {wall['roi_crop']:.1f} | {wall['incremental']:.1f} | {wall['roi_crop'] / wall['incremental']:.2f}x | "
-            f"{share} | {b.meta.get('incremental_check', {}).get('threads', {}).get('chosen', '-')} | "
-            f"{a.meta['pixels_pushed'] / 1e6:.2f} M / {b.meta['pixels_pushed'] / 1e6:.2f} M | {d:.2g} | "
-            f"{bool((a.classification == b.classification).all())} |",
-            flush=True,
-        )
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    busy = None
+    if args.busy:
+        from bench_incremental_contention import BUSY  # the same busy process as the DnCNN demo's rows
+
+        busy = subprocess.Popen([sys.executable, "-c", BUSY, str(args.threads)])
+        time.sleep(2.0)
+        print("beside one busy process (2-thread float32 matrix products)")
+    try:
+        for name in args.models.split(","):
+            model = _load(name).eval()
+            task = make_task("sr", scale=4)
+            res, wall = {}, {}
+            for rc in ("roi_crop", "incremental"):
+                t = time.perf_counter()
+                res[rc] = compute_cem(model, image, task, (112, 112, 32), recompute=rc, **kw)
+                wall[rc] = time.perf_counter() - t
+            a, b = res["roi_crop"], res["incremental"]
+            used = [n for n in b.meta["notes"] if n.startswith("incremental recompute")]
+            share, ran_on = "-", "incremental"
+            if used and "slower than the ROI crop" in used[0]:
+                ran_on = "crop (incremental slower on its check)"
+            elif used and "not used" in used[0]:
+                ran_on = "crop (declined: " + used[0].split("not used: ", 1)[1][:100] + ")"
+            elif used and "of the" in used[0]:
+                share = used[0].split("recomputes ", 1)[1].split(" of", 1)[0]
+            d = float(np.nanmax(np.abs(a.effect_raw - b.effect_raw)))
+            threads = (
+                f"{a.meta.get('crop_threads', {}).get('chosen', '-')} / "
+                f"{b.meta.get('incremental_check', {}).get('threads', {}).get('chosen', '-')}"
+            )
+            print(
+                f"| {name} | {wall['roi_crop']:.1f} | {wall['incremental']:.1f} | {wall['roi_crop'] / wall['incremental']:.2f}x | "
+                f"{ran_on} | {share} | {threads} | "
+                f"{a.meta['pixels_pushed'] / 1e6:.2f} M / {b.meta['pixels_pushed'] / 1e6:.2f} M | {d:.2g} | "
+                f"{bool((a.classification == b.classification).all())} |",
+                flush=True,
+            )
+
+    finally:
+        if busy is not None:
+            busy.kill()
+            busy.wait()
 
 
 if __name__ == "__main__":

@@ -155,12 +155,15 @@ class IncrementalChain:
             for w, u in zip(self.windows(box), self.units)
         ) / len(self.units)
 
-    def roi_outputs(self, x: Tensor, boxes: Sequence[tuple[int, int, int, int]], chunk: int = 8) -> Tensor:
+    def roi_outputs(
+        self, x: Tensor, boxes: Sequence[tuple[int, int, int, int]], chunk: int = 8, pad: bool = True
+    ) -> Tensor:
         """ROI outputs of intervened crops ``x`` (N, C, H, W), item i changed only inside ``boxes[i]``.
 
         Items are grouped by their box's size and run ``chunk`` at a time (the last chunk padded
         with copies of its first item), so every convolution has one shape whatever the batch: an
-        item's output does not depend on the batch size or its neighbours."""
+        item's output does not depend on the batch size or its neighbours. ``pad=False`` runs the
+        last chunk as it is (a check, which reads no map value from it)."""
         n = x.shape[0]
         y0, y1, x0, x1 = self.roi
         out = torch.empty(
@@ -173,7 +176,7 @@ class IncrementalChain:
             for idx in groups.values():
                 for j in range(0, len(idx), chunk):
                     sub = idx[j : j + chunk]
-                    padded = sub + [sub[0]] * (chunk - len(sub))
+                    padded = sub + [sub[0]] * (chunk - len(sub)) if pad else sub
                     out[sub] = self._group(x, [boxes[i] for i in padded], padded)[: len(sub)]
         return out
 

@@ -40,6 +40,13 @@ class Intervention(ABC):
     #: True when every draw is the same (one sample per block is then enough)
     deterministic: bool = False
 
+    @property
+    def writes_only_its_block(self) -> bool:
+        """Whether :meth:`apply` writes each row only inside its placement and reads nothing of ``inputs``, so
+        that the draws of many blocks can be written into one input at once (``apply`` on rows that are views
+        of that input)."""
+        return True
+
     def bind(
         self,
         task: Task,
@@ -120,6 +127,11 @@ class LVIntervention(Intervention):
         if self.task.needs_noise:
             noise = rng.standard_normal((3, self.block_in, self.block_in)).astype(np.float32)
         return idx, noise
+
+    @property
+    def writes_only_its_block(self) -> bool:
+        """As the task's intervention does (not JPEG's, which re-encodes whole MCUs)."""
+        return self.task.writes_only_its_block
 
     def apply(self, inputs, context, placements, draws, origin=(0, 0)):
         """Place the drawn degraded patches through the task's own intervention."""

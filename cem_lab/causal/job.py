@@ -27,7 +27,7 @@ from cem_lab.causal.grid import BlockGrid, GeometryError, Roi
 from cem_lab.causal.incremental import NotAChain, conv_chain
 from cem_lab.causal.interventions import draw_rng
 from cem_lab.causal.memory import largest_forward_batch
-from cem_lab.causal.recompute import choose_recompute
+from cem_lab.causal.recompute import MIN_REFERENCE_ITEMS, choose_recompute, reference_blocks
 from cem_lab.causal.region import (
     DependencyRegion,
     NoGradientError,
@@ -40,6 +40,7 @@ from cem_lab.causal.result import CEMResult
 from cem_lab.causal.resume import check_folder, compute_fingerprint, cost_record
 from cem_lab.causal.settings import DEFAULT_CHECKPOINT_S, CEMSettings
 from cem_lab.causal.stages import run_stages
+from cem_lab.causal.threads import cpu_threads, probe_threads
 from cem_lab.errors import InputError
 from cem_lab.images import to_uint8
 from cem_lab.models.by_path import describe_model
@@ -233,6 +234,9 @@ class CEMJob:
         self.prep_parts: dict[str, float] = {}
         #: the un-intervened crop's ROI output and the seconds of the crop check's one chunk (reused as M0 and rate)
         self._check_chunk: tuple[Tensor, float] | None = None
+        #: (blocks, their sample-0 ROI outputs on the crop, seconds of those rows): single-block items run in the
+        #: spare rows of the crop check's chunk, the reference of incremental recompute's check
+        self.crop_reference: tuple[np.ndarray, Tensor, float] | None = None
         x = self.ti.input
         # in crop mode no map value is read from a full-image pass: it runs unpadded (one image, not
         # forward_batch); in full mode it is taken again below with the interventions' forward shape
@@ -247,6 +251,8 @@ class CEMJob:
             self.prep_parts["full_pass_s"] = self._full_pass_s
         h, w = self.grid.input_h, self.grid.input_w
         self.crop = (0, h, 0, w)
+        #: CPU threads of the crop's model calls (None: torch's, as in full mode), probed once the crop is known
+        self.crop_threads: int | None = None
         self.region: DependencyRegion | None = None
         self.crop_check = None
         self.mode = "full"
@@ -270,7 +276,8 @@ class CEMJob:
             self.item_s_estimate = chunk_s / max(1, self.forward_batch)
             self.baseline = float(self.metric(self.base_crop_roi, self.ref)[0])
         elif self.mode == "crop":
-            self.base_crop_roi = self._roi(self._forward(self.base_crop), (y0, x0))
+            with cpu_threads(self.device, self.crop_threads):
+                self.base_crop_roi = self._roi(self._forward(self.base_crop), (y0, x0))
             self.item_s_estimate = (time.perf_counter() - t_item) / max(1, self.forward_batch)
             self.baseline = float(self.metric(self.base_crop_roi, self.ref)[0])
         else:
@@ -337,6 +344,10 @@ class CEMJob:
                 log.info(msg)
                 return
         self.prep_parts["probe_s"] = time.perf_counter() - t_probe
+        if region.method != "memory_forecast" and not region.covers_input:
+            # the crop's threads before its check, so that the check's chunk (the map's M0) runs as the map will
+            self.checks["crop_threads"] = probe_threads(self.model, self.device, self.forward_batch, region.crop_shape)
+            self.crop_threads = self.checks["crop_threads"]["chosen"]
         if region.method == "memory_forecast":  # the probe itself would not fit in memory: full-image mode
             self.notes.extend(region.notes)
             return
@@ -388,11 +399,37 @@ class CEMJob:
             len(outside),
         )
 
+        # the chunk's spare rows (it holds the base and the joint input) carry the reference items of incremental
+        # recompute's check, which would otherwise run a chunk of their own
+        spare = self.forward_batch - 1 - len(crop_in)
+        ref_blocks = np.zeros(0, dtype=np.int64)
+        if self.cem_settings.recompute == "incremental" and spare >= MIN_REFERENCE_ITEMS:
+            ref_blocks = reference_blocks(
+                self.grid, self.boxes, region.crop, self.roi.box, self.scale, self.seed, min(8, spare)
+            )
+        ref_in = (
+            self._build(
+                ref_blocks,
+                np.zeros(len(ref_blocks), dtype=int),
+                region.crop,
+                crop_base,
+                self.ti.crop_context(region.crop),
+            )
+            if len(ref_blocks)
+            else crop_base[:0]
+        )
+
         def crop_rois(t: Tensor) -> Tensor:
             t0 = time.perf_counter()
-            out = self._roi(self._forward(t), (cy0, cx0))
-            if len(t) <= self.forward_batch:  # one chunk, the base first: the map's M0 and the rate of its chunks
-                self._check_chunk = (out[:1], time.perf_counter() - t0)
+            one_chunk = len(t) + len(ref_blocks) <= self.forward_batch
+            with cpu_threads(self.device, self.crop_threads):
+                out = self._roi(self._forward(torch.cat([t, ref_in]) if one_chunk else t), (cy0, cx0))
+            if one_chunk:  # one chunk, the base first: the map's M0 and the rate of its chunks
+                chunk_s = time.perf_counter() - t0
+                self._check_chunk = (out[:1], chunk_s)
+                if len(ref_blocks):
+                    self.crop_reference = (ref_blocks, out[len(t) :], chunk_s * len(ref_blocks) / self.forward_batch)
+                out = out[: len(t)]
             return out
 
         check = verify_crop(
@@ -426,8 +463,15 @@ class CEMJob:
 
     def _build_joint(self, blocks, crop, base: Tensor, context) -> Tensor:
         """``base`` with every block of ``blocks`` intervened (draw 0 of each), applied one after another in the
-        order given: (1, C, h, w)."""
+        order given: (1, C, h, w). Where the intervention writes only its blocks (they are disjoint), all are
+        written in one call, each row of the call a view of the one input: the same values, without a call per
+        block (the crop check intervenes every block outside the crop)."""
         x = base.clone()
+        if self.intervention.writes_only_its_block and len(blocks):
+            draws = [self.intervention.draw(draw_rng(self.seed, int(b), 0), int(b), 0) for b in blocks]
+            rows = x.expand(len(blocks), -1, -1, -1)  # every row is x itself
+            self.intervention.apply(rows, context, self._placements(blocks, crop), draws, origin=(crop[0], crop[2]))
+            return x
         for b in blocks:
             draw = self.intervention.draw(draw_rng(self.seed, int(b), 0), int(b), 0)
             x = self.intervention.apply(x, context, self._placements([b], crop), [draw], origin=(crop[0], crop[2]))

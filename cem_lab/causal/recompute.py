@@ -8,8 +8,8 @@
   :mod:`cem_lab.causal.local_graph`.
 
 A strategy is chosen by :func:`choose_recompute` once the job's crop is known: it may decline (with
-the reason as a note) or fail its check against the ROI crop, and then the job runs on the ROI
-crop. Strategies read the job (its crop, grid, model calls) and never change the map beyond float
+the reason as a note), fail its check against the ROI crop, or be slower than the crop on the check's
+items, and then the job runs on the ROI crop. Strategies read the job (its crop, grid, model calls) and never change the map beyond float
 rounding, which the check bounds.
 """
 
@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -28,6 +26,7 @@ from torch import Tensor
 from cem_lab.causal.errors import ModelOutputError
 from cem_lab.causal.incremental import IncrementalChain, NotAChain, changed_outside, conv_chain
 from cem_lab.causal.local_graph import LocalGraph, NotLocal
+from cem_lab.causal.threads import DEFAULT_CPU_THREADS, cpu_threads, probe_threads
 from cem_lab.causal.window_rules import ConvRule
 
 if TYPE_CHECKING:
@@ -41,26 +40,9 @@ BLOCK_CROP_STEP = 8
 BLOCK_CROP_MAX_SHARE = 0.7
 #: largest |difference| from the ROI crop's outputs a strategy's check accepts
 CHECK_ATOL = 1e-4
-#: CPU threads of incremental recompute's many small operations when the choice is not measured. Split over
-#: threads, each waits for the others; with one other busy process on two cores, the DnCNN demo's
-#: incremental run took 116 s on 2 threads and 12.7 s on 1 (BENCHMARKS.md, "Incremental recompute under
-#: contention"); on a quiet machine 2 threads are faster. So the job times one convolution of the run's shape
-#: on 1 thread and on all of torch's, and keeps the faster (:meth:`IncrementalRecompute.choose_threads`).
-INCREMENTAL_CPU_THREADS = 1
-
-
-@contextmanager
-def cpu_threads(device: torch.device, n: int) -> Iterator[None]:
-    """Run the block with ``n`` intra-op threads on a CPU (at most the current number), as before after it."""
-    before = torch.get_num_threads()
-    if device.type != "cpu" or n >= before:
-        yield
-        return
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
+#: fewest reference items the crop check's spare rows must hold to be incremental recompute's check (else it
+#: draws 8 blocks and runs them on the crop itself)
+MIN_REFERENCE_ITEMS = 6
 
 
 def _round_up(lo: int, hi: int, lim_lo: int, lim_hi: int, step: int) -> tuple[int, int]:
@@ -117,9 +99,11 @@ class RoiCropRecompute(Recompute):
     name = "roi_crop"
 
     def roi_outputs(self, job, blocks, samples):
-        """Run the items on the ROI crop (the whole input in full mode) and cut out the ROI."""
+        """Run the items on the ROI crop (the whole input in full mode) and cut out the ROI, on the crop's CPU
+        threads (``job.crop_threads``, probed once the crop is known)."""
         x = job._build(blocks, samples, job.crop, job.base_crop, job.ctx_crop)
-        return job._roi(job._forward(x), (job.crop[0], job.crop[2]))
+        with cpu_threads(job.device, job.crop_threads):
+            return job._roi(job._forward(x), (job.crop[0], job.crop[2]))
 
 
 def against_crop(job: CEMJob, pick: np.ndarray, strategy: Recompute, atol: float = CHECK_ATOL) -> dict[str, Any]:
@@ -127,8 +111,37 @@ def against_crop(job: CEMJob, pick: np.ndarray, strategy: Recompute, atol: float
     if len(pick) == 0:
         return {"ok": True, "max_diff": 0.0, "atol": atol, "blocks": []}
     zeros = np.zeros(len(pick), dtype=int)
-    d = float((strategy.roi_outputs(job, pick, zeros) - RoiCropRecompute().roi_outputs(job, pick, zeros)).abs().max())
-    return {"ok": d <= atol, "max_diff": d, "atol": atol, "blocks": pick.tolist()}
+    t0 = time.perf_counter()
+    got = strategy.roi_outputs(job, pick, zeros)
+    t1 = time.perf_counter()
+    want = RoiCropRecompute().roi_outputs(job, pick, zeros)
+    t2 = time.perf_counter()
+    d = float((got - want).abs().max())
+    seconds = {strategy.name: round(t1 - t0, 6), "roi_crop": round(t2 - t1, 6)}
+    return {"ok": d <= atol, "max_diff": d, "atol": atol, "blocks": pick.tolist(), "seconds": seconds}
+
+
+def reference_blocks(
+    grid, boxes, crop: tuple[int, int, int, int], roi_box, scale: int, seed: int, n: int
+) -> np.ndarray:
+    """Up to ``n`` blocks a recompute strategy is checked on, drawn by ``seed`` in turn from three kinds among the
+    blocks the crop touches: under the ROI, in the crop's outer ring of blocks (where windows leave the crop
+    and are cut), and the rest; so that a few items cover each case a window rule handles."""
+    rng = np.random.default_rng([seed, 15485863])
+    cand = grid.blocks_touching(crop)
+    b = np.asarray(boxes, dtype=np.int64).reshape(-1, 4)[cand]
+    cy0, cy1, cx0, cx1 = crop
+    y0, y1, x0, x1 = roi_box[0] // scale, -(-roi_box[1] // scale), roi_box[2] // scale, -(-roi_box[3] // scale)
+    under = (b[:, 0] < y1) & (b[:, 1] > y0) & (b[:, 2] < x1) & (b[:, 3] > x0)
+    k = grid.block_in
+    cut = ~under & ((b[:, 0] < cy0 + k) | (b[:, 1] > cy1 - k) | (b[:, 2] < cx0 + k) | (b[:, 3] > cx1 - k))
+    kinds = [rng.permutation(cand[m]).tolist() for m in (under, cut, ~under & ~cut)]
+    out: list[int] = []
+    while len(out) < min(n, len(cand)):
+        for k in kinds:
+            if k and len(out) < n:
+                out.append(int(k.pop()))
+    return np.array(sorted(out), dtype=np.int64)
 
 
 class BlockCropRecompute(Recompute):
@@ -275,6 +288,9 @@ class IncrementalRecompute(Recompute):
     check_key = "incremental_check"
     #: the graph path is declined when a block's recompute would cost more than this share of the crop's
     MAX_WORK_SHARE = 0.8
+    #: used only when no slower than the ROI crop on the check's items (tests of exactness on toy networks, where
+    #: the crop is the faster, turn it off)
+    ONLY_WHEN_FASTER = True
 
     def __init__(self) -> None:
         self.chain: IncrementalChain | None = None
@@ -282,7 +298,9 @@ class IncrementalRecompute(Recompute):
         self.rows: dict[int, int] = {}
         self.share = 1.0
         #: CPU threads of the small operations (chosen by measurement in verify)
-        self.threads = INCREMENTAL_CPU_THREADS
+        self.threads = DEFAULT_CPU_THREADS
+        #: the last chunk padded to ``forward_batch`` (the map's one shape); off for the check's items
+        self.pad = True
 
     def prepare(self, job):
         """Build the incremental chain (or the traced graph and its plan for every active block) on the ROI crop;
@@ -317,65 +335,61 @@ class IncrementalRecompute(Recompute):
         return None
 
     def verify(self, job):
-        """Incremental and ROI-crop outputs of sample 0 on up to 8 blocks (seeded choice among the
-        blocks inside the ROI, next to it and at the crop's edge)."""
-        rng = np.random.default_rng([job.seed, 15485863])
-        cand = np.flatnonzero(job.active)
-        pick = np.array(sorted(rng.choice(cand, size=min(8, len(cand)), replace=False).tolist()))
+        """Incremental and ROI-crop outputs of sample 0 on the crop check's reference items (:func:`reference_blocks`,
+        run in the spare rows of the crop check's chunk), or on up to 8 blocks drawn here and run on the crop
+        when the chunk had no room; and the seconds of each, per item."""
         threads = self.choose_threads(job)  # first, so that the check's items run as the map's will
+        ref = job.crop_reference
+        if ref is not None:
+            pick, want, crop_s = ref
+        else:
+            rng = np.random.default_rng([job.seed, 15485863])
+            cand = np.flatnonzero(job.active)
+            pick = np.array(sorted(rng.choice(cand, size=min(8, len(cand)), replace=False).tolist()))
+            want, crop_s = None, None
+        zeros = np.zeros(len(pick), dtype=int)
+        self.pad = False  # the check's items as they are: their time is the work, not a padded chunk's
         try:
-            check = against_crop(job, pick, self)
+            if want is None:
+                check = against_crop(job, pick, self)
+            else:
+                t0 = time.perf_counter()
+                got = self.roi_outputs(job, pick, zeros)
+                d = float((got - want).abs().max())
+                seconds = {"incremental": round(time.perf_counter() - t0, 6), "roi_crop": round(crop_s, 6)}
+                check = {"ok": d <= CHECK_ATOL, "max_diff": d, "atol": CHECK_ATOL, "blocks": pick.tolist()}
+                check.update(seconds=seconds, reference="the crop check's chunk")
+            if check["ok"] and check["seconds"]["incremental"] > check["seconds"]["roi_crop"]:
+                # the first call sets up buffers and kernels: timed again before it is judged slower
+                t0 = time.perf_counter()
+                self.roi_outputs(job, pick, zeros)
+                check["seconds"]["incremental"] = min(check["seconds"]["incremental"], time.perf_counter() - t0)
         except ModelOutputError:  # the user's input or model is at fault: said as it is
             raise
         except (RuntimeError, ValueError, IndexError) as e:  # an op run on whole tensors that assumed batch 1
             first = (str(e).strip().splitlines() or [""])[0][:160]
             return {"ok": False, "max_diff": float("nan"), "atol": CHECK_ATOL, "blocks": pick.tolist(), "error": first}
+        finally:
+            self.pad = True
         check["threads"] = threads
+        check["faster"] = check["seconds"]["incremental"] <= check["seconds"]["roi_crop"] if check["ok"] else None
+        if not self.ONLY_WHEN_FASTER:
+            check["faster_required"] = False
         return check
 
     def choose_threads(self, job) -> dict[str, Any]:
-        """Keep 1 CPU thread for the run's small operations, or all of torch's when a convolution of the run's
-        typical shape (the model's largest, on a window of the average size an item recomputes, a batch of
-        ``forward_batch``) is faster on all of them every time of three: on a quiet machine the small
-        operations gain from a second thread; beside a busy process each thread waits for a core, and the run
-        took 14x longer on two threads than on one. The probe stops at the first slower time, so that it costs
-        milliseconds quiet and about one waited-for operation when busy. Returns the choice and the seconds."""
-        most = torch.get_num_threads()
-        if job.device.type != "cpu" or most <= 1:
-            return {"chosen": self.threads if job.device.type == "cpu" else None}
-        convs = [m for m in job.model.modules() if isinstance(m, torch.nn.Conv2d) and m.groups == 1]
-        if convs:
-            conv = max(convs, key=lambda m: m.weight.numel())
-            weight, bias = conv.weight.detach(), None if conv.bias is None else conv.bias.detach()
-        else:  # a network without nn.Conv2d modules: a 64-channel 3x3 stand-in
-            weight, bias = torch.rand(64, 64, 3, 3, device=job.device), None
+        """Threads of the run's small operations (:func:`~cem_lab.causal.threads.probe_threads`), probed on the
+        model's largest convolution over a window of the average size an item recomputes, a batch of
+        ``forward_batch``; kept in ``self.threads``."""
         if self.chain is not None:
             pixels = self.chain.pixels((0, job.grid.block_in, 0, job.grid.block_in))
         else:
             pixels = self.graph.work()[1]
         side = int(min(128, max(8, round(float(np.sqrt(max(pixels, 1.0)))))))
-        x = torch.rand(job.forward_batch, weight.shape[1], side, side, device=job.device, dtype=weight.dtype)
-
-        def once(n: int) -> float:
-            with cpu_threads(job.device, n), torch.inference_mode():
-                t = time.perf_counter()
-                torch.nn.functional.conv2d(x, weight, bias)
-                return time.perf_counter() - t
-
-        once(1)  # warm-up
-        one = sorted(once(1) for _ in range(3))[1]
-        many: list[float] = []
-        for _ in range(3):
-            many.append(once(most))
-            if many[-1] >= one:
-                break
-        self.threads = most if len(many) == 3 and max(many) < one else 1
-        return {
-            "chosen": self.threads,
-            "probe": f"conv {tuple(weight.shape)} on {tuple(x.shape)}",
-            "seconds_1": round(one, 6),
-            f"seconds_{most}": [round(v, 6) for v in many],
-        }
+        choice = probe_threads(job.model, job.device, job.forward_batch, (side, side))
+        if choice["chosen"] is not None:
+            self.threads = choice["chosen"]
+        return choice
 
     def roi_outputs(self, job, blocks, samples):
         """Recompute the ROI outputs window by window; raises :class:`ModelOutputError` if an intervention leaks
@@ -389,7 +403,7 @@ class IncrementalRecompute(Recompute):
             )
         with cpu_threads(job.device, self.threads):
             if self.chain is not None:
-                out = self.chain.roi_outputs(x, boxes, chunk=job.forward_batch)
+                out = self.chain.roi_outputs(x, boxes, chunk=job.forward_batch, pad=self.pad)
                 job.pixels_pushed += int(round(sum(self.chain.pixels(b) for b in boxes)))
             else:
                 out = self._graph_outputs(job, x, blocks)
@@ -408,7 +422,7 @@ class IncrementalRecompute(Recompute):
             r = rows[i : i + chunk]
             xi = x[i : i + chunk]
             real = len(r)
-            if real < chunk:
+            if real < chunk and self.pad:
                 r = r + [r[0]] * (chunk - real)
                 xi = torch.cat([xi, xi[:1].expand(chunk - real, -1, -1, -1)])
             parts.append(self.graph.roi_outputs(xi, r)[:real])
@@ -423,7 +437,15 @@ class IncrementalRecompute(Recompute):
         return f"incremental recompute (recompute=incremental) not used: {why}; every item runs on the ROI crop"
 
     def mismatch(self, check):
-        """A note with the incremental outputs' largest difference from the ROI crop's and the blocks checked."""
+        """A note with the incremental outputs' largest difference from the ROI crop's and the blocks checked, or
+        with both paths' seconds when the outputs agree but incremental recompute was the slower."""
+        if check["ok"]:
+            t = check["seconds"]
+            return self.declined(
+                f"it was slower than the ROI crop on the check's {len(check['blocks'])} items "
+                f"({t['incremental']:.3g} s against {t['roi_crop']:.3g} s: on a small network the per-window "
+                "work outweighs the convolutions saved)"
+            )
         if check.get("error"):
             return self.declined(f"it failed on blocks {check['blocks']} ({check['error']})")
         return self.declined(
@@ -471,7 +493,7 @@ def choose_recompute(job: CEMJob, name: str) -> Recompute:
     if job.verify:
         check = strategy.verify(job)
         job.checks[strategy.check_key] = check
-        if not check["ok"]:
+        if not check["ok"] or (check.get("faster") is False and getattr(strategy, "ONLY_WHEN_FASTER", False)):
             msg = strategy.mismatch(check)
             job.notes.append(msg)
             log.warning(msg)

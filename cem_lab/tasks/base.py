@@ -95,6 +95,9 @@ class Task(ABC):
     scale: int = 1
     #: whether each intervention draw needs fresh Gaussian noise of the block's shape
     needs_noise: bool = False
+    #: whether :meth:`intervene` writes each row only inside its placement, from its own content, noise and the
+    #: context, reading nothing of ``inputs``: then many blocks can be written into one input at once
+    writes_only_its_block: bool = True
     #: symmetric colour bound of the CE map figures, in dB (reference values)
     display_bound: float = 1.0
 

@@ -214,6 +214,41 @@ def test_crop_check_catches_a_dependency_the_gradient_probe_cannot_see(clean_ima
     assert res.effect[0, 0] != 0  # the corner block's effect, which a crop would have set to 0
 
 
+@pytest.mark.parametrize(
+    ("task", "intervention"),
+    [("dn", "lv"), ("sr", "lv"), ("dr", "lv"), ("dn", "blur"), ("dn", "noise"), ("jpeg", "lv")],
+)
+def test_the_joint_input_written_in_one_call_equals_one_block_after_another(
+    clean_image, small_bank, task, intervention
+):
+    """The crop check's joint input intervenes every block outside the crop: where the intervention writes only its
+    own (disjoint) blocks, all are written in one call, into views of the one input; the values are those of
+    writing them one after another. JPEG re-encodes whole MCUs and keeps the loop."""
+    from cem_lab.causal.run import prepare_cem
+
+    scale = 2 if task == "sr" else 1
+    model = ConvStack(depth=2, width=4, scale=scale)
+    img = np.ascontiguousarray(np.concatenate([clean_image, clean_image[:, ::-1]], axis=1)[:, :64])
+    job = prepare_cem(
+        model,
+        img,
+        make_task(task, scale=scale) if task == "sr" else task,
+        (16, 16, 16),
+        block=16 if task == "jpeg" else 8,
+        patch_bank=small_bank,
+        intervention=intervention,
+        seed=5,
+    )
+    blocks = np.arange(len(job.grid))
+    full = (0, job.grid.input_h, 0, job.grid.input_w)
+    assert job.intervention.writes_only_its_block == (task != "jpeg")
+    once = job._build_joint(blocks, full, job.ti.input, job.ti.context)
+    with pytest.MonkeyPatch.context() as mp:  # one block after another
+        mp.setattr(type(job.intervention), "writes_only_its_block", property(lambda self: False))
+        loop = job._build_joint(blocks, full, job.ti.input, job.ti.context)
+    assert torch.equal(once, loop) and not torch.equal(once, job.ti.input)
+
+
 def test_crop_equivalence_for_super_resolution(clean_image, small_bank):
     model = ConvStack(depth=3, width=6, scale=4)
     kw = dict(block=8, patch_bank=small_bank, coarse=2, fine=4, progress=False)

@@ -17,6 +17,9 @@ from cem_lab.causal.recompute import RoiCropRecompute
 from cem_lab.causal.run import prepare_cem
 from cem_lab.models import DnCNN
 
+#: exactness is what these tests check: the job keeps incremental recompute even where the crop is faster
+pytestmark = pytest.mark.usefixtures("incremental_even_when_slower")
+
 KW = dict(block=8, coarse=2, fine=6, progress=False, figures=False, seed=3)
 
 
@@ -166,7 +169,7 @@ def test_incremental_recompute_keeps_the_thread_count_it_measured_faster(small_b
     count is back afterwards, and the choice is recorded with the check."""
     import time
 
-    from cem_lab.causal import recompute as rc
+    from cem_lab.causal import threads
 
     before = torch.get_num_threads()
     torch.set_num_threads(2)
@@ -206,6 +209,105 @@ def test_incremental_recompute_keeps_the_thread_count_it_measured_faster(small_b
         blocks = np.flatnonzero(job.active)[:4]
         job.recompute.roi_outputs(job, blocks, np.zeros(4, dtype=int))
         assert seen == [3 - slow_on] and torch.get_num_threads() == 2
-        assert rc.INCREMENTAL_CPU_THREADS == 1  # the default before the probe, and where it cannot run
+        assert threads.DEFAULT_CPU_THREADS == 1  # the default before the probe, and where it cannot run
     finally:
         torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("slow_on", [2, 1])
+def test_the_roi_crop_runs_on_the_thread_count_it_measured_faster(small_bank, monkeypatch, slow_on):
+    """The crop path probes its threads too, once the crop is known and before the crop's check (whose chunk
+    is the map's M0), and every crop call of the map runs on the count chosen; recorded in the summary."""
+    import time
+
+    conv = torch.nn.functional.conv2d
+    probes = []
+
+    def timed(*a, **k):
+        probes.append(torch.get_num_threads())
+        if probes[-1] == slow_on:
+            time.sleep(0.25)
+        return conv(*a, **k)
+
+    from cem_lab.causal import job as job_module
+
+    probe = job_module.probe_threads
+
+    def slowed_probe(*a, **k):  # only the probe's convolutions are slowed, not the model's
+        monkeypatch.setattr(torch.nn.functional, "conv2d", timed)
+        try:
+            return probe(*a, **k)
+        finally:
+            monkeypatch.setattr(torch.nn.functional, "conv2d", conv)
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        monkeypatch.setattr(job_module, "probe_threads", slowed_probe)
+        job = prepare_cem(
+            DnCNN(features=8, depth=4), _image(64), "dn", (24, 24, 16), block=8, patch_bank=small_bank, seed=3
+        )
+        assert probes == ([1, 1, 1, 1, 2] if slow_on == 2 else [1, 1, 1, 1, 2, 2, 2])
+        assert job.mode == "crop" and job.recompute.name == "roi_crop"
+        assert job.checks["crop_threads"]["chosen"] == job.crop_threads == 3 - slow_on
+        seen = []
+        call = job._call_model
+        monkeypatch.setattr(job, "_call_model", lambda x: seen.append(torch.get_num_threads()) or call(x))
+        blocks = np.flatnonzero(job.active)[:4]
+        job.recompute.roi_outputs(job, blocks, np.zeros(4, dtype=int))
+        assert seen == [3 - slow_on] and torch.get_num_threads() == 2
+        res = compute_cem(DnCNN(features=8, depth=4), _image(64), "dn", (24, 24, 16), patch_bank=small_bank, **KW)
+        assert res.meta["crop_threads"]["chosen"] in (1, 2)
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_incremental_recompute_slower_than_the_crop_runs_on_the_crop(small_bank, monkeypatch):
+    """Both paths are exact, so the job keeps the faster: where incremental recompute took longer than the crop
+    on the check's items (timed twice, the first call sets up), the map runs on the crop and says why."""
+    import time
+
+    from cem_lab.causal.recompute import IncrementalRecompute
+
+    monkeypatch.setattr(IncrementalRecompute, "ONLY_WHEN_FASTER", True)
+    real = IncrementalRecompute.roi_outputs
+    calls = []
+
+    def slow(self, job, blocks, samples):
+        calls.append(len(blocks))
+        time.sleep(0.3)
+        return real(self, job, blocks, samples)
+
+    monkeypatch.setattr(IncrementalRecompute, "roi_outputs", slow)
+    model = DnCNN(features=8, depth=4)
+    res = compute_cem(model, _image(64), "dn", (24, 24, 16), patch_bank=small_bank, recompute="incremental", **KW)
+    check = res.meta["incremental_check"]
+    assert check["ok"] and check["faster"] is False and len(calls) == 2  # timed again before judged slower
+    assert check["seconds"]["incremental"] > check["seconds"]["roi_crop"]
+    assert check["reference"] == "the crop check's chunk" and len(check["blocks"]) == 6  # its 6 spare rows
+    assert any("slower than the ROI crop on the check's 6 items" in n for n in res.meta["notes"]), res.meta["notes"]
+    monkeypatch.setattr(IncrementalRecompute, "roi_outputs", real)
+    monkeypatch.setattr(IncrementalRecompute, "ONLY_WHEN_FASTER", False)
+    same = compute_cem(model, _image(64), "dn", (24, 24, 16), patch_bank=small_bank, recompute="incremental", **KW)
+    assert same.meta["incremental_check"]["faster_required"] is False
+    assert any(n.startswith("incremental recompute: 4 conv layers") for n in same.meta["notes"])
+    np.testing.assert_allclose(res.effect_raw, same.effect_raw, atol=1e-4)
+
+
+def test_the_reference_blocks_cover_the_roi_the_crop_ring_and_the_rest():
+    """The crop check's spare rows carry few items, so they are drawn in turn from the three kinds of block a
+    window rule treats differently; the draw is the seed's alone."""
+    from cem_lab.causal.grid import BlockGrid
+    from cem_lab.causal.recompute import reference_blocks
+
+    grid = BlockGrid(64, 64, 1, 8)
+    boxes = [grid.box(i) for i in range(len(grid))]
+    crop, roi = (8, 56, 8, 56), (24, 40, 24, 40)
+    pick = reference_blocks(grid, boxes, crop, roi, 1, seed=3, n=6)
+    assert len(pick) == 6 and list(pick) == sorted(pick)
+    assert (pick == reference_blocks(grid, boxes, crop, roi, 1, seed=3, n=6)).all()
+    b = np.array([boxes[i] for i in pick])
+    under = (b[:, 0] < 40) & (b[:, 1] > 24) & (b[:, 2] < 40) & (b[:, 3] > 24)
+    ring = ~under & ((b[:, 0] < 16) | (b[:, 1] > 48) | (b[:, 2] < 16) | (b[:, 3] > 48))
+    assert under.sum() == 2 and ring.sum() == 2 and (~under & ~ring).sum() == 2
+    assert set(pick) <= set(grid.blocks_touching(crop).tolist())

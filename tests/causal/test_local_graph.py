@@ -21,6 +21,9 @@ from cem_lab.models.archs.srresnet import SRResNet
 from cem_lab.models.archs.swinlite import SwinLite
 from cem_lab.tasks import make_task
 
+#: exactness is what these tests check: the job keeps incremental recompute even where the crop is faster
+pytestmark = pytest.mark.usefixtures("incremental_even_when_slower")
+
 
 class One(nn.Module):
     """A residual network around one operation under test (``op``: a function of a 8-channel map)."""

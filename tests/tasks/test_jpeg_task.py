@@ -303,7 +303,7 @@ def test_end_to_end_cem_at_scale_2(small_bank):
     assert res.effect.shape == (2, 2) and np.isfinite(res.effect).all()
 
 
-def test_blocks_of_whole_mcus_allow_incremental_recompute(small_bank):
+def test_blocks_of_whole_mcus_allow_incremental_recompute(small_bank, incremental_even_when_slower):
     """With block 16 (= the 4:2:0 MCU) an intervention changes exactly its block, which incremental
     recompute checks on every batch; block 8 rewrites its whole MCU and is refused with the fix."""
     from skimage import data
