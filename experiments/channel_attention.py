@@ -8,7 +8,7 @@
 The seven RCAN variants of the embedded zoo (global average pooling, none, half of the blocks, local
 pooling windows 4 and 16, adaptive pooling to 2x2 and 3x3; one small RCAN trained with one schedule)
 on SR x4 and on DN sigma 50, at the paper's settings (block 8, T_c 3, T_f 50) over the held-out
-population (monarch, barbara, kodim23: 128 px crops x two placed ROIs). Every variant's effect is
+population (the six held-out pictures x four 128 px crops x two placed ROIs: 48 units). Every variant's effect is
 paired with the no-attention variant on the same unit, on each task; the claim is the contrast of the
 two paired differences (SR minus DN), reported with its interval.
 
@@ -29,10 +29,16 @@ from cem_lab.compose.zoo_recipes import select
 ZOO = [r.name for r in select(study="channel_attention")]
 SWEEPS = [
     Sweep(
-        "study_ca_dn", [m for m in ZOO if m.endswith("_dn_s50")], ["model=zoo", "task=dn", "task.sigma=50"], {"*": 60.0}
+        "study_ca_dn_48u",
+        [m for m in ZOO if m.endswith("_dn_s50")],
+        ["model=zoo", "task=dn", "task.sigma=50"],
+        {"*": 60.0},
     ),
     Sweep(
-        "study_ca_sr", [m for m in ZOO if m.endswith("_sr_x4")], ["model=zoo", "task=sr", "task.scale=4"], {"*": 25.0}
+        "study_ca_sr_48u",
+        [m for m in ZOO if m.endswith("_sr_x4")],
+        ["model=zoo", "task=sr", "task.scale=4"],
+        {"*": 25.0},
     ),
 ]
 

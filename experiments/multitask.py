@@ -7,7 +7,7 @@
 
 SRResNet, SwinLite and RCAN of the embedded zoo, each trained on one task (SR x4, DN sigma 50, DR
 medium) and on the mix of the three, mapped on each task at the paper's settings (block 8, T_c 3,
-T_f 50) over the held-out population (monarch, barbara, kodim23: 128 px crops x two placed ROIs).
+T_f 50) over the held-out population (the six held-out pictures x four 128 px crops x two placed ROIs: 48 units).
 Single-task and mixed are paired on the same unit; the PSNR gap of each pair (ROI and held-out) is
 reported beside every effect difference, and "more local" is told from "weaker" by the CE-weighted
 mean distance and the share of the CE mass near the ROI, which do not scale with the effect's size.
@@ -36,7 +36,7 @@ COST = {
     "*": 9.0,
 }
 SWEEPS = [
-    Sweep(f"study_mt_{t}", [m for f in FAMILIES for m in (f"{f}_{t}", f"{f}_mixed")], ["model=zoo", *args], COST)
+    Sweep(f"study_mt_{t}_48u", [m for f in FAMILIES for m in (f"{f}_{t}", f"{f}_mixed")], ["model=zoo", *args], COST)
     for t, args in TASKS.items()
 ]
 

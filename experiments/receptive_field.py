@@ -8,7 +8,8 @@
 The embedded zoo's one-axis sweeps, FSRCNN and EDSR (depths 2, 4, 8, 16 x widths; SR x4, one
 schedule), and real networks of the pretrained catalogue that see further (SRVGG compact, waifu2x
 upconv_7, Real-CUGAN), mapped at the paper's settings (block 8, T_c 3, T_f 50) over the held-out
-population (monarch, barbara, kodim23: 128 px crops x two placed ROIs). Per model: the effective
+population (the six held-out pictures x four 128 px crops x two placed ROIs: 48 units; the real networks
+the first population: monarch, barbara, kodim23, centre crops x two ROIs). Per model: the effective
 distance (farthest significant block), the negative share and the ROI PSNR, with intervals; across
 models, the rank correlation of each with depth, width and parameter count (bootstrap over the images).
 The 23-block RRDBNets (Real-ESRGAN, RealSR) see the whole crop, so every block is refined (about
@@ -24,27 +25,33 @@ from __future__ import annotations
 
 import sys
 
-from study_runner import Sweep, main
+from study_runner import FIRST_POPULATION, FIRST_UNITS, Sweep, main
 
 from cem_lab.compose.zoo_recipes import EDSR_WIDTHS, select
 
 ZOO = [r.name for r in select(study="receptive_field")]  # the FSRCNN and EDSR depth x width families
 COST = {**{f"edsr_d16_w{w}_x4": 45.0 for w in EDSR_WIDTHS}, **{f"edsr_d8_w{w}_x4": 20.0 for w in EDSR_WIDTHS}, "*": 8.0}
+#: the real networks keep the first population (6 units): 48 of Real-CUGAN's 15-minute maps are a GPU's job
+_FIRST = dict(population=FIRST_POPULATION, units=FIRST_UNITS)
 SWEEPS = [
-    Sweep("study_rf_zoo", ZOO, ["model=zoo", "task=sr", "task.scale=4"], COST),
+    Sweep("study_rf_zoo_48u", ZOO, ["model=zoo", "task=sr", "task.scale=4"], COST),
     Sweep(
         "study_rf_real_x4",
         ["realesr-animevideov3-x4", "realcugan-se-x4"],
         ["model=pretrained", "task=sr", "task.scale=4"],
         {"realcugan-se-x4": 900.0, "*": 120.0},
+        **_FIRST,
     ),
-    Sweep("study_rf_real_x2", ["waifu2x-photo-x2"], ["model=pretrained", "task=sr", "task.scale=2"], {"*": 30.0}),
+    Sweep(
+        "study_rf_real_x2", ["waifu2x-photo-x2"], ["model=pretrained", "task=sr", "task.scale=2"], {"*": 30.0}, **_FIRST
+    ),
 ]
 RRDB = Sweep(
     "study_rf_real_rrdb",
     ["realsr-df2k-x4", "realesrgan-x4plus"],
     ["model=pretrained", "task=sr", "task.scale=4"],
     {"*": 14400.0},
+    **_FIRST,
 )
 
 

@@ -25,27 +25,45 @@ ROOT = Path(os.environ.get("CEM_LAB_STUDY_ROOT") or Path(__file__).resolve().par
 SWEEPS = ROOT / "runs" / "sweeps" / "cem"
 RESULTS = ROOT / "experiments" / "results"
 
-#: held-out photographs (no zoo model trained or validated on them, see experiments/results/zoo.md)
-IMAGES = ("monarch", "barbara", "kodim23")
-#: the embedded-scale population: 128 x 128 centre crops x two placed ROIs of 32 px (one flat stratum,
-#: one textured), the paper's estimator (block 8, T_c 3, T_f 50: conf/cem/coarse_to_fine.yaml)
+#: the held-out pool (no zoo model trained or validated on them, see experiments/results/zoo.md): sporco's five
+#: photographs and PyWavelets' ascent
+IMAGES = ("monarch", "barbara", "kodim23", "sail", "tulips", "ascent")
+#: the first population's photographs (2026-12-01: their 128 px centre crops x 2 ROIs, 6 units); the real
+#: networks of the receptive-field study, whose maps take 2 to 15 minutes here, keep it
+FIRST_IMAGES = ("monarch", "barbara", "kodim23")
+#: the embedded-scale population: 128 x 128 crops centred in each quarter of the picture (image_crop_cell
+#: 0-3 of a 2 x 2 grid) x two placed ROIs of 32 px (one flat stratum, one textured): 6 x 4 x 2 = 48 units;
+#: the paper's estimator (block 8, T_c 3, T_f 50: conf/cem/coarse_to_fine.yaml), incremental recompute
+#: where it is exact and faster (BENCHMARKS.md)
 CROP = 128
+CELLS = 4
+UNITS = len(IMAGES) * CELLS * 2
 
 
-def population(images: Sequence[str] = IMAGES, crop: int = CROP, rois: int = 2) -> list[str]:
+def population(images: Sequence[str] = IMAGES, crop: int = CROP, rois: int = 2, cells: int | None = CELLS) -> list[str]:
+    """The overrides of a study's units: ``images`` x (``cells`` crops of a 2 x 2 grid, or the centre crop when
+    None) x ``rois`` placed ROIs."""
+    where = [f"image_crop_cell={','.join(map(str, range(cells)))}", "image_crop_grid=[2,2]"] if cells else []
     return [
         "dataset=standard",
         f"standard.name={','.join(images)}",
         f"image_crop={crop}",
+        *where,
         "roi=placed",
         f"roi_place.count={rois}",
         f"roi_place.index={','.join(map(str, range(rois)))}",
         "roi_place.size=32",
         "roi_place.align=16",
         "cem=coarse_to_fine",
+        *(["recompute=incremental"] if cells else []),
         "progress=false",
         "figures=true",
     ]
+
+
+#: the first population (3 photographs' centre crops x 2 ROIs, crop path)
+FIRST_POPULATION = population(FIRST_IMAGES, cells=None)
+FIRST_UNITS = len(FIRST_IMAGES) * 2
 
 
 @dataclass
@@ -57,7 +75,7 @@ class Sweep:
     args: Sequence[str]  #: model group, task and its settings
     #: seconds per map measured here (2 CPU cores, one thread per job), by model id; "*" for the rest
     cost_s: Mapping[str, float] = field(default_factory=dict)
-    units: int = len(IMAGES) * 2  #: maps per model (images x ROIs x whatever else the args sweep)
+    units: int = UNITS  #: maps per model (images x crops x ROIs x whatever else the args sweep)
     #: the overrides of the images and ROIs; None: :func:`population`, the findings' held-out population
     population: Sequence[str] | None = None
     #: the key that names a model (model.id for the zoo and the catalogue, model.name for the paper's networks)
@@ -87,7 +105,7 @@ def _hms(s: float) -> str:
 
 
 #: what the findings' plans say of their population and settings
-FINDINGS_POPULATION = f"{len(IMAGES)} held-out images x 2 placed ROIs, {CROP} px crops, block 8, T_c 3, T_f 50"
+FINDINGS_POPULATION = f"{len(IMAGES)} held-out images x {CELLS} crops of {CROP} px x 2 placed ROIs = {UNITS} units, block 8, T_c 3, T_f 50"
 
 
 def plan(study: str, sweeps: Sequence[Sweep], parallel: int = 2, describe: str = FINDINGS_POPULATION) -> float:

@@ -206,10 +206,15 @@ def crop_input(cfg: DictConfig, image: Any, name: str | None) -> tuple[Any, str 
         )
     arr = load_image(image) if not hasattr(image, "shape") else image
     h, w = arr.shape[:2]
+    cell = cfg.get("image_crop_cell")
+    if cell is not None and not (isinstance(spec, int) and not isinstance(spec, bool)):
+        raise InputError(f"image_crop_cell={cell} places a square crop: give image_crop a size, not {spec!r}")
     if isinstance(spec, int) and not isinstance(spec, bool):
         if spec < 1 or spec > min(h, w):
             raise InputError(f"image_crop={spec} does not fit the {h}x{w} image; use a size in [1, {min(h, w)}]")
         top, left, ch, cw = (h - spec) // 2, (w - spec) // 2, spec, spec
+        if cell is not None:
+            top, left = _cell_crop(cfg, int(cell), spec, h, w)
     else:
         try:
             top, left, ch, cw = (int(v) for v in spec)
@@ -223,6 +228,23 @@ def crop_input(cfg: DictConfig, image: Any, name: str | None) -> tuple[Any, str 
         raise InputError("image_crop with a degraded input (dataset=pair) is not supported: crop both files yourself")
     base = name or (Path(str(image)).stem if isinstance(image, (str, Path)) else "image")
     return arr[top : top + ch, left : left + cw].copy(), f"{base}_crop{top}_{left}_{ch}x{cw}"
+
+
+def _cell_crop(cfg: DictConfig, cell: int, size: int, h: int, w: int) -> tuple[int, int]:
+    """Top-left of the ``size`` square centred in cell ``cell`` (row-major) of the ``image_crop_grid`` of an h x w
+    image, moved inside the image where the cell is smaller than the square."""
+    grid = cfg.get("image_crop_grid") or [2, 2]
+    try:
+        rows, cols = (int(v) for v in grid)
+    except (TypeError, ValueError):
+        raise InputError(f"image_crop_grid must be [rows, cols], got {grid!r}") from None
+    if rows < 1 or cols < 1 or not 0 <= cell < rows * cols:
+        raise InputError(
+            f"image_crop_cell={cell} is not a cell of the {rows}x{cols} image_crop_grid; use 0 to {rows * cols - 1}"
+        )
+    r, c = divmod(cell, cols)
+    cy, cx = (2 * r + 1) * h // (2 * rows), (2 * c + 1) * w // (2 * cols)
+    return min(max(0, cy - size // 2), h - size), min(max(0, cx - size // 2), w - size)
 
 
 def resolve_roi(cfg: DictConfig, image: Any, task) -> tuple[Any, dict | None]:

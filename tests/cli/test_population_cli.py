@@ -100,6 +100,10 @@ CASES = {
         ["dataset=folder", "folder.dir={t}/imgs", "image_crop=64"],
         ["does not fit the 48x48"],
     ),
+    "crop cell past the grid": (
+        ["dataset=folder", "folder.dir={t}/imgs", "image_crop=16", "image_crop_cell=4"],
+        ["image_crop_cell=4 is not a cell of the 2x2 image_crop_grid", "0 to 3"],
+    ),
 }
 
 
@@ -124,6 +128,37 @@ def test_a_zoo_model_of_another_task_is_refused(tmp_path):
     assert_clean_refusal(p, "trained for dn_s50, not sr_x4", "model.allow_other_task")
     runs = tmp_path / "runs"
     assert not runs.exists() or not any(f.is_file() for f in runs.rglob("*")), list(runs.rglob("*"))
+
+
+def test_crop_cells_centre_a_square_in_each_cell_of_the_grid():
+    """A study's four crops of a picture (image_crop_cell=0..3): the square centred in each quarter, moved inside
+    the picture where a quarter is smaller than it; named by their place; a non-square crop is refused."""
+    import numpy as np
+    from omegaconf import OmegaConf
+
+    from cem_lab.compose.build import crop_input
+    from cem_lab.errors import InputError
+
+    img = np.arange(512 * 768 * 3, dtype=np.uint32).reshape(512, 768, 3).astype(np.uint8)
+    names = []
+    for cell in range(4):
+        cfg = OmegaConf.create(
+            {"image_crop": 128, "image_crop_cell": cell, "image_crop_grid": [2, 2], "degraded": None}
+        )
+        crop, name = crop_input(cfg, img, "monarch")
+        assert crop.shape == (128, 128, 3)
+        names.append(name)
+    assert names == [
+        "monarch_crop64_128_128x128",
+        "monarch_crop64_512_128x128",
+        "monarch_crop320_128_128x128",
+        "monarch_crop320_512_128x128",
+    ]
+    cfg = OmegaConf.create({"image_crop": 400, "image_crop_cell": 3, "image_crop_grid": [2, 2], "degraded": None})
+    assert crop_input(cfg, img, "m")[1] == "m_crop112_368_400x400"  # kept inside the picture
+    bad = OmegaConf.create({"image_crop": [0, 0, 64, 64], "image_crop_cell": 0, "degraded": None})
+    with pytest.raises(InputError, match="places a square crop"):
+        crop_input(bad, img, "m")
 
 
 # ----------------------------------------------------------------------------- a study end to end

@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.parametrize(
-    "study,maps,sweeps", [("receptive_field", 162, 3), ("channel_attention", 84, 2), ("multitask", 108, 3)]
+    "study,maps,sweeps", [("receptive_field", 1170, 3), ("channel_attention", 672, 2), ("multitask", 864, 3)]
 )
 def test_plan_lists_the_jobs_and_the_time(study, maps, sweeps):
     out = subprocess.run(
@@ -26,9 +26,19 @@ def test_plan_lists_the_jobs_and_the_time(study, maps, sweeps):
     assert out.startswith(f"{study}: {maps} maps in {sweeps} sweeps")
     assert len(re.findall(r"^  study_\w+ +\d+ maps .*cem-lab -m ", out, flags=re.M)) == sweeps
     assert re.search(r"estimated here \(2 CPU cores, 2 jobs at once\): \S+ in all, \S+ left", out)
-    # every sweep runs the paper's estimator over the held-out population
+    # every sweep runs the paper's estimator over the held-out population: the six pictures x four crops x two
+    # ROIs (48 units), or for the receptive-field study's real networks the first population (6 units)
+    assert f"{maps} maps in {sweeps} sweeps (6 held-out images x 4 crops of 128 px x 2 placed ROIs = 48 units" in out
     for line in out.splitlines()[1 : 1 + sweeps]:
-        assert "cem=coarse_to_fine" in line and "roi=placed" in line and "standard.name=monarch,barbara,kodim23" in line
+        assert "cem=coarse_to_fine" in line and "roi=placed" in line
+        if "_48u " in line:
+            assert (
+                "standard.name=monarch,barbara,kodim23,sail,tulips,ascent image_crop=128 image_crop_cell=0,1,2,3"
+                in line
+            )
+            assert "recompute=incremental" in line
+        else:
+            assert "study_rf_real" in line and "standard.name=monarch,barbara,kodim23 image_crop=128 roi=placed" in line
 
 
 def test_the_rrdb_networks_are_planned_only_when_asked():
@@ -39,4 +49,4 @@ def test_the_rrdb_networks_are_planned_only_when_asked():
         text=True,
         check=True,
     ).stdout
-    assert "study_rf_real_rrdb" in out and out.startswith("receptive_field: 174 maps in 4 sweeps")
+    assert "study_rf_real_rrdb" in out and out.startswith("receptive_field: 1182 maps in 4 sweeps")
