@@ -133,7 +133,13 @@ class LocalGraph:
                 f"its {len(graph.nodes)} intermediate maps on this crop need {_size(self.cache_bytes)}, more than a "
                 f"quarter of the {_size(free)} free"
             )
-        self.values = self._run(base)
+        # shapes first (the trace's own record of every value): rules, demand, plan and the work share need
+        # no more, so a network with nothing to save is declined before the run that keeps every map
+        self._base = base
+        self.values = self._traced_values(graph)
+        self.materialized = self.values is None
+        if self.values is None:
+            self.values = self._run(base)
         (out,) = [n for n in graph.nodes if n.op == "output"]
         res = out.args[0]
         while isinstance(res, (tuple, list)):
@@ -160,6 +166,26 @@ class LocalGraph:
         self.users = {n: [u for u in n.users if u in self.tainted] for n in [self.input, *self.order]}
         self._canvas: dict[tuple, Tensor] = {}
         self.plans: dict[fx.Node, NodePlan] = {}
+
+    @staticmethod
+    def _traced_values(graph: fx.Graph) -> dict[fx.Node, object] | None:
+        """Every node's value as the trace recorded it (fake tensors: shapes and dtypes, no data), or None
+        when a node has no record."""
+        vals: dict[fx.Node, object] = {}
+        for n in graph.nodes:
+            if n.op == "output":
+                continue
+            if "val" not in n.meta:
+                return None
+            vals[n] = n.meta["val"]
+        return vals
+
+    def materialize(self) -> None:
+        """Run the graph once on the un-intervened crop and keep every value (what recompute reads)."""
+        if not self.materialized:
+            self.values = self._run(self._base)
+            self.materialized = True
+            self._canvas.clear()
 
     def _run(self, x: Tensor) -> dict[fx.Node, object]:
         values: dict[fx.Node, object] = {}
@@ -343,6 +369,7 @@ class LocalGraph:
 
     def roi_outputs(self, x: Tensor, rows: Sequence[int]) -> Tensor:
         """ROI outputs of intervened crops ``x`` (N, C, H, W); item i is planned as block row ``rows[i]``."""
+        self.materialize()
         self._rows = np.asarray(rows)
         vals: dict[fx.Node, object] = {}
         left = {n: len(self.users[n]) for n in self.users}

@@ -332,6 +332,7 @@ class IncrementalRecompute(Recompute):
                 f"a block's change reaches {share:.0%} of the crop's convolution work ({job.model_name}'s reach "
                 "against the crop): nothing to save"
             )
+        self.graph.materialize()  # the un-intervened maps, once the plan says there is something to save
         return None
 
     def verify(self, job):
