@@ -365,6 +365,7 @@ class CEMJob:
             self.prep_parts["crop_check_s"] = time.perf_counter() - t_check
             self.crop_check = check
             if not check.ok:
+                self.crop_reference = None  # outputs on a crop the job will not run on
                 msg = f"crop verification failed ({check.reason}): full-image mode"
                 self.notes.append(msg)
                 log.warning(msg)

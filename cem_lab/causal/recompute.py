@@ -9,8 +9,8 @@
 
 A strategy is chosen by :func:`choose_recompute` once the job's crop is known: it may decline (with
 the reason as a note), fail its check against the ROI crop, or be slower than the crop on the check's
-items, and then the job runs on the ROI crop. Strategies read the job (its crop, grid, model calls) and never change the map beyond float
-rounding, which the check bounds.
+items, and then the job runs on the ROI crop. Strategies read the job (its crop, grid, model calls) and
+never change the map beyond float rounding, which the check bounds.
 """
 
 from __future__ import annotations
@@ -138,9 +138,9 @@ def reference_blocks(
     kinds = [rng.permutation(cand[m]).tolist() for m in (under, cut, ~under & ~cut)]
     out: list[int] = []
     while len(out) < min(n, len(cand)):
-        for k in kinds:
-            if k and len(out) < n:
-                out.append(int(k.pop()))
+        for kind in kinds:
+            if kind and len(out) < n:
+                out.append(int(kind.pop()))
     return np.array(sorted(out), dtype=np.int64)
 
 
@@ -338,7 +338,7 @@ class IncrementalRecompute(Recompute):
     def verify(self, job):
         """Incremental and ROI-crop outputs of sample 0 on the crop check's reference items (:func:`reference_blocks`,
         run in the spare rows of the crop check's chunk), or on up to 8 blocks drawn here and run on the crop
-        when the chunk had no room; and the seconds of each, per item."""
+        when the chunk had no room; and the seconds each path took for those items."""
         threads = self.choose_threads(job)  # first, so that the check's items run as the map's will
         ref = job.crop_reference
         if ref is not None:
