@@ -22,6 +22,8 @@ import platform
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +35,21 @@ from cem_lab.models import DnCNN, load_weights
 from cem_lab.patches import PatchBank
 
 BUSY = "import torch, sys; torch.set_num_threads(int(sys.argv[1])); a = torch.rand(1024, 1024)\nwhile True: a @ a"
+
+
+@contextmanager
+def busy_process(threads: int, on: bool = True) -> Iterator[None]:
+    """The block runs beside a second process busy on ``threads`` cores (matrix products), when ``on``."""
+    if not on:
+        yield
+        return
+    busy = subprocess.Popen([sys.executable, "-c", BUSY, str(threads)])
+    time.sleep(2.0)  # its threads running before the first timing
+    try:
+        yield
+    finally:
+        busy.kill()
+        busy.wait()
 
 
 def main(argv=None) -> None:
@@ -59,11 +76,7 @@ def main(argv=None) -> None:
     )
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     for condition in ("quiet", "one busy process"):
-        busy = None
-        if condition != "quiet":
-            busy = subprocess.Popen([sys.executable, "-c", BUSY, str(args.threads)])
-            time.sleep(2.0)
-        try:
+        with busy_process(args.threads, on=condition != "quiet"):
             res = {}
             for rc in ("roi_crop", "incremental"):
                 t = time.perf_counter()
@@ -88,10 +101,6 @@ def main(argv=None) -> None:
                     f"| {extra} |",
                     flush=True,
                 )
-        finally:
-            if busy is not None:
-                busy.kill()
-                busy.wait()
 
 
 def ran_on(r) -> str:

@@ -20,12 +20,11 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import subprocess
-import sys
 import time
 
 import numpy as np
 import torch
+from bench_incremental_contention import busy_process, ran_on  # the demo rows' busy process and path
 
 from cem_lab import compute_cem
 from cem_lab.models.pretrained import load_pretrained
@@ -77,14 +76,9 @@ def main(argv=None) -> None:
         "| pixels (crop / incr.) | max abs delta CE (dB) | classes equal |"
     )
     print("|---|---|---|---|---|---|---|---|---|---|")
-    busy = None
     if args.busy:
-        from bench_incremental_contention import BUSY  # the same busy process as the DnCNN demo's rows
-
-        busy = subprocess.Popen([sys.executable, "-c", BUSY, str(args.threads)])
-        time.sleep(2.0)
         print("beside one busy process (2-thread float32 matrix products)")
-    try:
+    with busy_process(args.threads, on=args.busy):
         for name in args.models.split(","):
             model = _load(name).eval()
             task = make_task("sr", scale=4)
@@ -95,11 +89,11 @@ def main(argv=None) -> None:
                 wall[rc] = time.perf_counter() - t
             a, b = res["roi_crop"], res["incremental"]
             used = [n for n in b.meta["notes"] if n.startswith("incremental recompute")]
-            share, ran_on = "-", "incremental"
+            share, path = "-", ran_on(b)
             if used and "slower than the ROI crop" in used[0]:
-                ran_on = "crop (incremental slower on its check)"
+                path = "crop (incremental slower on its check)"
             elif used and "not used" in used[0]:
-                ran_on = "crop (declined: " + used[0].split("not used: ", 1)[1][:100] + ")"
+                path = "crop (declined: " + used[0].split("not used: ", 1)[1][:100] + ")"
             elif used and "of the" in used[0]:
                 share = used[0].split("recomputes ", 1)[1].split(" of", 1)[0]
             d = float(np.nanmax(np.abs(a.effect_raw - b.effect_raw)))
@@ -109,16 +103,11 @@ def main(argv=None) -> None:
             )
             print(
                 f"| {name} | {wall['roi_crop']:.1f} | {wall['incremental']:.1f} | {wall['roi_crop'] / wall['incremental']:.2f}x | "
-                f"{ran_on} | {share} | {threads} | "
+                f"{path} | {share} | {threads} | "
                 f"{a.meta['pixels_pushed'] / 1e6:.2f} M / {b.meta['pixels_pushed'] / 1e6:.2f} M | {d:.2g} | "
                 f"{bool((a.classification == b.classification).all())} |",
                 flush=True,
             )
-
-    finally:
-        if busy is not None:
-            busy.kill()
-            busy.wait()
 
 
 if __name__ == "__main__":
