@@ -44,8 +44,8 @@ class Intervention(ABC):
     def writes_only_its_block(self) -> bool:
         """Whether :meth:`apply` writes each row only inside its placement and reads nothing of ``inputs``, so
         that the draws of many blocks can be written into one input at once (``apply`` on rows that are views
-        of that input)."""
-        return True
+        of that input). False unless an intervention says so (one of your own keeps the one-by-one path)."""
+        return False
 
     def bind(
         self,
@@ -164,6 +164,8 @@ class BaselineIntervention(Intervention):
     """
 
     KINDS = ("zeros", "mean", "blur", "noise")
+    #: each kind writes its block from its draw or the source image alone
+    writes_only_its_block = True
 
     def __init__(self, kind: str = "zeros", blur_sigma: float = 2.0):
         if kind not in self.KINDS:

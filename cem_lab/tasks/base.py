@@ -96,8 +96,9 @@ class Task(ABC):
     #: whether each intervention draw needs fresh Gaussian noise of the block's shape
     needs_noise: bool = False
     #: whether :meth:`intervene` writes each row only inside its placement, from its own content, noise and the
-    #: context, reading nothing of ``inputs``: then many blocks can be written into one input at once
-    writes_only_its_block: bool = True
+    #: context, reading nothing of ``inputs``: then many blocks can be written into one input at once. False
+    #: unless a task says so (a task of your own keeps the one-block-after-another path)
+    writes_only_its_block: bool = False
     #: symmetric colour bound of the CE map figures, in dB (reference values)
     display_bound: float = 1.0
 

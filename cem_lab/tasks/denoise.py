@@ -21,6 +21,7 @@ class DenoiseTask(Task):
 
     name = "dn"
     needs_noise = True
+    writes_only_its_block = True  # the patch plus its own noise, quantized, into its block
     display_bound = 1.0
 
     def __init__(self, sigma: float = 50.0, rounding: str = "floor"):

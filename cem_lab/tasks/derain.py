@@ -26,6 +26,7 @@ class DerainTask(Task):
 
     name = "dr"
     display_bound = 2.0
+    writes_only_its_block = True  # the patch plus the rain under its block, into its block
 
     def __init__(self, preset: str = "medium"):
         if preset not in RAIN_PRESETS:

@@ -138,7 +138,6 @@ class JpegTask(Task):
 
     name = "jpeg"
     needs_noise = False
-    writes_only_its_block = False  # it re-encodes the block's MCUs from the clean image around it
 
     def __init__(self, quality: int = 75, scale: int = 1, subsampling: str | int = "4:2:0", footprint: str = "mcu"):
         if isinstance(quality, bool) or not isinstance(quality, (int, np.integer)) or not 1 <= quality <= 100:

@@ -26,6 +26,7 @@ class SuperResolutionTask(Task):
 
     name = "sr"
     display_bound = 2.5
+    writes_only_its_block = True  # the downscaled patch, into its block
 
     def __init__(self, scale: int = 4):
         if scale not in (2, 3, 4):
