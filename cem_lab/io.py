@@ -18,6 +18,13 @@ import numpy as np
 PathLike = str | Path
 
 
+def cache_root() -> Path:
+    """The root of cem_lab's caches (converted networks, pictures written from arrays): ``$CEM_LAB_CACHE``, else
+    ``~/.cache/cem_lab``."""
+    env = os.environ.get("CEM_LAB_CACHE")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "cem_lab"
+
+
 @contextmanager
 def atomic_path(path: PathLike) -> Iterator[Path]:
     """Yield a temporary path in the same folder; on success it replaces ``path``."""

@@ -27,7 +27,6 @@ ships a different picture under a name is refused with both sizes, rather than r
 from __future__ import annotations
 
 import importlib.util
-import os
 import warnings
 from dataclasses import dataclass
 from importlib import metadata
@@ -38,7 +37,7 @@ from PIL import Image
 
 from cem_lab.errors import CemLabError
 from cem_lab.images import read_image
-from cem_lab.io import atomic_path
+from cem_lab.io import atomic_path, cache_root
 
 __all__ = [
     "DatasetError",
@@ -510,8 +509,7 @@ def standard_image_path(name: str) -> Path:
 def image_cache_folder() -> Path:
     """Where pictures stored as arrays are written as PNGs: ``$CEM_LAB_CACHE/standard_images``, else
     ``~/.cache/cem_lab/standard_images``."""
-    env = os.environ.get("CEM_LAB_CACHE")
-    return (Path(env) if env else Path.home() / ".cache" / "cem_lab").expanduser() / "standard_images"
+    return cache_root() / "standard_images"
 
 
 def _array_as_png(entry: StandardImage, npz: Path) -> Path:

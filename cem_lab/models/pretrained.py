@@ -15,17 +15,13 @@ from __future__ import annotations
 
 import importlib.metadata
 import importlib.util
-import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from cem_lab.io import PathLike
+from cem_lab.io import PathLike, cache_root
 from cem_lab.models.checkpoint import CheckpointError
 from cem_lab.models.ffdnet_port import FFDNetDenoiser
 from cem_lab.models.ncnn.convert import cache_entry, convert_ncnn
-
-#: where converted networks are cached unless ``cache_dir`` / ``$CEM_LAB_CACHE`` says otherwise
-DEFAULT_CACHE = Path("~/.cache/cem_lab/pretrained")
 
 
 @dataclass(frozen=True)
@@ -251,8 +247,7 @@ def cache_folder(cache_dir: PathLike | None = None) -> Path:
     """``cache_dir``, else ``$CEM_LAB_CACHE/pretrained``, else ``~/.cache/cem_lab/pretrained``."""
     if cache_dir:
         return Path(cache_dir).expanduser()
-    env = os.environ.get("CEM_LAB_CACHE")
-    return (Path(env).expanduser() / "pretrained") if env else DEFAULT_CACHE.expanduser()
+    return cache_root() / "pretrained"
 
 
 def cached_conversion(model_id: str, cache_dir: PathLike | None = None) -> bool | None:
