@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -166,6 +166,7 @@ class LocalGraph:
         self.users = {n: [u for u in n.users if u in self.tainted] for n in [self.input, *self.order]}
         self._canvas: dict[tuple, Tensor] = {}
         self.plans: dict[fx.Node, NodePlan] = {}
+        self._program: list[_Step] | None = None
 
     @staticmethod
     def _traced_values(graph: fx.Graph) -> dict[fx.Node, object] | None:
@@ -186,6 +187,7 @@ class LocalGraph:
             self.values = self._run(self._base)
             self.materialized = True
             self._canvas.clear()
+            self._program = None
 
     def _run(self, x: Tensor) -> dict[fx.Node, object]:
         values: dict[fx.Node, object] = {}
@@ -321,6 +323,7 @@ class LocalGraph:
             plans[n] = NodePlan(window, is_full, needs, offset)
         self.plans = plans
         self._canvas.clear()
+        self._program = None
 
     def work(self, per_block: bool = False):
         """Convolution work of the plan relative to the whole crop (multiply-adds, averaged over
@@ -350,70 +353,155 @@ class LocalGraph:
             self._canvas[key] = torch.nn.functional.pad(v, (margin,) * 4, value=fill) if margin else v
         return self._canvas[key]
 
-    def _gather(self, src: fx.Node, need: np.ndarray, fill: float | None, x: Tensor, vals: dict) -> Tensor:
-        """``src`` on the spans ``need`` (N, 4) for each item: the item's own values where it changed them,
-        the un-intervened ones elsewhere, ``fill`` outside the tensor."""
-        h, w = _extent(self.values[src])
-        m = int(max(0, -need[:, 0].min(), -need[:, 2].min(), need[:, 1].max() - h, need[:, 3].max() - w))
-        fill = 0.0 if fill is None else fill
-        if src is self.input or self.plans.get(src, None) is not None and self.plans[src].full:
-            own = x if src is self.input else vals[src]
-            canvas = torch.nn.functional.pad(own, (m,) * 4, value=fill) if m else own
-            return _cut(canvas, need + m, per_item=True)
-        canvas = self._padded(src, fill, m)
-        out = _cut(canvas, need + m, per_item=False)
-        if src in self.tainted:
-            wnd = self.plans[src].window[self._rows]
-            return _paste(out, vals[src], wnd - need[:, [0, 0, 2, 2]])
-        return out
+    def _compile(self) -> list[_Step]:
+        """The plan as a list of steps, everything that does not depend on the items worked out once: each
+        gathered input's margin (over every block), where its own window sits in what is gathered, the
+        operation's arguments with the constant ones filled in, and the values freed after the step."""
+        left = {n: len(self.users[n]) for n in self.users}
+        steps = []
+        for n in self.order:
+            p, rule = self.plans[n], self.rules[n]
+            if isinstance(rule, Rule) and rule.kind == "getitem":
+                kind = "getitem"
+            elif p.full and not p.needs:
+                kind = "whole"
+            else:
+                kind = "window"
+            sources = []
+            for s, need in p.needs.items() if kind == "window" else ():
+                h, w = _extent(self.values[s])
+                m = int(max(0, -need[:, 0].min(), -need[:, 2].min(), need[:, 1].max() - h, need[:, 3].max() - w))
+                own = s is self.input or (s in self.plans and self.plans[s].full)
+                at = None
+                if not own and s in self.tainted:
+                    at = self.plans[s].window - need[:, [0, 0, 2, 2]]
+                sources.append(_Source(s, need + m, m, own, at))
+            gathered = {src.node for src in sources}
+            step = _Step(n, kind, rule, p, sources)
+            if kind != "getitem":
+                step.args, step.kwargs, step.slots = self._template(n, gathered, whole=kind == "whole")
+                size = p.window[0, [1, 3]] - p.window[0, [0, 2]]
+                step.size = (int(size[0]), int(size[1]))
+            for s in _nodes_in((n.args, n.kwargs)):
+                if s in left:
+                    left[s] -= 1
+                    if left[s] == 0 and s is not self.out:
+                        step.free.append(s)
+            steps.append(step)
+        return steps
+
+    def _template(self, n: fx.Node, gathered: set, whole: bool):
+        """``n``'s arguments with every value that is the same for all items filled in, and the places
+        (argument index, or keyword) of those read per call: a gathered span, an intervened value, the
+        input."""
+        slots: list[tuple[object, fx.Node]] = []
+
+        def const(a):
+            return self.values[a]
+
+        def fill(key, a):
+            if isinstance(a, fx.Node):
+                if a in gathered or a is self.input or a in self.tainted:
+                    slots.append((key, a))
+                    return None
+                return const(a)
+            if isinstance(a, (list, tuple)) and _nodes_in(a):
+                if any(x in gathered or x is self.input or x in self.tainted for x in _nodes_in(a)):
+                    slots.append((key, a))  # a list with per-item values (a concatenation): mapped per call
+                    return None
+                return _map(a, const)
+            return a
+
+        args = [fill(i, a) for i, a in enumerate(n.args)]
+        kwargs = {k: fill(k, a) for k, a in n.kwargs.items()}
+        return args, kwargs, slots
 
     def roi_outputs(self, x: Tensor, rows: Sequence[int]) -> Tensor:
         """ROI outputs of intervened crops ``x`` (N, C, H, W); item i is planned as block row ``rows[i]``."""
         self.materialize()
-        self._rows = np.asarray(rows)
+        if self._program is None:
+            self._program = self._compile()
+        rows = np.asarray(rows)
+        one = bool((rows == rows[0]).all())  # every item on one block: every span the same
+        r0 = rows[:1] if one else rows
         vals: dict[fx.Node, object] = {}
-        left = {n: len(self.users[n]) for n in self.users}
         with torch.inference_mode():
-            for n in self.order:
-                p = self.plans[n]
-                rule = self.rules[n]
-                if isinstance(rule, Rule) and rule.kind == "getitem":
+            for st in self._program:
+                n = st.node
+                if st.kind == "getitem":
                     vals[n] = vals[n.args[0]][n.args[1]]
-                elif p.full and not p.needs:
-                    vals[n] = self._run_whole(n, x, vals)
                 else:
-                    needs = {s: sp[self._rows] for s, sp in p.needs.items()}
-                    gathered = {s: self._gather(s, sp, rule.fill, x, vals) for s, sp in needs.items()}
+                    got = {src.node: self._gather(src, r0, len(rows), st.rule.fill, x, vals) for src in st.sources}
 
-                    def val(a, gathered=gathered, vals=vals):
-                        return gathered[a] if a in gathered else self._value(a, vals)
+                    def val(a, got=got):
+                        if a in got:
+                            return got[a]
+                        if a is self.input:
+                            return x
+                        return vals[a] if a in vals else self.values[a]
 
-                    args, kwargs = _map(n.args, val), _map(n.kwargs, val)
-                    res = rule.run(n.target, list(args), dict(kwargs))
-                    size = p.window[0, [1, 3]] - p.window[0, [0, 2]]
-                    vals[n] = _crop(res, p.offset[self._rows], size)
-                for s in _nodes_in((n.args, n.kwargs)):
-                    if s in left:
-                        left[s] -= 1
-                        if left[s] == 0 and s is not self.out:
-                            vals.pop(s, None)
+                    args, kwargs = list(st.args), dict(st.kwargs)
+                    for key, a in st.slots:
+                        v = val(a) if isinstance(a, fx.Node) else _map(a, val)
+                        if isinstance(key, int):
+                            args[key] = v
+                        else:
+                            kwargs[key] = v
+                    if st.kind == "whole":
+                        vals[n] = n.target(*args, **kwargs)
+                    else:
+                        res = st.rule.run(n.target, args, kwargs)
+                        vals[n] = _crop(res, st.plan.offset[r0], st.size)
+                for s in st.free:
+                    vals.pop(s, None)
             y0, y1, x0, x1 = self.roi
-            out = self.values[self.out][:, :, y0:y1, x0:x1].expand(len(self._rows), -1, -1, -1)
-            wnd = self.plans[self.out].window[self._rows]
-            return _paste(out, vals[self.out], wnd - np.array([y0, y0, x0, x0])).contiguous()
+            out = self.values[self.out][:, :, y0:y1, x0:x1].expand(len(rows), -1, -1, -1)
+            at = self.plans[self.out].window[r0] - np.array([y0, y0, x0, x0])
+            return _paste(out, vals[self.out], at).contiguous()
 
-    def _value(self, a: fx.Node, vals: dict):
-        if a is self.input:
-            raise NotLocal("the input is read whole by an operation")  # never reached: plans send it gathered
-        return vals[a] if a in vals else self.values[a]
+    def _gather(self, src: _Source, rows: np.ndarray, count: int, fill: float | None, x: Tensor, vals: dict):
+        """``src`` on its spans for each item: the item's own values where it changed them, the un-intervened
+        ones elsewhere, ``fill`` outside the tensor. ``rows``: the items' block rows, or one row when every item
+        is on that block (``count`` items)."""
+        spans, m = src.spans[rows], src.margin
+        fill = 0.0 if fill is None else fill
+        if src.own:
+            own = x if src.node is self.input else vals[src.node]
+            canvas = torch.nn.functional.pad(own, (m,) * 4, value=fill) if m else own
+            return _cut(canvas, spans, per_item=True, count=count)
+        out = _cut(self._padded(src.node, fill, m), spans, per_item=False, count=count)
+        if src.at is not None:
+            return _paste(out, vals[src.node], src.at[rows])
+        return out
 
-    def _run_whole(self, n: fx.Node, x: Tensor, vals: dict):
-        def val(a):
-            if a is self.input:
-                return x
-            return vals[a] if a in self.tainted else self.values[a]
 
-        return n.target(*_map(n.args, val), **_map(n.kwargs, val))
+@dataclass
+class _Source:
+    """An input of a windowed step: its spans (B, 4) in its canvas padded by ``margin``, whether it is read
+    from the items' own tensors (the input, or a node no longer tracked), and where a tracked node's own window
+    sits in its span (None: an un-intervened value, read from the cache alone)."""
+
+    node: fx.Node
+    spans: np.ndarray
+    margin: int
+    own: bool
+    at: np.ndarray | None
+
+
+@dataclass
+class _Step:
+    """One node of the compiled plan (:meth:`LocalGraph._compile`)."""
+
+    node: fx.Node
+    kind: str  # "getitem", "whole" (on whole tensors) or "window"
+    rule: Rule | str
+    plan: NodePlan
+    sources: list[_Source]
+    args: list = field(default_factory=list)
+    kwargs: dict = field(default_factory=dict)
+    slots: list = field(default_factory=list)
+    size: tuple[int, int] = (0, 0)
+    free: list = field(default_factory=list)
 
 
 def _map(tree, fn):
@@ -435,13 +523,15 @@ def _take(t: Tensor, ys: np.ndarray, xs: np.ndarray, h: int, w: int) -> Tensor:
     )
 
 
-def _cut(canvas: Tensor, spans: np.ndarray, per_item: bool) -> Tensor:
-    """``canvas[i or 0, :, y0:y1, x0:x1]`` over the rows of ``spans`` (all one size); a view where
-    every row is the same span of one canvas."""
+def _cut(canvas: Tensor, spans: np.ndarray, per_item: bool, count: int | None = None) -> Tensor:
+    """``canvas[i or 0, :, y0:y1, x0:x1]`` over the rows of ``spans`` (all one size), ``count`` items (default
+    one per row; a single row stands for every item); a view where every row is the same span of one
+    canvas."""
     y0, y1, x0, x1 = spans[0].tolist()
-    if (spans == spans[0]).all():
+    count = len(spans) if count is None else count
+    if len(spans) == 1 or (spans == spans[0]).all():
         part = canvas[:, :, y0:y1, x0:x1]
-        return part if per_item else part.expand(len(spans), -1, -1, -1)
+        return part if per_item else part.expand(count, -1, -1, -1)
     return _take(canvas if per_item else canvas[:1], spans[:, 0], spans[:, 2], y1 - y0, x1 - x0)
 
 
@@ -451,7 +541,7 @@ def _paste(dst: Tensor, src: Tensor, at: np.ndarray) -> Tensor:
     hd, wd = dst.shape[-2:]
     h, w = src.shape[-2:]
     oy, ox = at[:, 0], at[:, 2]
-    if (oy == oy[0]).all() and (ox == ox[0]).all():
+    if len(at) == 1 or ((oy == oy[0]).all() and (ox == ox[0]).all()):
         a, b = int(oy[0]), int(ox[0])
         y0, x0, y1, x1 = max(0, -a), max(0, -b), min(h, hd - a), min(w, wd - b)
         if y0 == 0 and x0 == 0 and y1 - y0 == hd and x1 - x0 == wd and a == 0 and b == 0:
@@ -474,7 +564,7 @@ def _crop(res, offset: np.ndarray, size: np.ndarray):
     if isinstance(res, (tuple, list)):
         return type(res)(_crop(r, offset, size) if isinstance(r, Tensor) and r.dim() == 4 else r for r in res)
     hh, ww = int(size[0]), int(size[1])
-    if (offset == offset[0]).all():
+    if len(offset) == 1 or (offset == offset[0]).all():
         oy, ox = offset[0].tolist()
         if oy == 0 and ox == 0 and res.shape[-2] == hh and res.shape[-1] == ww:
             return res
