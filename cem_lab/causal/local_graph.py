@@ -372,10 +372,11 @@ class LocalGraph:
                 h, w = _extent(self.values[s])
                 m = int(max(0, -need[:, 0].min(), -need[:, 2].min(), need[:, 1].max() - h, need[:, 3].max() - w))
                 own = s is self.input or (s in self.plans and self.plans[s].full)
-                at = None
+                at, exact = None, False
                 if not own and s in self.tainted:
                     at = self.plans[s].window - need[:, [0, 0, 2, 2]]
-                sources.append(_Source(s, need + m, m, own, at))
+                    exact = bool((need == self.plans[s].window).all())  # e.g. a pointwise layer after a convolution
+                sources.append(_Source(s, need + m, m, own, at, exact))
             gathered = {src.node for src in sources}
             step = _Step(n, kind, rule, p, sources)
             if kind != "getitem":
@@ -463,6 +464,8 @@ class LocalGraph:
         """``src`` on its spans for each item: the item's own values where it changed them, the un-intervened
         ones elsewhere, ``fill`` outside the tensor. ``rows``: the items' block rows, or one row when every item
         is on that block (``count`` items)."""
+        if src.exact:
+            return vals[src.node]
         spans, m = src.spans[rows], src.margin
         fill = 0.0 if fill is None else fill
         if src.own:
@@ -479,13 +482,15 @@ class LocalGraph:
 class _Source:
     """An input of a windowed step: its spans (B, 4) in its canvas padded by ``margin``, whether it is read
     from the items' own tensors (the input, or a node no longer tracked), and where a tracked node's own window
-    sits in its span (None: an un-intervened value, read from the cache alone)."""
+    sits in its span (None: an un-intervened value, read from the cache alone); ``exact``: the spans are that
+    node's own windows, so its values are the input as they are."""
 
     node: fx.Node
     spans: np.ndarray
     margin: int
     own: bool
     at: np.ndarray | None
+    exact: bool = False
 
 
 @dataclass
