@@ -139,6 +139,8 @@ class CEMJob:
             self.selected[:] = False
             self.selected[sel] = True
         self.forward_passes = 0
+        #: draws per block of the stage being mapped (None outside a stage): a recompute strategy may choose by it
+        self.stage_draws: int | None = None
         self.pixels_pushed = 0
         self.checkpoints = 0
         #: the run's cost over every process that worked on it (set by the stage loop; None: this process only)

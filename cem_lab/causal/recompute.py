@@ -301,6 +301,8 @@ class IncrementalRecompute(Recompute):
         self.threads = DEFAULT_CPU_THREADS
         #: the last chunk padded to ``forward_batch`` (the map's one shape); off for the check's items
         self.pad = True
+        #: stages of fewer draws per block than this run on the ROI crop (0: none; set by the check)
+        self.min_draws: int | None = 0
 
     def prepare(self, job):
         """Build the incremental chain (or the traced graph and its plan for every active block) on the ROI crop;
@@ -365,6 +367,17 @@ class IncrementalRecompute(Recompute):
                 t0 = time.perf_counter()
                 self.roi_outputs(job, pick, zeros)
                 check["seconds"]["incremental"] = min(check["seconds"]["incremental"], time.perf_counter() - t0)
+            if check["ok"] and check["seconds"]["incremental"] > check["seconds"]["roi_crop"] and len(pick) > 1:
+                # the check's items sit on different blocks; a stage that draws many samples per block runs
+                # chunks of one block, where every window is one slice: timed too (the best of two)
+                one = np.full(len(pick), pick[0])
+                draws = np.arange(len(pick))
+                best = np.inf
+                for _ in range(2):
+                    t0 = time.perf_counter()
+                    self.roi_outputs(job, one, draws)
+                    best = min(best, time.perf_counter() - t0)
+                check["seconds"]["incremental_one_block"] = round(best, 6)
         except ModelOutputError:  # the user's input or model is at fault: said as it is
             raise
         except (RuntimeError, ValueError, IndexError) as e:  # an op run on whole tensors that assumed batch 1
@@ -373,7 +386,10 @@ class IncrementalRecompute(Recompute):
         finally:
             self.pad = True
         check["threads"] = threads
-        check["faster"] = check["seconds"]["incremental"] <= check["seconds"]["roi_crop"] if check["ok"] else None
+        self.min_draws = self._min_draws(check, job.forward_batch) if check["ok"] else 0
+        check["faster"] = self.min_draws is not None if check["ok"] else None
+        if check["ok"] and self.min_draws:
+            check["crop_below_draws"] = self.min_draws
         if not self.ONLY_WHEN_FASTER:
             check["faster_required"] = False
         return check
@@ -392,9 +408,35 @@ class IncrementalRecompute(Recompute):
             self.threads = choice["chosen"]
         return choice
 
+    @staticmethod
+    def _min_draws(check: dict[str, Any], chunk: int) -> int | None:
+        """The fewest draws per block a stage must have for incremental recompute to be the faster on it: 0 when
+        it is on the check's items (each on its own block), None when it is not even on items of one block. A
+        stage of ``s`` draws per block runs a share of about min(1, (chunk - 1) / s) of its chunks with items of
+        several blocks (a block's change ends inside them); the rest of one block."""
+        t = check["seconds"]
+        mixed, crop, one = t["incremental"], t["roi_crop"], t.get("incremental_one_block")
+        if mixed <= crop:
+            return 0
+        if one is None or one >= crop or chunk <= 1:
+            return None
+        return int(np.ceil((chunk - 1) * (mixed - one) / (crop - one)))
+
+    def on_crop(self, job) -> bool:
+        """Whether the items of the stage now running go to the ROI crop: a stage of fewer draws per block than
+        :attr:`min_draws` (its chunks mix blocks, where the per-window work outweighs what it saves), or any
+        items outside a stage when incremental recompute was the slower on the check's."""
+        if not self.min_draws or not self.ONLY_WHEN_FASTER:
+            return False
+        draws = getattr(job, "stage_draws", None)
+        return draws is None or draws < self.min_draws
+
     def roi_outputs(self, job, blocks, samples):
         """Recompute the ROI outputs window by window; raises :class:`ModelOutputError` if an intervention leaks
-        outside its block."""
+        outside its block. A stage of too few draws per block for the windows to pay runs on the ROI crop
+        (:meth:`on_crop`)."""
+        if self.on_crop(job):
+            return RoiCropRecompute().roi_outputs(job, blocks, samples)
         x = job._build(blocks, samples, job.crop, job.base_crop, job.ctx_crop)
         boxes = [p.dst for p in job._placements(blocks, job.crop)]
         if changed_outside(x, job.base_crop, boxes):
@@ -458,6 +500,11 @@ class IncrementalRecompute(Recompute):
         """A note with the layers followed, the reach and the work recomputed per item."""
         crop = f"{job.crop[1] - job.crop[0]}x{job.crop[3] - job.crop[2]} crop"
         threads = f", on {self.threads} CPU thread{'s' if self.threads > 1 else ''}" if job.device.type == "cpu" else ""
+        if self.min_draws and self.ONLY_WHEN_FASTER:
+            threads += (
+                f"; stages of fewer than {self.min_draws} draws per block run on the ROI crop (their chunks mix "
+                "blocks, where the per-window work outweighs the convolutions saved)"
+            )
         if self.chain is not None:
             chain = self.chain
             return (

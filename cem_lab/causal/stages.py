@@ -151,7 +151,11 @@ def run_stages(
                         k = np.arange(end, min(end + job.batch_size, total))
                         units.append(sub.item(k))
                         end = int(k[-1]) + 1
-                    values = executor.map(job, units)
+                    job.stage_draws = stage.samples  # a recompute strategy may take its path by it
+                    try:
+                        values = executor.map(job, units)
+                    finally:
+                        job.stage_draws = None
                     in_update = True
                     for (blocks, _), v in zip(units, values):
                         st.update(blocks, v, job.baseline)
