@@ -262,6 +262,37 @@ def test_the_roi_crop_runs_on_the_thread_count_it_measured_faster(small_bank, mo
         torch.set_num_threads(before)
 
 
+def test_a_full_image_map_runs_on_the_thread_count_it_measured_faster(small_bank, monkeypatch):
+    """A ROI whose dependency crop is the whole input (a receptive field wider than the input) maps in full-image
+    mode, on the threads probed for the input's shape (beside a busy process all threads can be many times
+    slower)."""
+    from cem_lab.causal import job as job_module
+
+    probe = job_module.probe_threads
+    shapes = []
+
+    def one_thread(model, device, batch, side):
+        shapes.append(tuple(side))
+        return {**probe(model, device, batch, side), "chosen": 1}
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        monkeypatch.setattr(job_module, "probe_threads", one_thread)
+        job = prepare_cem(
+            DnCNN(features=8, depth=6), _image(16), "dn", (4, 4, 8), block=4, patch_bank=small_bank, seed=3
+        )
+        assert job.mode == "full" and shapes == [(16, 16)] and job.crop_threads == 1
+        assert any("a receptive field wider than the input" in n for n in job.notes), job.notes
+        seen = []
+        call = job._call_model
+        monkeypatch.setattr(job, "_call_model", lambda x: seen.append(torch.get_num_threads()) or call(x))
+        job.recompute.roi_outputs(job, np.flatnonzero(job.active)[:2], np.zeros(2, dtype=int))
+        assert seen == [1] and torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_incremental_recompute_slower_than_the_crop_runs_on_the_crop(small_bank, monkeypatch):
     """Both paths are exact, so the job keeps the faster: where incremental recompute took longer than the crop
     on the check's items (timed twice, the first call sets up), the map runs on the crop and says why."""
