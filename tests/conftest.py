@@ -108,3 +108,14 @@ def small_bank():
     from cem_lab.patches import PatchBank
 
     return PatchBank.embedded(patch_size=8, count=300, seed=1)
+
+
+@pytest.fixture
+def torch_threads():
+    """Sets torch's intra-op thread count for the test (call it with the count); the caller's count is back
+    afterwards."""
+    import torch
+
+    before = torch.get_num_threads()
+    yield torch.set_num_threads
+    torch.set_num_threads(before)

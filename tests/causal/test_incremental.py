@@ -52,6 +52,26 @@ class MixedChain(nn.Module):
         return x + self.body(x)
 
 
+@pytest.fixture
+def two_threads(torch_threads):
+    """Torch on 2 intra-op threads for the test, the caller's count back afterwards."""
+    torch_threads(2)
+
+
+def _small_dncnn_job(small_bank):
+    """A prepared incremental job of a small DnCNN on a 64 px crop (for the thread tests)."""
+    return prepare_cem(
+        DnCNN(features=8, depth=4),
+        _image(64),
+        "dn",
+        (24, 24, 16),
+        block=8,
+        patch_bank=small_bank,
+        seed=3,
+        recompute="incremental",
+    )
+
+
 def _image(size: int) -> np.ndarray:
     from skimage import data
 
@@ -174,16 +194,7 @@ def test_incremental_recompute_keeps_the_thread_count_it_measured_faster(small_b
     before = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
-        job = prepare_cem(
-            DnCNN(features=8, depth=4),
-            _image(64),
-            "dn",
-            (24, 24, 16),
-            block=8,
-            patch_bank=small_bank,
-            seed=3,
-            recompute="incremental",
-        )
+        job = _small_dncnn_job(small_bank)
         assert job.recompute.name == "incremental", job.notes
         assert job.checks["incremental_check"]["threads"]["chosen"] in (1, 2)
         conv = torch.nn.functional.conv2d
@@ -262,7 +273,7 @@ def test_the_roi_crop_runs_on_the_thread_count_it_measured_faster(small_bank, mo
         torch.set_num_threads(before)
 
 
-def test_a_full_image_map_runs_on_the_thread_count_it_measured_faster(small_bank, monkeypatch):
+def test_a_full_image_map_runs_on_the_thread_count_it_measured_faster(small_bank, monkeypatch, two_threads):
     """A ROI whose dependency crop is the whole input (a receptive field wider than the input) maps in full-image
     mode, on the threads probed for the input's shape (beside a busy process all threads can be many times
     slower)."""
@@ -275,25 +286,18 @@ def test_a_full_image_map_runs_on_the_thread_count_it_measured_faster(small_bank
         shapes.append(tuple(side))
         return {**probe(model, device, batch, side), "chosen": 1}
 
-    before = torch.get_num_threads()
-    torch.set_num_threads(2)
-    try:
-        monkeypatch.setattr(job_module, "probe_threads", one_thread)
-        job = prepare_cem(
-            DnCNN(features=8, depth=6), _image(16), "dn", (4, 4, 8), block=4, patch_bank=small_bank, seed=3
-        )
-        assert job.mode == "full" and shapes == [(16, 16)] and job.crop_threads == 1
-        assert any("a receptive field wider than the input" in n for n in job.notes), job.notes
-        seen = []
-        call = job._call_model
-        monkeypatch.setattr(job, "_call_model", lambda x: seen.append(torch.get_num_threads()) or call(x))
-        job.recompute.roi_outputs(job, np.flatnonzero(job.active)[:2], np.zeros(2, dtype=int))
-        assert seen == [1] and torch.get_num_threads() == 2
-    finally:
-        torch.set_num_threads(before)
+    monkeypatch.setattr(job_module, "probe_threads", one_thread)
+    job = prepare_cem(DnCNN(features=8, depth=6), _image(16), "dn", (4, 4, 8), block=4, patch_bank=small_bank, seed=3)
+    assert job.mode == "full" and shapes == [(16, 16)] and job.crop_threads == 1
+    assert any("a receptive field wider than the input" in n for n in job.notes), job.notes
+    seen = []
+    call = job._call_model
+    monkeypatch.setattr(job, "_call_model", lambda x: seen.append(torch.get_num_threads()) or call(x))
+    job.recompute.roi_outputs(job, np.flatnonzero(job.active)[:2], np.zeros(2, dtype=int))
+    assert seen == [1] and torch.get_num_threads() == 2
 
 
-def test_incremental_recompute_keeps_the_thread_count_its_own_items_ran_faster_on(small_bank, monkeypatch):
+def test_incremental_recompute_keeps_the_thread_count_its_own_items_ran_faster_on(small_bank, monkeypatch, two_threads):
     """The probe convolution's choice is a first guess: the check's items are timed on both counts and the map
     runs on the one they were faster on (simulated: the probe chose 2 threads and the items are slowed on 2;
     the other way round depends on the machine: beside a busy process 2 threads are slow for real)."""
@@ -319,27 +323,13 @@ def test_incremental_recompute_keeps_the_thread_count_its_own_items_ran_faster_o
     monkeypatch.setattr(IncrementalRecompute, "roi_outputs", items)
     monkeypatch.setattr(IncrementalRecompute, "choose_threads", guess)
     monkeypatch.setattr(IncrementalRecompute, "ONLY_WHEN_FASTER", False)
-    before = torch.get_num_threads()
-    torch.set_num_threads(2)
-    try:
-        job = prepare_cem(
-            DnCNN(features=8, depth=4),
-            _image(64),
-            "dn",
-            (24, 24, 16),
-            block=8,
-            patch_bank=small_bank,
-            seed=3,
-            recompute="incremental",
-        )
-        threads = job.checks["incremental_check"]["threads"]
-        assert job.recompute.threads == threads["chosen"] == 1, threads
-        times = threads["check_items_s"]
-        assert times["2"] > 0.2 > times["1"]
-        assert job.checks["incremental_check"]["seconds"]["incremental"] == times["1"]
-        assert torch.get_num_threads() == 2
-    finally:
-        torch.set_num_threads(before)
+    job = _small_dncnn_job(small_bank)
+    threads = job.checks["incremental_check"]["threads"]
+    assert job.recompute.threads == threads["chosen"] == 1, threads
+    times = threads["check_items_s"]
+    assert times["2"] > 0.2 > times["1"]
+    assert job.checks["incremental_check"]["seconds"]["incremental"] == times["1"]
+    assert torch.get_num_threads() == 2
 
 
 def test_incremental_recompute_slower_than_the_crop_runs_on_the_crop(small_bank, monkeypatch):

@@ -24,12 +24,9 @@ STEPS, BATCH, PATCH, SEED, LR = 6, 4, 24, 3, 2e-3
 
 
 @pytest.fixture
-def one_thread():
+def one_thread(torch_threads):
     """train_embedded sets torch's thread count; give the test process its own back afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+    torch_threads(1)
 
 
 def plain_loop(steps: int, batch_size: int, patch: int, seed: int, lr: float) -> dict[str, torch.Tensor]:
