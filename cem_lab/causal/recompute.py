@@ -362,8 +362,11 @@ class IncrementalRecompute(Recompute):
                 seconds = {"incremental": round(time.perf_counter() - t0, 6), "roi_crop": round(crop_s, 6)}
                 check = {"ok": d <= CHECK_ATOL, "max_diff": d, "atol": CHECK_ATOL, "blocks": pick.tolist()}
                 check.update(seconds=seconds, reference="the crop check's chunk")
-            if check["ok"]:
-                self._settle_threads(job, pick, zeros, check, threads)
+            if check["ok"] and check["seconds"]["incremental"] > check["seconds"]["roi_crop"]:
+                # the first call sets up buffers and kernels: timed again before it is judged slower
+                t0 = time.perf_counter()
+                self.roi_outputs(job, pick, zeros)
+                check["seconds"]["incremental"] = min(check["seconds"]["incremental"], time.perf_counter() - t0)
             t = check.get("seconds", {})
             if check["ok"] and t["incremental"] > t["roi_crop"] / 2:
                 # a close call: the crop timed once more too, so that both paths are judged on their best of two
@@ -413,31 +416,6 @@ class IncrementalRecompute(Recompute):
         if choice["chosen"] is not None:
             self.threads = choice["chosen"]
         return choice
-
-    def _settle_threads(self, job, pick, zeros, check: dict[str, Any], threads: dict[str, Any]) -> None:
-        """The check's items timed again (the first call sets up buffers and kernels), and, on the CPU, twice on
-        the thread count the probe convolution did not choose: the map keeps the count its own items ran faster on
-        (beside a busy process the windows' many small operations wait for a core in a way one convolution does
-        not show). ``check["seconds"]["incremental"]`` becomes the best time on the count kept."""
-
-        def timed() -> float:
-            t0 = time.perf_counter()
-            self.roi_outputs(job, pick, zeros)
-            return time.perf_counter() - t0
-
-        mine = min(check["seconds"]["incremental"], timed())
-        most = torch.get_num_threads()
-        if job.device.type == "cpu" and most > 1 and threads.get("chosen") is not None:
-            probed = self.threads
-            self.threads = other = 1 if probed != 1 else most
-            theirs = min(timed(), timed())
-            threads["check_items_s"] = {str(probed): round(mine, 6), str(other): round(theirs, 6)}
-            if theirs < mine:
-                mine = theirs
-            else:
-                self.threads = probed
-            threads["chosen"] = self.threads
-        check["seconds"]["incremental"] = round(mine, 6)
 
     @staticmethod
     def _min_draws(check: dict[str, Any], chunk: int) -> int | None:
