@@ -10,8 +10,8 @@ mapped both ways in one process on a 64 x 64 input (SR x4 of monarch's 256 x 256
 
 ``--busy``: both ways beside a second process that keeps every core busy (bench_incremental_contention.py's).
 One throwaway incremental map first: the process's first trace sets up torch's tracing machinery (about 1.5 s,
-once per process, shared by a study's maps). ``--repeat K``: each way K times, the two ways taking turns; the table gives the median and the range (beside
-a busy process one path's times scatter by a factor of two).
+once per process, shared by a study's maps). ``--repeat K``: each way K times, the two ways taking turns; the
+table gives the median and the range (beside a busy process one path's times scatter by a factor of two).
 
 Per model: wall seconds each way, the convolution work an item recomputes (share of the crop's), the
 forward pixels pushed, the largest |delta CE| between the two maps (float rounding) and whether the

@@ -380,7 +380,7 @@ class LocalGraph:
             gathered = {src.node for src in sources}
             step = _Step(n, kind, rule, p, sources)
             if kind != "getitem":
-                step.args, step.kwargs, step.slots = self._template(n, gathered, whole=kind == "whole")
+                step.args, step.kwargs, step.slots = self._template(n, gathered)
                 size = p.window[0, [1, 3]] - p.window[0, [0, 2]]
                 step.size = (int(size[0]), int(size[1]))
             for s in _nodes_in((n.args, n.kwargs)):
@@ -391,7 +391,7 @@ class LocalGraph:
             steps.append(step)
         return steps
 
-    def _template(self, n: fx.Node, gathered: set, whole: bool):
+    def _template(self, n: fx.Node, gathered: set):
         """``n``'s arguments with every value that is the same for all items filled in, and the places
         (argument index, or keyword) of those read per call: a gathered span, an intervened value, the
         input."""

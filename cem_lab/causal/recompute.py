@@ -106,6 +106,13 @@ class RoiCropRecompute(Recompute):
             return job._roi(job._forward(x), (job.crop[0], job.crop[2]))
 
 
+def _seconds(run) -> float:
+    """Wall seconds of one call of ``run``."""
+    t0 = time.perf_counter()
+    run()
+    return time.perf_counter() - t0
+
+
 def against_crop(job: CEMJob, pick: np.ndarray, strategy: Recompute, atol: float = CHECK_ATOL) -> dict[str, Any]:
     """Max |difference| between ``strategy``'s and the ROI crop's outputs on sample 0 of blocks ``pick``."""
     if len(pick) == 0:
@@ -362,31 +369,22 @@ class IncrementalRecompute(Recompute):
                 seconds = {"incremental": round(time.perf_counter() - t0, 6), "roi_crop": round(crop_s, 6)}
                 check = {"ok": d <= CHECK_ATOL, "max_diff": d, "atol": CHECK_ATOL, "blocks": pick.tolist()}
                 check.update(seconds=seconds, reference="the crop check's chunk")
-            if check["ok"] and check["seconds"]["incremental"] > check["seconds"]["roi_crop"]:
-                # the first call sets up buffers and kernels: timed again before it is judged slower
-                t0 = time.perf_counter()
-                self.roi_outputs(job, pick, zeros)
-                check["seconds"]["incremental"] = min(check["seconds"]["incremental"], time.perf_counter() - t0)
             t = check.get("seconds", {})
+            if check["ok"] and t["incremental"] > t["roi_crop"]:
+                # the first call sets up buffers and kernels: timed again before it is judged slower
+                t["incremental"] = min(t["incremental"], _seconds(lambda: self.roi_outputs(job, pick, zeros)))
             if check["ok"] and t["incremental"] > t["roi_crop"] / 2:
                 # a close call: the crop timed once more too, so that both paths are judged on their best of two
                 # (beside a busy process one time scatters by a factor of two)
-                t0 = time.perf_counter()
-                RoiCropRecompute().roi_outputs(job, pick, zeros)
-                rows = -(-len(pick) // job.forward_batch) * job.forward_batch  # the chunks it ran, padded
-                again = (time.perf_counter() - t0) * len(pick) / rows
+                rows = -(-len(pick) // job.forward_batch) * job.forward_batch  # the chunks it runs, padded
+                again = _seconds(lambda: RoiCropRecompute().roi_outputs(job, pick, zeros)) * len(pick) / rows
                 t["roi_crop"] = round(min(t["roi_crop"], again), 6)
-            if check["ok"] and check["seconds"]["incremental"] > check["seconds"]["roi_crop"] and len(pick) > 1:
+            if check["ok"] and t["incremental"] > t["roi_crop"] and len(pick) > 1:
                 # the check's items sit on different blocks; a stage that draws many samples per block runs
                 # chunks of one block, where every window is one slice: timed too (the best of two)
-                one = np.full(len(pick), pick[0])
-                draws = np.arange(len(pick))
-                best = np.inf
-                for _ in range(2):
-                    t0 = time.perf_counter()
-                    self.roi_outputs(job, one, draws)
-                    best = min(best, time.perf_counter() - t0)
-                check["seconds"]["incremental_one_block"] = round(best, 6)
+                one, draws = np.full(len(pick), pick[0]), np.arange(len(pick))
+                best = min(_seconds(lambda: self.roi_outputs(job, one, draws)) for _ in range(2))
+                t["incremental_one_block"] = round(best, 6)
         except ModelOutputError:  # the user's input or model is at fault: said as it is
             raise
         except (RuntimeError, ValueError, IndexError) as e:  # an op run on whole tensors that assumed batch 1
@@ -437,8 +435,7 @@ class IncrementalRecompute(Recompute):
         items outside a stage when incremental recompute was the slower on the check's."""
         if not self.min_draws or not self.ONLY_WHEN_FASTER:
             return False
-        draws = getattr(job, "stage_draws", None)
-        return draws is None or draws < self.min_draws
+        return job.stage_draws is None or job.stage_draws < self.min_draws
 
     def roi_outputs(self, job, blocks, samples):
         """Recompute the ROI outputs window by window; raises :class:`ModelOutputError` if an intervention leaks
