@@ -60,15 +60,22 @@ def _notes(res) -> list[str]:
 
 
 def _path(res) -> str:
-    """What a job asked for ``recompute=incremental`` ran on, and why where it was the crop."""
+    """What a job asked for ``recompute=incremental`` ran on: where it raced the crop, the share of its items
+    that went to incremental recompute; where it was the crop, why."""
     used = _notes(res)
     if used and "slower than the ROI crop" in used[0]:
-        return "crop (incremental slower on its check)"
+        return "crop (incremental > 2x slower on its check)"
     if used and "not used" in used[0]:
         return "crop (declined: " + used[0].split("not used: ", 1)[1][:100] + ")"
-    below = res.meta.get("incremental_check", {}).get("crop_below_draws")
-    if below and ran_on(res) == "incremental":
-        return f"incremental (stages < {below} draws per block on the crop)"
+    race = res.meta.get("path_race")
+    if race and "incremental_check" in res.meta:
+        items: dict[str, int] = {}
+        for stage in race.values():
+            for name, n in stage["items"].items():
+                items[name] = items.get(name, 0) + n
+        total = max(1, sum(items.values()))
+        share = sum(n for name, n in items.items() if name.startswith("incremental")) / total
+        return f"raced: {share:.0%} of items incremental"
     return ran_on(res)
 
 

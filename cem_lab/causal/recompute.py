@@ -8,9 +8,11 @@
   :mod:`cem_lab.causal.local_graph`.
 
 A strategy is chosen by :func:`choose_recompute` once the job's crop is known: it may decline (with
-the reason as a note), fail its check against the ROI crop, or be slower than the crop on the check's
-items, and then the job runs on the ROI crop. Strategies read the job (its crop, grid, model calls) and
-never change the map beyond float rounding, which the check bounds.
+the reason as a note), fail its check against the ROI crop, or be decisively slower than the crop on the
+check's items, and then the job runs on the ROI crop. Where incremental recompute passes its check, each
+stage's chunks run on whichever of it and the ROI crop is the faster on the map's own chunks
+(:mod:`cem_lab.causal.path_race`). Strategies read the job (its crop, grid, model calls) and never change
+the map beyond float rounding, which the check bounds.
 """
 
 from __future__ import annotations
@@ -26,7 +28,8 @@ from torch import Tensor
 from cem_lab.causal.errors import ModelOutputError
 from cem_lab.causal.incremental import IncrementalChain, NotAChain, changed_outside, conv_chain
 from cem_lab.causal.local_graph import LocalGraph, NotLocal
-from cem_lab.causal.threads import DEFAULT_CPU_THREADS, cpu_threads, probe_threads
+from cem_lab.causal.path_race import PathRace
+from cem_lab.causal.threads import DEFAULT_CPU_THREADS, SMALL_OP_THREADS, cpu_threads, probe_threads
 from cem_lab.causal.window_rules import ConvRule
 
 if TYPE_CHECKING:
@@ -43,6 +46,9 @@ CHECK_ATOL = 1e-4
 #: fewest reference items the crop check's spare rows must hold to be incremental recompute's check (else it
 #: draws 8 blocks and runs them on the crop itself)
 MIN_REFERENCE_ITEMS = 6
+#: incremental recompute slower than the ROI crop by more than this on every kind of the check's items is not
+#: used; below it, a map races the two on its own chunks (:mod:`cem_lab.causal.path_race`)
+RACE_DECISIVE = 2.0
 
 
 def _round_up(lo: int, hi: int, lim_lo: int, lim_hi: int, step: int) -> tuple[int, int]:
@@ -92,6 +98,68 @@ class Recompute:
         """The note of a strategy in use."""
         raise NotImplementedError
 
+    #: which arm (a path on a number of CPU threads, :func:`arm`) runs each work unit of a stage, from their times
+    #: on the map's units before (:mod:`cem_lab.causal.path_race`); None: the strategy's one way
+    race: PathRace | None = None
+
+    def _arm(self, job: CEMJob, arm: str, blocks: np.ndarray, samples: np.ndarray) -> Tensor:
+        """The ROI outputs of the items on ``arm``."""
+        raise NotImplementedError
+
+    def _raced(self, job: CEMJob, blocks: np.ndarray, samples: np.ndarray) -> Tensor:
+        """The ROI outputs of a stage's work unit on the arm the race picks, timed; the race's record goes to the
+        summary (``path_race``)."""
+        key = job.stage_draws
+        choice = self.race.pick(key)
+        t0 = time.perf_counter()
+        out = self._arm(job, choice, blocks, samples)
+        if job.device.type == "cuda":
+            torch.cuda.synchronize(job.device)
+        rows = -(-len(blocks) // job.forward_batch) * job.forward_batch  # every arm runs padded chunks
+        self.race.record(key, choice, time.perf_counter() - t0, rows, len(blocks))
+        job.checks["path_race"] = self.race.summary()
+        return out
+
+
+def arm(path: str, threads: int | None) -> str:
+    """An arm's name: ``roi_crop@1``, ``incremental@2``; the path alone off the CPU."""
+    return path if threads is None else f"{path}@{threads}"
+
+
+def arm_parts(name: str) -> tuple[str, int | None]:
+    """(path, threads) of an arm's name."""
+    path, _, threads = name.partition("@")
+    return path, int(threads) if threads else None
+
+
+def thread_counts(job: CEMJob) -> tuple[int | None, ...]:
+    """The thread counts a CPU map races: one, and all of torch's (None off the CPU or on one thread)."""
+    most = torch.get_num_threads()
+    return (1, most) if job.device.type == "cpu" and most > 1 else (None,)
+
+
+def probe_ratio(probe: dict[str, Any] | None, threads: int | None) -> float:
+    """A thread probe's (:func:`~cem_lab.causal.threads.probe_threads`) time on ``threads`` over its time on the
+    count it chose: the prior of an arm on the count it did not choose (1 where it has no figure)."""
+    if not probe or probe.get("chosen") is None or threads is None or threads == probe["chosen"]:
+        return 1.0
+    times = {int(k.split("_")[1]): v for k, v in probe.items() if k.startswith("seconds_")}
+    times = {n: float(np.median(v)) for n, v in times.items()}
+    if threads not in times or probe["chosen"] not in times or times[probe["chosen"]] <= 0:
+        return 1.0
+    return times[threads] / times[probe["chosen"]]
+
+
+def crop_outputs(job: CEMJob, blocks: np.ndarray, samples: np.ndarray, threads: int | None) -> Tensor:
+    """The items run on the ROI crop (the whole input in full mode), the ROI cut out: the model calls on
+    ``threads`` CPU threads, the small operations around them on :data:`SMALL_OP_THREADS`."""
+    with cpu_threads(job.device, SMALL_OP_THREADS):
+        x = job._build(blocks, samples, job.crop, job.base_crop, job.ctx_crop)
+    with cpu_threads(job.device, threads):
+        out = job._forward(x)
+    with cpu_threads(job.device, SMALL_OP_THREADS):
+        return job._roi(out, (job.crop[0], job.crop[2]))
+
 
 class RoiCropRecompute(Recompute):
     """Every item on the ROI's dependency crop (the whole input in full mode)."""
@@ -99,11 +167,26 @@ class RoiCropRecompute(Recompute):
     name = "roi_crop"
 
     def roi_outputs(self, job, blocks, samples):
-        """Run the items on the ROI crop (the whole input in full mode) and cut out the ROI, on the crop's CPU
-        threads (``job.crop_threads``, probed once the crop is known)."""
-        x = job._build(blocks, samples, job.crop, job.base_crop, job.ctx_crop)
-        with cpu_threads(job.device, job.crop_threads):
-            return job._roi(job._forward(x), (job.crop[0], job.crop[2]))
+        """Run the items on the ROI crop (the whole input in full mode) and cut out the ROI: on the crop's CPU
+        threads (``job.crop_threads``, probed once the crop is known), or within a stage on the thread count
+        the race picks where :meth:`start_race` started one."""
+        if self.race is not None and job.stage_draws is not None:
+            return self._raced(job, blocks, samples)
+        return crop_outputs(job, blocks, samples, job.crop_threads)
+
+    def _arm(self, job, arm, blocks, samples):
+        return crop_outputs(job, blocks, samples, arm_parts(arm)[1])
+
+    def start_race(self, job: CEMJob) -> None:
+        """On a CPU with more than one thread, race the crop's thread counts on the map's units, from the crop
+        probe's figures (beside a busy process a probe of a few milliseconds can choose all threads where they
+        make the map several times slower)."""
+        counts = thread_counts(job)
+        if len(counts) < 2 or job.crop_threads is None or not job.item_s_estimate:
+            return
+        probe = job.checks.get("crop_threads")
+        prior = {arm(self.name, n): job.item_s_estimate * probe_ratio(probe, n) for n in counts}
+        self.race = PathRace(tuple(prior), lambda key: prior, RACE_DECISIVE)
 
 
 def _seconds(run) -> float:
@@ -308,8 +391,8 @@ class IncrementalRecompute(Recompute):
         self.threads = DEFAULT_CPU_THREADS
         #: the last chunk padded to ``forward_batch`` (the map's one shape); off for the check's items
         self.pad = True
-        #: stages of fewer draws per block than this run on the ROI crop (0: none; set by the check)
-        self.min_draws: int | None = 0
+        #: which path runs each chunk of a stage, from their times on the chunks before (set by the check)
+        self.race: PathRace | None = None
 
     def prepare(self, job):
         """Build the incremental chain (or the traced graph and its plan for every active block) on the ROI crop;
@@ -373,12 +456,6 @@ class IncrementalRecompute(Recompute):
             if check["ok"] and t["incremental"] > t["roi_crop"]:
                 # the first call sets up buffers and kernels: timed again before it is judged slower
                 t["incremental"] = min(t["incremental"], _seconds(lambda: self.roi_outputs(job, pick, zeros)))
-            if check["ok"] and t["incremental"] > t["roi_crop"] / 2:
-                # a close call: the crop timed once more too, so that both paths are judged on their best of two
-                # (beside a busy process one time scatters by a factor of two)
-                rows = -(-len(pick) // job.forward_batch) * job.forward_batch  # the chunks it runs, padded
-                again = _seconds(lambda: RoiCropRecompute().roi_outputs(job, pick, zeros)) * len(pick) / rows
-                t["roi_crop"] = round(min(t["roi_crop"], again), 6)
             if check["ok"] and t["incremental"] > t["roi_crop"] and len(pick) > 1:
                 # the check's items sit on different blocks; a stage that draws many samples per block runs
                 # chunks of one block, where every window is one slice: timed too (the best of two)
@@ -393,10 +470,22 @@ class IncrementalRecompute(Recompute):
         finally:
             self.pad = True
         check["threads"] = threads
-        self.min_draws = self._min_draws(check, job.forward_batch) if check["ok"] else 0
-        check["faster"] = self.min_draws is not None if check["ok"] else None
-        if check["ok"] and self.min_draws:
-            check["crop_below_draws"] = self.min_draws
+        if not check["ok"]:
+            return check
+        t = check["seconds"]
+        best = min(t["incremental"], t.get("incremental_one_block", np.inf))
+        # raced on the map's chunks unless the check found it slower than the crop by a decisive factor on
+        # every kind of item (beside a busy process one timing scatters by up to two)
+        check["race"] = best <= RACE_DECISIVE * t["roi_crop"]
+        if check["race"] and self.ONLY_WHEN_FASTER:
+            counts, base = thread_counts(job), self._prior(check, job.forward_batch)
+            probes = {self.name: threads, "roi_crop": job.checks.get("crop_threads")}
+
+            def prior(draws: int) -> dict[str, float]:
+                b = base(draws)
+                return {arm(p, n): b[p] * probe_ratio(probes[p], n) for p in (self.name, "roi_crop") for n in counts}
+
+            self.race = PathRace(tuple(prior(1)), prior, RACE_DECISIVE)
         if not self.ONLY_WHEN_FASTER:
             check["faster_required"] = False
         return check
@@ -416,41 +505,49 @@ class IncrementalRecompute(Recompute):
         return choice
 
     @staticmethod
-    def _min_draws(check: dict[str, Any], chunk: int) -> int | None:
-        """The fewest draws per block a stage must have for incremental recompute to be the faster on it: 0 when
-        it is on the check's items (each on its own block), None when it is not even on items of one block. A
-        stage of ``s`` draws per block runs a share of about min(1, (chunk - 1) / s) of its chunks with items of
-        several blocks (a block's change ends inside them); the rest of one block."""
+    def _prior(check: dict[str, Any], chunk: int):
+        """The race's seconds per row of each path before the map has timed it, for a stage of ``s`` draws per
+        block: the crop's per item on the check; incremental recompute's on items of one block (where measured)
+        plus, for the share of about min(1, (chunk - 1) / s) of a stage's chunks that mix blocks (a block's
+        draws end inside them), what items on different blocks took more."""
         t = check["seconds"]
-        mixed, crop, one = t["incremental"], t["roi_crop"], t.get("incremental_one_block")
-        if mixed <= crop:
-            return 0
-        if one is None or one >= crop or chunk <= 1:
-            return None
-        return int(np.ceil((chunk - 1) * (mixed - one) / (crop - one)))
+        n = max(1, len(check["blocks"]))
+        mixed, crop, one = t["incremental"] / n, t["roi_crop"] / n, t.get("incremental_one_block")
+        one = mixed if one is None else one / n
 
-    def on_crop(self, job) -> bool:
-        """Whether the items of the stage now running go to the ROI crop: a stage of fewer draws per block than
-        :attr:`min_draws` (its chunks mix blocks, where the per-window work outweighs what it saves), or any
-        items outside a stage when incremental recompute was the slower on the check's."""
-        if not self.min_draws or not self.ONLY_WHEN_FASTER:
-            return False
-        return job.stage_draws is None or job.stage_draws < self.min_draws
+        def prior(draws: int) -> dict[str, float]:
+            share = min(1.0, (chunk - 1) / max(1, draws))  # a chunk of one item is of one block
+            return {"incremental": one + share * max(0.0, mixed - one), "roi_crop": crop}
+
+        return prior
 
     def roi_outputs(self, job, blocks, samples):
-        """Recompute the ROI outputs window by window; raises :class:`ModelOutputError` if an intervention leaks
-        outside its block. A stage of too few draws per block for the windows to pay runs on the ROI crop
-        (:meth:`on_crop`)."""
-        if self.on_crop(job):
-            return RoiCropRecompute().roi_outputs(job, blocks, samples)
-        x = job._build(blocks, samples, job.crop, job.base_crop, job.ctx_crop)
-        boxes = [p.dst for p in job._placements(blocks, job.crop)]
-        if changed_outside(x, job.base_crop, boxes):
+        """The ROI outputs of the items: within a stage, on the arm the race picks (:attr:`race`: incremental
+        recompute or the ROI crop, each on one thread or all); outside one (the check's items) or without a race,
+        window by window."""
+        if self.race is None or job.stage_draws is None:
+            return self._incremental(job, blocks, samples)
+        return self._raced(job, blocks, samples)
+
+    def _arm(self, job, arm, blocks, samples):
+        path, threads = arm_parts(arm)
+        if path == self.name:
+            return self._incremental(job, blocks, samples, threads)
+        return crop_outputs(job, blocks, samples, threads)
+
+    def _incremental(self, job, blocks, samples, threads: int | None = None) -> Tensor:
+        """Recompute the ROI outputs window by window, on ``threads`` CPU threads (None: :attr:`threads`, the
+        probe's); raises :class:`ModelOutputError` if an intervention leaks outside its block."""
+        with cpu_threads(job.device, SMALL_OP_THREADS):
+            x = job._build(blocks, samples, job.crop, job.base_crop, job.ctx_crop)
+            boxes = [p.dst for p in job._placements(blocks, job.crop)]
+            leaked = changed_outside(x, job.base_crop, boxes)
+        if leaked:
             raise ModelOutputError(
                 f"the {job.intervention.name} intervention changed input pixels outside its block, which "
                 "incremental recompute assumes it never does; run with recompute=roi_crop"
             )
-        with cpu_threads(job.device, self.threads):
+        with cpu_threads(job.device, self.threads if threads is None else threads):
             if self.chain is not None:
                 out = self.chain.roi_outputs(x, boxes, chunk=job.forward_batch, pad=self.pad)
                 job.pixels_pushed += int(round(sum(self.chain.pixels(b) for b in boxes)))
@@ -487,13 +584,15 @@ class IncrementalRecompute(Recompute):
 
     def mismatch(self, check):
         """A note with the incremental outputs' largest difference from the ROI crop's and the blocks checked, or
-        with both paths' seconds when the outputs agree but incremental recompute was the slower."""
+        with both paths' seconds when the outputs agree but incremental recompute was decisively the slower."""
         if check["ok"]:
             t = check["seconds"]
+            one = t.get("incremental_one_block")
+            also = f", {one:.3g} s on items of one block" if one is not None else ""
             return self.declined(
-                f"it was slower than the ROI crop on the check's {len(check['blocks'])} items "
-                f"({t['incremental']:.3g} s against {t['roi_crop']:.3g} s: on a small network the per-window "
-                "work outweighs the convolutions saved)"
+                f"it was more than {RACE_DECISIVE:g}x slower than the ROI crop on the check's {len(check['blocks'])} "
+                f"items ({t['incremental']:.3g} s{also}, against {t['roi_crop']:.3g} s: on a small network the "
+                "per-window work outweighs the convolutions saved)"
             )
         if check.get("error"):
             return self.declined(f"it failed on blocks {check['blocks']} ({check['error']})")
@@ -506,10 +605,11 @@ class IncrementalRecompute(Recompute):
         """A note with the layers followed, the reach and the work recomputed per item."""
         crop = f"{job.crop[1] - job.crop[0]}x{job.crop[3] - job.crop[2]} crop"
         threads = f", on {self.threads} CPU thread{'s' if self.threads > 1 else ''}" if job.device.type == "cpu" else ""
-        if self.min_draws and self.ONLY_WHEN_FASTER:
+        if self.race is not None:
             threads += (
-                f"; stages of fewer than {self.min_draws} draws per block run on the ROI crop (their chunks mix "
-                "blocks, where the per-window work outweighs the convolutions saved)"
+                "; each stage's work units run on the fastest of it and the ROI crop, on one CPU thread or all, "
+                f"timed on the map as it goes (the others re-timed for {self.race.budget:.0%} of the time, so that "
+                "the choice follows the machine's load; the arms per stage: path_race in the summary)"
             )
         if self.chain is not None:
             chain = self.chain
@@ -537,22 +637,29 @@ def choose_recompute(job: CEMJob, name: str) -> Recompute:
     fails its check (with a note on ``job.notes`` either way; a check is recorded in ``job.checks``)."""
     strategy = STRATEGIES[name]()
     if isinstance(strategy, RoiCropRecompute):
-        return strategy
+        return _on_the_crop(job)
     why = strategy.prepare(job)
     if why is not None:
         msg = strategy.declined(why)
         job.notes.append(msg)
         log.log(strategy.decline_level, msg)
-        return RoiCropRecompute()
+        return _on_the_crop(job)
     if job.verify:
         check = strategy.verify(job)
         job.checks[strategy.check_key] = check
-        if not check["ok"] or (check.get("faster") is False and getattr(strategy, "ONLY_WHEN_FASTER", False)):
+        if not check["ok"] or (check.get("race") is False and getattr(strategy, "ONLY_WHEN_FASTER", False)):
             msg = strategy.mismatch(check)
             job.notes.append(msg)
             log.warning(msg)
-            return RoiCropRecompute()
+            return _on_the_crop(job)
     msg = strategy.used(job)
     job.notes.append(msg)
     log.info(msg)
     return strategy
+
+
+def _on_the_crop(job: CEMJob) -> RoiCropRecompute:
+    """The ROI crop, its thread counts raced on the map's units (:meth:`RoiCropRecompute.start_race`)."""
+    crop = RoiCropRecompute()
+    crop.start_race(job)
+    return crop

@@ -5,8 +5,11 @@ threads; on a quiet machine a second thread helps, but beside another CPU-bound 
 core, and small calls got slower by an order of magnitude: the DnCNN demo's incremental run took 116 s on 2
 threads and 12.7 s on 1, a tiny FSRCNN's ROI-crop map 77 s on 2 and 0.9 s quiet (BENCHMARKS.md, "Incremental
 recompute: under contention"). :func:`probe_threads` times one convolution of the run's shape on 1 thread and on
-all of torch's and keeps all only when they were faster every time; :func:`cpu_threads` runs a block on the
-chosen number. The choice is recorded with the map (another thread count may round a convolution differently).
+all of torch's, in turn, and keeps all only when clearly faster; :func:`cpu_threads` runs a block on the chosen
+number. A probe of a few milliseconds can be fooled by a lull of the other process, so within a map the probe is
+only the prior of a race on the map's own work units (:mod:`cem_lab.causal.path_race`); the small operations
+around the model calls run on :data:`SMALL_OP_THREADS`. The choices are recorded with the map (another thread
+count may round a convolution differently: FSRCNN's transposed convolution by 3e-07).
 """
 
 from __future__ import annotations
@@ -16,8 +19,15 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
+
+#: threads of a map's own small operations around the model calls (drawing and pasting the interventions, the
+#: checks on their inputs, the metric): a work unit's few hundred thousand values, which torch splits over its
+#: threads; beside a busy process every split waited for a core, and a small network's map spent 4 to 7 times
+#: its quiet time there (BENCHMARKS.md, "Paths and threads raced on the map")
+SMALL_OP_THREADS = 1
 
 #: threads of a run whose choice is not measured (a probe that cannot run): the choice that is never
 #: catastrophic (1 thread is at most about 2x slower on a quiet 2-core machine, 2 were 14x slower beside a busy one)
@@ -39,6 +49,11 @@ def cpu_threads(device: torch.device, n: int | None) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
+#: all threads are kept only where their median time is below this share of one thread's: beside a busy process a
+#: median of three can fall just under one thread's by chance (a map then ran 2 to 9 times slower), while a
+#: second thread that pays on a quiet machine saves far more than this on a convolution of the probe's size
+PROBE_GAIN = 0.85
+
 #: largest probe convolution, in multiply-adds: a few milliseconds on one core. A larger shape is probed with a
 #: smaller batch first, then smaller sides; at this size a second thread's gain shows where there is one
 PROBE_MAX_MACS = 150e6
@@ -47,13 +62,14 @@ PROBE_MAX_MACS = 150e6
 def probe_threads(model: nn.Module, device: torch.device, batch: int, side: tuple[int, int]) -> dict[str, Any]:
     """Threads for calls of shape (``batch``, C, *side*) of ``model``: 1, or all of torch's when the model's
     largest convolution (a 64-channel 3x3 stand-in when it has none) on that shape (cut to
-    :data:`PROBE_MAX_MACS`) has a smaller median time of three on all of them than on 1.
+    :data:`PROBE_MAX_MACS`) has a median time of three on all of them below :data:`PROBE_GAIN` of its median on 1,
+    the two counts timed in turn.
 
     Medians, because a millisecond convolution's single times scatter by tens of percent on a quiet machine
     (a rule of "faster every time" kept 1 thread where 2 made the whole map 1.3x faster). The probe stops at
-    a time on all threads twice the 1-thread median (threads waiting for a busy core), so beside a busy
+    a time on all threads twice the fastest on one (threads waiting for a busy core), so beside a busy
     process it costs about one waited-for convolution. Returns ``{"chosen": n, "probe": what was timed,
-    "seconds_1": median of three, "seconds_<all>": the times on all}``; ``{"chosen": None}`` off the CPU,
+    "seconds_1": median of the times on 1, "seconds_<all>": the times on all}``; ``{"chosen": None}`` off the CPU,
     where threads are not ours to choose."""
     most = torch.get_num_threads()
     if device.type != "cpu":
@@ -81,14 +97,16 @@ def probe_threads(model: nn.Module, device: torch.device, batch: int, side: tupl
             return time.perf_counter() - t
 
     once(1)  # warm-up
-    one = sorted(once(1) for _ in range(3))[1]
+    ones: list[float] = []
     many: list[float] = []
-    for _ in range(3):
+    for _ in range(3):  # in turn, so that a load that comes and goes weighs on both counts alike
+        ones.append(once(1))
         many.append(once(most))
-        if many[-1] >= 2 * one:  # clearly slower (threads waiting for a busy core): no need to wait for more
+        if many[-1] >= 2 * min(ones):  # clearly slower (threads waiting for a busy core): no need to wait for more
             break
+    one = float(np.median(ones))
     return {
-        "chosen": most if len(many) == 3 and sorted(many)[1] < one else 1,
+        "chosen": most if len(many) == 3 and float(np.median(many)) < PROBE_GAIN * one else 1,
         "probe": f"conv {tuple(weight.shape)} on {tuple(x.shape)}",
         "seconds_1": round(one, 6),
         f"seconds_{most}": [round(v, 6) for v in many],
