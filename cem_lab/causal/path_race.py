@@ -41,7 +41,7 @@ class PathRace:
         paths: Sequence[str],
         prior: Callable[[Hashable], dict[str, float]],
         decisive: float = 2.0,
-        first: int = 2,
+        first: int = 1,
         window: int = 3,
         budget: float = 0.03,
     ) -> None:

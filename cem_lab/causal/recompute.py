@@ -138,16 +138,25 @@ def thread_counts(job: CEMJob) -> tuple[int | None, ...]:
     return (1, most) if job.device.type == "cpu" and most > 1 else (None,)
 
 
+#: the most a thread probe's figures make an arm on fewer threads than it chose slower in a race's prior: such an
+#: arm is always timed on the map. A lull of a busy process can fool a probe of a few milliseconds into all
+#: threads (the DnCNN demo's incremental map then ran 3x slower); one thread costs at most about 2x on a quiet
+#: machine, while all threads beside a busy process ran a unit 10 to 100 times slower
+FEWER_THREADS_MAX_RATIO = 1.5
+
+
 def probe_ratio(probe: dict[str, Any] | None, threads: int | None) -> float:
     """A thread probe's (:func:`~cem_lab.causal.threads.probe_threads`) time on ``threads`` over its time on the
-    count it chose: the prior of an arm on the count it did not choose (1 where it has no figure)."""
+    count it chose: the prior of an arm on the count it did not choose (1 where it has no figure; at most
+    :data:`FEWER_THREADS_MAX_RATIO` for fewer threads than it chose)."""
     if not probe or probe.get("chosen") is None or threads is None or threads == probe["chosen"]:
         return 1.0
     times = {int(k.split("_")[1]): v for k, v in probe.items() if k.startswith("seconds_")}
     times = {n: float(np.median(v)) for n, v in times.items()}
     if threads not in times or probe["chosen"] not in times or times[probe["chosen"]] <= 0:
         return 1.0
-    return times[threads] / times[probe["chosen"]]
+    ratio = times[threads] / times[probe["chosen"]]
+    return min(ratio, FEWER_THREADS_MAX_RATIO) if threads < probe["chosen"] else ratio
 
 
 def crop_outputs(job: CEMJob, blocks: np.ndarray, samples: np.ndarray, threads: int | None) -> Tensor:
