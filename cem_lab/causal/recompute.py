@@ -400,8 +400,6 @@ class IncrementalRecompute(Recompute):
         self.threads = DEFAULT_CPU_THREADS
         #: the last chunk padded to ``forward_batch`` (the map's one shape); off for the check's items
         self.pad = True
-        #: which path runs each chunk of a stage, from their times on the chunks before (set by the check)
-        self.race: PathRace | None = None
 
     def prepare(self, job):
         """Build the incremental chain (or the traced graph and its plan for every active block) on the ROI crop;
@@ -483,8 +481,9 @@ class IncrementalRecompute(Recompute):
             return check
         t = check["seconds"]
         best = min(t["incremental"], t.get("incremental_one_block", np.inf))
-        # raced on the map's chunks unless the check found it slower than the crop by a decisive factor on
-        # every kind of item (beside a busy process one timing scatters by up to two)
+        # raced on the map's work units (the race set here, the base class's attribute) unless the check found it
+        # slower than the crop by a decisive factor on every kind of item (beside a busy process one timing
+        # scatters by up to two)
         check["race"] = best <= RACE_DECISIVE * t["roi_crop"]
         if check["race"] and self.ONLY_WHEN_FASTER:
             counts, base = thread_counts(job), self._prior(check, job.forward_batch)
