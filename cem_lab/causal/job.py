@@ -243,8 +243,9 @@ class CEMJob:
         # in crop mode no map value is read from a full-image pass: it runs unpadded (one image, not
         # forward_batch); in full mode it is taken again below with the interventions' forward shape
         padded_first = self.mode_requested == "full" and not self.auto_forward_batch
-        #: CPU threads of the preparation's full-image passes (the un-intervened output, the gradient probe):
-        #: probed on the input's shape (beside a busy process a 64 px FSRCNN's gradient probe took 1.8 s on both threads, 0.05 s on one)
+        #: CPU threads of the preparation's full-image passes (the un-intervened output, the gradient probe), probed
+        #: on the input's shape (beside a busy process a 64 px FSRCNN's gradient probe took 1.8 s on both threads,
+        #: 0.05 s on one)
         self.checks["prepare_threads"] = probe_threads(self.model, self.device, 1, tuple(x.shape[-2:]))
         self.prepare_threads = self.checks["prepare_threads"]["chosen"]
         if padded_first and full_output is not None:
@@ -596,6 +597,9 @@ class CEMJob:
         # this process's preparation, by part (prepare_s above is the run's, summed over its sessions)
         meta["preparation_parts_s"] = {k: round(v, 6) for k, v in self.prep_parts.items()}
         meta.update(self.checks)  # block_crop_check / incremental_check
+        race = getattr(self.recompute, "race", None)
+        if race is not None and race.lanes:  # the arms each stage ran (cem_lab.causal.path_race)
+            meta["path_race"] = race.summary()
         return CEMResult(
             effect.reshape(shape),
             est.effect.reshape(shape),

@@ -1,4 +1,4 @@
-"""Two exact ways of one computation, raced on a map's own work units.
+"""Exact ways of one computation (paths, each on a thread count), raced on a map's own work units.
 
 Incremental recompute and the ROI crop give the same ROI outputs (checked before the map starts); which of
 the two is faster depends on the network, on the stage (chunks of one block, or of several blocks whose
@@ -7,10 +7,11 @@ operations of incremental recompute wait for a core, and the few milliseconds of
 predict a map's: small networks ran 0.56x to 1.49x the crop's speed across runs (BENCHMARKS.md).
 
 A :class:`PathRace` keeps each path's recent seconds per row of a work unit for each kind of stage (a key),
-runs the faster, and times the other again now and then, spending on it at most :attr:`~PathRace.budget` of
-the time the faster one took, so that a load that comes or goes moves the choice within a few units. The check's
-figures seed the race: where they say one path is slower by more than :attr:`~PathRace.decisive`, it is not
-timed on the map until the budget allows. Plain Python, no torch: the caller times the units.
+runs the fastest, and times the others again now and then, spending on them at most :attr:`~PathRace.budget`
+of the time the fastest took, so that a load that comes or goes moves the choice within a few units. The
+check's figures seed the race: where they make a path slower than the fastest by more than
+:attr:`~PathRace.decisive`, it is not timed on the map until the budget allows. Plain Python, no torch: the
+caller times the units.
 """
 
 from __future__ import annotations

@@ -108,7 +108,7 @@ class Recompute:
 
     def _raced(self, job: CEMJob, blocks: np.ndarray, samples: np.ndarray) -> Tensor:
         """The ROI outputs of a stage's work unit on the arm the race picks, timed; the race's record goes to the
-        summary (``path_race``)."""
+        summary (``path_race``, written with the result)."""
         key = job.stage_draws
         choice = self.race.pick(key)
         t0 = time.perf_counter()
@@ -117,7 +117,6 @@ class Recompute:
             torch.cuda.synchronize(job.device)
         rows = -(-len(blocks) // job.forward_batch) * job.forward_batch  # every arm runs padded chunks
         self.race.record(key, choice, time.perf_counter() - t0, rows, len(blocks))
-        job.checks["path_race"] = self.race.summary()
         return out
 
 
