@@ -221,7 +221,9 @@ class CEMJob:
         y0, y1, x0, x1 = self.roi.box
         oy, ox = origin[0] * self.scale, origin[1] * self.scale
         roi = out[:, :, y0 - oy : y1 - oy, x0 - ox : x1 - ox]
-        if not torch.isfinite(roi).all():
+        with cpu_threads(self.device, SMALL_OP_THREADS):
+            finite = bool(torch.isfinite(roi).all())
+        if not finite:
             raise ModelOutputError(self._not_finite("in the ROI"))
         return roi
 
@@ -394,12 +396,16 @@ class CEMJob:
         cy0, cy1, cx0, cx1 = region.crop
         full_box = (0, self.grid.input_h, 0, self.grid.input_w)
         crop_base = self.ti.input[:, :, cy0:cy1, cx0:cx1]
-        # one input: the blocks drawn inside the crop and every block outside it, all intervened
-        full_in = self._build_joint(
-            outside, full_box, self._build_joint(inside, full_box, self.ti.input, self.ti.context), self.ti.context
-        )
-        # what the crop holds of it, built on the crop as the map builds its inputs (so the check covers that too)
-        crop_in = self._build_joint(inside, region.crop, crop_base, self.ti.crop_context(region.crop))
+        # the check's inputs are the small operations of many blocks (one thread, as the map's); its full-image
+        # pass runs on the preparation's probed count (beside a busy process a 64 px FSRCNN's check took 0.55 s
+        # with both on torch's two threads)
+        with cpu_threads(self.device, SMALL_OP_THREADS):
+            # one input: the blocks drawn inside the crop and every block outside it, all intervened
+            full_in = self._build_joint(
+                outside, full_box, self._build_joint(inside, full_box, self.ti.input, self.ti.context), self.ti.context
+            )
+            # what the crop holds of it, built on the crop as the map builds its inputs (so the check covers it too)
+            crop_in = self._build_joint(inside, region.crop, crop_base, self.ti.crop_context(region.crop))
         about = f", about {self._full_pass_s:.0f} s" if self._full_pass_s is not None else ""
         log.info(
             "preparing: checking the %dx%d crop against the full input (1 full-image pass%s: %d blocks inside it "
@@ -419,17 +425,26 @@ class CEMJob:
             ref_blocks = reference_blocks(
                 self.grid, self.boxes, region.crop, self.roi.box, self.scale, self.seed, min(8, spare)
             )
-        ref_in = (
-            self._build(
-                ref_blocks,
-                np.zeros(len(ref_blocks), dtype=int),
-                region.crop,
-                crop_base,
-                self.ti.crop_context(region.crop),
+        with cpu_threads(self.device, SMALL_OP_THREADS):
+            ref_in = (
+                self._build(
+                    ref_blocks,
+                    np.zeros(len(ref_blocks), dtype=int),
+                    region.crop,
+                    crop_base,
+                    self.ti.crop_context(region.crop),
+                )
+                if len(ref_blocks)
+                else crop_base[:0]
             )
-            if len(ref_blocks)
-            else crop_base[:0]
-        )
+
+        def full_rois(t: Tensor) -> Tensor:
+            with cpu_threads(self.device, self.prepare_threads):
+                return self._roi_metric_full(t)
+
+        def outside_only() -> Tensor:
+            with cpu_threads(self.device, SMALL_OP_THREADS):
+                return self._build_joint(outside, full_box, self.ti.input, self.ti.context)
 
         def crop_rois(t: Tensor) -> Tensor:
             t0 = time.perf_counter()
@@ -444,15 +459,7 @@ class CEMJob:
                 out = out[: len(t)]
             return out
 
-        check = verify_crop(
-            self._roi_metric_full,
-            crop_rois,
-            full_in,
-            crop_in,
-            self.base_full_roi,
-            crop_base,
-            lambda: self._build_joint(outside, full_box, self.ti.input, self.ti.context),
-        )
+        check = verify_crop(full_rois, crop_rois, full_in, crop_in, self.base_full_roi, crop_base, outside_only)
         check.blocks_inside, check.blocks_outside = len(inside), len(outside)
         return check
 

@@ -460,8 +460,12 @@ class IncrementalRecompute(Recompute):
                 check.update(seconds=seconds, reference="the crop check's chunk")
             t = check.get("seconds", {})
             if check["ok"] and t["incremental"] > t["roi_crop"]:
-                # the first call sets up buffers and kernels: timed again before it is judged slower
+                # the first call sets up buffers and kernels: timed again before it is judged slower, and so is
+                # the crop (its reference ran in the crop check's first chunk, cold: a 64 px FSRCNN's row took 4x
+                # its time on the map), as a padded chunk's share, as the reference is
                 t["incremental"] = min(t["incremental"], _seconds(lambda: self.roi_outputs(job, pick, zeros)))
+                warm = _seconds(lambda: crop_outputs(job, pick, zeros, job.crop_threads))
+                t["roi_crop"] = round(min(t["roi_crop"], warm * len(pick) / max(len(pick), job.forward_batch)), 6)
             if check["ok"] and t["incremental"] > t["roi_crop"] and len(pick) > 1:
                 # the check's items sit on different blocks; a stage that draws many samples per block runs
                 # chunks of one block, where every window is one slice: timed too (the best of two)
@@ -561,7 +565,11 @@ class IncrementalRecompute(Recompute):
             else:
                 out = self._graph_outputs(job, x, blocks)
         job.forward_passes += len(blocks)
-        if not torch.isfinite(out).all():
+        # a small op too: on torch's two threads beside a busy process this check of a 32-item call took 40 ms,
+        # four times the items' recompute
+        with cpu_threads(job.device, SMALL_OP_THREADS):
+            finite = bool(torch.isfinite(out).all())
+        if not finite:
             raise ModelOutputError(job._not_finite("in the ROI"))
         return out
 
@@ -645,7 +653,8 @@ def choose_recompute(job: CEMJob, name: str) -> Recompute:
     strategy = STRATEGIES[name]()
     if isinstance(strategy, RoiCropRecompute):
         return _on_the_crop(job)
-    why = strategy.prepare(job)
+    with cpu_threads(job.device, job.crop_threads):  # its trace and full-crop passes: the crop's model calls
+        why = strategy.prepare(job)
     if why is not None:
         msg = strategy.declined(why)
         job.notes.append(msg)

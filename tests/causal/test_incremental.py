@@ -340,8 +340,8 @@ def test_a_full_image_map_runs_on_the_thread_count_it_measured_faster(small_bank
 
 def test_incremental_recompute_decisively_slower_than_the_crop_runs_on_the_crop(small_bank, monkeypatch):
     """Both paths are exact, so the job keeps the faster: where incremental recompute took more than
-    RACE_DECISIVE times the crop's time on the check's items (timed twice, the first call sets up) and on items
-    of one block, the map runs on the crop and says why."""
+    RACE_DECISIVE times the crop's time on the check's items (each timed again, the first call sets up; here the
+    crop's first time is made cold and slow) and on items of one block, the map runs on the crop and says why."""
     import time
 
     from cem_lab.causal.recompute import IncrementalRecompute, RoiCropRecompute
@@ -362,13 +362,37 @@ def test_incremental_recompute_decisively_slower_than_the_crop_runs_on_the_crop(
             crop_calls.append(len(blocks))
         return crop_real(self, job, blocks, samples)
 
+    from cem_lab.causal import job as job_module
+    from cem_lab.causal import recompute
+
+    verify_crop = job_module.CEMJob._verify
+
+    def cold(self, region):  # the crop check's chunk ran cold: its rows took 0.2 s, less than incremental's 0.3
+        check = verify_crop(self, region)
+        blocks, outputs, _ = self.crop_reference
+        self.crop_reference = (blocks, outputs, 0.2)
+        return check
+
+    warm_real, warm_calls = recompute.crop_outputs, []
+
+    def warm(job, blocks, samples, threads):
+        if job.stage_draws is None:
+            warm_calls.append(len(blocks))
+        return warm_real(job, blocks, samples, threads)
+
     monkeypatch.setattr(IncrementalRecompute, "roi_outputs", slow)
     monkeypatch.setattr(RoiCropRecompute, "roi_outputs", crop)
+    monkeypatch.setattr(job_module.CEMJob, "_verify", cold)
+    monkeypatch.setattr(recompute, "crop_outputs", warm)
     model = DnCNN(features=8, depth=4)
     res = compute_cem(model, _image(64), "dn", (24, 24, 16), patch_bank=small_bank, recompute="incremental", **KW)
     check = res.meta["incremental_check"]
-    assert crop_calls == [], crop_calls  # the crop's time is the crop check's chunk's: nothing run again
+    # the crop's outputs are the crop check's chunk's; its time, cold there, is taken again on the same items
+    assert crop_calls == [] and warm_calls == [6], (crop_calls, warm_calls)
+    assert check["seconds"]["roi_crop"] < 0.2
     monkeypatch.setattr(RoiCropRecompute, "roi_outputs", crop_real)
+    monkeypatch.setattr(recompute, "crop_outputs", warm_real)
+    monkeypatch.setattr(job_module.CEMJob, "_verify", verify_crop)
     # timed again before judged slower, then twice on items of one block (slower there too)
     assert check["ok"] and check["race"] is False and len(calls) == 4
     assert check["seconds"]["incremental"] > 2 * check["seconds"]["roi_crop"]
@@ -407,7 +431,7 @@ def test_each_stage_runs_on_the_path_that_is_faster_on_its_own_work_units(small_
 
     def slowed(self, job, arm, blocks, samples):
         if (job.stage_draws, arm) in ((2, "incremental@1"), (6, "roi_crop@1")):
-            time.sleep(0.02)
+            time.sleep(0.05)  # well above a unit's scatter beside a busy process
         return arm_real(self, job, arm, blocks, samples)
 
     monkeypatch.setattr(IncrementalRecompute, "_arm", slowed)
@@ -417,7 +441,7 @@ def test_each_stage_runs_on_the_path_that_is_faster_on_its_own_work_units(small_
     race = res.meta["path_race"]
     assert res.meta["incremental_check"]["race"] is True
     coarse, fine = race["2"]["units"], race["6"]["units"]
-    # one unit of the slower arm at the stage's start, then (its extra 20 ms too dear for the budget) none
+    # one unit of the slower arm at the stage's start, then (its extra 50 ms too dear for the budget) none
     assert coarse["incremental@1"] == 1 and coarse["roi_crop@1"] > 1, race
     assert fine["roi_crop@1"] == 1 and fine["incremental@1"] > 1, race
     assert race["2"]["s_per_row"]["incremental@1"] > race["2"]["s_per_row"]["roi_crop@1"]
@@ -460,3 +484,40 @@ def test_the_reference_blocks_cover_the_roi_the_crop_ring_and_the_rest():
     ring = ~under & ((b[:, 0] < 16) | (b[:, 1] > 48) | (b[:, 2] < 16) | (b[:, 3] > 48))
     assert under.sum() == 2 and ring.sum() == 2 and (~under & ~ring).sum() == 2
     assert set(pick) <= set(grid.blocks_touching(crop).tolist())
+
+
+def test_beside_a_busy_process_no_step_of_a_map_runs_on_threads_nobody_chose(small_bank, monkeypatch, two_threads):
+    """Beside a busy process any torch call on the default threads waits for a core: a check of 100,000 values
+    took 150 ms on two threads and 0.2 ms on one. With the probes choosing one thread (as they do there) and the
+    race kept to it, every model call of a traced incremental job (the crop check's full-image pass, the trace,
+    the un-intervened maps, the items) and every finiteness check of its outputs runs on one thread, while
+    torch's own count stays two."""
+    from cem_lab.causal import job as job_module
+    from cem_lab.causal import recompute
+
+    seen: dict[str, list[int]] = {"model": [], "isfinite": []}
+
+    class Residual(nn.Module):  # not a plain chain: the traced graph's path
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(8, 3, 3, padding=1)
+
+        def forward(self, x):
+            seen["model"].append(torch.get_num_threads())
+            return x + self.b(torch.relu(self.a(x)))
+
+    isfinite = torch.isfinite
+
+    def recorded(t):
+        seen["isfinite"].append(torch.get_num_threads())
+        return isfinite(t)
+
+    monkeypatch.setattr(job_module, "probe_threads", lambda *a, **k: {"chosen": 1})
+    monkeypatch.setattr(recompute, "probe_threads", lambda *a, **k: {"chosen": 1})
+    monkeypatch.setattr(recompute, "thread_counts", lambda job: (1,))
+    monkeypatch.setattr(torch, "isfinite", recorded)
+    res = compute_cem(Residual(), _image(64), "dn", (24, 24, 16), patch_bank=small_bank, recompute="incremental", **KW)
+    assert res.meta["mode"] == "crop" and "incremental_check" in res.meta, res.meta["notes"]
+    assert seen["model"] and set(seen["model"]) == {1}, seen["model"]
+    assert seen["isfinite"] and set(seen["isfinite"]) == {1}, seen["isfinite"]
+    assert torch.get_num_threads() == 2
