@@ -209,8 +209,9 @@ def markdown_table(zoo_dir: Path = ZOO_DIR, recipes: Iterable[Recipe] = ()) -> s
         weights = zoo_dir / f"{r.name}.safetensors"
         params = entry.get("parameters")
         held = (entry.get("heldout") or {}).get("tasks") or {}
-        data = (entry.get("training") or {}).get("images", "")
-        source = "pool `train` (17)" if "pool" in str(data) else "6 skimage pictures"
+        training = entry.get("training") or {}
+        pictures = len(training.get("train_images") or ()) or "?"
+        source = f"pool `train` ({pictures})" if "pool" in str(training.get("images", "")) else "6 skimage pictures"
         for task, v in entry["validation"]["tasks"].items():
             h = held.get(task)
             cells = (
