@@ -255,6 +255,19 @@ def test_interrupted_sweep_resumes_to_the_same_results(clean_sweep, workdir):
     _assert_same_results(target, folder)
 
 
+def test_a_sweep_in_batches_gives_the_same_folders_and_one_summary(clean_sweep, workdir):
+    """``hydra.sweeper.max_batch_size`` (the study runner's local runs use it, so that the first map starts
+    without Hydra composing every job first) launches the jobs batch after batch: the same folders and maps,
+    and one summary of all the jobs."""
+    folder, _ = clean_sweep
+    p = _cem(["-m", *SMALL, *GRID, "hydra.sweeper.max_batch_size=3", "sweep_name=batches"], workdir)
+    assert p.returncode == 0, p.stderr[-3000:]
+    target = _sweep_dir(workdir, "batches")
+    s = _summary(target)
+    assert (s["jobs"], s["done"], s["failed"], s["missing"]) == (4, 4, 0, 0), s
+    _assert_same_results(target, folder)
+
+
 def test_a_failing_job_does_not_stop_the_sweep(workdir):
     args = ["-m", *[a for a in SMALL if not a.startswith("roi=")], "roi=[16,16,16],[40,40,16]", "sweep_name=failing"]
     p = _cem(args, workdir)

@@ -50,3 +50,23 @@ def test_the_rrdb_networks_are_planned_only_when_asked():
         check=True,
     ).stdout
     assert "study_rf_real_rrdb" in out and out.startswith("receptive_field: 1182 maps in 4 sweeps")
+
+
+def test_a_local_run_starts_its_first_map_without_composing_every_job_first(monkeypatch):
+    """Hydra composes and checks every job of a batch before the batch's first job starts: the receptive-field
+    study's 1152 jobs in one batch were five minutes without a map. A local run gives Hydra batches of one
+    model's units; a run handed to another launcher (a cluster's) is left whole."""
+    from types import SimpleNamespace
+
+    monkeypatch.syspath_prepend(str(ROOT / "experiments"))
+    import study_runner
+
+    calls = []
+    monkeypatch.setattr(
+        study_runner.subprocess, "run", lambda cmd, cwd: calls.append(cmd) or SimpleNamespace(returncode=0)
+    )
+    sweeps = [study_runner.Sweep("study_test_batches", ["edsr_d2_w8_x4"], ["model=zoo"], {"*": 1.0})]
+    assert study_runner.run("test", sweeps) == 0
+    assert f"hydra.sweeper.max_batch_size={study_runner.UNITS}" in calls[0] and "launcher=joblib" in calls[0]
+    assert study_runner.run("test", sweeps, ["launcher=slurm"]) == 0
+    assert not any(a.startswith("hydra.sweeper.max_batch_size") for a in calls[1])
