@@ -180,7 +180,16 @@ def run(
             flush=True,
         )
         cmd = [sys.executable, "-m", "cem_lab.cli.cem", "-m", *s.overrides(), *launcher, *extra]
-        proc = subprocess.run(cmd, cwd=ROOT)
+        try:
+            proc = subprocess.run(cmd, cwd=ROOT)
+        except KeyboardInterrupt:  # cem-lab has saved its sweep and said so; the study says where it stopped
+            print(
+                f"{study}: interrupted in sweep {i}/{len(sweeps)} ({s.name}); finished maps are kept: run the same "
+                "command again to resume",
+                file=sys.stderr,
+                flush=True,
+            )
+            return 130
         failed += proc.returncode != 0
         done_est += s.estimate_s()
         remaining -= s.estimate_s()

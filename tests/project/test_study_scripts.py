@@ -70,3 +70,22 @@ def test_a_local_run_starts_its_first_map_without_composing_every_job_first(monk
     assert f"hydra.sweeper.max_batch_size={study_runner.UNITS}" in calls[0] and "launcher=joblib" in calls[0]
     assert study_runner.run("test", sweeps, ["launcher=slurm"]) == 0
     assert not any(a.startswith("hydra.sweeper.max_batch_size") for a in calls[1])
+
+
+def test_an_interrupted_run_says_where_it_stopped_in_one_line(monkeypatch, capsys):
+    """Ctrl-C reaches the study runner too, while cem-lab saves its sweep: one line and the status of an interrupt,
+    not a traceback."""
+    monkeypatch.syspath_prepend(str(ROOT / "experiments"))
+    import study_runner
+
+    def interrupted(cmd, cwd):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(study_runner.subprocess, "run", interrupted)
+    sweeps = [study_runner.Sweep("study_test_interrupt", ["edsr_d2_w8_x4"], ["model=zoo"], {"*": 1.0})]
+    assert study_runner.run("test", sweeps) == 130
+    err = capsys.readouterr().err
+    assert err.strip() == (
+        "test: interrupted in sweep 1/1 (study_test_interrupt); finished maps are kept: run the same command again to "
+        "resume"
+    )
