@@ -520,9 +520,18 @@ class CEMJob:
             "classification": self.rule,
             "forward_batch": self.forward_batch,
             "blocks": "all" if self.selected.all() else np.flatnonzero(self.selected).tolist(),
-            # only a strategy in use is part of the identity (runs on the ROI crop record none)
-            **({"recompute": self.recompute.name} if self.recompute.name != "roi_crop" else {}),
+            # the strategy asked for, not the path its check and race took: that follows the machine's load, and a
+            # run's identity must not (a finished map was refused where a busier check had declined the strategy)
+            **({"recompute": self.cem_settings.recompute} if self.cem_settings.recompute != "roi_crop" else {}),
         }
+
+    def fingerprint_also(self) -> tuple[str, ...]:
+        """The identities earlier versions recorded for this same run: until 2026-12-08 a run whose check declined
+        the strategy asked for recorded none (its checkpoints are read as this run's)."""
+        if self.cem_settings.recompute == "roi_crop":
+            return ()
+        settings = {k: v for k, v in self.settings().items() if k != "recompute"}
+        return (compute_fingerprint(settings, self.model, self.ti, self.intervention),)
 
     def fingerprint(self) -> str:
         """The run's identity (:func:`~cem_lab.causal.resume.compute_fingerprint`), computed once."""
@@ -533,7 +542,7 @@ class CEMJob:
     def check_folder(self, folder: str | Path) -> str | None:
         """``None`` (nothing to resume), ``"partial"`` or ``"complete"``; a folder of another run raises
         :class:`~cem_lab.causal.errors.RunFolderError` (see :func:`cem_lab.causal.resume.check_folder`)."""
-        return check_folder(folder, self.fingerprint())
+        return check_folder(folder, self.fingerprint(), self.fingerprint_also())
 
     # --- running ---------------------------------------------------------------------------------
     def run(

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -63,15 +64,16 @@ def compute_fingerprint(settings: dict[str, Any], model: nn.Module, task_input, 
     return _sha(*parts)
 
 
-def load_state(path: Path, fingerprint: str) -> dict[str, np.ndarray]:
-    """The arrays of the checkpoint ``path``, refused unless it is the run ``fingerprint``'s own."""
+def load_state(path: Path, fingerprint: str, also: Sequence[str] = ()) -> dict[str, np.ndarray]:
+    """The arrays of the checkpoint ``path``, refused unless it is the run ``fingerprint``'s own (or recorded under
+    one of ``also``, the forms earlier versions gave the same run's identity)."""
     try:
         state = read_state(path)
     except Exception as err:
         raise RunFolderError(
             f"cannot read the checkpoint {path} ({err}); delete {path} to start this run over"
         ) from err
-    if str(state.get("fingerprint")) != fingerprint:
+    if str(state.get("fingerprint")) not in (fingerprint, *also):
         raise RunFolderError(
             f"{path.parent} holds a run with other settings, model, image or patch bank; give this run another "
             "folder (run_name=NAME, or output_dir= in Python), or delete that folder to start over"
@@ -79,14 +81,14 @@ def load_state(path: Path, fingerprint: str) -> dict[str, np.ndarray]:
     return state
 
 
-def check_folder(folder: str | Path, fingerprint: str) -> str | None:
+def check_folder(folder: str | Path, fingerprint: str, also: Sequence[str] = ()) -> str | None:
     """Check, before anything is written, that ``folder`` holds no run or this run's own
     checkpoint: ``None`` (nothing to resume), ``"partial"`` or ``"complete"``. A checkpoint of
     another run (other settings, model, image or patch bank) raises :class:`RunFolderError`."""
     path = state_path(folder)
     if not path.is_file():
         return None
-    return "complete" if bool(load_state(path, fingerprint)["complete"]) else "partial"
+    return "complete" if bool(load_state(path, fingerprint, also)["complete"]) else "partial"
 
 
 def save_state(

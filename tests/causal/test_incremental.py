@@ -131,7 +131,7 @@ def test_a_global_model_falls_back_with_the_operation_named(clean_image, small_b
     note = [n for n in res.meta["notes"] if n.startswith("incremental recompute (recompute=incremental) not used")]
     assert note and words in note[0], res.meta["notes"]
     np.testing.assert_array_equal(res.effect_raw, ref.effect_raw)
-    assert "recompute" not in res.meta["settings"]
+    assert res.meta["settings"]["recompute"] == "incremental"  # what was asked (the identity); the path: the notes
 
 
 def test_conv_chain_names_what_breaks_the_chain():
@@ -521,3 +521,37 @@ def test_beside_a_busy_process_no_step_of_a_map_runs_on_threads_nobody_chose(sma
     assert seen["model"] and set(seen["model"]) == {1}, seen["model"]
     assert seen["isfinite"] and set(seen["isfinite"]) == {1}, seen["isfinite"]
     assert torch.get_num_threads() == 2
+
+
+def test_a_runs_identity_does_not_follow_the_path_its_check_chose(small_bank, monkeypatch, tmp_path):
+    """Whether incremental recompute's check declines it follows the machine's load; the run's identity must not:
+    a study's finished map was refused ("another run") where a busier check had declined the strategy. The identity
+    holds the strategy asked for; a map finished where the check declined it is read back where the check keeps
+    it, and a checkpoint recorded under the earlier identity (none where declined) is this run's too."""
+    from cem_lab.causal import recompute
+    from cem_lab.causal.recompute import IncrementalRecompute
+
+    model, kw = DnCNN(features=8, depth=4), {**KW, "recompute": "incremental", "patch_bank": small_bank}
+    folder = tmp_path / "run"
+    monkeypatch.setattr(IncrementalRecompute, "ONLY_WHEN_FASTER", True)
+    monkeypatch.setattr(recompute, "RACE_DECISIVE", 0.0)  # every check finds it decisively slower: declined
+    declined = compute_cem(model, _image(64), "dn", (24, 24, 16), output_dir=folder, **kw)
+    assert any("not used" in n for n in declined.meta["notes"])
+    monkeypatch.setattr(IncrementalRecompute, "ONLY_WHEN_FASTER", False)  # kept, whatever its times
+    job = prepare_cem(
+        model, _image(64), "dn", (24, 24, 16), **{k: v for k, v in kw.items() if k not in ("progress", "figures")}
+    )
+    assert job.recompute.name == "incremental"
+    assert job.fingerprint() == declined.meta["fingerprint"] and job.check_folder(folder) == "complete"
+    again = compute_cem(model, _image(64), "dn", (24, 24, 16), output_dir=folder, **kw)
+    np.testing.assert_array_equal(again.effect_raw, declined.effect_raw)  # read back, not recomputed
+    # a checkpoint of the earlier identity (a declined strategy recorded none) is accepted
+    from cem_lab.run_format import read_state, state_path, write_state
+
+    state = read_state(state_path(folder))
+    (legacy,) = job.fingerprint_also()
+    write_state(state_path(folder), {**state, "fingerprint": np.array(legacy)})
+    assert legacy != job.fingerprint() and job.check_folder(folder) == "complete"
+    write_state(state_path(folder), {**state, "fingerprint": np.array("another run")})
+    with pytest.raises(Exception, match="holds a run with other settings"):
+        job.check_folder(folder)
