@@ -530,8 +530,10 @@ class CEMJob:
         the strategy asked for recorded none (its checkpoints are read as this run's)."""
         if self.cem_settings.recompute == "roi_crop":
             return ()
-        settings = {k: v for k, v in self.settings().items() if k != "recompute"}
-        return (compute_fingerprint(settings, self.model, self.ti, self.intervention),)
+        if getattr(self, "_fingerprint_also", None) is None:  # computed once, as the fingerprint
+            settings = {k: v for k, v in self.settings().items() if k != "recompute"}
+            self._fingerprint_also = (compute_fingerprint(settings, self.model, self.ti, self.intervention),)
+        return self._fingerprint_also
 
     def fingerprint(self) -> str:
         """The run's identity (:func:`~cem_lab.causal.resume.compute_fingerprint`), computed once."""
