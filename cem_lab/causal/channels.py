@@ -448,6 +448,10 @@ class ChannelJob:
             **({"task": self.task} if self.task is not None else {}),
         }
 
+    def fingerprint_also(self) -> tuple[str, ...]:
+        """Earlier identities of this run (a channel map has had one form only)."""
+        return ()
+
     def fingerprint(self) -> str:
         """The run's identity: its settings, the model's weights, the input, ground truth and donor inputs."""
         if self._fingerprint is None:

@@ -161,6 +161,7 @@ class CEMJob:
         #: the recompute strategies' checks against the ROI crop (summary.json keys)
         self.checks: dict[str, dict] = {}
         self._fingerprint: str | None = None
+        self._fingerprint_also: tuple[str, ...] | None = None
         self._prepare(full_output)
 
     # --- model calls ---------------------------------------------------------------------------
@@ -228,7 +229,9 @@ class CEMJob:
         return roi
 
     def _roi_metric_full(self, x: Tensor) -> Tensor:
-        return self._roi(self._forward(x, pad=False), (0, 0))
+        """The ROI outputs of full-image inputs (the crop check's), on the preparation's probed thread count."""
+        with cpu_threads(self.device, self.prepare_threads):
+            return self._roi(self._forward(x, pad=False), (0, 0))
 
     # --- preparation -----------------------------------------------------------------------------
     def _prepare(self, full_output: Tensor | None = None) -> None:
@@ -438,10 +441,6 @@ class CEMJob:
                 else crop_base[:0]
             )
 
-        def full_rois(t: Tensor) -> Tensor:
-            with cpu_threads(self.device, self.prepare_threads):
-                return self._roi_metric_full(t)
-
         def outside_only() -> Tensor:
             with cpu_threads(self.device, SMALL_OP_THREADS):
                 return self._build_joint(outside, full_box, self.ti.input, self.ti.context)
@@ -459,7 +458,9 @@ class CEMJob:
                 out = out[: len(t)]
             return out
 
-        check = verify_crop(full_rois, crop_rois, full_in, crop_in, self.base_full_roi, crop_base, outside_only)
+        check = verify_crop(
+            self._roi_metric_full, crop_rois, full_in, crop_in, self.base_full_roi, crop_base, outside_only
+        )
         check.blocks_inside, check.blocks_outside = len(inside), len(outside)
         return check
 
@@ -530,7 +531,7 @@ class CEMJob:
         the strategy asked for recorded none (its checkpoints are read as this run's)."""
         if self.cem_settings.recompute == "roi_crop":
             return ()
-        if getattr(self, "_fingerprint_also", None) is None:  # computed once, as the fingerprint
+        if self._fingerprint_also is None:  # computed once, as the fingerprint
             settings = {k: v for k, v in self.settings().items() if k != "recompute"}
             self._fingerprint_also = (compute_fingerprint(settings, self.model, self.ti, self.intervention),)
         return self._fingerprint_also

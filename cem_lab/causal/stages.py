@@ -58,7 +58,7 @@ def run_stages(
     carried: dict[str, float] = {**dict.fromkeys(COST_KEYS, 0.0), "sessions": 0.0}
     counted, recorded = True, True
     if path is not None and path.is_file():
-        state = load_state(path, fp, getattr(job, "fingerprint_also", tuple)())
+        state = load_state(path, fp, job.fingerprint_also())
         stage, done_stages, stats, done_items, filled = restore(state, job.estimator, n, job.baseline)
         last = str(state["stage_names"][-1])
         record = carried_cost(state)
