@@ -130,18 +130,40 @@ def record_error(folder: Path, err: BaseException, user_error: bool) -> str:
 def _progress(config: DictConfig, num: int, what: str) -> str:
     state = _read_json(_state_dir(config) / "sweep.json") or {}
     n = state.get("jobs")
-    c = _counts(_records(config))
+    records = _records(config)
+    c = _counts(records)
     finished = c["done"] + c["resumed"] + c["skipped"]
     text = f"job {num + 1}/{n if n is not None else '?'} {what} (done {finished}, failed {c['failed']}"
     if n is not None:
         remaining = max(0, n - finished - c["failed"])
         text += f", remaining {remaining}"
-        worked = c["done"] + c["resumed"] + c["failed"]  # skipped jobs (finished before) cost nothing: not a rate
-        started = state.get("started_s")
-        if remaining and worked and isinstance(started, (int, float)):
-            left = (time.time() - started) / worked * remaining
-            text += f", about {_duration(left)} left at this sweep's pace"
+        per_job = _pace(records)
+        if remaining and per_job is not None:
+            text += f", about {_duration(per_job * remaining)} left at this sweep's pace"
     return text + ")"
+
+
+def _pace(records: dict[int, dict]) -> float | None:
+    """Wall seconds per job: the time during which at least one job that worked (not one skipped as
+    finished before) was running, over their number. Skipped jobs are left out of the time as well as the
+    count: a resumed sweep spends its first minutes confirming finished jobs, and timing from the sweep's
+    start made hundreds of them look like the pace of the few maps run so far (13 h for 3 h of work). Jobs
+    running side by side (parallel workers) share their wall time."""
+    spans = sorted(
+        (float(r["started_s"]), float(r["ended_s"]))
+        for r in records.values()
+        if r.get("status") != "skipped"
+        and isinstance(r.get("started_s"), (int, float))
+        and isinstance(r.get("ended_s"), (int, float))
+    )
+    if not spans:
+        return None
+    covered, end = 0.0, float("-inf")
+    for a, b in spans:
+        if b > end:
+            covered += b - max(a, end)
+            end = b
+    return covered / len(spans)
 
 
 def _duration(seconds: float) -> str:
@@ -165,6 +187,7 @@ class SweepProgress(Callback):
         self.exit_on_failure = exit_on_failure
         self._t0 = time.time()
         self._lock: ExitStack | None = None
+        self._job_started: float | None = None  # this worker's job in progress (its record's start)
 
     # --- in the process that runs `cem-lab -m` ---------------------------------------------------
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
@@ -197,7 +220,7 @@ class SweepProgress(Callback):
                 "jobs": n,
                 "overrides": list(config.hydra.overrides.task),
                 "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
-                "started_s": time.time(),  # the sweep's pace (the jobs' ETA) is measured from here
+                "started_s": time.time(),
             },
         )
         print(
@@ -276,6 +299,7 @@ class SweepProgress(Callback):
         if not _is_multirun(config):
             return
         num = int(config.hydra.job.num)
+        self._job_started = time.time()
         log.info(_progress(config, num, f"started: {config.hydra.job.override_dirname or 'default'}"))
 
     def on_job_end(self, config: DictConfig, job_return: Any = None, **kwargs: Any) -> None:
@@ -291,6 +315,7 @@ class SweepProgress(Callback):
             err = value if isinstance(value, BaseException) else None
             rec = {"status": "failed", "error": f"{type(err).__name__}: {err}" if err else "unknown error"}
         rec.update(num=num, folder=folder, overrides=list(config.hydra.overrides.task))
+        rec.update(started_s=self._job_started, ended_s=time.time())
         write_json(_state_dir(config) / "jobs" / f"{num}.json", rec)
         what = rec["status"] + (f": {first_line(rec.get('error', ''))}" if rec["status"] == "failed" else "")
         log.info(_progress(config, num, what))

@@ -221,6 +221,23 @@ def test_multirun_writes_one_folder_per_job(clean_sweep, workdir):
     assert any(np.abs(_arrays(j / "cem.npz")["effect_raw"]).max() > 0 for j in jobs)  # not a trivial map
 
 
+def test_a_resumed_sweeps_pace_counts_the_time_of_the_jobs_that_worked_not_of_those_it_skipped():
+    """A resumed sweep first confirms its finished jobs (seconds each, no map): timed from the sweep's start,
+    457 skipped jobs and 3 maps read as 13 hours left where 3 were. Side-by-side jobs share their wall time."""
+    from cem_lab.bookkeeping.sweep_record import _pace
+
+    skipped = {i: {"status": "skipped", "started_s": 1.0 * i, "ended_s": 1.0 * i + 0.9} for i in range(400)}
+    worked = {  # two workers from t = 1000 s: 10 s maps, overlapping in pairs
+        400: {"status": "done", "started_s": 1000.0, "ended_s": 1010.0},
+        401: {"status": "done", "started_s": 1005.0, "ended_s": 1015.0},
+        402: {"status": "resumed", "started_s": 1015.0, "ended_s": 1025.0},
+        403: {"status": "failed", "started_s": 1016.0, "ended_s": 1024.0},
+    }
+    assert _pace(skipped) is None  # nothing worked yet: no rate to give
+    assert _pace({**skipped, **worked}) == pytest.approx(25.0 / 4)  # 1000..1025 covered, 4 jobs
+    assert _pace({**worked, 404: {"status": "done"}}) == pytest.approx(25.0 / 4)  # a record without times (older)
+
+
 def test_rerun_skips_finished_jobs(clean_sweep, workdir):
     folder, _ = clean_sweep
     stamps = {j: ((j / "summary.json").stat().st_mtime_ns, (j / "cem.npz").stat().st_mtime_ns) for j in _jobs(folder)}
