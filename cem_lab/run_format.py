@@ -23,6 +23,7 @@ The analysis layer reads only these files. A reader refuses a file of a newer
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +45,22 @@ IMAGES_DIR = "images"
 FIGURES_DIR = "figures"
 #: files any of which marks a folder as a run folder (finished, running or failed)
 RUN_MARKERS: tuple[str, ...] = (SUMMARY_FILE, CEM_FILE, STATE_FILE, DONE_FILE, ERROR_FILE)
+
+
+_CROP_NAME = re.compile(r"^(?P<picture>.+)_crop\d+_\d+_\d+x\d+$")
+
+
+def crop_name(picture: str, top: int, left: int, height: int, width: int) -> str:
+    """The image name a run records for a crop of ``picture`` (``image_crop``):
+    ``<picture>_crop<top>_<left>_<height>x<width>``."""
+    return f"{picture}_crop{top}_{left}_{height}x{width}"
+
+
+def picture_of(image: str) -> str:
+    """The picture an image name comes from: ``image`` less its :func:`crop_name` suffix (a whole image is
+    its own picture). Crops of one picture share its content, so a study resamples pictures, not crops."""
+    m = _CROP_NAME.match(str(image))
+    return m.group("picture") if m else str(image)
 
 
 def check_version(version: int, what: PathLike) -> None:

@@ -36,6 +36,7 @@ from cem_lab.analysis.findings import (
     with_locality,
 )
 from cem_lab.analysis.runs import SOURCE_AUTHORS
+from cem_lab.analysis.study_stats import pictures
 
 CA_METRICS = ["share_positive", "total_positive_effect", "reach_max_px", "ce_mean_distance_px", "baseline_metric"]
 #: the variants whose attention pools over the whole image (the paper's "global mechanism")
@@ -96,7 +97,7 @@ def channel_attention_finding(runs: pd.DataFrame, out: Path, figures: Path) -> d
     v_raw = verdict(*raw, total)
     power = ""
     if len(rows):
-        n_img = int(min(sr["image"].nunique(), dn["image"].nunique()))
+        n_img = min(len(set(pictures(sr))), len(set(pictures(dn))))
         parts = []
         for metric, label, unit in (
             ("share_positive", "positive share", ""),

@@ -29,6 +29,7 @@ from cem_lab.analysis.finding_tables import (
 )
 from cem_lab.analysis.findings import detectable_text, paired_table, significant, verdict, with_locality
 from cem_lab.analysis.runs import SOURCE_AUTHORS
+from cem_lab.analysis.study_stats import pictures
 
 MT_METRICS = [
     "total_positive_effect",
@@ -130,7 +131,7 @@ def multitask_finding(runs: pd.DataFrame, out: Path, figures: Path) -> dict[str,
             ),
             ("near share", [(c["near_mass_share"]["high"] - c["near_mass_share"]["low"]) / 2 for *_, c in found], ""),
         ],
-        int(df["image"].nunique()),
+        len(set(pictures(df))),
         len(tests),
     )
     figs = {

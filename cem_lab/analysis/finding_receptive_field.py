@@ -32,6 +32,7 @@ from cem_lab.analysis.finding_tables import (
 )
 from cem_lab.analysis.findings import detectable_text, paired_table, rank_trend, significant, verdict, with_locality
 from cem_lab.analysis.runs import SOURCE_AUTHORS
+from cem_lab.analysis.study_stats import pictures
 from cem_lab.run_format import read_cem_arrays, read_summary
 
 #: the swept families (the run table's ``architecture``)
@@ -176,7 +177,7 @@ def receptive_field_finding(runs: pd.DataFrame, out: Path, figures: Path) -> dic
     comparisons = pd.DataFrame(cmp_rows)
     v = verdict(support, contradict, informative)
     v_raw = verdict(raw[0], raw[1], raw[2])
-    n_img = int(zoo["image"].nunique())
+    n_img = len(set(pictures(zoo)))
     hw_reach = [(c[3]["high"] - c[3]["low"]) / 2 for c in cells]
     hw_gap = [(c[6].high - c[6].low) / 2 for c in cells if c[6] is not None]
     hw_roi = [(c[5]["high"] - c[5]["low"]) / 2 for c in cells]

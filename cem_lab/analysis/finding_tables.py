@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from cem_lab.analysis.runs import SOURCE_AUTHORS, SOURCE_ZOO, STUDY_SOURCES, _zoo_entry
-from cem_lab.analysis.study_stats import nested_bootstrap, paired_difference
+from cem_lab.analysis.study_stats import nested_bootstrap, paired_difference, pictures
 from cem_lab.errors import CemLabError
 from cem_lab.io import atomic_path
 
@@ -85,7 +85,7 @@ def per_model_intervals(df: pd.DataFrame, models: list[str], metrics: list[str],
         sub = df[df["model"] == model]
         row: dict[str, Any] = {"model": model, "n_units": len(sub)}
         for m in metrics:
-            iv = nested_bootstrap(sub[m].to_numpy(float), list(sub["image"].astype(str)), resamples=resamples)
+            iv = nested_bootstrap(sub[m].to_numpy(float), pictures(sub), resamples=resamples)
             row.update({f"{m}_mean": iv.mean, f"{m}_low": iv.low, f"{m}_high": iv.high})
         rows.append(row)
     return pd.DataFrame(rows)
@@ -128,12 +128,19 @@ def write_csv(table: pd.DataFrame, path: Path) -> str:
 
 
 def units_line(df: pd.DataFrame) -> str:
-    """One sentence: how many units (image x ROI) and images the table holds, and how its intervals are made."""
+    """One sentence: how many units (image x ROI) and pictures the table holds, and how its intervals are made."""
     images = sorted(set(df["image"].astype(str)))
+    pics = sorted(set(pictures(df)))
     units = df["image"].astype(str) + " " + df["roi"].astype(str)
+    if len(pics) == len(images):
+        return (
+            f"{units.nunique()} units ({len(images)} images x ROIs: {', '.join(images)}); intervals: 95 %, nested "
+            "bootstrap over images with ROIs resampled inside each (expanded percentiles for few images)"
+        )
     return (
-        f"{units.nunique()} units ({len(images)} images x ROIs: {', '.join(images)}); intervals: 95 %, nested "
-        "bootstrap over images with ROIs resampled inside each (expanded percentiles for few images)"
+        f"{units.nunique()} units ({len(pics)} pictures: {', '.join(pics)}; {len(images)} crops of them x ROIs); "
+        "intervals: 95 %, nested bootstrap over pictures with their crops x ROIs resampled inside each (crops of "
+        "one picture are not independent; expanded percentiles for few pictures)"
     )
 
 

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from cem_lab.analysis.study_stats import Interval, contrast_of_differences, expanded_alpha, paired_difference
+from cem_lab.analysis.study_stats import Interval, contrast_of_differences, expanded_alpha, paired_difference, pictures
 from cem_lab.analysis.study_tables import distance_profile
 from cem_lab.errors import InputError
 
@@ -83,7 +83,7 @@ class UnitMatrix:
     values: np.ndarray  #: models x units
     models: list[str]
     units: list[str]
-    images: list[str]  #: the image of each unit
+    images: list[str]  #: the picture each unit comes from: its resampling cluster (:func:`pictures`)
     dropped: list[str]  #: units left out: some model lacks them
 
 
@@ -109,7 +109,7 @@ def unit_matrix(
     complete = table.notna().all(axis=0)
     units = [u for u in table.columns if complete[u]]
     dropped = [u for u in table.columns if not complete[u]]
-    image_of = dict(zip(sub["unit_key"], sub["image"].astype(str)))
+    image_of = dict(zip(sub["unit_key"], pictures(sub)))
     return UnitMatrix(table[units].to_numpy(float), models, units, [image_of[u] for u in units], dropped)
 
 
@@ -349,7 +349,7 @@ def detectable_text(
     if not said:
         return ""
     return (
-        f"Smallest difference {what} ({n_images} images) can call, as the median half-width of the "
+        f"Smallest difference {what} ({n_images} pictures) can call, as the median half-width of the "
         f"95 % intervals: {'; '.join(said)}."
     )
 

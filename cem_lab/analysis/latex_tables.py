@@ -171,8 +171,8 @@ def summary_latex(summary: pd.DataFrame, level: float = 0.95, by: Sequence[str] 
             )
         caption = (
             f"{latex_escape(task)}: per condition ({latex_escape(', '.join(by))}), the mean over images "
-            f"[{_percent(level)} nested-bootstrap interval over images, ROIs resampled within them; expanded "
-            f"for few images]; {_task_units(group)} unit(s) (image $\\times$ ROI)."
+            f"[{_percent(level)} nested-bootstrap interval over pictures, their crops and ROIs resampled within "
+            f"them; expanded for few pictures]; {_task_units(group)} unit(s) (image $\\times$ ROI)."
         )
         out.append(_table(columns, "l" + "r" * (len(columns) - 1), rows, caption, _label("tab", "study", task)))
     return "\n".join(out)
@@ -218,7 +218,7 @@ def paired_latex(paired: pd.DataFrame, level: float = 0.95, summary: pd.DataFram
         caption = (
             f"{latex_escape(task)}: paired differences, b minus a over the units (image $\\times$ ROI) both have, "
             f"of the {of} unit(s) of the task: the mean over images [{_percent(level)} nested-bootstrap interval "
-            f"over images, ROIs resampled within them]; {STAR} the interval excludes 0."
+            f"over pictures, their crops and ROIs resampled within them]; {STAR} the interval excludes 0."
         )
         out.append(_table(columns, "llrr" + "r" * len(metrics), rows, caption, _label("tab", "paired", task)))
     return "\n".join(out)

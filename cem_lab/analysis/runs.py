@@ -42,6 +42,7 @@ from cem_lab.run_format import (
     RUN_MARKERS,
     STATE_FILE,
     SUMMARY_FILE,
+    picture_of,
 )
 from cem_lab.tasks.base import task_label
 
@@ -83,6 +84,7 @@ RUN_COLUMNS: tuple[str, ...] = (
     "folder",
     "model",
     "image",
+    "picture",
     "task",
     "task_label",
     "scale",
@@ -299,6 +301,7 @@ def run_row(summary: Mapping[str, Any], folder: PathLike, run: str) -> dict[str,
         "folder": str(Path(folder)),
         "model": summary.get("model", np.nan),
         "image": summary.get("image", np.nan),
+        "picture": picture_of(summary["image"]) if summary.get("image") else np.nan,  # the crop's source picture
         "task": task.get("name", np.nan),
         "task_label": label,
         "scale": summary["scale"],

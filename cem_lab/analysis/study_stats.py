@@ -4,6 +4,9 @@ A study maps every model on the same units: ROI ``j`` of image ``i``. Two ROIs o
 independent (same picture, same noise draw), so the unit of resampling is the image, and the ROIs
 are resampled inside each drawn image (a two-stage, nested bootstrap). The estimate is the mean over
 images of each image's mean over its ROIs (every image weighs the same, whatever its ROI count).
+Crops of one picture (``image_crop`` with ``image_crop_cell``) are not independent either (one scene,
+one camera, one kind of content): the studies resample pictures (:func:`pictures`), with every crop x ROI
+of a drawn picture resampled inside it, so that 6 photographs cut into 24 crops count as 6, not 24.
 
 Small populations: with n images the plain percentile bootstrap is too narrow (it ignores the
 n / (n - 1) of the variance and the t distribution of a mean from n values; with 5 images its 95 %
@@ -35,6 +38,7 @@ from cem_lab.errors import InputError
 
 __all__ = [
     "Interval",
+    "pictures",
     "bootstrap_p",
     "contrast_of_differences",
     "expanded_alpha",
@@ -42,6 +46,13 @@ __all__ = [
     "nested_bootstrap",
     "paired_difference",
 ]
+
+
+def pictures(runs) -> list[str]:
+    """The resampling cluster of each row of a runs table: its ``picture`` (a crop's source picture,
+    :func:`cem_lab.run_format.picture_of`), or its ``image`` where the table has no picture column."""
+    column = "picture" if "picture" in runs.columns else "image"
+    return [str(v) for v in runs[column]]
 
 
 @dataclass(frozen=True)

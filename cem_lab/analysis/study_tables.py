@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from cem_lab.analysis.study_stats import nested_bootstrap, paired_difference
+from cem_lab.analysis.study_stats import nested_bootstrap, paired_difference, pictures
 from cem_lab.causal.grid import Roi, block_distances
 from cem_lab.errors import CemLabError
 from cem_lab.run_format import read_cem_arrays, read_summary
@@ -277,7 +277,7 @@ def study_statistics(
     df["ce_mean_distance_px"] = [profiles[f]["mean_distance"] for f in df["folder"]]
     summary_rows, pair_rows, profile_rows, missing = [], [], [], []
     for task, group in df.groupby("task_label", sort=False):
-        unit_image = dict(zip(group["unit_key"], group["image"].astype(str)))
+        unit_image = dict(zip(group["unit_key"], pictures(group)))
         all_units = list(dict.fromkeys(group["unit_key"]))
         conditions = list(dict.fromkeys(group["condition"]))
         per = {c: group[group["condition"] == c].set_index("unit_key") for c in conditions}
@@ -289,7 +289,7 @@ def study_statistics(
             for col, label, unit in STUDY_METRICS:
                 iv = nested_bootstrap(
                     sub[col].to_numpy(float),
-                    list(sub["image"].astype(str)),
+                    pictures(sub),
                     level=level,
                     resamples=resamples,
                     seed=seed,
@@ -314,7 +314,7 @@ def study_statistics(
             }
             # bins that hold no block centre outside the ROI (inside the ROI; gaps of the block grid) say nothing
             held = np.any(np.vstack([_pad(profiles[f]["blocks"], len(edges) - 1) for f in sub["folder"]]) > 0, axis=0)
-            images = list(sub["image"].astype(str))
+            images = pictures(sub)
             for q, mat in stack.items():
                 width = mat.shape[1]
                 last = int(np.max(np.nonzero(np.any(mat != 0, axis=0))[0], initial=0)) + 1

@@ -29,6 +29,7 @@ from cem_lab.models.checkpoint import CheckpointError, load_model, load_weights
 from cem_lab.models.official import catalogue_ids as official_ids
 from cem_lab.models.pretrained import catalogue_ids
 from cem_lab.models.zoo import ZooError, read_zoo_entry
+from cem_lab.run_format import crop_name
 from cem_lab.tasks import Task, make_task
 from cem_lab.tasks.base import task_label
 
@@ -227,7 +228,7 @@ def crop_input(cfg: DictConfig, image: Any, name: str | None) -> tuple[Any, str 
     if cfg.degraded is not None:
         raise InputError("image_crop with a degraded input (dataset=pair) is not supported: crop both files yourself")
     base = name or (Path(str(image)).stem if isinstance(image, (str, Path)) else "image")
-    return arr[top : top + ch, left : left + cw].copy(), f"{base}_crop{top}_{left}_{ch}x{cw}"
+    return arr[top : top + ch, left : left + cw].copy(), crop_name(base, top, left, ch, cw)
 
 
 def _cell_crop(cfg: DictConfig, cell: int, size: int, h: int, w: int) -> tuple[int, int]:

@@ -168,7 +168,7 @@ def test_study_tables_are_well_formed_and_say_what_the_markdown_says():
     assert "ROI metric (dB)" in summary["header"] and "effective distance (px)" in summary["header"]
     assert "positive share" in summary["header"] and "ROI metric (dB)" in paired["header"]
     assert summary["rows"][1][0] == latex_escape(NASTY) and _unescape(summary["rows"][1][0]) == NASTY
-    assert "95\\,\\% nested-bootstrap interval over images" in summary["caption"]
+    assert "95\\,\\% nested-bootstrap interval over pictures" in summary["caption"]
     assert "7 unit(s)" in summary["caption"] and "sr\\_x4" in summary["caption"]  # 6 units + 1 lacking
     assert STAR in paired["caption"] and "excludes 0" in paired["caption"] and "b minus a" in paired["caption"]
     assert "of the 7 unit(s) of the task" in paired["caption"]
