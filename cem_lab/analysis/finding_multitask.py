@@ -16,6 +16,7 @@ import pandas as pd
 
 from cem_lab.analysis import finding_figures as ff
 from cem_lab.analysis.finding_tables import (
+    HELDOUT_RECORD,
     NO_HELDOUT,
     SOURCE_NAMES,
     FindingError,
@@ -165,7 +166,7 @@ def multitask_finding(runs: pd.DataFrame, out: Path, figures: Path) -> dict[str,
         f"step-down; p from the bootstrap, as the intervals). Pairs: {total}; supporting: {support}; contradicting: "
         f"{contradict}. Without the correction (each test alone at 5 %) the rule would say {v_raw} ({raw[0]} "
         f"supporting, {raw[1]} contradicting). {power} The PSNR gap of each pair (ROI, paired; "
-        "held-out, the zoo's record on five whole photographs) stands beside it: a mixed model that restores less "
+        f"held-out, {HELDOUT_RECORD}) stands beside it: a mixed model that restores less "
         "well is a weaker network, whatever its map.\n",
         "### Single-task vs mixed (mixed - single, paired by unit)\n",
         markdown_table(comparisons),

@@ -16,6 +16,7 @@ import pandas as pd
 
 from cem_lab.analysis import finding_figures as ff
 from cem_lab.analysis.finding_tables import (
+    HELDOUT_RECORD,
     LABELS,
     NO_HELDOUT,
     SOURCE_NAMES,
@@ -237,7 +238,7 @@ def receptive_field_finding(runs: pd.DataFrame, out: Path, figures: Path) -> dic
     psnr_rule = (
         "ROI PSNR (of the mapped units, paired by unit: it stands in for the held-out PSNR, which these networks lack)"
         if authors
-        else "held-out PSNR (the zoo's record on five whole photographs no zoo model saw, paired by photograph)"
+        else f"held-out PSNR ({HELDOUT_RECORD}, paired by picture)"
     )
     md = [
         "## Finding 1: more input information (a larger receptive field) does not always help\n",

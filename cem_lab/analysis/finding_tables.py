@@ -14,6 +14,7 @@ from cem_lab.analysis.runs import SOURCE_AUTHORS, SOURCE_ZOO, STUDY_SOURCES, _zo
 from cem_lab.analysis.study_stats import nested_bootstrap, paired_difference, pictures
 from cem_lab.errors import CemLabError
 from cem_lab.io import atomic_path
+from cem_lab.standard_images import IMAGE_POOLS
 
 LABELS = {
     "share_positive": "positive share",
@@ -33,10 +34,13 @@ class FindingError(CemLabError, ValueError):
 
 #: the study networks' sources, as the reports name them
 SOURCE_NAMES = {SOURCE_ZOO: "cem_lab's zoo", SOURCE_AUTHORS: "the authors' zoo (the paper's own networks)"}
+_HELDOUT_PICTURES = len(IMAGE_POOLS["heldout"])
+#: what the held-out PSNR of a finding is (the zoo's ``heldout:`` record, cem_lab.training.heldout)
+HELDOUT_RECORD = f"the zoo's record on the {_HELDOUT_PICTURES} whole held-out pictures no zoo model saw"
 #: the one sentence a finding says when its networks are the authors': cem_lab holds no held-out record of them
 NO_HELDOUT = (
-    "The authors' networks have no held-out record in cem_lab (that record is of cem_lab's own zoo, on five whole "
-    "photographs no zoo model saw), so their held-out PSNR cells are NaN."
+    f"The authors' networks have no held-out record in cem_lab (that record is {HELDOUT_RECORD}), so their "
+    "held-out PSNR cells are NaN."
 )
 
 

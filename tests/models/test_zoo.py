@@ -110,7 +110,7 @@ HELDOUT_CHECK = ("fsrcnn_d16_w32_x4", "edsr_d2_w8_x4", "rcan_none_sr_x4", "srres
 
 @pytest.mark.parametrize("name", sorted(RECIPES))
 def test_every_zoo_model_beats_its_baseline_on_the_held_out_photographs(name):
-    """The stored held-out record (cem-zoo heldout; sporco's five photographs, never seen in training):
+    """The stored held-out record (cem-zoo heldout; the held-out pool: sporco's five photographs and PyWavelets' ascent, never seen in training):
     above the trivial baseline on the mean of every task it was trained for, and on most pictures."""
     from cem_lab.standard_images import image_pool
 
