@@ -98,6 +98,10 @@ class Sweep:
         default = self.cost_s.get("*", 30.0)
         return sum(self.cost_s.get(m, default) for m in self.models or ["*"]) * self.units
 
+    def left_s(self) -> float:
+        """The estimate of the maps not finished yet (at the sweep's mean cost per map)."""
+        return self.estimate_s() * (1 - min(self.finished(), self.jobs) / self.jobs)
+
 
 #: jobs per batch of a local sweep: Hydra composes and checks every job of a batch before its first starts, which
 #: for the receptive-field study's 1152 was five silent minutes before any map; a batch waits for its last job
@@ -117,7 +121,7 @@ FINDINGS_POPULATION = f"{len(IMAGES)} held-out images x {CELLS} crops of {CROP} 
 def plan(study: str, sweeps: Sequence[Sweep], parallel: int = 2, describe: str = FINDINGS_POPULATION) -> float:
     """Print every sweep with its maps, the finished ones and its command, and the time it takes here."""
     total = sum(s.estimate_s() for s in sweeps)
-    left = sum(s.estimate_s() * (1 - min(s.finished(), s.jobs) / s.jobs) for s in sweeps)
+    left = sum(s.left_s() for s in sweeps)
     print(f"{study}: {sum(s.jobs for s in sweeps)} maps in {len(sweeps)} sweeps ({describe})")
     for s in sweeps:
         print(
@@ -169,11 +173,12 @@ def run(
     )
     start = time.perf_counter()
     failed = 0
-    remaining = sum(s.estimate_s() for s in sweeps)
-    done_est = 0.0
+    done_est = 0.0  # the estimate of the maps this run has made (a resumed run skips the finished ones at no cost)
     for i, s in enumerate(sweeps, 1):
         elapsed = time.perf_counter() - start
         rate = elapsed / done_est if done_est > 0 else 1.0 / parallel
+        remaining = sum(t.left_s() for t in sweeps[i - 1 :])
+        left_before = s.left_s()
         print(
             f"[{study} {i}/{len(sweeps)}] {s.name}: {s.jobs} maps, {s.finished()} finished; "
             f"{_hms(elapsed)} elapsed, ETA {_hms(remaining * rate)}",
@@ -191,8 +196,7 @@ def run(
             )
             return 130
         failed += proc.returncode != 0
-        done_est += s.estimate_s()
-        remaining -= s.estimate_s()
+        done_est += max(0.0, left_before - s.left_s())
     print(f"{study}: done in {_hms(time.perf_counter() - start)}; {failed} sweep(s) with failures", flush=True)
     return 1 if failed else 0
 

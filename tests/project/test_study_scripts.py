@@ -89,3 +89,42 @@ def test_an_interrupted_run_says_where_it_stopped_in_one_line(monkeypatch, capsy
         "test: interrupted in sweep 1/1 (study_test_interrupt); finished maps are kept: run the same command again to "
         "resume"
     )
+
+
+def test_a_resumed_studys_eta_counts_the_maps_left_at_the_pace_of_the_maps_it_made(monkeypatch, capsys, tmp_path):
+    """A resumed study skips its finished maps in seconds: its ETA counts only the maps left, and its pace is
+    the time of the maps this run made against their estimate (a finished sweep is not work done)."""
+    monkeypatch.syspath_prepend(str(ROOT / "experiments"))
+    import study_runner
+
+    monkeypatch.setattr(study_runner, "SWEEPS", tmp_path)
+    done = study_runner.Sweep("study_test_done", ["m"], ["model=zoo"], {"*": 100.0}, units=4)
+    half = study_runner.Sweep("study_test_half", ["m"], ["model=zoo"], {"*": 100.0}, units=4)
+    fresh = study_runner.Sweep("study_test_fresh", ["m"], ["model=zoo"], {"*": 100.0}, units=4)
+    for s, n in ((done, 4), (half, 2)):
+        for k in range(n):
+            (tmp_path / s.name / f"job{k}").mkdir(parents=True)
+            (tmp_path / s.name / f"job{k}" / "done.json").write_text("{}")
+    clock = iter([0.0, 0.0, 0.0, 100.0, 200.0])  # the start, before each sweep, the end
+
+    def make(cmd, cwd):  # the half-done sweep finishes its 2 maps (100 s of wall time here)
+        name = next(a.split("=", 1)[1] for a in cmd if a.startswith("sweep_name="))
+        for k in range(4):
+            (tmp_path / name / f"job{k}").mkdir(parents=True, exist_ok=True)
+            (tmp_path / name / f"job{k}" / "done.json").write_text("{}")
+        from types import SimpleNamespace
+
+        return SimpleNamespace(returncode=0)
+
+    monkeypatch.setattr(study_runner.subprocess, "run", make)
+    monkeypatch.setattr(study_runner.time, "perf_counter", lambda: next(clock))
+    assert study_runner.run("test", [done, half, fresh], parallel=2) == 0
+    out = capsys.readouterr().out
+    assert "estimated here (2 CPU cores, 2 jobs at once): 10m00s in all, 5m00s left" in out
+    lines = [line for line in out.splitlines() if line.startswith("[test ")]
+    # before anything ran: the 6 maps left (600 s of estimate) at the stated 2 jobs at once
+    assert lines[0].endswith("ETA 5m00s")
+    # the finished sweep made no map: still no pace of its own
+    assert lines[1].endswith("ETA 5m00s")
+    # 2 maps (200 s of estimate) took 100 s: 4 maps left at that pace
+    assert lines[2].endswith("ETA 3m20s")
