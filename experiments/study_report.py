@@ -60,9 +60,10 @@ def write_study(name: str, sweeps: Sequence[str], notes: str = "") -> int:
         f"Made by `python experiments/{name}.py run` then `python experiments/{name}.py report`, which runs "
         f"`cem-report {' '.join(rel)} --out reports/{name} --finding {name}` and copies its "
         f"`finding_{name}.md` here (the numbers below are the ones it printed; the CSVs beside it in "
-        f"`reports/{name}/` hold every interval). Machine: {platform.machine()}, 2 CPU cores, one thread per map, "
-        f"two maps at once. The {maps} maps took {seconds / 60:.0f} min of compute ({seconds / 120:.0f} min on "
-        "the two cores).\n\n"
+        f"`reports/{name}/` hold every interval). Machine: {platform.machine()}, 2 CPU cores, one thread per map. "
+        f"The {maps} maps took {seconds / 60:.0f} min of compute: each map's preparation and interventions as its "
+        "run folder records them across resumes (a job's start, model loading and figures not counted), whether "
+        "it ran alone or beside another map or a training.\n\n"
     )
     text = head + body + (f"\n## Reading, confounds and what is left out\n\n{notes.strip()}\n" if notes else "")
     write_text(RESULTS / f"{name}.md", text)
