@@ -55,42 +55,47 @@ RRDB = Sweep(
 )
 
 
-#: read from the tables of the report (python experiments/receptive_field.py report, 2026-12-01; the verdict's
-#: multiplicity correction, 2026-12-07)
+#: read from the tables of the report (python experiments/receptive_field.py report, 2026-12-08: the retrained
+#: families on 48 units of 6 held-out pictures, intervals over pictures)
 NOTES = """
 - **What the verdict says.** Depth buys reach in both families (Spearman's rho of depth with the
-  effective distance: FSRCNN 0.97 [0.52, 0.97], EDSR 0.86 [0.045, 0.97]); width does not. Only 2 of
-  the 14 one-axis comparisons have a reach gain whose interval excludes 0 (FSRCNN depth 2 -> 16 at
-  widths 16 and 32). In one of them the extra reach costs quality: FSRCNN d16 w32 reaches +7.41 [3.95,
-  11.2] px further than d2 w32, has more harmful blocks (negative share +0.025 [0.00417, 0.05]) and is
-  worse on the held-out photographs (-0.174 [-0.34, -0.0708] dB) and on the ROIs (-0.574 [-2.84,
-  -0.0509] dB). No comparison has more reach with better PSNR. Read alone at 5 % each, that is one
-  supporting comparison and the rule would say reproduced; but the rule reads 28 tests (reach and PSNR
-  of 14 comparisons), and with Holm's correction to a family-wise 5 % not even the reach gains stand
-  out from 0 at this population of 6 units: the verdict is inconclusive. One supporting comparison in 14
-  is about what chance gives: on simulated populations with the reach effect but no PSNR effect, the
-  uncorrected rule says "reproduced" 15 to 17 % of the time and the corrected one never in 200
-  (tests/analysis/test_verdict_multiplicity.py). The evidence is thin and specific to the deep FSRCNNs.
-- **More reach comes with more negative effect.** Across the 24 models, the effective distance ranks
-  with the negative share (rho 0.75 [0.22, 0.9]) and with a more negative sum of harmful CE (-0.77
-  [-0.9, -0.21]); within FSRCNN, depth ranks with the negative share (0.75 [0.11, 0.95]).
-- **What buys PSNR is not reach.** In EDSR, depth and width both raise the held-out PSNR (every EDSR
-  depth or width comparison but one has an interval above 0, e.g. width 8 -> 32 at depth 2: +0.533
-  [0.142, 0.958] dB) while its reach cannot be told apart (depth 2 -> 16 at width 8: +4.61 [-0.506,
-  9.13] px). Parameters rank with the ROI PSNR (rho 0.6 [-0.065, 0.67] over all 24) but not with the
-  reach (0.12 [-0.19, 0.23]).
-- **The image bounds the reach.** On 128 px crops the ROI of a depth-16 EDSR depends on 100 % of the
-  input (depth 8: 96 %; FSRCNN depth 16: 92 %; depth 2: 27 to 41 %, the gradient probe): the deepest
-  networks could reach further than the crop lets them. The effective distances (33.6 to 42.3 px) stay
-  far below the crop's half-diagonal, so at this scale the bound is on what could be seen, not on what
-  was used; the paper-scale run (256 px or larger, GPU) removes it.
+  effective distance: FSRCNN 0.93 [0.78, 0.97], EDSR 0.95 [0.35, 0.97]); width does not (FSRCNN 0.059
+  [-0.089, 0.21], EDSR -0.12 [-0.77, 0.33]). With Holm's correction over the rule's 28 tests, 2 of the 14
+  one-axis comparisons gain reach: FSRCNN depth 2 -> 16 at width 16 (+9.27 [6.7, 11.9] px) and at width
+  56 (+11.2 [7.78, 15.1] px). Neither loses quality that the held-out record can see (+0.168 [-0.0154,
+  0.345] and -0.0291 [-0.198, 0.0597] dB), so none supports the finding and none contradicts it: the
+  verdict is inconclusive. Read alone at 5 % each, the tests give 5 reach gains, 1 supporting comparison
+  (FSRCNN depth 2 -> 16 at width 32: +5.57 [1.7, 9.3] px and -0.258 [-0.362, -0.157] dB held-out, the
+  comparison that supported the finding on 6 units) and 2 contradicting ones (EDSR depth 2 -> 16 at
+  widths 8 and 32: +3.21 [1.35, 4.81] and +2.88 [0.497, 5.04] px of reach with +0.532 [0.241, 0.875] and
+  +0.385 [0.109, 0.656] dB held-out): inconclusive too. What the population could have seen (the
+  median half-width of the intervals): the reach to +/-2.44 px (+/-5.74 px at Holm's strictest step),
+  the held-out PSNR to +/-0.233 dB (+/-0.549 dB); a quality cost of extra reach smaller than about a
+  quarter of a dB is not ruled out, and in EDSR the deeper networks are the better ones.
+- **More reach comes with more negative effect.** This is the firmest result of the study: across the 24
+  models the effective distance ranks with the negative share (rho 0.94 [0.69, 0.95]) and with a more
+  negative sum of harmful CE (-0.9 [-0.93, -0.62]); depth ranks with the negative share in both families
+  (FSRCNN 0.93 [0.58, 0.97], EDSR 0.95 [0.39, 0.97]). On 6 units the first was 0.75 [0.22, 0.9]. The
+  harmful share stays small (0.6 to 2.8 % of the blocks outside the ROI): the extra reach brings a few
+  blocks that hurt, not a change of sign.
+- **What buys PSNR is not reach.** In EDSR, width 8 -> 32 raises the held-out PSNR at every depth (+0.527
+  to +0.674 dB, every interval above 0) and the ROI PSNR (+0.49 to +0.621 dB, every interval above 0)
+  while the reach does not move (-1 to -0.297 px, every interval across 0). Over the 24 models the
+  parameter count ranks with the ROI PSNR (rho 0.75 [0.52, 0.8]) and not with the reach (0.096 [-0.21,
+  0.36]); within EDSR, 0.96 [0.75, 0.99].
+- **The image bounds the reach.** On 128 px crops (a 32 px input at x4) the ROI of a depth-16 EDSR
+  depends on the whole input (depth 8: 93 %; FSRCNN depth 16: 89 %; depth 2: 26 to 40 %, the gradient
+  probe), so the deepest networks could reach further than the crop lets them. The effective distances
+  (33.5 to 45.5 px) stay below the crop's half-diagonal, so at this scale the bound is on what could be
+  seen more than on what was used; the paper-scale run (256 px or larger, GPU) removes it.
 - **Real networks** (reported beside the families, not pooled with them: other data, objectives and
-  scales). All three ran on the 6 units.
+  scales). They ran on the first population (3 photographs' centre crops x 2 ROIs, 6 units): 48 of
+  Real-CUGAN's 15-minute full-image maps are a GPU's job.
   - *waifu2x upconv_7 photo x2* (552,483 parameters, PSNR-trained on photos) is the most local network
     of the study (effective distance 28.6 [28.3, 30.5] px), has almost no harmful block (negative share
     0.00139 [0, 0.00417]) and beats bicubic by 3.1 dB PSNR-Y (32.81 against 29.68, experiments/results/pretrained.md).
   - *SRVGG compact* (realesr-animevideov3-x4, 621,424) reaches 65.7 [52.2, 74.4] px, further than any
-    zoo model (33.6 to 42.3), and a fifth of its blocks hurt the ROI (negative share 0.21 [0.00417,
+    zoo model (33.5 to 45.5), and a fifth of its blocks hurt the ROI (negative share 0.21 [0.00417,
     0.558]).
   - *Real-CUGAN se x4* (1,406,812; its squeeze-excitation blocks pool over the whole input, so it ran
     in full-image mode) depends on the whole crop (124 [110, 142] px) and most blocks hurt the ROI
@@ -109,8 +114,10 @@ NOTES = """
     field covers the crop): at about 17 times Real-CUGAN's forward time, about 4 h a map here, so they
     are a GPU job (`--with-rrdb`).
 - **Confounds.** One schedule for all models of a family (the authors' design), small networks trained
-  on CPU; three images x two ROIs give wide intervals (expanded percentiles); the reach is measured
-  in 8 px blocks, so differences below a block are noise of the grid.
+  on CPU (on the 19-picture `train` pool); 6 pictures: their 24 crops share each picture's content, so
+  the intervals resample pictures (expanded percentiles for 6), and the held-out record is the same 6
+  pictures whole; the reach is measured in 8 px blocks, so differences below a block are noise of the
+  grid.
 """
 
 
