@@ -75,7 +75,7 @@ NOTES = """
 - **More reach comes with more negative effect.** This is the firmest result of the study: across the 24
   models the effective distance ranks with the negative share (rho 0.94 [0.69, 0.95]) and with a more
   negative sum of harmful CE (-0.9 [-0.93, -0.62]); depth ranks with the negative share in both families
-  (FSRCNN 0.93 [0.58, 0.97], EDSR 0.95 [0.39, 0.97]). On 6 units the first was 0.75 [0.22, 0.9]. The
+  (FSRCNN 0.93 [0.58, 0.97], EDSR 0.95 [0.39, 0.97]). The
   harmful share stays small (0.6 to 2.8 % of the blocks outside the ROI): the extra reach brings a few
   blocks that hurt, not a change of sign.
 - **What buys PSNR is not reach.** In EDSR, width 8 -> 32 raises the held-out PSNR at every depth (+0.527
