@@ -34,9 +34,8 @@ class FindingError(CemLabError, ValueError):
 
 #: the study networks' sources, as the reports name them
 SOURCE_NAMES = {SOURCE_ZOO: "cem_lab's zoo", SOURCE_AUTHORS: "the authors' zoo (the paper's own networks)"}
-_HELDOUT_PICTURES = len(IMAGE_POOLS["heldout"])
 #: what the held-out PSNR of a finding is (the zoo's ``heldout:`` record, cem_lab.training.heldout)
-HELDOUT_RECORD = f"the zoo's record on the {_HELDOUT_PICTURES} whole held-out pictures no zoo model saw"
+HELDOUT_RECORD = f"the zoo's record on the {len(IMAGE_POOLS['heldout'])} whole held-out pictures no zoo model saw"
 #: the one sentence a finding says when its networks are the authors': cem_lab holds no held-out record of them
 NO_HELDOUT = (
     f"The authors' networks have no held-out record in cem_lab (that record is {HELDOUT_RECORD}), so their "

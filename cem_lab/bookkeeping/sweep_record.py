@@ -220,7 +220,6 @@ class SweepProgress(Callback):
                 "jobs": n,
                 "overrides": list(config.hydra.overrides.task),
                 "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
-                "started_s": time.time(),
             },
         )
         print(
